@@ -1,0 +1,49 @@
+"""taskstats_fast: Linux per-task accounting (TASKSTATS) at the rate the kernel produces it,
+straight into numpy.
+
+Decoding::
+
+    import taskstats_fast as tsf
+    records = tsf.decode(raw_netlink_bytes)      # numpy array of tsf.DTYPE
+    records["ac_utime"], records["cpu_delay_total"], tsf.carried(records, "irq_delay_max")
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import errors, layout
+from ._codec import NOTE_DTYPE, Parsed, decode, parse
+from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
+                     MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
+                     ReplyTimeoutError, TaskstatsError)
+from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
+                     MAX_VERSION, MIN_VERSION, fields_in)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DTYPE", "NOTE_DTYPE", "Parsed", "decode", "parse", "carried", "masked", "fields_in",
+    "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED", "MIN_VERSION",
+    "MAX_VERSION", "errors", "layout", "TaskstatsError", "DecodeError", "KernelError",
+    "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
+    "ReplyTimeoutError", "CpumaskError", "MissingExtraError",
+]
+
+
+def carried(records: np.ndarray, field: str) -> np.ndarray:
+    """Boolean array: does each record's struct version report ``field``?
+
+    Fields newer than a record's version are zero in the array; this tells such a zero
+    ("not reported") from a real zero.
+    """
+    try:
+        since = layout.FIELD_BY_NAME[field].since
+    except KeyError:
+        raise KeyError(f"{field!r} is not a struct taskstats field") from None
+    return records["layout"] >= max(since, MIN_VERSION)
+
+
+def masked(records: np.ndarray, field: str) -> np.ma.MaskedArray:
+    """``records[field]`` with the values its records' versions do not report masked out."""
+    return np.ma.MaskedArray(records[field], mask=~carried(records, field))

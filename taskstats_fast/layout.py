@@ -1,0 +1,303 @@
+"""The layout of ``struct taskstats`` as data, and everything derived from it.
+
+This module is the single source of truth for the record format.  ``FIELDS`` lists every field
+of the kernel's struct in v16/v17 order with its C type, the struct version that added it, its unit
+and a one-line meaning.  From that table (and nothing else) we derive:
+
+* the byte offsets of every field in every struct version, using the C layout rules
+  (natural alignment plus the kernel's ``aligned(8)`` attributes);
+* ``DTYPE``: one numpy record that mirrors the v17 ABI byte for byte and appends our metadata
+  (kind, id, seq, ...), so a payload of any version is a prefix copy into it;
+* ``STRUCT_SIZE[v]`` per version, and the copy plan the C core follows (v15 is the only version
+  that is not a prefix of v17: its ``*_delay_max/min`` pairs sit in the middle of the struct);
+* which fields a record of a given version carries (``fields_in(version)``).
+
+``tests/test_layout_compiler.py`` checks every derived offset and size against a C compiler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = [
+    "Field", "FIELDS", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
+    "DTYPE", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
+    "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
+]
+
+#: Oldest struct version we decode: v1-v3 (2006 kernels) have word-size-dependent layouts.
+MIN_VERSION = 4
+#: Newest struct version whose layout we know; newer versions are decoded as their v17 prefix.
+MAX_VERSION = 17
+
+#: C type -> (numpy format, size, natural alignment)
+_CTYPES = {
+    "__u8": ("u1", 1, 1),
+    "__u16": ("u2", 2, 2),
+    "__u32": ("u4", 4, 4),
+    "__u64": ("u8", 8, 8),
+    "__s64": ("i8", 8, 8),
+    "char": ("S1", 1, 1),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member of ``struct taskstats``.
+
+    ``count`` > 1 makes a C array; ``char`` arrays become numpy ``S<count>`` strings.
+    ``aligned8`` mirrors the kernel's ``__attribute__((aligned(8)))``.
+    ``v15_after`` names the field this one followed in the broken v15 layout (only the
+    ``*_delay_max/min`` fields moved).  ``padding`` members keep their C offset but get no
+    numpy field (the kernel zeroes them; they would only clutter every table).  ``c_name`` is the C expression for ``offsetof`` when the
+    numpy name differs (the flattened ``struct timespec64`` members of v17).
+    """
+
+    name: str
+    ctype: str
+    since: int
+    unit: str
+    doc: str
+    count: int = 1
+    aligned8: bool = False
+    v15_after: Optional[str] = None
+    c_name: Optional[str] = None
+    padding: bool = False
+
+    @property
+    def size(self) -> int:
+        return _CTYPES[self.ctype][1] * self.count
+
+    @property
+    def align(self) -> int:
+        return 8 if self.aligned8 else _CTYPES[self.ctype][2]
+
+    @property
+    def numpy_format(self):
+        fmt = _CTYPES[self.ctype][0]
+        if self.ctype == "char":
+            return f"S{self.count}"
+        return fmt if self.count == 1 else (fmt, (self.count,))
+
+
+_DELAY_CLASSES = [
+    # (field prefix, what the task waited for), in the order of the v16 *_delay_max/min block
+    ("cpu", "on a run queue"),
+    ("blkio", "for synchronous block I/O"),
+    ("swapin", "for swap-in"),
+    ("freepages", "in memory reclaim"),
+    ("thrashing", "on thrashing (refaults of recently evicted pages)"),
+    ("compact", "in memory compaction"),
+    ("wpcopy", "on write-protect copy (copy-on-write faults)"),
+    ("irq", "in IRQ/softirq handling"),
+]
+
+
+def _u64(name, since, unit, doc, **kw):
+    return Field(name, "__u64", since, unit, doc, **kw)
+
+
+def _delay_pair(prefix: str, since: int, what: str) -> List[Field]:
+    return [
+        _u64(f"{prefix}_count", since, "count", f"delays {what}"),
+        _u64(f"{prefix}_delay_total", since, "ns", f"total time waiting {what}"),
+    ]
+
+
+def _build_fields() -> List[Field]:
+    f: List[Field] = []
+    f += [
+        Field("version", "__u16", 1, "", "struct taskstats version of this record"),
+        Field("ac_exitcode", "__u32", 1, "", "raw wait status (exit code << 8 | signal)"),
+        Field("ac_flag", "__u8", 1, "", "accounting flags: AFORK 1, ASU 2, ACORE 8, AXSIG 16, AGROUP 32"),
+        Field("ac_nice", "__u8", 1, "", "task nice value"),
+    ]
+    f.append(_u64("cpu_count", 1, "count", "times the task waited on a run queue", aligned8=True))
+    f.append(_u64("cpu_delay_total", 1, "ns", "total time waiting on a run queue"))
+    f += _delay_pair("blkio", 1, "for synchronous block I/O")
+    f += _delay_pair("swapin", 1, "for swap-in")
+    f += [
+        _u64("cpu_run_real_total", 1, "ns", "CPU time on the wall clock"),
+        _u64("cpu_run_virtual_total", 1, "ns", "CPU time as the scheduler accounts it"),
+        Field("ac_comm", "char", 2, "", "command name (NUL padded)", count=32),
+        Field("ac_sched", "__u8", 2, "", "scheduling discipline", aligned8=True),
+        Field("ac_pad", "__u8", 2, "", "padding", count=3, padding=True),
+        Field("ac_uid", "__u32", 2, "", "user id", aligned8=True),
+        Field("ac_gid", "__u32", 2, "", "group id"),
+        Field("ac_pid", "__u32", 2, "", "process (thread) id"),
+        Field("ac_ppid", "__u32", 2, "", "parent process id"),
+        Field("ac_btime", "__u32", 2, "s", "begin time since the epoch (clamped to u32)"),
+        _u64("ac_etime", 2, "us", "elapsed time since the task began", aligned8=True),
+        _u64("ac_utime", 2, "us", "user CPU time"),
+        _u64("ac_stime", 2, "us", "system CPU time"),
+        _u64("ac_minflt", 2, "count", "minor page faults"),
+        _u64("ac_majflt", 2, "count", "major page faults"),
+        _u64("coremem", 2, "MB*us", "accumulated RSS usage"),
+        _u64("virtmem", 2, "MB*us", "accumulated virtual memory usage"),
+        _u64("hiwater_rss", 2, "KB", "high-water mark of RSS"),
+        _u64("hiwater_vm", 2, "KB", "high-water mark of virtual memory"),
+        _u64("read_char", 2, "bytes", "bytes read (rounded down to KiB)"),
+        _u64("write_char", 2, "bytes", "bytes written (rounded down to KiB)"),
+        _u64("read_syscalls", 2, "count", "read syscalls"),
+        _u64("write_syscalls", 2, "count", "write syscalls"),
+        _u64("read_bytes", 3, "bytes", "bytes read from storage"),
+        _u64("write_bytes", 3, "bytes", "bytes written to storage"),
+        _u64("cancelled_write_bytes", 3, "bytes", "bytes of cancelled writeback"),
+        _u64("nvcsw", 5, "count", "voluntary context switches"),
+        _u64("nivcsw", 5, "count", "involuntary context switches"),
+        _u64("ac_utimescaled", 6, "us", "user CPU time scaled by CPU frequency"),
+        _u64("ac_stimescaled", 6, "us", "system CPU time scaled by CPU frequency"),
+        _u64("cpu_scaled_run_real_total", 6, "ns", "scaled CPU time on the wall clock"),
+    ]
+    f += _delay_pair("freepages", 7, "in memory reclaim")
+    f += _delay_pair("thrashing", 9, "on thrashing")
+    f.append(_u64("ac_btime64", 10, "s", "begin time since the epoch (64-bit)"))
+    f += _delay_pair("compact", 11, "in memory compaction")
+    f += [
+        Field("ac_tgid", "__u32", 12, "", "thread group id"),
+        _u64("ac_tgetime", 12, "us", "elapsed time of the thread group", aligned8=True),
+        _u64("ac_exe_dev", 12, "", "device of the executable (kernel dev_t encoding)"),
+        _u64("ac_exe_inode", 12, "", "inode of the executable"),
+    ]
+    f += _delay_pair("wpcopy", 13, "on write-protect copy")
+    f += _delay_pair("irq", 14, "in IRQ/softirq handling")
+    # v15 added max/min per delay class right after each X_delay_total; v16 moved them here.
+    for prefix, what in _DELAY_CLASSES:
+        f.append(_u64(f"{prefix}_delay_max", 15, "ns", f"longest single delay {what}",
+                      v15_after=f"{prefix}_delay_total"))
+        f.append(_u64(f"{prefix}_delay_min", 15, "ns", f"shortest single delay {what}",
+                      v15_after=f"{prefix}_delay_max"))
+    for prefix, what in _DELAY_CLASSES:
+        f.append(Field(f"{prefix}_delay_max_ts_sec", "__s64", 17, "s",
+                       f"when the longest delay {what} happened (seconds)",
+                       c_name=f"{prefix}_delay_max_ts.tv_sec"))
+        f.append(Field(f"{prefix}_delay_max_ts_nsec", "__s64", 17, "ns",
+                       f"when the longest delay {what} happened (nanoseconds part)",
+                       c_name=f"{prefix}_delay_max_ts.tv_nsec"))
+    return f
+
+
+#: Every field of ``struct taskstats`` in v16/v17 order.
+FIELDS: Tuple[Field, ...] = tuple(_build_fields())
+FIELD_BY_NAME: Dict[str, Field] = {f.name: f for f in FIELDS}
+
+
+def _order(version: int) -> List[Field]:
+    """The fields present in ``version``, in that version's memory order."""
+    present = [f for f in FIELDS if f.since <= version]
+    if version != 15:
+        return present
+    moved = [f for f in present if f.v15_after]
+    order = [f for f in present if not f.v15_after]
+    for f in moved:  # each moved field goes right after the one it followed in v15
+        order.insert(order.index(FIELD_BY_NAME[f.v15_after]) + 1, f)
+    return order
+
+
+def _layout(version: int) -> Tuple[Dict[str, int], int]:
+    """C layout rules: each member at the next multiple of its alignment; size padded to 8."""
+    offs: Dict[str, int] = {}
+    pos = 0
+    for f in _order(version):
+        pos = -(-pos // f.align) * f.align
+        offs[f.name] = pos
+        pos += f.size
+    return offs, -(-pos // 8) * 8
+
+
+_LAYOUTS = {v: _layout(v) for v in range(MIN_VERSION, MAX_VERSION + 1)}
+
+
+def offsets(version: int) -> Dict[str, int]:
+    """Byte offset of every field carried by struct version ``version`` (4..17)."""
+    return dict(_LAYOUTS[version][0])
+
+
+#: sizeof(struct taskstats) for each supported version.
+STRUCT_SIZE: Dict[int, int] = {v: size for v, (_, size) in _LAYOUTS.items()}
+#: Bytes of the stats area at the start of every DTYPE record (the v17 struct).
+STATS_SIZE = STRUCT_SIZE[MAX_VERSION]
+
+
+def fields_in(version: int) -> Tuple[str, ...]:
+    """Names of the fields a record of struct version ``version`` carries (newer versions: all
+    known fields; below 4: none, such records are refused)."""
+    if version < MIN_VERSION:
+        return ()
+    return tuple(f.name for f in FIELDS if f.since <= min(version, MAX_VERSION) and not f.padding)
+
+
+def copy_segments(version: int) -> List[Tuple[int, int, int]]:
+    """How a payload of ``version`` lands in a DTYPE record: ``(src, dst, length)`` runs.
+
+    Every version but 15 is a prefix of v17: one run.  v15 is split wherever a field's offset
+    differs from its v17 offset by a different amount than its neighbour's.
+    """
+    size = STRUCT_SIZE[version]
+    if version != 15:
+        return [(0, 0, size)]
+    src = _LAYOUTS[15][0]
+    dst = _LAYOUTS[MAX_VERSION][0]
+    runs: List[List[int]] = []
+    for f in sorted(_order(15), key=lambda f: src[f.name]):
+        s, d = src[f.name], dst[f.name]
+        if runs and s - runs[-1][0] == d - runs[-1][1]:
+            runs[-1][2] = s + f.size - runs[-1][0]   # extend (holes between come along, both zero)
+        else:
+            runs.append([s, d, f.size])
+    return [tuple(r) for r in runs]  # type: ignore[misc]
+
+
+# ---- metadata appended after the v17 stats area -------------------------------------------
+KIND_PID = 1    #: record came from a TASKSTATS_TYPE_AGGR_PID nest (one thread)
+KIND_TGID = 2   #: record came from a TASKSTATS_TYPE_AGGR_TGID nest (a whole thread group)
+
+FLAG_NEWER_VERSION = 0x01    #: version > MAX_VERSION: only the known v17 prefix was decoded
+FLAG_LAYOUT_INFERRED = 0x02  #: version-0 TGID record decoded with its message's PID record layout
+
+#: (name, numpy format, meaning) of the fields after the stats area, in order.
+META_FIELDS = (
+    ("time_ns", "u8", "CLOCK_REALTIME ns when the datagram was received (0 when decoded from bytes)"),
+    ("kind", "u1", "1 = PID record (one thread), 2 = TGID record (thread group aggregate)"),
+    ("flags", "u1", "FLAG_NEWER_VERSION, FLAG_LAYOUT_INFERRED"),
+    ("layout", "u2", "struct version whose layout decoded the payload: fields newer than it are "
+                     "not reported (0 would mean none)"),
+    ("id", "u4", "pid (kind 1) or tgid (kind 2) carried beside the stats"),
+    ("seq", "u4", "netlink sequence number of the message (per-CPU counter for exit events)"),
+    ("shard", "u4", "index of the listener socket that delivered the record (0 for queries)"),
+)
+
+
+def _build_dtype() -> np.dtype:
+    offs = _LAYOUTS[MAX_VERSION][0]
+    names, formats, offsets_ = [], [], []
+    for f in FIELDS:
+        if f.padding:
+            continue
+        names.append(f.name)
+        formats.append(f.numpy_format)
+        offsets_.append(offs[f.name])
+    pos = STATS_SIZE
+    for name, fmt, _ in META_FIELDS:
+        size = np.dtype(fmt).itemsize
+        pos = -(-pos // size) * size
+        names.append(name)
+        formats.append(fmt)
+        offsets_.append(pos)
+        pos += size
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets_,
+                     "itemsize": -(-pos // 8) * 8, "aligned": True})
+
+
+#: One decoded record: the v17 ``struct taskstats`` byte for byte, then our metadata.
+DTYPE: np.dtype = _build_dtype()
+
+
+def field_version_table() -> Iterable[Tuple[str, str, str, int, str]]:
+    """(name, C type, unit, version added, meaning) rows, for documentation."""
+    for f in FIELDS:
+        ctype = f"{f.ctype}[{f.count}]" if f.count > 1 else f.ctype
+        yield f.name, ctype, f.unit, f.since, f.doc
