@@ -1,0 +1,56 @@
+"""Shared test plumbing.
+
+Kernel tests (``@pytest.mark.kernel``) talk to the running kernel's TASKSTATS interface and
+need root.  Where they cannot run they skip with the reason, except under CI (``CI=true``),
+where CI runs as root on a kernel with TASKSTATS: there a skip of a kernel test fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _kernel_unavailable_reason():
+    if os.geteuid() != 0:
+        return "needs root (CAP_NET_ADMIN) for TASKSTATS queries"
+    try:
+        from taskstats_fast import netlink
+        netlink.resolve_family()
+    except Exception as e:  # any failure here is a reason, reported verbatim
+        return f"TASKSTATS is not usable here: {e}"
+    return None
+
+
+_REASON = "unchecked"
+
+
+def kernel_unavailable_reason():
+    global _REASON
+    if _REASON == "unchecked":
+        _REASON = _kernel_unavailable_reason()
+    return _REASON
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("kernel") is None:
+        return
+    reason = kernel_unavailable_reason()
+    if reason:
+        if UNDER_CI:
+            pytest.fail(f"kernel test cannot run under CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, any skip of a kernel test (also one from inside the test) is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (UNDER_CI and report.skipped and not hasattr(report, "wasxfail")
+            and item.get_closest_marker("kernel") is not None):
+        report.outcome = "failed"
+        report.longrepr = f"kernel test skipped under CI=true: {report.longrepr}"
