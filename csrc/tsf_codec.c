@@ -202,10 +202,16 @@ static int parse_aggr(struct parse_state *st, const uint8_t *nest, uint8_t kind,
         return TSF_E_NOSPACE;
 
     uint8_t *rec = st->records + (size_t)st->res->records * plan->record_size;
-    memset(rec, 0, plan->record_size);
-    for (unsigned i = plan->seg_first[slot]; i < (unsigned)plan->seg_first[slot] + plan->seg_count[slot]; i++) {
-        const struct tsf_segment *s = &plan->seg[i];
-        memcpy(rec + s->dst, payload + s->src, s->len);
+    unsigned first = plan->seg_first[slot], nseg = plan->seg_count[slot];
+    const struct tsf_segment *s = &plan->seg[first];
+    if (nseg == 1 && s->src == 0 && s->dst == 0) {
+        /* every version but 15 is a prefix of the newest: copy it, zero only the rest */
+        memcpy(rec, payload, s->len);
+        memset(rec + s->len, 0, plan->record_size - s->len);
+    } else {
+        memset(rec, 0, plan->record_size);
+        for (unsigned i = 0; i < nseg; i++)
+            memcpy(rec + s[i].dst, payload + s[i].src, s[i].len);
     }
     wr64(rec + plan->off_time_ns, st->time_ns);
     rec[plan->off_kind] = kind;
