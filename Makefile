@@ -1,0 +1,27 @@
+# The project's commands. README's two commands are `make demo` and `make test`; .ci/run runs `make test`.
+PYTHON ?= python3
+SYSTEM_PACKAGES := gcc
+APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
+
+.PHONY: system-deps install test bench demo matrix
+
+# Debian packages the tests need (compilers for the layout check, sanitizer and fuzz builds).
+system-deps:
+	@if [ -n "$(strip $(APT_MISSING))" ]; then \
+		echo "installing $(APT_MISSING)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_MISSING); \
+	fi
+
+install:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+test: system-deps install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider
+
+# Install, then watch every task that exits for 10 seconds (needs root).
+demo:
+	$(PYTHON) -m pip install -q '.[pandas,arrow]'
+	taskstats-fast record --seconds 10 -o exits
