@@ -1,0 +1,222 @@
+"""CPU lists: the ``"0-3,8,10-11"`` strings TASKSTATS listeners register with.
+
+This module owns parsing, formatting and validating CPU lists, reading the machine's possible and
+online CPUs from sysfs, the kernel's length limit for a registration string, and splitting a CPU
+set into contiguous shards.  Pure Python: it never opens a socket.
+
+    >>> parse("0-3,8,10-11")
+    (0, 1, 2, 3, 8, 10, 11)
+    >>> format([0, 1, 2, 3, 8, 10, 11])
+    '0-3,8,10-11'
+    >>> split(range(8), 3)
+    [(0, 1, 2), (3, 4, 5), (6, 7)]
+
+Errors are ``taskstats_fast.errors.CpumaskError`` (a ``ValueError``) naming the bad token and its
+character position in the string.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+from .errors import CpumaskError
+
+__all__ = ["parse", "format", "possible", "online", "validate", "check_length", "max_length",
+           "kernel_string", "split", "SYSFS_CPU"]
+
+#: Where the kernel publishes its CPU sets.
+SYSFS_CPU = "/sys/devices/system/cpu"
+
+# One region of the kernel's cpulist syntax (lib/bitmap-str.c, bitmap_parselist): "N", "N-M", or
+# "N-M:used/group" (in every group of `group` CPUs of the range, the first `used`).
+_REGION = re.compile(r"([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?")
+
+
+def _error(message: str, token: Optional[str] = None, position: Optional[int] = None) -> CpumaskError:
+    err = CpumaskError(message)
+    err.token = token
+    err.position = position
+    return err
+
+
+def parse(text: str, *, allow_empty: bool = False) -> Tuple[int, ...]:
+    """The CPUs a cpulist string names, sorted and without duplicates.
+
+    Accepts what the kernel's ``cpulist_parse`` accepts for real lists: comma-separated ``N``,
+    ``N-M`` and ``N-M:used/group`` regions; surrounding whitespace (a sysfs file's newline) is
+    ignored.  Stricter than the kernel where the kernel is lenient by accident: empty entries
+    (``"0,,1"``) and whitespace inside the list are errors.  An empty list is an error unless
+    ``allow_empty`` (sysfs's ``offline`` file is empty on most machines).
+    """
+    cpus = set()
+    for _, _, region in _regions(text, allow_empty):
+        cpus.update(region)
+    return tuple(sorted(cpus))
+
+
+def _regions(text: str, allow_empty: bool = False) -> List[Tuple[str, int, range]]:
+    """(token, character position, CPUs) for each region of a cpulist string."""
+    if not isinstance(text, str):
+        raise TypeError(f"a CPU list is a str like '0-3,8', not {type(text).__name__}")
+    body = text.strip()
+    if not body:
+        if allow_empty:
+            return []
+        raise _error("empty CPU list: name at least one CPU, e.g. '0' or '0-3,8'", "", 0)
+    out = []
+    pos = len(text) - len(text.lstrip())
+    for token in body.split(","):
+        where = f"{token!r} at position {pos} of {text!r}"
+        if not token:
+            raise _error(f"empty entry at position {pos} of {text!r} (two commas in a row, or a "
+                         "comma at an end): remove it", token, pos)
+        m = _REGION.fullmatch(token)
+        if not m:
+            raise _error(f"{where} is not a CPU number or range: write N, N-M or N-M:used/group "
+                         "with non-negative decimal numbers", token, pos)
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        if last < first:
+            raise _error(f"range {where} is reversed (start > end): write '{last}-{first}'", token, pos)
+        used = int(m.group(3)) if m.group(3) is not None else 1
+        group = int(m.group(4)) if m.group(4) is not None else 1
+        if group == 0 or used == 0 or used > group:
+            raise _error(f"{where} has a bad ':used/group' part: need 0 < used <= group", token, pos)
+        cpus = [c for base in range(first, last + 1, group)
+                for c in range(base, min(base + used, last + 1))]
+        out.append((token, pos, cpus))
+        pos += len(token) + 1
+    return out
+
+
+def format(cpus: Iterable[int]) -> str:  # noqa: A001 - mirrors parse(); use as cpumask.format
+    """The shortest cpulist string for ``cpus``: runs of two or more become ``N-M`` (never longer
+    than ``N,M``, and what the kernel's own ``%*pbl`` prints), duplicates collapse, order does
+    not matter.  An empty set gives ``""``."""
+    values = sorted(set(_as_cpu(c) for c in cpus))
+    parts: List[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def _as_cpu(c) -> int:
+    if isinstance(c, bool) or not isinstance(c, int) and not hasattr(c, "__index__"):
+        raise _error(f"CPU numbers are non-negative ints, not {c!r}", repr(c))
+    value = c.__index__()
+    if value < 0:
+        raise _error(f"CPU numbers are non-negative, not {value}", str(value))
+    return value
+
+
+def _read_sysfs(name: str, *, allow_empty: bool = False) -> Tuple[int, ...]:
+    path = f"{SYSFS_CPU}/{name}"
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise CpumaskError(f"cannot read {path} ({e.strerror}): is sysfs mounted?") from e
+    return parse(text, allow_empty=allow_empty)
+
+
+def possible() -> Tuple[int, ...]:
+    """CPUs this kernel could ever bring online (``/sys/devices/system/cpu/possible``); a listener
+    registered for all of them also covers CPUs hot-plugged later."""
+    return _read_sysfs("possible")
+
+
+def online() -> Tuple[int, ...]:
+    """CPUs online right now (``/sys/devices/system/cpu/online``)."""
+    return _read_sysfs("online")
+
+
+def validate(cpus: Iterable[int], possible_cpus: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
+    """``cpus`` sorted and deduplicated, after checking that there is at least one and that each
+    is a possible CPU (the kernel refuses a registration naming any other with EINVAL)."""
+    values = tuple(sorted(set(_as_cpu(c) for c in cpus)))
+    if not values:
+        raise _error("empty CPU set: name at least one CPU", "", 0)
+    allowed = set(possible() if possible_cpus is None else possible_cpus)
+    bad = [c for c in values if c not in allowed]
+    if bad:
+        raise _error(f"CPU {bad[0]} is not possible on this machine (possible CPUs: "
+                     f"{format(allowed)}); the kernel would refuse it", str(bad[0]))
+    return values
+
+
+def max_length(n_possible: Optional[int] = None) -> int:
+    """Longest registration string (without its NUL) the kernel is sure to accept.
+
+    The kernel refuses a cpumask attribute longer than ``100 + 6 * NR_CPUS`` bytes (-E2BIG), the
+    attribute counting its terminating NUL.  NR_CPUS is a build-time constant userspace cannot
+    read; it is at least the number of possible CPUs, so ``100 + 6 * possible - 1`` is a limit
+    that never refuses a string the kernel would take on any build.  Strings from ``format`` are
+    far below it: every CPU number up to 99,999 takes at most 6 bytes with its comma.
+    """
+    n = len(possible()) if n_possible is None else n_possible
+    return 100 + 6 * n - 1
+
+
+def check_length(text: str, n_possible: Optional[int] = None) -> str:
+    """``text`` if the kernel is sure to accept its length, else a CpumaskError saying how much
+    too long it is (see ``max_length``)."""
+    limit = max_length(n_possible)
+    size = len(text.encode())
+    if size > limit:
+        hint = f": write it with ranges, e.g. {format(parse(text))!r}" if _parses(text) else ""
+        raise _error(f"CPU list of {size} bytes is longer than the {limit} bytes the kernel is "
+                     f"sure to accept (100 + 6 x possible CPUs, counting the NUL){hint}", text, 0)
+    return text
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse(text)
+        return True
+    except CpumaskError:
+        return False
+
+
+def kernel_string(cpus, possible_cpus: Optional[Sequence[int]] = None) -> str:
+    """The registration string for ``cpus`` (a cpulist string or an iterable of ints): parsed,
+    validated against the possible CPUs, rewritten in its shortest form and length-checked.
+
+    What is sent is the shortest form, so a long but valid input string (``"0,1,2,3"``) is fine;
+    only a set whose shortest form is still too long for the kernel is refused.
+    """
+    allowed = possible() if possible_cpus is None else tuple(possible_cpus)
+    if isinstance(cpus, str):
+        allowed_set = set(allowed)
+        for token, pos, region in _regions(cpus):
+            bad = [c for c in region if c not in allowed_set]
+            if bad:
+                raise _error(f"CPU {bad[0]} (in {token!r} at position {pos} of {cpus!r}) is not "
+                             f"possible on this machine (possible CPUs: {format(allowed)}); the "
+                             "kernel would refuse it", token, pos)
+        cpus = parse(cpus)
+    text = format(validate(cpus, allowed))
+    return check_length(text, len(allowed))
+
+
+def split(cpus: Iterable[int], k: int) -> List[Tuple[int, ...]]:
+    """``cpus`` (sorted) cut into ``k`` contiguous shards whose sizes differ by at most one, the
+    larger ones first: ``split(range(8), 3) == [(0, 1, 2), (3, 4, 5), (6, 7)]``."""
+    values = sorted(set(_as_cpu(c) for c in cpus))
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"the number of shards is an int, not {type(k).__name__}")
+    if not 1 <= k <= len(values):
+        raise _error(f"cannot split {len(values)} CPU(s) ({format(values) or 'none'}) into {k} "
+                     f"shards: choose between 1 and {len(values)}", str(k))
+    size, extra = divmod(len(values), k)
+    out, at = [], 0
+    for i in range(k):
+        n = size + (1 if i < extra else 0)
+        out.append(tuple(values[at:at + n]))
+        at += n
+    return out
