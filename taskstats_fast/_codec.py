@@ -25,8 +25,8 @@ assert ffi.sizeof("struct tsf_note") == NOTE_DTYPE.itemsize
 
 # Smallest bytes one record can occupy: a v4 STATS attribute inside an AGGR nest.
 _MIN_RECORD_BYTES = layout.STRUCT_SIZE[layout.MIN_VERSION] + 8
-# Every note stands on at least one 4-byte attribute header.
-_MIN_NOTE_BYTES = 4
+# Notes are rare (errors, ACKs, faults): start small, and size exactly on the rare second pass.
+_FIRST_NOTES = 1024
 
 
 def strerror(code: int) -> str:
@@ -123,14 +123,19 @@ def parse(buf, *, out: Optional[np.ndarray] = None, family: int = 0, time_ns: in
         out = output_array(n)
     else:
         _check_out(out)
-    notes = np.empty(n // _MIN_NOTE_BYTES + 1, dtype=NOTE_DTYPE)
+    dst = ffi.from_buffer("uint8_t[]", out, require_writable=True)
     res = ffi.new("struct tsf_parse_result *")
-    rc = lib.tsf_parse(PLAN, family, src, n,
-                       ffi.from_buffer("uint8_t[]", out, require_writable=True), len(out),
-                       ffi.cast("struct tsf_note *", ffi.from_buffer(notes)), len(notes),
-                       time_ns, shard, res)
-    if rc < 0:
-        raise ValueError(strerror(rc))
+    notes_cap = _FIRST_NOTES
+    while True:
+        notes = np.empty(notes_cap, dtype=NOTE_DTYPE)
+        rc = lib.tsf_parse(PLAN, family, src, n, dst, len(out),
+                           ffi.cast("struct tsf_note *", ffi.from_buffer(notes)), notes_cap,
+                           time_ns, shard, res)
+        if rc < 0:
+            raise ValueError(strerror(rc))
+        if res.notes <= notes_cap:
+            break
+        notes_cap = res.notes  # parsing is deterministic: the second pass stores them all
     return Parsed(out[:res.records], notes[:res.notes], res.consumed, res.messages)
 
 
@@ -149,7 +154,7 @@ def decode(buf, *, out: Optional[np.ndarray] = None) -> np.ndarray:
         if len(bad) > 1:
             err.args = (f"{err.args[0]}; {len(bad) - 1} more problem(s), see parse()",)
         raise err
-    if got.consumed < len(_as_input(buf)):
+    if got.consumed < memoryview(buf).nbytes:
         raise ValueError(f"out holds {len(out) if out is not None else 0} records, too few for "
                          f"this buffer: decoded {len(got.records)} records from the first "
                          f"{got.consumed} bytes; pass a larger out or use parse() to continue")

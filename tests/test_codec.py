@@ -281,3 +281,11 @@ def test_output_array_is_checked():
         tsf.decode(GOOD, out=np.zeros(4, dtype=np.uint8))
     with pytest.raises(ValueError):
         tsf.decode(GOOD, out=np.zeros(8, dtype=tsf.DTYPE)[::2])
+
+
+def test_more_notes_than_the_first_guess_are_all_kept():
+    """Thousands of error replies (a bulk query of dead pids) come back note for note."""
+    buf = b"".join(error_msg(-3, req_seq=i) for i in range(5000)) + GOOD
+    got = check_same_as_reference(buf)
+    assert got.kernel_errors["seq"].tolist() == list(range(5000))
+    assert got.records["id"].tolist() == [1]
