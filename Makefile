@@ -3,7 +3,7 @@ PYTHON ?= python3
 SYSTEM_PACKAGES := gcc
 APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: system-deps install test bench demo matrix
+.PHONY: system-deps install test bench demo matrix matrix-deps
 
 # Debian packages the tests need (compilers for the layout check, sanitizer and fuzz builds).
 system-deps:
@@ -25,3 +25,12 @@ bench: install
 demo:
 	$(PYTHON) -m pip install -q '.[pandas,arrow]'
 	taskstats-fast record --seconds 10 -o exits
+
+# The kernel tests under Debian 6.1 (struct v13), 6.12 (v14), this kernel and a 64-CPU guest (qemu, no KVM:
+# takes a while); prints a table. Must pass before a release.
+matrix-deps:
+	@command -v qemu-system-x86_64 >/dev/null && command -v depmod >/dev/null && command -v cpio >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 kmod cpio)
+
+matrix: install matrix-deps
+	bash tests/kernels/run_matrix.sh
