@@ -45,6 +45,15 @@ static long attr_step(const uint8_t *p, long remaining)
     return step < remaining ? step : remaining;
 }
 
+/* The positive errno of an NLMSG_ERROR code.  INT32_MIN has no positive int32 (negating it is
+ * undefined behaviour): no kernel sends it, so it reads as INT32_MAX, still "some error". */
+static int32_t errno_of(int32_t err)
+{
+    if (err == INT32_MIN)
+        return INT32_MAX;
+    return err < 0 ? -err : err;
+}
+
 /* ---- error strings --------------------------------------------------------------------- */
 const char *tsf_strerror(int code)
 {
@@ -291,7 +300,7 @@ int tsf_parse(const struct tsf_plan *plan, uint16_t family,
                 if (err == 0)
                     note(&st, TSF_NOTE_ACK, 0, p, req_seq);
                 else
-                    note(&st, TSF_NOTE_ERROR, err < 0 ? -err : err, p, req_seq);
+                    note(&st, TSF_NOTE_ERROR, errno_of(err), p, req_seq);
             }
         } else if (type == TSF_NLMSG_DONE) {
             note(&st, TSF_NOTE_DONE, 0, p, seq);
@@ -445,7 +454,7 @@ static long find_reply(const uint8_t *buf, size_t len, uint16_t type, uint8_t cm
             int32_t err;
             memcpy(&err, p + TSF_NLMSG_HDRLEN, 4);
             if (err != 0) {
-                *error = err < 0 ? -err : err;
+                *error = errno_of(err);
                 return p - buf;
             }
         } else if (t == type) {

@@ -76,7 +76,8 @@ class _Walk:
                 return
             (err,) = _I32.unpack_from(buf, p + 16)
             req_seq = _U32.unpack_from(buf, p + 28)[0] if msglen >= 36 else seq
-            self.note(NOTE_ACK if err == 0 else NOTE_ERROR, abs(err), p, req_seq)
+            # |INT32_MIN| does not fit the int32 code: the C core clamps it to INT32_MAX
+            self.note(NOTE_ACK if err == 0 else NOTE_ERROR, min(abs(err), 2**31 - 1), p, req_seq)
         elif mtype == 3:  # NLMSG_DONE
             self.note(NOTE_DONE, 0, p, seq)
         elif mtype >= 0x10 and (self.family == 0 or mtype == self.family):
