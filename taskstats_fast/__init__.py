@@ -17,6 +17,9 @@ from ._codec import NOTE_DTYPE, Parsed, decode, parse
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError)
+from .connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
+from .delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delayacct,
+                        delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
                      MAX_VERSION, MIN_VERSION, fields_in)
 
@@ -28,6 +31,9 @@ __all__ = [
     "MAX_VERSION", "errors", "layout", "TaskstatsError", "DecodeError", "KernelError",
     "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
     "ReplyTimeoutError", "CpumaskError", "MissingExtraError",
+    "Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError",
+    "delayacct", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
+    "DelayAccountingOffWarning",
 ]
 
 

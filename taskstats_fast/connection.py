@@ -1,0 +1,682 @@
+"""Connection: TASKSTATS queries over one generic netlink socket.
+
+Owns the query side of the library: single pid/tgid lookups, bulk lookups (``pids``/``tgids``),
+process and thread snapshots, cgroupstats, and the errors that explain what went wrong.
+
+How a bulk lookup works (every step is batched; no Python object is made per record):
+
+1. ``lib.tsf_build_get`` writes all N GET requests into one buffer with consecutive sequence
+   numbers, so a reply's ``nlmsg_seq`` minus the first seq is the index of its request.
+2. The requests go out in *rounds* of at most ``in_flight`` requests, one ``send`` each.  The
+   kernel answers every request of a round inside that ``send`` and queues the replies on our
+   socket, so a round must fit in the receive buffer: ``in_flight`` comes from the granted
+   SO_RCVBUF and the buffer cost (skb truesize) of one reply, measured once per connection.
+3. ``lib.tsf_drain`` (poll + recvmmsg + C decode) writes the replies straight into the result
+   array.  Replies come back in request order; an NLMSG_ERROR carries the seq of its request:
+   ESRCH marks that id missing, anything else raises.
+4. Loss is never silent: if the kernel dropped replies anyway (SO_MEMINFO drops, ENOBUFS,
+   a note that did not fit), the requests still unanswered are sent again; a reply that never
+   comes raises ``ReplyTimeoutError`` after ``timeout`` seconds without progress.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import operator
+import os
+import socket
+import threading
+import time
+import warnings
+from typing import Iterable, NamedTuple, Optional, Union
+
+import numpy as np
+
+from . import layout, netlink
+from ._codec import NOTE_ACK, NOTE_BAD, NOTE_DONE, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
+from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
+from .errors import (DecodeError, KernelError, NoSuchTaskError, PermissionDeniedError,
+                     ReplyTimeoutError, TaskstatsError, kernel_error)
+
+__all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
+           "requests_in_flight", "request_index"]
+
+DEFAULT_TIMEOUT = netlink.DEFAULT_TIMEOUT
+
+ATTR_PID = 1    # TASKSTATS_CMD_ATTR_PID
+ATTR_TGID = 2   # TASKSTATS_CMD_ATTR_TGID
+REQUEST_SIZE = lib.TSF_GET_REQUEST_SIZE
+
+#: Most requests one round sends.  Larger rounds gain nothing (the kernel's per-request work
+#: dominates) and keep megabytes of reply skbs cold in memory before we read them.
+MAX_IN_FLIGHT = 1024
+#: Buffer cost of one reply (skb truesize) before it is measured: a v16 reply is 1280 bytes.
+DEFAULT_REPLY_TRUESIZE = 1280
+#: Receive buffer asked for by default: a full round at twice the default truesize.  The kernel
+#: doubles what it is asked for, so this is generous.
+DEFAULT_RCVBUF = MAX_IN_FLIGHT * DEFAULT_REPLY_TRUESIZE
+#: Arena for recvmmsg: 64 datagrams per call (tsf_drain's batch), 8 KiB each.  A query reply is
+#: ~600 bytes, so MSG_TRUNC cannot happen; tsf_drain counts it anyway and we raise if it does.
+SLOT_SIZE = 8192
+NSLOTS = 64
+# Spare rows in a result array: tsf_drain stops when fewer than two record slots are free.
+_SPARE_ROWS = 2 * NSLOTS + 2
+# Rounds in a row that the kernel dropped every reply of before we give up.
+_MAX_FRUITLESS_RESENDS = 3
+# errnos the kernel uses for a reply it could not queue: resend, do not raise.
+_RESEND_ERRNOS = (errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM)
+
+_PENDING, _FOUND, _MISSING = 0, 1, 2
+_U32 = 0xFFFFFFFF
+
+# The kernel's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
+_PROC_USER_INIT_INO = 0xEFFFFFFD
+_PROC_PID_INIT_INO = 0xEFFFFFFC
+_CGROUP_SUPER_MAGIC = 0x27E0EB
+_CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+# ---- pure helpers (byte-level tested) ------------------------------------------------------
+def requests_in_flight(rcvbuf: int, reply_truesize: int, sndbuf: int = 1 << 30,
+                       cap: Optional[int] = None) -> int:
+    """How many requests one round may send so that all their replies fit in the receive buffer.
+
+    ``rcvbuf`` is the socket's SO_RCVBUF as granted (the kernel's own, doubled, figure);
+    ``reply_truesize`` the buffer one reply costs.  The kernel queues a reply while the bytes
+    already queued do not exceed ``rcvbuf``; we keep an eighth of the buffer spare.  The request
+    datagram itself must fit in the send buffer (netlink refuses ``len > sndbuf - 32``).
+    """
+    if rcvbuf <= 0 or reply_truesize <= 0:
+        raise ValueError("rcvbuf and reply_truesize must be positive")
+    by_rcvbuf = (rcvbuf - rcvbuf // 8) // reply_truesize
+    by_sndbuf = (sndbuf - 64) // REQUEST_SIZE
+    return max(1, min(MAX_IN_FLIGHT if cap is None else cap, by_rcvbuf, by_sndbuf))
+
+
+def request_index(seqs: np.ndarray, first_seq: int, n: int) -> np.ndarray:
+    """Index of the request each sequence number answers (``seq - first_seq`` modulo 2**32, so a
+    batch may straddle the wrap), or -1 for a seq outside the batch's ``n`` requests."""
+    idx = (np.asarray(seqs).astype(np.int64) - int(first_seq)) & _U32
+    idx[idx >= n] = -1
+    return idx
+
+
+def _as_ids(ids, what: str) -> np.ndarray:
+    """Validate pids/tgids: a 1-D array of uint32, values 0..2**32-1."""
+    if isinstance(ids, np.ndarray):
+        arr = ids
+    elif isinstance(ids, (list, tuple, range)):
+        arr = np.asarray(ids)
+    else:
+        arr = np.asarray(list(ids))
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.size == 0:
+        return np.empty(0, np.uint32)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, not {arr.dtype}")
+    if arr.dtype != np.uint32:
+        if int(arr.min()) < 0 or int(arr.max()) > _U32:
+            raise ValueError(f"{what} must be in 0..{_U32}")
+        arr = arr.astype(np.uint32)
+    return np.ascontiguousarray(arr)
+
+
+def _ptr(array: np.ndarray):
+    """A ``uint8_t[]`` over ``array``'s memory; it keeps the buffer exported while it lives, and
+    ``ptr + offset`` is a pointer into it."""
+    return ffi.from_buffer("uint8_t[]", array, require_writable=True)
+
+
+def _ns_inode(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _in_child_namespace(kind: str, init_ino: int) -> Optional[bool]:
+    """Is this process outside the initial ``kind`` (pid/user) namespace?  None if unknown."""
+    own = _ns_inode(f"/proc/self/ns/{kind}")
+    if own is None:
+        return None
+    init = _ns_inode(f"/proc/1/ns/{kind}")  # readable with enough privilege
+    return own != init_ino or (init is not None and init != own)
+
+
+def _permission_hint() -> str:
+    if _in_child_namespace("user", _PROC_USER_INIT_INO):
+        return ("This process runs in a non-initial user namespace (a rootless container or "
+                "`unshare -U`): the kernel answers TASKSTATS queries only to CAP_NET_ADMIN in "
+                "the initial user namespace, which nothing inside can hold. Run the query from "
+                "the host (or a privileged container sharing the host's user namespace).")
+    return ("TASKSTATS queries need CAP_NET_ADMIN: run as root, or grant the capability "
+            "(e.g. systemd AmbientCapabilities=CAP_NET_ADMIN, or `setpriv --inh-caps "
+            "+net_admin --ambient-caps +net_admin` from root). cgroupstats needs no privilege.")
+
+
+def _missing_hint() -> str:
+    if _in_child_namespace("pid", _PROC_PID_INIT_INO):
+        return ("It may have exited. Note: this process is in a non-initial pid namespace, so "
+                "pids are looked up in that namespace, not the host's.")
+    return "It may already have exited."
+
+
+def _fs_magic(fd: int) -> Optional[int]:
+    """f_type of fstatfs(fd) (the file system's magic number), or None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+        if libc.fstatfs(fd, buf) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return ctypes.c_ulong.from_buffer(buf).value & _U32  # f_type is the first member
+
+
+# ---- results -----------------------------------------------------------------------------
+class Lookup(NamedTuple):
+    """Result of a bulk lookup (``pids``, ``tgids``, ``snapshot``).
+
+    ``records``: one ``DTYPE`` row per id that exists, in request order (``records["id"]`` is
+    the id asked for).  ``ids``: every id asked for, in order.  ``found``: bool per id, so
+    ``ids[found]`` lines up row for row with ``records``.  ``missing``: the ids the kernel did not
+    know (ESRCH: exited, or never existed).  ``resent``: requests sent again because the kernel
+    dropped their replies (0 unless the receive buffer overflowed; nothing is lost either way).
+    """
+
+    records: np.ndarray
+    ids: np.ndarray
+    found: np.ndarray
+    resent: int = 0
+
+    @property
+    def missing(self) -> np.ndarray:
+        return self.ids[~self.found]
+
+    def __repr__(self) -> str:
+        return (f"Lookup({len(self.records)} records, {len(self.ids) - len(self.records)} "
+                f"missing of {len(self.ids)} ids, resent={self.resent})")
+
+
+class CgroupStats(NamedTuple):
+    """Task counts of a cgroup v1 directory (CGROUPSTATS_CMD_GET), by scheduler state."""
+
+    nr_sleeping: int
+    nr_running: int
+    nr_stopped: int
+    nr_uninterruptible: int
+    nr_io_wait: int
+
+
+class CgroupV1RequiredError(KernelError, ValueError):
+    """cgroupstats was asked for a directory that is not in a cgroup v1 hierarchy (EINVAL)."""
+
+
+class _Batch:
+    """State of one bulk lookup: its requests, what each got, and the result rows so far."""
+
+    __slots__ = ("ids", "attr", "first_seq", "requests", "state", "out", "out_ptr", "got",
+                 "last_index", "ordered", "resent", "unqueued")
+
+    def __init__(self, ids: np.ndarray, attr: int, family: int):
+        n = len(ids)
+        self.ids = ids
+        self.attr = attr
+        self.first_seq = netlink.next_seq(max(n, 1))
+        self.requests = np.empty((n, REQUEST_SIZE), np.uint8)
+        if n:
+            built = lib.tsf_build_get(_ptr(self.requests), self.requests.nbytes, family,
+                                      self.first_seq, attr,
+                                      ffi.cast("const uint32_t *", ffi.from_buffer(ids)), n, 0)
+            if built != self.requests.nbytes:
+                raise RuntimeError(f"building requests failed: {strerror(built) if built < 0 else built}")
+        self.state = np.zeros(n, np.uint8)
+        # tsf_drain wants two free rows per datagram it may take: small batches make do with
+        # fewer drain calls' worth of spare rows rather than a mostly empty array
+        self.out = np.empty(n + (2 if n <= NSLOTS else _SPARE_ROWS), layout.DTYPE)
+        self.out_ptr = _ptr(self.out)
+        self.got = 0            # rows of out filled with this batch's records
+        self.last_index = -1    # request index of the last row, to notice order breaks
+        self.ordered = True
+        self.resent = 0
+        self.unqueued = 0       # error replies saying the answer could not be queued (EAGAIN...)
+
+    def absorb(self, nrecords: int, notes: np.ndarray) -> int:
+        """Account for ``nrecords`` rows tsf_drain just wrote at ``out[got:]`` and its notes.
+        Returns how many of this batch's requests they answer; raises on a kernel error."""
+        answered = 0
+        if nrecords:
+            answered += self._absorb_records(nrecords)
+        if len(notes):
+            answered += self._absorb_notes(notes)
+        return answered
+
+    def _absorb_records(self, nrecords: int) -> int:
+        new = self.out[self.got:self.got + nrecords]
+        idx = request_index(new["seq"], self.first_seq, len(self.ids))
+        # Fast path: every row answers a pending request of ours, in increasing order.
+        if idx[0] >= 0 and (nrecords == 1 or bool((np.diff(idx) > 0).all())) \
+                and bool((self.state[idx] == _PENDING).all()):
+            self.state[idx] = _FOUND
+            if idx[0] < self.last_index:
+                self.ordered = False
+            self.last_index = int(idx[-1])
+            self.got += nrecords
+            return nrecords
+        # Slow path: drop rows that are not ours (a reply to an abandoned batch) or duplicates.
+        keep = []
+        for i, k in enumerate(idx.tolist()):
+            if k >= 0 and self.state[k] == _PENDING:
+                self.state[k] = _FOUND
+                keep.append(i)
+        if keep:
+            new[:len(keep)] = new[keep]   # fancy indexing copies first: safe in place
+        self.ordered = False
+        self.got += len(keep)
+        return len(keep)
+
+    def _absorb_notes(self, notes: np.ndarray) -> int:
+        bad = notes[notes["kind"] == NOTE_BAD]
+        if len(bad):
+            note = bad[0]
+            raise DecodeError(f"malformed reply from the kernel: {strerror(int(note['code']))} "
+                              f"(message seq {int(note['seq'])})", int(note["code"]),
+                              int(note["offset"]), int(note["seq"]))
+        errs = notes[notes["kind"] == NOTE_ERROR]
+        if not len(errs):
+            return 0
+        idx = request_index(errs["seq"], self.first_seq, len(self.ids))
+        mine = idx >= 0
+        idx, codes = idx[mine], errs["code"][mine]
+        pending = self.state[idx] == _PENDING
+        idx, codes = idx[pending], codes[pending]
+        esrch = codes == errno.ESRCH
+        self.state[idx[esrch]] = _MISSING
+        resend = np.isin(codes, _RESEND_ERRNOS)  # stay pending: the round sends them again
+        self.unqueued += int(resend.sum())
+        other = ~esrch & ~resend
+        if other.any():
+            k = int(idx[other][0])
+            code = int(codes[other][0])
+            what = f"TASKSTATS query for {'pid' if self.attr == ATTR_PID else 'tgid'} {int(self.ids[k])}"
+            raise kernel_error(code, what, _permission_hint() if code == errno.EPERM else None)
+        return int(esrch.sum() + resend.sum())
+
+    def result(self) -> Lookup:
+        records = self.out[:self.got]
+        if not self.ordered:
+            idx = request_index(records["seq"], self.first_seq, len(self.ids))
+            records = records[np.argsort(idx, kind="stable")]
+        elif len(self.out) - self.got > max(self.got, _SPARE_ROWS):
+            records = records.copy()  # do not pin a mostly empty array
+        found = self.state == _FOUND
+        if int(found.sum()) != len(records):  # an invariant of absorb(); guard the promise
+            raise RuntimeError("internal error: result rows do not match the answered requests")
+        return Lookup(records, self.ids, found, self.resent)
+
+
+# ---- the connection --------------------------------------------------------------------------
+class Connection:
+    """A generic netlink socket for TASKSTATS queries (and cgroupstats).
+
+    ``timeout``: seconds to wait for a reply the kernel owes before ``ReplyTimeoutError`` (bulk
+    lookups: seconds without progress).  ``rcvbuf``: receive buffer to ask for; bulk lookups
+    size their rounds to what the kernel grants, so a small buffer only means more rounds.
+    ``warn_delayacct``: warn once (``DelayAccountingOffWarning``) when records are read while
+    ``kernel.task_delayacct`` is off, since most delay fields are then zero.
+
+    TASKSTATS queries need CAP_NET_ADMIN in the initial user namespace; cgroupstats needs no
+    privilege.  A Connection may be shared by threads (calls are serialised) and is a context
+    manager.
+    """
+
+    def __init__(self, *, timeout: float = DEFAULT_TIMEOUT, rcvbuf: int = DEFAULT_RCVBUF,
+                 warn_delayacct: bool = True):
+        sock = netlink.open_socket()
+        try:
+            granted = netlink.set_rcvbuf(sock, rcvbuf, warn=False)
+            family = netlink.resolve_family(sock, timeout=timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self._setup(sock, family, timeout=timeout, rcvbuf=granted, warn_delayacct=warn_delayacct)
+
+    @classmethod
+    def _over(cls, sock: socket.socket, family: netlink.Family, *, timeout: float = DEFAULT_TIMEOUT,
+              reply_truesize: Optional[int] = DEFAULT_REPLY_TRUESIZE,
+              warn_delayacct: bool = False) -> "Connection":
+        """A Connection over a socket made elsewhere (tests use a socketpair as a fake kernel)."""
+        self = cls.__new__(cls)
+        self._setup(sock, family, timeout=timeout,
+                    rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                    warn_delayacct=warn_delayacct)
+        self._reply_truesize = reply_truesize
+        return self
+
+    def _setup(self, sock, family, *, timeout, rcvbuf, warn_delayacct):
+        self._sock: Optional[socket.socket] = sock
+        self.family = family
+        self.timeout = float(timeout)
+        self.rcvbuf = int(rcvbuf)
+        self._sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        #: upper bound of ``in_flight`` (the receive buffer may lower it further)
+        self.max_in_flight = MAX_IN_FLIGHT
+        self._lock = threading.RLock()
+        self._dirty = False          # replies of an abandoned request may still be queued
+        self._reply_truesize: Optional[int] = None
+        self._warn_delayacct = warn_delayacct
+        self._arena = np.empty(NSLOTS * SLOT_SIZE, np.uint8)
+        self._notes = np.empty(MAX_IN_FLIGHT + NSLOTS, NOTE_DTYPE)
+        self._src = ffi.new("struct tsf_source *")
+        self._src.fd = sock.fileno()
+        self._args = ffi.new("struct tsf_drain_args *")
+        self._arena_ptr = _ptr(self._arena)
+        self._notes_ptr = ffi.from_buffer("struct tsf_note[]", self._notes, require_writable=True)
+        self._args.arena = self._arena_ptr
+        self._args.slot_size = SLOT_SIZE
+        self._args.nslots = NSLOTS
+        self._args.notes = self._notes_ptr
+        self._args.family = family.id
+        self._res = ffi.new("struct tsf_drain_result *")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def fileno(self) -> int:
+        return self._socket().fileno()
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={self._sock.fileno()}"
+        return f"<taskstats_fast.Connection {state} family={self.family.id} in_flight={self.in_flight}>"
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            raise ValueError("I/O on a closed taskstats_fast.Connection")
+        return self._sock
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests one round of a bulk lookup sends (from the granted receive buffer)."""
+        return requests_in_flight(self.rcvbuf, self._reply_truesize or DEFAULT_REPLY_TRUESIZE,
+                                  self._sndbuf, self.max_in_flight)
+
+    @property
+    def delayacct_enabled(self) -> Optional[bool]:
+        """``kernel.task_delayacct`` right now (see ``taskstats_fast.delayacct``)."""
+        return delayacct_enabled()
+
+    @property
+    def counters(self) -> dict:
+        """The socket's receive counters since the connection opened (datagrams, records,
+        drops, overruns, truncated, bad, kernel_errors)."""
+        s = self._src
+        return {name: int(getattr(s, name)) for name in
+                ("datagrams", "bytes", "records", "drops", "overruns", "truncated", "bad",
+                 "kernel_errors")}
+
+    # -- single lookups ----------------------------------------------------------------------
+    def pid(self, pid: int) -> np.void:
+        """Statistics of one task (thread) as a ``DTYPE`` record (a numpy structured scalar:
+        ``rec["ac_utime"]``).  Raises ``NoSuchTaskError`` if there is no such task."""
+        return self._one(pid, ATTR_PID)
+
+    def tgid(self, tgid: int) -> np.void:
+        """Statistics summed over a thread group (process), as a ``DTYPE`` record.  The kernel
+        fills times, context switches and delays; identity fields (comm, pid, uid...) are zero
+        in TGID records.  Any thread id of the group works."""
+        return self._one(tgid, ATTR_TGID)
+
+    def _one(self, ident, attr: int) -> np.void:
+        ident = operator.index(ident)
+        if not 0 <= ident <= _U32:
+            raise ValueError(f"{'pid' if attr == ATTR_PID else 'tgid'} must be in 0..{_U32}")
+        got = self._lookup(np.array([ident], np.uint32), attr, stacklevel=5)
+        if not got.found[0]:
+            kind = "pid" if attr == ATTR_PID else "tgid"
+            raise NoSuchTaskError(errno.ESRCH, f"no task with {kind} {ident}. {_missing_hint()}")
+        return got.records[0]
+
+    # -- bulk lookups ------------------------------------------------------------------------
+    def pids(self, pids: Iterable[int]) -> Lookup:
+        """Statistics of many tasks in one batch: a ``Lookup`` whose ``records`` hold one row per
+        task that exists, in the order asked; ``missing`` lists the others."""
+        return self._lookup(_as_ids(pids, "pids"), ATTR_PID)
+
+    def tgids(self, tgids: Iterable[int]) -> Lookup:
+        """``pids`` for thread groups: one summed TGID record per process that exists."""
+        return self._lookup(_as_ids(tgids, "tgids"), ATTR_TGID)
+
+    def snapshot(self, threads: bool = False, *, aggregate: bool = False) -> Lookup:
+        """Every live process (``threads=False``: one PID record per thread-group leader, which
+        carries the process's identity and memory figures but the leader thread's own times) or
+        every thread (``threads=True``: one PID record per /proc/*/task entry), in one bulk
+        lookup.  ``aggregate=True`` (processes only) asks for TGID records instead: CPU times,
+        context switches and delays summed over all threads, identity fields zero.
+
+        Tasks that exit between listing /proc and the query are absent from ``records`` and
+        listed in ``missing``."""
+        if threads and aggregate:
+            raise ValueError("aggregate=True sums threads into processes: it needs threads=False")
+        ids = _list_tasks(threads)
+        return self._lookup(ids, ATTR_TGID if aggregate else ATTR_PID)
+
+    # -- cgroupstats -------------------------------------------------------------------------
+    def cgroup(self, path: Union[str, os.PathLike]) -> CgroupStats:
+        """Task counts by state in a cgroup **v1** directory (CGROUPSTATS_CMD_GET).  Needs no
+        privilege.  A cgroup v2 or non-cgroup directory raises ``CgroupV1RequiredError``."""
+        path = os.fspath(path)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            seq = netlink.next_seq()
+            buf = bytearray(64)
+            n = lib.tsf_build_cgroupstats(ffi.from_buffer(buf), len(buf), self.family.id, seq, fd)
+            if n < 0:
+                raise RuntimeError(strerror(n))
+            with self._lock:
+                self._flush_if_dirty()
+                self._dirty = True
+                try:
+                    data = netlink.transact(self._socket(), bytes(buf[:n]), seq,
+                                            timeout=self.timeout, what=f"cgroupstats of {path}")
+                except KernelError as e:
+                    if e.errno == errno.EINVAL:
+                        raise CgroupV1RequiredError(errno.EINVAL, _cgroup_einval_message(path, fd)) from None
+                    raise
+                self._dirty = False
+        finally:
+            os.close(fd)
+        out = ffi.new("uint64_t[5]")
+        err = ffi.new("int32_t *")
+        rc = lib.tsf_parse_cgroupstats(data, len(data), self.family.id, out, err)
+        if rc == 0:
+            raise kernel_error(int(err[0]), f"cgroupstats of {path}")
+        if rc < 0:
+            raise KernelError(errno.EPROTO, f"cgroupstats of {path}: {strerror(rc)}")
+        return CgroupStats(*(int(out[i]) for i in range(5)))
+
+    # -- the bulk machinery ------------------------------------------------------------------
+    def _lookup(self, ids: np.ndarray, attr: int, stacklevel: int = 3) -> Lookup:
+        with self._lock:
+            sock = self._socket()
+            self._flush_if_dirty()
+            if len(ids) and self._reply_truesize is None:
+                self._calibrate(sock)
+            batch = _Batch(ids, attr, self.family.id)
+            self._dirty = True
+            step = self.in_flight
+            for lo in range(0, len(ids), step):
+                self._complete_round(batch, np.arange(lo, min(lo + step, len(ids))))
+            self._dirty = False
+            if batch.got and self._warn_delayacct:
+                self._warn_delayacct = False
+                if delayacct_enabled() is False:
+                    warnings.warn(DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning,
+                                  stacklevel=stacklevel)
+            return batch.result()
+
+    def _complete_round(self, batch: _Batch, indices: np.ndarray) -> None:
+        """Send the requests at ``indices`` and collect their answers; resend what the kernel
+        dropped until every one is answered."""
+        fruitless = 0
+        while True:
+            lost = self._send_and_collect(batch, indices)
+            if not lost:
+                return
+            before = len(indices)
+            indices = indices[batch.state[indices] == _PENDING]
+            if not len(indices):
+                return
+            fruitless = fruitless + 1 if len(indices) == before else 0
+            if fruitless > _MAX_FRUITLESS_RESENDS:
+                raise TaskstatsError(
+                    f"the kernel dropped every reply of {len(indices)} requests "
+                    f"{fruitless} times in a row (receive buffer {self.rcvbuf} bytes): "
+                    "is something else filling this socket?")
+            batch.resent += len(indices)
+
+    def _send_and_collect(self, batch: _Batch, indices: np.ndarray) -> bool:
+        """One round: send, then drain until every request is answered.  Returns True when the
+        kernel dropped replies (the caller resends what is still pending)."""
+        sock = self._socket()
+        lo, hi = int(indices[0]), int(indices[-1]) + 1
+        if hi - lo == len(indices):
+            payload = memoryview(batch.requests[lo:hi]).cast("B")
+        else:
+            payload = batch.requests[indices].tobytes()
+        drops_before = self._src.drops
+        sock.send(payload)
+        # The kernel answered inside send(): a drop has happened by now or never will.
+        lib.tsf_source_read_drops(self._src)
+        return self._collect(batch, len(indices), lost=self._src.drops != drops_before)
+
+    def _collect(self, batch: _Batch, expected: int, *, lost: bool = False,
+                 timeout: Optional[float] = None) -> bool:
+        """Drain replies until ``expected`` more requests of ``batch`` are answered.  With
+        ``lost`` (or once a loss shows up) it only takes what is queued and returns True."""
+        src, args, res = self._src, self._args, self._res
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        answered = 0
+        overruns, truncated, bad = src.overruns, src.truncated, src.bad
+        unqueued = batch.unqueued
+        while answered < expected:
+            if lost:
+                args.timeout_ms = 0
+            else:
+                args.timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            args.records = batch.out_ptr + batch.got * layout.DTYPE.itemsize
+            args.capacity = len(batch.out) - batch.got
+            args.notes_cap = len(self._notes)
+            args.min_records = expected - answered
+            rc = lib.tsf_drain(PLAN, src, 1, args, res)
+            if rc < 0:
+                raise RuntimeError(f"tsf_drain: {strerror(rc)}")
+            if res.notes > len(self._notes):
+                lost = True   # notes were counted but not stored: their requests stay pending
+            step = batch.absorb(res.records, self._notes[:min(res.notes, len(self._notes))])
+            answered += step
+            if step:
+                deadline = time.monotonic() + timeout
+            if src.truncated != truncated or src.bad != bad:
+                raise DecodeError(f"{src.truncated - truncated} truncated and {src.bad - bad} "
+                                  "malformed replies from the kernel")
+            if src.overruns != overruns or batch.unqueued != unqueued:
+                lost = True
+            if res.error:
+                raise OSError(res.error, f"receiving TASKSTATS replies: {os.strerror(res.error)}")
+            if res.interrupted:
+                continue  # back in Python: signal handlers run now (KeyboardInterrupt propagates)
+            if answered < expected and res.timed_out:
+                if lost:
+                    return True
+                raise ReplyTimeoutError(
+                    f"no reply from the kernel for {timeout:g} s: {expected - answered} of "
+                    f"{expected} requests unanswered (Connection(timeout=...) sets the limit)")
+        return lost
+
+    def _calibrate(self, sock: socket.socket) -> None:
+        """Measure the receive-buffer cost of one reply (skb truesize, SO_MEMINFO rmem_alloc)
+        with a query about ourselves, so rounds fit the buffer on any kernel and architecture."""
+        probe = _Batch(np.array([os.getpid()], np.uint32), ATTR_PID, self.family.id)
+        self._dirty = True
+        sock.send(memoryview(probe.requests).cast("B"))
+        meminfo = sock.getsockopt(socket.SOL_SOCKET, 55, 4 * 9)  # SO_MEMINFO; [0] = rmem_alloc
+        rmem = int.from_bytes(meminfo[:4], "little" if np.little_endian else "big")
+        try:
+            self._collect(probe, 1)
+        except KernelError:
+            return  # refused (EPERM...): the caller's own request will say so about its own id
+        self._dirty = False
+        if probe.got:  # an error reply is smaller than a record: only a record calibrates
+            self._reply_truesize = max(rmem, 256)
+
+    def _flush_if_dirty(self) -> None:
+        """Discard whatever an abandoned request (exception, KeyboardInterrupt) left queued."""
+        if not self._dirty:
+            return
+        scratch = _Batch(np.empty(0, np.uint32), ATTR_PID, self.family.id)
+        scratch.out = np.empty(NSLOTS * 2 + 2, layout.DTYPE)
+        scratch.out_ptr = _ptr(scratch.out)
+        args, res = self._args, self._res
+        while True:
+            args.timeout_ms = 0
+            args.records = scratch.out_ptr
+            args.capacity = len(scratch.out)
+            args.notes_cap = len(self._notes)
+            args.min_records = 1 << 62
+            lib.tsf_drain(PLAN, self._src, 1, args, res)
+            if res.datagrams == 0 or res.error:
+                break
+        self._dirty = False
+
+
+def _list_tasks(threads: bool) -> np.ndarray:
+    """pids of /proc (thread-group leaders) or, with ``threads``, every /proc/PID/task entry."""
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    if not threads:
+        return np.array(pids, np.uint32)
+    tids = []
+    for pid in pids:
+        try:
+            tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            pass  # exited while we listed
+    return np.array(tids, np.uint32)
+
+
+def _cgroup_einval_message(path: str, fd: int) -> str:
+    magic = _fs_magic(fd)
+    mount_hint = ("mount one, e.g. `mkdir -p /sys/fs/cgroup/cpu && mount -t cgroup -o cpu cgroup "
+                  "/sys/fs/cgroup/cpu`, and ask about a directory inside it")
+    if magic == _CGROUP2_SUPER_MAGIC:
+        return (f"{path} is a cgroup v2 directory: the kernel's cgroupstats serves only cgroup v1 "
+                f"hierarchies; {mount_hint} (for v2, read cgroup.procs and cpu.stat instead)")
+    if magic == _CGROUP_SUPER_MAGIC:
+        return f"the kernel refused cgroupstats for the cgroup v1 directory {path} (EINVAL)"
+    shown = f" (file system magic {magic:#x})" if magic is not None else ""
+    return (f"{path} is not a cgroup directory{shown}: cgroupstats needs a directory inside a "
+            f"mounted cgroup v1 hierarchy (`grep -w cgroup /proc/mounts` lists them); "
+            f"{mount_hint}")

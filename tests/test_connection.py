@@ -1,0 +1,411 @@
+"""Byte-level tests of taskstats_fast.connection and taskstats_fast.delayacct: no kernel needed.
+
+A fake kernel (a thread on the far end of an AF_UNIX datagram socketpair) answers the
+Connection's GET requests with messages built by tests/wire.py, so the bulk machinery (round
+sizing, seq -> request mapping, ESRCH/EPERM/EAGAIN notes, stale and shuffled replies, timeouts,
+signals, truncation) is exercised exactly as it runs against the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import signal
+import socket
+import struct
+import threading
+import time
+import warnings
+from importlib import import_module
+
+import numpy as np
+import pytest
+
+import wire
+from taskstats_fast import connection as conn_mod
+from taskstats_fast import layout, netlink
+from taskstats_fast.connection import (Connection, Lookup, request_index, requests_in_flight)
+from taskstats_fast.errors import (DecodeError, NoSuchTaskError, PermissionDeniedError,
+                                   ReplyTimeoutError)
+
+# taskstats_fast.delayacct is the context manager; the module is in sys.modules
+da = import_module("taskstats_fast.delayacct")
+FAMILY = netlink.Family(wire.TASKSTATS_FAMILY, 1, 0)
+
+
+# ---- pure helpers ------------------------------------------------------------------------------
+@pytest.mark.parametrize("rcvbuf", [2304, 32768, 212992, 1 << 20, 8 << 20])
+@pytest.mark.parametrize("truesize", [832, 1280, 2304])
+def test_round_fits_in_receive_buffer(rcvbuf, truesize):
+    n = requests_in_flight(rcvbuf, truesize, cap=1 << 20)
+    assert n >= 1
+    if n > 1:  # a round's replies fit with an eighth of the buffer spare
+        assert n * truesize <= rcvbuf - rcvbuf // 8
+    assert (n + 1) * truesize > rcvbuf - rcvbuf // 8 or n == 1 << 20
+
+
+def test_round_size_respects_cap_and_send_buffer():
+    assert requests_in_flight(8 << 20, 1280, cap=100) == 100
+    assert requests_in_flight(8 << 20, 1280) == conn_mod.MAX_IN_FLIGHT
+    # the request datagram must stay under sndbuf - 32 bytes
+    n = requests_in_flight(8 << 20, 1280, sndbuf=4096, cap=10_000)
+    assert n * conn_mod.REQUEST_SIZE <= 4096 - 32 and n > 100
+    with pytest.raises(ValueError):
+        requests_in_flight(0, 1280)
+
+
+def test_request_index_maps_seq_to_request_across_the_u32_wrap():
+    first = 2**32 - 2
+    seqs = np.array([2**32 - 2, 2**32 - 1, 0, 1, 2, 2**32 - 3, 12345], np.uint32)
+    assert request_index(seqs, first, 4).tolist() == [0, 1, 2, 3, -1, -1, -1]
+
+
+def test_requests_are_built_with_consecutive_seqs(monkeypatch):
+    ids = np.array([5, 1, 4_000_000_000, 0], np.uint32)
+    batch = conn_mod._Batch(ids, conn_mod.ATTR_TGID, FAMILY.id)
+    raw = batch.requests.tobytes()
+    assert len(raw) == 4 * 28
+    for i, ident in enumerate(ids.tolist()):
+        length, mtype, flags, seq, port, cmd, version, _, alen, atype, value = struct.unpack_from(
+            "=IHHIIBBHHHI", raw, 28 * i)
+        assert (length, mtype, flags, port, cmd, version) == (28, FAMILY.id, 1, 0, 1, 1)
+        assert (seq - batch.first_seq) & 0xFFFFFFFF == i
+        assert (alen, atype, value) == (8, conn_mod.ATTR_TGID, ident)
+
+
+@pytest.mark.parametrize("bad, exc", [([-1], ValueError), ([2**32], ValueError),
+                                      ([1.5], TypeError), (["1"], TypeError)])
+def test_ids_are_validated(bad, exc):
+    with pytest.raises(exc):
+        conn_mod._as_ids(bad, "pids")
+
+
+def test_ids_accept_iterables():
+    assert conn_mod._as_ids((i for i in [3, 1, 2]), "pids").tolist() == [3, 1, 2]
+    assert conn_mod._as_ids(range(3), "pids").dtype == np.uint32
+    assert conn_mod._as_ids([], "pids").size == 0
+
+
+# ---- a fake kernel -------------------------------------------------------------------------------
+class FakeKernel:
+    """Answers GET requests like TASKSTATS does: a PID/TGID record for ids in ``live``, ESRCH for
+    the rest.  ``policy(seq, ident)`` may override per request: return a list of datagrams (bytes)
+    to send instead.  ``shuffle`` reorders the replies to one request datagram."""
+
+    def __init__(self, live, *, policy=None, shuffle=False, reply=True):
+        self.live = set(live)
+        self.policy = policy
+        self.shuffle = shuffle
+        self.reply = reply
+        self.request_datagrams = []
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, seq, attr, ident):
+        if self.policy:
+            custom = self.policy(seq, ident)
+            if custom is not None:
+                return custom
+        return self.default_answer(seq, attr, ident)
+
+    def default_answer(self, seq, attr, ident):
+        if ident not in self.live:
+            return [wire.error_msg(-errno.ESRCH, seq)]
+        kind = 1 if attr == 1 else 2
+        payload = wire.stats(16, {"ac_pid": ident if kind == 1 else 0, "ac_utime": ident * 10,
+                                  "ac_comm": b"fake%d" % ident})
+        return [wire.taskstats_msg(wire.aggr(kind, ident, payload), seq=seq)]
+
+    def _serve(self):
+        while True:
+            try:
+                data = self.theirs.recv(1 << 20)
+            except OSError:
+                return
+            if not data:
+                return
+            self.request_datagrams.append(len(data))
+            replies = []
+            for off in range(0, len(data), 28):
+                _, _, _, seq, _ = struct.unpack_from("=IHHII", data, off)
+                _, atype, ident = struct.unpack_from("=HHI", data, off + 20)
+                replies += self.answer(seq, atype, ident)
+            if self.shuffle:
+                random.Random(len(self.request_datagrams)).shuffle(replies)
+            if not self.reply:
+                continue
+            for r in replies:
+                try:
+                    self.theirs.send(r)
+                except OSError:
+                    return
+
+    def connection(self, **kw):
+        kw.setdefault("timeout", 2.0)
+        return Connection._over(self.ours, FAMILY, **kw)
+
+    def close(self):
+        try:
+            self.theirs.shutdown(socket.SHUT_RDWR)  # wakes the serving thread's recv
+        except OSError:
+            pass
+        self.theirs.close()
+        self.ours.close()
+        self.thread.join(2)
+
+
+@pytest.fixture
+def fake():
+    made = []
+
+    def make(*args, **kw):
+        k = FakeKernel(*args, **kw)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.close()
+
+
+def test_bulk_lookup_keeps_request_order_and_reports_missing(fake):
+    ids = [7, 100, 3, 55, 9, 3, 12]
+    conn = fake(live={3, 7, 9, 12}, shuffle=True).connection()
+    got = conn.pids(ids)
+    assert isinstance(got, Lookup)
+    assert got.ids.tolist() == ids
+    assert got.found.tolist() == [True, False, True, False, True, True, True]
+    assert got.records["id"].tolist() == [7, 3, 9, 3, 12]
+    assert got.records["ac_pid"].tolist() == [7, 3, 9, 3, 12]
+    assert got.records["ac_utime"].tolist() == [70, 30, 90, 30, 120]
+    assert got.missing.tolist() == [100, 55]
+    assert got.resent == 0
+    assert (got.records["kind"] == layout.KIND_PID).all()
+
+
+def test_rounds_never_exceed_in_flight(fake):
+    k = fake(live=range(0, 1000, 2))
+    conn = k.connection()
+    conn.max_in_flight = 7
+    got = conn.pids(range(100))
+    assert max(k.request_datagrams) == 7 * 28
+    assert len(k.request_datagrams) == 15  # ceil(100 / 7)
+    assert got.records["id"].tolist() == list(range(0, 100, 2))
+    assert got.missing.tolist() == list(range(1, 100, 2))
+
+
+def test_tgid_lookup_uses_the_tgid_attribute(fake):
+    conn = fake(live={42}).connection()
+    rec = conn.tgid(42)
+    assert rec["kind"] == layout.KIND_TGID and rec["id"] == 42
+    with pytest.raises(NoSuchTaskError) as e:
+        conn.tgid(43)
+    assert isinstance(e.value, ProcessLookupError) and "43" in str(e.value)
+
+
+def test_single_lookup_returns_one_record(fake):
+    conn = fake(live={5}).connection()
+    rec = conn.pid(5)
+    assert isinstance(rec, np.void) and rec.dtype == layout.DTYPE
+    assert rec["ac_comm"] == b"fake5"
+    with pytest.raises(NoSuchTaskError):
+        conn.pid(6)
+
+
+def test_stale_replies_of_other_batches_are_ignored(fake):
+    def policy(seq, ident):
+        stale = wire.taskstats_msg(wire.aggr(1, 999, wire.stats(16, {"ac_pid": 999})),
+                                   seq=(seq + 100_000) & 0xFFFFFFFF)
+        stale_err = wire.error_msg(-errno.EPERM, (seq - 100_000) & 0xFFFFFFFF)
+        return [stale, stale_err] + k.default_answer(seq, 1, ident)
+
+    k = fake(live={1, 2, 3}, policy=policy)
+    got = k.connection().pids([1, 2, 4, 3])
+    assert got.records["id"].tolist() == [1, 2, 3]
+    assert got.missing.tolist() == [4]
+
+
+def test_permission_error_names_the_capability(fake):
+    k = fake(live={1}, policy=lambda seq, ident: [wire.error_msg(-errno.EPERM, seq)])
+    conn = k.connection()
+    with pytest.raises(PermissionDeniedError) as e:
+        conn.pids([1, 2, 3])
+    assert isinstance(e.value, PermissionError) and e.value.errno == errno.EPERM
+    assert "CAP_NET_ADMIN" in str(e.value)
+
+
+def test_connection_recovers_after_an_abandoned_batch(fake):
+    refuse = {"on": True}
+
+    def policy(seq, ident):
+        if refuse["on"] and ident == 2:
+            return [wire.error_msg(-errno.EINVAL, seq)]
+        return None
+
+    k = fake(live={1, 2, 3}, policy=policy)
+    conn = k.connection()
+    with pytest.raises(OSError) as e:
+        conn.pids([1, 2, 3])
+    assert e.value.errno == errno.EINVAL
+    refuse["on"] = False
+    time.sleep(0.05)  # the reply to 3 is now queued: the next batch must not take it
+    got = conn.pids([3, 1])
+    assert got.records["id"].tolist() == [3, 1]
+
+
+def test_requests_the_kernel_could_not_answer_are_resent(fake):
+    tries = {}
+
+    def policy(seq, ident):
+        tries[ident] = tries.get(ident, 0) + 1
+        if ident in (2, 4) and tries[ident] == 1:
+            return [wire.error_msg(-errno.EAGAIN, seq)]  # reply could not be queued
+        return None
+
+    conn = fake(live={1, 2, 3, 4}, policy=policy).connection()
+    got = conn.pids([1, 2, 3, 4])
+    assert got.records["id"].tolist() == [1, 2, 3, 4]
+    assert got.resent == 2
+    assert tries == {1: 1, 2: 2, 3: 1, 4: 2}
+
+
+def test_a_reply_that_never_comes_times_out(fake):
+    conn = fake(live=set(), reply=False).connection(timeout=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(ReplyTimeoutError) as e:
+        conn.pids([1, 2])
+    assert isinstance(e.value, TimeoutError)
+    assert 0.15 < time.monotonic() - t0 < 2
+    assert "2 of 2 requests unanswered" in str(e.value)
+
+
+def test_internal_wait_with_nothing_sent_times_out(fake):
+    conn = fake(live=set()).connection(timeout=5)
+    batch = conn_mod._Batch(np.array([1, 2, 3], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+    t0 = time.monotonic()
+    with pytest.raises(ReplyTimeoutError):
+        conn._collect(batch, 3, timeout=0.1)
+    assert time.monotonic() - t0 < 1
+
+
+def test_signal_during_wait_runs_its_handler_and_propagates(fake):
+    conn = fake(live=set()).connection(timeout=5)
+    batch = conn_mod._Batch(np.array([1], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            conn._collect(batch, 1)
+        assert time.monotonic() - t0 < 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_signal_whose_handler_returns_keeps_waiting(fake):
+    conn = fake(live=set()).connection(timeout=5)
+    batch = conn_mod._Batch(np.array([1], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(time.monotonic()))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        t0 = time.monotonic()
+        with pytest.raises(ReplyTimeoutError):
+            conn._collect(batch, 1, timeout=0.3)
+        assert fired and time.monotonic() - t0 >= 0.25
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_malformed_reply_raises_decode_error(fake):
+    def policy(seq, ident):
+        short = wire.stats(16, size=100)  # STATS payload cut short
+        return [wire.taskstats_msg(wire.aggr(1, ident, short), seq=seq)]
+
+    with pytest.raises(DecodeError):
+        fake(live={1}, policy=policy).connection().pids([1])
+
+
+def test_truncated_datagram_is_never_decoded_silently(fake):
+    def policy(seq, ident):
+        big = wire.taskstats_msg(wire.aggr(1, ident, wire.stats(16)), wire.nla(6, b"\0" * 9000),
+                                 seq=seq)
+        return [big]
+
+    with pytest.raises(DecodeError) as e:  # found at the latest when the wait ends
+        fake(live={1}, policy=policy).connection(timeout=0.3).pids([1])
+    assert "truncated" in str(e.value)
+
+
+def test_empty_lookup_sends_nothing(fake):
+    k = fake(live={1})
+    got = k.connection().pids([])
+    assert len(got.records) == 0 and len(got.missing) == 0
+    assert k.request_datagrams == []
+
+
+def test_closed_connection_refuses_io(fake):
+    conn = fake(live={1}).connection()
+    conn.close()
+    conn.close()
+    assert conn.closed
+    with pytest.raises(ValueError):
+        conn.pids([1])
+    with pytest.raises(ValueError):
+        conn.fileno()
+
+
+def test_delayacct_warning_once_per_connection(fake, monkeypatch, tmp_path):
+    sysctl = tmp_path / "task_delayacct"
+    sysctl.write_text("0\n")
+    monkeypatch.setattr(da, "SYSCTL_PATH", str(sysctl))
+    conn = fake(live={1}).connection(warn_delayacct=True)
+    with pytest.warns(da.DelayAccountingOffWarning, match="task_delayacct"):
+        conn.pids([1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conn.pids([1])  # once per connection
+    sysctl.write_text("1\n")
+    conn2 = fake(live={1}).connection(warn_delayacct=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        conn2.pids([1])  # on: nothing to say
+
+
+# ---- delay accounting switch -----------------------------------------------------------------------
+def test_delayacct_fields_are_the_switched_delay_classes():
+    f = set(da.DELAYACCT_FIELDS)
+    assert {"blkio_count", "blkio_delay_total", "swapin_delay_max", "irq_delay_min",
+            "wpcopy_count", "thrashing_delay_max_ts_sec"} <= f
+    assert not {n for n in f if n.startswith("cpu_")}
+    assert all(n in layout.DTYPE.names for n in f)
+
+
+def test_delayacct_context_manager_restores(monkeypatch, tmp_path):
+    sysctl = tmp_path / "task_delayacct"
+    sysctl.write_text("0\n")
+    monkeypatch.setattr(da, "SYSCTL_PATH", str(sysctl))
+    assert da.delayacct_enabled() is False
+    with da.delayacct(True) as previous:
+        assert previous is False
+        assert sysctl.read_text().strip() == "1" and da.delayacct_enabled() is True
+    assert sysctl.read_text().strip() == "0"
+    with pytest.raises(RuntimeError):
+        with da.delayacct(True):
+            raise RuntimeError("boom")
+    assert da.delayacct_enabled() is False
+
+
+def test_delayacct_without_the_switch(monkeypatch, tmp_path):
+    monkeypatch.setattr(da, "SYSCTL_PATH", str(tmp_path / "missing"))
+    assert da.delayacct_enabled() is None
+    with pytest.raises(FileNotFoundError, match="CONFIG_TASK_DELAY_ACCT"):
+        da.set_delayacct(True)

@@ -1,0 +1,372 @@
+"""Kernel tests of taskstats_fast.Connection: pid/tgid lookups, bulk lookups and snapshots against
+the running kernel, cross-checked with /proc, os.stat and pyroute2; permission errors, timeouts
+and delay accounting.  Need root (CAP_NET_ADMIN); run in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from importlib import import_module
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import connection as conn_mod
+from taskstats_fast.errors import NoSuchTaskError, PermissionDeniedError, ReplyTimeoutError
+
+pytestmark = pytest.mark.kernel
+da = import_module("taskstats_fast.delayacct")  # taskstats_fast.delayacct is the context manager
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STATIC_FIELDS = ("version", "ac_pid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm", "ac_btime",
+                 "ac_nice", "ac_sched", "ac_flag")
+# counters that only grow: a reply taken between two others must lie between them
+MONOTONIC_FIELDS = ("cpu_count", "cpu_delay_total", "cpu_run_real_total", "cpu_run_virtual_total",
+                    "ac_etime", "ac_utime", "ac_stime", "ac_minflt", "ac_majflt", "coremem",
+                    "virtmem", "read_char", "write_char", "read_syscalls", "write_syscalls",
+                    "read_bytes", "write_bytes", "nvcsw", "nivcsw")
+
+
+@pytest.fixture(scope="module")
+def conn():
+    with tsf.Connection(warn_delayacct=False) as c:
+        yield c
+
+
+@pytest.fixture
+def sleeper():
+    """A child process asleep in read(): its counters do not move while we look."""
+    procs = []
+
+    def start(code="import sys; sys.stdin.read()", threads=0):
+        if threads:
+            code = textwrap.dedent(f"""
+                import sys, threading, time
+                def work():
+                    t = time.process_time() + 0.02
+                    while time.process_time() < t:
+                        pass
+                    threading.Event().wait()
+                ts = [threading.Thread(target=work, daemon=True) for _ in range({threads})]
+                [t.start() for t in ts]
+                time.sleep(0.1)
+                print("ready", flush=True)
+                sys.stdin.read()
+            """)
+        p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+        procs.append(p)
+        if threads:
+            assert p.stdout.readline().strip() == b"ready"
+        else:
+            time.sleep(0.05)
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _proc_stat(path):
+    """Fields of a /proc/.../stat line after the comm, 0-based from field 3 (state)."""
+    with open(path) as f:
+        text = f.read()
+    comm = text[text.index("(") + 1:text.rindex(")")]
+    return comm, text[text.rindex(")") + 2:].split()
+
+
+def _status(pid="self"):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            out[key] = value.split()
+    return out
+
+
+def test_pid_of_self_matches_proc(conn):
+    _, before = _proc_stat("/proc/thread-self/stat")
+    rec = conn.pid(os.getpid())
+    _, after = _proc_stat("/proc/thread-self/stat")
+    comm, _ = _proc_stat("/proc/self/stat")
+    status = _status()
+    assert rec["kind"] == tsf.KIND_PID and rec["id"] == os.getpid()
+    assert rec["ac_pid"] == os.getpid() and rec["ac_tgid"] == os.getpid()
+    assert rec["ac_ppid"] == os.getppid()
+    assert rec["ac_comm"].decode() == comm
+    assert rec["ac_uid"] == int(status["Uid"][0]) and rec["ac_gid"] == int(status["Gid"][0])
+    # minflt (field 10) and utime/stime (14/15, in ticks) of this thread, read around the query
+    assert int(before[7]) <= rec["ac_minflt"] <= int(after[7])
+    for field, i in (("ac_utime", 11), ("ac_stime", 12)):
+        lo, hi = int(before[i]) * 1e6 / CLK_TCK, int(after[i]) * 1e6 / CLK_TCK
+        assert lo - 1e6 / CLK_TCK <= rec[field] <= hi + 1e6 / CLK_TCK, field
+    # begin time: boot time + starttime (field 22, ticks)
+    with open("/proc/stat") as f:
+        btime = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    start = btime + int(before[19]) / CLK_TCK
+    assert abs(int(rec["ac_btime"]) - start) <= 2
+    assert rec["ac_btime64"] == rec["ac_btime"]
+    assert rec["layout"] >= 12 and rec["version"] >= 12
+
+
+def test_exe_inode_and_device_match_stat(conn, sleeper):
+    child = sleeper()
+    for pid in (os.getpid(), child.pid):
+        rec = conn.pid(pid)
+        st = os.stat(f"/proc/{pid}/exe")
+        assert rec["ac_exe_inode"] == st.st_ino
+        assert rec["ac_exe_dev"] == st.st_dev
+
+
+def test_tgid_sums_its_threads(conn, sleeper):
+    child = sleeper(threads=3)
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{child.pid}/task"))
+    assert len(tids) == 4
+    group = conn.tgid(child.pid)
+    threads = conn.pids(tids)
+    assert group["kind"] == tsf.KIND_TGID and group["id"] == child.pid
+    assert threads.found.all() and threads.records["ac_tgid"].tolist() == [child.pid] * 4
+    for field in ("ac_utime", "ac_stime", "nvcsw", "cpu_run_real_total"):
+        per_thread = threads.records[field].astype(np.int64)
+        assert (int(group[field]) >= per_thread).all(), field
+        # every thread is asleep: the group figure is the sum of its threads'
+        assert abs(int(group[field]) - int(per_thread.sum())) <= max(5, 0.02 * int(group[field])), field
+    assert group["ac_utime"] >= 3 * 10_000 * 0.5  # each worker spun ~20 ms of CPU
+    # any thread id of the group finds the same group
+    assert conn.tgid(tids[-1])["ac_utime"] == group["ac_utime"]
+
+
+def test_pid_matches_pyroute2(conn, sleeper):
+    pyroute2 = pytest.importorskip("pyroute2")
+    ts = pyroute2.TaskStats()
+    ts.bind()
+    try:
+        def theirs(pid):
+            msg = ts.get_pid_stat(pid)[0]
+            return dict(msg.get_attr("TASKSTATS_TYPE_AGGR_PID").get_attr("TASKSTATS_TYPE_STATS"))
+
+        child = sleeper()
+        # an idle process: every field pyroute2 knows is equal but the elapsed time
+        before, ours, after = theirs(child.pid), conn.pid(child.pid), theirs(child.pid)
+        known = [k for k in before if k in tsf.DTYPE.names]
+        assert len(known) >= 40
+        for k in known:
+            if k == "ac_etime":
+                assert before[k] <= ours[k] <= after[k]
+            elif k == "ac_comm":
+                assert ours[k] == before[k].rstrip(b"\0")
+            else:
+                assert ours[k] == before[k] == after[k], k
+        # ourselves (running): static fields equal, counters between the two pyroute2 replies
+        before, ours, after = theirs(os.getpid()), conn.pid(os.getpid()), theirs(os.getpid())
+        for k in STATIC_FIELDS:
+            want = before[k].rstrip(b"\0") if k == "ac_comm" else before[k]
+            assert ours[k] == want == (after[k].rstrip(b"\0") if k == "ac_comm" else after[k]), k
+        for k in MONOTONIC_FIELDS:
+            assert before[k] <= ours[k] <= after[k], k
+    finally:
+        ts.close()
+
+
+def test_bulk_lookup_returns_the_live_in_order_and_reports_the_dead(conn):
+    dead = []
+    for _ in range(3):
+        p = subprocess.Popen(["true"])
+        p.wait()
+        dead.append(p.pid)
+    live = [os.getpid(), os.getppid(), 1]
+    ids = [live[0], dead[0], live[1], dead[1], dead[2], live[2], live[0]]
+    got = conn.pids(ids)
+    assert got.ids.tolist() == ids
+    assert got.records["ac_pid"].tolist() == [live[0], live[1], live[2], live[0]]
+    assert got.records["id"].tolist() == got.ids[got.found].tolist()
+    assert got.missing.tolist() == dead
+    assert got.resent == 0
+    with pytest.raises(NoSuchTaskError) as e:
+        conn.pid(dead[0])
+    assert isinstance(e.value, ProcessLookupError) and str(dead[0]) in str(e.value)
+
+
+def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
+    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    base = np.array([os.getpid(), os.getppid(), dead.pid, 1], np.uint32)
+    ids = np.resize(base, 50_000)
+    with tsf.Connection(rcvbuf=16384, warn_delayacct=False) as small:
+        assert small.rcvbuf <= 64 * 1024
+        got = small.pids(ids)
+        assert small.in_flight * small._reply_truesize <= small.rcvbuf
+        assert small.in_flight < 64  # so the batch took hundreds of rounds
+        counters = small.counters
+    assert got.missing.tolist() == [dead.pid] * (50_000 // 4)
+    assert len(got.records) == 50_000 - 50_000 // 4
+    assert got.records["ac_pid"].tolist() == ids[ids != dead.pid].tolist()
+    assert counters["drops"] == 0 and counters["overruns"] == 0 and got.resent == 0
+    assert len(pids) > 0
+
+
+def test_replies_the_kernel_drops_are_requested_again():
+    ids = np.resize(np.array([os.getpid(), 1], np.uint32), 3000)
+    with tsf.Connection(rcvbuf=16384, warn_delayacct=False) as small:
+        small.pid(os.getpid())     # calibrate, then lie: rounds now overflow the buffer
+        small._reply_truesize = 16
+        assert small.in_flight > 100
+        got = small.pids(ids)
+        counters = small.counters
+    assert counters["drops"] > 0  # the kernel did drop replies ...
+    assert got.resent > 0         # ... and they were asked for again
+    assert got.found.all() and got.records["ac_pid"].tolist() == ids.tolist()
+
+
+def test_snapshot_of_processes_and_threads(conn):
+    helper_tid = []
+    stop = threading.Event()
+    t = threading.Thread(target=lambda: (helper_tid.append(threading.get_native_id()), stop.wait()))
+    t.start()
+    try:
+        while not helper_tid:
+            time.sleep(0.001)
+        procs = conn.snapshot()
+        assert os.getpid() in procs.records["ac_pid"] and 1 in procs.records["id"]
+        assert helper_tid[0] not in procs.records["id"]
+        assert (procs.records["kind"] == tsf.KIND_PID).all()
+        threads = conn.snapshot(threads=True)
+        assert helper_tid[0] in threads.records["ac_pid"] and os.getpid() in threads.records["ac_pid"]
+        assert len(threads.records) > len(procs.records) // 2
+        mine = threads.records[threads.records["ac_tgid"] == os.getpid()]
+        assert set(mine["ac_pid"].tolist()) >= {os.getpid(), helper_tid[0]}
+        groups = conn.snapshot(aggregate=True)
+        assert (groups.records["kind"] == tsf.KIND_TGID).all()
+        assert os.getpid() in groups.records["id"]
+    finally:
+        stop.set()
+        t.join()
+    with pytest.raises(ValueError):
+        conn.snapshot(threads=True, aggregate=True)
+
+
+def test_snapshot_counts_tasks_that_exit_before_the_query(conn, monkeypatch):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    listed = conn_mod._list_tasks
+
+    monkeypatch.setattr(conn_mod, "_list_tasks",
+                        lambda threads: np.append(listed(threads), np.uint32(dead.pid)))
+    snap = conn.snapshot()
+    assert snap.missing.tolist() == [dead.pid]
+    assert dead.pid not in snap.records["id"]
+
+
+def test_unprivileged_query_raises_permission_denied(tmp_path):
+    # import as root (the interpreter's prefix is not readable by nobody), then drop privileges
+    code = textwrap.dedent("""
+        import os, taskstats_fast as tsf
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+        c = tsf.Connection()
+        try:
+            c.pid(1)
+        except tsf.PermissionDeniedError as e:
+            print("PermissionDeniedError", isinstance(e, PermissionError), e.errno)
+            print(e)
+        try:
+            c.pids([1, 2])
+        except PermissionError as e:
+            print("bulk", type(e).__name__)
+        print("cgroup", c.cgroup("/sys/fs/cgroup/cpu").nr_sleeping >= 0)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "PermissionDeniedError True 1"
+    assert "CAP_NET_ADMIN" in lines[1] and "query for pid 1:" in lines[1]
+    assert lines[2] == "bulk PermissionDeniedError"
+    assert lines[3] == "cgroup True"  # cgroupstats needs no privilege
+
+
+def test_user_namespace_is_named_in_the_permission_error():
+    if subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a user namespace here")
+    code = textwrap.dedent("""
+        import ctypes
+        # CLONE_NEWUSER, while still single-threaded (numpy may start threads)
+        assert ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
+        import taskstats_fast as tsf
+        c = tsf.Connection()
+        try:
+            c.pid(1)
+        except tsf.PermissionDeniedError as e:
+            print(e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "user namespace" in out.stdout and "initial" in out.stdout
+
+
+def test_wait_without_request_times_out_quickly():
+    with tsf.Connection(timeout=0.2, warn_delayacct=False) as c:
+        batch = conn_mod._Batch(np.array([os.getpid()], np.uint32), conn_mod.ATTR_PID, c.family.id)
+        t0 = time.monotonic()
+        with pytest.raises(ReplyTimeoutError):
+            c._collect(batch, 1)  # nothing was sent: nothing will come
+        assert time.monotonic() - t0 < 1.5
+        assert c.pid(os.getpid())["ac_pid"] == os.getpid()  # still usable
+
+
+def test_keyboard_interrupt_propagates_from_a_wait():
+    with tsf.Connection(timeout=5, warn_delayacct=False) as c:
+        batch = conn_mod._Batch(np.array([1], np.uint32), conn_mod.ATTR_PID, c.family.id)
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                c._collect(batch, 1)
+            assert time.monotonic() - t0 < 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def test_delay_accounting_switch_and_warning(sleeper):
+    original = da.delayacct_enabled()
+    assert original is not None  # this kernel has the switch
+    with tsf.delayacct(False):
+        assert tsf.delayacct_enabled() is False
+        with tsf.Connection() as c:
+            with pytest.warns(tsf.DelayAccountingOffWarning, match="task_delayacct"):
+                c.pid(os.getpid())
+            assert c.delayacct_enabled is False
+        with tsf.delayacct(True) as previous:
+            assert previous is False
+            with open(da.SYSCTL_PATH) as f:
+                assert f.read().strip() == "1"
+            with tsf.Connection() as c, warnings.catch_warnings():
+                warnings.simplefilter("error")
+                c.pid(os.getpid())
+        assert tsf.delayacct_enabled() is False
+    assert da.delayacct_enabled() is original
+
+
+def test_connection_basics():
+    c = tsf.Connection(warn_delayacct=False)
+    assert c.fileno() >= 0 and c.family.id >= 0x10
+    assert c.family == tsf.netlink.resolve_family()
+    assert "Connection" in repr(c)
+    c.close()
+    assert c.closed
+    with pytest.raises(ValueError):
+        c.pid(1)
