@@ -1,9 +1,10 @@
 # The project's commands. README's two commands are `make demo` and `make test`; .ci/run runs `make test`.
 PYTHON ?= python3
-SYSTEM_PACKAGES := gcc
+# clang + libclang-rt-dev: the compiler and its runtimes (libFuzzer, sanitizers) for the fuzz build
+SYSTEM_PACKAGES := gcc clang libclang-rt-dev cppcheck
 APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: system-deps install test bench demo matrix matrix-deps
+.PHONY: system-deps install test bench demo matrix matrix-deps fuzz
 
 # Debian packages the tests need (compilers for the layout check, sanitizer and fuzz builds).
 system-deps:
@@ -34,3 +35,9 @@ matrix-deps:
 
 matrix: install matrix-deps
 	bash tests/kernels/run_matrix.sh
+
+# Coverage-guided fuzzing of the C parser (libFuzzer + ASan/UBSan), one process per core; the
+# corpus grows in /tmp/tsf_fuzz between runs. `make test` runs a bounded version of it.
+FUZZ_SECONDS ?= 600
+fuzz: system-deps install
+	$(PYTHON) tests/fuzz/run_fuzz.py $(FUZZ_SECONDS) --jobs $$(nproc)

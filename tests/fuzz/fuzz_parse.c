@@ -242,6 +242,11 @@ static void fuzz_builders(const uint8_t *data, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
+#ifdef TSF_FUZZ_PLANTED_BUG
+    /* tests/test_fuzz.py builds with this to prove a crash fails the run: a one-byte overread */
+    if (len >= 4 && memcmp(data, "BUG!", 4) == 0)
+        fprintf(stderr, "planted: %d\n", data[len]);
+#endif
     fuzz_parse(data, len);
     fuzz_other_replies(data, len);
     fuzz_builders(data, len);

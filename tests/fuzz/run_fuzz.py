@@ -60,8 +60,9 @@ def plan_header() -> str:
             f"static const unsigned char TSF_FUZZ_PLAN_BYTES[{len(raw)}] = {{\n    {body}\n}};\n")
 
 
-def build(build_dir: str, clang: Optional[str] = None) -> str:
-    """Compile the fuzz target; returns the executable's path."""
+def build(build_dir: str, clang: Optional[str] = None, defines: Optional[List[str]] = None) -> str:
+    """Compile the fuzz target; returns the executable's path.  ``defines`` (NAME or NAME=VALUE)
+    go to the compiler as -D flags (the test suite plants a bug with one)."""
     clang = clang or find_clang()
     if clang is None:
         raise RuntimeError("clang not found: `make system-deps` installs it (package clang)")
@@ -72,6 +73,7 @@ def build(build_dir: str, clang: Optional[str] = None) -> str:
     cmd = [clang, "-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
            "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
            "-fno-omit-frame-pointer", "-I", CSRC, "-I", build_dir, "-o", exe,
+           *(f"-D{d}" for d in defines or ()),
            os.path.join(FUZZ_DIR, "fuzz_parse.c"), os.path.join(CSRC, "tsf_codec.c")]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
@@ -157,9 +159,10 @@ def all_seeds() -> Dict[str, bytes]:
     return seeds
 
 
-def write_seeds(seed_dir: str) -> int:
+def write_seeds(seed_dir: str, extra: Optional[Dict[str, bytes]] = None) -> int:
     os.makedirs(seed_dir, exist_ok=True)
     seeds = all_seeds()
+    seeds.update(extra or {})
     for name, data in seeds.items():
         with open(os.path.join(seed_dir, name), "wb") as f:
             f.write(data)
@@ -245,7 +248,7 @@ def parse_log(path: str, returncode: int) -> JobResult:
 
 
 def run(exe: str, seconds: float, workdir: str, jobs: int = 1, fresh: bool = False,
-        extra_args: Optional[List[str]] = None) -> FuzzReport:
+        extra_args: Optional[List[str]] = None, extra_seeds: Optional[Dict[str, bytes]] = None) -> FuzzReport:
     """Run `jobs` fuzzer processes over one shared corpus for `seconds` each."""
     corpus = os.path.join(workdir, "corpus")
     seed_dir = os.path.join(workdir, "seeds")
@@ -256,7 +259,7 @@ def run(exe: str, seconds: float, workdir: str, jobs: int = 1, fresh: bool = Fal
             shutil.rmtree(d, ignore_errors=True)
     for d in (corpus, artifacts, logs):
         os.makedirs(d, exist_ok=True)
-    nseeds = write_seeds(seed_dir)
+    nseeds = write_seeds(seed_dir, extra_seeds)
     started = time.monotonic()
     procs = []
     for i in range(jobs):
