@@ -1,4 +1,10 @@
-/* tsf_drain.c: poll + recvmmsg + parse over caller-owned sockets and buffers (tsf_drain.h). */
+/* tsf_drain.c: poll + recvmmsg + parse over caller-owned sockets and buffers (tsf_drain.h).
+ *
+ * One call: probe every socket's readiness with poll, drain the ready ones round-robin one
+ * recvmmsg batch at a time (decoding each datagram straight into the record space), and if too
+ * little has arrived, wait in poll until it has or the timeout passes.  The GIL is released
+ * around the call by cffi, so Python threads keep running while it waits.
+ */
 #define _GNU_SOURCE
 #include "tsf_drain.h"
 #include "tsf_abi.h"
@@ -43,10 +49,55 @@ int tsf_source_read_drops(struct tsf_source *src)
     return 0;
 }
 
-/* Exit messages carry a per-CPU sequence number: a forward jump is events the kernel could not
- * deliver to this socket.  A step back happens only when the exiting task migrated between
- * picking the listener list and taking the sequence number. */
-static void track_seq(struct tsf_source *src, const uint8_t *dgram, size_t len, uint16_t family)
+/* ---- sequence tracking -----------------------------------------------------------------
+ * Exit messages carry a per-CPU sequence number, so on a socket that serves one CPU a forward
+ * jump is events the kernel could not deliver to it.  One exception: the exiting task picks
+ * the listener list of the CPU it runs on, may migrate, and then takes the seq of the CPU it
+ * landed on.  Such a foreign message breaks the sequence without any loss here (the other CPU's
+ * stream shows a hole instead).  A message that breaks the sequence is therefore held until the
+ * next one: if that one continues after the held message, the jump was real (a loss, or a step
+ * back); if it resumes the old sequence, the held message was foreign. */
+static void expect_next(struct tsf_source *src, uint32_t seq)
+{
+    if (seq == src->next_seq) {
+        src->next_seq = seq + 1;
+    } else {
+        src->held = 1;
+        src->held_seq = seq;
+    }
+}
+
+void tsf_source_track_seq(struct tsf_source *src, uint32_t seq)
+{
+    if (!src->seq_valid) {
+        src->seq_valid = 1;
+        src->next_seq = seq + 1;
+        return;
+    }
+    if (src->held) {
+        uint32_t held = src->held_seq, expected = src->next_seq;
+        uint32_t after_held = seq - (held + 1);  /* u32 distances: 0 = exactly in line */
+        uint32_t after_old = seq - expected;
+        int resumes_old = after_held != 0 && after_old < 0x80000000u &&
+                          (after_held >= 0x80000000u || after_old < after_held);
+        src->held = 0;
+        if (resumes_old) {
+            src->seq_foreign++;
+        } else {
+            uint32_t gap = held - expected;
+            if (gap < 0x80000000u)
+                src->seq_lost += gap;
+            else
+                src->seq_backwards++;
+            src->next_seq = held + 1;
+        }
+    }
+    expect_next(src, seq);
+}
+
+/* Exit events are the TASKSTATS messages the kernel sends on its own (port 0, carrying the
+ * per-CPU seq); replies to requests and ACKs carry our port and the request's seq. */
+static void count_event(struct tsf_source *src, const uint8_t *dgram, size_t len, uint16_t family)
 {
     uint16_t type;
     uint32_t seq, port;
@@ -55,19 +106,14 @@ static void track_seq(struct tsf_source *src, const uint8_t *dgram, size_t len, 
     memcpy(&type, dgram + 4, 2);
     memcpy(&seq, dgram + 8, 4);
     memcpy(&port, dgram + 12, 4);
-    if (type != family || port != 0)  /* only kernel-originated exit events */
+    if (type != family || port != 0)
         return;
-    if (src->seq_valid) {
-        uint32_t gap = seq - src->next_seq;  /* u32 arithmetic handles wrap-around */
-        if (gap != 0 && gap < 0x80000000u)
-            src->seq_lost += gap;
-        else if (gap != 0)
-            src->seq_backwards++;
-    }
-    src->next_seq = seq + 1;
-    src->seq_valid = 1;
+    src->events++;
+    if (src->track_seq)
+        tsf_source_track_seq(src, seq);
 }
 
+/* ---- draining --------------------------------------------------------------------------- */
 struct drain_state {
     const struct tsf_plan *plan;
     const struct tsf_drain_args *a;
@@ -79,6 +125,23 @@ static uint32_t free_records(const struct drain_state *st)
     return st->a->capacity - st->res->records;
 }
 
+/* Room for one more batch: record space for a datagram, and a free note slot if notes are kept. */
+static int has_room(const struct drain_state *st)
+{
+    return free_records(st) >= TSF_RECORDS_PER_DATAGRAM &&
+           !(st->a->notes_cap && st->res->notes >= st->a->notes_cap);
+}
+
+/* A netlink message header whose length fits in what remains. */
+static int frame_ok(const uint8_t *p, size_t remaining)
+{
+    uint32_t len;
+    if (remaining < TSF_NLMSG_HDRLEN)
+        return 0;
+    memcpy(&len, p, 4);
+    return len >= TSF_NLMSG_HDRLEN && len <= remaining;
+}
+
 static void parse_datagram(struct drain_state *st, struct tsf_source *src, const uint8_t *dgram,
                            size_t len, uint64_t stamp)
 {
@@ -88,8 +151,7 @@ static void parse_datagram(struct drain_state *st, struct tsf_source *src, const
     size_t notes_room = res->notes < a->notes_cap ? a->notes_cap - res->notes : 0;
     struct tsf_note *notes = notes_room ? a->notes + res->notes : NULL;
 
-    if (src->track_seq)
-        track_seq(src, dgram, len, a->family);
+    count_event(src, dgram, len, a->family);
     tsf_parse(st->plan, a->family, dgram, len,
               a->records + (size_t)res->records * st->plan->record_size, free_records(st),
               notes, notes_room, stamp, src->shard, &pr);
@@ -100,7 +162,9 @@ static void parse_datagram(struct drain_state *st, struct tsf_source *src, const
     res->notes += pr.notes;
     src->records += pr.records;
     src->bad += pr.bad;
-    if (pr.consumed < len) {  /* more records than the space left: count them as bad, never drop silently */
+    if (pr.consumed < len && frame_ok(dgram + pr.consumed, len - pr.consumed)) {
+        /* the parse stopped at a sound message: more records than the space left.  Count them as
+         * bad, never drop silently.  (A broken frame also stops it, but is already noted.) */
         src->bad++;
         if (res->notes < a->notes_cap) {
             struct tsf_note *n = &a->notes[res->notes];
@@ -113,59 +177,101 @@ static void parse_datagram(struct drain_state *st, struct tsf_source *src, const
     }
 }
 
-/* Drain one socket without blocking.  Returns datagrams received, or -1 on a fatal error. */
-static int drain_source(struct drain_state *st, struct tsf_source *src)
+/* One recvmmsg batch from one socket, without blocking.  Returns the datagrams received and
+ * sets *more when the batch came back full (the queue may hold more); -1 on a fatal error. */
+static int drain_batch(struct drain_state *st, struct tsf_source *src, int *more)
 {
     const struct tsf_drain_args *a = st->a;
     struct mmsghdr msgs[TSF_BATCH];
     struct iovec iov[TSF_BATCH];
-    int total = 0;
 
-    for (;;) {
-        uint32_t room = free_records(st) / TSF_RECORDS_PER_DATAGRAM;
-        uint32_t k = a->nslots < TSF_BATCH ? a->nslots : TSF_BATCH;
-        if (room < k)
-            k = room;
-        if (k == 0 || (a->notes_cap && st->res->notes >= a->notes_cap))
-            return total;
-        for (uint32_t i = 0; i < k; i++) {
-            iov[i].iov_base = a->arena + (size_t)i * a->slot_size;
-            iov[i].iov_len = a->slot_size;
-            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_len = 0;
-        }
-        int n = recvmmsg(src->fd, msgs, k, MSG_DONTWAIT, NULL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return total;
-            if (errno == EINTR)
-                continue;
-            if (errno == ENOBUFS) {  /* the kernel dropped datagrams; the socket stays usable */
-                src->overruns++;
-                tsf_source_read_drops(src);
-                continue;
-            }
-            src->error = errno;
-            return -1;
-        }
-        uint64_t stamp = now_ns(CLOCK_REALTIME);
-        for (int i = 0; i < n; i++) {
-            size_t len = msgs[i].msg_len;
-            src->datagrams++;
-            src->bytes += len;
-            if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-                src->truncated++;
-                continue;  /* a cut datagram would decode wrongly: counted, not parsed */
-            }
-            parse_datagram(st, src, iov[i].iov_base, len, stamp);
-        }
-        st->res->datagrams += (uint32_t)n;
-        total += n;
-        if ((uint32_t)n < k)
-            return total;  /* the queue is empty for now */
+    *more = 0;
+    uint32_t k = a->nslots < TSF_BATCH ? a->nslots : TSF_BATCH;
+    uint32_t room = free_records(st) / TSF_RECORDS_PER_DATAGRAM;
+    if (room < k)
+        k = room;
+    /* kernel datagrams carry at most one note (an ACK or error): take no more than fit */
+    if (a->notes_cap) {
+        uint32_t notes_room = st->res->notes < a->notes_cap ? a->notes_cap - st->res->notes : 0;
+        if (notes_room < k)
+            k = notes_room;
     }
+    if (k == 0 || !has_room(st))
+        return 0;
+    for (uint32_t i = 0; i < k; i++) {
+        iov[i].iov_base = a->arena + (size_t)i * a->slot_size;
+        iov[i].iov_len = a->slot_size;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_len = 0;
+    }
+    int n;
+    for (;;) {
+        n = recvmmsg(src->fd, msgs, k, MSG_DONTWAIT, NULL);
+        if (n >= 0)
+            break;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno == ENOBUFS) {  /* the kernel dropped datagrams; the socket stays usable */
+            src->overruns++;
+            tsf_source_read_drops(src);
+            continue;
+        }
+        src->error = errno;
+        return -1;
+    }
+    uint64_t stamp = now_ns(CLOCK_REALTIME);
+    for (int i = 0; i < n; i++) {
+        size_t len = msgs[i].msg_len;
+        src->datagrams++;
+        src->bytes += len;
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+            /* a cut datagram would decode wrongly: counted, not parsed.  Its header is intact
+             * (a slot holds at least one), so the seq tracker still sees it: no false gap. */
+            src->truncated++;
+            count_event(src, iov[i].iov_base, len, a->family);
+            continue;
+        }
+        parse_datagram(st, src, iov[i].iov_base, len, stamp);
+    }
+    st->res->datagrams += (uint32_t)n;
+    *more = (uint32_t)n == k;
+    return n;
+}
+
+/* Drain the sockets marked in ready[] round-robin until none has more or the space is used up.
+ * Returns 0, or -1 when a socket failed (res->error set). */
+static int drain_ready(struct drain_state *st, struct tsf_source *src, size_t nsrc, uint8_t *ready)
+{
+    int any = 1;
+    while (any && has_room(st)) {
+        any = 0;
+        for (size_t i = 0; i < nsrc && has_room(st); i++) {
+            if (!ready[i])
+                continue;
+            int more;
+            if (drain_batch(st, &src[i], &more) < 0) {
+                st->res->error = src[i].error;
+                return -1;
+            }
+            ready[i] = (uint8_t)more;
+            any |= more;
+        }
+    }
+    return 0;
+}
+
+/* Milliseconds left until deadline (rounded up), 0 when it has passed. */
+static int ms_left(uint64_t deadline)
+{
+    uint64_t now = now_ns(CLOCK_MONOTONIC);
+    if (now >= deadline)
+        return 0;
+    uint64_t ms = (deadline - now + 999999u) / 1000000u;
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
 int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
@@ -180,43 +286,19 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
 
     struct drain_state st = {plan, a, res};
     struct pollfd pfd[nsrc ? nsrc : 1];
+    uint8_t ready[nsrc ? nsrc : 1];
     uint64_t deadline = a->timeout_ms >= 0 ? now_ns(CLOCK_MONOTONIC) + (uint64_t)a->timeout_ms * 1000000u : 0;
     uint64_t want = a->min_records ? a->min_records : 1;
+    int lingered = 0;
 
     for (size_t i = 0; i < nsrc; i++) {
         pfd[i].fd = src[i].fd;
         pfd[i].events = POLLIN;
-        pfd[i].revents = 0;
         src[i].error = 0;
     }
+    /* The first poll only probes which sockets have data; later ones wait. */
+    int wait_ms = 0;
     for (;;) {
-        /* sweep every socket until a whole sweep finds nothing or the space is used up */
-        int got;
-        do {
-            got = 0;
-            for (size_t i = 0; i < nsrc; i++) {
-                int n = drain_source(&st, &src[i]);
-                if (n > 0)
-                    got += n;
-            }
-        } while (got > 0 && free_records(&st) >= TSF_RECORDS_PER_DATAGRAM);
-        for (size_t i = 0; i < nsrc; i++)
-            if (src[i].error) {  /* a dead socket would make poll spin: hand it back */
-                res->error = src[i].error;
-                return (int)res->records;
-            }
-
-        if (res->records + res->notes >= want || free_records(&st) < TSF_RECORDS_PER_DATAGRAM)
-            return (int)res->records;
-        int wait_ms = -1;
-        if (a->timeout_ms >= 0) {
-            uint64_t now = now_ns(CLOCK_MONOTONIC);
-            if (now >= deadline) {
-                res->timed_out = 1;
-                return (int)res->records;
-            }
-            wait_ms = (int)((deadline - now + 999999u) / 1000000u);
-        }
         int rc = poll(pfd, (nfds_t)nsrc, wait_ms);
         if (rc < 0) {
             if (errno == EINTR) {
@@ -226,16 +308,59 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
             res->error = errno;
             return (int)res->records;
         }
-        if (rc == 0) {
-            res->timed_out = 1;
-            return (int)res->records;
-        }
-        /* POLLERR on netlink means ENOBUFS is pending: the next sweep's recv reads it */
-        for (size_t i = 0; i < nsrc; i++)
-            if (pfd[i].revents & POLLNVAL) {
+        for (size_t i = 0; i < nsrc; i++) {
+            short ev = pfd[i].revents;
+            ready[i] = 0;
+            if (ev & POLLNVAL) {  /* a closed fd would make poll spin: hand it back */
                 src[i].error = EBADF;
                 res->error = EBADF;
                 return (int)res->records;
             }
+            if (src[i].flags & TSF_SOURCE_WAKE) {
+                if (ev)
+                    res->woken = 1;
+            } else if (ev & (POLLIN | POLLERR)) {
+                /* POLLERR on netlink means ENOBUFS is pending: the recv reads and counts it */
+                ready[i] = 1;
+            }
+        }
+        if (res->woken)
+            return (int)res->records;
+        if (rc > 0 && drain_ready(&st, src, nsrc, ready) < 0)
+            return (int)res->records;
+
+        int done = res->records + res->notes >= want || !has_room(&st);
+        if (done) {
+            /* Linger: sleep (waking only for a wake fd or a socket error) so the next batch
+             * is gathered by one call instead of one wake-up per datagram. */
+            int linger = a->linger_ms;
+            if (a->timeout_ms >= 0) {
+                int left = ms_left(deadline);
+                linger = linger < left ? linger : left;
+            }
+            if (lingered || linger <= 0 || !has_room(&st))
+                return (int)res->records;
+            lingered = 1;
+            for (size_t i = 0; i < nsrc; i++)
+                pfd[i].events = (src[i].flags & TSF_SOURCE_WAKE) ? POLLIN : 0;
+            rc = poll(pfd, (nfds_t)nsrc, linger);
+            for (size_t i = 0; i < nsrc; i++)
+                pfd[i].events = POLLIN;
+            if (rc < 0 && errno == EINTR) {
+                res->interrupted = 1;
+                return (int)res->records;
+            }
+            wait_ms = 0;  /* probe again, drain what queued up, and return */
+            continue;
+        }
+        if (a->timeout_ms >= 0) {
+            wait_ms = ms_left(deadline);
+            if (wait_ms == 0) {
+                res->timed_out = 1;
+                return (int)res->records;
+            }
+        } else {
+            wait_ms = -1;
+        }
     }
 }
