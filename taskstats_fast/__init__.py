@@ -22,6 +22,8 @@ from .delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delayacct,
                         delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
                      MAX_VERSION, MIN_VERSION, fields_in)
+from . import cpumask
+from .listener import ExitListener, ForeignNetnsWarning, ListenerStats, ShardStats
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError",
     "delayacct", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",
+    "ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning", "cpumask",
 ]
 
 

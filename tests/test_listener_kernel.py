@@ -1,0 +1,510 @@
+"""ExitListener against the running kernel: every exit we cause arrives exactly once with the
+right fields, CPU filtering, exact loss accounting under overflow, deregistration on every way
+out (close, atexit, KeyboardInterrupt, fork), namespace/permission errors, threads and asyncio.
+
+Other processes on the machine exit too: tests filter by the pids they caused, and the loss test
+accounts for strangers through the per-CPU sequence numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import cpumask, listener as listener_mod, netlink
+from taskstats_fast._codec import ffi, lib
+from taskstats_fast.errors import CpumaskError, NamespaceError, PermissionDeniedError
+
+pytestmark = pytest.mark.kernel
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_NAME = 15
+CPUS = cpumask.online()
+PYTHON = sys.executable
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMPTY = np.zeros(0, tsf.DTYPE)
+
+
+def set_comm(name: str) -> None:
+    _libc.prctl(PR_SET_NAME, name.encode(), 0, 0, 0)
+
+
+def spawn(code: int, name: str, *, threads: int = 0, cpu=None) -> int:
+    """A child that names itself ``name`` (its threads ``name.1``, ...) and exits with ``code``
+    once every thread is running (so exit_group ends them all)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        set_comm(name)
+        if threads:
+            started = threading.Barrier(threads + 1)
+
+            def worker(i):
+                set_comm(f"{name}.{i}")
+                started.wait()
+                threading.Event().wait()
+
+            for i in range(1, threads + 1):
+                threading.Thread(target=worker, args=(i,), daemon=True).start()
+            started.wait()
+        os._exit(code)
+    except BaseException:
+        os._exit(255)
+
+
+def reap(pids):
+    for pid in pids:
+        os.waitpid(pid, 0)
+
+
+def collect(listener, done, timeout=5.0):
+    """Batches until ``done(records)`` or the timeout."""
+    parts = [EMPTY]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = listener.read(timeout=0.1)
+        if len(batch):
+            parts.append(batch)
+            if done(np.concatenate(parts)):
+                break
+    return np.concatenate(parts)
+
+
+def has_pids(pids):
+    want = set(pids)
+    return lambda recs: want <= set(recs["ac_pid"][recs["kind"] == tsf.KIND_PID].tolist())
+
+
+def pinned(cpu):
+    """Context manager: run (and fork) on one CPU."""
+    class _Pin:
+        def __enter__(self):
+            self.old = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {cpu})
+
+        def __exit__(self, *exc):
+            os.sched_setaffinity(0, self.old)
+    return _Pin()
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+def test_every_exit_arrives_once_with_its_fields():
+    me = os.getpid()
+    with tsf.ExitListener() as listener:
+        assert listener.shards == {c: (c,) for c in cpumask.possible()}
+        plan = [(10 + i, f"tsfx{i}", 3 if i % 3 == 0 else 0) for i in range(12)]
+        children = {spawn(code, name, threads=nthreads): (code, name, nthreads)
+                    for code, name, nthreads in plan}
+        reap(children)
+        group = lambda recs: {int(t) for t in recs["ac_tgid"][recs["kind"] == tsf.KIND_TGID]}
+        recs = collect(listener, lambda r: has_pids(children)(r) and
+                       {p for p, (_, _, t) in children.items() if t} <= group(r))
+        stats = listener.stats
+
+    pid_recs = recs[recs["kind"] == tsf.KIND_PID]
+    for pid, (code, name, nthreads) in children.items():
+        main = pid_recs[pid_recs["ac_pid"] == pid]
+        assert len(main) == 1, f"pid {pid} arrived {len(main)} times"
+        assert int(main["ac_exitcode"][0]) == code << 8            # raw wait status
+        assert main["ac_comm"][0] == name.encode()
+        assert int(main["ac_ppid"][0]) == me
+        assert int(main["id"][0]) == pid
+        assert int(main["shard"][0]) in listener.shards
+        threads = pid_recs[(pid_recs["ac_tgid"] == pid) & (pid_recs["ac_pid"] != pid)]
+        assert len(threads) == nthreads
+        assert len(set(threads["ac_pid"].tolist())) == nthreads
+        assert sorted(threads["ac_comm"].tolist()) == sorted(f"{name}.{i}".encode() for i in range(1, nthreads + 1))
+        assert (threads["ac_exitcode"] == code << 8).all()          # exit_group's status
+        tgid = recs[(recs["kind"] == tsf.KIND_TGID) & (recs["id"] == pid)]
+        assert len(tgid) == (1 if nthreads else 0)
+        if nthreads:   # the group's last thread brings it, in the same message (same seq)
+            last = pid_recs[pid_recs["seq"] == tgid["seq"][0]]
+            assert int(last["ac_tgid"][0]) == pid and int(tgid["shard"][0]) == int(last["shard"][0])
+    assert stats.lost == 0 and stats.dropped == 0 and stats.truncated == 0
+    assert stats.seq_unexplained == 0 and stats.malformed == 0
+    assert stats.received >= len(pid_recs) and stats.messages >= len(children)
+
+
+def test_records_carry_their_cpu_as_shard():
+    if len(CPUS) < 2:
+        pytest.skip("needs two CPUs")
+    with tsf.ExitListener() as listener:
+        pids = {}
+        for cpu in CPUS[:2]:
+            for i in range(3):
+                pids[spawn(i, f"tsfcpu{cpu}", cpu=cpu)] = cpu
+        reap(pids)
+        recs = collect(listener, has_pids(pids))
+    for pid, cpu in pids.items():
+        assert recs["shard"][recs["ac_pid"] == pid].tolist() == [cpu]
+
+
+def test_children_pinned_elsewhere_are_not_heard():
+    if len(CPUS) < 2:
+        pytest.skip("needs two CPUs")
+    heard_cpu, other_cpu = CPUS[0], CPUS[1]
+    with tsf.ExitListener(cpus=[heard_cpu]) as listener:
+        assert listener.shards == {heard_cpu: (heard_cpu,)}
+        silent = [spawn(5, "tsfsilent", cpu=other_cpu) for _ in range(5)]
+        heard = [spawn(6, "tsfheard", cpu=heard_cpu) for _ in range(2)]
+        reap(silent + heard)
+        recs = collect(listener, has_pids(heard))
+        time.sleep(0.1)
+        recs = np.concatenate([recs, listener.read(timeout=0.1)])
+    assert set(heard) <= set(recs["ac_pid"].tolist())           # the stream works...
+    assert not set(silent) & set(recs["ac_pid"].tolist())       # ...and CPU filtering too
+    assert (recs["shard"] == heard_cpu).all()
+
+
+def test_one_shard_for_all_cpus():
+    with tsf.ExitListener(shards=1) as listener:
+        assert listener.shards == {0: tuple(cpumask.possible())}
+        pids = [spawn(1, "tsfshard") for _ in range(4)]
+        reap(pids)
+        recs = collect(listener, has_pids(pids))
+        stats = listener.stats
+    assert (recs["shard"] == 0).all()
+    assert stats.lost_by_cpu is None and stats.shards[0].seq_gaps is None
+    assert stats.lost_by_shard == {0: 0}
+
+
+# ---- loss accounting ---------------------------------------------------------------------------
+
+def test_overflow_is_counted_exactly_and_the_stream_goes_on():
+    cpu = CPUS[-1]
+    marker = lambda tag: spawn(0, tag, cpu=cpu)
+    with tsf.ExitListener(cpus=[cpu], rcvbuf=8192) as listener, pinned(cpu):
+        start = marker("tsfmark0")
+        reap([start])
+        first = collect(listener, has_pids([start]))
+        s0 = int(first["seq"][first["ac_pid"] == start][0])
+        before = listener.stats
+        burst = []
+        for i in range(80):                       # no reading while the burst runs
+            burst.append(spawn(i % 200, "tsfburst"))
+            os.waitpid(burst[-1], 0)
+        mid = listener.stats
+        after = collect(listener, lambda r: False, timeout=0.3)   # drain; clears congestion
+        end = [marker("tsfmark1"), marker("tsfmark2")]
+        reap(end)
+        tail = collect(listener, has_pids(end))
+        stats = listener.stats
+    recs = np.concatenate([first, after, tail])
+    s1 = int(recs["seq"][recs["ac_pid"] == end[0]][0])
+    window = recs[(recs["kind"] == tsf.KIND_PID) & (recs["seq"] > s0) & (recs["seq"] < s1)]
+    window_messages = s1 - s0 - 1                 # every exit message CPU `cpu` sent in between
+    dropped = stats.dropped - before.dropped
+    foreign = stats.seq_foreign - before.seq_foreign
+    own = np.isin(window["ac_pid"], burst)
+    assert dropped > 0 and mid.dropped > before.dropped           # the buffer did overflow
+    assert stats.overruns >= 1                                     # ENOBUFS seen, not fatal
+    # exact, per CPU: every message in the window was delivered or counted as lost
+    assert len(window) - foreign + dropped == window_messages, (len(window), foreign, dropped, window_messages)
+    assert stats.seq_gaps - before.seq_gaps == dropped + foreign
+    assert stats.seq_unexplained == 0
+    # our burst: each exit delivered once or among the lost; strangers' exits explain any excess
+    assert len(set(window["ac_pid"][own].tolist())) == own.sum() <= len(burst)
+    strangers_lost = (window_messages - len(burst)) - (len(window) - own.sum() - foreign)
+    assert own.sum() + dropped == len(burst) + strangers_lost
+    assert 0 <= strangers_lost <= dropped
+    assert stats.lost == stats.dropped and stats.lost_by_cpu == {cpu: stats.dropped}
+    assert set(end) <= set(tail["ac_pid"].tolist())               # the stream went on
+
+
+# ---- deregistration ------------------------------------------------------------------------------
+
+def _ports(listener):
+    return [s.sock.getsockname()[0] for s in listener._shards]
+
+
+def _bind_to(port):
+    """A netlink socket bound to ``port``: if the kernel still lists that port as a listener,
+    exit messages reach this socket without it ever registering."""
+    for _ in range(50):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, netlink.NETLINK_GENERIC)
+        try:
+            sock.bind((port, 0))
+            return sock
+        except OSError:
+            sock.close()
+            time.sleep(0.01)
+    raise RuntimeError(f"port {port} stays taken")
+
+
+def _stray_traffic(ports):
+    """Bind to each port, cause exits on every CPU, and count what the unregistered sockets get."""
+    socks = [_bind_to(p) for p in ports]
+    try:
+        pids = [spawn(0, "tsfstray", cpu=c) for c in CPUS for _ in range(2)]
+        reap(pids)
+        time.sleep(0.2)
+        got = 0
+        for s in socks:
+            s.setblocking(False)
+            while True:
+                try:
+                    s.recv(65536)
+                    got += 1
+                except BlockingIOError:
+                    break
+        return got
+    finally:
+        for s in socks:
+            _deregister_raw(s)
+            s.close()
+
+
+def _deregister_raw(sock):
+    fam = netlink.resolve_family()
+    seq = netlink.next_seq()
+    mask = cpumask.format(cpumask.possible()).encode()
+    buf = bytearray(128)
+    n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), fam.id, seq, 0, mask, len(mask))
+    sock.setblocking(True)
+    netlink.transact(sock, bytes(buf[:n]), seq, what="deregister")
+
+
+def _register_raw(sock, mask):
+    fam = netlink.resolve_family()
+    seq = netlink.next_seq()
+    buf = bytearray(128)
+    n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), fam.id, seq, 1, mask.encode(), len(mask))
+    netlink.transact(sock, bytes(buf[:n]), seq, what="register")
+
+
+def test_stale_port_check_detects_a_listener_closed_without_deregistering():
+    # the control for the tests below: a socket closed while registered leaves its port listed
+    sock = netlink.open_socket()
+    _register_raw(sock, cpumask.format(cpumask.possible()))
+    port = sock.getsockname()[0]
+    sock.close()
+    assert _stray_traffic([port]) > 0
+
+
+def test_close_deregisters_and_closes_every_socket():
+    listener = tsf.ExitListener()
+    ports = _ports(listener)
+    socks = [s.sock for s in listener._shards]
+    epoll_fd = listener.fileno()
+    listener.close()
+    listener.close()                              # idempotent
+    assert listener.closed and all(s.fileno() == -1 for s in socks)
+    with pytest.raises(OSError):
+        os.fstat(epoll_fd)
+    with pytest.raises(ValueError):
+        listener.read()
+    assert _stray_traffic(ports) == 0             # the kernel no longer lists the ports
+    with tsf.ExitListener() as again:             # and exits still reach a new listener
+        pids = [spawn(3, "tsfagain") for _ in range(3)]
+        reap(pids)
+        assert has_pids(pids)(collect(again, has_pids(pids)))
+
+
+def test_forked_child_does_not_deregister_the_parent():
+    with tsf.ExitListener() as listener:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                listener.close()                  # and atexit would do the same
+            finally:
+                os._exit(0)
+        reap([pid])
+        pids = [spawn(4, "tsfafterfork") for _ in range(3)]
+        reap(pids)
+        recs = collect(listener, has_pids(pids))
+    assert has_pids(pids)(recs)
+
+
+CHILD = textwrap.dedent("""
+    import json, os, signal, sys, time
+    sys.path.insert(0, {repo!r})
+    import taskstats_fast as tsf
+    listener = tsf.ExitListener()
+    print(json.dumps([s.sock.getsockname()[0] for s in listener._shards]), flush=True)
+    if sys.argv[1] == "block":
+        for batch in listener:     # interrupted by SIGINT: KeyboardInterrupt, then atexit
+            pass
+    # "exit": leave without closing; atexit deregisters
+""")
+
+
+@pytest.mark.parametrize("how", ["exit", "block"])
+def test_process_exit_deregisters(how):
+    proc = subprocess.Popen([PYTHON, "-c", CHILD.format(repo=REPO), how], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ports = json.loads(proc.stdout.readline())
+    if how == "block":
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    if how == "block":
+        assert "KeyboardInterrupt" in err
+    else:
+        assert proc.returncode == 0, err
+    assert _stray_traffic(ports) == 0
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+def test_bad_cpu_lists_are_refused_before_any_socket():
+    with pytest.raises(CpumaskError) as info:
+        tsf.ExitListener(cpus="0-1,4096")
+    assert info.value.token == "4096"
+    with pytest.raises(CpumaskError, match="reversed"):
+        tsf.ExitListener(cpus="1-0")
+    with pytest.raises(CpumaskError):
+        tsf.ExitListener(shards=len(cpumask.possible()) + 1)
+
+
+PROBE = textwrap.dedent("""
+    import sys, warnings
+    sys.path.insert(0, {repo!r})
+    import taskstats_fast as tsf
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            tsf.ExitListener().close()
+            print("OK")
+        except Exception as e:
+            print(type(e).__name__, getattr(e, "errno", None), e)
+    for w in caught:
+        print("WARNING", w.category.__name__, w.message)
+""")
+
+
+def _probe(*prefix):
+    out = subprocess.run(list(prefix) + [PYTHON, "-c", PROBE.format(repo=REPO)],
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout + out.stderr
+
+
+def test_child_pid_namespace_is_a_namespace_error():
+    out = _probe("unshare", "--pid", "--fork")
+    assert out.startswith("NamespaceError 22 ") and "pid namespace" in out, out
+
+
+def test_child_user_namespace_is_a_namespace_error():
+    out = _probe("unshare", "--user", "--map-root-user")
+    assert out.startswith("NamespaceError 1 ") and "user namespace" in out, out
+
+
+def test_missing_cap_net_admin_is_a_permission_error():
+    out = _probe("setpriv", "--bounding-set=-net_admin")
+    assert out.startswith("PermissionDeniedError 1 ") and "CAP_NET_ADMIN" in out, out
+
+
+def test_other_network_namespace_registers_but_warns():
+    out = _probe("unshare", "--net")
+    assert out.startswith("OK") and "WARNING ForeignNetnsWarning" in out, out
+    assert "initial network namespace" in out
+
+
+def test_namespace_errors_are_the_right_classes():
+    assert issubclass(NamespaceError, OSError) and issubclass(PermissionDeniedError, PermissionError)
+
+
+# ---- buffers -----------------------------------------------------------------------------------
+
+def test_receive_buffer_is_sized_for_the_default_burst():
+    with tsf.ExitListener() as listener:
+        for shard in listener._shards:
+            granted = shard.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert granted >= listener_mod.DEFAULT_EVENTS_PER_CPU * listener_mod.EVENT_TRUESIZE
+
+
+def test_capped_receive_buffer_warns_with_its_capacity(monkeypatch):
+    monkeypatch.setattr(listener_mod.netlink, "set_rcvbuf", lambda sock, n, warn=True: 1_300_000)
+    with pytest.warns(RuntimeWarning, match="room for about 1000 exit messages"):
+        tsf.ExitListener(cpus=[CPUS[0]]).close()
+
+
+# ---- threads and asyncio -----------------------------------------------------------------------
+
+def test_reader_thread_and_close_from_another_thread():
+    listener = tsf.ExitListener()
+    batches = []
+    reader = threading.Thread(target=lambda: batches.extend(listener), daemon=True)
+    reader.start()
+    pids = [spawn(9, "tsfthread") for _ in range(4)]
+    reap(pids)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not has_pids(pids)(np.concatenate([EMPTY] + batches)):
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    listener.close()                              # ends the iteration in the reader thread
+    reader.join(5)
+    assert not reader.is_alive() and time.monotonic() - t0 < 5
+    assert has_pids(pids)(np.concatenate(batches))
+
+
+def test_asyncio_receives_exits():
+    async def main():
+        with tsf.ExitListener() as listener:
+            loop = asyncio.get_running_loop()
+            pids = [spawn(12, "tsfasync") for _ in range(4)]
+            await loop.run_in_executor(None, reap, pids)
+            seen = EMPTY
+            ticks = 0
+
+            async def tick():                     # the loop stays free while we wait
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.ensure_future(tick())
+
+            async def consume():
+                nonlocal seen
+                async for batch in listener.aiter():
+                    seen = np.concatenate([seen, batch])
+                    if has_pids(pids)(seen):
+                        return
+
+            await asyncio.wait_for(consume(), 10)
+            ticker.cancel()
+            return pids, seen, ticks
+
+    pids, seen, ticks = asyncio.run(main())
+    assert has_pids(pids)(seen)
+    assert ticks >= 1
+
+
+def test_asyncio_iteration_ends_when_closed():
+    async def main():
+        listener = tsf.ExitListener(cpus=[CPUS[0]])
+        got = []
+
+        async def consume():
+            async for batch in listener:
+                got.append(batch)
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        closer = threading.Thread(target=listener.close)   # from another thread
+        closer.start()
+        await asyncio.wait_for(task, 5)
+        return listener, closer
+
+    listener, closer = asyncio.run(main())
+    closer.join(10)
+    assert listener.closed
