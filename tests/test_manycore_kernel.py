@@ -1,0 +1,116 @@
+"""The many-core design, on every CPU the machine has.
+
+This machine has 2 CPUs; `make matrix` runs these same tests in a 64-CPU qemu guest.  They use
+every online CPU: one listener socket per possible CPU, children pinned to each CPU, every exit
+received exactly once on its own CPU's socket, the shards=k grouping, and loss accounting that
+is exact per CPU under a forced overflow on several CPUs at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import cpumask
+
+from test_listener_kernel import collect, has_pids, reap, spawn
+
+pytestmark = pytest.mark.kernel
+
+ONLINE = cpumask.online()
+POSSIBLE = cpumask.possible()
+# generous: under qemu's software emulation a fork takes tens of milliseconds
+TIMEOUT = 60.0
+
+
+def spread(cpus, k):
+    """Up to k CPUs spread over the list (first, last and evenly between)."""
+    if len(cpus) <= k:
+        return list(cpus)
+    idx = np.linspace(0, len(cpus) - 1, k).round().astype(int)
+    return [cpus[i] for i in sorted(set(idx.tolist()))]
+
+
+def test_one_socket_per_possible_cpu_and_every_exit_once_on_its_cpu():
+    children = {}
+    with tsf.ExitListener() as listener:
+        assert listener.shards == {c: (c,) for c in POSSIBLE}
+        for cpu in ONLINE:
+            for j in range(2):
+                code = (2 * cpu + j) % 256
+                children[spawn(code, f"tsfmc{cpu}.{j}", cpu=cpu)] = (cpu, code)
+        reap(children)
+        recs = collect(listener, has_pids(children), timeout=TIMEOUT)
+        stats = listener.stats
+    pid_recs = recs[(recs["kind"] == tsf.KIND_PID) & np.isin(recs["ac_pid"], list(children))]
+    assert sorted(pid_recs["ac_pid"].tolist()) == sorted(children), "each exit exactly once"
+    for rec in pid_recs:
+        cpu, code = children[int(rec["ac_pid"])]
+        assert rec["shard"] == cpu, "delivered by the socket of the CPU it exited on"
+        assert rec["ac_exitcode"] == code << 8
+    assert stats.lost == 0 and set(stats.lost_by_cpu) == set(POSSIBLE)
+    assert stats.seq_unexplained == 0
+    assert len(stats.shards) == len(POSSIBLE)
+
+
+@pytest.mark.parametrize("k", sorted({1, 2, min(4, len(POSSIBLE)), min(7, len(POSSIBLE))}))
+def test_shards_group_cpus_and_cover_them_all(k):
+    children = {}
+    with tsf.ExitListener(shards=k) as listener:
+        groups = listener.shards
+        assert sorted(groups) == list(range(k))
+        assert sorted(c for cpus in groups.values() for c in cpus) == list(POSSIBLE)
+        sizes = [len(cpus) for cpus in groups.values()]
+        assert max(sizes) - min(sizes) <= 1, "balanced"
+        for cpu in ONLINE:
+            children[spawn(cpu % 256, f"tsfsh{cpu}", cpu=cpu)] = cpu
+        reap(children)
+        recs = collect(listener, has_pids(children), timeout=TIMEOUT)
+        stats = listener.stats
+    pid_recs = recs[(recs["kind"] == tsf.KIND_PID) & np.isin(recs["ac_pid"], list(children))]
+    assert sorted(pid_recs["ac_pid"].tolist()) == sorted(children)
+    for rec in pid_recs:
+        assert children[int(rec["ac_pid"])] in groups[int(rec["shard"])]
+    assert stats.lost == 0 and stats.lost_by_shard == {s: 0 for s in range(k)}
+    if k < len(POSSIBLE):
+        assert stats.lost_by_cpu is None, "a shared socket cannot attribute loss to one CPU"
+
+
+def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
+    cpus = spread(ONLINE, 4)
+    burst_size = 60
+    with tsf.ExitListener(cpus=cpus, rcvbuf=8192) as listener:
+        start = {cpu: spawn(0, f"tsfs{cpu}", cpu=cpu) for cpu in cpus}
+        reap(start.values())
+        first = collect(listener, has_pids(start.values()), timeout=TIMEOUT)
+        s0 = {cpu: int(first["seq"][first["ac_pid"] == pid][0]) for cpu, pid in start.items()}
+        before = {s.shard: s for s in listener.stats.shards}
+        bursts = {cpu: [] for cpu in cpus}
+        for i in range(burst_size):            # no reading while the bursts run
+            for cpu in cpus:
+                pid = spawn(i % 200, f"tsfb{cpu}", cpu=cpu)
+                bursts[cpu].append(pid)
+                os.waitpid(pid, 0)
+        middle = collect(listener, lambda r: False, timeout=0.5)   # drain; clears congestion
+        end = {cpu: spawn(0, f"tsfe{cpu}", cpu=cpu) for cpu in cpus}
+        reap(end.values())
+        tail = collect(listener, has_pids(end.values()), timeout=TIMEOUT)
+        after = {s.shard: s for s in listener.stats.shards}
+    recs = np.concatenate([first, middle, tail])
+    overflowed = 0
+    for cpu in cpus:
+        mine = recs[(recs["shard"] == cpu) & (recs["kind"] == tsf.KIND_PID)]
+        s1 = int(mine["seq"][mine["ac_pid"] == end[cpu]][0])
+        window = mine[(mine["seq"] > s0[cpu]) & (mine["seq"] < s1)]
+        dropped = after[cpu].dropped - before[cpu].dropped
+        foreign = after[cpu].seq_foreign - before[cpu].seq_foreign
+        # every exit message this CPU sent in the window was delivered or counted as lost
+        assert len(window) - foreign + dropped == s1 - s0[cpu] - 1, cpu
+        own = np.isin(window["ac_pid"], bursts[cpu])
+        assert len(set(window["ac_pid"][own].tolist())) == own.sum(), "no duplicates"
+        assert own.sum() + dropped >= burst_size, "each burst exit delivered or counted lost"
+        overflowed += dropped > 0
+    assert overflowed == len(cpus), "the tiny buffer overflowed on every CPU"
