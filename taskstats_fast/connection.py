@@ -26,6 +26,7 @@ import errno
 import operator
 import os
 import socket
+import struct
 import threading
 import time
 import warnings
@@ -68,6 +69,8 @@ _MAX_FRUITLESS_RESENDS = 3
 _RESEND_ERRNOS = (errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM)
 
 _PENDING, _FOUND, _MISSING = 0, 1, 2
+# nlmsghdr (len, type, flags, seq, port), genlmsghdr (cmd, version, reserved), u32 attribute
+_SINGLE_REQUEST = struct.Struct("=IHHIIBBHHHI")
 _U32 = 0xFFFFFFFF
 
 # The kernel's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
@@ -453,11 +456,78 @@ class Connection:
         ident = operator.index(ident)
         if not 0 <= ident <= _U32:
             raise ValueError(f"{'pid' if attr == ATTR_PID else 'tgid'} must be in 0..{_U32}")
-        got = self._lookup(np.array([ident], np.uint32), attr, stacklevel=5)
-        if not got.found[0]:
-            kind = "pid" if attr == ATTR_PID else "tgid"
+        kind = "pid" if attr == ATTR_PID else "tgid"
+        # One request, one reply: a lean path (no batch arrays) at ~1/3 of the bulk path's cost.
+        out = np.empty(2, layout.DTYPE)  # tsf_drain takes a datagram only with 2 rows free
+        with self._lock:
+            sock = self._socket()
+            self._flush_if_dirty()
+            seq = netlink.next_seq()
+            request = _SINGLE_REQUEST.pack(REQUEST_SIZE, self.family.id, 1, seq, 0, 1, 1, 0, 8,
+                                           attr, ident)
+            self._dirty = True
+            sock.send(request)
+            found = self._collect_one(seq, out, f"TASKSTATS query for {kind} {ident}", request)
+            self._dirty = False
+        if not found:
             raise NoSuchTaskError(errno.ESRCH, f"no task with {kind} {ident}. {_missing_hint()}")
-        return got.records[0]
+        if self._warn_delayacct:
+            self._warn_delayacct_once(stacklevel=3)
+        return out[0]
+
+    def _collect_one(self, seq: int, out: np.ndarray, what: str, request: bytes) -> bool:
+        """Wait for the answer to the single request ``seq``: True with its record in ``out[0]``,
+        False for ESRCH (no such task); other errors raise."""
+        src, args, res = self._src, self._args, self._res
+        ptr = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        deadline = time.monotonic() + self.timeout
+        truncated, bad, overruns = src.truncated, src.bad, src.overruns
+        while True:
+            args.timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            args.records = ptr
+            args.capacity = 2   # one datagram per call: a stale one cannot push ours out
+            args.notes_cap = len(self._notes)
+            args.min_records = 1
+            rc = lib.tsf_drain(PLAN, src, 1, args, res)
+            if rc < 0:
+                raise RuntimeError(f"tsf_drain: {strerror(rc)}")
+            if src.truncated != truncated or src.bad != bad:
+                raise DecodeError(f"{src.truncated - truncated} truncated and {src.bad - bad} "
+                                  "malformed replies from the kernel")
+            if res.records and int(out["seq"][0]) == seq:
+                return True
+            resend = src.overruns != overruns
+            for note in self._notes[:min(res.notes, len(self._notes))].tolist():
+                kind_, code, _, note_seq = note
+                if kind_ == NOTE_BAD:
+                    raise DecodeError(f"malformed reply from the kernel: {strerror(code)}", code)
+                if kind_ != NOTE_ERROR or note_seq != seq:
+                    continue
+                if code == errno.ESRCH:
+                    return False
+                if code in _RESEND_ERRNOS:
+                    resend = True
+                    continue
+                raise kernel_error(code, what, _permission_hint() if code == errno.EPERM else None)
+            if res.error:
+                raise OSError(res.error, f"receiving TASKSTATS replies: {os.strerror(res.error)}")
+            if resend:  # the kernel could not queue our reply: ask again
+                overruns = src.overruns
+                self._socket().send(request)
+                deadline = time.monotonic() + self.timeout
+                continue
+            if res.interrupted:
+                continue  # back in Python: signal handlers run now (KeyboardInterrupt propagates)
+            if res.timed_out:
+                raise ReplyTimeoutError(f"no reply from the kernel for {self.timeout:g} s to the "
+                                        f"{what} (Connection(timeout=...) sets the limit)")
+
+    def _warn_delayacct_once(self, stacklevel: int) -> None:
+        """Warn (once per connection) that delay fields are zero; ``stacklevel`` counts frames
+        above the caller, so the warning points at user code."""
+        self._warn_delayacct = False
+        if delayacct_enabled() is False:
+            warnings.warn(DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, stacklevel=stacklevel + 1)
 
     # -- bulk lookups ------------------------------------------------------------------------
     def pids(self, pids: Iterable[int]) -> Lookup:
@@ -531,10 +601,7 @@ class Connection:
                 self._complete_round(batch, np.arange(lo, min(lo + step, len(ids))))
             self._dirty = False
             if batch.got and self._warn_delayacct:
-                self._warn_delayacct = False
-                if delayacct_enabled() is False:
-                    warnings.warn(DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning,
-                                  stacklevel=stacklevel)
+                self._warn_delayacct_once(stacklevel)
             return batch.result()
 
     def _complete_round(self, batch: _Batch, indices: np.ndarray) -> None:

@@ -214,6 +214,37 @@ def test_single_lookup_returns_one_record(fake):
         conn.pid(6)
 
 
+def test_single_lookup_skips_stale_replies_and_resends_unqueued(fake):
+    tries = []
+
+    def policy(seq, ident):
+        tries.append(seq)
+        if len(tries) == 1:
+            stale = wire.taskstats_msg(wire.aggr(1, 999, wire.stats(16, {"ac_pid": 999})),
+                                       seq=seq ^ 0x5555)
+            return [stale, wire.error_msg(-errno.EPERM, seq ^ 0x5555),
+                    wire.error_msg(-errno.EAGAIN, seq)]
+        return None
+
+    conn = fake(live={5}, policy=policy).connection()
+    rec = conn.pid(5)
+    assert rec["ac_pid"] == 5 and rec["seq"] == tries[0]
+    assert len(tries) == 2 and tries[0] == tries[1]  # the same request, sent again
+
+
+def test_single_lookup_errors(fake):
+    conn = fake(live={1}, policy=lambda seq, ident: [wire.error_msg(-errno.EPERM, seq)]).connection()
+    with pytest.raises(PermissionDeniedError, match="CAP_NET_ADMIN"):
+        conn.pid(1)
+    conn = fake(live={1}, reply=False).connection(timeout=0.2)
+    with pytest.raises(ReplyTimeoutError, match="pid 1"):
+        conn.pid(1)
+    with pytest.raises(ValueError):
+        conn.pid(-1)
+    with pytest.raises(TypeError):
+        conn.pid(1.0)
+
+
 def test_stale_replies_of_other_batches_are_ignored(fake):
     def policy(seq, ident):
         stale = wire.taskstats_msg(wire.aggr(1, 999, wire.stats(16, {"ac_pid": 999})),
@@ -368,11 +399,17 @@ def test_delayacct_warning_once_per_connection(fake, monkeypatch, tmp_path):
     sysctl.write_text("0\n")
     monkeypatch.setattr(da, "SYSCTL_PATH", str(sysctl))
     conn = fake(live={1}).connection(warn_delayacct=True)
-    with pytest.warns(da.DelayAccountingOffWarning, match="task_delayacct"):
+    with pytest.warns(da.DelayAccountingOffWarning, match="task_delayacct") as w:
         conn.pids([1])
+    assert w[0].filename == __file__  # points at the caller, not the library
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         conn.pids([1])  # once per connection
+        conn.pid(1)
+    single = fake(live={1}).connection(warn_delayacct=True)
+    with pytest.warns(da.DelayAccountingOffWarning) as w:
+        single.pid(1)
+    assert w[0].filename == __file__
     sysctl.write_text("1\n")
     conn2 = fake(live={1}).connection(warn_delayacct=True)
     with warnings.catch_warnings():
