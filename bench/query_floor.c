@@ -1,0 +1,167 @@
+/* query_floor: the C floor for bulk TASKSTATS pid lookups (bench/bench_queries.py builds and
+ * runs it; not part of the library).
+ *
+ * Does the least work a bulk lookup can do: all GET requests pre-built in one buffer with
+ * consecutive seqs, sent CHUNK at a time with one sendmsg each (the kernel answers inside the
+ * call), replies drained with recvmmsg (64 per call, 8 KiB slots) and each STATS payload
+ * memcpy'd into a record array at index seq - first_seq.  No validation beyond what it needs to
+ * find the payload; ESRCH replies are counted.
+ *
+ *   query_floor FAMILY_ID CHUNK REPEATS PIDFILE
+ *
+ * PIDFILE holds native uint32 pids.  Prints one line of key=value pairs: lookups per repeat,
+ * records and errors of the last repeat, and ns/lookup of every repeat (min and median first).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/netlink.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ_SIZE 28
+#define BATCH 64
+#define SLOT 8192
+#define RECORD 712          /* taskstats_fast.DTYPE.itemsize: same bytes copied per record */
+#define STATS_OFFSET 36     /* nlmsghdr 16 + genlmsghdr 4 + AGGR_PID 4 + PID attr 8 + STATS hdr 4 */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void build(uint8_t *p, uint16_t family, uint32_t seq, uint32_t pid)
+{
+    uint32_t len = REQ_SIZE;
+    uint16_t type = family, flags = NLM_F_REQUEST, alen = 8, atype = 1;
+    uint32_t port = 0;
+    memcpy(p, &len, 4); memcpy(p + 4, &type, 2); memcpy(p + 6, &flags, 2);
+    memcpy(p + 8, &seq, 4); memcpy(p + 12, &port, 4);
+    p[16] = 1; p[17] = 1; p[18] = 0; p[19] = 0;             /* CMD_GET, version 1 */
+    memcpy(p + 20, &alen, 2); memcpy(p + 22, &atype, 2); memcpy(p + 24, &pid, 4);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s FAMILY_ID CHUNK REPEATS PIDFILE\n", argv[0]);
+        return 2;
+    }
+    uint16_t family = (uint16_t)atoi(argv[1]);
+    size_t chunk = (size_t)atol(argv[2]);
+    int repeats = atoi(argv[3]);
+    FILE *f = fopen(argv[4], "rb");
+    if (!f || chunk == 0 || repeats <= 0) {
+        perror("arguments");
+        return 2;
+    }
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f) / 4;
+    fseek(f, 0, SEEK_SET);
+    uint32_t *pids = malloc(n * 4);
+    if (fread(pids, 4, n, f) != n) {
+        perror("read pids");
+        return 2;
+    }
+    fclose(f);
+
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        perror("socket");
+        return 1;
+    }
+    int rcvbuf = (int)(chunk * 1280 + (1 << 20));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    int sndbuf = (int)(chunk * REQ_SIZE + 4096);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+
+    uint8_t *req = malloc(n * REQ_SIZE);
+    uint8_t *out = malloc(n * RECORD);
+    uint8_t *arena = malloc((size_t)BATCH * SLOT);
+    uint64_t *times = calloc((size_t)repeats, sizeof *times);
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    uint32_t seq0 = (uint32_t)getpid() << 12;
+    size_t records = 0, errors = 0;
+
+    for (int r = 0; r < repeats; r++) {
+        uint32_t first = seq0 + (uint32_t)(r * n);
+        records = errors = 0;
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < n; i++)  /* building is part of a lookup's cost */
+            build(req + i * REQ_SIZE, family, first + (uint32_t)i, pids[i]);
+        for (size_t lo = 0; lo < n; lo += chunk) {
+            size_t k = n - lo < chunk ? n - lo : chunk;
+            if (send(fd, req + lo * REQ_SIZE, k * REQ_SIZE, 0) < 0) {
+                perror("send");
+                return 1;
+            }
+            size_t answered = 0;
+            while (answered < k) {
+                for (int i = 0; i < BATCH; i++) {
+                    iov[i].iov_base = arena + (size_t)i * SLOT;
+                    iov[i].iov_len = SLOT;
+                    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+                    msgs[i].msg_hdr.msg_iov = &iov[i];
+                    msgs[i].msg_hdr.msg_iovlen = 1;
+                }
+                int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+                if (got < 0) {
+                    if (errno == EAGAIN || errno == EINTR) {
+                        struct pollfd p = {.fd = fd, .events = POLLIN};
+                        if (poll(&p, 1, 5000) == 0) {
+                            fprintf(stderr, "timeout: %zu of %zu answered\n", answered, k);
+                            return 1;
+                        }
+                        continue;
+                    }
+                    perror("recvmmsg");  /* ENOBUFS would mean the chunk overflowed the buffer */
+                    return 1;
+                }
+                for (int i = 0; i < got; i++) {
+                    const uint8_t *m = iov[i].iov_base;
+                    uint16_t type;
+                    uint32_t seq;
+                    memcpy(&type, m + 4, 2);
+                    memcpy(&seq, m + 8, 4);
+                    size_t idx = seq - first;
+                    if (type == family && msgs[i].msg_len > STATS_OFFSET && idx < n) {
+                        size_t len = msgs[i].msg_len - STATS_OFFSET;
+                        memcpy(out + idx * RECORD, m + STATS_OFFSET, len < RECORD ? len : RECORD);
+                        records++;
+                    } else {
+                        errors++;
+                    }
+                }
+                answered += (size_t)got;
+            }
+        }
+        times[r] = now_ns() - t0;
+    }
+    printf("lookups=%zu records=%zu errors=%zu", n, records, errors);
+    uint64_t *sorted = malloc((size_t)repeats * sizeof *sorted);
+    memcpy(sorted, times, (size_t)repeats * sizeof *sorted);
+    qsort(sorted, (size_t)repeats, sizeof *sorted, cmp_u64);
+    printf(" min_ns_per_lookup=%.1f median_ns_per_lookup=%.1f all=", (double)sorted[0] / n,
+           (double)sorted[repeats / 2] / n);
+    for (int r = 0; r < repeats; r++)
+        printf("%s%.1f", r ? "," : "", (double)times[r] / n);
+    printf("\n");
+    return 0;
+}
