@@ -35,10 +35,10 @@ from typing import Iterable, NamedTuple, Optional, Union
 import numpy as np
 
 from . import layout, netlink
-from ._codec import NOTE_ACK, NOTE_BAD, NOTE_DONE, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
+from ._codec import NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
 from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
-from .errors import (DecodeError, KernelError, NoSuchTaskError, PermissionDeniedError,
-                     ReplyTimeoutError, TaskstatsError, kernel_error)
+from .errors import (DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
+                     TaskstatsError, kernel_error)
 
 __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
            "requests_in_flight", "request_index"]
@@ -325,8 +325,10 @@ class Connection:
     """A generic netlink socket for TASKSTATS queries (and cgroupstats).
 
     ``timeout``: seconds to wait for a reply the kernel owes before ``ReplyTimeoutError`` (bulk
-    lookups: seconds without progress).  ``rcvbuf``: receive buffer to ask for; bulk lookups
-    size their rounds to what the kernel grants, so a small buffer only means more rounds.
+    lookups: seconds without progress).  ``rcvbuf``: receive buffer to ask for (default: room
+    for a full round of MAX_IN_FLIGHT replies; SO_RCVBUFFORCE is used when privileged, so
+    net.core.rmem_max does not cap it); bulk lookups size their rounds to what the kernel
+    grants, so a small buffer only means more rounds, never lost replies.
     ``warn_delayacct``: warn once (``DelayAccountingOffWarning``) when records are read while
     ``kernel.task_delayacct`` is off, since most delay fields are then zero.
 
@@ -597,6 +599,7 @@ class Connection:
             batch = _Batch(ids, attr, self.family.id)
             self._dirty = True
             step = self.in_flight
+            self._ensure_notes(step + NSLOTS)  # every request of a round may answer with a note
             for lo in range(0, len(ids), step):
                 self._complete_round(batch, np.arange(lo, min(lo + step, len(ids))))
             self._dirty = False
@@ -699,6 +702,12 @@ class Connection:
         self._dirty = False
         if probe.got:  # an error reply is smaller than a record: only a record calibrates
             self._reply_truesize = max(rmem, 256)
+
+    def _ensure_notes(self, n: int) -> None:
+        if len(self._notes) < n:
+            self._notes = np.empty(n, NOTE_DTYPE)
+            self._notes_ptr = ffi.from_buffer("struct tsf_note[]", self._notes, require_writable=True)
+            self._args.notes = self._notes_ptr
 
     def _flush_if_dirty(self) -> None:
         """Discard whatever an abandoned request (exception, KeyboardInterrupt) left queued."""

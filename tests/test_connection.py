@@ -9,6 +9,7 @@ signals, truncation) is exercised exactly as it runs against the kernel.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import signal
 import socket
@@ -446,3 +447,40 @@ def test_delayacct_without_the_switch(monkeypatch, tmp_path):
     assert da.delayacct_enabled() is None
     with pytest.raises(FileNotFoundError, match="CONFIG_TASK_DELAY_ACCT"):
         da.set_delayacct(True)
+
+
+# ---- messages ------------------------------------------------------------------------------------
+def test_permission_hint_names_a_user_namespace(monkeypatch):
+    inodes = {"/proc/self/ns/user": conn_mod._PROC_USER_INIT_INO,
+              "/proc/1/ns/user": conn_mod._PROC_USER_INIT_INO}
+    monkeypatch.setattr(conn_mod, "_ns_inode", inodes.get)
+    assert "CAP_NET_ADMIN" in conn_mod._permission_hint()
+    assert "user namespace" not in conn_mod._permission_hint()
+    inodes["/proc/self/ns/user"] = 4026532999  # a child namespace
+    assert "non-initial user namespace" in conn_mod._permission_hint()
+    del inodes["/proc/1/ns/user"]  # PID 1's not readable: the fixed init inode still tells
+    assert "non-initial user namespace" in conn_mod._permission_hint()
+    inodes.clear()  # nothing readable: say what is generally true
+    assert "CAP_NET_ADMIN" in conn_mod._permission_hint()
+
+
+def test_missing_hint_names_a_pid_namespace(monkeypatch):
+    inodes = {"/proc/self/ns/pid": conn_mod._PROC_PID_INIT_INO}
+    monkeypatch.setattr(conn_mod, "_ns_inode", inodes.get)
+    assert "namespace" not in conn_mod._missing_hint()
+    inodes["/proc/self/ns/pid"] = 4026532998
+    assert "non-initial pid namespace" in conn_mod._missing_hint()
+
+
+def test_cgroup_error_message_tells_v2_from_non_cgroup(tmp_path, monkeypatch):
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert conn_mod._fs_magic(fd) not in (None, conn_mod._CGROUP_SUPER_MAGIC,
+                                              conn_mod._CGROUP2_SUPER_MAGIC)
+        text = conn_mod._cgroup_einval_message("/x", fd)
+        assert "/x is not a cgroup directory" in text and "cgroup v1" in text
+        monkeypatch.setattr(conn_mod, "_fs_magic", lambda fd: conn_mod._CGROUP2_SUPER_MAGIC)
+        text = conn_mod._cgroup_einval_message("/x", fd)
+        assert "/x is a cgroup v2 directory" in text and "mount -t cgroup" in text
+    finally:
+        os.close(fd)
