@@ -14,6 +14,7 @@ import numpy as np
 
 from . import errors, layout
 from ._codec import NOTE_DTYPE, Parsed, decode, parse
+from .frames import to_arrow, to_pandas
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError)
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DTYPE", "NOTE_DTYPE", "Parsed", "decode", "parse", "carried", "masked", "fields_in",
+    "to_pandas", "to_arrow",
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED", "MIN_VERSION",
     "MAX_VERSION", "errors", "layout", "TaskstatsError", "DecodeError", "KernelError",
     "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
