@@ -1,0 +1,437 @@
+"""Human-facing output: the per-task report of ``taskstats-fast pid``/``tgid`` (text and JSON),
+the ``summary`` tables of a recording, and its ``--plot`` picture.
+
+This module owns how numbers are shown to people: units (durations from ns/µs, sizes from bytes
+and KB), what "not reported by this kernel" looks like, and the delay-accounting note.  It reads
+records through ``frames`` (so JSON keys are the pandas/Arrow column names) and never talks to
+the kernel.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import frames, layout
+from .delayacct import DELAYACCT_OFF_MESSAGE
+
+__all__ = ["DELAY_LABELS", "format_duration_ns", "format_bytes", "task_report", "task_json",
+           "SUMMARY_COLUMNS", "Summary", "summarize", "format_summary", "summary_json",
+           "plot_summary"]
+
+#: Short names of what a task waited for, per delay class.
+DELAY_LABELS: Dict[str, str] = {
+    "cpu": "run queue (CPU)", "blkio": "block I/O", "swapin": "swap-in",
+    "freepages": "memory reclaim", "thrashing": "thrashing", "compact": "compaction",
+    "wpcopy": "write-protect copy", "irq": "IRQ / softirq",
+}
+_SCHED_POLICIES = {0: "normal", 1: "fifo", 2: "round-robin", 3: "batch", 5: "idle", 6: "deadline"}
+_AC_FLAGS = ((0x01, "forked without exec"), (0x02, "used superuser privileges"),
+             (0x08, "dumped core"), (0x10, "killed by a signal"), (0x20, "whole thread group"))
+
+
+# ---- units -----------------------------------------------------------------------------------
+def format_duration_ns(ns: Optional[float]) -> str:
+    """``1234567`` -> ``'1.23 ms'``; None -> ``'n/a'``."""
+    if ns is None:
+        return "n/a"
+    ns = float(ns)
+    for limit, div, unit in ((1e3, 1, "ns"), (1e6, 1e3, "µs"), (1e9, 1e6, "ms")):
+        if abs(ns) < limit:
+            value = ns / div
+            return f"{value:.0f} {unit}" if unit == "ns" else f"{value:.3g} {unit}"
+    seconds = ns / 1e9
+    if seconds < 600:
+        return f"{seconds:.3f} s" if seconds < 100 else f"{seconds:.1f} s"
+    minutes, s = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{int(hours)}h{int(minutes):02d}m{s:04.1f}s" if hours else f"{int(minutes)}m{s:04.1f}s"
+
+
+def format_bytes(n: Optional[float]) -> str:
+    """``123456`` -> ``'120.6 KiB'``; None -> ``'n/a'``."""
+    if n is None:
+        return "n/a"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _count(n: Optional[int]) -> str:
+    return "n/a" if n is None else f"{n:,}"
+
+
+def _kcount(n: Optional[int]) -> str:
+    """A syscall count the kernel rounded down to a multiple of 1024, shown as the range it
+    stands for."""
+    if n is None:
+        return "n/a"
+    return "<1,024" if n == 0 else f"{n:,}-{n + 1023:,}"
+
+
+def _iso(ts: Any) -> Optional[str]:
+    if ts is None or (isinstance(ts, np.datetime64) and np.isnat(ts)):
+        return None
+    ns = int(np.datetime64(ts, "ns").astype(np.int64))
+    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+# ---- one task --------------------------------------------------------------------------------
+def _row(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], i: int) -> Dict[str, Any]:
+    """Row ``i`` of ``frames.columns`` output as Python values (None where missing)."""
+    out: Dict[str, Any] = {}
+    for col in frames.COLUMNS:
+        values, valid = cols[col.name]
+        if valid is not None and not valid[i]:
+            out[col.name] = None
+        elif col.kind == "category":
+            out[col.name] = frames._KIND_CATEGORIES[int(values[i])]
+        elif col.kind == "timestamp":
+            out[col.name] = values[i]
+        elif col.kind == "str":
+            out[col.name] = str(values[i])
+        else:
+            out[col.name] = int(values[i])
+    return out
+
+
+def _delay_rows(row: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    rows = []
+    for cls in frames.DELAY_CLASSES:
+        count, total = row[f"{cls}_count"], row[f"{cls}_delay_total_ns"]
+        rows.append({
+            "class": cls,
+            "count": count,
+            "total_ns": total,
+            "average_ns": (total / count) if count else (None if count is None else 0),
+            "max_ns": row[f"{cls}_delay_max_ns"],
+            "min_ns": row[f"{cls}_delay_min_ns"],
+            "max_at": row[f"{cls}_delay_max_ts"],
+        })
+    return rows
+
+
+def task_json(records: np.ndarray, *, delayacct_enabled: Optional[bool] = None,
+              comms: Optional[Sequence[Optional[str]]] = None) -> List[Dict[str, Any]]:
+    """One JSON-able object per record: every ``frames`` column (timestamps as ISO 8601 UTC
+    strings, missing values as null), plus ``delays`` (per class: count, total_ns, average_ns,
+    max_ns, min_ns, max_at) and ``delayacct_enabled``.  ``comms`` fills in command names that a
+    TGID record does not carry (e.g. from /proc)."""
+    cols = frames.columns(records)
+    out = []
+    for i in range(len(records)):
+        row = _row(cols, i)
+        delays = {}
+        for d in _delay_rows(row):
+            cls = d.pop("class")
+            d["max_at"] = _iso(d["max_at"])
+            delays[cls] = d
+        obj = {k: (_iso(v) if isinstance(v, np.datetime64) else v) for k, v in row.items()}
+        if comms is not None and not obj["ac_comm"] and comms[i]:
+            obj["comm_from_proc"] = comms[i]
+        obj["delays"] = delays
+        obj["delayacct_enabled"] = delayacct_enabled
+        out.append(obj)
+    return out
+
+
+def task_report(records: np.ndarray, *, delayacct_enabled: Optional[bool] = None,
+                comms: Optional[Sequence[Optional[str]]] = None,
+                now_ns: Optional[int] = None) -> str:
+    """A readable report of each record (one block per task), ending with a note when delay
+    accounting is off."""
+    cols = frames.columns(records)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    blocks = [_task_block(_row(cols, i), None if comms is None else comms[i], now_ns)
+              for i in range(len(records))]
+    text = "\n\n".join(blocks)
+    if delayacct_enabled is False:
+        text += "\n\nnote: " + DELAYACCT_OFF_MESSAGE
+    return text
+
+
+def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -> str:
+    is_tgid = row["kind"] == "tgid"
+    version = row["version"]
+    comm = row["ac_comm"] or comm_hint or "?"
+    lines = []
+    if is_tgid:
+        lines.append(f"tgid {row['id']}  {comm}  (all threads of the process, summed)"
+                     f"   struct taskstats v{version}")
+    else:
+        tgid = "n/a" if row["ac_tgid"] is None else row["ac_tgid"]
+        lines.append(f"pid {row['id']}  {comm}  (tgid {tgid}, ppid "
+                     f"{row['ac_ppid']}, uid {row['ac_uid']}, gid {row['ac_gid']})"
+                     f"   struct taskstats v{version}")
+        started = row["ac_btime"]
+        if started is not None:
+            when = _dt.datetime.fromtimestamp(int(np.datetime64(started, "s").astype(np.int64)),
+                                              _dt.timezone.utc)
+            policy = _SCHED_POLICIES.get(row["ac_sched"], str(row["ac_sched"]))
+            lines.append(f"  started      {when:%Y-%m-%d %H:%M:%S} UTC, running for "
+                         f"{format_duration_ns(row['ac_etime_us'] * 1000)}; nice "
+                         f"{row['ac_nice']}, policy {policy}")
+        flags = [text for bit, text in _AC_FLAGS if row["ac_flag"] & bit]
+        if flags:
+            lines.append(f"  flags        {', '.join(flags)}")
+    us = 1000
+    lines.append(f"  CPU          user {format_duration_ns(row['ac_utime_us'] * us)}   system "
+                 f"{format_duration_ns(row['ac_stime_us'] * us)}   on a CPU (real) "
+                 f"{format_duration_ns(row['cpu_run_real_total_ns'])}   (virtual "
+                 f"{format_duration_ns(row['cpu_run_virtual_total_ns'])})")
+    lines.append(f"  switches     voluntary {_count(row['nvcsw'])}   involuntary "
+                 f"{_count(row['nivcsw'])}")
+    lines.append(f"  page faults  minor {_count(row['ac_minflt'])}   major {_count(row['ac_majflt'])}")
+    if not is_tgid:
+        lines.append(f"  memory       peak RSS {format_bytes(row['hiwater_rss_kb'] * 1024)}   peak "
+                     f"virtual {format_bytes(row['hiwater_vm_kb'] * 1024)}")
+        # the kernel reports bytes and syscall counts rounded down to multiples of 1024
+        lines.append(f"  I/O          read {format_bytes(row['read_char_bytes'])} in "
+                     f"{_kcount(row['read_syscalls'])} calls ({format_bytes(row['read_bytes'])} "
+                     f"from storage)")
+        lines.append(f"               wrote {format_bytes(row['write_char_bytes'])} in "
+                     f"{_kcount(row['write_syscalls'])} calls ({format_bytes(row['write_bytes'])}"
+                     f" to storage, {format_bytes(row['cancelled_write_bytes'])} cancelled)")
+    header = f"  {'delays':<22}{'count':>10}{'total':>12}{'average':>12}{'max':>12}{'min':>12}"
+    lines.append(header)
+    for d in _delay_rows(row):
+        if is_tgid:
+            maxi = mini = "-"
+        else:
+            maxi = format_duration_ns(d["max_ns"]) if d["max_ns"] is not None else "n/a"
+            mini = format_duration_ns(d["min_ns"]) if d["min_ns"] is not None else "n/a"
+            if d["count"] == 0 and d["max_ns"] is not None:
+                maxi = mini = "-"
+        average = "-" if d["count"] == 0 else format_duration_ns(d["average_ns"])
+        total = "n/a" if d["total_ns"] is None else format_duration_ns(d["total_ns"])
+        lines.append(f"    {DELAY_LABELS[d['class']]:<20}{_count(d['count']):>10}{total:>12}"
+                     f"{average:>12}{maxi:>12}{mini:>12}")
+    notes = []
+    if version < layout.FIELD_BY_NAME["cpu_delay_max"].since:
+        notes.append(f"this kernel's struct (v{version}) has no per-delay max/min (v15+)")
+    if is_tgid:
+        notes.append("max/min are not shown for a process: the kernel reports the last thread's, "
+                     "not the group's; memory and I/O are per thread (ask with `pid`)")
+    lines += [f"  ({n})" for n in notes]
+    return "\n".join(lines)
+
+
+# ---- summary of a recording ------------------------------------------------------------------
+#: Columns ``summarize`` reads.
+SUMMARY_COLUMNS: Tuple[str, ...] = (
+    "ac_comm", "kind", "time", "ac_utime_us", "ac_stime_us", "read_bytes", "write_bytes",
+    "read_char_bytes", "write_char_bytes",
+    *(name for cls in frames.DELAY_CLASSES
+      for name in (f"{cls}_count", f"{cls}_delay_total_ns", f"{cls}_delay_max_ns")),
+)
+
+
+class Summary(dict):
+    """What ``summarize`` found: a dict with ``records``, ``exits``, ``tgid_records``,
+    ``first``/``last`` (ISO times), ``seconds``, ``cpu`` / ``io`` / ``delays[class]`` tables
+    (lists of row dicts, largest first) and the ``files``' metadata totals."""
+
+
+def _group(comm: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    names, inverse = np.unique(comm, return_inverse=True)
+    return names, inverse.reshape(-1)
+
+
+def _sum_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    return np.bincount(inverse, weights=values.astype(np.float64), minlength=n)
+
+
+def _max_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    out = np.full(n, -1.0)
+    np.maximum.at(out, inverse, values.astype(np.float64))
+    return out
+
+
+def summarize(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], *, top: int = 10,
+              metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
+    """Top command names by CPU time, by each delay class and by I/O, over the PID records
+    (one per thread: TGID aggregates would count threads twice) of ``cols``
+    (``recording.read_columns(paths, SUMMARY_COLUMNS)``).  ``metadata``: the files' metadata,
+    for hosts and loss totals."""
+    kind = cols["kind"][0]
+    pid = kind == 0
+    comm = np.where(cols["ac_comm"][0][pid] == "", "?", cols["ac_comm"][0][pid])
+    names, inverse = _group(comm)
+    n = len(names)
+    exits = np.bincount(inverse, minlength=n)
+    times = cols["time"][0][pid]
+    times = times[~np.isnat(times)]
+    first = times.min() if len(times) else None
+    last = times.max() if len(times) else None
+    seconds = float((last - first) / np.timedelta64(1, "s")) if len(times) > 1 else 0.0
+
+    def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
+        values, valid = cols[name]
+        return values[pid], (np.ones(int(pid.sum()), bool) if valid is None else valid[pid])
+
+    def table(key: np.ndarray, rows: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+        order = np.argsort(-key, kind="stable")[:top]
+        return [{"comm": str(names[i]), "exits": int(exits[i]),
+                 **{k: (None if v[i] < 0 else float(v[i])) for k, v in rows.items()}}
+                for i in order if key[i] > 0]
+
+    utime = _sum_by(inverse, n, pick("ac_utime_us")[0]) * 1e3
+    stime = _sum_by(inverse, n, pick("ac_stime_us")[0]) * 1e3
+    cpu = table(utime + stime, {"cpu_ns": utime + stime, "user_ns": utime, "system_ns": stime,
+                                "cpu_per_exit_ns": (utime + stime) / np.maximum(exits, 1)})
+    io = {k: _sum_by(inverse, n, pick(k)[0]) for k in
+          ("read_bytes", "write_bytes", "read_char_bytes", "write_char_bytes")}
+    io_rows = table(io["read_bytes"] + io["write_bytes"] + io["read_char_bytes"]
+                    + io["write_char_bytes"], io)
+    delays: Dict[str, List[Dict[str, Any]]] = {}
+    for cls in frames.DELAY_CLASSES:
+        count = _sum_by(inverse, n, pick(f"{cls}_count")[0])
+        total = _sum_by(inverse, n, pick(f"{cls}_delay_total_ns")[0])
+        mx_values, mx_valid = pick(f"{cls}_delay_max_ns")
+        mx = _max_by(inverse, n, np.where(mx_valid, mx_values, -1))
+        delays[cls] = table(total, {"delays": count, "total_ns": total,
+                                    "average_ns": total / np.maximum(count, 1), "max_ns": mx})
+    hosts = sorted({m.get("hostname") for m in metadata if m.get("hostname")})
+    return Summary(
+        records=int(len(kind)), exits=int(pid.sum()), tgid_records=int((kind == 1).sum()),
+        commands=n, first=_iso(first), last=_iso(last), seconds=seconds,
+        exits_per_second=(float(pid.sum()) / seconds) if seconds > 0 else None,
+        hosts=hosts, files=len(metadata),
+        lost=sum(int(m.get("lost", 0) or 0) for m in metadata),
+        overruns=sum(int(m.get("overruns", 0) or 0) for m in metadata),
+        delayacct_enabled=sorted({m.get("delayacct_enabled") for m in metadata
+                                  if "delayacct_enabled" in m}, key=str),
+        cpu=cpu, io=io_rows, delays=delays, top=top)
+
+
+def summary_json(summary: Summary) -> Dict[str, Any]:
+    """``summary`` as a JSON-able dict (it already is one; this is the documented shape)."""
+    return dict(summary)
+
+
+def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> List[str]:
+    rows = [list(r) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    fmt = "  ".join(["{:<%d}" % widths[0]] + ["{:>%d}" % w for w in widths[1:]])
+    return [title, "  " + fmt.format(*headers)] + ["  " + fmt.format(*r) for r in rows] + [""]
+
+
+def format_summary(summary: Summary) -> str:
+    """``summary`` as text tables."""
+    s = summary
+    out = []
+    span = (f"{s['first']} → {s['last']} ({s['seconds']:.1f} s, "
+            f"{s['exits_per_second']:.1f} task exits/s)") if s["exits_per_second"] else (s["first"] or "no times")
+    out.append(f"{s['records']:,} records: {s['exits']:,} task (thread) exits of {s['commands']:,} "
+               f"commands, {s['tgid_records']:,} thread-group totals; {s['files']} file(s)")
+    out.append(f"time: {span}")
+    if s["hosts"]:
+        out.append(f"hosts: {', '.join(s['hosts'])}")
+    out.append(f"lost while recording: {s['lost']:,} records, {s['overruns']:,} receive-buffer "
+               "overruns")
+    if False in s["delayacct_enabled"]:
+        out.append("note: delay accounting was off while (some of) this was recorded: only run-queue "
+                   "(cpu) delays are filled; `sysctl kernel.task_delayacct=1` turns the rest on")
+    out.append("")
+    top = s["top"]
+    out += _table(f"Top {top} commands by CPU time (user + system), over all their exits",
+                  ["comm", "exits", "cpu", "user", "system", "cpu/exit"],
+                  [[r["comm"], f"{r['exits']:,}", format_duration_ns(r["cpu_ns"]),
+                    format_duration_ns(r["user_ns"]), format_duration_ns(r["system_ns"]),
+                    format_duration_ns(r["cpu_per_exit_ns"])] for r in s["cpu"]])
+    quiet = []
+    for cls, rows in s["delays"].items():
+        if not rows:
+            quiet.append(cls)
+            continue
+        out += _table(f"Top {top} commands by {DELAY_LABELS[cls]} delay ({cls})",
+                      ["comm", "exits", "delays", "total", "avg/delay", "max"],
+                      [[r["comm"], f"{r['exits']:,}", f"{int(r['delays']):,}",
+                        format_duration_ns(r["total_ns"]), format_duration_ns(r["average_ns"]),
+                        format_duration_ns(r["max_ns"]) if r["max_ns"] is not None else "n/a"]
+                       for r in rows])
+    if quiet:
+        out.append(f"no delays recorded for: {', '.join(quiet)}")
+        out.append("")
+    out += _table(f"Top {top} commands by I/O",
+                  ["comm", "exits", "read", "written", "storage read", "storage written"],
+                  [[r["comm"], f"{r['exits']:,}", format_bytes(r["read_char_bytes"]),
+                    format_bytes(r["write_char_bytes"]), format_bytes(r["read_bytes"]),
+                    format_bytes(r["write_bytes"])] for r in s["io"]])
+    return "\n".join(out).rstrip() + "\n"
+
+
+def plot_summary(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], path: str, *,
+                 title: str = "taskstats_fast recording") -> str:
+    """A PNG at ``path``: task exits per second over time, and the distribution of each delay
+    class's per-task average delay (log scale).  Needs ``taskstats_fast[plot]`` (matplotlib)."""
+    frames.require("matplotlib", "plot", "--plot")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pid = cols["kind"][0] == 0
+    times = cols["time"][0][pid]
+    times = np.sort(times[~np.isnat(times)])
+    fig = Figure(figsize=(11, 8), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    rate_ax, delay_ax = fig.subplots(2, 1)
+    fig.suptitle(title)
+    if len(times):
+        start = times[0]
+        offsets = (times - start) / np.timedelta64(1, "s")
+        span = max(float(offsets[-1]), 0.01)
+        width = _bin_width(span)
+        edges = np.arange(0.0, span + width, width)
+        if len(edges) < 2:
+            edges = np.array([0.0, width])
+        counts, _ = np.histogram(offsets, bins=edges)
+        rate_ax.stairs(counts / width, edges, fill=True, alpha=0.6)
+        rate_ax.set_xlim(0, edges[-1])
+        rate_ax.set_xlabel(f"seconds since {_iso(start)}")
+    else:
+        rate_ax.text(0.5, 0.5, "no receive times in this data", ha="center",
+                     transform=rate_ax.transAxes)
+    rate_ax.set_ylabel("task exits / s")
+    rate_ax.set_title("Exit rate")
+    plotted = 0
+    for cls in frames.DELAY_CLASSES:
+        count = cols[f"{cls}_count"][0][pid].astype(np.float64)
+        total = cols[f"{cls}_delay_total_ns"][0][pid].astype(np.float64)
+        has = count > 0
+        if not has.any():
+            continue
+        average_us = total[has] / count[has] / 1e3
+        average_us = average_us[average_us > 0]
+        if not len(average_us):
+            continue
+        bins = np.logspace(np.log10(average_us.min()) - 0.1, np.log10(average_us.max()) + 0.1, 40)
+        delay_ax.hist(average_us, bins=bins, histtype="step", linewidth=1.5,
+                      label=f"{DELAY_LABELS[cls]} ({len(average_us):,} tasks)")
+        plotted += 1
+    delay_ax.set_xscale("log")
+    delay_ax.set_xlabel("average delay per task (µs, log scale)")
+    delay_ax.set_ylabel("tasks")
+    delay_ax.set_title("Delay distributions (per task: delay total / count)")
+    if plotted:
+        delay_ax.legend(loc="upper right", fontsize="small")
+    else:
+        delay_ax.text(0.5, 0.5, "no delays recorded", ha="center", transform=delay_ax.transAxes)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _bin_width(span_seconds: float) -> float:
+    """A round bin width (seconds) giving between ~50 and ~120 bins."""
+    raw = span_seconds / 120
+    for step in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60,
+                 120, 300, 600, 900, 1800, 3600):
+        if raw <= step:
+            return float(step)
+    return 3600.0 * math.ceil(raw / 3600)

@@ -1,0 +1,289 @@
+"""The ``taskstats-fast`` command end to end against the running kernel (needs root).
+
+Every test runs the real command in a subprocess (``python -m taskstats_fast``) and checks what it
+printed or wrote against an independent source: a direct ``Connection`` query, the pids of
+processes the test itself spawned, the files read back with pyarrow/numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import recording
+
+pytestmark = pytest.mark.kernel
+
+CLI = [sys.executable, "-m", "taskstats_fast"]
+STARTED = "recording every task that exits"
+
+
+def run(*args, timeout=60, cwd=None, prefix=()):
+    return subprocess.run([*prefix, *CLI, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def start_record(*args, cwd=None):
+    """Start the command and return once it has registered its listener (it says so)."""
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=cwd)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    deadline = time.monotonic() + 30
+    seen = []
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            line = proc.stderr.readline()
+            seen.append(line)
+            if STARTED in line:
+                sel.close()
+                proc.started_line = line
+                return proc
+            if not line and proc.poll() is not None:
+                break
+    proc.kill()
+    out, err = proc.communicate()
+    pytest.fail(f"record did not start: {''.join(seen)}{err}")
+
+
+def spawn_exits(n, code):
+    """Run ``n`` short processes that exit with ``code``; return their pids."""
+    pids = []
+    for _ in range(n):
+        child = subprocess.Popen(["sh", "-c", f"exit {code}"])
+        child.wait()
+        assert child.returncode == code
+        pids.append(child.pid)
+    return pids
+
+
+def finish(proc, timeout=30):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, proc.started_line + err
+
+
+def my_comm():
+    with open("/proc/self/comm") as f:
+        return f.read().strip()
+
+
+# ---- pid / tgid ------------------------------------------------------------------------------
+
+def test_pid_text_report_of_this_process():
+    res = run("pid", str(os.getpid()))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.startswith(f"pid {os.getpid()}  {my_comm()}")
+    for label in ("CPU", "user", "system", "switches", "page faults", "memory", "I/O",
+                  "run queue (CPU)", "block I/O", "average", "max", "min"):
+        assert label in out, label
+    assert ("delay accounting" in out or "task_delayacct is 0" in out) == \
+        (tsf.delayacct_enabled() is False)
+    assert "Traceback" not in res.stderr
+
+
+def test_pid_json_matches_a_direct_query():
+    pid = os.getpid()
+    with tsf.Connection(warn_delayacct=False) as conn:
+        before = conn.pid(pid)
+        res = run("pid", str(pid), "--json")
+        after = conn.pid(pid)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["kind"] == "pid" and doc["missing"] == []
+    assert doc["delayacct_enabled"] == tsf.delayacct_enabled()
+    (task,) = doc["tasks"]
+    for field, column in (("ac_pid", "ac_pid"), ("ac_ppid", "ac_ppid"), ("ac_uid", "ac_uid"),
+                          ("ac_gid", "ac_gid"), ("version", "version")):
+        assert task[column] == int(before[field]) == int(after[field]), field
+    assert task["ac_comm"] == before["ac_comm"].decode()
+    assert task["ac_btime"].startswith(time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(int(before["ac_btime64"]))))
+    # counters that only grow: the command's answer lies between the two direct queries
+    for field, column in (("ac_utime", "ac_utime_us"), ("ac_stime", "ac_stime_us"),
+                          ("cpu_count", "cpu_count"), ("cpu_delay_total", "cpu_delay_total_ns"),
+                          ("ac_minflt", "ac_minflt"), ("nvcsw", "nvcsw")):
+        assert int(before[field]) <= task[column] <= int(after[field]), field
+    cpu = task["delays"]["cpu"]
+    assert cpu["count"] == task["cpu_count"] and cpu["total_ns"] == task["cpu_delay_total_ns"]
+    if cpu["count"]:
+        assert cpu["average_ns"] == pytest.approx(cpu["total_ns"] / cpu["count"])
+    assert cpu["max_ns"] == task["cpu_delay_max_ns"]
+
+
+def test_tgid_report_names_the_process_and_sums_threads():
+    res = run("tgid", str(os.getpid()), "--json")
+    assert res.returncode == 0, res.stderr
+    (task,) = json.loads(res.stdout)["tasks"]
+    assert task["kind"] == "tgid" and task["id"] == os.getpid()
+    assert task["comm_from_proc"] == my_comm()
+    text = run("tgid", str(os.getpid())).stdout
+    assert text.startswith(f"tgid {os.getpid()}  {my_comm()}") and "summed" in text
+
+
+def test_missing_pid_exit_code_and_the_others_still_reported():
+    gone = spawn_exits(1, 0)[0]
+    res = run("pid", str(os.getpid()), str(gone))
+    assert res.returncode == 4
+    assert f"pid {os.getpid()}" in res.stdout
+    assert f"no task with pid {gone}" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_without_cap_net_admin_the_message_says_what_to_do():
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    res = run("pid", "1", prefix=["setpriv", "--bounding-set", "-net_admin",
+                                   "--inh-caps", "-net_admin"])
+    assert res.returncode == 3, res.stderr
+    assert "CAP_NET_ADMIN" in res.stderr and "Traceback" not in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+# ---- snapshot --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["now.parquet", "now.npy"])
+def test_snapshot_writes_every_live_process(tmp_path, name):
+    path = tmp_path / name
+    res = run("snapshot", "-o", str(path))
+    assert res.returncode == 0, res.stderr
+    table = recording.read_table([str(path)], ["ac_pid", "ac_comm", "kind"])
+    pids = table.column("ac_pid").to_pylist()
+    assert os.getpid() in pids and 1 in pids
+    assert set(table.column("kind").to_pylist()) == {"pid"}
+    live = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    assert len(set(pids) & live) >= 0.9 * len(live)   # some may have come and gone meanwhile
+    meta = recording.read_metadata(str(path))
+    assert meta["source"] == "snapshot" and meta["records"] == len(pids)
+    assert f"wrote {len(pids):,} processes" in res.stdout
+
+
+# ---- record ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A short parquet recording while this test spawns processes; (root, pids, stderr)."""
+    root = tmp_path_factory.mktemp("rec") / "exits"
+    proc = start_record("record", "--seconds", "2.5", "-o", str(root), "--format", "parquet")
+    pids = spawn_exits(25, 3)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    return root, pids, err
+
+
+def test_record_has_every_spawned_process(recorded):
+    root, pids, err = recorded
+    table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
+    assert set(table.column("host").to_pylist()) == {socket.gethostname()}
+    got = dict(zip(table.column("ac_pid").to_pylist(), table.column("ac_exitcode").to_pylist()))
+    assert set(pids) <= set(got)
+    assert {got[p] for p in pids} == {3 << 8}
+    kinds = table.column("kind").to_pylist()
+    assert kinds.count("pid") >= len(pids)
+    assert "recorded" in err and "Traceback" not in err
+
+
+def test_record_files_carry_their_metadata(recorded):
+    root, pids, _ = recorded
+    files = recording.find_files([str(root)])
+    assert files
+    metas = [recording.read_metadata(f) for f in files]
+    total = ds.dataset(str(root), format="parquet", partitioning="hive").count_rows()
+    assert sum(m["records"] for m in metas) == total
+    for m in metas:
+        assert m["hostname"] == socket.gethostname()
+        assert m["kernel_release"] == os.uname().release
+        assert m["cpus"] and m["source"] == "exit stream"
+        assert m["taskstats_version"] >= 13
+        assert m["lost"] == 0 and "overruns" in m
+        assert m["first_record"] <= m["last_record"]
+
+
+@pytest.mark.parametrize("sig,target", [
+    (signal.SIGINT, "exits.npy"), (signal.SIGTERM, "exits"), (signal.SIGINT, "exits.csv"),
+])
+def test_a_signal_stops_record_with_every_record_on_disk(tmp_path, sig, target):
+    out = tmp_path / target
+    proc = start_record("record", "-o", str(out), "--format",
+                        {"exits.npy": "npy", "exits": "arrow", "exits.csv": "csv"}[target])
+    pids = spawn_exits(20, 5)        # their exit messages are queued before wait() returns
+    proc.send_signal(sig)
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    files = recording.find_files([str(out)])
+    assert len(files) == 1
+    cols = recording.read_columns(files, ["ac_pid", "ac_exitcode"])
+    got = dict(zip(cols["ac_pid"][0].tolist(), cols["ac_exitcode"][0].tolist()))
+    assert set(pids) <= set(got) and {got[p] for p in pids} == {5 << 8}
+    assert recording.read_metadata(files[0])["records"] == len(got)
+    leftovers = [n for _, _, names in os.walk(tmp_path) for n in names if n.endswith(".inprogress")]
+    assert leftovers == []
+
+
+def test_bare_command_records_to_the_default_place(tmp_path):
+    proc = start_record(cwd=str(tmp_path))
+    assert "taskstats-exits" in proc.started_line and "Ctrl-C" in proc.started_line
+    pids = spawn_exits(5, 0)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = finish(proc)
+    assert code == 0, err
+    files = recording.find_files([str(tmp_path / "taskstats-exits")])
+    assert files and files[0].endswith(".parquet")
+    assert f"host={socket.gethostname()}" in files[0]
+    table = recording.read_table(files, ["ac_pid"])
+    assert set(pids) <= set(table.column("ac_pid").to_pylist())
+    assert "summary" in err    # tells the user what to do next
+
+
+# ---- summary ---------------------------------------------------------------------------------
+
+def test_summary_table_and_json(recorded):
+    root, pids, _ = recorded
+    res = run("summary", str(root))
+    assert res.returncode == 0, res.stderr
+    assert "Top 10 commands by CPU time" in res.stdout and "by I/O" in res.stdout
+    assert "run queue (CPU) delay" in res.stdout
+    doc = json.loads(run("summary", str(root), "--json").stdout)
+    table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
+    assert doc["exits"] == table.column("kind").to_pylist().count("pid")
+    assert doc["hosts"] == [socket.gethostname()]
+    cpu_rows = {r["comm"]: r for r in doc["cpu"]}
+    sh = [r for r in doc["delays"]["cpu"] if r["comm"] == "sh"]
+    assert sh and sh[0]["exits"] >= len(pids)
+    assert all(r["cpu_ns"] == pytest.approx(r["user_ns"] + r["system_ns"]) for r in cpu_rows.values())
+
+
+def test_summary_plot_is_a_png(recorded, tmp_path):
+    root, _, _ = recorded
+    png = tmp_path / "exits.png"
+    res = run("summary", str(root), "--plot", str(png))
+    assert res.returncode == 0, res.stderr
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, chunk, width, height = struct.unpack(">I4sII", data[8:24])
+    assert chunk == b"IHDR" and length == 13
+    assert (width, height) == (1100, 800)
+    assert len(data) > 10_000      # a picture, not an empty canvas
+
+
+def test_summary_of_nothing_is_a_clear_error(tmp_path):
+    res = run("summary", str(tmp_path / "nope"))
+    assert res.returncode == 1 and "no such file or directory" in res.stderr
+    assert "Traceback" not in res.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run("summary", str(empty))
+    assert res.returncode == 2 and "no recorded files" in res.stderr

@@ -1,0 +1,111 @@
+"""Text reports, summaries and plots from records built with tests/wire.py (no kernel)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import frames, recording, report
+
+from wire import aggr, stats, taskstats_msg
+
+
+def records(specs, version=16):
+    """One PID record per (pid, comm, utime_us, cpu_count, cpu_delay_total_ns) spec."""
+    msgs = b"".join(taskstats_msg(aggr(1, pid, stats(version, {
+        "ac_pid": pid, "ac_comm": comm, "ac_utime": utime, "cpu_count": count,
+        "cpu_delay_total": delay, "ac_btime": 1_700_000_000, "ac_etime": 2_500_000,
+        **({"cpu_delay_max": delay, "cpu_delay_min": 1} if version >= 15 else {}),
+    }))) for pid, comm, utime, count, delay in specs)
+    recs = tsf.decode(msgs).copy()
+    recs["time_ns"] = 1_800_000_000_000_000_000 + np.arange(len(recs)) * 10_000_000
+    return recs
+
+
+@pytest.mark.parametrize("ns,text", [(None, "n/a"), (0, "0 ns"), (999, "999 ns"),
+                                     (1500, "1.5 µs"), (2_340_000, "2.34 ms"),
+                                     (12_345_678_900, "12.346 s"), (3_723e9, "1h02m03.0s")])
+def test_durations(ns, text):
+    assert report.format_duration_ns(ns) == text
+
+
+@pytest.mark.parametrize("n,text", [(None, "n/a"), (0, "0 B"), (1023, "1023 B"),
+                                    (1536, "1.5 KiB"), (3 * 1024 ** 3, "3.0 GiB")])
+def test_sizes(n, text):
+    assert report.format_bytes(n) == text
+
+
+def test_report_shows_units_and_delay_statistics():
+    text = report.task_report(records([(42, b"worker", 1_500_000, 4, 8_000_000)]))
+    assert text.startswith("pid 42  worker")
+    assert "user 1.500 s" in text
+    line = next(l for l in text.splitlines() if "run queue" in l)
+    assert line.split()[3:] == ["4", "8", "ms", "2", "ms", "8", "ms", "1", "ns"]
+
+
+def test_old_struct_has_no_max_min_and_says_why():
+    text = report.task_report(records([(42, b"old", 0, 2, 100)], version=13))
+    line = next(l for l in text.splitlines() if "run queue" in l)
+    assert line.split()[-2:] == ["n/a", "n/a"]
+    assert "no per-delay max/min (v15+)" in text
+
+
+@pytest.mark.parametrize("enabled,noted", [(False, True), (True, False), (None, False)])
+def test_delay_accounting_off_is_said(enabled, noted):
+    text = report.task_report(records([(1, b"x", 0, 0, 0)]), delayacct_enabled=enabled)
+    assert ("task_delayacct is 0" in text) == noted
+
+
+def test_tgid_report_hides_the_last_threads_max_min():
+    recs = records([(7, b"", 0, 3, 300)])
+    recs["kind"] = tsf.KIND_TGID
+    text = report.task_report(recs, comms=["proc-name"])
+    assert text.startswith("tgid 7  proc-name") and "last thread" in text
+    line = next(l for l in text.splitlines() if "run queue" in l)
+    assert line.split()[-2:] == ["-", "-"]
+
+
+def test_json_is_serialisable_with_nulls_for_missing_fields():
+    (obj,) = report.task_json(records([(42, b"w", 10, 2, 50)], version=13))
+    json.dumps(obj)
+    assert obj["irq_count"] is None and obj["delays"]["irq"]["count"] is None
+    assert obj["delays"]["cpu"] == {"count": 2, "total_ns": 50, "average_ns": 25.0,
+                                    "max_ns": None, "min_ns": None, "max_at": None}
+    assert obj["ac_btime"].startswith("2023-11-14T22:13:20")
+
+
+def test_summary_ranks_commands():
+    recs = records([(1, b"a", 100, 1, 10), (2, b"b", 5000, 1, 10), (3, b"a", 100, 1, 900),
+                    (4, b"c", 0, 0, 0)])
+    cols = frames.columns(recs)
+    s = report.summarize(cols, top=2)
+    assert [r["comm"] for r in s["cpu"]] == ["b", "a"]
+    assert s["cpu"][1]["exits"] == 2 and s["cpu"][1]["cpu_ns"] == 200_000
+    assert [r["comm"] for r in s["delays"]["cpu"]] == ["a", "b"]
+    assert s["delays"]["cpu"][0]["average_ns"] == 455 and s["delays"]["cpu"][0]["max_ns"] == 900
+    assert s["delays"]["blkio"] == []
+    assert s["exits"] == 4 and s["seconds"] == pytest.approx(0.03)
+    text = report.format_summary(s)
+    assert "Top 2 commands by CPU time" in text and "no delays recorded for: blkio" in text
+
+
+def test_missing_matplotlib_is_exit_code_5_naming_the_extra(tmp_path):
+    path = recording.write_file(str(tmp_path / "r.npy"), records([(1, b"a", 1, 1, 1)]))
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from taskstats_fast.cli import main\n"
+            f"sys.exit(main(['summary', {path!r}, '--plot', {str(tmp_path / 'p.png')!r}]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 5
+    assert "pip install 'taskstats_fast[plot]'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_plot_without_receive_times_still_draws(tmp_path):
+    recs = records([(1, b"a", 1, 1, 1)])
+    recs["time_ns"] = 0
+    out = report.plot_summary(frames.columns(recs), str(tmp_path / "p.png"))
+    assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
