@@ -1,0 +1,70 @@
+"""The README's field reference is generated from the layout table and must be current."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from taskstats_fast import docs, frames, layout
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_text():
+    with open(README, encoding="utf-8") as f:
+        return f.read()
+
+
+def test_readme_field_reference_is_current():
+    text = readme_text()
+    block = text[text.index(docs.BEGIN):text.index(docs.END) + len(docs.END)]
+    assert block == docs.render_block(), \
+        "README.md's field reference is stale: run `python -m taskstats_fast.docs`"
+
+
+def test_every_field_and_its_column_is_in_the_table():
+    table = "\n".join(docs.fields_table())
+    for f in layout.FIELDS:
+        if f.padding:
+            assert f"`{f.name}`" not in table
+            continue
+        assert f"| `{f.name}` |" in table, f.name
+        assert f"`{frames.COLUMN_FOR_FIELD[f.name]}` |" in table, f.name
+    for name, _, _ in layout.META_FIELDS:
+        assert f"| `{name}` |" in table, name
+
+
+def test_a_changed_layout_makes_the_check_fail(tmp_path, monkeypatch):
+    stale = tmp_path / "README.md"
+    stale.write_text(readme_text(), encoding="utf-8")
+    assert docs.update_file(str(stale), check=True) is False
+    renamed = [layout.Field("version", "__u16", 1, "", "a new meaning")] + list(layout.FIELDS[1:])
+    monkeypatch.setattr(layout, "FIELDS", tuple(renamed))
+    assert docs.update_file(str(stale), check=True) is True
+    assert docs.update_file(str(stale)) is True          # rewrites ...
+    assert "a new meaning" in stale.read_text(encoding="utf-8")
+    assert docs.update_file(str(stale), check=True) is False   # ... and is then current
+
+
+def test_update_keeps_everything_outside_the_markers():
+    text = f"before\n{docs.BEGIN}\nold table\n{docs.END}\nafter\n"
+    new = docs.update_text(text)
+    assert new.startswith("before\n") and new.endswith("\nafter\n")
+    assert "old table" not in new and docs.render_block() in new
+
+
+def test_missing_markers_are_an_error():
+    with pytest.raises(ValueError, match="fields:begin"):
+        docs.update_text("no markers here")
+
+
+def test_check_command_exit_status(tmp_path):
+    stale = tmp_path / "README.md"
+    stale.write_text(f"{docs.BEGIN}\n{docs.END}\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "taskstats_fast.docs", "--check", "--readme", str(stale)]
+    assert subprocess.run(cmd, capture_output=True).returncode == 1
+    assert subprocess.run(cmd[:-3] + ["--readme", str(stale)], capture_output=True).returncode == 0
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
