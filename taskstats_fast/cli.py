@@ -348,13 +348,17 @@ def _run_record(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     listener = None
+    writer: Optional[recording.BackgroundWriter] = None
     status = _StatusLine(sys.stderr, args.status)
-    started = time.monotonic()
     try:
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
+        started = time.monotonic()
         cpus = cpumask.format(listener.cpus)
         recorder.metadata.update(cpus=cpus, nr_cpus=len(listener.cpus),
                                  sockets=len(listener.shards))
+        # Files are written on another thread: a Parquet row group can take a second to
+        # compress, and the sockets must keep being drained meanwhile.
+        writer = recording.BackgroundWriter(recorder)
         where = (os.path.join(args.output, f"host={recorder.hostname}", "date=YYYY-MM-DD", "")
                  if dataset else args.output)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
@@ -365,35 +369,37 @@ def _run_record(args: argparse.Namespace) -> int:
             if deadline is not None and now >= deadline:
                 break
             wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
-            batch = listener.read(timeout=wait)
+            batch = listener.read(timeout=wait)   # a fresh array: handed over without a copy
             if len(batch):
-                recorder.write(batch)
+                writer.write(batch, copy=False)
             else:
-                recorder.tick()
+                writer.tick()
             now = time.monotonic()
             if status.enabled and now >= status._next:
                 stats = listener.stats
-                recorder.update_counters(_loss_counters(stats))
-                status.update(now, stats.delivered, stats.lost, recorder.bytes_written,
-                              recorder.buffered, now - started)
+                writer.update_counters(_loss_counters(stats))
+                status.update(now, stats.delivered, stats.lost, writer.bytes_written,
+                              writer.buffered, now - started)
+        stopped = time.monotonic()
         # Stopping: take everything already queued on the sockets before deregistering.
         while True:
             batch = listener.read(timeout=0)
             if not len(batch):
                 break
-            recorder.write(batch)
-        final = listener.stats
-        recorder.update_counters(_loss_counters(final))
+            writer.write(batch, copy=False)
         listener.close()
         final = listener.stats
-        recorder.update_counters(_loss_counters(final))
-        files = recorder.close()
+        writer.update_counters(_loss_counters(final))
+        files = writer.close()
     except BaseException:
         status.clear()
         if listener is not None:
             listener.close()
-        try:
-            recorder.close()   # whatever was received is written even on the way out
+        try:   # whatever was received is written even on the way out
+            if writer is not None:
+                writer.close()
+            else:
+                recorder.close()
         except Exception as e:  # the original error matters more
             _say(f"could not finish the output: {e}")
         raise
@@ -401,7 +407,7 @@ def _run_record(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     status.clear()
-    elapsed = time.monotonic() - started
+    elapsed = stopped - started
     reason = f" (stopped by {stop[0]})" if stop else ""
     rate = recorder.records_written / elapsed if elapsed > 0 else 0.0
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -46,8 +46,8 @@ from . import frames, layout
 from .errors import MissingExtraError
 
 __all__ = ["FORMATS", "EXTENSIONS", "METADATA_KEY", "FORMAT_VERSION", "detect_format",
-           "default_format", "system_metadata", "Recorder", "write_file", "find_files",
-           "read_metadata", "read_table", "read_columns", "is_dataset_path"]
+           "default_format", "system_metadata", "Recorder", "BackgroundWriter", "write_file",
+           "find_files", "read_metadata", "read_table", "read_columns", "is_dataset_path"]
 
 FORMATS: Tuple[str, ...] = ("parquet", "arrow", "npy", "csv")
 #: File extension of each format (and the formats each extension selects).
@@ -352,7 +352,8 @@ class Recorder:
     @property
     def bytes_written(self) -> int:
         """Bytes of finished files plus what the current file holds on disk."""
-        return self.bytes_finished + (self._part.bytes_on_disk if self._part else 0)
+        part = self._part   # one read: another thread may be rotating (BackgroundWriter)
+        return self.bytes_finished + (part.bytes_on_disk if part else 0)
 
     @property
     def buffered(self) -> int:
@@ -363,14 +364,15 @@ class Recorder:
         """Cumulative counters of the source (e.g. ``received``, ``lost``, ``overruns``)."""
         self._counters = {k: int(v) for k, v in counters.items()}
 
-    def write(self, records: np.ndarray) -> None:
-        """Queue a batch (copied) and write out what is due."""
+    def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+        """Queue a batch and write out what is due.  ``copy=False`` takes ownership of
+        ``records`` instead of copying it (the caller must not change it afterwards)."""
         if self._closed:
             raise ValueError("write to a closed Recorder")
         if records.dtype != layout.DTYPE:
             raise TypeError("Recorder.write takes arrays of taskstats_fast.DTYPE")
         if len(records):
-            self._pending.append(np.array(records, copy=True))
+            self._pending.append(np.array(records, copy=True) if copy else records)
             self._pending_records += len(records)
         self.tick()
 
@@ -468,6 +470,105 @@ class Recorder:
         path = part.finish(meta)
         self.files.append(path)
         self.bytes_finished += os.path.getsize(path)
+
+
+class BackgroundWriter:
+    """Runs a ``Recorder`` on its own thread, so that writing a file (seconds for a big Parquet
+    row group on a busy machine) never stops the caller from draining its sockets.
+
+    ``write``/``update_counters``/``tick`` queue work in order and return at once, unless more
+    than ``max_queued_records`` records are waiting, in which case ``write`` blocks until the
+    writer catches up (the kernel then drops and counts what does not fit in the socket
+    buffers, instead of this process growing without bound).  A failure on the writer thread
+    (disk full) is raised by the next call.  ``close`` writes everything queued and returns the
+    recorder's files.
+    """
+
+    _STOP = object()
+
+    def __init__(self, recorder: Recorder, *, max_queued_records: int = 1 << 20):
+        import queue
+        import threading
+        self.recorder = recorder
+        self.max_queued_records = max(1, int(max_queued_records))
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._room = threading.Condition()
+        self._queued = 0
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="taskstats-fast writer",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def queued(self) -> int:
+        """Records handed over and not yet with the recorder."""
+        return self._queued
+
+    @property
+    def buffered(self) -> int:
+        """Records handed over and not yet written to a file."""
+        return self._queued + self.recorder.buffered
+
+    @property
+    def bytes_written(self) -> int:
+        return self.recorder.bytes_written
+
+    @property
+    def records_written(self) -> int:
+        return self.recorder.records_written
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+        self._check()
+        batch = np.array(records, copy=True) if copy else records
+        with self._room:
+            while self._queued >= self.max_queued_records and self._error is None:
+                self._room.wait(0.5)
+            self._queued += len(batch)
+        self._queue.put(("write", batch))
+
+    def update_counters(self, counters: Mapping[str, int]) -> None:
+        self._check()
+        self._queue.put(("counters", dict(counters)))
+
+    def tick(self) -> None:
+        self._check()
+        self._queue.put(("tick", None))
+
+    def close(self) -> List[str]:
+        """Finish every queued write, close the recorder, return its files."""
+        self._queue.put((self._STOP, None))
+        self._thread.join()
+        self._check()
+        return self.recorder.files
+
+    def _run(self) -> None:
+        while True:
+            op, arg = self._queue.get()
+            try:
+                if self._error is not None and op is not self._STOP:
+                    continue   # drain the queue after a failure; close() reports it
+                if op == "write":
+                    self.recorder.write(arg, copy=False)
+                    with self._room:
+                        self._queued -= len(arg)
+                        self._room.notify_all()
+                elif op == "counters":
+                    self.recorder.update_counters(arg)
+                elif op == "tick":
+                    self.recorder.tick()
+                else:
+                    self.recorder.close()
+                    return
+            except BaseException as e:   # reported to the caller by the next call
+                self._error = e
+                with self._room:
+                    self._room.notify_all()
+                if op is self._STOP:
+                    return
 
 
 def _utc_day() -> str:

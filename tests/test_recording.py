@@ -215,3 +215,32 @@ def test_find_files_rejects_what_is_not_a_recording(tmp_path):
         recording.find_files([str(tmp_path / "notes.txt")])
     with pytest.raises(FileNotFoundError):
         recording.find_files([str(tmp_path / "missing.parquet")])
+
+
+# ---- the writer thread -------------------------------------------------------------------
+
+def test_background_writer_keeps_order_counters_and_every_record(tmp_path):
+    root = tmp_path / "exits"
+    writer = recording.BackgroundWriter(
+        recording.Recorder(str(root), "npy", rotate_bytes=1, flush_records=10),
+        max_queued_records=15)          # smaller than what is written: write() must wait
+    for i in range(5):
+        writer.update_counters({"lost": i})
+        writer.write(batch(10, start=10 * i), copy=False)
+    files = writer.close()
+    assert writer.buffered == 0 and writer.records_written == 50
+    assert [np.load(f)["ac_pid"].tolist() for f in files] == \
+        [list(range(10 * i, 10 * i + 10)) for i in range(5)]
+    assert [recording.read_metadata(f)["lost_since_start"] for f in files] == list(range(5))
+
+
+def test_background_writer_reports_a_failure_to_the_caller(tmp_path):
+    rec = recording.Recorder(str(tmp_path / "x.npy"), flush_records=1)
+    writer = recording.BackgroundWriter(rec)
+    writer.write(np.zeros(3, np.float64))   # not DTYPE: the writer thread fails
+    with pytest.raises(TypeError, match="DTYPE"):
+        for _ in range(100):
+            time.sleep(0.01)
+            writer.tick()
+    with pytest.raises(TypeError):
+        writer.close()
