@@ -12,7 +12,8 @@
  *     layer does, which must give the same records and notes as the ample pass;
  *   - tsf_parse_family and tsf_parse_cgroupstats;
  *   - tsf_build_cpumask / tsf_build_getfamily with the input as the string, into buffers of
- *     exactly the size they need.
+ *     exactly the size they need, and tsf_build_get / tsf_build_cgroupstats with the input as
+ *     ids into buffers of a size taken from its first byte.
  * Every output buffer is a heap block of exactly the size promised to the C code, so ASan sees
  * any write past it.  Besides memory errors the target aborts when a documented contract of
  * tsf_parse breaks (see check_* below): the fuzzer then finds logic errors too.
@@ -240,6 +241,39 @@ static void fuzz_builders(const uint8_t *data, size_t len)
     free(buf);
 }
 
+/* GET requests for the input read as u32 ids, into a buffer that holds all or only some of them:
+ * as many whole requests as fit, each a well-framed message the parser walks without a note. */
+static void fuzz_get_requests(const uint8_t *data, size_t len)
+{
+    size_t n = len / 4;
+    uint32_t *ids = malloc(n ? n * 4 : 1);
+    memcpy(ids, data, n * 4);
+    size_t cap = len ? (size_t)data[0] * 3 : 0;  /* from none to ~27 requests, rarely aligned */
+    uint8_t *buf = malloc(cap ? cap : 1);
+    long built = tsf_build_get(buf, cap, FUZZ_FAMILY, 100, len & 1 ? 2 : 1, ids, n, 0);
+    size_t fit = cap / TSF_GET_REQUEST_SIZE < n ? cap / TSF_GET_REQUEST_SIZE : n;
+    if (n && cap < TSF_GET_REQUEST_SIZE)
+        REQUIRE(built == TSF_E_NOSPACE, "tsf_build_get rc %ld with %zu bytes", built, cap);
+    else
+        REQUIRE(built == (long)(fit * TSF_GET_REQUEST_SIZE), "tsf_build_get %ld bytes for %zu", built, fit);
+    if (built > 0) {
+        struct tsf_parse_result res;
+        REQUIRE(tsf_parse(&plan, FUZZ_FAMILY, buf, (size_t)built, NULL, 0, NULL, 0, 0, 0, &res) == 0 &&
+                    res.messages == fit && res.notes == 0 && res.consumed == (uint32_t)built,
+                "built GET requests do not walk cleanly");
+        for (size_t i = 0; i < fit; i++)
+            REQUIRE(get32(buf + i * TSF_GET_REQUEST_SIZE + 24) == ids[i] &&
+                        get32(buf + i * TSF_GET_REQUEST_SIZE + 8) == 100 + i,
+                    "GET request %zu carries the wrong id or seq", i);
+    }
+    if (len >= 4) {
+        long c = tsf_build_cgroupstats(buf, cap, FUZZ_FAMILY, 1, ids[0]);
+        REQUIRE(c == (cap >= 28 ? 28 : TSF_E_NOSPACE), "tsf_build_cgroupstats rc %ld for %zu bytes", c, cap);
+    }
+    free(ids);
+    free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
 #ifdef TSF_FUZZ_PLANTED_BUG
@@ -250,5 +284,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
     fuzz_parse(data, len);
     fuzz_other_replies(data, len);
     fuzz_builders(data, len);
+    fuzz_get_requests(data, len);
     return 0;
 }

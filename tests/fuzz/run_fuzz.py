@@ -131,12 +131,13 @@ def synthetic_seeds() -> Dict[str, bytes]:
     out["tgid0_alone"] = taskstats_msg(aggr(2, 9, stats(0, {}, layout_version=16)))
     out["errors_ack_done"] = (taskstats_msg(aggr(1, 1, stats(16)), seq=5) + error_msg(-3, req_seq=6)
                               + error_msg(0, req_seq=7) + done_msg(seq=8))
-    out["cgroupstats_reply"] = nlmsg(wire.TASKSTATS_FAMILY, genl(5, [nla(1, struct.pack("=5Q", 1, 2, 3, 4, 5))]))
+    cgroup_stats = nla(1, struct.pack("=5Q", 1, 2, 3, 4, 5))
+    out["cgroupstats_reply"] = nlmsg(wire.TASKSTATS_FAMILY, genl(5, [cgroup_stats]))
     out["family_reply"] = nlmsg(wire.GENL_ID_CTRL, genl(1, [
         nla(2, b"TASKSTATS\0"), nla(1, struct.pack("=H", 31)), nla(3, struct.pack("=I", 1)),
         nla(4, struct.pack("=I", 0)), nla(5, struct.pack("=I", 4))]))
-    out["unknown_attrs"] = taskstats_msg(nla(99, b"\x01\x02\x03"), nla(
-        wire.TYPE_AGGR_PID, u32(wire.TYPE_PID, 8) + nla(77, b"future!!") + nla(wire.TYPE_STATS, stats(16, {"ac_pid": 8}))))
+    nest = u32(wire.TYPE_PID, 8) + nla(77, b"future!!") + nla(wire.TYPE_STATS, stats(16, {"ac_pid": 8}))
+    out["unknown_attrs"] = taskstats_msg(nla(99, b"\x01\x02\x03"), nla(wire.TYPE_AGGR_PID, nest))
     out["many_records"] = b"".join(taskstats_msg(aggr(1, i, stats(16)), aggr(2, 100 + i, stats(16)), seq=i)
                                    for i in range(5))
     return out
@@ -217,9 +218,9 @@ class FuzzReport:
         return [j for j in self.jobs if j.crashed]
 
     def summary(self) -> str:
-        lines = [f"fuzz_parse: {len(self.jobs)} job(s), {self.seconds:.0f} s, {self.executions:,} executions, "
-                 f"cov {self.cov}, ft {self.ft}, corpus {len(os.listdir(self.corpus_dir))} units "
-                 f"({self.seeds} seeds)"]
+        units = len(os.listdir(self.corpus_dir))
+        lines = [f"fuzz_parse: {len(self.jobs)} job(s), {self.seconds:.0f} s, {self.executions:,} execs, "
+                 f"cov {self.cov}, ft {self.ft}, corpus {units} units ({self.seeds} seeds)"]
         for i, j in enumerate(self.jobs):
             lines.append(f"  job {i}: {j.executions:,} execs, {j.exec_per_sec:,}/s, cov {j.cov} ft {j.ft}, "
                          f"peak rss {j.peak_rss_mb} MB, exit {j.returncode}, log {j.log}")
