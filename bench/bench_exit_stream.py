@@ -88,7 +88,6 @@ def run_tsf(exe: Dict[str, str], seconds: float, *, copy: bool = True, **kw) -> 
     with tsf.ExitListener(**kw) as listener:
         before = listener.stats
         cpu0 = thread_cpu()
-        t0 = time.monotonic()
         procs = start_producers(exe["exit_storm"], seconds)
         records = reads = 0
         quiet_since = None

@@ -138,5 +138,7 @@ def test_ratios(capsys):
         pytest.skip("run with --benchmark-enable to get figures")
     with capsys.disabled():
         print(f"\n  Connection.pids      {ours:10.1f} ns/lookup")
-        print(f"  C floor              {floor:10.1f} ns/lookup   Connection.pids / floor = {ours / floor:.2f}x (target <= 1.5x)")
-        print(f"  pyroute2 loop        {theirs:10.1f} ns/lookup   pyroute2 / Connection.pids = {theirs / ours:.1f}x (target >= 40x)")
+        print(f"  C floor              {floor:10.1f} ns/lookup   "
+              f"Connection.pids / floor = {ours / floor:.2f}x (target <= 1.5x)")
+        print(f"  pyroute2 loop        {theirs:10.1f} ns/lookup   "
+              f"pyroute2 / Connection.pids = {theirs / ours:.1f}x (target >= 40x)")

@@ -52,8 +52,8 @@ class Field:
     ``aligned8`` mirrors the kernel's ``__attribute__((aligned(8)))``.
     ``v15_after`` names the field this one followed in the broken v15 layout (only the
     ``*_delay_max/min`` fields moved).  ``padding`` members keep their C offset but get no
-    numpy field (the kernel zeroes them; they would only clutter every table).  ``c_name`` is the C expression for ``offsetof`` when the
-    numpy name differs (the flattened ``struct timespec64`` members of v17).
+    numpy field (the kernel zeroes them; they would only clutter every table).  ``c_name`` is the C
+    expression for ``offsetof`` when the numpy name differs (the flattened ``struct timespec64`` members of v17).
     """
 
     name: str

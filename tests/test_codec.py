@@ -13,7 +13,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import layout, reference
-from taskstats_fast._codec import NOTE_ACK, NOTE_BAD, NOTE_DONE, NOTE_ERROR, lib
+from taskstats_fast._codec import NOTE_ACK, NOTE_DONE, NOTE_ERROR, lib
 
 import wire
 from wire import aggr, error_msg, done_msg, nla, nlmsg, genl, stats, taskstats_msg, u32
@@ -113,7 +113,7 @@ def test_version0_tgid_without_pid_record_is_reported():
 
 def test_newer_unknown_version_keeps_the_known_prefix_and_is_flagged():
     payload = stats(21, {"ac_pid": 5, "irq_delay_max_ts_nsec": 6}, layout_version=17,
-                    size=layout.STATS_SIZE + 64) 
+                    size=layout.STATS_SIZE + 64)
     (rec,) = check_same_as_reference(taskstats_msg(aggr(1, 5, payload))).records
     assert (rec["version"], rec["layout"], rec["flags"]) == (21, 17, tsf.FLAG_NEWER_VERSION)
     assert (rec["ac_pid"], rec["irq_delay_max_ts_nsec"]) == (5, 6)

@@ -44,13 +44,13 @@ def test_report_shows_units_and_delay_statistics():
     text = report.task_report(records([(42, b"worker", 1_500_000, 4, 8_000_000)]))
     assert text.startswith("pid 42  worker")
     assert "user 1.500 s" in text
-    line = next(l for l in text.splitlines() if "run queue" in l)
+    line = next(ln for ln in text.splitlines() if "run queue" in ln)
     assert line.split()[3:] == ["4", "8", "ms", "2", "ms", "8", "ms", "1", "ns"]
 
 
 def test_old_struct_has_no_max_min_and_says_why():
     text = report.task_report(records([(42, b"old", 0, 2, 100)], version=13))
-    line = next(l for l in text.splitlines() if "run queue" in l)
+    line = next(ln for ln in text.splitlines() if "run queue" in ln)
     assert line.split()[-2:] == ["n/a", "n/a"]
     assert "no per-delay max/min (v15+)" in text
 
@@ -66,7 +66,7 @@ def test_tgid_report_hides_the_last_threads_max_min():
     recs["kind"] = tsf.KIND_TGID
     text = report.task_report(recs, comms=["proc-name"])
     assert text.startswith("tgid 7  proc-name") and "last thread" in text
-    line = next(l for l in text.splitlines() if "run queue" in l)
+    line = next(ln for ln in text.splitlines() if "run queue" in ln)
     assert line.split()[-2:] == ["-", "-"]
 
 
