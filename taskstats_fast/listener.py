@@ -32,9 +32,12 @@ Nothing is lost silently: a message is delivered, or counted in ``stats.lost``.
 * ``seq_gaps`` (cross-check, one socket per CPU only): holes in each CPU's sequence numbers.
   A task that migrates between choosing a CPU's listeners and taking the sequence number sends
   its message to CPU A's socket with CPU B's number: A sees a *foreign* number (counted in
-  ``seq_foreign``, not a loss) and B sees a hole that is not a loss either.  Hence, once every
-  stream has received a message after its last drop (``seq_pending`` is 0):
-  ``seq_gaps == dropped + seq_foreign``; ``seq_unexplained`` reports any difference.
+  ``seq_foreign``, not a loss) and B sees a hole that is not a loss either.  Hence, listening on
+  every CPU, once each stream has received a message after its last drop (``seq_pending`` is 0):
+  ``seq_gaps == dropped + seq_foreign``; ``seq_unexplained`` reports the difference (negative
+  while a drop has not yet been followed by a message).  Listening on a subset of CPUs, a task
+  that migrates in from an unlistened CPU leaves a hole that is no loss of ours.  Migration
+  inside that window is rare: none showed in 240,000 unpinned fork/exits on this machine.
 * ``overruns``: ENOBUFS errors, one per congestion episode (not a count of messages); the stream
   always continues after one.
 
@@ -281,6 +284,7 @@ class ExitListener:
         self._head = 0               # rows [head, filled) are decoded and not yet delivered
         self._filled = 0
         self._in_flight = False      # a tsf_drain call whose result is not yet accounted
+        self._flight_base = 0        # _filled when that call started
         self._delivered = 0
         self._discarded = 0
         self._final_drops: Optional[List[int]] = None
@@ -360,7 +364,7 @@ class ExitListener:
         """Account for a tsf_drain call that an exception (KeyboardInterrupt) cut off before its
         records were counted: they stay for the next read instead of being lost."""
         if self._in_flight:
-            self._filled += self._res.records
+            self._filled = self._flight_base + self._res.records   # idempotent
             self._in_flight = False
 
     def _drain(self, timeout_ms: int, capacity: int, linger_ms: int) -> None:
@@ -370,10 +374,11 @@ class ExitListener:
         args.timeout_ms = timeout_ms
         args.linger_ms = linger_ms
         args.min_records = 1
+        self._flight_base = self._filled
         self._in_flight = True
         rc = lib.tsf_drain(PLAN, self._src, self._nsrc, args, self._res)
-        # between the call and here a signal handler may raise: _settle() picks up the pieces
-        self._filled += self._res.records
+        # a signal handler may raise right after the call: _settle() then does this later
+        self._filled = self._flight_base + self._res.records
         self._in_flight = False
         if rc < 0:
             raise RuntimeError(f"tsf_drain: {strerror(rc)}")
@@ -687,12 +692,12 @@ class ExitListener:
     def _drain_everything(self) -> None:
         """Empty every socket (counting what was in them as discarded) so the kernel has room
         for the deregistration ACK and the congestion flag is cleared."""
-        while True:
+        for _ in range(1024):   # bounded: a flood of exits could keep the sockets busy forever
             self._drain(0, self.batch_size, 0)
-            got = self._res.datagrams
+            full = self._res.records >= self.batch_size - 1
             self._discard_pending()
-            if not got or self._res.error:
-                return
+            if not full or self._res.error:
+                return              # the record space did not fill: every socket ran empty
 
     def __enter__(self) -> "ExitListener":
         return self
