@@ -10,7 +10,6 @@ done by ``Connection`` / ``ExitListener`` (the kernel), ``recording`` (files) an
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import resource
@@ -18,9 +17,8 @@ import signal
 import sys
 import time
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, TextIO
+from typing import Any, List, Optional, Sequence, TextIO
 
-import numpy as np
 
 from . import recording, report
 from .errors import (CpumaskError, MissingExtraError, NamespaceError, NoSuchTaskError,
@@ -272,6 +270,7 @@ def _run_snapshot(args: argparse.Namespace) -> int:
     from .connection import Connection
     fmt = recording.detect_format(args.output, args.format)
     recording._require_format(fmt)   # before the (long) query, not after it
+    recording.prepare_output(args.output)
     with Connection(warn_delayacct=False) as conn:
         lookup = conn.snapshot(threads=args.threads, aggregate=args.aggregate)
     what = "threads" if args.threads else "processes"
@@ -359,7 +358,8 @@ def _run_record(args: argparse.Namespace) -> int:
         # Files are written on another thread: a Parquet row group can take a second to
         # compress, and the sockets must keep being drained meanwhile.
         writer = recording.BackgroundWriter(recorder)
-        where = (os.path.join(args.output, f"host={recorder.hostname}", "date=YYYY-MM-DD", "")
+        where = (os.path.join(args.output, f"host={recorder.hostname}",
+                              f"date={time.strftime('%Y-%m-%d', time.gmtime())}", "")
                  if dataset else args.output)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
         _say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {until}")
@@ -491,13 +491,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except OSError:
             pass
         return EXIT_OK
-    except (TaskstatsError, ValueError, FileNotFoundError, IsADirectoryError,
-            NotADirectoryError) as e:
+    except TaskstatsError as e:
         _say(str(e))
-        return EXIT_USAGE if isinstance(e, ValueError) and not isinstance(e, TaskstatsError) \
-            else EXIT_ERROR
-    except OSError as e:
-        _say(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return EXIT_ERROR
+    except ValueError as e:
+        _say(str(e))
+        return EXIT_USAGE
+    except OSError as e:   # files: "path: what went wrong"
+        _say(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
         return EXIT_ERROR
 
 

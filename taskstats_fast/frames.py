@@ -146,7 +146,7 @@ _BLOCK = 4096
 
 def _split_fields(records: np.ndarray) -> Dict[str, np.ndarray]:
     """Every field of ``records`` as its own contiguous array, copied block by block."""
-    names = records.dtype.names
+    names = records.dtype.names or ()
     out = {name: np.empty(len(records), records.dtype[name]) for name in names}
     for lo in range(0, len(records), _BLOCK):
         block = records[lo:lo + _BLOCK]
@@ -155,7 +155,7 @@ def _split_fields(records: np.ndarray) -> Dict[str, np.ndarray]:
     return out
 
 
-def _c_strings(raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _c_strings(raw: np.ndarray) -> Tuple[Any, Any, Any]:
     """A ``char[N]`` column as C strings: (bytes as an (n, N) uint8 matrix with everything from
     the first NUL on zeroed, lengths up to the first NUL, rows with non-ASCII bytes)."""
     width = raw.dtype.itemsize
@@ -217,6 +217,7 @@ def columns(records: np.ndarray, *, _raw_strings: bool = False
     out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
     for col in COLUMNS:
         if col.kind == "int":
+            assert col.dtype is not None
             out[col.name] = (fields[col.sources[0]].view(col.dtype),
                              carried(col.since) if col.nullable else None)
         elif col.kind == "str":
@@ -257,7 +258,8 @@ def to_pandas(records: np.ndarray) -> "pandas.DataFrame":
     data: Dict[str, Any] = {}
     for col, (values, valid) in zip(COLUMNS, columns(records).values()):
         if col.kind == "int":
-            data[col.name] = (pd.arrays.IntegerArray(values, ~valid) if col.nullable else values)
+            data[col.name] = (pd.arrays.IntegerArray(values, ~valid) if valid is not None
+                              else values)
         elif col.kind == "str":
             data[col.name] = pd.Series(values, copy=False)
         elif col.kind == "category":
@@ -277,7 +279,7 @@ def arrow_schema(metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Schem
     fields = []
     for col in COLUMNS:
         if col.kind == "int":
-            typ = getattr(pa, _ARROW_INT[col.dtype])()
+            typ = getattr(pa, _ARROW_INT[str(col.dtype)])()
         elif col.kind == "str":
             typ = pa.string()
         elif col.kind == "category":

@@ -32,6 +32,7 @@ known when the file is closed, lands in the footer where every reader finds it; 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -43,10 +44,10 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import frames, layout
-from .errors import MissingExtraError
 
 __all__ = ["FORMATS", "EXTENSIONS", "METADATA_KEY", "FORMAT_VERSION", "detect_format",
            "default_format", "system_metadata", "Recorder", "BackgroundWriter", "write_file",
+           "prepare_output",
            "find_files", "read_metadata", "read_table", "read_columns", "is_dataset_path"]
 
 FORMATS: Tuple[str, ...] = ("parquet", "arrow", "npy", "csv")
@@ -68,6 +69,16 @@ def _extension_format(path: str) -> Optional[str]:
 def is_dataset_path(path: str) -> bool:
     """Does ``path`` name a dataset directory (no known file extension, or an existing directory)?"""
     return os.path.isdir(path) or _extension_format(path) is None
+
+
+def prepare_output(path: str) -> str:
+    """Create the directory ``path`` will be written in (the dataset directory itself, or a
+    file's parent) and check it is writable; returns that directory."""
+    directory = path if is_dataset_path(path) else (os.path.dirname(path) or ".")
+    os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot create files in this directory", directory)
+    return directory
 
 
 def default_format() -> str:
@@ -212,7 +223,7 @@ class _Part:
         if not len(records):
             return
         if self.fmt == "npy":
-            self._file.write(memoryview(np.ascontiguousarray(records)).cast("B"))
+            self._file.write(np.ascontiguousarray(records).data.cast("B"))
             self._file.flush()
             # Keep the header's row count current, so a crash leaves a loadable file.
             end = self._file.tell()
@@ -323,6 +334,8 @@ class Recorder:
         if not self.dataset and (rotate_bytes or rotate_seconds):
             raise ValueError(f"{path} is a single file: rotation needs a directory to put the "
                              "files in; give a path without an extension (or drop --rotate-*)")
+        # Fail now, not at the first flush (which may be minutes in, on another thread).
+        prepare_output(path)
         self.rotate_bytes = rotate_bytes or None
         self.rotate_seconds = rotate_seconds or None
         self.flush_records = max(1, int(flush_records))
@@ -458,6 +471,7 @@ class Recorder:
 
     def _finish_part(self) -> None:
         part, self._part = self._part, None
+        assert part is not None
         meta = dict(self.metadata)
         meta.update(part.stats.as_metadata())
         meta["file_started"] = _utc(part.opened_ns)
@@ -511,10 +525,12 @@ class BackgroundWriter:
 
     @property
     def bytes_written(self) -> int:
+        """The recorder's bytes on disk so far."""
         return self.recorder.bytes_written
 
     @property
     def records_written(self) -> int:
+        """Records the recorder has written to files."""
         return self.recorder.records_written
 
     def _check(self) -> None:
@@ -522,6 +538,7 @@ class BackgroundWriter:
             raise self._error
 
     def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+        """Queue ``records`` for ``Recorder.write`` (``copy=False``: hand the array over)."""
         self._check()
         batch = np.array(records, copy=True) if copy else records
         with self._room:
@@ -531,10 +548,12 @@ class BackgroundWriter:
         self._queue.put(("write", batch))
 
     def update_counters(self, counters: Mapping[str, int]) -> None:
+        """Queue ``Recorder.update_counters`` (in order with the writes)."""
         self._check()
         self._queue.put(("counters", dict(counters)))
 
     def tick(self) -> None:
+        """Queue ``Recorder.tick`` (flush and rotate what is due)."""
         self._check()
         self._queue.put(("tick", None))
 
@@ -702,10 +721,12 @@ def read_columns(paths: Iterable[str], names: Sequence[str]
             parts.append(_table_to_columns(read_table([path], names), names))
     if not parts:
         return {n: (np.empty(0, _empty_dtype(n)), None) for n in names}
-    out = {}
+    out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
     for n in names:
         values = np.concatenate([p[n][0] for p in parts])
-        valids = [p[n][1] if p[n][1] is not None else np.ones(len(p[n][0]), bool) for p in parts]
+        valids: List[np.ndarray] = []
+        for part_values, part_valid in (p[n] for p in parts):
+            valids.append(np.ones(len(part_values), bool) if part_valid is None else part_valid)
         out[n] = (values, np.concatenate(valids))
     return out
 

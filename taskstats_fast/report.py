@@ -270,7 +270,9 @@ def summarize(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], *, to
     times = times[~np.isnat(times)]
     first = times.min() if len(times) else None
     last = times.max() if len(times) else None
-    seconds = float((last - first) / np.timedelta64(1, "s")) if len(times) > 1 else 0.0
+    seconds = 0.0
+    if first is not None and last is not None:
+        seconds = float((last - first) / np.timedelta64(1, "s"))
 
     def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
         values, valid = cols[name]
@@ -298,7 +300,7 @@ def summarize(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], *, to
         mx = _max_by(inverse, n, np.where(mx_valid, mx_values, -1))
         delays[cls] = table(total, {"delays": count, "total_ns": total,
                                     "average_ns": total / np.maximum(count, 1), "max_ns": mx})
-    hosts = sorted({m.get("hostname") for m in metadata if m.get("hostname")})
+    hosts = sorted({str(m["hostname"]) for m in metadata if m.get("hostname")})
     return Summary(
         records=int(len(kind)), exits=int(pid.sum()), tgid_records=int((kind == 1).sum()),
         commands=n, first=_iso(first), last=_iso(last), seconds=seconds,

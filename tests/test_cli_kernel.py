@@ -7,6 +7,7 @@ processes the test itself spawned, the files read back with pyarrow/numpy.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import selectors
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
@@ -70,6 +70,13 @@ def spawn_exits(n, code):
     return pids
 
 
+def children(pids, ppids, exitcodes):
+    """pid -> exit status of the recorded tasks this test process spawned (another process's
+    task may reuse a pid while a busy machine records)."""
+    me = os.getpid()
+    return {p: e for p, pp, e in zip(pids, ppids, exitcodes) if pp == me}
+
+
 def finish(proc, timeout=30):
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, proc.started_line + err
@@ -110,8 +117,10 @@ def test_pid_json_matches_a_direct_query():
                           ("ac_gid", "ac_gid"), ("version", "version")):
         assert task[column] == int(before[field]) == int(after[field]), field
     assert task["ac_comm"] == before["ac_comm"].decode()
-    assert task["ac_btime"].startswith(time.strftime(
-        "%Y-%m-%dT%H:%M:%S", time.gmtime(int(before["ac_btime64"]))))
+    # the kernel derives btime as "now - elapsed", so two queries may differ by a second
+    btime = datetime.datetime.fromisoformat(task["ac_btime"]).timestamp()
+    low, high = sorted((int(before["ac_btime64"]), int(after["ac_btime64"])))
+    assert low - 1 <= btime <= high + 1
     # counters that only grow: the command's answer lies between the two direct queries
     for field, column in (("ac_utime", "ac_utime_us"), ("ac_stime", "ac_stime_us"),
                           ("cpu_count", "cpu_count"), ("cpu_delay_total", "cpu_delay_total_ns"),
@@ -187,12 +196,12 @@ def test_record_has_every_spawned_process(recorded):
     root, pids, err = recorded
     table = ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
     assert set(table.column("host").to_pylist()) == {socket.gethostname()}
-    got = dict(zip(table.column("ac_pid").to_pylist(), table.column("ac_exitcode").to_pylist()))
-    assert set(pids) <= set(got)
-    assert {got[p] for p in pids} == {3 << 8}
-    kinds = table.column("kind").to_pylist()
-    assert kinds.count("pid") >= len(pids)
-    assert "recorded" in err and "Traceback" not in err
+    got = children(table.column("ac_pid").to_pylist(), table.column("ac_ppid").to_pylist(),
+                   table.column("ac_exitcode").to_pylist())
+    lost = sum(recording.read_metadata(f)["lost"] for f in recording.find_files([str(root)]))
+    assert len(set(pids) - set(got)) <= lost, err    # all of them, unless the kernel dropped some
+    assert {got[p] for p in set(pids) & set(got)} == {3 << 8}
+    assert f"recorded {table.num_rows:,} records" in err and "Traceback" not in err
 
 
 def test_record_files_carry_their_metadata(recorded):
@@ -207,7 +216,7 @@ def test_record_files_carry_their_metadata(recorded):
         assert m["kernel_release"] == os.uname().release
         assert m["cpus"] and m["source"] == "exit stream"
         assert m["taskstats_version"] >= 13
-        assert m["lost"] == 0 and "overruns" in m
+        assert m["lost"] >= 0 and "overruns" in m and m["lost_since_start"] >= m["lost"]
         assert m["first_record"] <= m["last_record"]
 
 
@@ -225,10 +234,17 @@ def test_a_signal_stops_record_with_every_record_on_disk(tmp_path, sig, target):
     assert f"stopped by {signal.Signals(sig).name}" in err
     files = recording.find_files([str(out)])
     assert len(files) == 1
-    cols = recording.read_columns(files, ["ac_pid", "ac_exitcode"])
-    got = dict(zip(cols["ac_pid"][0].tolist(), cols["ac_exitcode"][0].tolist()))
-    assert set(pids) <= set(got) and {got[p] for p in pids} == {5 << 8}
-    assert recording.read_metadata(files[0])["records"] == len(got)
+    cols = recording.read_columns(files, ["ac_pid", "ac_ppid", "ac_exitcode"])
+    got = children(*(cols[n][0].tolist() for n in ("ac_pid", "ac_ppid", "ac_exitcode")))
+    meta = recording.read_metadata(files[0])
+    # every record the listener received is in the file ...
+    assert meta["records"] == len(cols["ac_pid"][0]) == \
+        meta["received_since_start"] - meta["discarded_since_start"]
+    # ... and every spawned process is, unless the kernel dropped messages (a machine busy with
+    # other exits), which the file then counts
+    missing = set(pids) - set(got)
+    assert len(missing) <= meta["lost_since_start"], err
+    assert {got[p] for p in set(pids) & set(got)} == {5 << 8}
     leftovers = [n for _, _, names in os.walk(tmp_path) for n in names if n.endswith(".inprogress")]
     assert leftovers == []
 
@@ -244,7 +260,8 @@ def test_bare_command_records_to_the_default_place(tmp_path):
     assert files and files[0].endswith(".parquet")
     assert f"host={socket.gethostname()}" in files[0]
     table = recording.read_table(files, ["ac_pid"])
-    assert set(pids) <= set(table.column("ac_pid").to_pylist())
+    lost = recording.read_metadata(files[0])["lost"]
+    assert len(set(pids) - set(table.column("ac_pid").to_pylist())) <= lost
     assert "summary" in err    # tells the user what to do next
 
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
