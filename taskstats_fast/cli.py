@@ -337,9 +337,7 @@ def _run_record(args: argparse.Namespace) -> int:
     rotate_seconds = DEFAULT_ROTATE_SECONDS if args.rotate_seconds is None else args.rotate_seconds
     rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
     rotate_seconds = rotate_seconds if dataset else None
-    recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
-                                  rotate_seconds=rotate_seconds, flush_records=args.flush_records,
-                                  metadata={"source": "exit stream"})
+    recording._require_format(fmt)
     stop: List[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -347,10 +345,16 @@ def _run_record(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     listener = None
+    recorder: Optional[recording.Recorder] = None
     writer: Optional[recording.BackgroundWriter] = None
     status = _StatusLine(sys.stderr, args.status)
     try:
+        # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
+        recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
+                                      rotate_seconds=rotate_seconds,
+                                      flush_records=args.flush_records,
+                                      metadata={"source": "exit stream"})
         started = time.monotonic()
         cpus = cpumask.format(listener.cpus)
         recorder.metadata.update(cpus=cpus, nr_cpus=len(listener.cpus),
@@ -398,8 +402,6 @@ def _run_record(args: argparse.Namespace) -> int:
         try:   # whatever was received is written even on the way out
             if writer is not None:
                 writer.close()
-            else:
-                recorder.close()
         except Exception as e:  # the original error matters more
             _say(f"could not finish the output: {e}")
         raise
@@ -407,6 +409,7 @@ def _run_record(args: argparse.Namespace) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
     status.clear()
+    assert recorder is not None
     elapsed = stopped - started
     reason = f" (stopped by {stop[0]})" if stop else ""
     rate = recorder.records_written / elapsed if elapsed > 0 else 0.0
@@ -453,6 +456,15 @@ def _run_summary(args: argparse.Namespace) -> int:
 
 
 # ---- entry point -------------------------------------------------------------------------
+def _message(error: BaseException) -> str:
+    """The text of an expected failure, without Python's "[Errno N]" prefix."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename and not isinstance(error, TaskstatsError):
+            return f"{error.filename}: {error.strerror}"
+        return str(error.strerror)
+    return str(error)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``taskstats-fast`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -470,10 +482,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _say(str(e))
         return EXIT_USAGE
     except (PermissionDeniedError, NamespaceError) as e:
-        _say(str(e))
+        _say(_message(e))
         return EXIT_PERMISSION
     except NoSuchTaskError as e:
-        _say(str(e))
+        _say(_message(e))
         return EXIT_NO_SUCH_TASK
     except MissingExtraError as e:
         _say(str(e))
@@ -492,13 +504,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pass
         return EXIT_OK
     except TaskstatsError as e:
-        _say(str(e))
+        _say(_message(e))
         return EXIT_ERROR
     except ValueError as e:
         _say(str(e))
         return EXIT_USAGE
     except OSError as e:   # files: "path: what went wrong"
-        _say(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
+        _say(_message(e))
         return EXIT_ERROR
 
 
