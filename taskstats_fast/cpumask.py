@@ -18,7 +18,7 @@ character position in the string.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from .errors import CpumaskError
 
@@ -35,8 +35,9 @@ _REGION = re.compile(r"([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?")
 
 def _error(message: str, token: Optional[str] = None, position: Optional[int] = None) -> CpumaskError:
     err = CpumaskError(message)
-    err.token = token
-    err.position = position
+    # what to fix and where (CpumaskError in errors.py declares no such fields)
+    err.token = token  # type: ignore[attr-defined]
+    err.position = position  # type: ignore[attr-defined]
     return err
 
 
@@ -49,13 +50,13 @@ def parse(text: str, *, allow_empty: bool = False) -> Tuple[int, ...]:
     (``"0,,1"``) and whitespace inside the list are errors.  An empty list is an error unless
     ``allow_empty`` (sysfs's ``offline`` file is empty on most machines).
     """
-    cpus = set()
+    cpus: Set[int] = set()
     for _, _, region in _regions(text, allow_empty):
         cpus.update(region)
     return tuple(sorted(cpus))
 
 
-def _regions(text: str, allow_empty: bool = False) -> List[Tuple[str, int, range]]:
+def _regions(text: str, allow_empty: bool = False) -> List[Tuple[str, int, List[int]]]:
     """(token, character position, CPUs) for each region of a cpulist string."""
     if not isinstance(text, str):
         raise TypeError(f"a CPU list is a str like '0-3,8', not {type(text).__name__}")

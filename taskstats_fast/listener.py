@@ -56,8 +56,10 @@ Lifetime
 ``close()`` (also ``with``, iteration end by ``close`` from another thread, garbage collection
 and ``atexit``) deregisters every socket before closing it; the kernel would otherwise keep a
 closed socket's port on its list until the next message to it fails.  A child process after
-``fork()`` never deregisters its parent's sockets (the pid is recorded at open).  A process killed
-by a signal cannot deregister: the kernel then drops the port lazily.
+``fork()`` leaves the parent's stream alone (the pid is recorded at open): its ``close()`` and
+``atexit`` only drop its copies of the fds, even while a parent thread was reading, and reading
+the inherited listener raises.  A process killed by a signal cannot deregister: the kernel then
+drops the port lazily.
 """
 
 from __future__ import annotations
@@ -163,6 +165,19 @@ def _close_at_exit() -> None:
             pass
 
 
+def _after_fork_in_child() -> None:
+    """A forked child inherits the listeners' fds and locks, possibly held by threads that do
+    not exist in it: give it fresh locks, so its close() (or atexit) only drops its copies."""
+    for listener in list(_open_listeners):
+        listener._read_lock = threading.RLock()
+        listener._state_lock = threading.Lock()
+        listener._waiters = set()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _ns_stat(path: str):
     try:
         st = os.stat(path)
@@ -258,6 +273,7 @@ class ExitListener:
         possible = cpumask.possible()
         self.cpus: Tuple[int, ...] = cpumask.parse(cpumask.kernel_string(
             possible if cpus is None else cpus, possible))
+        groups: List[Tuple[int, Tuple[int, ...]]]
         if shards is None:
             groups = [(c, (c,)) for c in self.cpus]
         else:
@@ -439,9 +455,11 @@ class ExitListener:
                 raise OSError(self._res.error, "receiving from a listener socket: "
                                                f"{os.strerror(self._res.error)}")
             for note in self._notes[:min(self._res.notes, len(self._notes))]:
-                shard = pending.pop(int(note["seq"]), None)
-                if shard is not None and int(note["kind"]) == NOTE_ERROR:
-                    failures.append((shard, int(note["code"])))
+                seq = int(note["seq"])
+                if seq in pending:
+                    shard = pending.pop(seq)
+                    if int(note["kind"]) == NOTE_ERROR:
+                        failures.append((shard, int(note["code"])))
             if not register:
                 self._discard_pending()
         return failures
@@ -482,8 +500,16 @@ class ExitListener:
         """
         if self._closed:
             raise ValueError("read from a closed ExitListener")
+        self._check_owner()
         batch = self._read(timeout, max_records, copy)
         return _EMPTY.copy() if batch is None else batch
+
+    def _check_owner(self) -> None:
+        if os.getpid() != self._pid:
+            raise TaskstatsError(
+                f"this ExitListener belongs to process {self._pid}: a forked child shares its "
+                "sockets and would steal the parent's records. Open a new ExitListener in the "
+                "child (and close() the inherited one, which only drops the child's copies)")
 
     def _read(self, timeout: Optional[float], max_records: Optional[int],
               copy: bool) -> Optional[np.ndarray]:
@@ -539,6 +565,7 @@ class ExitListener:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Batches until the listener is closed (from another thread, or a signal handler)."""
+        self._check_owner()
         while True:
             batch = self._read(None, None, True)
             if batch is None:
@@ -558,6 +585,7 @@ class ExitListener:
 
     async def _aiter(self, max_records: Optional[int]):
         loop = asyncio.get_running_loop()
+        self._check_owner()
         if self._closing or self._closed:
             return
         # our own handle on the epoll instance: close() may close the listener's meanwhile
@@ -602,8 +630,8 @@ class ExitListener:
                 seq_foreign=int(src.seq_foreign) if per_cpu else None,
                 seq_pending=bool(src.held) if per_cpu else False))
         per_cpu_shards = [s for s in shards if s.seq_gaps is not None]
-        gaps = sum(s.seq_gaps for s in per_cpu_shards)
-        foreign = sum(s.seq_foreign for s in per_cpu_shards)
+        gaps = sum(s.seq_gaps or 0 for s in per_cpu_shards)
+        foreign = sum(s.seq_foreign or 0 for s in per_cpu_shards)
         one_per_cpu = all(len(s.cpus) == 1 for s in shards)
         return ListenerStats(
             received=sum(s.records for s in shards),
@@ -639,6 +667,9 @@ class ExitListener:
     def close(self) -> None:
         """Deregister every socket, then close it (idempotent; safe from any thread: a read
         waiting in another thread returns, an async iterator ends)."""
+        if os.getpid() != self._pid:
+            self._close_in_child()
+            return
         with self._state_lock:
             if self._closed:
                 return
@@ -658,6 +689,16 @@ class ExitListener:
                 except OSError:
                     pass
                 self._teardown(deregister=os.getpid() == self._pid)
+
+    def _close_in_child(self) -> None:
+        """close() in a forked child: drop the child's copies of the fds and nothing else.  The
+        sockets, their registrations and the wake pipe stay the parent's (writing the pipe
+        would end the parent's read; deregistering would stop its stream)."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closing = True
+            self._teardown(deregister=False)
 
     def _teardown(self, deregister: bool) -> None:
         try:

@@ -9,6 +9,7 @@ accounts for strangers through the per-CPU sequence numbers.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import ctypes
 import errno
 import json
@@ -349,19 +350,47 @@ def test_close_deregisters_and_closes_every_socket():
         assert has_pids(pids)(collect(again, has_pids(pids)))
 
 
-def test_forked_child_does_not_deregister_the_parent():
-    with tsf.ExitListener() as listener:
-        pid = os.fork()
-        if pid == 0:
+def test_forked_child_leaves_the_parents_stream_alone():
+    """fork() while a parent thread iterates: the child's close() and atexit must neither hang
+    on the read lock that thread held, nor wake/end the parent's iteration, nor deregister."""
+    listener = tsf.ExitListener()
+    batches, ended = [], threading.Event()
+
+    def iterate():
+        for batch in listener:
+            batches.append(batch)
+        ended.set()
+
+    reader = threading.Thread(target=iterate, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.2)                           # the reader waits inside tsf_drain
+        child = os.fork()
+        if child == 0:
+            code = 1
             try:
-                listener.close()                  # and atexit would do the same
+                signal.alarm(5)                   # a hang must not hang the test
+                try:
+                    listener.read(timeout=0)
+                except tsf.TaskstatsError as e:   # not ours to read: it would steal records
+                    code = 0 if "forked child" in str(e) else 3
+                listener.close()                  # only the child's copies of the fds
+                atexit._run_exitfuncs()
             finally:
-                os._exit(0)
-        reap([pid])
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert status == 0, f"child wait status {status}"
         pids = [spawn(4, "tsfafterfork") for _ in range(3)]
         reap(pids)
-        recs = collect(listener, has_pids(pids))
-    assert has_pids(pids)(recs)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not has_pids(pids)(np.concatenate([EMPTY] + batches)):
+            time.sleep(0.02)
+        assert not ended.is_set(), "the child's close() ended the parent's iteration"
+        assert has_pids(pids)(np.concatenate([EMPTY] + batches))     # still registered
+    finally:
+        listener.close()
+        reader.join(5)
+    assert ended.is_set()
 
 
 CHILD = textwrap.dedent("""
