@@ -146,7 +146,7 @@ _BLOCK = 4096
 
 def _split_fields(records: np.ndarray) -> Dict[str, np.ndarray]:
     """Every field of ``records`` as its own contiguous array, copied block by block."""
-    names = records.dtype.names or ()
+    names = [n for n in records.dtype.names or () if not n.startswith("_pad")]
     out = {name: np.empty(len(records), records.dtype[name]) for name in names}
     for lo in range(0, len(records), _BLOCK):
         block = records[lo:lo + _BLOCK]

@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = [
     "Field", "FIELDS", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
-    "DTYPE", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
+    "DTYPE", "RECORD_FIELDS", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
 ]
 
@@ -288,12 +288,38 @@ def _build_dtype() -> np.dtype:
         formats.append(fmt)
         offsets_.append(pos)
         pos += size
+    names, formats, offsets_ = _fill_alignment_holes(names, formats, offsets_)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets_,
                      "itemsize": -(-pos // 8) * 8, "aligned": True})
 
 
+def _fill_alignment_holes(names, formats, offsets_):
+    """Name the holes that natural alignment alone would not leave (the bytes before ac_uid,
+    which only the kernel's aligned(8) puts at 120).
+
+    numpy canonicalises structured dtypes whenever it combines arrays (np.concatenate,
+    np.result_type): it re-lays the fields out by natural alignment.  With every such hole
+    named, that re-layout is the identity, so concatenated batches keep DTYPE byte for byte.
+    """
+    out = ([], [], [])
+    pos = 0
+    for name, fmt, off in zip(names, formats, offsets_):
+        natural = -(-pos // np.dtype(fmt).alignment) * np.dtype(fmt).alignment
+        if natural != off:
+            out[0].append(f"_pad{pos}")
+            out[1].append(f"V{off - pos}")
+            out[2].append(pos)
+        out[0].append(name)
+        out[1].append(fmt)
+        out[2].append(off)
+        pos = off + np.dtype(fmt).itemsize
+    return out
+
+
 #: One decoded record: the v17 ``struct taskstats`` byte for byte, then our metadata.
 DTYPE: np.dtype = _build_dtype()
+#: DTYPE's fields that carry data (DTYPE also names its alignment holes ``_pad<offset>``).
+RECORD_FIELDS: Tuple[str, ...] = tuple(n for n in DTYPE.names if not n.startswith("_pad"))
 
 
 def field_version_table() -> Iterable[Tuple[str, str, str, int, str]]:

@@ -157,7 +157,7 @@ def parse(buf, family: int = 0) -> Tuple[np.ndarray, np.ndarray]:
         p += min((msglen + 3) & ~3, remaining)
 
     records = np.zeros(len(walk.rows), dtype=layout.DTYPE)
-    for name in layout.DTYPE.names:
+    for name in layout.RECORD_FIELDS:
         if walk.rows:
             records[name] = [row.get(name, 0) for row in walk.rows]
     return records, np.array(walk.notes, dtype=NOTE_DTYPE)

@@ -25,7 +25,7 @@ def check_same_as_reference(buf, family=0):
     got = tsf.parse(buf, family=family)
     ref_records, ref_notes = reference.parse(buf, family=family)
     assert len(got.records) == len(ref_records)
-    for name in tsf.DTYPE.names:
+    for name in layout.RECORD_FIELDS:
         np.testing.assert_array_equal(got.records[name], ref_records[name], err_msg=name)
     assert got.notes.tolist() == ref_notes.tolist()
     return got
@@ -34,7 +34,7 @@ def check_same_as_reference(buf, family=0):
 def assert_values(record, values, version):
     for name, value in values.items():
         assert record[name] == value, name
-    for name in tsf.DTYPE.names:
+    for name in layout.RECORD_FIELDS:
         f = layout.FIELD_BY_NAME.get(name)
         if f is not None and f.since > version:
             assert record[name] == 0, f"{name} is newer than v{version} and must read 0"

@@ -57,7 +57,7 @@ def test_c_and_reference_agree(name):
     got = tsf.parse(data)
     ref_records, ref_notes = reference.parse(data)
     assert len(got.records) == len(ref_records)
-    for field in tsf.DTYPE.names:
+    for field in tsf.layout.RECORD_FIELDS:
         if field != "time_ns":
             np.testing.assert_array_equal(got.records[field], ref_records[field], err_msg=field)
     assert got.notes.tolist() == ref_notes.tolist()

@@ -101,3 +101,15 @@ def test_v15_copy_plan_lands_every_field_at_its_v17_place(compiler_says):
         assert len(covering) == 1, name
         s, d = covering[0]
         assert d + (src - s) == v17[name], name
+
+
+def test_combining_arrays_keeps_dtype_byte_for_byte():
+    """numpy re-lays structured dtypes out by natural alignment when it combines arrays; the
+    named holes make that the identity, so batches concatenate into DTYPE, not a look-alike."""
+    import numpy as np
+    batches = [np.zeros(2, DTYPE), np.ones(3, DTYPE)]
+    assert np.result_type(DTYPE) == DTYPE
+    joined = np.concatenate(batches)
+    assert joined.dtype == DTYPE and joined.dtype.itemsize == DTYPE.itemsize
+    assert all(not n.startswith("_pad") for n in layout.RECORD_FIELDS)
+    assert set(DTYPE.names) - set(layout.RECORD_FIELDS) == {"_pad113"}

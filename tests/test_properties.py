@@ -145,7 +145,7 @@ def check_record(row, rec: Rec, seq: int) -> None:
             assert row[name] == value.rstrip(b"\0"), name  # numpy S32 drops trailing NULs
         else:
             assert int(row[name]) == value, name
-    for name in tsf.DTYPE.names:
+    for name in tsf.layout.RECORD_FIELDS:
         f = layout.FIELD_BY_NAME.get(name)
         if f is not None and f.since > rec.layout:
             assert not row[name], f"{name} is newer than layout v{rec.layout} and must read 0"
@@ -156,7 +156,7 @@ def same_as_reference(buf: bytes) -> tsf.Parsed:
     got = tsf.parse(buf)
     ref_records, ref_notes = reference.parse(buf)
     assert len(got.records) == len(ref_records)
-    for name in tsf.DTYPE.names:
+    for name in tsf.layout.RECORD_FIELDS:
         np.testing.assert_array_equal(got.records[name], ref_records[name], err_msg=name)
     assert got.notes.tolist() == ref_notes.tolist()
     return got
