@@ -4,7 +4,7 @@ PYTHON ?= python3
 SYSTEM_PACKAGES := gcc clang libclang-rt-dev cppcheck
 APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: system-deps install test bench demo matrix matrix-deps fuzz
+.PHONY: system-deps install test bench demo matrix matrix-deps fuzz soak
 
 # Debian packages the tests need (compilers for the layout check, sanitizer and fuzz builds).
 system-deps:
@@ -46,3 +46,9 @@ matrix: install matrix-deps
 FUZZ_SECONDS ?= 600
 fuzz: system-deps install
 	$(PYTHON) tests/fuzz/run_fuzz.py $(FUZZ_SECONDS) --jobs $$(nproc)
+
+# The exit stream under continuous fork/exit load for SOAK_SECONDS: RSS, fds and loss every 10 s
+# (needs root; figures in README's Soak section).
+SOAK_SECONDS ?= 600
+soak: install
+	$(PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
