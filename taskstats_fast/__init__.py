@@ -19,7 +19,7 @@ from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError)
 from .connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
-from .delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delayacct,
+from .delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
                         delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
                      MAX_VERSION, MIN_VERSION, fields_in)
@@ -36,7 +36,7 @@ __all__ = [
     "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
     "ReplyTimeoutError", "CpumaskError", "MissingExtraError",
     "Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError",
-    "delayacct", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
+    "delay_accounting", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",
     "ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning", "cpumask",
 ]

@@ -37,7 +37,7 @@ import numpy as np
 from . import layout, netlink
 from ._codec import NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
 from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
-from .errors import (DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
+from .errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                      TaskstatsError, kernel_error)
 
 __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
@@ -211,10 +211,6 @@ class CgroupStats(NamedTuple):
     nr_stopped: int
     nr_uninterruptible: int
     nr_io_wait: int
-
-
-class CgroupV1RequiredError(KernelError, ValueError):
-    """cgroupstats was asked for a directory that is not in a cgroup v1 hierarchy (EINVAL)."""
 
 
 class _Batch:

@@ -9,7 +9,7 @@ tasks only collect them while the switch is on.
 
     import taskstats_fast as tsf
     tsf.delayacct_enabled()            # True / False / None (kernel has no switch)
-    with tsf.delayacct(True):          # needs root; restores the previous value on exit
+    with tsf.delay_accounting(True):          # needs root; restores the previous value on exit
         ...
 """
 
@@ -22,7 +22,7 @@ from typing import Iterator, Optional, Tuple
 from . import layout
 
 __all__ = ["SYSCTL_PATH", "DELAYACCT_FIELDS", "DelayAccountingOffWarning", "delayacct_enabled",
-           "set_delayacct", "delayacct", "DELAYACCT_OFF_MESSAGE"]
+           "set_delayacct", "delay_accounting", "DELAYACCT_OFF_MESSAGE"]
 
 SYSCTL_PATH = "/proc/sys/kernel/task_delayacct"
 
@@ -39,7 +39,7 @@ DELAYACCT_OFF_MESSAGE = (
     "kernel.task_delayacct is 0: the kernel is not recording block I/O, swap-in, reclaim, "
     "thrashing, compaction, write-protect-copy and IRQ delays, so those *_count/*_delay_* fields "
     "are zero (cpu_* delays are still filled). Turn it on with `sysctl kernel.task_delayacct=1` "
-    "or `with taskstats_fast.delayacct(True): ...` (root); tasks only collect delays while it is on.")
+    "or `with taskstats_fast.delay_accounting(True): ...` (root); tasks only collect delays while it is on.")
 
 
 class DelayAccountingOffWarning(RuntimeWarning):
@@ -76,7 +76,7 @@ def set_delayacct(enabled: bool) -> bool:
 
 
 @contextlib.contextmanager
-def delayacct(enabled: bool = True) -> Iterator[bool]:
+def delay_accounting(enabled: bool = True) -> Iterator[bool]:
     """Context manager: set ``kernel.task_delayacct`` for the duration of the block and put the
     previous value back afterwards (also on exceptions).  Yields the previous value.
 

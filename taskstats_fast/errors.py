@@ -13,7 +13,7 @@ from typing import Optional
 
 __all__ = [
     "TaskstatsError", "DecodeError", "KernelError", "PermissionDeniedError", "NoSuchTaskError",
-    "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError",
+    "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError", "CgroupV1RequiredError",
     "MissingExtraError", "kernel_error",
 ]
 
@@ -53,6 +53,10 @@ class NoSuchTaskError(KernelError, ProcessLookupError):
 
 class NamespaceError(KernelError):
     """The request was made from a pid/user/network namespace the kernel does not serve."""
+
+
+class CgroupV1RequiredError(KernelError, ValueError):
+    """cgroupstats was asked for a directory that is not in a cgroup v1 hierarchy (EINVAL)."""
 
 
 class FamilyNotFoundError(TaskstatsError, FileNotFoundError):

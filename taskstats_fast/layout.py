@@ -319,7 +319,7 @@ def _fill_alignment_holes(names, formats, offsets_):
 #: One decoded record: the v17 ``struct taskstats`` byte for byte, then our metadata.
 DTYPE: np.dtype = _build_dtype()
 #: DTYPE's fields that carry data (DTYPE also names its alignment holes ``_pad<offset>``).
-RECORD_FIELDS: Tuple[str, ...] = tuple(n for n in DTYPE.names if not n.startswith("_pad"))
+RECORD_FIELDS: Tuple[str, ...] = tuple(n for n in DTYPE.names or () if not n.startswith("_pad"))
 
 
 def field_version_table() -> Iterable[Tuple[str, str, str, int, str]]:

@@ -17,7 +17,6 @@ import struct
 import threading
 import time
 import warnings
-from importlib import import_module
 
 import numpy as np
 import pytest
@@ -29,8 +28,7 @@ from taskstats_fast.connection import (Connection, Lookup, request_index, reques
 from taskstats_fast.errors import (DecodeError, NoSuchTaskError, PermissionDeniedError,
                                    ReplyTimeoutError)
 
-# taskstats_fast.delayacct is the context manager; the module is in sys.modules
-da = import_module("taskstats_fast.delayacct")
+from taskstats_fast import delayacct as da
 FAMILY = netlink.Family(wire.TASKSTATS_FAMILY, 1, 0)
 
 
@@ -432,12 +430,12 @@ def test_delayacct_context_manager_restores(monkeypatch, tmp_path):
     sysctl.write_text("0\n")
     monkeypatch.setattr(da, "SYSCTL_PATH", str(sysctl))
     assert da.delayacct_enabled() is False
-    with da.delayacct(True) as previous:
+    with da.delay_accounting(True) as previous:
         assert previous is False
         assert sysctl.read_text().strip() == "1" and da.delayacct_enabled() is True
     assert sysctl.read_text().strip() == "0"
     with pytest.raises(RuntimeError):
-        with da.delayacct(True):
+        with da.delay_accounting(True):
             raise RuntimeError("boom")
     assert da.delayacct_enabled() is False
 

@@ -379,13 +379,13 @@ def test_keyboard_interrupt_propagates_from_a_wait():
 def test_delay_accounting_switch_and_warning(sleeper):
     original = da.delayacct_enabled()
     assert original is not None  # this kernel has the switch
-    with tsf.delayacct(False):
+    with tsf.delay_accounting(False):
         assert tsf.delayacct_enabled() is False
         with tsf.Connection() as c:
             with pytest.warns(tsf.DelayAccountingOffWarning, match="task_delayacct"):
                 c.pid(os.getpid())
             assert c.delayacct_enabled is False
-        with tsf.delayacct(True) as previous:
+        with tsf.delay_accounting(True) as previous:
             assert previous is False
             with open(da.SYSCTL_PATH) as f:
                 assert f.read().strip() == "1"
