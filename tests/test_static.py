@@ -35,29 +35,17 @@ C_TEST_DRIVERS = [os.path.join(ROOT, "tests", "c"), os.path.join(ROOT, "tests", 
 # mypy findings present when this check was introduced, as (file, message) -> count; all of them
 # are narrowing or stub complaints, none a wrong call at run time.  Owners strike them as they go.
 MYPY_KNOWN = collections.Counter({
-    ("taskstats_fast/cpumask.py", '"CpumaskError" has no attribute "token"'): 1,
-    ("taskstats_fast/cpumask.py", '"CpumaskError" has no attribute "position"'): 1,
-    ("taskstats_fast/cpumask.py", 'Need type annotation for "cpus" (hint: "cpus: set[<type>] = ...")'): 1,
-    ("taskstats_fast/cpumask.py", 'Incompatible return value type (got "list[tuple[str, int, list[int]]]", '
-                                  'expected "list[tuple[str, int, range]]")'): 1,
     ("taskstats_fast/layout.py", 'Invalid index type "str | None" for "dict[str, Field]"; expected type "str"'): 1,
     ("taskstats_fast/netlink.py", 'Argument 1 to "strerror" has incompatible type "int | None"; expected "int"'): 1,
     ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "send"'): 1,
     ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "settimeout"'): 2,
     ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "recv"'): 1,
     ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "close"'): 1,
-    ("taskstats_fast/listener.py", 'Argument 1 to "enumerate" has incompatible type "list[tuple[int, ...]]"; '
-                                   'expected "Iterable[tuple[int]]"'): 1,
-    ("taskstats_fast/listener.py", 'Argument 2 to "pop" of "dict" has incompatible type "None"; '
-                                   'expected "_Shard"'): 1,
-    ("taskstats_fast/listener.py", 'Generator has incompatible item type "int | None"; expected "bool"'): 2,
     ("taskstats_fast/connection.py", 'Item "None" of "socket | None" has no attribute "fileno"'): 1,
     ("taskstats_fast/connection.py", 'Argument 1 to "memoryview" has incompatible type '
                                      '"ndarray[tuple[Any, ...], Any]"; expected "Buffer"'): 1,
     ("taskstats_fast/connection.py", 'Argument 1 to "memoryview" has incompatible type "ndarray[Any, Any]"; '
                                      'expected "Buffer"'): 1,
-    ("taskstats_fast/reference.py", 'Item "None" of "tuple[str, ...] | None" has no attribute "__iter__" '
-                                    '(not iterable)'): 1,
 })
 
 
