@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import pyarrow.dataset as ds
 import pytest
@@ -191,8 +192,17 @@ def test_snapshot_writes_every_live_process(tmp_path, name):
 def recorded(tmp_path_factory):
     """A short parquet recording while this test spawns processes; (root, pids, stderr)."""
     root = tmp_path_factory.mktemp("rec") / "exits"
-    proc = start_record("record", "--seconds", "2.5", "-o", str(root), "--format", "parquet")
-    pids = spawn_exits(25, 3)
+    seconds = 2.5
+    proc = start_record("record", "--seconds", str(seconds), "-o", str(root), "--format", "parquet")
+    started = time.monotonic()
+    pids = []
+    for _ in range(25):
+        pid = spawn_exits(1, 3)[0]
+        # on a slow machine (qemu's software emulation) the recording may end before all 25 have
+        # run: judge only the ones that exited well inside it (here: all of them)
+        if time.monotonic() - started < seconds - 0.5:
+            pids.append(pid)
+    assert pids, "no child exited inside the recording window"
     code, out, err = finish(proc)
     assert code == 0, err
     return root, pids, err
@@ -264,7 +274,7 @@ def test_bare_command_records_to_the_default_place(tmp_path):
     assert code == 0, err
     files = recording.find_files([str(tmp_path / "taskstats-exits")])
     assert files and files[0].endswith(".parquet")
-    assert f"host={socket.gethostname()}" in files[0]
+    assert f"host={urllib.parse.quote(socket.gethostname(), safe='')}" in files[0]
     table = recording.read_table(files, ["ac_pid"])
     lost = recording.read_metadata(files[0])["lost"]
     assert len(set(pids) - set(table.column("ac_pid").to_pylist())) <= lost

@@ -312,12 +312,15 @@ def _cpumask_request(sock, family, register: bool) -> None:
 
 @pytest.mark.kernel
 def test_exit_message_larger_than_the_slot_is_counted_truncated_never_misdecoded():
-    """With 1,024-byte receive slots the last thread's PID+TGID message (1,172 bytes at v16)
-    is cut by the kernel (MSG_TRUNC): tsf_drain counts it and decodes nothing from it; the
-    other threads' PID-only messages (596 bytes) still decode."""
+    """With receive slots a little larger than a PID-only message (596 bytes at v16) the last
+    thread's PID+TGID message (1,172 bytes at v16) is cut by the kernel (MSG_TRUNC): tsf_drain
+    counts it and decodes nothing from it; the other threads' PID-only messages still decode."""
     family = netlink.resolve_family().id
+    with tsf.Connection(warn_delayacct=False) as conn:
+        version = int(conn.pid(os.getpid())["version"])
+    pid_only = 16 + 4 + 4 + 8 + 4 + layout.STRUCT_SIZE[min(version, layout.MAX_VERSION)]
     sock = netlink.open_socket(rcvbuf=16 << 20)
-    slot, nslots, capacity = 1024, 64, 4096
+    slot, nslots, capacity = pid_only + 64, 64, 4096   # v13: 452 + 64 < 884 of PID+TGID
     arena = np.zeros(slot * nslots, np.uint8)
     records = np.zeros(capacity, layout.DTYPE)
     notes = np.zeros(256, NOTE_DTYPE)

@@ -86,7 +86,12 @@ job_script() {
 mount -t cgroup2 cgroup2 /tmp/cgv2 2>/dev/null; "
     cap="$cap$PY tests/kernels/capture.py $o/captures > $o/capture.log 2>&1;"
   fi
-  printf '%s' "cd $(printf %q "$REPO") && export PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp; mkdir -p $o; \
+  local cg=
+  # a guest chroot has no cgroups mounted: lay out a v1 (cpu,cpuacct) and a v2 hierarchy like the host's
+  [ "$o" = /tmp/out ] && cg="mount -t tmpfs tmpfs /sys/fs/cgroup 2>/dev/null; mkdir -p /sys/fs/cgroup/cpu \
+/sys/fs/cgroup/unified; mount -t cgroup -o cpu,cpuacct cgroup /sys/fs/cgroup/cpu 2>/dev/null; \
+mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified 2>/dev/null; "
+  printf '%s' "$cg""cd $(printf %q "$REPO") && export PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp; mkdir -p $o; \
 uname -r > $o/release; nproc > $o/nproc; \
 $PY tests/kernels/capture.py --info > $o/info.json 2> $o/info.err; $cap \
 t0=\$(date +%s.%N); ( $CMD ) > $o/cmd.log 2>&1; rc=\$?; t1=\$(date +%s.%N); echo \$rc > $o/cmd.rc; \
