@@ -7,7 +7,10 @@ where CI runs as root on a kernel with TASKSTATS: there a skip of a kernel test 
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -54,3 +57,24 @@ def pytest_runtest_makereport(item, call):
             and item.get_closest_marker("kernel") is not None):
         report.outcome = "failed"
         report.longrepr = f"kernel test skipped under CI=true: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def asan_harness(tmp_path_factory):
+    """tests/c/parse_harness.c built with csrc/ under ASan+UBSan: (executable, plan file).
+    The plan file holds the copy plan taskstats_fast derives from its layout table."""
+    from taskstats_fast._codec import PLAN, ffi
+    here = os.path.dirname(os.path.abspath(__file__))
+    csrc = os.path.join(here, "..", "csrc")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler: the sanitizer build needs cc (install gcc)")
+    d = tmp_path_factory.mktemp("asan")
+    exe = d / "parse_harness"
+    cmd = [cc, "-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
+           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
+           "-I", csrc, "-o", str(exe), os.path.join(here, "c", "parse_harness.c")]
+    subprocess.run(cmd + sorted(glob.glob(os.path.join(csrc, "*.c"))), check=True)
+    plan = d / "plan.bin"
+    plan.write_bytes(bytes(ffi.buffer(PLAN)))
+    return exe, plan

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -20,7 +19,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import reference
-from taskstats_fast._codec import NOTE_ERROR, PLAN, ffi
+from taskstats_fast._codec import NOTE_ERROR, ffi
 
 from conftest import UNDER_CI
 
@@ -80,22 +79,6 @@ def test_family_and_cgroupstats_parsers_report_a_positive_errno(name):
     out, err = ffi.new("uint64_t[5]"), ffi.new("int32_t *")
     rc = tsf._codec.lib.tsf_parse_cgroupstats(data, len(data), 31, out, err)
     assert rc != 0 or err[0] > 0
-
-
-@pytest.fixture(scope="module")
-def asan_harness(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("no C compiler: the sanitizer build needs cc (install gcc)")
-    d = tmp_path_factory.mktemp("regress_asan")
-    exe = d / "parse_harness"
-    subprocess.run([cc, "-std=gnu11", "-g", "-O1", "-fsanitize=address,undefined",
-                    "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-I", CSRC,
-                    "-o", str(exe), os.path.join(HERE, "c", "parse_harness.c"),
-                    os.path.join(CSRC, "tsf_codec.c")], check=True)
-    plan = d / "plan.bin"
-    plan.write_bytes(bytes(ffi.buffer(PLAN)))
-    return exe, plan
 
 
 def test_clean_under_asan_and_ubsan(asan_harness):

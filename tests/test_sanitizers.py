@@ -11,36 +11,16 @@ from __future__ import annotations
 import glob
 import os
 import random
-import shutil
 import struct
 import subprocess
 
-import pytest
 
-from taskstats_fast._codec import PLAN, ffi
 
 import test_codec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "..", "csrc")
 CAPTURES = glob.glob(os.path.join(HERE, "data", "captures", "*", "*.bin"))
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("no C compiler: the sanitizer build needs cc (install gcc)")
-    d = tmp_path_factory.mktemp("asan")
-    exe = d / "parse_harness"
-    cmd = [cc, "-std=gnu11", "-g", "-O1", "-Wall", "-Wextra", "-Werror",
-           "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-           "-I", CSRC, "-o", str(exe), os.path.join(HERE, "c", "parse_harness.c")]
-    cmd += sorted(glob.glob(os.path.join(CSRC, "*.c")))
-    subprocess.run(cmd, check=True)
-    plan = d / "plan.bin"
-    plan.write_bytes(bytes(ffi.buffer(PLAN)))
-    return exe, plan, d
 
 
 def _messages(data):
@@ -79,8 +59,9 @@ def corpus():
     return cases
 
 
-def test_codec_is_clean_under_asan_and_ubsan(harness):
-    exe, plan, d = harness
+def test_codec_is_clean_under_asan_and_ubsan(asan_harness, tmp_path):
+    exe, plan = asan_harness
+    d = tmp_path
     files = []
     for name, data in corpus().items():
         p = d / f"{name.replace('/', '_')}.in"
