@@ -110,6 +110,9 @@ REGISTER_TIMEOUT = 5.0
 _INIT_NS_INO = {"user": 0xEFFFFFFD, "pid": 0xEFFFFFFC, "net": 0xEFFFFFF9}
 
 
+#: Longest a read waits inside one C call before Python checks for signals (milliseconds).
+SIGNAL_CHECK_MS = 200
+
 class ForeignNetnsWarning(RuntimeWarning):
     """The listener registered, but from a network namespace the kernel sends no exit events to."""
 
@@ -527,10 +530,14 @@ class ExitListener:
                 if self._head < self._filled:
                     return self._deliver(limit, copy)
                 self._head = self._filled = 0
+                # Never wait in C for long: a signal that lands between Python's last check and
+                # poll() does not interrupt poll, so its handler (KeyboardInterrupt) would wait
+                # for the next exit on a quiet machine.  Coming back every slice runs it.
                 if deadline is None:
-                    timeout_ms = -1
+                    timeout_ms = SIGNAL_CHECK_MS
                 else:
-                    timeout_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                    timeout_ms = min(SIGNAL_CHECK_MS,
+                                     max(0, math.ceil((deadline - time.monotonic()) * 1000)))
                 linger_ms = int(self.linger * 1000) if timeout_ms != 0 else 0
                 self._drain(timeout_ms, max(limit, 2), linger_ms)
                 res = self._res
@@ -540,7 +547,7 @@ class ExitListener:
                     continue
                 if res.woken:
                     return None
-                if res.timed_out:
+                if res.timed_out and (deadline is not None and time.monotonic() >= deadline):
                     return _EMPTY.copy()
                 # interrupted by a signal: looping back runs its handler (KeyboardInterrupt
                 # propagates from here, with nothing lost); otherwise wait on
