@@ -120,8 +120,8 @@ def _build_fields() -> List[Field]:
     f += _delay_pair("blkio", 1, "for synchronous block I/O")
     f += _delay_pair("swapin", 1, "for swap-in")
     f += [
-        _u64("cpu_run_real_total", 1, "ns", "CPU time on the wall clock"),
-        _u64("cpu_run_virtual_total", 1, "ns", "CPU time as the scheduler accounts it"),
+        _u64("cpu_run_real_total", 1, "ns", "CPU time, user + system as the tick accounting sees it"),
+        _u64("cpu_run_virtual_total", 1, "ns", "CPU time the scheduler measured (sum_exec_runtime)"),
         Field("ac_comm", "char", 2, "", "command name (NUL padded)", count=32),
         Field("ac_sched", "__u8", 2, "", "scheduling discipline", aligned8=True),
         Field("ac_pad", "__u8", 2, "", "padding", count=3, padding=True),
