@@ -397,6 +397,9 @@ CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     sys.path.insert(0, {repo!r})
     import taskstats_fast as tsf
+    # a test run started in the background (CI, nohup, '&') hands SIGINT down ignored, and
+    # Python keeps it so: behave like a program started from a terminal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     listener = tsf.ExitListener()
     print(json.dumps([s.sock.getsockname()[0] for s in listener._shards]), flush=True)
     if sys.argv[1] == "block":
