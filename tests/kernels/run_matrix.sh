@@ -11,7 +11,10 @@
 #         6.12x64  the 6.12 kernel with -smp 64, 4096 MB   (alias: 64)
 #         PKG[@SMP[@MB]]  any other Debian kernel package, e.g. linux-image-6.1.0-56-cloud-amd64@32@2048
 #   -c  command run with /bin/sh -c from the repo root (default:
-#         "$PY -m pytest -m kernel -p no:cacheprovider -q tests"); env has PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp.
+#         "CI=true $PY -m pytest -m kernel -p no:cacheprovider -q tests": CI=true makes a skipped kernel test a
+#         failure, so "passed" means every kernel test ran); env has PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp.
+#       In a guest the command runs through tests/kernels/unchroot.py: kchroot.sh chroots into the host's /, and
+#       the kernel refuses user namespaces to a chrooted process, which the namespace tests need.
 #       In a guest the host's / is shared READ-ONLY and /tmp is a fresh tmpfs: files the command needs must be
 #       outside /tmp (e.g. under /var/tmp or the repo); files it writes to /tmp/out come back to OUTDIR/<kernel>/.
 #   -o  where logs go (default /tmp/kmatrix-YYYYmmdd-HHMMSS). Per kernel: OUTDIR/<label>/{cmd.log,cmd.rc,info.json,
@@ -40,7 +43,7 @@ while getopts "k:c:o:p:t:Cnh" o; do
 done
 shift $((OPTIND - 1))
 [ $# -eq 0 ] || { echo "run_matrix: unexpected arguments: $*" >&2; usage >&2; exit 2; }
-CMD=${CMD:-"$PY -m pytest -m kernel -p no:cacheprovider -q tests"}
+CMD=${CMD:-"CI=true $PY -m pytest -m kernel -p no:cacheprovider -q tests"}
 OUT=${OUT:-/tmp/kmatrix-$(date +%Y%m%d-%H%M%S)}
 PKG61=linux-image-6.1.0-56-cloud-amd64
 PKG612=linux-image-6.12.117+deb12-cloud-amd64
@@ -91,10 +94,13 @@ mount -t cgroup2 cgroup2 /tmp/cgv2 2>/dev/null; "
   [ "$o" = /tmp/out ] && cg="mount -t tmpfs tmpfs /sys/fs/cgroup 2>/dev/null; mkdir -p /sys/fs/cgroup/cpu \
 /sys/fs/cgroup/unified; mount -t cgroup -o cpu,cpuacct cgroup /sys/fs/cgroup/cpu 2>/dev/null; \
 mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified 2>/dev/null; "
+  local run="( $CMD )"
+  # kchroot.sh's chroot would make the kernel refuse user namespaces: leave it first (see unchroot.py)
+  [ "$o" = /tmp/out ] && run="$PY tests/kernels/unchroot.py -- /bin/sh -c $(printf %q "$CMD")"
   printf '%s' "$cg""cd $(printf %q "$REPO") && export PYTHONDONTWRITEBYTECODE=1 TMPDIR=/tmp; mkdir -p $o; \
 uname -r > $o/release; nproc > $o/nproc; \
 $PY tests/kernels/capture.py --info > $o/info.json 2> $o/info.err; $cap \
-t0=\$(date +%s.%N); ( $CMD ) > $o/cmd.log 2>&1; rc=\$?; t1=\$(date +%s.%N); echo \$rc > $o/cmd.rc; \
+t0=\$(date +%s.%N); $run > $o/cmd.log 2>&1; rc=\$?; t1=\$(date +%s.%N); echo \$rc > $o/cmd.rc; \
 echo \"\$t0 \$t1\" > $o/cmd.time; exit \$rc"
 }
 
