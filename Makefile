@@ -39,7 +39,7 @@ matrix-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 kmod cpio)
 
 matrix: install matrix-deps
-	bash tests/kernels/run_matrix.sh
+	bash tests/kernels/run_matrix.sh -p "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
 
 # Coverage-guided fuzzing of the C parser (libFuzzer + ASan/UBSan), one process per core; the
 # corpus grows in /tmp/tsf_fuzz between runs. `make test` runs a bounded version of it.

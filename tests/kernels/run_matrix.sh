@@ -119,6 +119,16 @@ json_field() { sed -n "s/.*\"$2\": *\([0-9]*\).*/\1/p" "$1" 2> /dev/null | head 
 
 command -v qemu-system-x86_64 > /dev/null || [ "$KERNELS" = host ] || {
   echo "run_matrix: qemu-system-x86_64 missing: apt-get update; apt-get install -y qemu-system-x86 kmod cpio" >&2; exit 2; }
+# The guests import the package the host installed: it must be this checkout's (an editable
+# install left by another checkout makes every test that runs outside the repo fail).
+if [ "$DRY" = 0 ]; then
+  case $PY in /tmp/*) [ "$KERNELS" = host ] || {
+    echo "run_matrix: $PY is under /tmp, which a guest does not share (it gets a fresh tmpfs)" >&2; exit 2; };; esac
+  got=$(cd / && "$PY" -c 'import os, taskstats_fast; print(os.path.dirname(os.path.dirname(taskstats_fast.__file__)))' 2>&1)
+  [ "$got" = "$REPO" ] || {
+    echo "run_matrix: $PY imports taskstats_fast from '$got', not from $REPO: run 'make install' first" \
+         "(make matrix does)" >&2; exit 2; }
+fi
 mkdir -p "$OUT"
 SUMMARY=$OUT/summary.tsv
 printf 'label\trelease\tstruct\tfamily\tcpus\tpassed\tfailed\tskipped\terrors\trc\twall_s\tqemu_s\tboot_guest_s\tcmd_guest_s\n' > "$SUMMARY"

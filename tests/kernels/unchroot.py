@@ -74,7 +74,8 @@ def leave_chroot() -> None:
     os.chroot(".")
     now = os.stat("/")
     if (now.st_dev, now.st_ino) == root_id:
-        print("unchroot: our root already is the real root (no chroot, or a bind of it); running the command as is", file=sys.stderr)
+        print("unchroot: our root already is the real root (no chroot, or a bind of it); "
+              "running the command as is", file=sys.stderr)
         os.chdir(cwd)
         return
     old_root = _find_mount(root_id)
