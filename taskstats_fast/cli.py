@@ -385,13 +385,11 @@ def _run_record(args: argparse.Namespace) -> int:
                 status.update(now, stats.delivered, stats.lost, writer.bytes_written,
                               writer.buffered, now - started)
         stopped = time.monotonic()
-        # Stopping: take everything already queued on the sockets before deregistering.
-        while True:
-            batch = listener.read(timeout=0)
-            if not len(batch):
-                break
-            writer.write(batch, copy=False)
-        listener.close()
+        # Stopping: stop() deregisters and hands back everything still queued on the sockets,
+        # including exits that raced the deregistration.
+        tail = listener.stop()
+        if len(tail):
+            writer.write(tail, copy=False)
         final = listener.stats
         writer.update_counters(_loss_counters(final))
         files = writer.close()

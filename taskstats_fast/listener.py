@@ -55,7 +55,8 @@ Lifetime
 --------
 ``close()`` (also ``with``, iteration end by ``close`` from another thread, garbage collection
 and ``atexit``) deregisters every socket before closing it; the kernel would otherwise keep a
-closed socket's port on its list until the next message to it fails.  A child process after
+closed socket's port on its list until the next message to it fails.  Records still queued then
+are counted in ``stats.discarded``; ``stop()`` closes the same way and returns them instead.  A child process after
 ``fork()`` leaves the parent's stream alone (the pid is recorded at open): its ``close()`` and
 ``atexit`` only drop its copies of the fds, even while a parent thread was reading, and reading
 the inherited listener raises.  A process killed by a signal cannot deregister: the kernel then
@@ -307,6 +308,8 @@ class ExitListener:
         self._delivered = 0
         self._discarded = 0
         self._final_drops: Optional[List[int]] = None
+        self._kept: Optional[List[np.ndarray]] = None   # stop() collects here instead of discarding
+        self._keep_room = 0
 
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll = None
@@ -566,8 +569,19 @@ class ExitListener:
         return rows
 
     def _discard_pending(self) -> None:
+        """Drop the decoded, undelivered rows (counting them in stats.discarded), or, inside
+        stop(), keep them for its result up to its bound."""
         self._settle()
-        self._discarded += self._filled - self._head
+        n = self._filled - self._head
+        if n and self._kept is not None and self._keep_room:
+            take = min(n, self._keep_room)
+            size = layout.DTYPE.itemsize
+            self._kept.append(
+                self._record_bytes[self._head * size:(self._head + take) * size].copy().view(layout.DTYPE))
+            self._keep_room -= take
+            self._delivered += take
+            n -= take
+        self._discarded += n
         self._head = self._filled = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -697,6 +711,38 @@ class ExitListener:
                     pass
                 self._teardown(deregister=os.getpid() == self._pid)
 
+    def stop(self) -> np.ndarray:
+        """Deregister, close, and return every record not yet read: those waiting in the listener
+        and in its sockets, and exits that raced the deregistration.  The end of a recording:
+        read until you want to stop, then ``stop()`` and keep its rows too.
+
+        What it returns is bounded by what the sockets could hold (their receive buffers, about
+        two records per exit message); past that (a flood that keeps the sockets full while we
+        deregister) records are counted in ``stats.discarded``.  A closed listener returns an
+        empty array.
+        """
+        if os.getpid() != self._pid:
+            self._check_owner()
+        if self._closed:
+            return _EMPTY.copy()
+        room = self.batch_size
+        for shard in self._shards:
+            try:
+                room += 2 * shard.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // EVENT_TRUESIZE
+            except OSError:
+                pass
+        kept: List[np.ndarray] = []
+        # not under _read_lock: close() first wakes a read waiting in another thread, which
+        # holds it; the rows are only collected inside close(), under that lock
+        self._kept, self._keep_room = kept, room
+        try:
+            self.close()
+        finally:
+            self._kept, self._keep_room = None, 0
+        if not kept:
+            return _EMPTY.copy()
+        return kept[0] if len(kept) == 1 else np.concatenate(kept)
+
     def _close_in_child(self) -> None:
         """close() in a forked child: drop the child's copies of the fds and nothing else.  The
         sockets, their registrations and the wake pipe stay the parent's (writing the pipe
@@ -716,6 +762,9 @@ class ExitListener:
                     failures = self._exchange(self._shards, register=False)
                     if failures:
                         raise _register_error(failures[0][1], failures[0][0].mask, register=False)
+                    # an exit that found the socket on the list just before the deregistration
+                    # can still land after its ACK: take it (or count it) before closing
+                    self._drain_everything()
                 except (OSError, TaskstatsError) as e:
                     warnings.warn(f"exit listener: deregistering failed ({e}); the kernel drops "
                                   "the closed sockets lazily", RuntimeWarning, stacklevel=3)

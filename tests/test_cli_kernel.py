@@ -256,6 +256,7 @@ def test_a_signal_stops_record_with_every_record_on_disk(tmp_path, sig, target):
     # every record the listener received is in the file ...
     assert meta["records"] == len(cols["ac_pid"][0]) == \
         meta["received_since_start"] - meta["discarded_since_start"]
+    assert meta["discarded_since_start"] == 0     # stop() hands back what was still queued
     # ... and every spawned process is, unless the kernel dropped messages (a machine busy with
     # other exits), which the file then counts
     missing = set(pids) - set(got)

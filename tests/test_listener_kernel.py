@@ -350,6 +350,56 @@ def test_close_deregisters_and_closes_every_socket():
         assert has_pids(pids)(collect(again, has_pids(pids)))
 
 
+def _pid_records(recs, pids):
+    mine = recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]
+    return sorted(p for p in mine["ac_pid"].tolist() if p in set(pids))
+
+
+def test_stop_hands_back_every_exit_not_yet_read():
+    listener = tsf.ExitListener()
+    first = [spawn(4, "tsfread") for _ in range(5)]
+    reap(first)
+    read = collect(listener, has_pids(first))
+    # exits that nobody reads: waitpid returns only after the kernel queued their messages
+    pids = [spawn(6, "tsfstop", threads=i % 3) for i in range(24)]
+    reap(pids)
+    tail = listener.stop()
+    assert listener.closed and tail.dtype == tsf.DTYPE
+    assert _pid_records(tail, pids) == sorted(pids)           # each exactly once
+    assert not set(_pid_records(tail, first)) & set(_pid_records(read, first))
+    threaded = [pid for i, pid in enumerate(pids) if i % 3]   # only groups bring TGID records
+    tgids = tail[(tail["kind"] == tsf.KIND_TGID) & np.isin(tail["id"], pids)]
+    assert sorted(tgids["id"].tolist()) == sorted(threaded)
+    assert set(tail["ac_exitcode"][np.isin(tail["ac_pid"], pids)].tolist()) == {6 << 8}
+    stats = listener.stats
+    assert stats.discarded == 0 and stats.delivered == stats.received
+    assert len(listener.stop()) == 0                          # closed: nothing more
+
+
+def test_close_counts_what_stop_would_have_returned():
+    listener = tsf.ExitListener()
+    pids = [spawn(7, "tsfclose") for _ in range(12)]
+    reap(pids)
+    listener.close()
+    stats = listener.stats
+    assert stats.discarded >= len(pids)
+    assert stats.delivered == 0 and stats.received == stats.discarded
+
+
+def test_stop_keeps_at_most_what_the_sockets_could_hold(monkeypatch):
+    # a socket "holds" one message per EVENT_TRUESIZE bytes: make that nothing, leaving room
+    # for batch_size records only; the rest must be counted, not dropped silently
+    listener = tsf.ExitListener(batch_size=4)
+    monkeypatch.setattr(listener_mod, "EVENT_TRUESIZE", 1 << 40)
+    pids = [spawn(8, "tsfcap") for _ in range(10)]
+    reap(pids)
+    tail = listener.stop()
+    stats = listener.stats
+    assert len(tail) == 4
+    assert stats.received >= len(pids)
+    assert len(tail) + stats.discarded == stats.received == stats.delivered + stats.discarded
+
+
 def test_forked_child_leaves_the_parents_stream_alone():
     """fork() while a parent thread iterates: the child's close() and atexit must neither hang
     on the read lock that thread held, nor wake/end the parent's iteration, nor deregister."""
