@@ -409,7 +409,8 @@ class Connection:
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"fd={self._sock.fileno()}"
+        sock = self._sock
+        state = "closed" if sock is None else f"fd={sock.fileno()}"
         return f"<taskstats_fast.Connection {state} family={self.family.id} in_flight={self.in_flight}>"
 
     def _socket(self) -> socket.socket:
@@ -629,7 +630,7 @@ class Connection:
         sock = self._socket()
         lo, hi = int(indices[0]), int(indices[-1]) + 1
         if hi - lo == len(indices):
-            payload = memoryview(batch.requests[lo:hi]).cast("B")
+            payload = batch.requests[lo:hi].data.cast("B")
         else:
             payload = batch.requests[indices].tobytes()
         drops_before = self._src.drops
@@ -688,7 +689,7 @@ class Connection:
         with a query about ourselves, so rounds fit the buffer on any kernel and architecture."""
         probe = _Batch(np.array([os.getpid()], np.uint32), ATTR_PID, self.family.id)
         self._dirty = True
-        sock.send(memoryview(probe.requests).cast("B"))
+        sock.send(probe.requests.data.cast("B"))
         meminfo = sock.getsockopt(socket.SOL_SOCKET, 55, 4 * 9)  # SO_MEMINFO; [0] = rmem_alloc
         rmem = int.from_bytes(meminfo[:4], "little" if np.little_endian else "big")
         try:

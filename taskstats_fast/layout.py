@@ -193,7 +193,9 @@ def _order(version: int) -> List[Field]:
     moved = [f for f in present if f.v15_after]
     order = [f for f in present if not f.v15_after]
     for f in moved:  # each moved field goes right after the one it followed in v15
-        order.insert(order.index(FIELD_BY_NAME[f.v15_after]) + 1, f)
+        after = f.v15_after
+        assert after is not None   # that is what put it in ``moved``
+        order.insert(order.index(FIELD_BY_NAME[after]) + 1, f)
     return order
 
 

@@ -55,7 +55,7 @@ def open_socket(rcvbuf: Optional[int] = None) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_GENERIC)
     except OSError as e:
-        raise TaskstatsError(f"cannot open a generic netlink socket: {os.strerror(e.errno)}. "
+        raise TaskstatsError(f"cannot open a generic netlink socket: {e.strerror or e}. "
                              "Is this Linux with CONFIG_NETLINK?") from e
     try:
         sock.bind((0, 0))
@@ -143,7 +143,7 @@ def resolve_family(sock: Optional[socket.socket] = None, *, timeout: float = DEF
         if key in _families:
             return _families[key]
     own = sock is None
-    s = open_socket() if own else sock
+    s: socket.socket = sock if sock is not None else open_socket()
     try:
         seq = next_seq()
         buf = bytearray(256)

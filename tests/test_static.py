@@ -4,9 +4,7 @@
 - cppcheck finds nothing in csrc/ and the C test drivers (warning, performance, portability;
   a finding may be silenced only inline, ``// cppcheck-suppress ID`` with the reason beside it);
 - ruff (pyproject.toml [tool.ruff]) finds nothing in the repository;
-- mypy (pyproject.toml [tool.mypy]) finds nothing in the taskstats_fast package beyond the
-  known findings listed in MYPY_KNOWN, each an owner's to fix.  A new finding fails; a fixed one
-  only asks (in the test output) to be struck from the list.
+- mypy (pyproject.toml [tool.mypy]) finds nothing in the taskstats_fast package.
 
 The tools come from `make test`: gcc, clang and cppcheck from SYSTEM_PACKAGES, ruff and mypy
 from the test extra.  Missing tools skip the checks here and fail them under CI=true.
@@ -32,21 +30,6 @@ C_SOURCES = sorted(glob.glob(os.path.join(CSRC, "*.c")))
 # C that cppcheck reads besides csrc/: the sanitizer harness and the fuzz target
 C_TEST_DRIVERS = [os.path.join(ROOT, "tests", "c"), os.path.join(ROOT, "tests", "fuzz")]
 
-# mypy findings present when this check was introduced, as (file, message) -> count; all of them
-# are narrowing or stub complaints, none a wrong call at run time.  Owners strike them as they go.
-MYPY_KNOWN = collections.Counter({
-    ("taskstats_fast/layout.py", 'Invalid index type "str | None" for "dict[str, Field]"; expected type "str"'): 1,
-    ("taskstats_fast/netlink.py", 'Argument 1 to "strerror" has incompatible type "int | None"; expected "int"'): 1,
-    ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "send"'): 1,
-    ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "settimeout"'): 2,
-    ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "recv"'): 1,
-    ("taskstats_fast/netlink.py", 'Item "None" of "socket | None" has no attribute "close"'): 1,
-    ("taskstats_fast/connection.py", 'Item "None" of "socket | None" has no attribute "fileno"'): 1,
-    ("taskstats_fast/connection.py", 'Argument 1 to "memoryview" has incompatible type '
-                                     '"ndarray[tuple[Any, ...], Any]"; expected "Buffer"'): 1,
-    ("taskstats_fast/connection.py", 'Argument 1 to "memoryview" has incompatible type "ndarray[Any, Any]"; '
-                                     'expected "Buffer"'): 1,
-})
 
 
 def _tool(*names: str) -> str:
@@ -117,10 +100,6 @@ def mypy_findings() -> collections.Counter:
     return found
 
 
-def test_mypy_finds_nothing_new():
+def test_mypy_finds_nothing():
     found = mypy_findings()
-    new = found - MYPY_KNOWN
-    fixed = MYPY_KNOWN - found
-    if fixed:
-        print("mypy findings fixed since MYPY_KNOWN was written (strike them):", dict(fixed))
-    assert not new, "new mypy findings:\n" + "\n".join(f"{f}: {m} (x{n})" for (f, m), n in new.items())
+    assert not found, "mypy findings:\n" + "\n".join(f"{f}: {m} (x{n})" for (f, m), n in found.items())
