@@ -79,6 +79,22 @@ def _wait_state(pid, states):
     raise AssertionError(f"process {pid} never reached state {states}")
 
 
+def _wait_blocked_in_pipe_read(pid):
+    """Until ``pid`` sleeps in a pipe read.  State S alone is not enough: a process starting up
+    from a FUSE filesystem (qemu's virtiofs root in the kernel matrix) also sleeps in S while
+    its pages are read, and leaves that state again."""
+    deadline = time.monotonic() + 30
+    while True:
+        state = _wait_state(pid, "S")
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+        if wchan.endswith("pipe_read"):      # pipe_read; anon_pipe_read since 6.16
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} never blocked in a pipe read ({state}, {wchan})")
+        time.sleep(0.01)
+
+
 def test_counts_of_a_v1_cgroup(conn, v1_group):
     path, procs = v1_group
     assert conn.cgroup(path) == tsf.CgroupStats(0, 0, 0, 0, 0)  # empty group
@@ -90,7 +106,7 @@ def test_counts_of_a_v1_cgroup(conn, v1_group):
     for p in procs:
         _move(path, p.pid)
     os.kill(stopped.pid, signal.SIGSTOP)
-    _wait_state(sleeper.pid, "S")
+    _wait_blocked_in_pipe_read(sleeper.pid)
     _wait_state(stopped.pid, "T")
     stats = conn.cgroup(path)
     assert isinstance(stats, tuple) and stats._fields[0] == "nr_sleeping"
