@@ -56,10 +56,10 @@ Lifetime
 ``close()`` (also ``with``, iteration end by ``close`` from another thread, garbage collection
 and ``atexit``) deregisters every socket before closing it; the kernel would otherwise keep a
 closed socket's port on its list until the next message to it fails.  Records still queued then
-are counted in ``stats.discarded``; ``stop()`` closes the same way and returns them instead.  A child process after
-``fork()`` leaves the parent's stream alone (the pid is recorded at open): its ``close()`` and
-``atexit`` only drop its copies of the fds, even while a parent thread was reading, and reading
-the inherited listener raises.  A process killed by a signal cannot deregister: the kernel then
+are counted in ``stats.discarded``; ``stop()`` closes the same way and returns them instead.  A
+child process after ``fork()`` leaves the parent's stream alone (the pid is recorded at open):
+its ``close()`` and ``atexit`` only drop its copies of the fds, even while a parent thread was
+reading, and reading the inherited listener raises.  A process killed by a signal cannot deregister: the kernel then
 drops the port lazily.
 """
 
@@ -572,16 +572,11 @@ class ExitListener:
         """Drop the decoded, undelivered rows (counting them in stats.discarded), or, inside
         stop(), keep them for its result up to its bound."""
         self._settle()
-        n = self._filled - self._head
-        if n and self._kept is not None and self._keep_room:
-            take = min(n, self._keep_room)
-            size = layout.DTYPE.itemsize
-            self._kept.append(
-                self._record_bytes[self._head * size:(self._head + take) * size].copy().view(layout.DTYPE))
-            self._keep_room -= take
-            self._delivered += take
-            n -= take
-        self._discarded += n
+        if self._kept is not None and self._keep_room and self._head < self._filled:
+            rows = self._deliver(self._keep_room, copy=True)
+            self._kept.append(rows)
+            self._keep_room -= len(rows)
+        self._discarded += self._filled - self._head
         self._head = self._filled = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -721,8 +716,7 @@ class ExitListener:
         deregister) records are counted in ``stats.discarded``.  A closed listener returns an
         empty array.
         """
-        if os.getpid() != self._pid:
-            self._check_owner()
+        self._check_owner()
         if self._closed:
             return _EMPTY.copy()
         room = self.batch_size

@@ -88,12 +88,18 @@ def collect(listener, done, timeout=5.0):
     return np.concatenate(parts)
 
 
+def pid_records(recs, pids):
+    """The pids, sorted, of the PID records in ``recs`` that are our children among ``pids``
+    (the parent check matters: other processes may reuse a pid while we listen)."""
+    mine = recs["ac_pid"][(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]
+    want = set(pids)
+    return sorted(p for p in mine.tolist() if p in want)
+
+
 def has_pids(pids):
-    """Whether records hold a PID record of each of our children ``pids`` (the parent check
-    matters: other processes may reuse a pid while we listen)."""
-    want, me = set(pids), os.getpid()
-    return lambda recs: want <= set(
-        recs["ac_pid"][(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == me)].tolist())
+    """Whether records hold a PID record of each of our children ``pids``."""
+    want = set(pids)
+    return lambda recs: want <= set(pid_records(recs, want))
 
 
 def pinned(cpu):
@@ -350,11 +356,6 @@ def test_close_deregisters_and_closes_every_socket():
         assert has_pids(pids)(collect(again, has_pids(pids)))
 
 
-def _pid_records(recs, pids):
-    mine = recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]
-    return sorted(p for p in mine["ac_pid"].tolist() if p in set(pids))
-
-
 def test_stop_hands_back_every_exit_not_yet_read():
     listener = tsf.ExitListener()
     first = [spawn(4, "tsfread") for _ in range(5)]
@@ -365,8 +366,8 @@ def test_stop_hands_back_every_exit_not_yet_read():
     reap(pids)
     tail = listener.stop()
     assert listener.closed and tail.dtype == tsf.DTYPE
-    assert _pid_records(tail, pids) == sorted(pids)           # each exactly once
-    assert not set(_pid_records(tail, first)) & set(_pid_records(read, first))
+    assert pid_records(tail, pids) == sorted(pids)           # each exactly once
+    assert not set(pid_records(tail, first)) & set(pid_records(read, first))
     threaded = [pid for i, pid in enumerate(pids) if i % 3]   # only groups bring TGID records
     tgids = tail[(tail["kind"] == tsf.KIND_TGID) & np.isin(tail["id"], pids)]
     assert sorted(tgids["id"].tolist()) == sorted(threaded)

@@ -10,8 +10,8 @@ leave the chroot, move the mount that was our root onto "/", chroot into it. The
 chrooted (it follows mounts stacked on the namespace root), and user namespaces work. The guest's own mounts and
 every other process are untouched.
 
-Needs root. If our root is not a mount point of its own (nothing to move) the command runs unchanged, with a note
-on stderr.
+Needs root. If our root already is the real root (no chroot, or a bind mount of the real root) the command runs
+unchanged, with a note on stderr.
 """
 
 import ctypes
@@ -76,16 +76,16 @@ def leave_chroot() -> None:
     if (now.st_dev, now.st_ino) == root_id:
         print("unchroot: our root already is the real root (no chroot, or a bind of it); "
               "running the command as is", file=sys.stderr)
-        os.chdir(cwd)
-        return
-    old_root = _find_mount(root_id)
-    if old_root is None:
-        raise OSError(f"unchroot: cannot find the directory that was our root (dev/ino {root_id}) from the real root")
-    os.chdir(old_root)
-    _check(_libc.mount(old_root.encode(), b"/", None, MS_MOVE, None), f"mount --move {old_root} /")
-    os.chroot(".")
+    else:
+        old_root = _find_mount(root_id)
+        if old_root is None:
+            raise OSError(f"unchroot: cannot find the directory that was our root (dev/ino {root_id}) "
+                          "from the real root")
+        os.chdir(old_root)
+        _check(_libc.mount(old_root.encode(), b"/", None, MS_MOVE, None), f"mount --move {old_root} /")
+        os.chroot(".")
     os.chdir(cwd)
-    try:
+    try:   # the scratch directory is at the same path again, under our old root
         os.rmdir(scratch)
     except OSError:
         pass
