@@ -49,7 +49,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 import taskstats_fast as tsf  # noqa: E402
-from taskstats_fast import cpumask, listener as listener_mod, netlink, reference  # noqa: E402
+from taskstats_fast import netlink, reference  # noqa: E402
+from taskstats_fast.kernel import cpumask, listener as listener_mod  # noqa: E402
 from taskstats_fast._codec import ffi, lib  # noqa: E402
 
 SETTLE = 0.3   # seconds of silence after the producers stop before a listener stops

@@ -1,7 +1,7 @@
 /* tsf_drain: wait on netlink sockets, receive datagrams in batches (recvmmsg) into a
  * caller-owned arena and decode them straight into caller-owned records.
  *
- * Owned by the exit-stream listener (taskstats_fast/listener.py: many sockets, one per CPU or
+ * Owned by the exit-stream listener (taskstats_fast/kernel/listener.py: many sockets, one per CPU or
  * shard); bulk queries (connection.py) use it on one socket.  No allocation; the Python layer
  * owns every buffer and every socket.  Per-socket counters live in struct tsf_source so loss is
  * accounted where it happens:

@@ -19,12 +19,12 @@ from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError)
 from .connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
-from .delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
+from .kernel.delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
                         delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
                      MAX_VERSION, MIN_VERSION, fields_in)
-from . import cpumask
-from .listener import ExitListener, ForeignNetnsWarning, ListenerStats, ShardStats
+from .kernel import cpumask
+from .kernel.listener import ExitListener, ForeignNetnsWarning, ListenerStats, ShardStats
 
 __version__ = "0.1.0"
 

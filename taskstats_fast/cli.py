@@ -244,7 +244,7 @@ def _proc_comm(pid: int) -> Optional[str]:
 # ---- pid / tgid --------------------------------------------------------------------------
 def _run_query(args: argparse.Namespace) -> int:
     from .connection import Connection
-    from .delayacct import delayacct_enabled
+    from .kernel.delayacct import delayacct_enabled
     with Connection(timeout=args.timeout, warn_delayacct=False) as conn:
         lookup = conn.pids(args.ids) if args.command == "pid" else conn.tgids(args.ids)
     records = lookup.records
@@ -324,8 +324,8 @@ class _StatusLine:
 
 
 def _run_record(args: argparse.Namespace) -> int:
-    from . import cpumask
-    from .listener import ExitListener
+    from .kernel import cpumask
+    from .kernel.listener import ExitListener
 
     fmt = recording.detect_format(args.output, args.format)
     dataset = recording.is_dataset_path(args.output)

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import layout, netlink
 from ._codec import NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
-from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
+from .kernel.delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
 from .errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                      TaskstatsError, kernel_error)
 
@@ -427,7 +427,7 @@ class Connection:
 
     @property
     def delayacct_enabled(self) -> Optional[bool]:
-        """``kernel.task_delayacct`` right now (see ``taskstats_fast.delayacct``)."""
+        """``kernel.task_delayacct`` right now (see ``taskstats_fast.kernel.delayacct``)."""
         return delayacct_enabled()
 
     @property

@@ -121,7 +121,7 @@ def system_metadata(**extra: Any) -> Dict[str, Any]:
     """What every file says about where it was recorded: hostname, kernel release, machine,
     library version, the delay-accounting switch, plus ``extra``."""
     from . import __version__
-    from .delayacct import delayacct_enabled
+    from .kernel.delayacct import delayacct_enabled
     uname = platform.uname()
     meta: Dict[str, Any] = {
         "format": "taskstats_fast recording",

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import frames, layout
-from .delayacct import DELAYACCT_OFF_MESSAGE
+from .kernel.delayacct import DELAYACCT_OFF_MESSAGE
 
 __all__ = ["DELAY_LABELS", "format_duration_ns", "format_bytes", "task_report", "task_json",
            "SUMMARY_COLUMNS", "Summary", "summarize", "format_summary", "summary_json",

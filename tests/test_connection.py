@@ -1,4 +1,4 @@
-"""Byte-level tests of taskstats_fast.connection and taskstats_fast.delayacct: no kernel needed.
+"""Byte-level tests of taskstats_fast.connection and taskstats_fast.kernel.delayacct: no kernel needed.
 
 A fake kernel (a thread on the far end of an AF_UNIX datagram socketpair) answers the
 Connection's GET requests with messages built by tests/wire.py, so the bulk machinery (round
@@ -28,7 +28,7 @@ from taskstats_fast.connection import (Connection, Lookup, request_index, reques
 from taskstats_fast.errors import (DecodeError, NoSuchTaskError, PermissionDeniedError,
                                    ReplyTimeoutError)
 
-from taskstats_fast import delayacct as da
+from taskstats_fast.kernel import delayacct as da
 FAMILY = netlink.Family(wire.TASKSTATS_FAMILY, 1, 0)
 
 

@@ -23,7 +23,7 @@ from taskstats_fast import connection as conn_mod
 from taskstats_fast.errors import NoSuchTaskError, ReplyTimeoutError
 
 pytestmark = pytest.mark.kernel
-da = import_module("taskstats_fast.delayacct")  # taskstats_fast.delayacct is the context manager
+da = import_module("taskstats_fast.kernel.delayacct")  # tsf.delay_accounting is the context manager
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STATIC_FIELDS = ("version", "ac_pid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm", "ac_btime",

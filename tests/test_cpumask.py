@@ -1,11 +1,11 @@
-"""taskstats_fast.cpumask: parse/format round trips, every error case, sysfs reading, the
+"""taskstats_fast.kernel.cpumask: parse/format round trips, every error case, sysfs reading, the
 kernel length limit and shard splitting.  No kernel needed (sysfs is faked in a temp dir)."""
 
 from __future__ import annotations
 
 import pytest
 
-from taskstats_fast import cpumask
+from taskstats_fast.kernel import cpumask
 from taskstats_fast.errors import CpumaskError
 
 # (string, CPUs it names, its shortest form)

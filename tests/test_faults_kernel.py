@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import cpumask, layout, netlink
+from taskstats_fast import layout, netlink
+from taskstats_fast.kernel import cpumask
 from taskstats_fast._codec import NOTE_ACK, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
 
 WATCHDOG_S = 60

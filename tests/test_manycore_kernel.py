@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import cpumask
+from taskstats_fast.kernel import cpumask
 
 from test_listener_kernel import collect, has_pids, reap, spawn
 

@@ -79,9 +79,10 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
-from . import cpumask, layout, netlink
-from ._codec import NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
-from .errors import (CpumaskError, NamespaceError, PermissionDeniedError,
+from .. import layout, netlink
+from . import cpumask
+from .._codec import NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
+from ..errors import (CpumaskError, NamespaceError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError, kernel_error)
 
 __all__ = ["ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning",

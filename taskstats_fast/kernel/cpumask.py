@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
-from .errors import CpumaskError
+from ..errors import CpumaskError
 
 __all__ = ["parse", "format", "possible", "online", "validate", "check_length", "max_length",
            "kernel_string", "split", "SYSFS_CPU"]

@@ -19,7 +19,7 @@ import contextlib
 import errno
 from typing import Iterator, Optional, Tuple
 
-from . import layout
+from .. import layout
 
 __all__ = ["SYSCTL_PATH", "DELAYACCT_FIELDS", "DelayAccountingOffWarning", "delayacct_enabled",
            "set_delayacct", "delay_accounting", "DELAYACCT_OFF_MESSAGE"]

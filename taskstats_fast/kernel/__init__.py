@@ -1,0 +1,2 @@
+"""The kernel-facing side: netlink sockets, queries, the exit stream and its registration,
+namespaces, CPU lists and the delay-accounting switch.  Nothing here writes files or tables."""
