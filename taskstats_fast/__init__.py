@@ -39,7 +39,18 @@ __all__ = [
     "delay_accounting", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",
     "ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning", "cpumask",
+    "Interval", "TASK_DTYPE",
 ]
+
+#: Names loaded on first use, so ``import taskstats_fast`` stays light: name -> module.
+_LAZY = {"Interval": ".accounting", "TASK_DTYPE": ".accounting"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def carried(records: np.ndarray, field: str) -> np.ndarray:

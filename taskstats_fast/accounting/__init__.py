@@ -1,0 +1,18 @@
+"""Interval accounting: who used what in each interval, every task counted.
+
+``Accounting`` (a context manager and iterator) joins bulk snapshots of every thread at both
+ends of an interval with the exit records received in between, attributes each task to its
+cgroup v2 and adds pressure-stall time; each interval is an ``Interval`` (see ``interval.py``
+for the contract).
+"""
+
+from __future__ import annotations
+
+from .interval import (ALIVE, BORN, EXACT, EXITED, FLAG_DELAYACCT_OFF, FLAG_NO_START,
+                       FLAG_PID_REUSED, INHERITED, PSI_DTYPE, PSI_RESOURCES, TASK_DTYPE, UNKNOWN,
+                       Interval, Pressure)
+
+__all__ = ["Interval", "Pressure", "TASK_DTYPE", "PSI_DTYPE", "PSI_RESOURCES",
+           "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
+           "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START"]
+

@@ -1,0 +1,285 @@
+"""One accounting interval: who used what between two looks at the machine.
+
+Contract (other modules and the live surfaces build on it; names marked *fixed* never change):
+
+* ``Interval.start_ns``, ``Interval.end_ns`` (*fixed*): CLOCK_REALTIME ns of the two looks that
+  bound the interval (when each look's snapshot began).
+* ``Interval.tasks`` (*fixed*): a numpy array of ``TASK_DTYPE``, one row per task (thread) that
+  existed at any moment of the interval.  Counter fields are **deltas over the interval** in the
+  kernel's units (CPU times µs, ``cpu_run_*`` and every ``*_delay_total`` ns, I/O bytes, counts);
+  ``hiwater_rss``/``hiwater_vm`` are **levels** (KB) at the task's last sighting.  Identity
+  fields come from the task's last record.  ``state`` says which of the four cases the row is
+  (``ALIVE``: 0, or ``BORN`` | ``EXITED`` bits); ``attribution`` how ``cgroup_id`` was found.
+  Fields ``ac_pid``, ``ac_comm``, ``ac_utime``, ``ac_stime``, ``cgroup_id`` are *fixed*.
+* ``Interval.cgroups`` (*fixed*): ``{cgroup_id: "/path/below/the/v2/root"}`` for every cgroup
+  seen at either look (the root is ``"/"``); empty when the host has no cgroup v2.
+* ``Interval.psi`` (*fixed* name): a ``Pressure``: ``system`` is one ``PSI_DTYPE`` row from
+  ``/proc/pressure`` (``cgroup_id`` 0), ``cgroups`` one row per cgroup seen at both looks;
+  fields ``<resource>_some_us`` / ``<resource>_full_us`` are stall-time deltas in **µs** (the
+  kernel's ``total=``), resources cpu, io, memory, irq.  A resource the kernel does not report
+  there is 0 and absent from ``Pressure.resources``.
+* ``Interval.lost`` (*fixed*): exit messages the kernel dropped during the interval (0: complete).
+* ``Interval.by(key)`` (*fixed*): rows summed per "process" | "cgroup" | "user" | "command" |
+  "thread"; a pandas DataFrame, or a numpy structured array when pandas is not installed (or
+  ``frame=False``).
+* ``Interval.from_arrays(...)`` builds an Interval from plain arrays (synthetic tests, replay).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import layout
+
+__all__ = [
+    "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS",
+    "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
+    "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "GROUP_KEYS", "Pressure", "Interval",
+]
+
+# ---- row states: bit flags, so "born and exited inside" is BORN | EXITED ------------------
+ALIVE = 0    #: alive at both looks
+BORN = 1     #: not there at the first look (born inside the interval)
+EXITED = 2   #: its exit record arrived inside the interval
+
+# ---- how cgroup_id was found ----------------------------------------------------------------
+UNKNOWN = 0    #: no v2 hierarchy, or never seen in one and no parent/thread group seen either
+EXACT = 1      #: the task's thread id was listed in that cgroup's cgroup.threads at a look
+INHERITED = 2  #: born and died between two looks: its thread group's or parent's cgroup
+
+# ---- row flags ------------------------------------------------------------------------------
+FLAG_DELAYACCT_OFF = 0x01  #: kernel.task_delayacct was off at a look: delays other than cpu are 0
+FLAG_PID_REUSED = 0x02     #: another task used this pid inside the same interval
+FLAG_NO_START = 0x04       #: alive at the end, not in the first look although older than it (the
+                           #: first look raced its birth or missed it): counted from its birth
+
+
+def _delay_classes() -> Tuple[str, ...]:
+    """The delay-class prefixes, from the layout (each ``<c>_count`` with a ``<c>_delay_total``)."""
+    names = layout.FIELD_BY_NAME
+    return tuple(f.name[:-len("_delay_total")] for f in layout.FIELDS
+                 if f.name.endswith("_delay_total")
+                 and f.name[:-len("_delay_total")] + "_count" in names)
+
+
+DELAY_CLASSES: Tuple[str, ...] = _delay_classes()
+DELAY_FIELDS: Tuple[str, ...] = tuple(
+    name for c in DELAY_CLASSES for name in (f"{c}_count", f"{c}_delay_total"))
+
+#: Fields that are deltas over the interval (sums in ``by``).
+DELTA_FIELDS: Tuple[str, ...] = (
+    "ac_utime", "ac_stime", "cpu_run_real_total", "cpu_run_virtual_total",
+    *DELAY_FIELDS,
+    "read_bytes", "write_bytes", "cancelled_write_bytes",
+    "read_char", "write_char", "read_syscalls", "write_syscalls",
+    "ac_minflt", "ac_majflt", "nvcsw", "nivcsw",
+)
+#: Fields that are levels at the task's last sighting (maxima in ``by``).
+LEVEL_FIELDS: Tuple[str, ...] = ("hiwater_rss", "hiwater_vm")
+#: Identity fields copied from the task's last record.
+IDENTITY_FIELDS: Tuple[str, ...] = ("ac_pid", "ac_tgid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm")
+
+
+def _build_task_dtype() -> np.dtype:
+    d = layout.DTYPE
+    fields: List[Tuple[str, object]] = [(name, d[name]) for name in IDENTITY_FIELDS]
+    fields += [
+        ("ac_btime64", "u8"),   # start time, s since the epoch (jitters by a second: not a key)
+        ("cgroup_id", "u8"),    # cgroup v2 directory inode (0: unknown)
+        ("ac_exitcode", "u4"),  # raw wait status; 0 unless EXITED
+        ("state", "u1"),        # ALIVE / BORN | EXITED
+        ("attribution", "u1"),  # EXACT / INHERITED / UNKNOWN
+        ("flags", "u1"),        # FLAG_*
+        ("_pad", "u1"),
+    ]
+    fields += [(name, "u8") for name in DELTA_FIELDS + LEVEL_FIELDS]
+    return np.dtype(fields, align=True)
+
+
+#: One row of ``Interval.tasks``.
+TASK_DTYPE: np.dtype = _build_task_dtype()
+#: TASK_DTYPE's field names.
+TASK_FIELDS: Tuple[str, ...] = tuple(TASK_DTYPE.names or ())
+
+PSI_RESOURCES: Tuple[str, ...] = ("cpu", "io", "memory", "irq")
+#: One row of pressure-stall time deltas (µs): cgroup_id 0 is the system (/proc/pressure).
+PSI_DTYPE: np.dtype = np.dtype(
+    [("cgroup_id", "u8")]
+    + [(f"{r}_{kind}_us", "u8") for r in PSI_RESOURCES for kind in ("some", "full")])
+
+GROUP_KEYS: Dict[str, Tuple[str, ...]] = {
+    "process": ("ac_tgid",),
+    "cgroup": ("cgroup_id",),
+    "user": ("ac_uid",),
+    "command": ("ac_comm",),
+    "thread": ("ac_pid", "ac_btime64"),
+}
+
+
+class Pressure(NamedTuple):
+    """Pressure-stall time in one interval (deltas, µs)."""
+    system: np.void                 #: one PSI_DTYPE row (cgroup_id 0) from /proc/pressure
+    cgroups: np.ndarray             #: PSI_DTYPE rows, one per cgroup seen at both looks
+    resources: Tuple[str, ...]      #: resources /proc/pressure reported (e.g. no irq: not built in)
+
+    @classmethod
+    def empty(cls) -> "Pressure":
+        return cls(np.zeros(1, PSI_DTYPE)[0], np.zeros(0, PSI_DTYPE), ())
+
+    def of(self, cgroup_id: int) -> Optional[np.void]:
+        """The row of one cgroup, or None if it was not seen at both looks."""
+        hit = np.flatnonzero(self.cgroups["cgroup_id"] == cgroup_id)
+        return self.cgroups[hit[0]] if len(hit) else None
+
+
+@dataclass
+class Interval:
+    """One interval of accounting: see the module docstring for the contract."""
+    start_ns: int
+    end_ns: int
+    tasks: np.ndarray
+    cgroups: Dict[int, str] = field(default_factory=dict)
+    psi: Pressure = field(default_factory=Pressure.empty)
+    lost: int = 0
+    #: kernel.task_delayacct at both looks (None: unreadable)
+    delayacct: Optional[bool] = None
+    #: where the cgroup v2 hierarchy is mounted ("" when the host has none: no attribution)
+    cgroup_root: str = ""
+    #: sequence number of this interval within its Accounting (0 for the first)
+    index: int = 0
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, start_ns: int, end_ns: int, columns: Mapping[str, Sequence] | None = None,
+                    *, n: Optional[int] = None, cgroups: Optional[Dict[int, str]] = None,
+                    psi: Optional[Pressure] = None, lost: int = 0, **kw) -> "Interval":
+        """An Interval from plain columns (``{"ac_pid": [...], "ac_utime": [...], ...}``); missing
+        fields are zero.  For synthetic tests of the live surfaces and for replay."""
+        columns = dict(columns or {})
+        if n is None:
+            n = len(next(iter(columns.values()))) if columns else 0
+        tasks = np.zeros(n, TASK_DTYPE)
+        for name, values in columns.items():
+            if name not in TASK_FIELDS:
+                raise KeyError(f"{name!r} is not a field of TASK_DTYPE")
+            tasks[name] = values
+        return cls(int(start_ns), int(end_ns), tasks, dict(cgroups or {}),
+                   psi if psi is not None else Pressure.empty(), int(lost), **kw)
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def seconds(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def complete(self) -> bool:
+        """No exit message was lost: every task that ran is in ``tasks``."""
+        return self.lost == 0
+
+    @property
+    def births(self) -> int:
+        return int(np.count_nonzero(self.tasks["state"] & BORN))
+
+    @property
+    def exits(self) -> int:
+        return int(np.count_nonzero(self.tasks["state"] & EXITED))
+
+    @property
+    def short_lived(self) -> int:
+        """Tasks born and exited inside the interval."""
+        return int(np.count_nonzero(self.tasks["state"] == BORN | EXITED))
+
+    def counts(self) -> Dict[str, int]:
+        """Rows by state and attribution."""
+        state, attr = self.tasks["state"], self.tasks["attribution"]
+        return {"tasks": len(self.tasks), "alive": int(np.count_nonzero(state == ALIVE)),
+                "born": self.births, "exited": self.exits, "short_lived": self.short_lived,
+                "exact": int(np.count_nonzero(attr == EXACT)),
+                "inherited": int(np.count_nonzero(attr == INHERITED)),
+                "unknown": int(np.count_nonzero(attr == UNKNOWN)), "lost": self.lost}
+
+    def cpu_us(self) -> np.ndarray:
+        """CPU time of each row (µs): ``ac_utime + ac_stime`` (see accounting-notes: the only CPU
+        figure that is right for tasks that exited)."""
+        return self.tasks["ac_utime"] + self.tasks["ac_stime"]
+
+    def __repr__(self) -> str:
+        return (f"<Interval #{self.index} {self.seconds:.3f}s tasks={len(self.tasks)} "
+                f"exits={self.exits} cgroups={len(self.cgroups)} lost={self.lost}>")
+
+    # -- grouping ----------------------------------------------------------------------------
+    def by(self, key: str, *, frame: Optional[bool] = None):
+        """The rows summed per ``key`` ("process", "cgroup", "user", "command", "thread").
+
+        Deltas are summed, levels (hiwater_*) take the maximum; ``tasks``, ``born`` and
+        ``exited`` count rows.  Per process, ``ac_comm``/``ac_uid``/``cgroup_id`` are the
+        leader's when it is among the rows (else the first row's).  Per cgroup the pandas frame
+        also has the cgroup's ``path``.  Returns a pandas DataFrame (``frame=None`` and pandas
+        installed, or ``frame=True``) or a numpy structured array (``frame=False``).
+        """
+        grouped = group_rows(self.tasks, key)
+        if frame is None:
+            try:
+                import pandas  # noqa: F401
+            except ImportError:
+                return grouped
+            frame = True
+        if not frame:
+            return grouped
+        from ..frames import require
+        pd = require("pandas", "pandas", "Interval.by(frame=True)")
+        df = pd.DataFrame({name: grouped[name] for name in grouped.dtype.names or ()})
+        if "ac_comm" in df:
+            df["ac_comm"] = [c.decode("utf-8", "replace") for c in grouped["ac_comm"]]
+        if key == "cgroup":
+            df["path"] = [self.cgroups.get(int(c)) for c in grouped["cgroup_id"]]
+        return df
+
+
+def group_dtype(key: str) -> np.dtype:
+    """The dtype of ``Interval.by(key, frame=False)``."""
+    if key not in GROUP_KEYS:
+        raise ValueError(f"by() takes one of {', '.join(GROUP_KEYS)}, not {key!r}")
+    carried = {"process": ("ac_tgid", "ac_comm", "ac_uid", "cgroup_id"),
+               "cgroup": ("cgroup_id",), "user": ("ac_uid",), "command": ("ac_comm",),
+               "thread": IDENTITY_FIELDS + ("ac_btime64", "cgroup_id", "attribution", "state")}[key]
+    fields: List[Tuple[str, object]] = [(name, TASK_DTYPE[name]) for name in carried]
+    fields += [("tasks", "u8"), ("born", "u8"), ("exited", "u8")]
+    fields += [(name, "u8") for name in DELTA_FIELDS + LEVEL_FIELDS]
+    return np.dtype(fields)
+
+
+def group_rows(tasks: np.ndarray, key: str) -> np.ndarray:
+    """``tasks`` summed per ``key`` (see ``Interval.by``), in numpy: one sort, then
+    ``np.add.reduceat`` per field (exact in uint64, unlike bincount's float weights)."""
+    out_dtype = group_dtype(key)
+    keys = GROUP_KEYS[key]
+    if len(tasks) == 0:
+        return np.zeros(0, out_dtype)
+    if key == "process":
+        # the leader first inside each group, so its identity is the group's
+        not_leader = (tasks["ac_pid"] != tasks["ac_tgid"]).astype(np.uint8)
+        order = np.lexsort((not_leader, tasks["ac_tgid"]))
+    else:
+        order = np.lexsort(tuple(tasks[k] for k in reversed(keys)))
+    rows = tasks[order]
+    change = np.zeros(len(rows), bool)
+    change[0] = True
+    for k in keys:
+        change[1:] |= rows[k][1:] != rows[k][:-1]
+    starts = np.flatnonzero(change)
+    out = np.zeros(len(starts), out_dtype)
+    for name in out_dtype.names or ():
+        if name in TASK_FIELDS and name not in DELTA_FIELDS + LEVEL_FIELDS:
+            out[name] = rows[name][starts]
+    out["tasks"] = np.diff(np.append(starts, len(rows)))
+    out["born"] = np.add.reduceat((rows["state"] & BORN).astype(np.uint64) // BORN, starts)
+    out["exited"] = np.add.reduceat((rows["state"] & EXITED).astype(np.uint64) // EXITED, starts)
+    for name in DELTA_FIELDS:
+        out[name] = np.add.reduceat(rows[name], starts)
+    for name in LEVEL_FIELDS:
+        out[name] = np.maximum.reduceat(rows[name], starts)
+    return out

@@ -1,0 +1,99 @@
+"""Interval (accounting/interval.py): the contract other modules build on, with synthetic rows."""
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast.accounting import interval as iv_mod
+from taskstats_fast.accounting.interval import (BORN, EXACT, EXITED, TASK_DTYPE, Interval,
+                                                group_rows)
+
+
+def _interval():
+    return Interval.from_arrays(
+        10, 2_000_000_010,
+        {"ac_pid": [100, 101, 200, 201, 300], "ac_tgid": [100, 100, 200, 200, 300],
+         "ac_uid": [0, 0, 1000, 1000, 1000],
+         "ac_comm": [b"leader", b"worker", b"sh", b"sh", b"sh"],
+         "ac_utime": [10, 20, 30, 40, 2**62], "ac_stime": [1, 2, 3, 4, 5],
+         "state": [0, BORN, EXITED, BORN | EXITED, 0],
+         "cgroup_id": [7, 7, 8, 8, 8], "attribution": [EXACT] * 5,
+         "hiwater_rss": [5, 9, 1, 3, 2]},
+        cgroups={7: "/a", 8: "/b"}, lost=2)
+
+
+def test_fixed_names():
+    for name in ("ac_pid", "ac_comm", "ac_utime", "ac_stime", "cgroup_id", "state", "attribution"):
+        assert name in TASK_DTYPE.names
+    # every delay class of the layout, count and total, is a delta field
+    for f in tsf.layout.FIELDS:
+        if f.name.endswith("_delay_total"):
+            assert f.name in iv_mod.DELTA_FIELDS
+            assert f.name.replace("_delay_total", "_count") in iv_mod.DELTA_FIELDS
+    iv = _interval()
+    assert (iv.start_ns, iv.end_ns, iv.lost, iv.seconds) == (10, 2_000_000_010, 2, 2.0)
+    assert not iv.complete
+    assert iv.counts() == {"tasks": 5, "alive": 2, "born": 2, "exited": 2, "short_lived": 1,
+                           "exact": 5, "inherited": 0, "unknown": 0, "lost": 2}
+
+
+def test_by_process_sums_deltas_and_takes_leader_identity():
+    g = _interval().by("process", frame=False)
+    assert g["ac_tgid"].tolist() == [100, 200, 300]
+    assert g["ac_comm"].tolist() == [b"leader", b"sh", b"sh"]
+    assert g["ac_utime"].tolist() == [30, 70, 2**62]    # exact in uint64
+    assert g["tasks"].tolist() == [2, 2, 1]
+    assert g["born"].tolist() == [1, 1, 0]
+    assert g["exited"].tolist() == [0, 2, 0]
+    assert g["hiwater_rss"].tolist() == [9, 3, 2]        # a level: maximum, not sum
+
+
+def test_by_process_leader_first_even_when_listed_last():
+    iv = Interval.from_arrays(0, 1, {"ac_pid": [11, 10], "ac_tgid": [10, 10],
+                                     "ac_comm": [b"thread", b"main"], "ac_utime": [1, 2]})
+    assert iv.by("process", frame=False)["ac_comm"].tolist() == [b"main"]
+
+
+@pytest.mark.parametrize("key,expected", [("cgroup", [33, 2**62 + 82]), ("user", [33, 2**62 + 82]),
+                                          ("command", [11, 2**62 + 82, 22])])
+def test_by_keys(key, expected):
+    g = _interval().by(key, frame=False)
+    assert (g["ac_utime"] + g["ac_stime"]).tolist() == expected
+
+
+def test_by_thread_keeps_every_row_and_frame_has_paths():
+    iv = _interval()
+    assert len(iv.by("thread", frame=False)) == 5
+    pd = pytest.importorskip("pandas")
+    df = iv.by("cgroup")
+    assert isinstance(df, pd.DataFrame)
+    assert df["path"].tolist() == ["/a", "/b"]
+    assert iv.by("command")["ac_comm"].tolist() == ["leader", "sh", "worker"]
+
+
+def test_by_rejects_unknown_key_and_handles_empty():
+    with pytest.raises(ValueError, match="process"):
+        _interval().by("pod")
+    empty = Interval.from_arrays(0, 1)
+    assert len(group_rows(empty.tasks, "process")) == 0
+    assert empty.counts()["tasks"] == 0
+
+
+def test_from_arrays_rejects_unknown_field():
+    with pytest.raises(KeyError, match="nope"):
+        Interval.from_arrays(0, 1, {"nope": [1]})
+
+
+def test_pressure_lookup():
+    cg = np.zeros(2, iv_mod.PSI_DTYPE)
+    cg["cgroup_id"] = [7, 8]
+    cg["cpu_some_us"] = [5, 6]
+    psi = iv_mod.Pressure(np.zeros(1, iv_mod.PSI_DTYPE)[0], cg, ("cpu",))
+    iv = Interval.from_arrays(0, 1, psi=psi)
+    assert iv.psi.of(8)["cpu_some_us"] == 6
+    assert iv.psi.of(9) is None
+
+
+def test_package_exports_lazily():
+    assert tsf.Interval is Interval
+    assert tsf.TASK_DTYPE is TASK_DTYPE
