@@ -1,0 +1,178 @@
+"""What every subcommand of ``taskstats-fast`` shares: exit codes, option types, the one-line
+error messages and the help layout.
+
+A subcommand module (``cli/query.py``, ``cli/record.py``, ...) builds its parser with
+``add_command`` and raises ``UsageError`` for bad arguments found after parsing; ``run_guarded``
+turns every expected failure into one line on stderr and its documented exit code, so no
+subcommand prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from typing import Any, Callable, Optional, TextIO
+
+from ..errors import (CpumaskError, MissingExtraError, NamespaceError, NoSuchTaskError,
+                      PermissionDeniedError, TaskstatsError)
+
+__all__ = ["PROG", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PERMISSION", "EXIT_NO_SUCH_TASK",
+           "EXIT_MISSING_EXTRA", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "UsageError",
+           "positive_float", "non_negative_float", "positive_int", "task_id", "say",
+           "show_warning", "error_message", "wrap", "add_command", "run_guarded", "HELP_WIDTH"]
+
+PROG = "taskstats-fast"
+
+EXIT_OK = 0
+EXIT_ERROR = 1            #: the kernel or the file system refused something (message says what)
+EXIT_USAGE = 2            #: bad arguments
+EXIT_PERMISSION = 3       #: needs root / CAP_NET_ADMIN, or the initial namespaces
+EXIT_NO_SUCH_TASK = 4     #: pid/tgid: at least one id has no task (the others are reported)
+EXIT_MISSING_EXTRA = 5    #: an optional dependency is missing (message names the pip extra)
+EXIT_INTERRUPTED = 130    #: Ctrl-C outside ``record`` (where Ctrl-C is the normal way to stop)
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    the kernel or the file system refused something (the message says what)
+  {EXIT_USAGE}    bad arguments
+  {EXIT_PERMISSION}    not permitted: TASKSTATS needs root or CAP_NET_ADMIN in the initial
+       user namespace (the exit stream also the initial pid and network
+       namespaces)
+  {EXIT_NO_SUCH_TASK}    pid/tgid: some ids have no task (exited?); the others are still reported
+  {EXIT_MISSING_EXTRA}    an optional dependency is missing: pip install 'taskstats_fast[EXTRA]'
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (not for record, where Ctrl-C is how you stop)
+"""
+
+#: Width of hand-written help paragraphs (argparse wraps option help to the terminal itself).
+HELP_WIDTH = 78
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit 2)."""
+
+
+# ---- option types ------------------------------------------------------------------------
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or a positive number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def task_id(text: str) -> int:
+    """argparse type: a pid/tgid the kernel could have (1 .. 2**32-1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process or thread id") from None
+    if not 0 < value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid id (1 .. 4294967295)")
+    return value
+
+
+# ---- output ------------------------------------------------------------------------------
+def say(text: str, stream: Optional[TextIO] = None) -> None:
+    """One line on stderr, prefixed with the program name."""
+    print(f"{PROG}: {text}", file=stream or sys.stderr, flush=True)
+
+
+def show_warning(message: Any, category: Any, filename: Any, lineno: Any, file: Any = None,
+                 line: Any = None) -> None:
+    """``warnings.showwarning`` replacement: a warning is one line, not a source excerpt."""
+    say(f"warning: {message}")
+
+
+def error_message(error: BaseException) -> str:
+    """The text of an expected failure, without Python's "[Errno N]" prefix."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename and not isinstance(error, TaskstatsError):
+            return f"{error.filename}: {error.strerror}"
+        return str(error.strerror)
+    return str(error)
+
+
+# ---- help layout -------------------------------------------------------------------------
+def wrap(text: str) -> str:
+    """Fill each blank-line-separated paragraph of ``text`` to ``HELP_WIDTH`` columns (the
+    parsers use RawDescriptionHelpFormatter so the exit-code table keeps its layout)."""
+    paragraphs = textwrap.dedent(text).strip().split("\n\n")
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), HELP_WIDTH) for p in paragraphs)
+
+
+def add_command(subparsers: Any, name: str, *, help: str, description: str,
+                epilog: str = "") -> argparse.ArgumentParser:
+    """A subcommand parser with the shared layout: wrapped description, then ``epilog`` (kept
+    as written) and the exit-code table."""
+    return subparsers.add_parser(name, help=help, description=wrap(description),
+                                 epilog=(epilog + "\n" if epilog else "") + EXIT_CODES_HELP,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# ---- running a subcommand ----------------------------------------------------------------
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``, with every expected failure turned into one line and its exit code."""
+    try:
+        return run(args)
+    except UsageError as e:
+        say(str(e))
+        return EXIT_USAGE
+    except (PermissionDeniedError, NamespaceError) as e:
+        say(error_message(e))
+        return EXIT_PERMISSION
+    except NoSuchTaskError as e:
+        say(error_message(e))
+        return EXIT_NO_SUCH_TASK
+    except MissingExtraError as e:
+        say(str(e))
+        return EXIT_MISSING_EXTRA
+    except CpumaskError as e:
+        say(f"--cpus: {e}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        say("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout went away (e.g. `| head`): not an error worth a message
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return EXIT_OK
+    except TaskstatsError as e:
+        say(error_message(e))
+        return EXIT_ERROR
+    except ValueError as e:
+        say(str(e))
+        return EXIT_USAGE
+    except OSError as e:   # files: "path: what went wrong"
+        say(error_message(e))
+        return EXIT_ERROR

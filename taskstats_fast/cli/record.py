@@ -1,0 +1,225 @@
+"""``taskstats-fast record`` (also the bare command): every task that exits, to files, with a
+live status line on stderr and a closing account of what was written and lost."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Any, List, Optional, TextIO
+
+from .common import (EXIT_OK, PROG, UsageError, add_command, non_negative_float, positive_float,
+                     positive_int, say)
+
+__all__ = ["add_parser", "run", "add_record_options", "DEFAULT_RECORD_PATH", "DEFAULT_ROTATE_MB",
+           "DEFAULT_ROTATE_SECONDS", "StatusLine"]
+
+#: Where ``record`` (and the bare command) writes when no ``-o`` is given.
+DEFAULT_RECORD_PATH = "taskstats-exits"
+#: Rotation of ``record`` into a directory: size on disk and age of a file.
+DEFAULT_ROTATE_MB = 256.0
+DEFAULT_ROTATE_SECONDS = 3600.0
+
+
+def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> None:
+    from .. import recording
+    p.add_argument("-o", "--output", metavar="PATH", default=DEFAULT_RECORD_PATH if default_path
+                   else None, required=not default_path,
+                   help="where to write. A path without a file extension is a dataset directory: "
+                        "hive-partitioned PATH/host=HOST/date=YYYY-MM-DD/part-*.EXT files that "
+                        "rotate. A path ending in .parquet, .arrow, .npy or .csv is one file "
+                        "(no rotation)" + (f" (default: ./{DEFAULT_RECORD_PATH})" if default_path
+                                           else ""))
+    p.add_argument("--format", choices=recording.FORMATS,
+                   help="file format (default: from the extension; for a directory parquet when "
+                        "pyarrow is installed, else npy). parquet/arrow/csv need "
+                        "taskstats_fast[arrow]; npy needs nothing extra")
+    p.add_argument("--seconds", type=positive_float, metavar="N",
+                   help="stop after N seconds (default: run until Ctrl-C or SIGTERM)")
+    p.add_argument("--cpus", metavar="LIST",
+                   help="record exits on these CPUs only, as a CPU list like 0-3,8 "
+                        "(default: every possible CPU)")
+    p.add_argument("--shards", type=positive_int, metavar="N",
+                   help="listen with N sockets, each serving a contiguous group of CPUs "
+                        "(default: one socket per CPU, which makes loss counts exact per CPU)")
+    p.add_argument("--rcvbuf", type=positive_int, metavar="BYTES",
+                   help="receive buffer per socket (default: room for ~8,000 exits per CPU)")
+    p.add_argument("--rotate-mb", type=non_negative_float, metavar="MB",
+                   help="start a new file when the current one reaches MB megabytes on disk; "
+                        f"0 = never (default: {DEFAULT_ROTATE_MB:g}; directories only)")
+    p.add_argument("--rotate-seconds", type=non_negative_float, metavar="S",
+                   help="start a new file every S seconds, so finished files appear regularly; "
+                        f"0 = never (default: {DEFAULT_ROTATE_SECONDS:g}; directories only; files "
+                        "also rotate at midnight UTC)")
+    p.add_argument("--flush-records", type=positive_int, default=65536, metavar="N",
+                   help="records held in memory before they are written out (a Parquet row "
+                        "group; default: %(default)s)")
+    status = p.add_mutually_exclusive_group()
+    status.add_argument("--status", dest="status", action="store_true", default=None,
+                        help="print the status line even when stderr is not a terminal "
+                             "(then as a full line every 5 s)")
+    status.add_argument("--no-status", dest="status", action="store_false",
+                        help="never print the status line")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = add_command(subparsers, "record",
+                    help="record every task that exits (the exit stream) to files",
+                    description="Record every task that exits, as the kernel reports it, to "
+                                "files, until --seconds pass or Ctrl-C / SIGTERM (which flush "
+                                "and close cleanly: every record received is written). A live "
+                                "status line goes to stderr when it is a terminal.")
+    add_record_options(p, default_path=True)
+    p.set_defaults(run=run)
+
+
+class StatusLine:
+    """The live one-line status on stderr: overwritten in place on a terminal, else one full
+    line every 5 s (only with --status)."""
+
+    def __init__(self, stream: TextIO, enabled: Optional[bool]):
+        tty = stream.isatty()
+        self.stream = stream
+        self.enabled = tty if enabled is None else enabled
+        self.tty = tty
+        self.interval = 0.5 if tty else 5.0
+        self._last_count = 0
+        self._last_time = time.monotonic()
+        self.next_due = self._last_time + min(self.interval, 1.0)
+        self._width = 0
+
+    def update(self, now: float, received: int, lost: int, written: int, buffered: int,
+               elapsed: float, force: bool = False) -> None:
+        from ..report import format_bytes
+        if not self.enabled or (now < self.next_due and not force):
+            return
+        dt = now - self._last_time
+        rate = (received - self._last_count) / dt if dt > 0 else 0.0
+        self._last_count, self._last_time, self.next_due = received, now, now + self.interval
+        text = (f"{elapsed:7.1f} s  {rate:9,.1f} records/s  total {received:,}  lost {lost:,}  "
+                f"written {format_bytes(written)}"
+                + (f" (+{buffered:,} buffered)" if buffered else ""))
+        if self.tty:
+            pad = max(0, self._width - len(text))
+            self.stream.write("\r" + text + " " * pad)
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled and self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import ExitListener, cpumask, recording
+    from ..report import format_bytes
+
+    fmt = recording.detect_format(args.output, args.format)
+    dataset = recording.is_dataset_path(args.output)
+    if not dataset and (args.rotate_mb or args.rotate_seconds):
+        raise UsageError(f"{args.output} is a single file, which does not rotate: give a "
+                         "directory (a path without an extension) to use --rotate-mb / "
+                         "--rotate-seconds")
+    rotate_mb = DEFAULT_ROTATE_MB if args.rotate_mb is None else args.rotate_mb
+    rotate_seconds = DEFAULT_ROTATE_SECONDS if args.rotate_seconds is None else args.rotate_seconds
+    rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
+    rotate_seconds = rotate_seconds if dataset else None
+    recording._require_format(fmt)
+    stop: List[str] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.append(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    listener = None
+    recorder: Optional[recording.Recorder] = None
+    writer: Optional[recording.BackgroundWriter] = None
+    status = StatusLine(sys.stderr, args.status)
+    try:
+        # The listener first: when it cannot register (no privilege) nothing is left on disk.
+        listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
+        recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
+                                      rotate_seconds=rotate_seconds,
+                                      flush_records=args.flush_records,
+                                      metadata={"source": "exit stream"})
+        started = time.monotonic()
+        cpus = cpumask.format(listener.cpus)
+        recorder.metadata.update(cpus=cpus, nr_cpus=len(listener.cpus),
+                                 sockets=len(listener.shards))
+        # Files are written on another thread: a Parquet row group can take a second to
+        # compress, and the sockets must keep being drained meanwhile.
+        writer = recording.BackgroundWriter(recorder)
+        where = (os.path.join(args.output, f"host={recorder.hostname}",
+                              f"date={time.strftime('%Y-%m-%d', time.gmtime())}", "")
+                 if dataset else args.output)
+        until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+        say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {until}")
+        deadline = started + args.seconds if args.seconds else None
+        while not stop:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
+            batch = listener.read(timeout=wait)   # a fresh array: handed over without a copy
+            if len(batch):
+                writer.write(batch, copy=False)
+            else:
+                writer.tick()
+            now = time.monotonic()
+            if status.enabled and now >= status.next_due:
+                stats = listener.stats
+                writer.update_counters(_loss_counters(stats))
+                status.update(now, stats.delivered, stats.lost, writer.bytes_written,
+                              writer.buffered, now - started)
+        stopped = time.monotonic()
+        # Stopping: stop() deregisters and hands back everything still queued on the sockets,
+        # including exits that raced the deregistration.
+        tail = listener.stop()
+        if len(tail):
+            writer.write(tail, copy=False)
+        final = listener.stats
+        writer.update_counters(_loss_counters(final))
+        files = writer.close()
+    except BaseException:
+        status.clear()
+        if listener is not None:
+            listener.close()
+        try:   # whatever was received is written even on the way out
+            if writer is not None:
+                writer.close()
+        except Exception as e:  # the original error matters more
+            say(f"could not finish the output: {e}")
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    status.clear()
+    assert recorder is not None
+    elapsed = stopped - started
+    reason = f" (stopped by {stop[0]})" if stop else ""
+    rate = recorder.records_written / elapsed if elapsed > 0 else 0.0
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    say(f"recorded {recorder.records_written:,} records in {elapsed:.1f} s ({rate:,.1f}/s){reason}"
+        f" to {len(files)} file(s), {format_bytes(recorder.bytes_written)}: "
+        + (os.path.commonpath(files) if len(files) > 1 else files[0])
+        + f"; this process used {usage.ru_utime + usage.ru_stime:.2f} s of CPU")
+    if final.lost or final.discarded:
+        say(f"lost {final.lost:,} exit messages (receive buffer full: raise --rcvbuf, or read "
+            f"faster) and {final.discarded:,} records that arrived while closing")
+    else:
+        say("nothing was lost")
+    say(f"next: {PROG} summary {args.output}")
+    return EXIT_OK
+
+
+def _loss_counters(stats: Any) -> dict:
+    return {"received": stats.received, "lost": stats.lost, "dropped": stats.dropped,
+            "truncated": stats.truncated, "overruns": stats.overruns,
+            "discarded": stats.discarded}

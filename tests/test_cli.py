@@ -1,0 +1,56 @@
+"""The command line without the kernel: how it is assembled, its help, its error lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from taskstats_fast import cli
+from taskstats_fast.cli import common
+
+CLI = [sys.executable, "-m", "taskstats_fast"]
+
+
+def run(*args, env=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def subcommand_names():
+    parser = cli.build_parser()
+    (action,) = [a for a in parser._actions if a.dest == "command"]
+    return list(action.choices)
+
+
+def test_every_subcommand_module_adds_parsers_that_run_it():
+    names = subcommand_names()
+    assert {"pid", "tgid", "snapshot", "record", "summary"} <= set(names)
+    parser = cli.build_parser()
+    for module in cli.SUBCOMMANDS:
+        assert callable(module.add_parser) and callable(module.run)
+    assert parser.parse_args(["pid", "1"]).run is cli.query.run
+    assert parser.parse_args(["summary", "x"]).run is cli.summary.run
+
+
+@pytest.mark.parametrize("command", ["", "pid", "tgid", "snapshot", "record", "summary"])
+def test_help_lines_are_wrapped(command):
+    res = run(*([command] if command else []), "--help", env={"COLUMNS": "80"})
+    assert res.returncode == 0, res.stderr
+    long = [ln for ln in res.stdout.splitlines() if len(ln) > 80]
+    assert not long, long
+
+
+def test_wrap_keeps_paragraphs():
+    text = common.wrap("first " * 30 + "\n\n" + "second " * 30)
+    first, second = text.split("\n\n")
+    assert max(map(len, text.splitlines())) <= common.HELP_WIDTH
+    assert first.split() == ["first"] * 30 and second.split() == ["second"] * 30
+
+
+@pytest.mark.parametrize("value,message", [("0", "must be at least 1"), ("x", "not a whole")])
+def test_bad_option_values_are_one_line_exit_2(value, message):
+    res = run("summary", "--top", value, "somewhere")
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
