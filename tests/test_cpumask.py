@@ -204,3 +204,34 @@ def test_split_type_errors():
         cpumask.split(range(4), 2.0)
     with pytest.raises(CpumaskError):
         cpumask.split([], 1)
+
+
+# ---- CpuSet: resolved once, formatted at the wire ------------------------------------------------
+
+def test_cpuset_resolves_strings_numbers_and_none_alike(fake_sysfs):
+    fake_sysfs("0-7", "0-7")
+    assert cpumask.CpuSet.resolve("3,1-2,2") == (1, 2, 3)
+    assert cpumask.CpuSet.resolve([3, 1, 2, 2]) == (1, 2, 3)
+    assert cpumask.CpuSet.resolve(None) == tuple(range(8))
+    cpus = cpumask.CpuSet.resolve("0,1,2,3,5")
+    assert cpus.wire() == "0-3,5" and str(cpus) == "0-3,5" and repr(cpus) == "CpuSet('0-3,5')"
+    assert cpumask.CpuSet.resolve(cpus) is cpus          # already resolved: no second pass
+
+
+def test_cpuset_refuses_impossible_cpus_naming_the_token(fake_sysfs):
+    fake_sysfs("0-3", "0-3")
+    with pytest.raises(CpumaskError, match=r"CPU 4 \(in '3-5' at position 2") as e:
+        cpumask.CpuSet.resolve("1,3-5")
+    assert (e.value.token, e.value.position) == ("3-5", 2)
+    with pytest.raises(CpumaskError, match="CPU 9 is not possible"):
+        cpumask.CpuSet.resolve([9])
+    with pytest.raises(CpumaskError, match="empty"):
+        cpumask.CpuSet.resolve([])
+
+
+def test_cpuset_shards_are_cpusets():
+    cpus = cpumask.CpuSet.resolve(range(8), possible_cpus=range(8))
+    shards = cpus.split(3)
+    assert shards == [(0, 1, 2), (3, 4, 5), (6, 7)]
+    assert all(isinstance(s, cpumask.CpuSet) for s in shards) and shards[2].wire() == "6-7"
+

@@ -4,6 +4,10 @@ This module owns parsing, formatting and validating CPU lists, reading the machi
 online CPUs from sysfs, the kernel's length limit for a registration string, and splitting a CPU
 set into contiguous shards.  Pure Python: it never opens a socket.
 
+What a user gives (a string, CPU numbers, nothing) is resolved once into a ``CpuSet`` (sorted,
+validated); code after that works on CPU numbers, and text is made again only for the kernel
+(``CpuSet.wire()``) and for people (``str()``).
+
     >>> parse("0-3,8,10-11")
     (0, 1, 2, 3, 8, 10, 11)
     >>> format([0, 1, 2, 3, 8, 10, 11])
@@ -18,12 +22,12 @@ character position in the string.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from ..errors import CpumaskError
 
-__all__ = ["parse", "format", "possible", "online", "validate", "check_length", "max_length",
-           "kernel_string", "split", "SYSFS_CPU"]
+__all__ = ["CpuSet", "parse", "format", "possible", "online", "validate", "check_length",
+           "max_length", "kernel_string", "split", "SYSFS_CPU"]
 
 #: Where the kernel publishes its CPU sets.
 SYSFS_CPU = "/sys/devices/system/cpu"
@@ -184,6 +188,60 @@ def _parses(text: str) -> bool:
         return False
 
 
+class CpuSet(Tuple[int, ...]):
+    """A resolved CPU set: sorted, without duplicates, every CPU possible on this machine, at least
+    one.  A tuple of ints (so ``listener.cpus == (0, 1)`` holds); ``str()`` is its cpulist and
+    ``wire()`` the registration string.  Build it with ``CpuSet.resolve``, once, from whatever the
+    user gave; everything after works on CPU numbers."""
+
+    __slots__ = ()
+
+    @classmethod
+    def resolve(cls, cpus: Union[None, str, Iterable[int], "CpuSet"],
+                possible_cpus: Optional[Sequence[int]] = None) -> "CpuSet":
+        """``cpus`` (a cpulist string, CPU numbers, or None for every possible CPU) checked against
+        the possible CPUs (the kernel refuses a registration naming any other with EINVAL).  A
+        string's errors name the offending token and its position."""
+        if isinstance(cpus, CpuSet):
+            return cpus
+        allowed = possible() if possible_cpus is None else tuple(possible_cpus)
+        if cpus is None:
+            return cls._trusted(validate(allowed, allowed))
+        if isinstance(cpus, str):
+            allowed_set = set(allowed)
+            found: Set[int] = set()
+            for token, pos, region in _regions(cpus):
+                bad = [c for c in region if c not in allowed_set]
+                if bad:
+                    raise _error(f"CPU {bad[0]} (in {token!r} at position {pos} of {cpus!r}) is "
+                                 f"not possible on this machine (possible CPUs: {format(allowed)}); "
+                                 "the kernel would refuse it", token, pos)
+                found.update(region)
+            cpus = found
+        resolved = cls._trusted(validate(cpus, allowed))
+        check_length(resolved.wire(), len(allowed))
+        return resolved
+
+    @classmethod
+    def _trusted(cls, values: Tuple[int, ...]) -> "CpuSet":
+        return tuple.__new__(cls, values)
+
+    def wire(self) -> str:
+        """The registration string: the shortest cpulist form, whose length ``resolve`` checked
+        against what the kernel accepts."""
+        return format(self)
+
+    def split(self, k: int) -> List["CpuSet"]:
+        """This set cut into ``k`` contiguous, balanced shards (see ``split``)."""
+        return [CpuSet._trusted(part) for part in split(self, k)]
+
+    def __str__(self) -> str:
+        return format(self)
+
+    def __repr__(self) -> str:
+        return f"CpuSet({format(self)!r})"
+
+
 def kernel_string(cpus, possible_cpus: Optional[Sequence[int]] = None) -> str:
     """The registration string for ``cpus`` (a cpulist string or an iterable of ints): parsed,
     validated against the possible CPUs, rewritten in its shortest form and length-checked.
@@ -191,18 +249,7 @@ def kernel_string(cpus, possible_cpus: Optional[Sequence[int]] = None) -> str:
     What is sent is the shortest form, so a long but valid input string (``"0,1,2,3"``) is fine;
     only a set whose shortest form is still too long for the kernel is refused.
     """
-    allowed = possible() if possible_cpus is None else tuple(possible_cpus)
-    if isinstance(cpus, str):
-        allowed_set = set(allowed)
-        for token, pos, region in _regions(cpus):
-            bad = [c for c in region if c not in allowed_set]
-            if bad:
-                raise _error(f"CPU {bad[0]} (in {token!r} at position {pos} of {cpus!r}) is not "
-                             f"possible on this machine (possible CPUs: {format(allowed)}); the "
-                             "kernel would refuse it", token, pos)
-        cpus = parse(cpus)
-    text = format(validate(cpus, allowed))
-    return check_length(text, len(allowed))
+    return CpuSet.resolve(cpus, possible_cpus).wire()
 
 
 def split(cpus: Iterable[int], k: int) -> List[Tuple[int, ...]]:
