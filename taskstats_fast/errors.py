@@ -14,7 +14,7 @@ from typing import Optional
 __all__ = [
     "TaskstatsError", "DecodeError", "KernelError", "PermissionDeniedError", "NoSuchTaskError",
     "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError", "CgroupV1RequiredError",
-    "MissingExtraError", "kernel_error",
+    "MissingExtraError", "ListenError", "kernel_error",
 ]
 
 
@@ -73,6 +73,13 @@ class CpumaskError(TaskstatsError, ValueError):
 
 class MissingExtraError(TaskstatsError, ImportError):
     """An optional dependency (pandas, pyarrow) is not installed."""
+
+
+class ListenError(TaskstatsError, OSError):
+    """A server could not listen on the address it was given (in use, not on this host, ...)."""
+
+    def __init__(self, errno: int, message: str):
+        OSError.__init__(self, errno, message)
 
 
 _HINTS = {

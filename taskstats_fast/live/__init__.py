@@ -1,0 +1,1 @@
+"""Live surfaces that are sinks of interval accounting: the top view, the Prometheus exporter."""
