@@ -213,7 +213,7 @@ class _Samples(NamedTuple):
     type: str
     help: str
     sample_names: Sequence[str]     # per sample
-    labels: Sequence[Labels]        # per sample
+    labels: Sequence[Labels]        # per sample (only when asked for: the text needs the prefixes alone)
     prefixes: Sequence[str]         # per sample: 'name{labels} ', cached for the series
     values: Sequence[Any]           # per sample
 
@@ -339,19 +339,19 @@ class PrometheusExporter:
     def collect(self) -> Iterator[Any]:
         """The families as ``prometheus_client`` metrics (its Collector protocol)."""
         from prometheus_client.core import Metric
-        for fam in self._snapshot():
+        for fam in self._snapshot(with_labels=True):
             metric = Metric(fam.name, fam.help, fam.type)
             for name, labels, value in zip(fam.sample_names, fam.labels, fam.values):
                 metric.add_sample(name, dict(labels), float(value))
             yield metric
 
     # -- scrape internals --
-    def _snapshot(self) -> List[_Samples]:
+    def _snapshot(self, with_labels: bool = False) -> List[_Samples]:
         """Every family's samples, read under the lock (sums are copied; formatting is the caller's)."""
         with self._lock:
             families: List[_Samples] = []
             for sums in (self._by_cgroup, self._by_command):
-                families += [self._grouped(sums, fam) for fam in self._task_families]
+                families += [self._grouped(sums, fam, with_labels) for fam in self._task_families]
                 label = sums.series.label
                 families.append(_scalar(f"taskstats_{label}_folded_tasks", "counter",
                                         f"tasks counted in the {OTHER!r} {label} series, past the series cap",
@@ -359,7 +359,7 @@ class PrometheusExporter:
                 families.append(_scalar(f"taskstats_{label}_folded_names", "gauge",
                                         f"distinct {label}s counted in the {OTHER!r} series",
                                         [((), sums.series.folded_names)]))
-            families.append(self._grouped(self._cgroup_pressure, self._pressure))
+            families.append(self._grouped(self._cgroup_pressure, self._pressure, with_labels))
             families += self._process_families()
         return families
 
@@ -368,23 +368,22 @@ class PrometheusExporter:
             return tuple(m for m in fam.members if m.extra_labels[0][1] in self._resources)
         return fam.members
 
-    def _grouped(self, sums: _Sums, fam: _Family) -> _Samples:
+    def _grouped(self, sums: _Sums, fam: _Family, with_labels: bool) -> _Samples:
         series = sums.series
         name = f"taskstats_{series.label}_{fam.suffix}"
         sample_name = name + "_total"
         values_by_row = sums.snapshot()
         n = len(values_by_row)
-        names: List[str] = []
         labels: List[Labels] = []
         prefixes: List[str] = []
         values: List[Any] = []
         for member in self._shown(fam):
             column = values_by_row[:, sums.index[member.column]]
             prefixes += self._prefixes(sample_name, member.extra_labels, series)[:n]
-            labels += [((series.label, key),) + member.extra_labels for key in series.names[:n]]
+            if with_labels:
+                labels += [((series.label, key),) + member.extra_labels for key in series.names[:n]]
             values += column.tolist() if member.scale == 1.0 else (column * member.scale).tolist()
-        names = [sample_name] * len(values)
-        return _Samples(name, "counter", fam.help + ".", names, labels, prefixes, values)
+        return _Samples(name, "counter", fam.help + ".", [sample_name] * len(values), labels, prefixes, values)
 
     def _prefixes(self, sample_name: str, extra: Labels, series: _Series) -> List[str]:
         """Cached 'name{group="...",extra} ' strings, one per series, grown as series appear."""
