@@ -254,7 +254,7 @@ class ExporterStats(NamedTuple):
 
 
 class ListenerCounters(NamedTuple):
-    """The exit listener's running totals, read at each scrape."""
+    """The exit listener's running totals read at each scrape (an ``ExitListener.stats`` has them)."""
     lost: int
     dropped: int
     overruns: int
@@ -266,12 +266,13 @@ class PrometheusExporter:
     ``write(interval)`` takes an ``accounting.Interval`` (rows, cgroup paths, PSI, loss).
     ``exposition(accept)`` renders ``/metrics`` for an HTTP ``Accept`` header; ``collect()`` yields
     the same families as ``prometheus_client`` metrics.  ``listener_counters``, when given, is
-    called at each scrape for the exit listener's running totals.  Thread-safe: intervals arrive
+    called at each scrape for the exit listener's running totals: anything with the fields of
+    ``ListenerCounters`` (``lambda: listener.stats`` will do).  Thread-safe: intervals arrive
     on one thread while scrapes are served on others.
     """
 
     def __init__(self, *, max_commands: int = DEFAULT_MAX_COMMANDS, max_cgroups: int = DEFAULT_MAX_CGROUPS,
-                 listener_counters: Optional[Callable[[], ListenerCounters]] = None):
+                 listener_counters: Optional[Callable[[], Any]] = None):
         self._task_families = _task_families()
         self._pressure = _pressure_family()
         columns = tuple(dict.fromkeys(m.column for f in self._task_families for m in f.members))
@@ -383,7 +384,7 @@ class PrometheusExporter:
             if with_labels:
                 labels += [((series.label, key),) + member.extra_labels for key in series.names[:n]]
             values += column.tolist() if member.scale == 1.0 else (column * member.scale).tolist()
-        return _Samples(name, "counter", fam.help + ".", [sample_name] * len(values), labels, prefixes, values)
+        return _Samples(name, "counter", fam.help, [sample_name] * len(values), labels, prefixes, values)
 
     def _prefixes(self, sample_name: str, extra: Labels, series: _Series) -> List[str]:
         """Cached 'name{group="...",extra} ' strings, one per series, grown as series appear."""
@@ -408,7 +409,7 @@ class PrometheusExporter:
                         "exit messages the kernel dropped because a receive buffer was full",
                         [((), counters.dropped)]),
                 _scalar("taskstats_listener_overruns", "counter",
-                        "receive-buffer overruns the exit listener saw", [((), counters.overruns)]),
+                        "receive-buffer overrun episodes (ENOBUFS) the exit listener saw", [((), counters.overruns)]),
             ]
         if self._delayacct is not None:
             out.append(_scalar("taskstats_delay_accounting_enabled", "gauge",
