@@ -1,7 +1,8 @@
 # The project's commands. README's two commands are `make demo` and `make test`; .ci/run runs `make test`.
 PYTHON ?= python3
-# clang + libclang-rt-dev: the compiler and its runtimes (libFuzzer, sanitizers) for the fuzz build
-SYSTEM_PACKAGES := gcc clang libclang-rt-dev cppcheck
+# clang + libclang-rt-dev: the compiler and its runtimes (libFuzzer, sanitizers) for the fuzz build;
+# prometheus: a real Prometheus server that scrapes the exporter in tests/test_prometheus_server.py
+SYSTEM_PACKAGES := gcc clang libclang-rt-dev cppcheck prometheus
 APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
 .PHONY: system-deps install test bench demo matrix matrix-deps fuzz soak
