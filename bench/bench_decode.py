@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import reference
+import reference
 
 CAPTURE = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "captures", "6.18")
 RECORDS = 20_000

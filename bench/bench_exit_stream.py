@@ -47,11 +47,12 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))   # reference.py, the pure-Python oracle
 
 import taskstats_fast as tsf  # noqa: E402
-from taskstats_fast import netlink, reference  # noqa: E402
-from taskstats_fast.kernel import cpumask, listener as listener_mod  # noqa: E402
-from taskstats_fast._codec import ffi, lib  # noqa: E402
+from taskstats_fast import _native  # noqa: E402
+from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink  # noqa: E402
+import reference  # noqa: E402
 
 SETTLE = 0.3   # seconds of silence after the producers stop before a listener stops
 
@@ -128,15 +129,11 @@ def run_floor(exe: Dict[str, str], seconds: float, *, linger_ms: int) -> Dict:
 def _register(sock: socket.socket, mask: str, reg: bool) -> None:
     fam = netlink.resolve_family()
     seq = netlink.next_seq()
-    buf = bytearray(128)
-    n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), fam.id, seq, 1 if reg else 0,
-                              mask.encode(), len(mask))
-    netlink.transact(sock, bytes(buf[:n]), seq, what="register")
+    netlink.transact(sock, _native.build_cpumask(fam.id, seq, reg, mask), seq, what="register")
 
 
 def _drops(sock: socket.socket) -> int:
-    mem = sock.getsockopt(socket.SOL_SOCKET, 55, 4 * 9)   # SO_MEMINFO
-    return int(np.frombuffer(mem, np.uint32)[8])
+    return _native.read_drops(sock.fileno())
 
 
 def run_python(exe: Dict[str, str], seconds: float) -> Dict:

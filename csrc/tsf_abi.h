@@ -8,6 +8,23 @@
 #ifndef TSF_ABI_H
 #define TSF_ABI_H
 
+/* The numbers the Python side needs too: handed to cffi (csrc/build_ffi.py), so they are written
+ * here once.  Only plain integer constants may stand in this region. */
+/* cffi:begin */
+/* sockets (linux/netlink.h, asm-generic/socket.h, linux/sock_diag.h) */
+#define TSF_NETLINK_GENERIC   16
+#define TSF_SO_RCVBUFFORCE    33
+#define TSF_SO_MEMINFO        55
+#define TSF_SK_MEMINFO_RMEM_ALLOC 0
+#define TSF_SK_MEMINFO_DROPS  8
+#define TSF_SK_MEMINFO_VARS   9
+/* request attributes of TASKSTATS_CMD_GET (linux/taskstats.h) */
+#define TSF_TASKSTATS_CMD_ATTR_PID                1
+#define TSF_TASKSTATS_CMD_ATTR_TGID               2
+#define TSF_TASKSTATS_CMD_ATTR_REGISTER_CPUMASK   3
+#define TSF_TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK 4
+/* cffi:end */
+
 /* netlink (linux/netlink.h) */
 #define TSF_NLMSG_HDRLEN      16u
 #define TSF_NLMSG_ALIGN(n)    (((n) + 3u) & ~3u)
@@ -45,10 +62,6 @@
 #define TSF_TASKSTATS_TYPE_AGGR_PID  4
 #define TSF_TASKSTATS_TYPE_AGGR_TGID 5
 #define TSF_TASKSTATS_TYPE_NULL      6
-#define TSF_TASKSTATS_CMD_ATTR_PID                1
-#define TSF_TASKSTATS_CMD_ATTR_TGID               2
-#define TSF_TASKSTATS_CMD_ATTR_REGISTER_CPUMASK   3
-#define TSF_TASKSTATS_CMD_ATTR_DEREGISTER_CPUMASK 4
 
 /* CGROUPSTATS (linux/cgroupstats.h) */
 #define TSF_CGROUPSTATS_CMD_GET         4

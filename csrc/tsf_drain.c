@@ -20,11 +20,6 @@
 #define TSF_MAX_SOURCES 8192        /* pollfd array lives on the stack */
 #define TSF_RECORDS_PER_DATAGRAM 2  /* kernel datagrams hold a PID record, maybe a TGID one */
 
-#ifndef SO_MEMINFO
-#define SO_MEMINFO 55
-#endif
-#define TSF_SK_MEMINFO_DROPS 8
-#define TSF_SK_MEMINFO_VARS 9
 
 static uint64_t now_ns(clockid_t clock)
 {
@@ -33,20 +28,37 @@ static uint64_t now_ns(clockid_t clock)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int tsf_source_read_drops(struct tsf_source *src)
+/* One SK_MEMINFO value of a socket; 0 or a negative errno. */
+static int read_meminfo(int fd, unsigned index, uint32_t *value)
 {
     uint32_t mem[TSF_SK_MEMINFO_VARS + 8];
     socklen_t len = sizeof mem;
     memset(mem, 0, sizeof mem);
-    if (getsockopt(src->fd, SOL_SOCKET, SO_MEMINFO, mem, &len) < 0)
+    if (getsockopt(fd, SOL_SOCKET, TSF_SO_MEMINFO, mem, &len) < 0)
         return -errno;
-    if (len < (TSF_SK_MEMINFO_DROPS + 1) * sizeof(uint32_t))
+    if (len < (index + 1) * sizeof(uint32_t))
         return -ENOPROTOOPT;
+    *value = mem[index];
+    return 0;
+}
+
+int tsf_source_read_drops(struct tsf_source *src)
+{
+    uint32_t now = 0;
+    int rc = read_meminfo(src->fd, TSF_SK_MEMINFO_DROPS, &now);
+    if (rc < 0)
+        return rc;
     /* the kernel's counter is 32 bits; keep ours monotonic across its wrap */
     uint32_t low = (uint32_t)src->drops;
-    uint32_t now = mem[TSF_SK_MEMINFO_DROPS];
     src->drops += (uint32_t)(now - low);
     return 0;
+}
+
+long tsf_socket_rmem_alloc(int fd)
+{
+    uint32_t value = 0;
+    int rc = read_meminfo(fd, TSF_SK_MEMINFO_RMEM_ALLOC, &value);
+    return rc < 0 ? rc : (long)value;
 }
 
 /* ---- sequence tracking -----------------------------------------------------------------

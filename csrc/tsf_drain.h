@@ -87,6 +87,10 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
 /* Refresh src->drops from the kernel (SO_MEMINFO); 0 or a negative errno. */
 int tsf_source_read_drops(struct tsf_source *src);
 
+/* Bytes queued in a socket's receive buffer (SK_MEMINFO rmem_alloc: skb truesize, what
+ * SO_RCVBUF limits), or a negative errno. */
+long tsf_socket_rmem_alloc(int fd);
+
 /* Feed one exit-message seq to src's sequence tracker, as tsf_drain does for every
  * kernel-originated message on a track_seq source (exposed for tests and captures). */
 void tsf_source_track_seq(struct tsf_source *src, uint32_t seq);

@@ -13,12 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import errors, layout
-from ._codec import NOTE_DTYPE, Parsed, decode, parse
+from ._native import NOTE_DTYPE, Parsed, decode, parse
 from .frames import to_arrow, to_pandas
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError)
-from .connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
+from .kernel.connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
 from .kernel.delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
                         delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,

@@ -21,7 +21,7 @@ def _kernel_unavailable_reason():
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN) for TASKSTATS queries"
     try:
-        from taskstats_fast import netlink
+        from taskstats_fast.kernel import netlink
         netlink.resolve_family()
     except Exception as e:  # any failure here is a reason, reported verbatim
         return f"TASKSTATS is not usable here: {e}"
@@ -63,7 +63,7 @@ def pytest_runtest_makereport(item, call):
 def asan_harness(tmp_path_factory):
     """tests/c/parse_harness.c built with csrc/ under ASan+UBSan: (executable, plan file).
     The plan file holds the copy plan taskstats_fast derives from its layout table."""
-    from taskstats_fast._codec import PLAN, ffi
+    from taskstats_fast._native import PLAN, ffi
     here = os.path.dirname(os.path.abspath(__file__))
     csrc = os.path.join(here, "..", "csrc")
     cc = shutil.which("cc") or shutil.which("gcc")

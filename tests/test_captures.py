@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import layout, reference
-from taskstats_fast._codec import ffi, lib
+import reference
+from taskstats_fast import layout
+from taskstats_fast._native import ffi, lib
 
 CAPTURES = os.path.join(os.path.dirname(__file__), "data", "captures")
 KERNELS = sorted(d for d in os.listdir(CAPTURES) if os.path.isdir(os.path.join(CAPTURES, d)))

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import layout, reference
-from taskstats_fast._codec import NOTE_ACK, NOTE_DONE, NOTE_ERROR, lib
+import reference
+from taskstats_fast import layout
+from taskstats_fast._native import NOTE_ACK, NOTE_DONE, NOTE_ERROR, lib
 
 import wire
 from wire import aggr, error_msg, done_msg, nla, nlmsg, genl, stats, taskstats_msg, u32

@@ -1,4 +1,4 @@
-"""Byte-level tests of taskstats_fast.connection and taskstats_fast.kernel.delayacct: no kernel needed.
+"""Byte-level tests of taskstats_fast.kernel.connection and taskstats_fast.kernel.delayacct: no kernel needed.
 
 A fake kernel (a thread on the far end of an AF_UNIX datagram socketpair) answers the
 Connection's GET requests with messages built by tests/wire.py, so the bulk machinery (round
@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 
 import wire
-from taskstats_fast import connection as conn_mod
-from taskstats_fast import layout, netlink
-from taskstats_fast.connection import (Connection, Lookup, request_index, requests_in_flight)
+from taskstats_fast.kernel import connection as conn_mod
+from taskstats_fast import layout
+from taskstats_fast.kernel import netlink
+from taskstats_fast.kernel.connection import (Connection, Lookup, request_index, requests_in_flight)
 from taskstats_fast.errors import (DecodeError, NoSuchTaskError, PermissionDeniedError,
                                    ReplyTimeoutError)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import connection as conn_mod
+from taskstats_fast.kernel import connection as conn_mod, netlink
 from taskstats_fast.errors import NoSuchTaskError, ReplyTimeoutError
 
 pytestmark = pytest.mark.kernel
@@ -412,7 +412,7 @@ def test_delay_accounting_switch_and_warning(sleeper):
 def test_connection_basics():
     c = tsf.Connection(warn_delayacct=False)
     assert c.fileno() >= 0 and c.family.id >= 0x10
-    assert c.family == tsf.netlink.resolve_family()
+    assert c.family == netlink.resolve_family()
     assert "Connection" in repr(c)
     c.close()
     assert c.closed

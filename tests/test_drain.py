@@ -20,7 +20,7 @@ import pytest
 
 import wire
 from taskstats_fast import layout
-from taskstats_fast._codec import NOTE_ACK, NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
+from taskstats_fast._native import NOTE_ACK, NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
 
 FAMILY = wire.TASKSTATS_FAMILY
 

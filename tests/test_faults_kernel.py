@@ -30,9 +30,9 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import layout, netlink
-from taskstats_fast.kernel import cpumask
-from taskstats_fast._codec import NOTE_ACK, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
+from taskstats_fast import layout
+from taskstats_fast.kernel import cpumask, netlink
+from taskstats_fast._native import NOTE_ACK, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
 
 WATCHDOG_S = 60
 CPU1_ONLINE = "/sys/devices/system/cpu/cpu1/online"

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import reference
-from taskstats_fast._codec import NOTE_ERROR, ffi
+import reference
+from taskstats_fast._native import NOTE_ERROR, ffi
 
 from conftest import UNDER_CI
 
@@ -74,10 +74,10 @@ def test_c_and_reference_agree(name):
 def test_family_and_cgroupstats_parsers_report_a_positive_errno(name):
     data = _read(name)
     fam = ffi.new("struct tsf_family *")
-    rc = tsf._codec.lib.tsf_parse_family(data, len(data), fam)
+    rc = tsf._native.lib.tsf_parse_family(data, len(data), fam)
     assert rc != 0 or fam.error > 0
     out, err = ffi.new("uint64_t[5]"), ffi.new("int32_t *")
-    rc = tsf._codec.lib.tsf_parse_cgroupstats(data, len(data), 31, out, err)
+    rc = tsf._native.lib.tsf_parse_cgroupstats(data, len(data), 31, out, err)
     assert rc != 0 or err[0] > 0
 
 

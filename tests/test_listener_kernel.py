@@ -26,9 +26,8 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import netlink
-from taskstats_fast.kernel import cpumask, listener as listener_mod
-from taskstats_fast._codec import NOTE_ACK, NOTE_ERROR, ffi, lib
+from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink
+from taskstats_fast._native import NOTE_ACK, NOTE_ERROR, ffi, lib
 from taskstats_fast.errors import CpumaskError, NamespaceError, PermissionDeniedError
 
 pytestmark = pytest.mark.kernel

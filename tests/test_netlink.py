@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from taskstats_fast import netlink
+from taskstats_fast.kernel import netlink
 from taskstats_fast.errors import NoSuchTaskError, ReplyTimeoutError
 
 import wire

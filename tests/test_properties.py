@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import taskstats_fast as tsf
-from taskstats_fast import layout, reference
-from taskstats_fast._codec import NOTE_BAD, lib
+import reference
+from taskstats_fast import layout
+from taskstats_fast._native import NOTE_BAD, lib
 
 import wire
 from wire import nla, nlmsg, genl, pad4

@@ -79,9 +79,9 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
-from .. import layout, netlink
-from . import cpumask
-from .._codec import NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
+from .. import _native, layout
+from . import cpumask, netlink
+from .._native import NOTE_ERROR, Drain
 from ..errors import (CpumaskError, NamespaceError, PermissionDeniedError,
                      ReplyTimeoutError, TaskstatsError, kernel_error)
 
@@ -101,9 +101,8 @@ DEFAULT_BATCH = 4096
 #: Seconds ``read`` keeps gathering after the first record (sleeping, so a burst costs one wake-up
 #: instead of one per message).  Adds at most this much latency.
 DEFAULT_LINGER = 0.005
-#: recvmmsg arena: 64 slots of 8 KiB (a PID+TGID exit message is 1172..1428 bytes).
-SLOT_SIZE = 8192
-NSLOTS = 64
+#: recvmmsg arena slots (a PID+TGID exit message is 1172..1428 bytes; a slot is 8 KiB).
+NSLOTS = _native.DRAIN_SLOTS
 #: Seconds to wait for the kernel's ACK to a (de)registration.
 REGISTER_TIMEOUT = 5.0
 
@@ -297,11 +296,10 @@ class ExitListener:
         self._closing = False
         self._waiters: set = set()   # (loop, future) of async iterators waiting for data
 
-        # fixed memory: the recvmmsg arena, the record array, the notes
-        self._arena = np.zeros(NSLOTS * SLOT_SIZE, np.uint8)
+        # fixed memory: the record array here; the recvmmsg arena and the notes in the Drain
         self._records = np.zeros(self.batch_size, layout.DTYPE)
         self._record_bytes = self._records.view(np.uint8)
-        self._notes = np.zeros(NSLOTS + 2 * len(groups) + 8, NOTE_DTYPE)
+        self._notes_cap = NSLOTS + 2 * len(groups) + 8
         self._head = 0               # rows [head, filled) are decoded and not yet delivered
         self._filled = 0
         self._in_flight = False      # a tsf_drain call whose result is not yet accounted
@@ -355,24 +353,12 @@ class ExitListener:
                 RuntimeWarning, stacklevel=4)
 
     def _build_c_state(self) -> None:
-        n = len(self._shards)
-        self._src = ffi.new("struct tsf_source[]", n + 1)
-        for i, shard in enumerate(self._shards):
-            self._src[i].fd = shard.sock.fileno()
-            self._src[i].shard = shard.id
-            self._src[i].track_seq = 1 if len(shard.cpus) == 1 else 0
-        self._src[n].fd = self._wake_r
-        self._src[n].flags = lib.TSF_SOURCE_WAKE
-        self._nsrc = n + 1
-        args = self._args = ffi.new("struct tsf_drain_args *")
-        args.arena = ffi.cast("uint8_t *", ffi.from_buffer(self._arena))
-        args.slot_size = SLOT_SIZE
-        args.nslots = NSLOTS
-        args.notes = ffi.cast("struct tsf_note *", ffi.from_buffer(self._notes))
-        args.notes_cap = len(self._notes)
-        args.family = self.family.id
-        self._records_ptr = ffi.cast("uint8_t *", ffi.from_buffer(self._records))
-        self._res = ffi.new("struct tsf_drain_result *")
+        self._drain_state = Drain(self.family.id, [s.sock.fileno() for s in self._shards],
+                                  shards=[s.id for s in self._shards],
+                                  track_seq=[len(s.cpus) == 1 for s in self._shards],
+                                  wake_fd=self._wake_r, notes=self._notes_cap)
+        self._src = [self._drain_state.source(i) for i in range(len(self._shards))]
+        self._res = self._drain_state.last
 
     def _check_netns(self) -> None:
         if in_initial_namespace("net") is False:
@@ -391,20 +377,13 @@ class ExitListener:
             self._in_flight = False
 
     def _drain(self, timeout_ms: int, capacity: int, linger_ms: int) -> None:
-        args = self._args
-        args.records = self._records_ptr + self._filled * layout.DTYPE.itemsize
-        args.capacity = capacity
-        args.timeout_ms = timeout_ms
-        args.linger_ms = linger_ms
-        args.min_records = 1
         self._flight_base = self._filled
         self._in_flight = True
-        rc = lib.tsf_drain(PLAN, self._src, self._nsrc, args, self._res)
+        self._drain_state.run(self._records, self._filled, capacity, timeout_ms=timeout_ms,
+                              min_records=1, linger_ms=linger_ms)
         # a signal handler may raise right after the call: _settle() then does this later
         self._filled = self._flight_base + self._res.records
         self._in_flight = False
-        if rc < 0:
-            raise RuntimeError(f"tsf_drain: {strerror(rc)}")
 
     def _register(self) -> None:
         try:
@@ -434,13 +413,7 @@ class ExitListener:
         pending: Dict[int, _Shard] = {}
         for shard in shards:
             seq = netlink.next_seq()
-            mask = shard.mask.encode()
-            buf = bytearray(64 + len(mask))
-            n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), self.family.id, seq,
-                                      1 if register else 0, mask, len(mask))
-            if n < 0:
-                raise RuntimeError(f"building the cpumask request: {strerror(n)}")
-            shard.sock.send(bytes(buf[:n]))
+            shard.sock.send(_native.build_cpumask(self.family.id, seq, register, shard.mask))
             pending[seq] = shard
         failures: List[Tuple[_Shard, int]] = []
         deadline = time.monotonic() + self._timeout
@@ -461,7 +434,7 @@ class ExitListener:
             if self._res.error:
                 raise OSError(self._res.error, "receiving from a listener socket: "
                                                f"{os.strerror(self._res.error)}")
-            for note in self._notes[:min(self._res.notes, len(self._notes))]:
+            for note in self._drain_state.notes():
                 seq = int(note["seq"])
                 if seq in pending:
                     shard = pending.pop(seq)
@@ -670,15 +643,9 @@ class ExitListener:
     def _read_drops(self) -> List[int]:
         """The kernel's drop counters, read into a scratch copy so a concurrent read (which also
         refreshes them, on ENOBUFS) never sees a half-updated value."""
-        out = []
-        scratch = ffi.new("struct tsf_source *")
-        for i in range(len(self._shards)):
-            scratch.fd = self._src[i].fd
-            scratch.drops = self._src[i].drops
-            if not self._closed:
-                lib.tsf_source_read_drops(scratch)
-            out.append(int(scratch.drops))
-        return out
+        if self._closed:
+            return [src.drops for src in self._src]
+        return [_native.read_drops(src.fd, src.drops) for src in self._src]
 
     # -- closing -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -766,7 +733,7 @@ class ExitListener:
                 self._discard_pending()
                 self._final_drops = self._read_drops()
             elif self._shards and hasattr(self, "_src"):
-                self._final_drops = [int(self._src[i].drops) for i in range(len(self._shards))]
+                self._final_drops = [src.drops for src in self._src]
         finally:
             self._closed = True
             _open_listeners.discard(self)

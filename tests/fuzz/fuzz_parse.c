@@ -1,7 +1,7 @@
 /* libFuzzer target for the C codec (tsf_codec.c): owned by the hardening work (issue 6).
  *
  * Built by tests/fuzz/run_fuzz.py with clang -fsanitize=fuzzer,address,undefined.  The copy
- * plan is the real one: run_fuzz.py writes the bytes of taskstats_fast._codec.PLAN into
+ * plan is the real one: run_fuzz.py writes the bytes of taskstats_fast._native.PLAN into
  * tsf_fuzz_plan.h (TSF_FUZZ_PLAN_BYTES) so the binary is self-contained and a crasher can be
  * replayed with `fuzz_parse FILE` alone.
  *

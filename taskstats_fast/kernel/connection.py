@@ -5,13 +5,13 @@ process and thread snapshots, cgroupstats, and the errors that explain what went
 
 How a bulk lookup works (every step is batched; no Python object is made per record):
 
-1. ``lib.tsf_build_get`` writes all N GET requests into one buffer with consecutive sequence
+1. ``_native.build_get`` writes all N GET requests into one buffer with consecutive sequence
    numbers, so a reply's ``nlmsg_seq`` minus the first seq is the index of its request.
 2. The requests go out in *rounds* of at most ``in_flight`` requests, one ``send`` each.  The
    kernel answers every request of a round inside that ``send`` and queues the replies on our
    socket, so a round must fit in the receive buffer: ``in_flight`` comes from the granted
    SO_RCVBUF and the buffer cost (skb truesize) of one reply, measured once per connection.
-3. ``lib.tsf_drain`` (poll + recvmmsg + C decode) writes the replies straight into the result
+3. ``_native.Drain`` (poll + recvmmsg + C decode) writes the replies straight into the result
    array.  Replies come back in request order; an NLMSG_ERROR carries the seq of its request:
    ESRCH marks that id missing, anything else raises.
 4. Loss is never silent: if the kernel dropped replies anyway (SO_MEMINFO drops, ENOBUFS,
@@ -26,7 +26,6 @@ import errno
 import operator
 import os
 import socket
-import struct
 import threading
 import time
 import warnings
@@ -34,10 +33,11 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 
-from . import layout, netlink
-from ._codec import NOTE_BAD, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib, strerror
-from .kernel.delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
-from .errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
+from .. import _native, layout
+from . import netlink
+from .._native import ATTR_PID, ATTR_TGID, NOTE_BAD, NOTE_ERROR, Drain, strerror
+from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
+from ..errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                      TaskstatsError, kernel_error)
 
 __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
@@ -45,9 +45,7 @@ __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFA
 
 DEFAULT_TIMEOUT = netlink.DEFAULT_TIMEOUT
 
-ATTR_PID = 1    # TASKSTATS_CMD_ATTR_PID
-ATTR_TGID = 2   # TASKSTATS_CMD_ATTR_TGID
-REQUEST_SIZE = lib.TSF_GET_REQUEST_SIZE
+REQUEST_SIZE = _native.GET_REQUEST_SIZE
 
 #: Most requests one round sends.  Larger rounds gain nothing (the kernel's per-request work
 #: dominates) and keep megabytes of reply skbs cold in memory before we read them.
@@ -57,10 +55,9 @@ DEFAULT_REPLY_TRUESIZE = 1280
 #: Receive buffer asked for by default: a full round at twice the default truesize.  The kernel
 #: doubles what it is asked for, so this is generous.
 DEFAULT_RCVBUF = MAX_IN_FLIGHT * DEFAULT_REPLY_TRUESIZE
-#: Arena for recvmmsg: 64 datagrams per call (tsf_drain's batch), 8 KiB each.  A query reply is
-#: ~600 bytes, so MSG_TRUNC cannot happen; tsf_drain counts it anyway and we raise if it does.
-SLOT_SIZE = 8192
-NSLOTS = 64
+#: Datagrams one drain call takes at most (its recvmmsg arena; a query reply is ~600 bytes, so
+#: MSG_TRUNC cannot happen: tsf_drain counts it anyway and we raise if it does).
+NSLOTS = _native.DRAIN_SLOTS
 # Spare rows in a result array: tsf_drain stops when fewer than two record slots are free.
 _SPARE_ROWS = 2 * NSLOTS + 2
 # Rounds in a row that the kernel dropped every reply of before we give up.
@@ -69,8 +66,6 @@ _MAX_FRUITLESS_RESENDS = 3
 _RESEND_ERRNOS = (errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM)
 
 _PENDING, _FOUND, _MISSING = 0, 1, 2
-# nlmsghdr (len, type, flags, seq, port), genlmsghdr (cmd, version, reserved), u32 attribute
-_SINGLE_REQUEST = struct.Struct("=IHHIIBBHHHI")
 _U32 = 0xFFFFFFFF
 
 # The kernel's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
@@ -124,12 +119,6 @@ def _as_ids(ids, what: str) -> np.ndarray:
             raise ValueError(f"{what} must be in 0..{_U32}")
         arr = arr.astype(np.uint32)
     return np.ascontiguousarray(arr)
-
-
-def _ptr(array: np.ndarray):
-    """A ``uint8_t[]`` over ``array``'s memory; it keeps the buffer exported while it lives, and
-    ``ptr + offset`` is a pointer into it."""
-    return ffi.from_buffer("uint8_t[]", array, require_writable=True)
 
 
 def _ns_inode(path: str) -> Optional[int]:
@@ -216,7 +205,7 @@ class CgroupStats(NamedTuple):
 class _Batch:
     """State of one bulk lookup: its requests, what each got, and the result rows so far."""
 
-    __slots__ = ("ids", "attr", "first_seq", "requests", "state", "out", "out_ptr", "got",
+    __slots__ = ("ids", "attr", "first_seq", "requests", "state", "out", "got",
                  "last_index", "ordered", "resent", "unqueued")
 
     def __init__(self, ids: np.ndarray, attr: int, family: int):
@@ -224,18 +213,12 @@ class _Batch:
         self.ids = ids
         self.attr = attr
         self.first_seq = netlink.next_seq(max(n, 1))
-        self.requests = np.empty((n, REQUEST_SIZE), np.uint8)
-        if n:
-            built = lib.tsf_build_get(_ptr(self.requests), self.requests.nbytes, family,
-                                      self.first_seq, attr,
-                                      ffi.cast("const uint32_t *", ffi.from_buffer(ids)), n, 0)
-            if built != self.requests.nbytes:
-                raise RuntimeError(f"building requests failed: {strerror(built) if built < 0 else built}")
+        self.requests = np.frombuffer(_native.build_get(family, self.first_seq, attr, ids),
+                                      np.uint8).reshape(n, REQUEST_SIZE)
         self.state = np.zeros(n, np.uint8)
         # tsf_drain wants two free rows per datagram it may take: small batches make do with
         # fewer drain calls' worth of spare rows rather than a mostly empty array
         self.out = np.empty(n + (2 if n <= NSLOTS else _SPARE_ROWS), layout.DTYPE)
-        self.out_ptr = _ptr(self.out)
         self.got = 0            # rows of out filled with this batch's records
         self.last_index = -1    # request index of the last row, to notice order breaks
         self.ordered = True
@@ -368,19 +351,8 @@ class Connection:
         self._dirty = False          # replies of an abandoned request may still be queued
         self._reply_truesize: Optional[int] = None
         self._warn_delayacct = warn_delayacct
-        self._arena = np.empty(NSLOTS * SLOT_SIZE, np.uint8)
-        self._notes = np.empty(MAX_IN_FLIGHT + NSLOTS, NOTE_DTYPE)
-        self._src = ffi.new("struct tsf_source *")
-        self._src.fd = sock.fileno()
-        self._args = ffi.new("struct tsf_drain_args *")
-        self._arena_ptr = _ptr(self._arena)
-        self._notes_ptr = ffi.from_buffer("struct tsf_note[]", self._notes, require_writable=True)
-        self._args.arena = self._arena_ptr
-        self._args.slot_size = SLOT_SIZE
-        self._args.nslots = NSLOTS
-        self._args.notes = self._notes_ptr
-        self._args.family = family.id
-        self._res = ffi.new("struct tsf_drain_result *")
+        self._drain = Drain(family.id, [sock.fileno()], notes=MAX_IN_FLIGHT + NSLOTS)
+        self._src = self._drain.source(0)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -435,7 +407,7 @@ class Connection:
         """The socket's receive counters since the connection opened (datagrams, records,
         drops, overruns, truncated, bad, kernel_errors)."""
         s = self._src
-        return {name: int(getattr(s, name)) for name in
+        return {name: getattr(s, name) for name in
                 ("datagrams", "bytes", "records", "drops", "overruns", "truncated", "bad",
                  "kernel_errors")}
 
@@ -462,8 +434,7 @@ class Connection:
             sock = self._socket()
             self._flush_if_dirty()
             seq = netlink.next_seq()
-            request = _SINGLE_REQUEST.pack(REQUEST_SIZE, self.family.id, 1, seq, 0, 1, 1, 0, 8,
-                                           attr, ident)
+            request = _native.build_get(self.family.id, seq, attr, np.array([ident], np.uint32))
             self._dirty = True
             sock.send(request)
             found = self._collect_one(seq, out, f"TASKSTATS query for {kind} {ident}", request)
@@ -477,26 +448,20 @@ class Connection:
     def _collect_one(self, seq: int, out: np.ndarray, what: str, request: bytes) -> bool:
         """Wait for the answer to the single request ``seq``: True with its record in ``out[0]``,
         False for ESRCH (no such task); other errors raise."""
-        src, args, res = self._src, self._args, self._res
-        ptr = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        src, drain, res = self._src, self._drain, self._drain.last
         deadline = time.monotonic() + self.timeout
         truncated, bad, overruns = src.truncated, src.bad, src.overruns
         while True:
-            args.timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            args.records = ptr
-            args.capacity = 2   # one datagram per call: a stale one cannot push ours out
-            args.notes_cap = len(self._notes)
-            args.min_records = 1
-            rc = lib.tsf_drain(PLAN, src, 1, args, res)
-            if rc < 0:
-                raise RuntimeError(f"tsf_drain: {strerror(rc)}")
+            # capacity 2: one datagram per call, so a stale one cannot push ours out
+            drain.run(out, 0, 2, min_records=1,
+                      timeout_ms=max(0, int((deadline - time.monotonic()) * 1000 + 0.999)))
             if src.truncated != truncated or src.bad != bad:
                 raise DecodeError(f"{src.truncated - truncated} truncated and {src.bad - bad} "
                                   "malformed replies from the kernel")
             if res.records and int(out["seq"][0]) == seq:
                 return True
             resend = src.overruns != overruns
-            for note in self._notes[:min(res.notes, len(self._notes))].tolist():
+            for note in drain.notes().tolist():
                 kind_, code, _, note_seq = note
                 if kind_ == NOTE_BAD:
                     raise DecodeError(f"malformed reply from the kernel: {strerror(code)}", code)
@@ -560,15 +525,12 @@ class Connection:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             seq = netlink.next_seq()
-            buf = bytearray(64)
-            n = lib.tsf_build_cgroupstats(ffi.from_buffer(buf), len(buf), self.family.id, seq, fd)
-            if n < 0:
-                raise RuntimeError(strerror(n))
+            request = _native.build_cgroupstats(self.family.id, seq, fd)
             with self._lock:
                 self._flush_if_dirty()
                 self._dirty = True
                 try:
-                    data = netlink.transact(self._socket(), bytes(buf[:n]), seq,
+                    data = netlink.transact(self._socket(), request, seq,
                                             timeout=self.timeout, what=f"cgroupstats of {path}")
                 except KernelError as e:
                     if e.errno == errno.EINVAL:
@@ -577,14 +539,13 @@ class Connection:
                 self._dirty = False
         finally:
             os.close(fd)
-        out = ffi.new("uint64_t[5]")
-        err = ffi.new("int32_t *")
-        rc = lib.tsf_parse_cgroupstats(data, len(data), self.family.id, out, err)
-        if rc == 0:
-            raise kernel_error(int(err[0]), f"cgroupstats of {path}")
-        if rc < 0:
-            raise KernelError(errno.EPROTO, f"cgroupstats of {path}: {strerror(rc)}")
-        return CgroupStats(*(int(out[i]) for i in range(5)))
+        try:
+            counts, err = _native.parse_cgroupstats(data, self.family.id)
+        except DecodeError as e:
+            raise KernelError(errno.EPROTO, f"cgroupstats of {path}: {e}") from None
+        if counts is None:
+            raise kernel_error(err, f"cgroupstats of {path}")
+        return CgroupStats(*counts)
 
     # -- the bulk machinery ------------------------------------------------------------------
     def _lookup(self, ids: np.ndarray, attr: int, stacklevel: int = 3) -> Lookup:
@@ -596,7 +557,7 @@ class Connection:
             batch = _Batch(ids, attr, self.family.id)
             self._dirty = True
             step = self.in_flight
-            self._ensure_notes(step + NSLOTS)  # every request of a round may answer with a note
+            self._drain.ensure_notes(step + NSLOTS)  # every request of a round may answer with a note
             for lo in range(0, len(ids), step):
                 self._complete_round(batch, np.arange(lo, min(lo + step, len(ids))))
             self._dirty = False
@@ -636,34 +597,25 @@ class Connection:
         drops_before = self._src.drops
         sock.send(payload)
         # The kernel answered inside send(): a drop has happened by now or never will.
-        lib.tsf_source_read_drops(self._src)
+        self._src.refresh_drops()
         return self._collect(batch, len(indices), lost=self._src.drops != drops_before)
 
     def _collect(self, batch: _Batch, expected: int, *, lost: bool = False,
                  timeout: Optional[float] = None) -> bool:
         """Drain replies until ``expected`` more requests of ``batch`` are answered.  With
         ``lost`` (or once a loss shows up) it only takes what is queued and returns True."""
-        src, args, res = self._src, self._args, self._res
+        src, drain, res = self._src, self._drain, self._drain.last
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         answered = 0
         overruns, truncated, bad = src.overruns, src.truncated, src.bad
         unqueued = batch.unqueued
         while answered < expected:
-            if lost:
-                args.timeout_ms = 0
-            else:
-                args.timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            args.records = batch.out_ptr + batch.got * layout.DTYPE.itemsize
-            args.capacity = len(batch.out) - batch.got
-            args.notes_cap = len(self._notes)
-            args.min_records = expected - answered
-            rc = lib.tsf_drain(PLAN, src, 1, args, res)
-            if rc < 0:
-                raise RuntimeError(f"tsf_drain: {strerror(rc)}")
-            if res.notes > len(self._notes):
+            timeout_ms = 0 if lost else max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            drain.run(batch.out, batch.got, timeout_ms=timeout_ms, min_records=expected - answered)
+            if res.notes > drain.notes_cap:
                 lost = True   # notes were counted but not stored: their requests stay pending
-            step = batch.absorb(res.records, self._notes[:min(res.notes, len(self._notes))])
+            step = batch.absorb(res.records, drain.notes())
             answered += step
             if step:
                 deadline = time.monotonic() + timeout
@@ -690,8 +642,7 @@ class Connection:
         probe = _Batch(np.array([os.getpid()], np.uint32), ATTR_PID, self.family.id)
         self._dirty = True
         sock.send(probe.requests.data.cast("B"))
-        meminfo = sock.getsockopt(socket.SOL_SOCKET, 55, 4 * 9)  # SO_MEMINFO; [0] = rmem_alloc
-        rmem = int.from_bytes(meminfo[:4], "little" if np.little_endian else "big")
+        rmem = _native.rmem_alloc(sock.fileno())
         try:
             self._collect(probe, 1)
         except KernelError:
@@ -700,27 +651,14 @@ class Connection:
         if probe.got:  # an error reply is smaller than a record: only a record calibrates
             self._reply_truesize = max(rmem, 256)
 
-    def _ensure_notes(self, n: int) -> None:
-        if len(self._notes) < n:
-            self._notes = np.empty(n, NOTE_DTYPE)
-            self._notes_ptr = ffi.from_buffer("struct tsf_note[]", self._notes, require_writable=True)
-            self._args.notes = self._notes_ptr
-
     def _flush_if_dirty(self) -> None:
         """Discard whatever an abandoned request (exception, KeyboardInterrupt) left queued."""
         if not self._dirty:
             return
-        scratch = _Batch(np.empty(0, np.uint32), ATTR_PID, self.family.id)
-        scratch.out = np.empty(NSLOTS * 2 + 2, layout.DTYPE)
-        scratch.out_ptr = _ptr(scratch.out)
-        args, res = self._args, self._res
+        scratch = np.empty(NSLOTS * 2 + 2, layout.DTYPE)
+        res = self._drain.last
         while True:
-            args.timeout_ms = 0
-            args.records = scratch.out_ptr
-            args.capacity = len(scratch.out)
-            args.notes_cap = len(self._notes)
-            args.min_records = 1 << 62
-            lib.tsf_drain(PLAN, self._src, 1, args, res)
+            self._drain.run(scratch, timeout_ms=0, min_records=1 << 62)
             if res.datagrams == 0 or res.error:
                 break
         self._dirty = False

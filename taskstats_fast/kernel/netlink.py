@@ -15,16 +15,14 @@ import time
 import warnings
 from typing import Dict, NamedTuple, Optional
 
-from ._codec import NOTE_ACK, NOTE_ERROR, ffi, lib, parse, strerror
-from .errors import FamilyNotFoundError, KernelError, ReplyTimeoutError, TaskstatsError, kernel_error
+from .. import _native
+from .._native import NETLINK_GENERIC, NOTE_ACK, NOTE_ERROR, SO_RCVBUFFORCE, parse
+from ..errors import (DecodeError, FamilyNotFoundError, KernelError, ReplyTimeoutError, TaskstatsError,
+                      kernel_error)
 
 __all__ = ["Family", "open_socket", "set_rcvbuf", "resolve_family", "transact", "next_seq",
            "RECV_SIZE", "DEFAULT_TIMEOUT"]
 
-NETLINK_GENERIC = 16
-SO_RCVBUFFORCE = 33
-SOL_NETLINK = 270
-NETLINK_EXT_ACK = 11
 #: Receive buffer for one datagram: a PID+TGID exit message is 1172 (v16) .. 1428 (v17) bytes.
 RECV_SIZE = 65536
 #: Seconds to wait for a reply the kernel owes us.
@@ -145,15 +143,9 @@ def resolve_family(sock: Optional[socket.socket] = None, *, timeout: float = DEF
     own = sock is None
     s: socket.socket = sock if sock is not None else open_socket()
     try:
-        seq = next_seq()
-        buf = bytearray(256)
-        n = lib.tsf_build_getfamily(ffi.from_buffer(buf), len(buf), seq, b"TASKSTATS", 9)
-        if n < 0:
-            raise RuntimeError(strerror(n))
         # CTRL_CMD_GETFAMILY answers with the family, or an error; no ACK needed
-        s.send(bytes(buf[:n]))
+        s.send(_native.build_getfamily(next_seq(), "TASKSTATS"))
         deadline = time.monotonic() + timeout
-        fam = ffi.new("struct tsf_family *")
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -163,20 +155,21 @@ def resolve_family(sock: Optional[socket.socket] = None, *, timeout: float = DEF
                 data = s.recv(RECV_SIZE)
             except (socket.timeout, InterruptedError):
                 continue
-            rc = lib.tsf_parse_family(data, len(data), fam)
-            if rc == lib.TSF_E_NO_REPLY:
+            try:
+                fam = _native.parse_family(data)
+            except DecodeError as e:
+                raise KernelError(errno.EPROTO, f"malformed family reply: {e}") from None
+            if fam is None:
                 continue  # something else (a stray event) came first
             break
-        if rc == 0:
+        if fam.error:
             if fam.error == errno.ENOENT:
                 raise FamilyNotFoundError(
                     errno.ENOENT, "this kernel has no TASKSTATS generic netlink family: it was "
                     "built without CONFIG_TASKSTATS (check /boot/config-$(uname -r) or "
                     "/proc/config.gz); per-task accounting cannot be read on it")
             raise kernel_error(fam.error, "TASKSTATS family lookup")
-        if rc < 0:
-            raise KernelError(errno.EPROTO, f"malformed family reply: {strerror(rc)}")
-        family = Family(int(fam.id), int(fam.version), int(fam.maxattr))
+        family = Family(fam.id, fam.version, fam.maxattr)
     finally:
         if own:
             s.close()

@@ -5,6 +5,10 @@ It shares only the layout table (field offsets, checked against a C compiler) an
 code numbers with the C path; the message walk, the validity checks and the version handling are
 written again here, plainly, with the ``struct`` module.  ``parse`` gives the same records and
 the same notes (kind, code, offset, seq) as ``taskstats_fast.parse`` for any input.
+
+It lives in tests/ because it is a test oracle, not a feature: the package never needs it, and
+keeping it out of ``taskstats_fast`` keeps the oracle from sharing more than the layout table and
+the C core's published code numbers (``taskstats_fast._native.ErrorCode``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from . import layout
-from ._codec import NOTE_ACK, NOTE_BAD, NOTE_DONE, NOTE_DTYPE, NOTE_ERROR, lib
+from taskstats_fast import layout
+from taskstats_fast._native import NOTE_ACK, NOTE_BAD, NOTE_DONE, NOTE_DTYPE, NOTE_ERROR, ErrorCode
 
 __all__ = ["parse", "decode"]
 
@@ -60,11 +64,11 @@ class _Walk:
         while p < end:
             remaining = end - p
             if remaining < 4:
-                self.note(NOTE_BAD, lib.TSF_E_ATTR_LEN, p, seq)
+                self.note(NOTE_BAD, ErrorCode.ATTR_LEN, p, seq)
                 return
             nla_len, nla_type = _NLA.unpack_from(buf, p)
             if nla_len < 4 or nla_len > remaining:
-                self.note(NOTE_BAD, lib.TSF_E_ATTR_LEN, p, seq)
+                self.note(NOTE_BAD, ErrorCode.ATTR_LEN, p, seq)
                 return
             yield p, nla_type & 0x3FFF, p + 4, p + nla_len
             p += min((nla_len + 3) & ~3, remaining)
@@ -72,7 +76,7 @@ class _Walk:
     def message(self, buf: bytes, p: int, msglen: int, mtype: int, seq: int) -> None:
         if mtype == 2:  # NLMSG_ERROR
             if msglen < 20:
-                self.note(NOTE_BAD, lib.TSF_E_ERR_SHORT, p, seq)
+                self.note(NOTE_BAD, ErrorCode.ERR_SHORT, p, seq)
                 return
             (err,) = _I32.unpack_from(buf, p + 16)
             req_seq = _U32.unpack_from(buf, p + 28)[0] if msglen >= 36 else seq
@@ -82,7 +86,7 @@ class _Walk:
             self.note(NOTE_DONE, 0, p, seq)
         elif mtype >= 0x10 and (self.family == 0 or mtype == self.family):
             if msglen < 20:
-                self.note(NOTE_BAD, lib.TSF_E_GENL_SHORT, p, seq)
+                self.note(NOTE_BAD, ErrorCode.GENL_SHORT, p, seq)
             elif buf[p + 16] == 2 and (self.family != 0 or mtype != 0x10):  # TASKSTATS_CMD_NEW
                 pid_layout = 0
                 for at, atype, start, end in self.attrs(buf, p + 20, p + msglen, seq):
@@ -105,14 +109,14 @@ class _Walk:
         if len(self.notes) > before:
             return 0
         if stats is None:
-            self.note(NOTE_BAD, lib.TSF_E_NO_STATS, at, seq)
+            self.note(NOTE_BAD, ErrorCode.NO_STATS, at, seq)
             return 0
         if ident is not None and ident[2] - ident[1] < 4:
-            self.note(NOTE_BAD, lib.TSF_E_ID_SHORT, ident[0], seq)
+            self.note(NOTE_BAD, ErrorCode.ID_SHORT, ident[0], seq)
             return 0
         a, s, e = stats
         if e - s < 2:
-            self.note(NOTE_BAD, lib.TSF_E_STATS_SHORT, a, seq)
+            self.note(NOTE_BAD, ErrorCode.STATS_SHORT, a, seq)
             return 0
         (version,) = _U16.unpack_from(buf, s)
         flags = 0
@@ -120,16 +124,16 @@ class _Walk:
             slot, flags = layout.MAX_VERSION, layout.FLAG_NEWER_VERSION
         elif version == 0 and kind == 2:
             if not pid_layout:
-                self.note(NOTE_BAD, lib.TSF_E_NO_LAYOUT, a, seq)
+                self.note(NOTE_BAD, ErrorCode.NO_LAYOUT, a, seq)
                 return 0
             slot, flags = pid_layout, layout.FLAG_LAYOUT_INFERRED
         elif version < layout.MIN_VERSION:
-            self.note(NOTE_BAD, lib.TSF_E_VERSION, a, seq)
+            self.note(NOTE_BAD, ErrorCode.VERSION, a, seq)
             return 0
         else:
             slot = version
         if e - s < layout.STRUCT_SIZE[slot]:
-            self.note(NOTE_BAD, lib.TSF_E_STATS_SHORT, a, seq)
+            self.note(NOTE_BAD, ErrorCode.STATS_SHORT, a, seq)
             return 0
         unpacker, names = _UNPACK[slot]
         row: Dict[str, object] = dict(zip(names, unpacker.unpack_from(buf, s)))
@@ -147,11 +151,11 @@ def parse(buf, family: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     while p < n:
         remaining = n - p
         if remaining < 16:
-            walk.note(NOTE_BAD, lib.TSF_E_MSG_SHORT, p, 0)
+            walk.note(NOTE_BAD, ErrorCode.MSG_SHORT, p, 0)
             break
         msglen, mtype, _, seq, _ = _NLMSG.unpack_from(data, p)
         if msglen < 16 or msglen > remaining:
-            walk.note(NOTE_BAD, lib.TSF_E_MSG_LEN, p, 0)
+            walk.note(NOTE_BAD, ErrorCode.MSG_LEN, p, 0)
             break
         walk.message(data, p, msglen, mtype, seq)
         p += min((msglen + 3) & ~3, remaining)
@@ -165,7 +169,7 @@ def parse(buf, family: int = 0) -> Tuple[np.ndarray, np.ndarray]:
 
 def decode(buf) -> np.ndarray:
     """The records of ``buf``; malformed input raises like ``taskstats_fast.decode``."""
-    from ._codec import _decode_error  # the same message text as the C path
+    from taskstats_fast._native import _decode_error  # the same message text as the C path
     records, notes = parse(buf)
     bad = notes[notes["kind"] == NOTE_BAD]
     if len(bad):

@@ -1,0 +1,427 @@
+"""The C boundary: the only module that imports the cffi extension and touches ``ffi``/``lib``.
+
+It owns, in one place:
+- parsing and decoding (``parse``, ``decode``) with the copy plan built once from ``layout``;
+- request builders that return ``bytes`` (GET by pid/tgid, (de)registration, cgroupstats,
+  family lookup) and the parsers of the replies that are not records;
+- ``Drain``: the state of ``tsf_drain`` (poll + recvmmsg + decode) over one or more sockets:
+  its arena, notes, arguments, result and per-socket counters.  Queries (``kernel.connection``)
+  and the exit stream (``listener``) both use it;
+- the kernel numbers the Python side needs (socket options, request attributes), read from the
+  C headers so they are written once.
+
+Each wrapper checks its arguments, makes the C call and turns a negative code into an exception
+whose text comes from the C side (``tsf_strerror``).  ``ffi``, ``lib`` and ``PLAN`` stay exported
+for tests and C harnesses only; package code calls the functions below.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import layout
+from ._tsf_cffi import ffi, lib
+from .errors import DecodeError
+
+__all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "ErrorCode", "Parsed",
+           "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
+           "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
+           "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "PLAN", "ffi", "lib"]
+
+#: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
+NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
+NOTE_ACK, NOTE_ERROR, NOTE_DONE, NOTE_BAD = (lib.TSF_NOTE_ACK, lib.TSF_NOTE_ERROR,
+                                             lib.TSF_NOTE_DONE, lib.TSF_NOTE_BAD)
+assert ffi.sizeof("struct tsf_note") == NOTE_DTYPE.itemsize
+
+#: The C core's negative return codes (TSF_E_*), by name without the prefix.
+ErrorCode = enum.IntEnum("ErrorCode", {name[len("TSF_E_"):]: getattr(lib, name)  # type: ignore[misc]
+                                       for name in dir(lib) if name.startswith("TSF_E_")})
+
+#: Kernel numbers, written once in csrc/tsf_abi.h.
+NETLINK_GENERIC = lib.TSF_NETLINK_GENERIC
+SO_RCVBUFFORCE = lib.TSF_SO_RCVBUFFORCE
+ATTR_PID = lib.TSF_TASKSTATS_CMD_ATTR_PID
+ATTR_TGID = lib.TSF_TASKSTATS_CMD_ATTR_TGID
+#: Bytes of one GET-by-pid/tgid request.
+GET_REQUEST_SIZE = lib.TSF_GET_REQUEST_SIZE
+
+# Smallest bytes one record can occupy: a v4 STATS attribute inside an AGGR nest.
+_MIN_RECORD_BYTES = layout.STRUCT_SIZE[layout.MIN_VERSION] + 8
+# Notes are rare (errors, ACKs, faults): start small, and size exactly on the rare second pass.
+_FIRST_NOTES = 1024
+
+
+def strerror(code: int) -> str:
+    """The C core's description of a TSF_E_* code."""
+    return ffi.string(lib.tsf_strerror(code)).decode()
+
+
+def _build_plan():
+    plan = ffi.new("struct tsf_plan *")
+    plan.record_size = layout.DTYPE.itemsize
+    plan.stats_size = layout.STATS_SIZE
+    plan.max_version = layout.MAX_VERSION
+    segs: List[tuple] = []
+    for v in range(layout.MIN_VERSION, layout.MAX_VERSION + 1):
+        runs = layout.copy_segments(v)
+        plan.version_size[v] = layout.STRUCT_SIZE[v]
+        plan.seg_first[v] = len(segs)
+        plan.seg_count[v] = len(runs)
+        segs += runs
+    if len(segs) > lib.TSF_MAX_SEGMENTS:
+        raise RuntimeError("copy plan has more segments than the C core holds")
+    plan.nseg = len(segs)
+    for i, (src, dst, n) in enumerate(segs):
+        plan.seg[i].src, plan.seg[i].dst, plan.seg[i].len = src, dst, n
+    for name, _, _ in layout.META_FIELDS:
+        setattr(plan, "off_" + name, layout.DTYPE.fields[name][1])
+    rc = lib.tsf_plan_check(plan)
+    if rc:
+        raise RuntimeError(strerror(rc))
+    return plan
+
+
+#: The copy plan every parse call uses (built once at import).
+PLAN = _build_plan()
+
+
+class Parsed(NamedTuple):
+    """What one pass over a buffer found.
+
+    ``records`` are the decoded rows (a view into the output array); ``notes`` a NOTE_DTYPE
+    array of kernel ACKs/errors, DONE markers and malformed parts, in buffer order;
+    ``consumed`` how many bytes were parsed (less than the buffer only when the output array
+    filled up: parse the rest into a fresh array).
+    """
+
+    records: np.ndarray
+    notes: np.ndarray
+    consumed: int
+    messages: int
+
+    @property
+    def problems(self) -> List[DecodeError]:
+        """The malformed parts of the input, as exceptions (not raised)."""
+        return [_decode_error(n) for n in self.notes[self.notes["kind"] == NOTE_BAD]]
+
+    @property
+    def kernel_errors(self) -> np.ndarray:
+        """NLMSG_ERROR replies with a non-zero error: fields ``code`` (errno) and ``seq``."""
+        return self.notes[self.notes["kind"] == NOTE_ERROR]
+
+
+def _decode_error(note) -> DecodeError:
+    code, offset, seq = int(note["code"]), int(note["offset"]), int(note["seq"])
+    return DecodeError(f"{strerror(code)} (at byte {offset}, message seq {seq})", code, offset, seq)
+
+
+def _as_input(buf) -> "ffi.CData":
+    try:
+        return ffi.from_buffer("uint8_t[]", buf)
+    except TypeError:
+        raise TypeError("expected a bytes-like object (bytes, bytearray, memoryview or a "
+                        f"C-contiguous numpy array), not {type(buf).__name__}") from None
+
+
+def output_array(nbytes: int) -> np.ndarray:
+    """An uninitialised DTYPE array large enough for every record ``nbytes`` of input can hold."""
+    return np.empty(nbytes // _MIN_RECORD_BYTES + 1, dtype=layout.DTYPE)
+
+
+def _check_out(out: np.ndarray) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype != layout.DTYPE:
+        raise TypeError("out must be a numpy array of taskstats_fast.DTYPE")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable, C-contiguous array")
+
+
+def parse(buf, *, out: Optional[np.ndarray] = None, family: int = 0, time_ns: int = 0,
+          shard: int = 0) -> Parsed:
+    """Decode every record in ``buf`` and report everything else it holds; never raises for
+    malformed input (see ``Parsed.problems``)."""
+    src = _as_input(buf)
+    n = len(src)
+    if out is None:
+        out = output_array(n)
+    else:
+        _check_out(out)
+    dst = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+    res = ffi.new("struct tsf_parse_result *")
+    notes_cap = _FIRST_NOTES
+    while True:
+        notes = np.empty(notes_cap, dtype=NOTE_DTYPE)
+        rc = lib.tsf_parse(PLAN, family, src, n, dst, len(out),
+                           ffi.cast("struct tsf_note *", ffi.from_buffer(notes)), notes_cap,
+                           time_ns, shard, res)
+        if rc < 0:
+            raise ValueError(strerror(rc))
+        if res.notes <= notes_cap:
+            break
+        notes_cap = res.notes  # parsing is deterministic: the second pass stores them all
+    return Parsed(out[:res.records], notes[:res.notes], res.consumed, res.messages)
+
+
+def decode(buf, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Decode every TASKSTATS record in ``buf`` (one or more netlink messages, as a ``recv`` or
+    a capture gives them) into a DTYPE array, one row per AGGR_PID/AGGR_TGID nest, in order.
+
+    Malformed input raises ``DecodeError`` naming the fault and its byte offset; use ``parse``
+    to keep the good records and collect the problems instead.  ``out`` lets a stream reuse one
+    array: the result is a view of its first rows.
+    """
+    got = parse(buf, out=out)
+    bad = got.notes[got.notes["kind"] == NOTE_BAD]
+    if len(bad):
+        err = _decode_error(bad[0])
+        if len(bad) > 1:
+            err.args = (f"{err.args[0]}; {len(bad) - 1} more problem(s), see parse()",)
+        raise err
+    if got.consumed < memoryview(buf).nbytes:
+        raise ValueError(f"out holds {len(out) if out is not None else 0} records, too few for "
+                         f"this buffer: decoded {len(got.records)} records from the first "
+                         f"{got.consumed} bytes; pass a larger out or use parse() to continue")
+    return got.records
+
+
+# ---- requests ----------------------------------------------------------------------------------
+def _built(n: int, buf: bytearray, what: str) -> bytes:
+    if n < 0:
+        raise ValueError(f"building {what}: {strerror(n)}")
+    return bytes(buf[:n])
+
+
+def build_get(family: int, first_seq: int, attr: int, ids: np.ndarray) -> bytes:
+    """GET requests for every id in ``ids`` (a uint32 array) by ``attr`` (ATTR_PID/ATTR_TGID),
+    with sequence numbers ``first_seq``, ``first_seq + 1``, ...: ``GET_REQUEST_SIZE`` bytes each."""
+    ids = np.ascontiguousarray(ids, dtype=np.uint32)
+    n = len(ids)
+    buf = bytearray(n * GET_REQUEST_SIZE)
+    if not n:
+        return b""
+    built = lib.tsf_build_get(ffi.from_buffer(buf), len(buf), family, first_seq & 0xFFFFFFFF,
+                              attr, ffi.cast("const uint32_t *", ffi.from_buffer(ids)), n, 0)
+    if built != len(buf):
+        raise ValueError(f"building GET requests: {strerror(built) if built < 0 else built}")
+    return bytes(buf)
+
+
+def build_cpumask(family: int, seq: int, register: bool, mask: str) -> bytes:
+    """A REGISTER (``register``) or DEREGISTER request for a cpulist string; asks for an ACK."""
+    raw = mask.encode()
+    buf = bytearray(64 + len(raw))
+    return _built(lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), family, seq,
+                                        1 if register else 0, raw, len(raw)),
+                  buf, "the cpumask request")
+
+
+def build_cgroupstats(family: int, seq: int, fd: int) -> bytes:
+    """A CGROUPSTATS_CMD_GET request for the directory open as ``fd``; asks for an ACK."""
+    buf = bytearray(64)
+    return _built(lib.tsf_build_cgroupstats(ffi.from_buffer(buf), len(buf), family, seq, fd),
+                  buf, "the cgroupstats request")
+
+
+def build_getfamily(seq: int, name: str) -> bytes:
+    """A CTRL_CMD_GETFAMILY request for the generic netlink family ``name``."""
+    raw = name.encode()
+    buf = bytearray(64 + len(raw))
+    return _built(lib.tsf_build_getfamily(ffi.from_buffer(buf), len(buf), seq, raw, len(raw)),
+                  buf, "the family lookup")
+
+
+# ---- replies that are not records -------------------------------------------------------------
+class FamilyReply(NamedTuple):
+    id: int
+    version: int
+    maxattr: int
+    error: int    #: positive errno when the kernel answered with an error, else 0
+
+
+def parse_family(data: bytes) -> Optional[FamilyReply]:
+    """The CTRL_CMD_NEWFAMILY reply (or the kernel's error) in ``data``; None when ``data`` holds
+    neither.  Broken framing raises ``DecodeError``."""
+    fam = ffi.new("struct tsf_family *")
+    rc = lib.tsf_parse_family(data, len(data), fam)
+    if rc == lib.TSF_E_NO_REPLY:
+        return None
+    if rc < 0:
+        raise DecodeError(strerror(rc), rc)
+    return FamilyReply(int(fam.id), int(fam.version), int(fam.maxattr), int(fam.error) if rc == 0 else 0)
+
+
+def parse_cgroupstats(data: bytes, family: int) -> Tuple[Optional[Tuple[int, ...]], int]:
+    """``(counts, 0)`` for a CGROUPSTATS_CMD_NEW reply in ``data`` (5 counts), ``(None, errno)``
+    when the kernel refused.  No reply, or a malformed one, raises ``DecodeError``."""
+    out = ffi.new("uint64_t[5]")
+    err = ffi.new("int32_t *")
+    rc = lib.tsf_parse_cgroupstats(data, len(data), family, out, err)
+    if rc == 0:
+        return None, int(err[0])
+    if rc < 0:
+        raise DecodeError(strerror(rc), rc)
+    return tuple(int(out[i]) for i in range(5)), 0
+
+
+# ---- socket facts --------------------------------------------------------------------------------
+def read_drops(fd: int, last: int = 0) -> int:
+    """The kernel's drop counter of socket ``fd`` (SO_MEMINFO), kept monotonic past its 32-bit wrap
+    given the ``last`` value read; ``last`` itself if it cannot be read."""
+    scratch = ffi.new("struct tsf_source *")
+    scratch.fd = fd
+    scratch.drops = last
+    lib.tsf_source_read_drops(scratch)
+    return int(scratch.drops)
+
+
+def rmem_alloc(fd: int) -> int:
+    """Bytes queued in socket ``fd``'s receive buffer (SK_MEMINFO rmem_alloc), or -1 if unknown."""
+    n = lib.tsf_socket_rmem_alloc(fd)
+    return int(n) if n >= 0 else -1
+
+
+# ---- the drain -----------------------------------------------------------------------------------
+#: recvmmsg arena defaults: 64 datagrams per call, 8 KiB each (a PID+TGID exit message is
+#: 1172..1428 bytes, a query reply ~600: MSG_TRUNC cannot happen, and is counted if it does).
+DRAIN_SLOT_SIZE = 8192
+DRAIN_SLOTS = 64
+#: Record rows tsf_drain wants free before it takes a datagram (a PID and a TGID record).
+ROWS_PER_DATAGRAM = 2
+
+_SOURCE_COUNTERS = ("datagrams", "bytes", "records", "seq_lost", "seq_backwards", "overruns",
+                    "drops", "truncated", "bad", "kernel_errors", "seq_foreign", "events",
+                    "held", "error", "track_seq", "fd", "shard")
+
+
+class SourceCounters:
+    """Live view of one socket's counters in a ``Drain`` (attributes read the C struct now)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, c):
+        self._c = c
+
+    def __getattr__(self, name: str) -> int:
+        if name in _SOURCE_COUNTERS:
+            return int(getattr(self._c, name))
+        raise AttributeError(name)
+
+    def refresh_drops(self) -> int:
+        """Read the kernel's drop counter into ``drops`` now; returns it."""
+        lib.tsf_source_read_drops(self._c)
+        return int(self._c.drops)
+
+    def as_dict(self) -> dict:
+        return {name: int(getattr(self._c, name)) for name in _SOURCE_COUNTERS}
+
+
+class DrainResult:
+    """What the last ``Drain.run`` did (a live view: it survives an exception raised right after
+    the call, so a caller can account for records a signal handler interrupted)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, c):
+        self._c = c
+
+    records = property(lambda self: int(self._c.records))
+    #: notes produced; more than ``Drain.notes_cap`` means some were counted but not stored
+    notes = property(lambda self: int(self._c.notes))
+    datagrams = property(lambda self: int(self._c.datagrams))
+    timed_out = property(lambda self: bool(self._c.timed_out))
+    interrupted = property(lambda self: bool(self._c.interrupted))
+    error = property(lambda self: int(self._c.error))
+    woken = property(lambda self: bool(self._c.woken))
+
+
+class Drain:
+    """``tsf_drain`` over netlink sockets: one recvmmsg arena, a notes array, the C arguments and
+    result, and per-socket counters (``source(i)``).
+
+    ``fds``: the sockets, drained round-robin; ``shards``: the number stamped into each socket's
+    records (default its index); ``track_seq``: per socket, whether it carries one CPU's exit
+    stream (count sequence gaps); ``wake_fd``: an fd that ends a wait when readable (never read).
+    ``notes``: how many notes one run stores (``ensure_notes`` grows it).
+    """
+
+    def __init__(self, family: int, fds: Sequence[int], *, shards: Optional[Sequence[int]] = None,
+                 track_seq: Optional[Sequence[bool]] = None, wake_fd: Optional[int] = None,
+                 notes: int = 64, slot_size: int = DRAIN_SLOT_SIZE, nslots: int = DRAIN_SLOTS):
+        self._nsock = len(fds)
+        self._nsrc = self._nsock + (wake_fd is not None)
+        self._src = ffi.new("struct tsf_source[]", max(self._nsrc, 1))
+        for i, fd in enumerate(fds):
+            self._src[i].fd = fd
+            self._src[i].shard = shards[i] if shards is not None else i
+            self._src[i].track_seq = 1 if track_seq is not None and track_seq[i] else 0
+        if wake_fd is not None:
+            self._src[self._nsock].fd = wake_fd
+            self._src[self._nsock].flags = lib.TSF_SOURCE_WAKE
+        self._arena = np.zeros(nslots * slot_size, np.uint8)
+        self._args = ffi.new("struct tsf_drain_args *")
+        self._args.arena = ffi.cast("uint8_t *", ffi.from_buffer(self._arena))
+        self._args.slot_size = slot_size
+        self._args.nslots = nslots
+        self._args.family = family
+        self._res = ffi.new("struct tsf_drain_result *")
+        self.last = DrainResult(self._res)
+        self._out: Optional[np.ndarray] = None
+        self._out_ptr: Any = None   # cdata pointer into _out
+        self._notes = np.zeros(0, NOTE_DTYPE)
+        self.ensure_notes(notes)
+
+    @property
+    def notes_cap(self) -> int:
+        return len(self._notes)
+
+    def ensure_notes(self, n: int) -> None:
+        """Room for at least ``n`` notes per run."""
+        if len(self._notes) < n:
+            self._notes = np.zeros(n, NOTE_DTYPE)
+            self._args.notes = ffi.cast("struct tsf_note *", ffi.from_buffer(self._notes))
+            self._args.notes_cap = n
+
+    def source(self, i: int = 0) -> SourceCounters:
+        """Counters of socket ``i``."""
+        if not 0 <= i < self._nsock:
+            raise IndexError(i)
+        return SourceCounters(self._src + i)
+
+    def refresh_drops(self) -> None:
+        """Read every socket's kernel drop counter now."""
+        for i in range(self._nsock):
+            lib.tsf_source_read_drops(self._src + i)
+
+    def notes(self) -> np.ndarray:
+        """The notes the last run stored (a view, valid until the next run)."""
+        return self._notes[:min(int(self._res.notes), len(self._notes))]
+
+    def run(self, out: np.ndarray, start: int = 0, capacity: Optional[int] = None, *,
+            timeout_ms: int = 0, min_records: int = 1, linger_ms: int = 0) -> int:
+        """Receive and decode into ``out[start:start + capacity]`` (a writeable DTYPE array) until
+        ``min_records`` records or notes are in (then ``linger_ms`` more), the space is nearly
+        full (``ROWS_PER_DATAGRAM`` rows left), or ``timeout_ms`` passes (-1: no limit).  The GIL
+        is released meanwhile.  Returns the records written; ``last`` says why it returned."""
+        if out is not self._out:
+            if out.dtype != layout.DTYPE:
+                raise TypeError("out must be a numpy array of taskstats_fast.DTYPE")
+            self._out_ptr = ffi.cast("uint8_t *", ffi.from_buffer(out, require_writable=True))
+            self._out = out
+        if capacity is None:
+            capacity = len(out) - start
+        if start < 0 or capacity < 0 or start + capacity > len(out):
+            raise ValueError("the record space lies outside out")
+        args = self._args
+        args.records = self._out_ptr + start * layout.DTYPE.itemsize
+        args.capacity = capacity
+        args.timeout_ms = timeout_ms
+        args.min_records = min_records
+        args.linger_ms = linger_ms
+        rc = lib.tsf_drain(PLAN, self._src, self._nsrc, args, self._res)
+        if rc < 0:
+            raise RuntimeError(f"tsf_drain: {strerror(rc)}")
+        return rc
