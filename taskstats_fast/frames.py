@@ -48,8 +48,7 @@ __all__ = ["Column", "COLUMNS", "COLUMN_BY_NAME", "COLUMN_FOR_FIELD", "columns",
            "to_arrow", "arrow_schema", "require", "DELAY_CLASSES"]
 
 #: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
-DELAY_CLASSES: Tuple[str, ...] = ("cpu", "blkio", "swapin", "freepages", "thrashing", "compact",
-                                  "wpcopy", "irq")
+DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
 
 _UNIT_SUFFIX = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes"}
 _KIND_CATEGORIES = ("pid", "tgid")

@@ -12,6 +12,9 @@ and a one-line meaning.  From that table (and nothing else) we derive:
   that is not a prefix of v17: its ``*_delay_max/min`` pairs sit in the middle of the struct);
 * which fields a record of a given version carries (``fields_in(version)``).
 
+``DELAY_CLASSES`` lists the kinds of delay (run queue, block I/O, ...): the fields of each class
+are generated from it, and everything else that names delay classes reads it.
+
 ``tests/test_layout_compiler.py`` checks every derived offset and size against a C compiler.
 """
 
@@ -23,7 +26,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 __all__ = [
-    "Field", "FIELDS", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
+    "Field", "FIELDS", "DelayClass", "DELAY_CLASSES", "DELAY_CLASS_BY_NAME", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
     "DTYPE", "RECORD_FIELDS", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
 ]
@@ -83,27 +86,52 @@ class Field:
         return fmt if self.count == 1 else (fmt, (self.count,))
 
 
-_DELAY_CLASSES = [
-    # (field prefix, what the task waited for), in the order of the v16 *_delay_max/min block
-    ("cpu", "on a run queue"),
-    ("blkio", "for synchronous block I/O"),
-    ("swapin", "for swap-in"),
-    ("freepages", "in memory reclaim"),
-    ("thrashing", "on thrashing (refaults of recently evicted pages)"),
-    ("compact", "in memory compaction"),
-    ("wpcopy", "on write-protect copy (copy-on-write faults)"),
-    ("irq", "in IRQ/softirq handling"),
-]
+@dataclass(frozen=True)
+class DelayClass:
+    """One kind of delay the kernel accounts: the ``<name>_count`` / ``<name>_delay_total``
+    pair (and from v15 ``_delay_max``/``_delay_min``, from v17 ``_delay_max_ts``).
+
+    ``label`` is the short human name (reports, plots, help); ``waiting`` completes "time
+    waiting ..." in the field docs; ``since`` is the struct version that added the pair;
+    ``switched`` says whether the ``kernel.task_delayacct`` sysctl turns it on and off (run-queue
+    delays come from the scheduler's own statistics and are always filled).
+    """
+
+    name: str
+    label: str
+    waiting: str
+    since: int
+    switched: bool
+
+
+#: Every delay class, in the order of the v16 ``*_delay_max/min`` block (also the order of
+#: their count/total pairs in the struct).  The one list: fields, the delay-accounting switch,
+#: reports and summaries all derive from it.
+DELAY_CLASSES: Tuple[DelayClass, ...] = (
+    DelayClass("cpu", "run queue", "on a run queue", 1, False),
+    DelayClass("blkio", "block I/O", "for synchronous block I/O", 1, True),
+    DelayClass("swapin", "swap-in", "for swap-in", 1, True),
+    DelayClass("freepages", "memory reclaim", "in memory reclaim", 7, True),
+    DelayClass("thrashing", "thrashing", "on thrashing (refaults of recently evicted pages)", 9,
+               True),
+    DelayClass("compact", "compaction", "in memory compaction", 11, True),
+    DelayClass("wpcopy", "write-protect copy", "on write-protect copy (copy-on-write faults)", 13,
+               True),
+    DelayClass("irq", "IRQ/softirq", "in IRQ/softirq handling", 14, True),
+)
+DELAY_CLASS_BY_NAME: Dict[str, DelayClass] = {c.name: c for c in DELAY_CLASSES}
 
 
 def _u64(name, since, unit, doc, **kw):
     return Field(name, "__u64", since, unit, doc, **kw)
 
 
-def _delay_pair(prefix: str, since: int, what: str) -> List[Field]:
+def _delay_pair(name: str, **count_options) -> List[Field]:
+    cls = DELAY_CLASS_BY_NAME[name]
     return [
-        _u64(f"{prefix}_count", since, "count", f"delays {what}"),
-        _u64(f"{prefix}_delay_total", since, "ns", f"total time waiting {what}"),
+        _u64(f"{name}_count", cls.since, "count", f"times the task waited {cls.waiting}",
+             **count_options),
+        _u64(f"{name}_delay_total", cls.since, "ns", f"total time waiting {cls.waiting}"),
     ]
 
 
@@ -115,10 +143,9 @@ def _build_fields() -> List[Field]:
         Field("ac_flag", "__u8", 1, "", "accounting flags: AFORK 1, ASU 2, ACORE 8, AXSIG 16, AGROUP 32"),
         Field("ac_nice", "__u8", 1, "", "task nice value"),
     ]
-    f.append(_u64("cpu_count", 1, "count", "times the task waited on a run queue", aligned8=True))
-    f.append(_u64("cpu_delay_total", 1, "ns", "total time waiting on a run queue"))
-    f += _delay_pair("blkio", 1, "for synchronous block I/O")
-    f += _delay_pair("swapin", 1, "for swap-in")
+    f += _delay_pair("cpu", aligned8=True)
+    f += _delay_pair("blkio")
+    f += _delay_pair("swapin")
     f += [
         _u64("cpu_run_real_total", 1, "ns", "CPU time, user + system as the tick accounting sees it"),
         _u64("cpu_run_virtual_total", 1, "ns", "CPU time the scheduler measured (sum_exec_runtime)"),
@@ -152,25 +179,27 @@ def _build_fields() -> List[Field]:
         _u64("ac_stimescaled", 6, "us", "system CPU time scaled by CPU frequency"),
         _u64("cpu_scaled_run_real_total", 6, "ns", "scaled CPU time on the wall clock"),
     ]
-    f += _delay_pair("freepages", 7, "in memory reclaim")
-    f += _delay_pair("thrashing", 9, "on thrashing")
+    f += _delay_pair("freepages")
+    f += _delay_pair("thrashing")
     f.append(_u64("ac_btime64", 10, "s", "begin time since the epoch (64-bit)"))
-    f += _delay_pair("compact", 11, "in memory compaction")
+    f += _delay_pair("compact")
     f += [
         Field("ac_tgid", "__u32", 12, "", "thread group id"),
         _u64("ac_tgetime", 12, "us", "elapsed time of the thread group", aligned8=True),
         _u64("ac_exe_dev", 12, "", "device of the executable (kernel dev_t encoding)"),
         _u64("ac_exe_inode", 12, "", "inode of the executable"),
     ]
-    f += _delay_pair("wpcopy", 13, "on write-protect copy")
-    f += _delay_pair("irq", 14, "in IRQ/softirq handling")
+    f += _delay_pair("wpcopy")
+    f += _delay_pair("irq")
     # v15 added max/min per delay class right after each X_delay_total; v16 moved them here.
-    for prefix, what in _DELAY_CLASSES:
+    for cls in DELAY_CLASSES:
+        prefix, what = cls.name, cls.waiting
         f.append(_u64(f"{prefix}_delay_max", 15, "ns", f"longest single delay {what}",
                       v15_after=f"{prefix}_delay_total"))
         f.append(_u64(f"{prefix}_delay_min", 15, "ns", f"shortest single delay {what}",
                       v15_after=f"{prefix}_delay_max"))
-    for prefix, what in _DELAY_CLASSES:
+    for cls in DELAY_CLASSES:
+        prefix, what = cls.name, cls.waiting
         f.append(Field(f"{prefix}_delay_max_ts_sec", "__s64", 17, "s",
                        f"when the longest delay {what} happened (seconds)",
                        c_name=f"{prefix}_delay_max_ts.tv_sec"))

@@ -19,16 +19,10 @@ import numpy as np
 from . import frames, layout
 from .kernel.delayacct import DELAYACCT_OFF_MESSAGE
 
-__all__ = ["DELAY_LABELS", "format_duration_ns", "format_bytes", "task_report", "task_json",
+__all__ = ["format_duration_ns", "format_bytes", "task_report", "task_json",
            "SUMMARY_COLUMNS", "Summary", "summarize", "format_summary", "summary_json",
            "plot_summary"]
 
-#: Short names of what a task waited for, per delay class.
-DELAY_LABELS: Dict[str, str] = {
-    "cpu": "run queue (CPU)", "blkio": "block I/O", "swapin": "swap-in",
-    "freepages": "memory reclaim", "thrashing": "thrashing", "compact": "compaction",
-    "wpcopy": "write-protect copy", "irq": "IRQ / softirq",
-}
 _SCHED_POLICIES = {0: "normal", 1: "fifo", 2: "round-robin", 3: "batch", 5: "idle", 6: "deadline"}
 _AC_FLAGS = ((0x01, "forked without exec"), (0x02, "used superuser privileges"),
              (0x08, "dumped core"), (0x10, "killed by a signal"), (0x20, "whole thread group"))
@@ -104,7 +98,8 @@ def _row(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], i: int) ->
 
 def _delay_rows(row: Mapping[str, Any]) -> List[Dict[str, Any]]:
     rows = []
-    for cls in frames.DELAY_CLASSES:
+    for delay_class in layout.DELAY_CLASSES:
+        cls = delay_class.name
         count, total = row[f"{cls}_count"], row[f"{cls}_delay_total_ns"]
         rows.append({
             "class": cls,
@@ -211,7 +206,7 @@ def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -
                 maxi = mini = "-"
         average = "-" if d["count"] == 0 else format_duration_ns(d["average_ns"])
         total = "n/a" if d["total_ns"] is None else format_duration_ns(d["total_ns"])
-        lines.append(f"    {DELAY_LABELS[d['class']]:<20}{_count(d['count']):>10}{total:>12}"
+        lines.append(f"    {layout.DELAY_CLASS_BY_NAME[d['class']].label:<20}{_count(d['count']):>10}{total:>12}"
                      f"{average:>12}{maxi:>12}{mini:>12}")
     notes = []
     if version < layout.FIELD_BY_NAME["cpu_delay_max"].since:
@@ -228,8 +223,8 @@ def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -
 SUMMARY_COLUMNS: Tuple[str, ...] = (
     "ac_comm", "kind", "time", "ac_utime_us", "ac_stime_us", "read_bytes", "write_bytes",
     "read_char_bytes", "write_char_bytes",
-    *(name for cls in frames.DELAY_CLASSES
-      for name in (f"{cls}_count", f"{cls}_delay_total_ns", f"{cls}_delay_max_ns")),
+    *(name for c in layout.DELAY_CLASSES
+      for name in (f"{c.name}_count", f"{c.name}_delay_total_ns", f"{c.name}_delay_max_ns")),
 )
 
 
@@ -293,7 +288,7 @@ def summarize(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], *, to
     io_rows = table(io["read_bytes"] + io["write_bytes"] + io["read_char_bytes"]
                     + io["write_char_bytes"], io)
     delays: Dict[str, List[Dict[str, Any]]] = {}
-    for cls in frames.DELAY_CLASSES:
+    for cls in (c.name for c in layout.DELAY_CLASSES):
         count = _sum_by(inverse, n, pick(f"{cls}_count")[0])
         total = _sum_by(inverse, n, pick(f"{cls}_delay_total_ns")[0])
         mx_values, mx_valid = pick(f"{cls}_delay_max_ns")
@@ -353,7 +348,7 @@ def format_summary(summary: Summary) -> str:
         if not rows:
             quiet.append(cls)
             continue
-        out += _table(f"Top {top} commands by {DELAY_LABELS[cls]} delay ({cls})",
+        out += _table(f"Top {top} commands by {layout.DELAY_CLASS_BY_NAME[cls].label} delay ({cls})",
                       ["comm", "exits", "delays", "total", "avg/delay", "max"],
                       [[r["comm"], f"{r['exits']:,}", f"{int(r['delays']):,}",
                         format_duration_ns(r["total_ns"]), format_duration_ns(r["average_ns"]),
@@ -403,7 +398,8 @@ def plot_summary(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], pa
     rate_ax.set_ylabel("task exits / s")
     rate_ax.set_title("Exit rate")
     plotted = 0
-    for cls in frames.DELAY_CLASSES:
+    for delay_class in layout.DELAY_CLASSES:
+        cls = delay_class.name
         count = cols[f"{cls}_count"][0][pid].astype(np.float64)
         total = cols[f"{cls}_delay_total_ns"][0][pid].astype(np.float64)
         has = count > 0
@@ -415,7 +411,7 @@ def plot_summary(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], pa
             continue
         bins = np.logspace(np.log10(average_us.min()) - 0.1, np.log10(average_us.max()) + 0.1, 40)
         delay_ax.hist(average_us, bins=bins, histtype="step", linewidth=1.5,
-                      label=f"{DELAY_LABELS[cls]} ({len(average_us):,} tasks)")
+                      label=f"{delay_class.label} ({len(average_us):,} tasks)")
         plotted += 1
     delay_ax.set_xscale("log")
     delay_ax.set_xlabel("average delay per task (µs, log scale)")

@@ -4,8 +4,8 @@ Owns everything the library says about why delay fields can be zero.  Since Linu
 keeps delay accounting off unless ``kernel.task_delayacct`` is 1 (or the kernel was booted with
 ``delayacct``).  While it is off, only the run-queue delays (``cpu_count``, ``cpu_delay_*``, which
 come from the scheduler's own statistics) are filled; every other ``*_count`` / ``*_delay_*``
-field (block I/O, swap-in, reclaim, thrashing, compaction, write-protect copy, IRQ) stays zero, and
-tasks only collect them while the switch is on.
+field (the classes with ``switched`` set in ``layout.DELAY_CLASSES``) stays zero, and tasks only
+collect them while the switch is on.
 
     import taskstats_fast as tsf
     tsf.delayacct_enabled()            # True / False / None (kernel has no switch)
@@ -26,20 +26,20 @@ __all__ = ["SYSCTL_PATH", "DELAYACCT_FIELDS", "DelayAccountingOffWarning", "dela
 
 SYSCTL_PATH = "/proc/sys/kernel/task_delayacct"
 
-# cpu_* delays come from sched_info and are filled whatever the switch says.
-_SWITCHED_CLASSES = ("blkio", "swapin", "freepages", "thrashing", "compact", "wpcopy", "irq")
+_SWITCHED = tuple(c for c in layout.DELAY_CLASSES if c.switched)
 
 #: The fields that stay zero while ``kernel.task_delayacct`` is off.
 DELAYACCT_FIELDS: Tuple[str, ...] = tuple(
     f.name for f in layout.FIELDS
-    if not f.padding and f.name.split("_", 1)[0] in _SWITCHED_CLASSES
+    if not f.padding and f.name.split("_", 1)[0] in {c.name for c in _SWITCHED}
     and ("_count" in f.name or "_delay_" in f.name))
 
 DELAYACCT_OFF_MESSAGE = (
-    "kernel.task_delayacct is 0: the kernel is not recording block I/O, swap-in, reclaim, "
-    "thrashing, compaction, write-protect-copy and IRQ delays, so those *_count/*_delay_* fields "
-    "are zero (cpu_* delays are still filled). Turn it on with `sysctl kernel.task_delayacct=1` "
-    "or `with taskstats_fast.delay_accounting(True): ...` (root); tasks only collect delays while it is on.")
+    "kernel.task_delayacct is 0: the kernel is not recording "
+    f"{', '.join(c.label for c in _SWITCHED[:-1])} and {_SWITCHED[-1].label} delays, so those "
+    "*_count/*_delay_* fields are zero (cpu_* delays are still filled). Turn it on with "
+    "`sysctl kernel.task_delayacct=1` or `with taskstats_fast.delay_accounting(True): ...` "
+    "(root); tasks only collect delays while it is on.")
 
 
 class DelayAccountingOffWarning(RuntimeWarning):
