@@ -26,7 +26,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 __all__ = [
-    "Field", "FIELDS", "DelayClass", "DELAY_CLASSES", "DELAY_CLASS_BY_NAME", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
+    "Field", "FIELDS", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
+    "DelayClass", "DELAY_CLASSES", "DELAY_CLASS_BY_NAME",
     "DTYPE", "RECORD_FIELDS", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
 ]
