@@ -1,37 +1,82 @@
 # The project's commands. README's two commands are `make demo` and `make test`; .ci/run runs `make test`.
+#
+# Everything runs in the project's own virtual environment $(VENV), created from $(PYTHON): a
+# distribution's python3 refuses `pip install` outside one (PEP 668, "externally-managed-environment").
+# `make PYTHON=/usr/bin/python3.12 ...` picks the interpreter; `make clean-venv` forgets the environment.
 PYTHON ?= python3
-# clang + libclang-rt-dev: the compiler and its runtimes (libFuzzer, sanitizers) for the fuzz build;
-# prometheus: a real Prometheus server that scrapes the exporter in tests/test_prometheus_server.py
-SYSTEM_PACKAGES := gcc clang libclang-rt-dev cppcheck prometheus
-APT_MISSING = $(shell for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
+VENV ?= .venv
+VENV_PYTHON := $(VENV)/bin/python
 
-.PHONY: system-deps install test bench demo matrix matrix-deps fuzz soak
+# Debian packages that building needs, installed as root when missing (`make build-deps`):
+#   gcc           a C compiler for the cffi extension
+#   python3-dev   Python's headers: the C core includes none, but the module cffi generates includes Python.h
+#   python3-venv  venv's ensurepip, which Debian ships apart from python3
+# Debian packages that only the tests need, installed by `make test` as root (`make test-deps`):
+#   clang, libclang-rt-dev  the fuzz build (libFuzzer) and the clang -Werror static check
+#   cppcheck                the static check of the C code
+#   prometheus              a real Prometheus server that scrapes the exporter (tests/test_prometheus_server.py)
+# Without root they are not installed: the tests that need them skip and say why (under CI=true a skip fails).
+TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
-# Debian packages the tests need (compilers for the layout check, sanitizer and fuzz builds).
-system-deps:
-	@if [ -n "$(strip $(APT_MISSING))" ]; then \
-		echo "installing $(APT_MISSING)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_MISSING); \
-	fi
+missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv
 
-test: system-deps install
-	$(PYTHON) -m pytest
+build-deps:
+	@missing=""; \
+	command -v cc >/dev/null || command -v gcc >/dev/null || missing="$$missing gcc"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	$(PYTHON) -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+		2>/dev/null || missing="$$missing python3-dev"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "building taskstats_fast with $(PYTHON) needs:$$missing (Debian/Ubuntu packages; see README, Install)" >&2; \
+		exit 1; \
+	fi; \
+	echo "make: installing Debian packages needed to build with $(PYTHON):$$missing"; \
+	apt-get update -qq && $(APT_INSTALL) $$missing
+
+test-deps:
+	@missing="$(strip $(missing_test_packages))"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "make: not root, so not installing $$missing; the tests that need them will skip (see Makefile)"; \
+		exit 0; \
+	fi; \
+	echo "make: installing Debian packages the tests need: $$missing (see Makefile for why)"; \
+	apt-get update -qq && $(APT_INSTALL) $$missing
+
+system-deps: build-deps test-deps
+
+$(VENV_PYTHON):
+	@$(MAKE) --no-print-directory build-deps
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(VENV_PYTHON)
+
+# The package, editable, with the extras named in EXTRAS (comma-separated; empty for none).
+EXTRAS ?= test
+install: $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install -q -e '.$(if $(EXTRAS),[$(EXTRAS)])'
+
+test: test-deps install
+	$(VENV_PYTHON) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
 
 bench: install
-	$(PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider
+	$(VENV_PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider
 
 # Install, record every task that exits for 10 seconds into the Parquet dataset ./exits/ (needs
 # root), then summarise it. A few hundred short commands run meanwhile so that an idle machine
 # has exits to show; everything else that exits on the machine is recorded too.
-demo:
-	@command -v cc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc)
-	$(PYTHON) -m pip install -q -e '.[pandas,arrow]'
+demo: $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install -q -e '.[pandas,arrow]'
 	@(sleep 2; for i in $$(seq 300); do ls / >/dev/null; sh -c 'exit 3'; done) &
-	taskstats-fast record --seconds 10 -o exits
-	taskstats-fast summary exits
+	$(VENV)/bin/taskstats-fast record --seconds 10 -o exits
+	$(VENV)/bin/taskstats-fast summary exits
 
 # The kernel tests under Debian 6.1 (struct v13), 6.12 (v14), this kernel and a 64-CPU guest (qemu, no KVM:
 # takes a while); prints a table. Must pass before a release.
@@ -40,16 +85,16 @@ matrix-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 kmod cpio)
 
 matrix: install matrix-deps
-	bash tests/kernels/run_matrix.sh -p "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	bash tests/kernels/run_matrix.sh -p "$(abspath $(VENV_PYTHON))"
 
 # Coverage-guided fuzzing of the C parser (libFuzzer + ASan/UBSan), one process per core; the
 # corpus grows in /tmp/tsf_fuzz between runs. `make test` runs a bounded version of it.
 FUZZ_SECONDS ?= 600
-fuzz: system-deps install
-	$(PYTHON) tests/fuzz/run_fuzz.py $(FUZZ_SECONDS) --jobs $$(nproc)
+fuzz: test-deps install
+	$(VENV_PYTHON) tests/fuzz/run_fuzz.py $(FUZZ_SECONDS) --jobs $$(nproc)
 
 # The exit stream under continuous fork/exit load for SOAK_SECONDS: RSS, fds and loss every 10 s
 # (needs root; figures in README's Soak section).
 SOAK_SECONDS ?= 600
 soak: install
-	$(PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
+	$(VENV_PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)

@@ -18,13 +18,27 @@ for tests and C harnesses only; package code calls the functions below.
 from __future__ import annotations
 
 import enum
+import os
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import layout
-from ._tsf_cffi import ffi, lib
 from .errors import DecodeError
+
+try:
+    from ._tsf_cffi import ffi, lib
+except ImportError as e:  # say what happened and what to do, the way numpy does
+    _package = os.path.dirname(os.path.abspath(__file__))
+    _in_source_tree = os.path.exists(os.path.join(_package, os.pardir, "csrc", "build_ffi.py"))
+    raise ImportError(
+        f"taskstats_fast's C extension (_tsf_cffi) could not be imported from {_package} ({e}). "
+        + ("That is a source tree without a built extension: Python started in the repository root "
+           "imports it instead of an installed copy. Build it in place with `pip install -e .` "
+           "(or `make install`), or start Python outside the repository."
+           if _in_source_tree else
+           "The installation is incomplete: reinstall taskstats_fast (it builds with a C compiler and "
+           "Python's headers; see the README, section Install).")) from e
 
 __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "ErrorCode", "Parsed",
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",

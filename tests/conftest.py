@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import subprocess
+from typing import NoReturn
 
 import pytest
 
@@ -26,6 +27,14 @@ def _kernel_unavailable_reason():
     except Exception as e:  # any failure here is a reason, reported verbatim
         return f"TASKSTATS is not usable here: {e}"
     return None
+
+
+def unavailable(why: str) -> NoReturn:
+    """A test whose tools or privileges are missing here: skip with the reason, fail under CI=true
+    (CI runs `make test` as root, which installs every tool the suite needs)."""
+    if UNDER_CI:
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why)
 
 
 _REASON = "unchecked"

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import UNDER_CI
+from conftest import UNDER_CI, unavailable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz"))
 import run_fuzz  # noqa: E402
@@ -26,12 +26,10 @@ JOBS = max(1, min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="module")
 def clang():
-    path = run_fuzz.find_clang()
-    if path is None:
-        if UNDER_CI:
-            pytest.fail("clang missing under CI: `make system-deps` installs it (SYSTEM_PACKAGES)")
-        pytest.skip("clang not installed (`make system-deps` installs it)")
-    return path
+    why = run_fuzz.missing_fuzz_toolchain()
+    if why:
+        unavailable(why)
+    return run_fuzz.find_clang()
 
 
 def test_seeds_cover_every_capture_datagram_and_every_version():

@@ -21,7 +21,7 @@ import taskstats_fast as tsf
 import reference
 from taskstats_fast._native import NOTE_ERROR, ffi
 
-from conftest import UNDER_CI
+from conftest import unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "..", "csrc")
@@ -96,10 +96,9 @@ def test_fuzz_target_contracts_hold(tmp_path):
     sys.path.insert(0, os.path.join(HERE, "fuzz"))
     import run_fuzz
 
-    if run_fuzz.find_clang() is None:
-        if UNDER_CI:
-            pytest.fail("clang missing under CI: `make system-deps` installs it")
-        pytest.skip("clang not installed (make system-deps installs it)")
+    why = run_fuzz.missing_fuzz_toolchain()
+    if why:
+        unavailable(why)
     exe = run_fuzz.build(str(tmp_path / "build"))
     run = run_fuzz.replay(exe, [os.path.join(REGRESSIONS, n + ".bin") for n in CASES])
     assert run.returncode == 0, run.stderr[-4000:]

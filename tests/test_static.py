@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import UNDER_CI
+from conftest import unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")
@@ -37,10 +37,7 @@ def _tool(*names: str) -> str:
         path = shutil.which(name)
         if path:
             return path
-    why = f"{names[0]} is not installed (`make test` installs it)"
-    if UNDER_CI:
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
+    unavailable(f"{names[0]} is not installed (`make test` installs it as root; see Makefile)")
 
 
 def _python_tool(module: str) -> list:

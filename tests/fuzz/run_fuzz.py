@@ -49,6 +49,21 @@ def find_clang() -> Optional[str]:
     return None
 
 
+def missing_fuzz_toolchain() -> Optional[str]:
+    """Why the fuzz target cannot be built here, or None: clang, and its libFuzzer and sanitizer
+    runtimes (Debian's libclang-rt-dev), proved by linking an empty fuzz target."""
+    clang = find_clang()
+    if clang is None:
+        return "clang is not installed (`make test` installs it as root: Debian package clang)"
+    probe = subprocess.run([clang, "-fsanitize=fuzzer,address,undefined", "-x", "c", "-", "-o", os.devnull],
+                           input="int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }\n",
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return ("clang cannot link a libFuzzer target: its runtimes are missing (`make test` installs them "
+                "as root: Debian package libclang-rt-dev)")
+    return None
+
+
 def plan_header() -> str:
     """The copy plan the package really uses, as C bytes."""
     from taskstats_fast._native import PLAN, ffi
@@ -65,7 +80,7 @@ def build(build_dir: str, clang: Optional[str] = None, defines: Optional[List[st
     go to the compiler as -D flags (the test suite plants a bug with one)."""
     clang = clang or find_clang()
     if clang is None:
-        raise RuntimeError("clang not found: `make system-deps` installs it (package clang)")
+        raise RuntimeError("clang not found: `make test-deps` installs it (package clang)")
     os.makedirs(build_dir, exist_ok=True)
     with open(os.path.join(build_dir, "tsf_fuzz_plan.h"), "w") as f:
         f.write(plan_header())

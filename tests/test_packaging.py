@@ -1,0 +1,221 @@
+"""Install and packaging, as a new user meets them.
+
+- `python -m build` makes an sdist that holds every source and test file, and builds a wheel
+  from it in a clean directory;
+- the wheel is tagged abi3 (the extension uses only the stable ABI), holds every module and the
+  licence, installs into a fresh virtual environment, imports there and decodes real kernel bytes;
+- a source tree without its built extension says what happened and what to do;
+- a build without a C compiler (or without Python.h) says what is missing and points to the README;
+- `make install` works with a distribution's python3 that refuses `pip install` (PEP 668): it
+  installs into the project's own virtual environment.
+
+The builds are slow (they fetch setuptools and cffi into isolated build environments), so each
+is made once per session, from a copy of the repository's files that git tracks or would track.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import venv
+import zipfile
+
+import pytest
+
+from conftest import unavailable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "csrc"))
+import build_ffi  # noqa: E402
+
+CAPTURE = os.path.join("tests", "data", "captures", "6.12")
+# what a user's checkout never holds: built or installed things
+_NOT_SOURCE = re.compile(r"(^|/)(\.git|\.venv|build|dist|__pycache__|[^/]*\.egg-info)(/|$)|\.(so|o|pyc)$")
+
+
+def _needs(condition: bool, why: str):
+    if not condition:
+        unavailable(why)
+
+
+def source_files():
+    """The repository's source files, relative to ROOT: what git tracks or would track."""
+    if os.path.isdir(os.path.join(ROOT, ".git")) or os.path.isfile(os.path.join(ROOT, ".git")):
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split("\n")
+    else:
+        out = [os.path.relpath(os.path.join(d, f), ROOT) for d, _, fs in os.walk(ROOT) for f in fs]
+    return sorted(f for f in out if f and not _NOT_SOURCE.search(f) and os.path.isfile(os.path.join(ROOT, f)))
+
+
+@pytest.fixture(scope="session")
+def clean_source(tmp_path_factory):
+    """A copy of the repository as a fresh clone has it: no extension built, no virtual environment."""
+    dest = tmp_path_factory.mktemp("source") / "taskstats_fast"
+    for rel in source_files():
+        os.makedirs(dest / os.path.dirname(rel), exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, rel), dest / rel)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def dists(clean_source, tmp_path_factory):
+    """(sdist, wheel) from `python -m build`, which builds the wheel from the unpacked sdist."""
+    try:
+        import build  # noqa: F401
+    except ImportError:
+        _needs(False, "the `build` package is not installed (it is in the test extra: `make install`)")
+    out = tmp_path_factory.mktemp("dist")
+    run = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(clean_source)],
+                         capture_output=True, text=True, env=_without_pythonpath())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    sdist, = out.glob("*.tar.gz")
+    wheel, = out.glob("*.whl")
+    return sdist, wheel
+
+
+@pytest.fixture(scope="session")
+def fresh_venv(dists, tmp_path_factory):
+    """A new virtual environment holding only the wheel and its dependencies: its python."""
+    env = tmp_path_factory.mktemp("venv") / "env"
+    venv.create(env, with_pip=False)
+    python = env / "bin" / "python"
+    run = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(dists[1])],
+                         capture_output=True, text=True, env=_without_pythonpath())
+    assert run.returncode == 0, run.stdout + run.stderr
+    return python
+
+
+def test_the_sdist_holds_every_source_and_test_file(dists):
+    sdist, _ = dists
+    with tarfile.open(sdist) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        shipped = {n[len(top) + 1:] for n in tar.getnames()}
+    wanted = [f for f in source_files()
+              if f.split("/")[0] in ("csrc", "tests", "bench", "contrib", "taskstats_fast")
+              or f in ("LICENSE", "README.md", "pyproject.toml", "setup.py", "Makefile")]
+    assert not [f for f in wanted if f not in shipped]
+    # the files whose absence broke the sdist before
+    assert {"csrc/build_ffi.py", "tests/conftest.py", "tests/wire.py"} <= shipped
+    assert any(f.startswith("tests/data/") for f in shipped)
+
+
+def test_the_wheel_is_tagged_abi3_like_its_extension(dists):
+    _, wheel = dists
+    name, version, python_tag, abi_tag, platform_tag = wheel.name[:-len(".whl")].split("-")
+    with zipfile.ZipFile(wheel) as z:
+        extension = [n for n in z.namelist() if n.startswith("taskstats_fast/_tsf_cffi")]
+        tags = re.findall(r"^Tag: (.*)$", z.read(f"{name}-{version}.dist-info/WHEEL").decode(), re.M)
+    assert len(extension) == 1
+    if build_ffi.STABLE_ABI:
+        assert (python_tag, abi_tag) == ("cp39", "abi3")
+        assert extension[0].endswith(".abi3.so")
+        assert tags == [f"cp39-abi3-{platform_tag}"]
+    else:  # a debug or free-threaded CPython, or another implementation: an ordinary tag
+        assert abi_tag != "abi3"
+
+
+def test_the_wheel_holds_every_module_and_the_licence(dists):
+    _, wheel = dists
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    modules = [f for f in source_files() if f.startswith("taskstats_fast/") and f.endswith(".py")]
+    assert not [m for m in modules if m not in names]
+    assert "taskstats_fast/py.typed" in names
+    licence = [n for n in names if re.match(r"[^/]+\.dist-info/(licenses/)?LICENSE$", n)]
+    assert licence
+    with zipfile.ZipFile(wheel) as z:
+        assert "MIT License" in z.read(licence[0]).decode()
+
+
+def test_the_installed_wheel_imports_and_decodes_kernel_bytes(fresh_venv, clean_source, tmp_path):
+    with open(clean_source / CAPTURE / "manifest.json") as f:
+        children = json.load(f)["captures"]["exit_single"]["expect"]["children"]
+    script = ("import sys, taskstats_fast as tsf\n"
+              "records = tsf.decode(open(sys.argv[1], 'rb').read())\n"
+              "print(tsf.__file__)\n"
+              "print(sorted(int(p) for p in records['ac_pid'][records['kind'] == tsf.KIND_PID]))\n")
+    run = subprocess.run([str(fresh_venv), "-c", script, str(clean_source / CAPTURE / "exit_single.bin")],
+                         capture_output=True, text=True, cwd=tmp_path, env=_without_pythonpath())
+    assert run.returncode == 0, run.stderr
+    where, pids = run.stdout.splitlines()
+    assert where.startswith(str(fresh_venv.parent.parent))
+    assert pids == str(sorted(c["pid"] for c in children if "PID" in c["records"]))
+    script = subprocess.run([str(fresh_venv.parent / "taskstats-fast"), "--help"], capture_output=True, text=True,
+                            env=_without_pythonpath())
+    assert script.returncode == 0 and "record" in script.stdout
+
+
+def test_a_source_tree_without_its_extension_says_what_to_do(fresh_venv, clean_source):
+    # a non-editable install, and Python started in the repository root: the source tree wins
+    run = subprocess.run([str(fresh_venv), "-c", "import taskstats_fast"], capture_output=True, text=True,
+                         cwd=clean_source, env=_without_pythonpath())
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ")
+    assert "source tree" in last and "pip install -e ." in last and "make install" in last
+
+
+def test_a_build_without_a_compiler_names_what_is_missing(clean_source, tmp_path):
+    env = dict(_without_pythonpath(), CC="tsf-no-such-compiler")
+    run = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-lib", str(tmp_path / "lib"),
+                          "--build-temp", str(tmp_path / "temp")],
+                         capture_output=True, text=True, cwd=clean_source, env=env)
+    assert run.returncode != 0
+    assert ("needs a C compiler to build its extension, and `tsf-no-such-compiler` was not found"
+            in run.stderr), run.stderr[-2000:]
+    assert "README" in run.stderr
+
+
+def test_a_build_without_python_headers_names_them(tmp_path):
+    compiler = [shutil.which("cc") or shutil.which("gcc") or sys.executable]
+    problem = build_ffi.missing_build_tool(compiler, [str(tmp_path)])
+    assert problem is not None and "Python.h" in problem and "python3-dev" in problem and "README" in problem
+    assert build_ffi.missing_build_tool(compiler, [str(tmp_path), sysconfig.get_paths()["include"]]) is None \
+        or not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+
+
+def _distribution_python():
+    """The distribution's own python3 when it refuses pip outside a virtual environment (PEP 668)."""
+    for python in ("/usr/bin/python3",):
+        if os.path.exists(python):
+            stdlib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+                                    capture_output=True, text=True).stdout.strip()
+            if stdlib and os.path.exists(os.path.join(stdlib, "EXTERNALLY-MANAGED")):
+                return python
+    return None
+
+
+def test_make_install_uses_its_own_venv_with_an_externally_managed_python(clean_source, tmp_path):
+    python = _distribution_python()
+    _needs(python is not None, "no externally-managed /usr/bin/python3 here (PEP 668) to install with")
+    _needs(shutil.which("make") is not None, "make is not installed")
+    work = tmp_path / "clone"
+    shutil.copytree(clean_source, work)
+    run = subprocess.run(["make", "install", f"PYTHON={python}", "EXTRAS="], cwd=work, capture_output=True,
+                         text=True, env=_without_pythonpath())
+    if run.returncode != 0 and os.geteuid() != 0 and "needs:" in run.stderr:
+        _needs(False, f"make install needs Debian packages that only root can install: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    command = work / ".venv" / "bin" / "taskstats-fast"
+    help_ = subprocess.run([str(command), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                           env=_without_pythonpath())
+    assert help_.returncode == 0, help_.stderr
+    where = subprocess.run([str(work / ".venv" / "bin" / "python"), "-c",
+                            "import taskstats_fast, sys; print(taskstats_fast.__file__); print(sys._base_executable)"],
+                           capture_output=True, text=True, cwd=tmp_path, env=_without_pythonpath())
+    module, base = where.stdout.splitlines()
+    assert module.startswith(str(work))
+    assert os.path.realpath(base) == os.path.realpath(python)
+
+
+def _without_pythonpath():
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
