@@ -21,7 +21,7 @@ are generated from it, and everything else that names delay classes reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -29,7 +29,7 @@ __all__ = [
     "Field", "FIELDS", "FIELD_BY_NAME", "MIN_VERSION", "MAX_VERSION", "STRUCT_SIZE",
     "DelayClass", "DELAY_CLASSES", "DELAY_CLASS_BY_NAME",
     "DTYPE", "RECORD_FIELDS", "STATS_SIZE", "META_FIELDS", "offsets", "fields_in", "copy_segments",
-    "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
+    "KIND_PID", "KIND_TGID", "TGID_FIELDS", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED",
 ]
 
 #: Oldest struct version we decode: v1-v3 (2006 kernels) have word-size-dependent layouts.
@@ -103,6 +103,12 @@ class DelayClass:
     waiting: str
     since: int
     switched: bool
+
+    @property
+    def fields(self) -> Tuple[str, ...]:
+        """The struct fields of this class (count, total, max, min, max timestamp)."""
+        return tuple(f.name for f in FIELDS if f.name == f"{self.name}_count"
+                     or f.name.startswith(f"{self.name}_delay_"))
 
 
 #: Every delay class, in the order of the v16 ``*_delay_max/min`` block (also the order of
@@ -286,6 +292,14 @@ def copy_segments(version: int) -> List[Tuple[int, int, int]]:
 # ---- metadata appended after the v17 stats area -------------------------------------------
 KIND_PID = 1    #: record came from a TASKSTATS_TYPE_AGGR_PID nest (one thread)
 KIND_TGID = 2   #: record came from a TASKSTATS_TYPE_AGGR_TGID nest (a whole thread group)
+
+#: The fields a TGID record fills: the kernel sums times, context switches and delays over the
+#: group's threads (fill_stats_for_tgid); identity, memory, I/O and page-fault fields stay zero
+#: in a TGID record, which means "not reported", not "none".
+TGID_FIELDS: FrozenSet[str] = frozenset(
+    ["version", "ac_etime", "ac_utime", "ac_stime", "nvcsw", "nivcsw", "cpu_run_real_total",
+     "cpu_run_virtual_total", "cpu_scaled_run_real_total"]
+    + [name for c in DELAY_CLASSES for name in c.fields])
 
 FLAG_NEWER_VERSION = 0x01    #: version > MAX_VERSION: only the known v17 prefix was decoded
 FLAG_LAYOUT_INFERRED = 0x02  #: version-0 TGID record decoded with its message's PID record layout

@@ -23,6 +23,8 @@ __all__ = ["format_duration_ns", "format_bytes", "task_report", "task_json",
            "SUMMARY_COLUMNS", "Summary", "summarize", "format_summary", "summary_json",
            "plot_summary"]
 
+#: What a field the kernel does not fill in this kind of record shows.
+_NOT_REPORTED = "not reported for a process (see below)"
 _SCHED_POLICIES = {0: "normal", 1: "fifo", 2: "round-robin", 3: "batch", 5: "idle", 6: "deadline"}
 _AC_FLAGS = ((0x01, "forked without exec"), (0x02, "used superuser privileges"),
              (0x08, "dumped core"), (0x10, "killed by a signal"), (0x20, "whole thread group"))
@@ -30,20 +32,32 @@ _AC_FLAGS = ((0x01, "forked without exec"), (0x02, "used superuser privileges"),
 
 # ---- units -----------------------------------------------------------------------------------
 def format_duration_ns(ns: Optional[float]) -> str:
-    """``1234567`` -> ``'1.23 ms'``; None -> ``'n/a'``."""
+    """``1234567`` -> ``'1.23 ms'``; None -> ``'n/a'``.
+
+    Each unit is chosen after rounding, so a value just under a unit change moves up to the
+    next unit (999.7 ms -> ``'1.000 s'``) instead of printing as ``'1e+03 ms'``.
+    """
     if ns is None:
         return "n/a"
     ns = float(ns)
-    for limit, div, unit in ((1e3, 1, "ns"), (1e6, 1e3, "µs"), (1e9, 1e6, "ms")):
-        if abs(ns) < limit:
-            value = ns / div
-            return f"{value:.0f} {unit}" if unit == "ns" else f"{value:.3g} {unit}"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    text = f"{ns:.0f}"
+    if float(text) < 1e3:
+        return f"{sign}{text} ns"
+    for div, unit in ((1e3, "µs"), (1e6, "ms")):
+        text = f"{ns / div:.3g}"
+        if float(text) < 1e3:
+            return f"{sign}{text} {unit}"
     seconds = ns / 1e9
-    if seconds < 600:
-        return f"{seconds:.3f} s" if seconds < 100 else f"{seconds:.1f} s"
-    minutes, s = divmod(seconds, 60)
+    for decimals, limit in ((3, 100), (1, 600)):
+        text = f"{seconds:.{decimals}f}"
+        if float(text) < limit:
+            return f"{sign}{text} s"
+    minutes, tenths = divmod(round(seconds * 10), 600)
     hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)}h{int(minutes):02d}m{s:04.1f}s" if hours else f"{int(minutes)}m{s:04.1f}s"
+    if hours:
+        return f"{sign}{hours}h{minutes:02d}m{tenths / 10:04.1f}s"
+    return f"{sign}{minutes}m{tenths / 10:04.1f}s"
 
 
 def format_bytes(n: Optional[float]) -> str:
@@ -183,8 +197,12 @@ def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -
                  f"{format_duration_ns(row['cpu_run_virtual_total_ns'])})")
     lines.append(f"  switches     voluntary {_count(row['nvcsw'])}   involuntary "
                  f"{_count(row['nivcsw'])}")
-    lines.append(f"  page faults  minor {_count(row['ac_minflt'])}   major {_count(row['ac_majflt'])}")
-    if not is_tgid:
+    if is_tgid:
+        # zeros in a TGID record: the kernel does not sum these over the threads
+        lines += [f"  {what:<13}{_NOT_REPORTED}" for what in ("page faults", "memory", "I/O")]
+    else:
+        lines.append(f"  page faults  minor {_count(row['ac_minflt'])}   major "
+                     f"{_count(row['ac_majflt'])}")
         lines.append(f"  memory       peak RSS {format_bytes(row['hiwater_rss_kb'] * 1024)}   peak "
                      f"virtual {format_bytes(row['hiwater_vm_kb'] * 1024)}")
         # the kernel reports bytes and syscall counts rounded down to multiples of 1024
@@ -213,7 +231,10 @@ def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -
         notes.append(f"this kernel's struct (v{version}) has no per-delay max/min (v15+)")
     if is_tgid:
         notes.append("max/min are not shown for a process: the kernel reports the last thread's, "
-                     "not the group's; memory and I/O are per thread (ask with `pid`)")
+                     "not the group's")
+        notes.append("the kernel sums only CPU times, context switches and delays over a "
+                     "process's threads; page faults, memory and I/O are per thread (ask with "
+                     "`pid`)")
     lines += [f"  ({n})" for n in notes]
     return "\n".join(lines)
 

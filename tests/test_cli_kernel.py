@@ -143,6 +143,29 @@ def test_tgid_report_names_the_process_and_sums_threads():
     assert task["comm_from_proc"] == my_comm()
     text = run("tgid", str(os.getpid())).stdout
     assert text.startswith(f"tgid {os.getpid()}  {my_comm()}") and "summed" in text
+    faults = next(ln for ln in text.splitlines() if "page faults" in ln)
+    assert "not reported" in faults and "minor" not in faults
+
+
+def test_a_live_tgid_reply_fills_only_the_tgid_fields():
+    """layout.TGID_FIELDS against the kernel: every other field of a TGID reply is zero, while
+    the PID reply of the same (busy, multi-threaded) process fills some of them."""
+    import threading
+    done = threading.Event()
+    threads = [threading.Thread(target=done.wait) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        with tsf.Connection(warn_delayacct=False) as conn:
+            (tgid,) = conn.tgids([os.getpid()]).records
+            (pid,) = conn.pids([os.getpid()]).records
+    finally:
+        done.set()
+    others = [n for n in tsf.layout.RECORD_FIELDS
+              if n not in tsf.layout.TGID_FIELDS and n not in {m[0] for m in tsf.layout.META_FIELDS}]
+    assert [n for n in others if tgid[n].any()] == []
+    assert {"ac_minflt", "hiwater_rss", "ac_comm"} <= {n for n in others if pid[n].any()}
+    assert tgid["ac_utime"] + tgid["ac_stime"] > 0 and tgid["nvcsw"] > 0
 
 
 def test_missing_pid_exit_code_and_the_others_still_reported():

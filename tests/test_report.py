@@ -34,6 +34,14 @@ def test_durations(ns, text):
     assert report.format_duration_ns(ns) == text
 
 
+@pytest.mark.parametrize("ns,text", [
+    (999.4, "999 ns"), (999.7, "1 µs"), (999_499, "999 µs"), (999_700, "1 ms"),
+    (999_400_000, "999 ms"), (999_700_000, "1.000 s"), (99_999_900_000, "100.0 s"),
+    (599_970_000_000, "10m00.0s"), (3_599_970_000_000, "1h00m00.0s"), (-5e6, "-5 ms")])
+def test_durations_just_under_a_unit_change_move_up_a_unit(ns, text):
+    assert report.format_duration_ns(ns) == text
+
+
 @pytest.mark.parametrize("n,text", [(None, "n/a"), (0, "0 B"), (1023, "1023 B"),
                                     (1536, "1.5 KiB"), (3 * 1024 ** 3, "3.0 GiB")])
 def test_sizes(n, text):
@@ -68,6 +76,17 @@ def test_tgid_report_hides_the_last_threads_max_min():
     assert text.startswith("tgid 7  proc-name") and "last thread" in text
     line = next(ln for ln in text.splitlines() if "run queue" in ln)
     assert line.split()[-2:] == ["-", "-"]
+
+
+def test_tgid_report_says_not_reported_for_what_the_kernel_does_not_sum():
+    recs = records([(7, b"", 0, 3, 300)])
+    recs["kind"] = tsf.KIND_TGID
+    recs["ac_minflt"] = 0
+    text = report.task_report(recs)
+    faults = next(ln for ln in text.splitlines() if "page faults" in ln)
+    assert "minor" not in faults and "not reported" in faults
+    assert all(name not in tsf.layout.TGID_FIELDS for name in ("ac_minflt", "ac_majflt",
+                                                               "hiwater_rss", "read_bytes"))
 
 
 def test_json_is_serialisable_with_nulls_for_missing_fields():

@@ -30,9 +30,7 @@ _SWITCHED = tuple(c for c in layout.DELAY_CLASSES if c.switched)
 
 #: The fields that stay zero while ``kernel.task_delayacct`` is off.
 DELAYACCT_FIELDS: Tuple[str, ...] = tuple(
-    f.name for f in layout.FIELDS
-    if not f.padding and f.name.split("_", 1)[0] in {c.name for c in _SWITCHED}
-    and ("_count" in f.name or "_delay_" in f.name))
+    f.name for f in layout.FIELDS if any(f.name in c.fields for c in _SWITCHED))
 
 DELAYACCT_OFF_MESSAGE = (
     "kernel.task_delayacct is 0: the kernel is not recording "
