@@ -14,6 +14,7 @@ from typing import Optional
 __all__ = [
     "TaskstatsError", "DecodeError", "KernelError", "PermissionDeniedError", "NoSuchTaskError",
     "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError", "CgroupV1RequiredError",
+    "ReceiveBufferSizeError",
     "MissingExtraError", "ListenError", "kernel_error",
 ]
 
@@ -69,6 +70,10 @@ class ReplyTimeoutError(TaskstatsError, TimeoutError):
 
 class CpumaskError(TaskstatsError, ValueError):
     """A CPU list string or CPU set the kernel would refuse."""
+
+
+class ReceiveBufferSizeError(TaskstatsError, ValueError):
+    """A receive-buffer size out of the range the kernel takes (1 .. 2**31 - 1 bytes)."""
 
 
 class MissingExtraError(TaskstatsError, ImportError):

@@ -237,9 +237,9 @@ def test_fork_while_another_thread_iterates_leaves_both_processes_working():
     try:
         time.sleep(0.2)
         for _ in range(200):   # fork while the reader waits inside read() (other exits wake it)
-            if not listener._read_lock.acquire(blocking=False):
+            if not listener._reader.read_lock.acquire(blocking=False):
                 break
-            listener._read_lock.release()
+            listener._reader.read_lock.release()
             time.sleep(0.01)
         child = os.fork()
         if child == 0:   # a normal interpreter exit, without returning into pytest

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink
+from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink, receive_buffer
 from taskstats_fast._native import NOTE_ACK, NOTE_ERROR, ffi, lib
 from taskstats_fast.errors import CpumaskError, NamespaceError, PermissionDeniedError
 
@@ -391,7 +391,7 @@ def test_stop_keeps_at_most_what_the_sockets_could_hold(monkeypatch):
     # a socket "holds" one message per EVENT_TRUESIZE bytes: make that nothing, leaving room
     # for batch_size records only; the rest must be counted, not dropped silently
     listener = tsf.ExitListener(batch_size=4)
-    monkeypatch.setattr(listener_mod, "EVENT_TRUESIZE", 1 << 40)
+    monkeypatch.setattr(receive_buffer, "EVENT_TRUESIZE", 1 << 40)
     pids = [spawn(8, "tsfcap") for _ in range(10)]
     reap(pids)
     tail = listener.stop()
