@@ -15,7 +15,6 @@ online under an open listener (not a kernel-marked test: it needs a writable
 
 from __future__ import annotations
 
-import atexit
 import errno
 import faulthandler
 import os
@@ -31,7 +30,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import layout
-from taskstats_fast.kernel import cpumask, netlink
+from taskstats_fast.kernel import cpumask, lifetime, netlink
 from taskstats_fast._native import NOTE_ACK, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
 
 WATCHDOG_S = 60
@@ -246,7 +245,9 @@ def test_fork_while_another_thread_iterates_leaves_both_processes_working():
             signal.signal(signal.SIGALRM, signal.SIG_DFL)       # a hang here ends the child in 5 s
             signal.alarm(5)                                     # (faulthandler's thread is gone)
             try:
-                atexit._run_exitfuncs()                         # what sys.exit would run: close()
+                # the listeners' exit hook, as sys.exit would run it (not every atexit function:
+                # pytest's temp-dir cleanup alone can take longer than the alarm under load)
+                lifetime._close_at_exit()
             finally:
                 os._exit(0)
         status = None

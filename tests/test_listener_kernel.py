@@ -9,7 +9,6 @@ accounts for strangers through the per-CPU sequence numbers.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import ctypes
 import errno
 import json
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink, receive_buffer
+from taskstats_fast.kernel import cpumask, lifetime, listener as listener_mod, netlink, receive_buffer
 from taskstats_fast._native import NOTE_ACK, NOTE_ERROR, ffi, lib
 from taskstats_fast.errors import CpumaskError, NamespaceError, PermissionDeniedError
 
@@ -426,7 +425,7 @@ def test_forked_child_leaves_the_parents_stream_alone():
                 except tsf.TaskstatsError as e:   # not ours to read: it would steal records
                     code = 0 if "forked child" in str(e) else 3
                 listener.close()                  # only the child's copies of the fds
-                atexit._run_exitfuncs()
+                lifetime._close_at_exit()         # the listeners' exit hook (not pytest's)
             finally:
                 os._exit(code)
         _, status = os.waitpid(child, 0)
