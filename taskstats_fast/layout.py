@@ -96,6 +96,7 @@ class DelayClass:
     waiting ..." in the field docs; ``since`` is the struct version that added the pair;
     ``switched`` says whether the ``kernel.task_delayacct`` sysctl turns it on and off (run-queue
     delays come from the scheduler's own statistics and are always filled).
+    ``short`` is a column title of at most 6 characters (the delay columns of ``top``).
     """
 
     name: str
@@ -103,6 +104,7 @@ class DelayClass:
     waiting: str
     since: int
     switched: bool
+    short: str
 
     @property
     def fields(self) -> Tuple[str, ...]:
@@ -115,16 +117,16 @@ class DelayClass:
 #: their count/total pairs in the struct).  The one list: fields, the delay-accounting switch,
 #: reports and summaries all derive from it.
 DELAY_CLASSES: Tuple[DelayClass, ...] = (
-    DelayClass("cpu", "run queue", "on a run queue", 1, False),
-    DelayClass("blkio", "block I/O", "for synchronous block I/O", 1, True),
-    DelayClass("swapin", "swap-in", "for swap-in", 1, True),
-    DelayClass("freepages", "memory reclaim", "in memory reclaim", 7, True),
+    DelayClass("cpu", "run queue", "on a run queue", 1, False, short="RUNQ"),
+    DelayClass("blkio", "block I/O", "for synchronous block I/O", 1, True, short="BLKIO"),
+    DelayClass("swapin", "swap-in", "for swap-in", 1, True, short="SWAPIN"),
+    DelayClass("freepages", "memory reclaim", "in memory reclaim", 7, True, short="RECLM"),
     DelayClass("thrashing", "thrashing", "on thrashing (refaults of recently evicted pages)", 9,
-               True),
-    DelayClass("compact", "compaction", "in memory compaction", 11, True),
+               True, short="THRASH"),
+    DelayClass("compact", "compaction", "in memory compaction", 11, True, short="COMPCT"),
     DelayClass("wpcopy", "write-protect copy", "on write-protect copy (copy-on-write faults)", 13,
-               True),
-    DelayClass("irq", "IRQ/softirq", "in IRQ/softirq handling", 14, True),
+               True, short="WPCOPY"),
+    DelayClass("irq", "IRQ/softirq", "in IRQ/softirq handling", 14, True, short="IRQ"),
 )
 DELAY_CLASS_BY_NAME: Dict[str, DelayClass] = {c.name: c for c in DELAY_CLASSES}
 

@@ -1,0 +1,151 @@
+"""What ``taskstats-fast top`` adds to interval accounting: model + render of one interval.
+
+The goal (issue 14): ``top`` at a 1-second interval on a host with 10,000 threads costs at most
+what ``Accounting`` costs plus the drawing.  Measured here, per task, in the same run:
+- the screen: group, sort and render an 80x24 screen of a synthetic 10,000-thread interval, per
+  process and per thread (the grouping with the most rows);
+- batch mode: the same with every active row rendered as text (what ``-b`` prints);
+- the baselines (root): one ``Accounting`` interval's CPU time per task while a helper process
+  holds 10,000 sleeping threads, and a bulk query of 10,000 threads (``Connection.pids``), the
+  kernel work any interval needs at least.
+
+Run: ``python3 -m pytest bench/bench_top.py --benchmark-enable``; compare the ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from conftest import RESULTS, record_figure
+from taskstats_fast import layout
+from taskstats_fast.accounting.interval import BORN, EXITED, Interval
+from taskstats_fast.live import top
+
+GROUP = "top: one interval of 10,000 threads"
+THREADS = 10_000
+
+
+def synthetic_interval(n: int = THREADS, seed: int = 1) -> Interval:
+    """``n`` threads in n/5 processes, 300 command names, 50 cgroups, 20 users; 10% born, 10%
+    exited, 5% both, with CPU, every delay class and I/O."""
+    rng = np.random.default_rng(seed)
+    pid = np.arange(1000, 1000 + n)
+    tgid = pid - pid % 5
+    state = rng.choice([0, BORN, EXITED, BORN | EXITED], size=n, p=[0.75, 0.1, 0.1, 0.05])
+    columns = {
+        "ac_pid": pid, "ac_tgid": tgid, "ac_uid": rng.integers(0, 20, n),
+        "ac_comm": np.array([f"cmd{i}".encode() for i in rng.integers(0, 300, n)]),
+        "cgroup_id": rng.integers(1, 51, n), "state": state,
+        "ac_utime": rng.integers(0, 20_000, n), "ac_stime": rng.integers(0, 5_000, n),
+        "read_bytes": rng.integers(0, 1 << 20, n), "write_bytes": rng.integers(0, 1 << 20, n),
+        **{f"{c.name}_delay_total": rng.integers(0, 10**7, n) for c in layout.DELAY_CLASSES},
+    }
+    cgroups = {i: f"/system.slice/unit-{i}.service" for i in range(1, 51)}
+    now = 1_700_000_000 * 10**9
+    return Interval.from_arrays(now, now + 10**9, columns, cgroups=cgroups, delayacct=True)
+
+
+@pytest.fixture(scope="module")
+def interval():
+    return synthetic_interval()
+
+
+@pytest.mark.parametrize("grouping", ["process", "thread"])
+def test_screen(per_item, interval, grouping):
+    state = top.TopState(grouping=grouping)
+    lines = per_item(lambda: top.render(interval, state, width=80, height=24), items=THREADS,
+                     group=GROUP, name=f"top screen 80x24, by {grouping}")
+    assert len(lines) <= 24
+
+
+def test_batch(per_item, interval):
+    state = top.TopState()
+    lines = per_item(lambda: top.render(interval, state), items=THREADS, group=GROUP,
+                     name="top -b text, by process (all rows)")
+    assert len(lines) > THREADS // 5
+
+
+def _root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the kernel baselines need root (CAP_NET_ADMIN)")
+
+
+def test_bulk_query_baseline(per_item):
+    _root()
+    pids = np.array(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), np.uint32)
+    ids = np.resize(pids, THREADS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsf.DelayAccountingOffWarning)
+        with tsf.Connection() as conn:
+            conn.pid(os.getpid())
+            got = per_item(lambda: conn.pids(ids), items=THREADS, group=GROUP,
+                           name="bulk query of 10,000 (Connection.pids)")
+    assert len(got.records) > 0.5 * THREADS
+
+
+@pytest.fixture(scope="module")
+def many_threads():
+    """A helper process holding THREADS sleeping threads, so the host has at least that many."""
+    code = ("import threading, time, sys\n"
+            "threading.stack_size(64 * 1024)\n"
+            f"for _ in range({THREADS}):\n"
+            "    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_accounting_baseline(benchmark, many_threads):
+    """CPU time of one ``Accounting`` interval per task on a host with > 10,000 threads (the
+    process's CPU clock: the snapshot, the merge and the listener threads; not the sleep)."""
+    _root()
+    try:
+        from taskstats_fast.accounting import Accounting
+    except ImportError:
+        pytest.skip("Accounting is not in this tree yet")
+    samples = []
+
+    def measure():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Accounting(interval=0.3) as accounting:
+                intervals = iter(accounting)
+                next(intervals)                        # the first look is not an interval's cost
+                for _ in range(5 if benchmark.enabled else 1):
+                    cpu = time.process_time()
+                    iv = next(intervals)
+                    samples.append((time.process_time() - cpu) / max(len(iv.tasks), 1) * 1e9)
+                    assert len(iv.tasks) >= THREADS
+
+    benchmark.group = GROUP
+    benchmark.name = "Accounting interval (CPU per task)"
+    benchmark.pedantic(measure, rounds=1, iterations=1)
+    if benchmark.enabled:
+        record_figure(GROUP, "Accounting interval (CPU per task)", float(np.median(samples)))
+
+
+def test_ratios(capsys):
+    """Print top's own cost against the kernel baselines (goal: at most Accounting's cost)."""
+    entries = RESULTS.get(GROUP, {})
+    bases = [b for b in ("Accounting interval (CPU per task)", "bulk query of 10,000 (Connection.pids)")
+             if b in entries]
+    if not bases:
+        pytest.skip("run as root with --benchmark-enable to get figures")
+    with capsys.disabled():
+        for name, ns in sorted(entries.items(), key=lambda kv: kv[1]):
+            ratios = "  ".join(f"{ns / entries[b]:6.3f}x {b.split(' (')[0]}" for b in bases)
+            print(f"\n  {name:<44} {ns:9.1f} ns/thread  {ratios}", end="")
+        print()

@@ -1,0 +1,474 @@
+"""The ``top`` view of interval accounting: what one interval's task rows look like on a screen.
+
+This module owns what ``taskstats-fast top`` shows and how:
+
+* the groupings (process, thread, cgroup, user, command) and how task rows fold into them;
+* the columns -- CPU %, each delay class as % of the interval (the way delaytop and iotop show
+  them), read/write bytes per second, exits, tasks -- their order and which fit a narrow screen;
+* sorting, filtering by name or cgroup, and the marks of tasks born or exited in the interval;
+* the header (interval, tasks, exits, loss, system PSI) and the delay-accounting-off banner;
+* the plain-text rendering shared by batch mode (``-b``) and the curses screen
+  (``live/screen.py``), and the key bindings that change the view (``TopState.press``).
+
+The model is pure functions over an ``Interval``: per-task work is numpy (one lexsort and a few
+``reduceat`` per interval); Python loops run per group shown, never per task.  ``TopSink`` is the
+Sink that feeds intervals to a renderer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pwd
+import threading
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+import numpy as np
+
+from .. import layout
+from ..accounting import interval as _iv
+
+__all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
+           "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
+           "HELP_LINES", "STATUS_LINE", "MARKS", "COLUMNS", "COLUMN_KEYS", "DELAYACCT_OFF_BANNER"]
+
+#: The groupings, in the order ``g`` cycles through them, with their one-key shortcuts.
+GROUPINGS: Tuple[str, ...] = ("process", "thread", "cgroup", "user", "command")
+GROUPING_KEYS: Dict[str, str] = {"p": "process", "t": "thread", "c": "cgroup", "u": "user", "m": "command"}
+
+#: What the one-character mark before a name means.  A group is marked when every task in it was
+#: born, exited, or both, inside the interval (a process: its tasks; a command: all its tasks).
+MARKS: Tuple[Tuple[str, str], ...] = (
+    ("*", "born and exited inside the interval"),
+    ("x", "exited inside the interval"),
+    ("+", "born inside the interval"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One numeric column.  ``key`` names it for sorting (``--sort``); ``fit_rank``: lower ranks
+    are kept first when the screen is narrow; ``unit``: 'pct' (value is a percentage), 'rate'
+    (bytes/s) or 'count'."""
+
+    key: str
+    header: str
+    width: int
+    fit_rank: int
+    unit: str
+    doc: str
+
+
+def _delay_classes():
+    return layout.DELAY_CLASSES
+
+
+def _delay_class_names() -> Tuple[str, ...]:
+    return tuple(cls.name for cls in _delay_classes())
+
+
+def _delay_columns() -> List[Column]:
+    # run queue and block I/O are kept first on a narrow screen (what tasks wait on most)
+    out = []
+    for rank, cls in enumerate(_delay_classes()):
+        header = cls.short + "%"
+        out.append(Column(f"{cls.name}_delay", header, max(6, len(header)),
+                          {0: 1, 1: 5}.get(rank, 6 + rank), "pct",
+                          f"time waiting {cls.waiting}, % of the interval"))
+    return out
+
+
+def columns() -> Tuple[Column, ...]:
+    """Every numeric column, in screen order (before the name column)."""
+    return (
+        Column("cpu", "CPU%", 6, 0, "pct", "user+system CPU time, % of one CPU over the interval"),
+        *_delay_columns(),
+        Column("read", "RD/s", 6, 2, "rate", "bytes read from storage per second"),
+        Column("write", "WR/s", 6, 3, "rate", "bytes written to storage per second"),
+        Column("exits", "EXITS", 5, 4, "count", "tasks (threads) that exited inside the interval"),
+        Column("tasks", "TASKS", 5, 20, "count", "tasks (threads) seen in the interval"),
+    )
+
+
+COLUMNS: Tuple[Column, ...] = columns()
+COLUMN_KEYS: Tuple[str, ...] = tuple(c.key for c in COLUMNS)
+#: Width of the id column (pid, tid, uid) and the narrowest name column we draw.
+ID_WIDTH = 7
+MIN_NAME_WIDTH = 16
+_ID_HEADER = {"process": "PID", "thread": "TID", "user": "UID"}
+_NAME_HEADER = {"process": "COMMAND", "thread": "COMMAND", "cgroup": "CGROUP", "user": "USER",
+                "command": "COMMAND"}
+
+
+@dataclasses.dataclass
+class TopState:
+    """What the person looking chose: grouping, sort column and direction, filter, pause."""
+
+    grouping: str = "process"
+    sort: str = "cpu"
+    descending: bool = True
+    filter: str = ""
+    paused: bool = False
+    help: bool = False
+
+    def press(self, key: str, *, visible: Sequence[str] = COLUMN_KEYS) -> bool:
+        """Apply one key (see ``HELP_LINES``); returns False for keys that mean nothing.
+        ``visible``: the column keys on screen, which ``<``/``>`` move the sort through."""
+        if self.help:
+            self.help = False
+            return True
+        if key in ("h", "?"):
+            self.help = True
+        elif key == " ":
+            self.paused = not self.paused
+        elif key == "g":
+            self.grouping = GROUPINGS[(GROUPINGS.index(self.grouping) + 1) % len(GROUPINGS)]
+        elif key in GROUPING_KEYS:
+            self.grouping = GROUPING_KEYS[key]
+        elif key in ("<", ">"):
+            order = list(visible) if self.sort in visible else list(COLUMN_KEYS)
+            step = -1 if key == "<" else 1
+            self.sort = order[(order.index(self.sort) + step) % len(order)]
+        elif key == "r":
+            self.descending = not self.descending
+        elif key in _SORT_KEYS:
+            self.sort = _SORT_KEYS[key]
+            self.descending = True
+        else:
+            return False
+        return True
+
+
+#: Direct sort keys, like top's P/M/T: the column most often wanted, one key each.
+_SORT_KEYS = {"P": "cpu", "Q": "cpu_delay", "B": "blkio_delay", "R": "read", "W": "write",
+              "X": "exits", "N": "tasks"}
+
+#: The last line of the interactive screen.
+STATUS_LINE = "h help  q quit  g group  < > sort  r reverse  / filter  space pause"
+
+HELP_LINES: Tuple[str, ...] = (
+    "taskstats-fast top: keys",
+    "",
+    "  g         next grouping: process, thread, cgroup, user, command",
+    "  p t c u m group by process / thread / cgroup / user / command",
+    "  < >       sort by the column left / right of the current one",
+    "  P Q B     sort by CPU% / run-queue delay / block-I/O delay",
+    "  R W X N   sort by read/s / write/s / exits / tasks",
+    "  r         reverse the sort order",
+    "  / f       filter: show tasks whose name or cgroup contains the text",
+    "            (Enter applies, Esc cancels, an empty filter shows all)",
+    "  space     pause / resume the display (accounting goes on)",
+    "  h ?       this help; any key returns",
+    "  q         quit",
+    "",
+    "Marks before a name (every task of the row was):",
+    *(f"  {mark}         {what}" for mark, what in MARKS),
+    "CPU%: % of one CPU, as in top. Delay columns: % of the interval the",
+    "tasks waited (a row of several tasks can pass 100). RD/s WR/s: storage I/O.",
+)
+
+
+# ---- the model: one interval -> a table of groups ----------------------------------------------
+@dataclasses.dataclass
+class TopTable:
+    """One interval folded into groups, filtered and sorted.
+
+    ``values``: float64 ``[groups, len(COLUMNS)]`` in ``COLUMNS`` order; ``ids``: the id column
+    (pid, tid, uid; -1 where the grouping has none); ``names``: the name column; ``marks``: one
+    character each (see ``MARKS``).  Rows are in display order.
+    """
+
+    grouping: str
+    values: np.ndarray
+    ids: np.ndarray
+    names: List[str]
+    marks: List[str]
+    tasks: int            # task rows in the interval (before the filter)
+    exits: int            # of which exited inside the interval
+    shown_tasks: int      # task rows that passed the filter
+    groups: int           # groups that passed the filter (``values`` may hold only the top ones)
+
+
+def _comm_text(comm: np.ndarray) -> List[str]:
+    return [c.decode("utf-8", "replace") for c in comm.tolist()]
+
+
+def _filter_mask(tasks: np.ndarray, cgroups: Mapping[int, str], text: str) -> np.ndarray:
+    """Tasks whose command name or cgroup path contains ``text`` (case-insensitive)."""
+    needle = text.lower()
+    names, inverse = np.unique(tasks["ac_comm"], return_inverse=True)
+    hit_name = np.array([needle in s.lower() for s in _comm_text(names)], dtype=bool)
+    mask = hit_name[inverse.reshape(-1)] if len(names) else np.zeros(len(tasks), bool)
+    hit_cgroups = [cid for cid, path in cgroups.items() if needle in path.lower()]
+    if hit_cgroups:
+        mask |= np.isin(tasks["cgroup_id"], np.array(hit_cgroups, dtype=np.uint64))
+    return mask
+
+
+def column_values(groups: np.ndarray, seconds: float) -> np.ndarray:
+    """``[len(groups), len(COLUMNS)]`` float64: each column's value per group (rows of
+    ``Interval.by(..., frame=False)``) for an interval of ``seconds``."""
+    per_second = 1.0 / max(seconds, 1e-9)
+    out = np.empty((len(groups), len(COLUMNS)), np.float64)
+    out[:, 0] = groups["ac_utime"]
+    out[:, 0] += groups["ac_stime"]
+    out[:, 0] *= 100e-6 * per_second                      # µs -> % of one CPU
+    for i, cls in enumerate(_delay_class_names(), start=1):
+        out[:, i] = groups[f"{cls}_delay_total"]
+        out[:, i] *= 100e-9 * per_second                  # ns -> % of the interval
+    n = len(_delay_class_names()) + 1
+    out[:, n] = groups["read_bytes"]
+    out[:, n] *= per_second
+    out[:, n + 1] = groups["write_bytes"]
+    out[:, n + 1] *= per_second
+    out[:, n + 2] = groups["exited"]
+    out[:, n + 3] = groups["tasks"]
+    return out
+
+
+def _user_name(uid: int, cache: Dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate cache
+    if uid not in cache:
+        try:
+            cache[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            cache[uid] = str(uid)
+    return cache[uid]
+
+
+def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> TopTable:
+    """Fold ``interval.tasks`` into ``state.grouping``, keep what matches ``state.filter``, sort by
+    ``state.sort``.  ``limit``: name and mark only the first ``limit`` rows (a screen's worth);
+    every group is still counted and sorted."""
+    tasks = interval.tasks
+    cgroups: Mapping[int, str] = interval.cgroups or {}
+    total, exits = len(tasks), int(np.count_nonzero(tasks["state"] & _iv.EXITED))
+    if state.filter:
+        tasks = tasks[_filter_mask(tasks, cgroups, state.filter)]
+    groups = _iv.group_rows(tasks, state.grouping)
+    values = column_values(groups, (int(interval.end_ns) - int(interval.start_ns)) / 1e9)
+    column = values[:, COLUMN_KEYS.index(state.sort)]
+    rank = np.argsort(-column if state.descending else column, kind="stable")
+    shown = groups[rank if limit is None else rank[:limit]]
+    return TopTable(grouping=state.grouping, values=values[rank[:len(shown)]],
+                    ids=_ids(state.grouping, shown), names=_names(state.grouping, shown, cgroups),
+                    marks=_marks(shown), tasks=total, exits=exits, shown_tasks=len(tasks),
+                    groups=len(groups))
+
+
+def _marks(groups: np.ndarray) -> List[str]:
+    born = groups["born"] == groups["tasks"]
+    exited = groups["exited"] == groups["tasks"]
+    marks = np.where(born & exited, "*", np.where(exited, "x", np.where(born, "+", " ")))
+    return marks.tolist()
+
+
+def _ids(grouping: str, groups: np.ndarray) -> np.ndarray:
+    field = {"process": "ac_tgid", "thread": "ac_pid", "user": "ac_uid"}.get(grouping)
+    return groups[field].astype(np.int64) if field else np.full(len(groups), -1, np.int64)
+
+
+def _names(grouping: str, groups: np.ndarray, cgroups: Mapping[int, str]) -> List[str]:
+    if grouping == "cgroup":
+        names = [cgroups.get(c, f"cgroup {c}" if c else "?") for c in groups["cgroup_id"].tolist()]
+    elif grouping == "user":
+        names = [_user_name(u) for u in groups["ac_uid"].tolist()]
+    else:
+        names = [s or "?" for s in _comm_text(groups["ac_comm"])]
+    return [n if n.isprintable() else _printable(n) for n in names]
+
+
+def _printable(name: str) -> str:
+    """Any task can name itself with control characters (an escape sequence, say): shown as '?'
+    so that neither batch output on a terminal nor the screen obeys them."""
+    return "".join(c if c.isprintable() else "?" for c in name)
+
+
+# ---- rendering: a table -> lines of text ---------------------------------------------------------
+def _format_value(value: float, unit: str, width: int) -> str:
+    if unit == "pct":
+        text = f"{value:.1f}" if value < 999.95 else f"{value:.0f}"
+    elif unit == "rate":
+        text = _compact_bytes(value)
+    else:
+        text = f"{value:.0f}"
+    return text.rjust(width)
+
+
+def _compact_bytes(n: float) -> str:
+    """Bytes in at most 5 characters: 0, 512, 1.2K, 34M, 1.5G (powers of 1024, as top)."""
+    for unit in ("", "K", "M", "G", "T"):
+        if n < 1000 or unit == "T":
+            if unit == "":
+                return f"{n:.0f}"
+            return f"{n:.1f}{unit}" if n < 9.95 else f"{n:.0f}{unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def fit_columns(width: Optional[int], grouping: str, sort: str) -> List[Column]:
+    """The numeric columns that fit ``width`` characters beside the id and a name of at least
+    ``MIN_NAME_WIDTH``; the sort column always stays.  ``None``: all of them."""
+    if width is None:
+        return list(COLUMNS)
+    room = width - MIN_NAME_WIDTH - 2 - (ID_WIDTH + 1 if grouping in _ID_HEADER else 0)
+    chosen: List[Column] = []
+    for col in sorted(COLUMNS, key=lambda c: (c.key != sort, c.fit_rank)):
+        if col.width + 1 <= room:
+            chosen.append(col)
+            room -= col.width + 1
+    return [c for c in COLUMNS if c in chosen]
+
+
+def sort_column_span(width: Optional[int], grouping: str, sort: str) -> Optional[Tuple[int, int]]:
+    """Where the sort column's header sits in the line ``render_table`` draws: (start, end)."""
+    pos = ID_WIDTH + 1 if grouping in _ID_HEADER else 0
+    for col in fit_columns(width, grouping, sort):
+        if col.key == sort:
+            return pos, pos + col.width
+        pos += col.width + 1
+    return None
+
+
+def render_table(table: TopTable, state: TopState, width: Optional[int],
+                 rows: Optional[int] = None) -> List[str]:
+    """The column header line and one line per group (at most ``rows``)."""
+    cols = fit_columns(width, table.grouping, state.sort)
+    index = [COLUMN_KEYS.index(c.key) for c in cols]
+    has_id = table.grouping in _ID_HEADER
+    heads = []
+    if has_id:
+        heads.append(_ID_HEADER[table.grouping].rjust(ID_WIDTH))
+    for c in cols:
+        heads.append(c.header.rjust(c.width))
+    heads.append("  " + _NAME_HEADER[table.grouping])
+    lines = [" ".join(heads)]
+    count = len(table.names) if rows is None else min(rows, len(table.names))
+    for r in range(count):
+        cells = []
+        if has_id:
+            cells.append(str(table.ids[r]).rjust(ID_WIDTH))
+        row = table.values[r]
+        for c, i in zip(cols, index):
+            cells.append(_format_value(row[i], c.unit, c.width))
+        cells.append(table.marks[r] + " " + table.names[r])
+        lines.append(" ".join(cells))
+    if width is not None:
+        lines = [line[:width] for line in lines]
+    return lines
+
+
+def _psi_text(interval) -> str:
+    """``PSI some/full %: cpu 1.2/0.0 io 0.3/0.1 ...``: system pressure-stall time as % of the
+    interval."""
+    psi = interval.psi
+    if psi is None or not psi.resources:
+        return "PSI n/a (no /proc/pressure)"
+    scale = 100e-6 / max(interval.seconds, 1e-9)
+    row = psi.system
+    parts = [f"{r} {row[f'{r}_some_us'] * scale:.1f}/{row[f'{r}_full_us'] * scale:.1f}"
+             for r in psi.resources]
+    return "PSI some/full %: " + "  ".join(parts)
+
+
+def render_header(interval, table: TopTable, state: TopState) -> List[str]:
+    """The lines above the table: time and interval, tasks and exits, loss, PSI, view state,
+    and a banner when delay accounting is off."""
+    clock = time.strftime("%H:%M:%S", time.localtime(int(interval.end_ns) / 1e9))
+    lost = int(interval.lost or 0)
+    loss = f"LOST {lost} exits (interval incomplete)" if lost else "lost 0"
+    lines = [f"taskstats-fast top - {clock}  interval {interval.seconds:.2f}s  tasks {table.tasks}"
+             f"  exited {table.exits}  {loss}",
+             _psi_text(interval)]
+    view = f"by {state.grouping}, sort {state.sort} {'desc' if state.descending else 'asc'}"
+    if state.filter:
+        view += f", filter '{state.filter}': {table.shown_tasks} tasks"
+    view += f", {table.groups} groups"
+    if state.paused:
+        view += "  [PAUSED]"
+    lines.append(view)
+    if interval.delayacct is False:
+        lines.append(DELAYACCT_OFF_BANNER)
+    return lines
+
+
+#: Shown under the header while kernel.task_delayacct is 0.
+DELAYACCT_OFF_BANNER = "Delay accounting is OFF: sysctl kernel.task_delayacct=1 (run-queue delays only)"
+
+
+def render(interval, state: TopState, *, width: Optional[int] = None,
+           height: Optional[int] = None) -> List[str]:
+    """Everything for one interval as lines of text: header, then table.  ``width``/``height``:
+    the screen (``None``: every column / every row that had any activity)."""
+    if state.help:
+        lines = list(HELP_LINES)
+        return [line[:width] for line in lines] if width else lines
+    limit = None if height is None else max(height - 6, 0)
+    table = build_table(interval, state, limit=limit)
+    header = render_header(interval, table, state)
+    if height is None:   # batch: leave out groups that did nothing
+        active = (table.values[:, :-1] != 0).any(axis=1) | (np.array(table.marks) != " ")
+        table = _take(table, np.flatnonzero(active))
+        rows = None
+    else:
+        rows = max(height - len(header) - 2, 0)
+    lines = header + [""] + render_table(table, state, width, rows)
+    if width is not None:
+        lines = [line[:width] for line in lines]
+    return lines
+
+
+def _take(table: TopTable, index: np.ndarray) -> TopTable:
+    return dataclasses.replace(table, values=table.values[index], ids=table.ids[index],
+                               names=[table.names[i] for i in index],
+                               marks=[table.marks[i] for i in index])
+
+
+# ---- the sink ---------------------------------------------------------------------------------------
+class TopSink:
+    """The Sink of the top view: keeps the newest interval for a screen to draw (``latest``,
+    ``wait``), or, given ``out``, prints each interval as plain text at once (batch mode)."""
+
+    def __init__(self, state: Optional[TopState] = None, *, out: Optional[TextIO] = None,
+                 width: Optional[int] = None):
+        self.state = state or TopState()
+        self._out = out
+        self._width = width
+        self._lock = threading.Lock()
+        self._latest = None
+        self._intervals = 0
+        self._rows = 0
+        self._lost = 0
+        self._new = threading.Event()
+
+    def write(self, interval) -> None:
+        with self._lock:
+            self._latest = interval
+            self._intervals += 1
+            self._rows += len(interval.tasks)
+            self._lost += int(interval.lost or 0)
+        self._new.set()
+        if self._out is not None:
+            text = "\n".join(render(interval, self.state, width=self._width))
+            self._out.write(("\n" if self._intervals > 1 else "") + text + "\n")
+
+    def latest(self):
+        """The newest interval written (None before the first); clears what ``wait`` waits on."""
+        self._new.clear()
+        with self._lock:
+            return self._latest
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an interval newer than the last ``latest()``."""
+        return self._new.wait(timeout)
+
+    @property
+    def intervals(self) -> int:
+        """Intervals written so far."""
+        return self._intervals
+
+    def flush(self) -> None:
+        if self._out is not None:
+            self._out.flush()
+
+    def close(self) -> None:
+        self.flush()
