@@ -34,7 +34,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 import numpy as np
 
 from .. import _native, layout
-from . import netlink
+from . import namespaces, netlink
 from .._native import ATTR_PID, ATTR_TGID, NOTE_BAD, NOTE_ERROR, Drain, strerror
 from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
 from ..errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
@@ -68,9 +68,6 @@ _RESEND_ERRNOS = (errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM)
 _PENDING, _FOUND, _MISSING = 0, 1, 2
 _U32 = 0xFFFFFFFF
 
-# The kernel's initial namespaces have fixed inode numbers (include/linux/proc_ns.h).
-_PROC_USER_INIT_INO = 0xEFFFFFFD
-_PROC_PID_INIT_INO = 0xEFFFFFFC
 _CGROUP_SUPER_MAGIC = 0x27E0EB
 _CGROUP2_SUPER_MAGIC = 0x63677270
 
@@ -121,24 +118,8 @@ def _as_ids(ids, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _ns_inode(path: str) -> Optional[int]:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None
-
-
-def _in_child_namespace(kind: str, init_ino: int) -> Optional[bool]:
-    """Is this process outside the initial ``kind`` (pid/user) namespace?  None if unknown."""
-    own = _ns_inode(f"/proc/self/ns/{kind}")
-    if own is None:
-        return None
-    init = _ns_inode(f"/proc/1/ns/{kind}")  # readable with enough privilege
-    return own != init_ino or (init is not None and init != own)
-
-
 def _permission_hint() -> str:
-    if _in_child_namespace("user", _PROC_USER_INIT_INO):
+    if namespaces.in_initial("user") is False:
         return ("This process runs in a non-initial user namespace (a rootless container or "
                 "`unshare -U`): the kernel answers TASKSTATS queries only to CAP_NET_ADMIN in "
                 "the initial user namespace, which nothing inside can hold. Run the query from "
@@ -149,7 +130,7 @@ def _permission_hint() -> str:
 
 
 def _missing_hint() -> str:
-    if _in_child_namespace("pid", _PROC_PID_INIT_INO):
+    if namespaces.in_initial("pid") is False:
         return ("It may have exited. Note: this process is in a non-initial pid namespace, so "
                 "pids are looked up in that namespace, not the host's.")
     return "It may already have exited."

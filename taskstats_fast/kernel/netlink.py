@@ -8,14 +8,14 @@ batches by the C core (``tsf_drain``).
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import threading
 import time
 import warnings
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 from .. import _native
+from . import namespaces
 from .._native import NETLINK_GENERIC, NOTE_ACK, NOTE_ERROR, SO_RCVBUFFORCE, parse
 from ..errors import (DecodeError, FamilyNotFoundError, KernelError, ReplyTimeoutError, TaskstatsError,
                       kernel_error)
@@ -123,20 +123,14 @@ def transact(sock: socket.socket, request: bytes, seq: int, *, timeout: float = 
     return data
 
 
-_families: Dict[int, Family] = {}
+# keyed by network namespace (a family id is per namespace); None when it cannot be told
+_families: Dict[Optional[Tuple[int, int]], Family] = {}
 _families_lock = threading.Lock()
-
-
-def _netns_key() -> int:
-    try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return 0
 
 
 def resolve_family(sock: Optional[socket.socket] = None, *, timeout: float = DEFAULT_TIMEOUT) -> Family:
     """The TASKSTATS family (id, version) of this network namespace, asked once and cached."""
-    key = _netns_key()
+    key = namespaces.identity("net")
     with _families_lock:
         if key in _families:
             return _families[key]
