@@ -17,14 +17,13 @@ from ._native import NOTE_DTYPE, Parsed, decode, parse
 from .frames import to_arrow, to_pandas
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
                      MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
-                     ReplyTimeoutError, TaskstatsError)
+                     ReceiveBufferSizeError, ReplyTimeoutError, TaskstatsError)
 from .kernel.connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
 from .kernel.delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
                         delayacct_enabled, set_delayacct)
 from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, KIND_TGID,
                      MAX_VERSION, MIN_VERSION, fields_in)
 from .kernel import cpumask
-from .kernel.listener import ExitListener, ForeignNetnsWarning, ListenerStats, ShardStats
 
 __version__ = "0.1.0"
 
@@ -34,7 +33,7 @@ __all__ = [
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED", "MIN_VERSION",
     "MAX_VERSION", "errors", "layout", "TaskstatsError", "DecodeError", "KernelError",
     "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
-    "ReplyTimeoutError", "CpumaskError", "MissingExtraError",
+    "ReplyTimeoutError", "CpumaskError", "MissingExtraError", "ReceiveBufferSizeError",
     "Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError",
     "delay_accounting", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",
@@ -43,7 +42,10 @@ __all__ = [
 ]
 
 #: Names loaded on first use, so ``import taskstats_fast`` stays light: name -> module.
-_LAZY = {"Interval": ".accounting", "TASK_DTYPE": ".accounting"}
+_LAZY = {"Interval": ".accounting", "TASK_DTYPE": ".accounting",
+         # the exit stream brings asyncio and select
+         "ExitListener": ".kernel.listener", "ListenerStats": ".kernel.listener",
+         "ShardStats": ".kernel.listener", "ForeignNetnsWarning": ".kernel.listener"}
 
 
 def __getattr__(name: str):
