@@ -15,7 +15,7 @@ __all__ = [
     "TaskstatsError", "DecodeError", "KernelError", "PermissionDeniedError", "NoSuchTaskError",
     "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError", "CgroupV1RequiredError",
     "ReceiveBufferSizeError",
-    "MissingExtraError", "ListenError", "kernel_error",
+    "MissingExtraError", "ListenError", "UnknownUserError", "PrivilegeDropError", "kernel_error",
 ]
 
 
@@ -78,6 +78,15 @@ class ReceiveBufferSizeError(TaskstatsError, ValueError):
 
 class MissingExtraError(TaskstatsError, ImportError):
     """An optional dependency (pandas, pyarrow) is not installed."""
+
+
+class UnknownUserError(TaskstatsError, LookupError):
+    """The user or group to switch to does not exist."""
+
+
+class PrivilegeDropError(TaskstatsError, PermissionError):
+    """Switching to another user failed, or left a capability or id behind (the process stops
+    rather than run with more privilege than asked)."""
 
 
 class ListenError(TaskstatsError, OSError):

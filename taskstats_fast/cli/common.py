@@ -13,15 +13,16 @@ import argparse
 import os
 import sys
 import textwrap
-from typing import Any, Callable, Optional, TextIO
+from typing import Any, Callable, Optional, Sequence, TextIO
 
 from ..errors import (CpumaskError, MissingExtraError, NamespaceError, NoSuchTaskError,
-                      PermissionDeniedError, TaskstatsError)
+                      PermissionDeniedError, PrivilegeDropError, TaskstatsError, UnknownUserError)
 
 __all__ = ["PROG", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PERMISSION", "EXIT_NO_SUCH_TASK",
            "EXIT_MISSING_EXTRA", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "UsageError",
            "positive_float", "non_negative_float", "positive_int", "task_id", "say",
-           "show_warning", "error_message", "wrap", "add_command", "run_guarded", "HELP_WIDTH"]
+           "show_warning", "error_message", "wrap", "add_command", "run_guarded", "HELP_WIDTH",
+           "add_privilege_options", "check_privilege_options", "drop_privileges_as_asked"]
 
 PROG = "taskstats-fast"
 
@@ -137,6 +138,44 @@ def add_command(subparsers: Any, name: str, *, help: str, description: str,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+# ---- dropping root (record, serve) -------------------------------------------------------
+def add_privilege_options(p: argparse.ArgumentParser) -> None:
+    """--user and --group: switch to that user once the netlink sockets are open."""
+    g = p.add_argument_group("dropping root")
+    g.add_argument("--user", metavar="NAME",
+                   help="once the netlink sockets are open and registered (as root), switch to this "
+                        "user (a name or uid) with no capabilities left, as tcpdump -Z does; files are "
+                        "then created as that user, so the output directory must be writable by it")
+    g.add_argument("--group", metavar="NAME",
+                   help="the group to switch to with --user (default: the user's primary group)")
+
+
+def check_privilege_options(args: argparse.Namespace) -> None:
+    """Refuse a --group without --user, or a user or group that does not exist, before anything
+    is opened."""
+    if args.user is None:
+        if args.group is not None:
+            raise UsageError("--group needs --user")
+        return
+    from ..kernel import privileges
+    try:
+        privileges.resolve_identity(args.user, args.group)
+    except UnknownUserError as e:
+        raise UsageError(f"--user/--group: {e}") from None
+
+
+def drop_privileges_as_asked(args: argparse.Namespace, keep: Sequence[str] = ()) -> None:
+    """Switch to ``--user``/``--group`` if given (call it after opening the sockets, before
+    writing files or starting threads); ``keep`` names capabilities the subcommand still needs."""
+    check_privilege_options(args)
+    if args.user is None:
+        return
+    from ..kernel import privileges
+    now = privileges.drop_privileges(args.user, args.group, keep=keep)
+    held = f"only {', '.join(keep)}" if keep else "no capabilities"
+    say(f"running as user {args.user} (uid {now.uids[0]}, gid {now.gids[0]}) with {held}")
+
+
 # ---- running a subcommand ----------------------------------------------------------------
 def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``run(args)``, with every expected failure turned into one line and its exit code."""
@@ -145,7 +184,7 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except UsageError as e:
         say(str(e))
         return EXIT_USAGE
-    except (PermissionDeniedError, NamespaceError) as e:
+    except (PermissionDeniedError, NamespaceError, PrivilegeDropError) as e:
         say(error_message(e))
         return EXIT_PERMISSION
     except NoSuchTaskError as e:

@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any, List, Optional, TextIO
 
-from .common import (EXIT_OK, PROG, UsageError, add_command, non_negative_float, positive_float,
-                     positive_int, say)
+from .common import (EXIT_OK, PROG, UsageError, add_command, add_privilege_options,
+                     check_privilege_options, drop_privileges_as_asked, non_negative_float,
+                     positive_float, positive_int, say)
 
 __all__ = ["add_parser", "run", "add_record_options", "DEFAULT_RECORD_PATH", "DEFAULT_ROTATE_MB",
            "DEFAULT_ROTATE_SECONDS", "StatusLine"]
@@ -63,6 +64,7 @@ def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> Non
                              "(then as a full line every 5 s)")
     status.add_argument("--no-status", dest="status", action="store_false",
                         help="never print the status line")
+    add_privilege_options(p)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import ExitListener, cpumask, recording
     from ..report import format_bytes
 
+    check_privilege_options(args)
     fmt = recording.detect_format(args.output, args.format)
     dataset = recording.is_dataset_path(args.output)
     if not dataset and (args.rotate_mb or args.rotate_seconds):
@@ -145,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
+        drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
         recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
                                       rotate_seconds=rotate_seconds,
                                       flush_records=args.flush_records,

@@ -41,7 +41,9 @@ and ``atexit``) deregisters every socket before closing it; the kernel would oth
 closed socket's port on its list until the next message to it fails.  Records still queued then
 are counted in ``stats.discarded``; ``stop()`` closes the same way and returns them instead.  A
 child process after ``fork()`` leaves the parent's stream alone (see ``lifetime``).  A process
-killed by a signal cannot deregister: the kernel then drops the port lazily.
+killed by a signal cannot deregister, nor can one that dropped CAP_NET_ADMIN after registering
+(``kernel.privileges``; close() then skips the deregistration without a warning): the kernel drops
+the port lazily, when its next exit message to it fails with ECONNREFUSED.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ import numpy as np
 from .. import _native
 from ..errors import TaskstatsError
 from . import lifetime as lifetimes
-from . import netlink
+from . import netlink, privileges
 from .cpumask import CpuSet
 from .exit_stats import ListenerStats, LossAccounting, ShardStats
 from .lifetime import Lifetime
@@ -300,7 +302,11 @@ class ExitListener:
                 try:
                     reader.discard_pending()
                     reader.drain_everything()
-                    self._registrar.deregister(self._shards)
+                    # Deregistering needs CAP_NET_ADMIN, which a service that dropped root
+                    # (kernel.privileges) no longer has: the kernel then drops the closed socket
+                    # at the next exit message it sends to it (ECONNREFUSED), so skip it quietly.
+                    if privileges.has_capability("CAP_NET_ADMIN"):
+                        self._registrar.deregister(self._shards)
                     # an exit that found the socket on the list just before the deregistration
                     # can still land after its ACK: take it (or count it) before closing
                     reader.drain_everything()
