@@ -2,7 +2,8 @@
 
 The declarations handed to cffi are read from the real headers, between the
 ``/* cffi:begin */`` and ``/* cffi:end */`` markers, so the C headers stay the only place
-they are written.
+they are written.  Headers without a region (tsf_nl.h) are internal to csrc/.  A new .c or .h
+file is picked up by name: nothing to list here.
 """
 import os
 import platform
@@ -68,6 +69,7 @@ def build() -> FFI:
         "".join(f'#include "{name}"\n' for name, _ in headers),
         sources=sources,
         include_dirs=[os.path.relpath(HERE)],
+        depends=sorted(os.path.relpath(p) for p in glob(os.path.join(HERE, "*.h"))),
         extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden"],
         py_limited_api=STABLE_ABI,
     )

@@ -1,49 +1,16 @@
 /* tsf_codec.c: the netlink/TASKSTATS parser and request builders (see tsf_codec.h).
  *
- * Shape borrowed from libmnl: one validity predicate per level (message, attribute), each
- * taking a signed remaining length and called before any field is read; every multi-byte read
- * goes through memcpy because payloads sit at unaligned offsets (STATS starts at 4 mod 8).
+ * Every walk over messages and attributes goes through the ok/next pairs of tsf_nl.h.
  */
 #include "tsf_codec.h"
-#include "tsf_abi.h"
+#include "tsf_nl.h"
 
 #include <string.h>
 
-/* ---- reads and writes at any alignment ------------------------------------------------ */
-static uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-static uint32_t rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+/* ---- writes at any alignment ------------------------------------------------------------ */
 static void wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void wr64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-
-/* ---- validity predicates --------------------------------------------------------------- */
-/* A netlink message starts at p with `remaining` bytes left in the buffer. */
-static int nlmsg_ok(const uint8_t *p, long remaining)
-{
-    if (remaining < (long)TSF_NLMSG_HDRLEN)
-        return 0;
-    uint32_t len = rd32(p);
-    return len >= TSF_NLMSG_HDRLEN && (long)len <= remaining;
-}
-
-/* An attribute starts at p with `remaining` bytes left in its container. */
-static int attr_ok(const uint8_t *p, long remaining)
-{
-    if (remaining < (long)TSF_NLA_HDRLEN)
-        return 0;
-    uint16_t len = rd16(p);
-    return len >= TSF_NLA_HDRLEN && (long)len <= remaining;
-}
-
-static uint16_t attr_type(const uint8_t *p) { return rd16(p + 2) & TSF_NLA_TYPE_MASK; }
-static long attr_payload_len(const uint8_t *p) { return (long)rd16(p) - (long)TSF_NLA_HDRLEN; }
-static const uint8_t *attr_payload(const uint8_t *p) { return p + TSF_NLA_HDRLEN; }
-/* Bytes from this attribute to the next one; never more than what remains. */
-static long attr_step(const uint8_t *p, long remaining)
-{
-    long step = (long)TSF_NLA_ALIGN((uint32_t)rd16(p));
-    return step < remaining ? step : remaining;
-}
 
 /* The positive errno of an NLMSG_ERROR code.  INT32_MIN has no positive int32 (negating it is
  * undefined behaviour): no kernel sends it, so it reads as INT32_MAX, still "some error". */
@@ -161,41 +128,38 @@ static unsigned layout_for(const struct tsf_plan *plan, uint16_t version, uint8_
 static int parse_aggr(struct parse_state *st, const uint8_t *nest, uint8_t kind, uint32_t seq,
                       unsigned msg_pid_layout)
 {
-    const uint8_t *p = attr_payload(nest);
-    long remaining = attr_payload_len(nest);
+    long remaining;
+    const uint8_t *p = tsf_attr_nested(nest, &remaining);
     const uint8_t *stats = NULL, *id_attr = NULL;
 
-    while (remaining > 0) {
-        if (!attr_ok(p, remaining)) {
+    for (; remaining > 0; p = tsf_attr_next(p, &remaining)) {
+        if (!tsf_attr_ok(p, remaining)) {
             note(st, TSF_NOTE_BAD, TSF_E_ATTR_LEN, p, seq);
             return 0;
         }
-        uint16_t type = attr_type(p);
+        uint16_t type = tsf_attr_type(p);
         if (type == TSF_TASKSTATS_TYPE_STATS)
             stats = p;
         else if (type == TSF_TASKSTATS_TYPE_PID || type == TSF_TASKSTATS_TYPE_TGID)
             id_attr = p;
         /* TYPE_NULL padding and unknown attributes are skipped */
-        long step = attr_step(p, remaining);
-        p += step;
-        remaining -= step;
     }
     if (!stats) {
         note(st, TSF_NOTE_BAD, TSF_E_NO_STATS, nest, seq);
         return 0;
     }
-    if (id_attr && attr_payload_len(id_attr) < 4) {
+    if (id_attr && tsf_attr_payload_len(id_attr) < 4) {
         note(st, TSF_NOTE_BAD, TSF_E_ID_SHORT, id_attr, seq);
         return 0;
     }
-    long plen = attr_payload_len(stats);
-    const uint8_t *payload = attr_payload(stats);
+    long plen = tsf_attr_payload_len(stats);
+    const uint8_t *payload = tsf_attr_payload(stats);
     if (plen < 2) {
         note(st, TSF_NOTE_BAD, TSF_E_STATS_SHORT, stats, seq);
         return 0;
     }
     const struct tsf_plan *plan = st->plan;
-    uint16_t version = rd16(payload);
+    uint16_t version = tsf_rd16(payload);
     uint8_t flags = 0;
     int code = 0;
     unsigned slot = layout_for(plan, version, kind, msg_pid_layout, &flags, &code);
@@ -226,7 +190,7 @@ static int parse_aggr(struct parse_state *st, const uint8_t *nest, uint8_t kind,
     rec[plan->off_kind] = kind;
     rec[plan->off_flags] = flags;
     wr16(rec + plan->off_layout, (uint16_t)slot);
-    wr32(rec + plan->off_id, id_attr ? rd32(attr_payload(id_attr)) : 0);
+    wr32(rec + plan->off_id, id_attr ? tsf_rd32(tsf_attr_payload(id_attr)) : 0);
     wr32(rec + plan->off_seq, seq);
     wr32(rec + plan->off_shard, st->shard);
     st->res->records++;
@@ -234,18 +198,18 @@ static int parse_aggr(struct parse_state *st, const uint8_t *nest, uint8_t kind,
 }
 
 /* The attributes of one TASKSTATS_CMD_NEW message.  Returns 0, or TSF_E_NOSPACE. */
-static int parse_taskstats_msg(struct parse_state *st, const uint8_t *msg, uint32_t msglen, uint32_t seq)
+static int parse_taskstats_msg(struct parse_state *st, const uint8_t *msg, uint32_t seq)
 {
-    const uint8_t *p = msg + TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN;
-    long remaining = (long)msglen - (long)(TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN);
+    long remaining;
+    const uint8_t *p = tsf_genl_attrs(msg, &remaining);
     unsigned pid_layout = 0;  /* layout of the last PID record: version-0 TGID records borrow it */
 
-    while (remaining > 0) {
-        if (!attr_ok(p, remaining)) {
+    for (; remaining > 0; p = tsf_attr_next(p, &remaining)) {
+        if (!tsf_attr_ok(p, remaining)) {
             note(st, TSF_NOTE_BAD, TSF_E_ATTR_LEN, p, seq);
             return 0;  /* the rest of this message cannot be trusted; the next one can */
         }
-        uint16_t type = attr_type(p);
+        uint16_t type = tsf_attr_type(p);
         if (type == TSF_TASKSTATS_TYPE_AGGR_PID || type == TSF_TASKSTATS_TYPE_AGGR_TGID) {
             uint8_t kind = type == TSF_TASKSTATS_TYPE_AGGR_PID ? TSF_TASKSTATS_TYPE_PID : TSF_TASKSTATS_TYPE_TGID;
             int slot = parse_aggr(st, p, kind, seq, pid_layout);
@@ -254,9 +218,6 @@ static int parse_taskstats_msg(struct parse_state *st, const uint8_t *msg, uint3
             if (slot > 0 && kind == TSF_TASKSTATS_TYPE_PID)
                 pid_layout = (unsigned)slot;
         }
-        long step = attr_step(p, remaining);
-        p += step;
-        remaining -= step;
     }
     return 0;
 }
@@ -278,14 +239,14 @@ int tsf_parse(const struct tsf_plan *plan, uint16_t family,
     const uint8_t *p = buf;
     long remaining = (long)len;
 
-    while (remaining > 0) {
-        if (!nlmsg_ok(p, remaining)) {
+    for (; remaining > 0; p = tsf_nlmsg_next(p, &remaining)) {
+        if (!tsf_nlmsg_ok(p, remaining)) {
             note(&st, TSF_NOTE_BAD, remaining < (long)TSF_NLMSG_HDRLEN ? TSF_E_MSG_SHORT : TSF_E_MSG_LEN, p, 0);
             break;  /* without a trustworthy length there is no next message */
         }
-        uint32_t msglen = rd32(p);
-        uint16_t type = rd16(p + 4);
-        uint32_t seq = rd32(p + 8);
+        uint32_t msglen = tsf_nlmsg_len(p);
+        uint16_t type = tsf_nlmsg_type(p);
+        uint32_t seq = tsf_nlmsg_seq(p);
         uint32_t records_before = res->records, notes_before = res->notes, bad_before = res->bad;
         res->messages++;
 
@@ -296,7 +257,7 @@ int tsf_parse(const struct tsf_plan *plan, uint16_t family,
                 int32_t err;
                 memcpy(&err, p + TSF_NLMSG_HDRLEN, 4);
                 /* the kernel echoes the request's header: its seq names the request answered */
-                uint32_t req_seq = msglen >= 2 * TSF_NLMSG_HDRLEN + 4 ? rd32(p + TSF_NLMSG_HDRLEN + 4 + 8) : seq;
+                uint32_t req_seq = msglen >= 2 * TSF_NLMSG_HDRLEN + 4 ? tsf_nlmsg_seq(p + TSF_NLMSG_HDRLEN + 4) : seq;
                 if (err == 0)
                     note(&st, TSF_NOTE_ACK, 0, p, req_seq);
                 else
@@ -305,11 +266,11 @@ int tsf_parse(const struct tsf_plan *plan, uint16_t family,
         } else if (type == TSF_NLMSG_DONE) {
             note(&st, TSF_NOTE_DONE, 0, p, seq);
         } else if (type >= TSF_NLMSG_MIN_TYPE && (family == 0 || type == family)) {
-            if (msglen < TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN) {
+            if (!tsf_genl_ok(p)) {
                 note(&st, TSF_NOTE_BAD, TSF_E_GENL_SHORT, p, seq);
-            } else if (p[TSF_NLMSG_HDRLEN] == TSF_TASKSTATS_CMD_NEW &&
+            } else if (tsf_genl_cmd(p) == TSF_TASKSTATS_CMD_NEW &&
                        (family != 0 || type != TSF_GENL_ID_CTRL)) {
-                if (parse_taskstats_msg(&st, p, msglen, seq) == TSF_E_NOSPACE) {
+                if (parse_taskstats_msg(&st, p, seq) == TSF_E_NOSPACE) {
                     if (records_before == 0) {
                         /* the message alone overflows the space: keep what fit, say so */
                         note(&st, TSF_NOTE_BAD, TSF_E_NOSPACE, p, seq);
@@ -326,12 +287,6 @@ int tsf_parse(const struct tsf_plan *plan, uint16_t family,
             /* other commands (cgroupstats, control replies) have their own parsers */
         }
         /* NOOP, OVERRUN and other families' messages are skipped */
-
-        long step = (long)TSF_NLMSG_ALIGN(msglen);
-        if (step > remaining)
-            step = remaining;
-        p += step;
-        remaining -= step;
     }
     res->consumed = (uint32_t)(p - buf);
     return (int)res->records;
@@ -443,13 +398,12 @@ static long find_reply(const uint8_t *buf, size_t len, uint16_t type, uint8_t cm
     const uint8_t *p = buf;
     long remaining = (long)len;
     *error = 0;
-    while (remaining > 0) {
-        if (!nlmsg_ok(p, remaining))
+    for (; remaining > 0; p = tsf_nlmsg_next(p, &remaining)) {
+        if (!tsf_nlmsg_ok(p, remaining))
             return remaining < (long)TSF_NLMSG_HDRLEN ? TSF_E_MSG_SHORT : TSF_E_MSG_LEN;
-        uint32_t msglen = rd32(p);
-        uint16_t t = rd16(p + 4);
+        uint16_t t = tsf_nlmsg_type(p);
         if (t == TSF_NLMSG_ERROR) {
-            if (msglen < TSF_NLMSG_HDRLEN + 4)
+            if (tsf_nlmsg_len(p) < TSF_NLMSG_HDRLEN + 4)
                 return TSF_E_ERR_SHORT;
             int32_t err;
             memcpy(&err, p + TSF_NLMSG_HDRLEN, 4);
@@ -458,16 +412,11 @@ static long find_reply(const uint8_t *buf, size_t len, uint16_t type, uint8_t cm
                 return p - buf;
             }
         } else if (t == type) {
-            if (msglen < TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN)
+            if (!tsf_genl_ok(p))
                 return TSF_E_GENL_SHORT;
-            if (p[TSF_NLMSG_HDRLEN] == cmd)
+            if (tsf_genl_cmd(p) == cmd)
                 return p - buf;
         }
-        long step = (long)TSF_NLMSG_ALIGN(msglen);
-        if (step > remaining)
-            step = remaining;
-        p += step;
-        remaining -= step;
     }
     return -1;
 }
@@ -484,29 +433,24 @@ int tsf_parse_family(const uint8_t *buf, size_t len, struct tsf_family *fam)
         return TSF_E_NO_REPLY;
     if (fam->error)
         return 0;
-    const uint8_t *msg = buf + at;
-    uint32_t msglen = rd32(msg);
-    const uint8_t *p = msg + TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN;
-    long remaining = (long)msglen - (long)(TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN);
+    long remaining;
+    const uint8_t *p = tsf_genl_attrs(buf + at, &remaining);
     int have_id = 0;
-    while (remaining > 0) {
-        if (!attr_ok(p, remaining))
+    for (; remaining > 0; p = tsf_attr_next(p, &remaining)) {
+        if (!tsf_attr_ok(p, remaining))
             return TSF_E_ATTR_LEN;
-        uint16_t type = attr_type(p);
-        long plen = attr_payload_len(p);
+        uint16_t type = tsf_attr_type(p);
+        long plen = tsf_attr_payload_len(p);
         if (type == TSF_CTRL_ATTR_FAMILY_ID && plen >= 2) {
-            fam->id = rd16(attr_payload(p));
+            fam->id = tsf_rd16(tsf_attr_payload(p));
             have_id = 1;
         } else if (type == TSF_CTRL_ATTR_VERSION && plen >= 4) {
-            fam->version = rd32(attr_payload(p));
+            fam->version = tsf_rd32(tsf_attr_payload(p));
         } else if (type == TSF_CTRL_ATTR_HDRSIZE && plen >= 4) {
-            fam->hdrsize = rd32(attr_payload(p));
+            fam->hdrsize = tsf_rd32(tsf_attr_payload(p));
         } else if (type == TSF_CTRL_ATTR_MAXATTR && plen >= 4) {
-            fam->maxattr = rd32(attr_payload(p));
+            fam->maxattr = tsf_rd32(tsf_attr_payload(p));
         }
-        long step = attr_step(p, remaining);
-        p += step;
-        remaining -= step;
     }
     return have_id ? 1 : TSF_E_NO_REPLY;
 }
@@ -522,21 +466,17 @@ int tsf_parse_cgroupstats(const uint8_t *buf, size_t len, uint16_t family, uint6
         return TSF_E_NO_REPLY;
     if (*error)
         return 0;
-    const uint8_t *msg = buf + at;
-    const uint8_t *p = msg + TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN;
-    long remaining = (long)rd32(msg) - (long)(TSF_NLMSG_HDRLEN + TSF_GENL_HDRLEN);
-    while (remaining > 0) {
-        if (!attr_ok(p, remaining))
+    long remaining;
+    const uint8_t *p = tsf_genl_attrs(buf + at, &remaining);
+    for (; remaining > 0; p = tsf_attr_next(p, &remaining)) {
+        if (!tsf_attr_ok(p, remaining))
             return TSF_E_ATTR_LEN;
-        if (attr_type(p) == TSF_CGROUPSTATS_TYPE_CGROUP_STATS) {
-            if (attr_payload_len(p) < (long)(8 * TSF_CGROUPSTATS_NFIELDS))
+        if (tsf_attr_type(p) == TSF_CGROUPSTATS_TYPE_CGROUP_STATS) {
+            if (tsf_attr_payload_len(p) < (long)(8 * TSF_CGROUPSTATS_NFIELDS))
                 return TSF_E_CGROUP_SHORT;
-            memcpy(out, attr_payload(p), 8 * TSF_CGROUPSTATS_NFIELDS);
+            memcpy(out, tsf_attr_payload(p), 8 * TSF_CGROUPSTATS_NFIELDS);
             return 1;
         }
-        long step = attr_step(p, remaining);
-        p += step;
-        remaining -= step;
     }
     return TSF_E_NO_REPLY;
 }

@@ -7,7 +7,8 @@
  */
 #define _GNU_SOURCE
 #include "tsf_drain.h"
-#include "tsf_abi.h"
+#include "tsf_nl.h"
+#include "tsf_seq.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -61,70 +62,6 @@ long tsf_socket_rmem_alloc(int fd)
     return rc < 0 ? rc : (long)value;
 }
 
-/* ---- sequence tracking -----------------------------------------------------------------
- * Exit messages carry a per-CPU sequence number, so on a socket that serves one CPU a forward
- * jump is events the kernel could not deliver to it.  One exception: the exiting task picks
- * the listener list of the CPU it runs on, may migrate, and then takes the seq of the CPU it
- * landed on.  Such a foreign message breaks the sequence without any loss here (the other CPU's
- * stream shows a hole instead).  A message that breaks the sequence is therefore held until the
- * next one: if that one continues after the held message, the jump was real (a loss, or a step
- * back); if it resumes the old sequence, the held message was foreign. */
-static void expect_next(struct tsf_source *src, uint32_t seq)
-{
-    if (seq == src->next_seq) {
-        src->next_seq = seq + 1;
-    } else {
-        src->held = 1;
-        src->held_seq = seq;
-    }
-}
-
-void tsf_source_track_seq(struct tsf_source *src, uint32_t seq)
-{
-    if (!src->seq_valid) {
-        src->seq_valid = 1;
-        src->next_seq = seq + 1;
-        return;
-    }
-    if (src->held) {
-        uint32_t held = src->held_seq, expected = src->next_seq;
-        uint32_t after_held = seq - (held + 1);  /* u32 distances: 0 = exactly in line */
-        uint32_t after_old = seq - expected;
-        int resumes_old = after_held != 0 && after_old < 0x80000000u &&
-                          (after_held >= 0x80000000u || after_old < after_held);
-        src->held = 0;
-        if (resumes_old) {
-            src->seq_foreign++;
-        } else {
-            uint32_t gap = held - expected;
-            if (gap < 0x80000000u)
-                src->seq_lost += gap;
-            else
-                src->seq_backwards++;
-            src->next_seq = held + 1;
-        }
-    }
-    expect_next(src, seq);
-}
-
-/* Exit events are the TASKSTATS messages the kernel sends on its own (port 0, carrying the
- * per-CPU seq); replies to requests and ACKs carry our port and the request's seq. */
-static void count_event(struct tsf_source *src, const uint8_t *dgram, size_t len, uint16_t family)
-{
-    uint16_t type;
-    uint32_t seq, port;
-    if (len < TSF_NLMSG_HDRLEN)
-        return;
-    memcpy(&type, dgram + 4, 2);
-    memcpy(&seq, dgram + 8, 4);
-    memcpy(&port, dgram + 12, 4);
-    if (type != family || port != 0)
-        return;
-    src->events++;
-    if (src->track_seq)
-        tsf_source_track_seq(src, seq);
-}
-
 /* ---- draining --------------------------------------------------------------------------- */
 struct drain_state {
     const struct tsf_plan *plan;
@@ -144,16 +81,6 @@ static int has_room(const struct drain_state *st)
            !(st->a->notes_cap && st->res->notes >= st->a->notes_cap);
 }
 
-/* A netlink message header whose length fits in what remains. */
-static int frame_ok(const uint8_t *p, size_t remaining)
-{
-    uint32_t len;
-    if (remaining < TSF_NLMSG_HDRLEN)
-        return 0;
-    memcpy(&len, p, 4);
-    return len >= TSF_NLMSG_HDRLEN && len <= remaining;
-}
-
 static void parse_datagram(struct drain_state *st, struct tsf_source *src, const uint8_t *dgram,
                            size_t len, uint64_t stamp)
 {
@@ -163,7 +90,7 @@ static void parse_datagram(struct drain_state *st, struct tsf_source *src, const
     size_t notes_room = res->notes < a->notes_cap ? a->notes_cap - res->notes : 0;
     struct tsf_note *notes = notes_room ? a->notes + res->notes : NULL;
 
-    count_event(src, dgram, len, a->family);
+    tsf_seq_observe(src, dgram, len, a->family);
     tsf_parse(st->plan, a->family, dgram, len,
               a->records + (size_t)res->records * st->plan->record_size, free_records(st),
               notes, notes_room, stamp, src->shard, &pr);
@@ -174,7 +101,7 @@ static void parse_datagram(struct drain_state *st, struct tsf_source *src, const
     res->notes += pr.notes;
     src->records += pr.records;
     src->bad += pr.bad;
-    if (pr.consumed < len && frame_ok(dgram + pr.consumed, len - pr.consumed)) {
+    if (pr.consumed < len && tsf_nlmsg_ok(dgram + pr.consumed, (long)(len - pr.consumed))) {
         /* the parse stopped at a sound message: more records than the space left.  Count them as
          * bad, never drop silently.  (A broken frame also stops it, but is already noted.) */
         src->bad++;
@@ -244,7 +171,7 @@ static int drain_batch(struct drain_state *st, struct tsf_source *src, int *more
             /* a cut datagram would decode wrongly: counted, not parsed.  Its header is intact
              * (a slot holds at least one), so the seq tracker still sees it: no false gap. */
             src->truncated++;
-            count_event(src, iov[i].iov_base, len, a->family);
+            tsf_seq_observe(src, iov[i].iov_base, len, a->family);
             continue;
         }
         parse_datagram(st, src, iov[i].iov_base, len, stamp);

@@ -7,7 +7,8 @@
  * accounted where it happens:
  *   - overruns:  ENOBUFS from recv (the kernel dropped datagrams for this socket),
  *   - drops:     the kernel's own count of dropped datagrams (SO_MEMINFO SK_MEMINFO_DROPS),
- *   - seq_lost:  gaps in nlmsg_seq of exit messages (one socket per CPU makes it per-CPU exact),
+ *   - seq_lost:  gaps in nlmsg_seq of exit messages (one socket per CPU makes it per-CPU exact;
+ *                counted by the sequence analysis in tsf_seq.c),
  *   - truncated: datagrams larger than an arena slot (MSG_TRUNC; their records are lost).
  */
 #ifndef TSF_DRAIN_H
@@ -90,10 +91,6 @@ int tsf_source_read_drops(struct tsf_source *src);
 /* Bytes queued in a socket's receive buffer (SK_MEMINFO rmem_alloc: skb truesize, what
  * SO_RCVBUF limits), or a negative errno. */
 long tsf_socket_rmem_alloc(int fd);
-
-/* Feed one exit-message seq to src's sequence tracker, as tsf_drain does for every
- * kernel-originated message on a track_seq source (exposed for tests and captures). */
-void tsf_source_track_seq(struct tsf_source *src, uint32_t seq);
 /* cffi:end */
 
 #endif
