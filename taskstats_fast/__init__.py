@@ -14,10 +14,12 @@ import numpy as np
 
 from . import errors, layout
 from ._native import NOTE_DTYPE, Parsed, decode, parse
-from .frames import to_arrow, to_pandas
+from .recording.columns import to_arrow, to_pandas
+from .recording.reading import read_frame, read_records
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
-                     MissingExtraError, NamespaceError, NoSuchTaskError, PermissionDeniedError,
-                     ReceiveBufferSizeError, ReplyTimeoutError, TaskstatsError)
+                     MissingExtraError, NamespaceError, NewerFormatError, NoSuchTaskError,
+                     NotARecordingError, PermissionDeniedError, ReceiveBufferSizeError,
+                     ReplyTimeoutError, TaskstatsError, WriteFailedError)
 from .kernel.connection import CgroupStats, CgroupV1RequiredError, Connection, Lookup
 from .kernel.delayacct import (DELAYACCT_FIELDS, DelayAccountingOffWarning, delay_accounting,
                         delayacct_enabled, set_delayacct)
@@ -29,11 +31,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DTYPE", "NOTE_DTYPE", "Parsed", "decode", "parse", "carried", "masked", "fields_in",
-    "to_pandas", "to_arrow",
+    "to_pandas", "to_arrow", "read_records", "read_frame",
     "KIND_PID", "KIND_TGID", "FLAG_NEWER_VERSION", "FLAG_LAYOUT_INFERRED", "MIN_VERSION",
     "MAX_VERSION", "errors", "layout", "TaskstatsError", "DecodeError", "KernelError",
     "PermissionDeniedError", "NoSuchTaskError", "NamespaceError", "FamilyNotFoundError",
     "ReplyTimeoutError", "CpumaskError", "MissingExtraError", "ReceiveBufferSizeError",
+    "NotARecordingError", "NewerFormatError", "WriteFailedError",
     "Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError",
     "delay_accounting", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",

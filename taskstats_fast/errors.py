@@ -15,7 +15,8 @@ __all__ = [
     "TaskstatsError", "DecodeError", "KernelError", "PermissionDeniedError", "NoSuchTaskError",
     "FamilyNotFoundError", "NamespaceError", "ReplyTimeoutError", "CpumaskError", "CgroupV1RequiredError",
     "ReceiveBufferSizeError",
-    "MissingExtraError", "ListenError", "UnknownUserError", "PrivilegeDropError", "kernel_error",
+    "MissingExtraError", "ListenError", "UnknownUserError", "PrivilegeDropError",
+    "NotARecordingError", "NewerFormatError", "WriteFailedError", "kernel_error",
 ]
 
 
@@ -115,3 +116,28 @@ def kernel_error(err: int, what: str, hint: Optional[str] = None) -> KernelError
     if err == _errno.ESRCH:
         return NoSuchTaskError(err, text)
     return KernelError(err, text)
+
+
+class NotARecordingError(TaskstatsError, ValueError):
+    """A file that is not a readable taskstats_fast recording (another kind of file, or a
+    damaged one).  The message names the file and what it is not; ``path`` is the file."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: not a recording: {why}")
+        self.path = path
+        self.why = why
+
+
+class NewerFormatError(TaskstatsError, ValueError):
+    """A recording written with a newer schema version than this library reads: the message
+    names the file, its version and what to do (upgrade)."""
+
+
+class WriteFailedError(TaskstatsError, OSError):
+    """A sink could not write what it was given (a full disk, a vanished directory).  The
+    message names the file and the cause; ``not_written`` counts the records handed over that
+    are not in any file (``None`` while the sink still receives).  ``errno`` is the cause's."""
+
+    def __init__(self, err: int, message: str, not_written: Optional[int] = None):
+        OSError.__init__(self, err, message)
+        self.not_written = not_written

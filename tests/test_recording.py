@@ -241,5 +241,4 @@ def test_background_writer_reports_a_failure_to_the_caller(tmp_path):
         for _ in range(100):
             time.sleep(0.01)
             writer.tick()
-    with pytest.raises(TypeError):
-        writer.close()
+    writer.close()                           # raised once, not again

@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     rotate_seconds = DEFAULT_ROTATE_SECONDS if args.rotate_seconds is None else args.rotate_seconds
     rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
     rotate_seconds = rotate_seconds if dataset else None
-    recording._require_format(fmt)
+    recording.require_format(fmt)
     stop: List[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:

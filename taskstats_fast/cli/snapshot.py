@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import recording
     from .. import Connection
     fmt = recording.detect_format(args.output, args.format)
-    recording._require_format(fmt)   # before the (long) query, not after it
+    recording.require_format(fmt)   # before the (long) query, not after it
     recording.prepare_output(args.output)
     with Connection(warn_delayacct=False) as conn:
         lookup = conn.snapshot(threads=args.threads, aggregate=args.aggregate)

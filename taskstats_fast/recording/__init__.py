@@ -1,0 +1,38 @@
+"""The tables-and-files side: recordings on disk, the sinks records go to, and reading back.
+
+Where things live (each module opens with what it owns):
+
+* ``columns``  records <-> tables: ``to_pandas``/``to_arrow``, the column schema, the inverse
+* ``formats``  the format registry: one entry per file format (extension, extra, writer, reader,
+  where its metadata lives)
+* ``writers`` / ``readers``  one writer and one reader per format
+* ``metadata`` the metadata object every file carries and the schema-version check
+* ``sinks``    the ``Sink`` protocol and ``FileSink`` (one file or a rotating dataset)
+* ``driver``   ``record(listener, sink, stop=...)``, the recording loop
+* ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
+
+Importing this package needs numpy only; pyarrow and pandas are imported when used.
+"""
+
+from __future__ import annotations
+
+from ..errors import NewerFormatError, NotARecordingError, WriteFailedError
+from .driver import RecordResult, Stop, record
+from .formats import (EXTENSIONS, FORMAT, FORMATS, Format, MetadataPlace, default_format,
+                      detect_format, format_of_path, require_format)
+from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
+from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_files,
+                      is_dataset_path, read_columns, read_frame, read_metadata, read_records,
+                      read_table)
+from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
+                    prepare_output, write_file)
+
+__all__ = [
+    "record", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",
+    "Recorder", "BackgroundWriter", "write_file", "prepare_output",
+    "FORMAT", "FORMATS", "EXTENSIONS", "Format", "MetadataPlace", "detect_format",
+    "default_format", "format_of_path", "require_format", "FORMAT_VERSION", "METADATA_KEY",
+    "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",
+    "read_columns", "columns_of", "Recordings", "is_dataset_path", "DamagedRecordingWarning",
+    "NotARecordingError", "NewerFormatError", "WriteFailedError",
+]

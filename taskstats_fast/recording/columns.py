@@ -1,0 +1,531 @@
+"""Records as tables and back: ``to_pandas``, ``to_arrow``, the column schema they share, the
+tables recorded files hold, and the inverse mapping from such a table back to ``DTYPE`` records.
+
+This module owns how a ``DTYPE`` array becomes columns for people and for other tools (the column
+names and units, their types, and which values are missing) and how a table becomes records
+again.  Every column has a ``ColumnKind``; each kind has one converter that does every
+conversion for its columns (numpy, pandas, Arrow, and back).  The rules (the README's field
+reference lists every column):
+
+* **Names are the kernel's field names plus a unit suffix**: ``_us`` (microseconds), ``_ns``
+  (nanoseconds), ``_kb`` (kilobytes), ``_mb_us`` (MB times microseconds), ``_bytes``.  Counts and
+  unit-less fields keep the bare kernel name (``cpu_count``, ``nvcsw``, ``ac_uid``).
+* **Points in time are UTC timestamps**: ``ac_btime`` (from ``ac_btime64`` where the record has
+  it and it is set, else the 32-bit ``ac_btime``), ``time`` (when the record was received, from ``time_ns``) and
+  the v17 ``<class>_delay_max_ts`` (from the ``tv_sec``/``tv_nsec`` pair).  A zero in the kernel's
+  field means "not known" (TGID aggregates carry no begin time; a delay class that never
+  happened has no timestamp; records decoded from bytes have no receive time) and becomes null.
+  pandas gets ``datetime64[ns, UTC]``; Arrow gets ``timestamp[us, UTC]``, the resolution Parquet
+  readers such as Spark accept.
+* **Fields a record's struct version does not carry are missing values, not zeros** (pandas
+  nullable dtypes, Arrow nulls).  Fields every decodable version (4 and newer) carries can never be
+  missing and use plain numpy dtypes in pandas; all others use nullable ones whatever the data, so
+  a column's dtype never depends on which kernels a dataset came from.
+* Unsigned 64-bit kernel counters become signed ``int64`` (no real value reaches 2**63, and
+  Spark, Java and many SQL engines have no unsigned 64-bit type).  ``ac_nice`` is the kernel's
+  signed nice value stored in a byte; it becomes ``int8`` (-20..19).
+* ``ac_comm`` is ``str`` (UTF-8, invalid bytes replaced); ``kind`` is a category, "pid" or
+  "tgid".
+
+pandas and pyarrow are optional (``pip install taskstats_fast[pandas]`` / ``[arrow]``): importing
+this module needs neither; calling a function that does raises ``MissingExtraError`` naming the
+extra.  Conversions are vectorised; the only per-row Python work is decoding the (rare) command
+names that are not plain ASCII.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .. import layout
+from ..errors import MissingExtraError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas
+    import pyarrow
+
+__all__ = ["Column", "ColumnKind", "Clock", "Schema", "COLUMNS", "COLUMN_BY_NAME",
+           "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema", "file_schema",
+           "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES"]
+
+#: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
+DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
+
+_UNIT_SUFFIX = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes"}
+#: The categories of the ``kind`` column (code 0 = KIND_PID, 1 = KIND_TGID).
+KIND_CATEGORIES: Tuple[str, ...] = ("pid", "tgid")
+_KIND_CATEGORIES = KIND_CATEGORIES   # the name report.py used
+_KIND_VALUES = (layout.KIND_PID, layout.KIND_TGID)
+#: Resolution of the timestamps of ``to_arrow`` (what Parquet readers such as Spark accept) and
+#: of recorded files (every nanosecond of the record, so files round-trip exactly).
+_TABLE_UNIT = "us"
+_FILE_UNIT = "ns"
+_NS_PER_S = 1_000_000_000
+_ARROW_INT = {"i1": "int8", "u1": "uint8", "u2": "uint16", "u4": "uint32", "i8": "int64"}
+
+
+class ColumnKind(str, enum.Enum):
+    """What a column holds; each kind has one converter (``_CONVERTER``)."""
+
+    INT = "int"
+    STR = "str"
+    CATEGORY = "category"
+    TIMESTAMP = "timestamp"
+
+
+class Clock(enum.Enum):
+    """How a TIMESTAMP column's instant is stored in a record."""
+
+    #: one u64 of nanoseconds since the epoch (``time_ns``)
+    NANOSECONDS = "ns"
+    #: seconds since the epoch in ``ac_btime`` (u32, clamped) and ``ac_btime64`` (since v10)
+    BEGIN_SECONDS = "btime"
+    #: a ``struct timespec64`` as a (tv_sec, tv_nsec) pair of s64
+    TIMESPEC = "timespec"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of ``to_pandas``/``to_arrow``.
+
+    ``sources`` are the ``DTYPE`` fields it is computed from; ``kind`` a ``ColumnKind`` (it
+    compares equal to its value, "int", "str", "category" or "timestamp"); ``dtype`` the numpy
+    type of an INT column; ``clock`` how a TIMESTAMP column is stored; ``since`` the struct
+    version that added it (0 for our metadata), ``nullable`` whether a record can lack it (its
+    struct version predates the field, or a zero means "unknown").
+    """
+
+    name: str
+    sources: Tuple[str, ...]
+    kind: ColumnKind
+    unit: str
+    since: int
+    nullable: bool
+    doc: str
+    dtype: Optional[str] = None
+    clock: Optional[Clock] = None
+
+
+def _int_dtype(field: layout.Field) -> str:
+    if field.name == "ac_nice":
+        return "i1"
+    return {"__u8": "u1", "__u16": "u2", "__u32": "u4", "__u64": "i8", "__s64": "i8"}[field.ctype]
+
+
+def _build_columns(lay: Any) -> Tuple[Column, ...]:
+    out: List[Column] = []
+    for f in lay.FIELDS:
+        if f.padding or f.name in ("ac_btime64",) or f.name.endswith("_delay_max_ts_nsec"):
+            continue  # folded into the timestamp columns below
+        may_lack = f.since > lay.MIN_VERSION
+        if f.name == "ac_btime":
+            out.append(Column("ac_btime", ("ac_btime", "ac_btime64"), ColumnKind.TIMESTAMP, "UTC",
+                              f.since, True, "when the task began (null in TGID aggregates)",
+                              clock=Clock.BEGIN_SECONDS))
+        elif f.name.endswith("_delay_max_ts_sec"):
+            prefix = f.name[:-len("_delay_max_ts_sec")]
+            out.append(Column(f"{prefix}_delay_max_ts", (f.name, f"{prefix}_delay_max_ts_nsec"),
+                              ColumnKind.TIMESTAMP, "UTC", f.since, True,
+                              f.doc.replace(" (seconds)", "") + " (null: no such delay yet)",
+                              clock=Clock.TIMESPEC))
+        elif f.ctype == "char":
+            out.append(Column(f.name, (f.name,), ColumnKind.STR, "", f.since, may_lack, f.doc))
+        else:
+            suffix = _UNIT_SUFFIX.get(f.unit, "")
+            name = f.name if f.name.endswith(suffix) else f.name + suffix
+            out.append(Column(name, (f.name,), ColumnKind.INT, f.unit, f.since, may_lack, f.doc,
+                              _int_dtype(f)))
+    meta_doc = {name: doc for name, _, doc in lay.META_FIELDS}
+    out.append(Column("time", ("time_ns",), ColumnKind.TIMESTAMP, "UTC", 0, True,
+                      "when the record was received (CLOCK_REALTIME; null when decoded from bytes)",
+                      clock=Clock.NANOSECONDS))
+    out.append(Column("kind", ("kind",), ColumnKind.CATEGORY, "", 0, False,
+                      '"pid" (one thread) or "tgid" (thread group aggregate)'))
+    for name in ("flags", "layout", "id", "seq", "shard"):
+        fmt = dict((n, f) for n, f, _ in lay.META_FIELDS)[name]
+        out.append(Column(name, (name,), ColumnKind.INT, "", 0, False, meta_doc[name], fmt))
+    return tuple(out)
+
+
+def require(module: str, extra: str, purpose: str) -> Any:
+    """Import ``module`` or raise ``MissingExtraError`` saying which extra installs it."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as e:
+        raise MissingExtraError(
+            f"{purpose} needs {module.split('.')[0]}, which is not installed: "
+            f"pip install 'taskstats_fast[{extra}]'") from e
+
+
+# Rows copied per step when splitting records into columns: one block of records (~2.9 MB)
+# stays in cache while every field is copied out of it, instead of streaming the whole array
+# from memory once per field.
+_BLOCK = 4096
+
+
+def _split_fields(records: np.ndarray) -> Dict[str, np.ndarray]:
+    """Every field of ``records`` as its own contiguous array, copied block by block."""
+    names = [n for n in records.dtype.names or () if not n.startswith("_pad")]
+    out = {name: np.empty(len(records), records.dtype[name]) for name in names}
+    for lo in range(0, len(records), _BLOCK):
+        block = records[lo:lo + _BLOCK]
+        for name in names:
+            out[name][lo:lo + _BLOCK] = block[name]
+    return out
+
+
+def _c_strings(raw: np.ndarray) -> Tuple[Any, Any, Any]:
+    """A ``char[N]`` column as C strings: (bytes as an (n, N) uint8 matrix with everything from
+    the first NUL on zeroed, lengths up to the first NUL, rows with non-ASCII bytes)."""
+    width = raw.dtype.itemsize
+    matrix = raw.view(np.uint8).reshape(len(raw), width)
+    nonzero = matrix != 0
+    lengths = np.where(nonzero.all(axis=1), width, np.argmin(nonzero, axis=1))
+    keep = np.arange(width) < lengths[:, None]
+    if not keep.all() and (nonzero & ~keep).any():   # bytes after a NUL: not part of the name
+        matrix = np.where(keep, matrix, 0).astype(np.uint8)
+    non_ascii = (matrix >= 0x80).any(axis=1)
+    return matrix, lengths, non_ascii
+
+
+def _comm_strings(raw: np.ndarray) -> np.ndarray:
+    """``char[N]`` command names as a numpy ``U`` array: ASCII in one vectorised cast, the rest
+    decoded one by one (UTF-8, invalid bytes replaced)."""
+    matrix, _, non_ascii = _c_strings(raw)
+    width = raw.dtype.itemsize
+    clean = np.ascontiguousarray(matrix).view(f"S{width}").reshape(len(raw))
+    out = np.where(non_ascii, b"", clean).astype(f"U{width}")
+    for i in np.flatnonzero(non_ascii):
+        out[i] = bytes(clean[i]).decode("utf-8", "replace")
+    return out
+
+
+def _arrow_strings(raw: np.ndarray) -> Any:
+    """``char[N]`` command names as an Arrow string array, built from buffers when every name
+    is ASCII (no per-row work at all)."""
+    import pyarrow as pa
+    matrix, lengths, non_ascii = _c_strings(raw)
+    if non_ascii.any():
+        return pa.array(_comm_strings(raw), type=pa.string())
+    keep = np.arange(matrix.shape[1]) < lengths[:, None]
+    data = matrix[keep]
+    offsets = np.zeros(len(raw) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.StringArray.from_buffers(len(raw), pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def _fixed_width_bytes(strings: Any, width: int) -> np.ndarray:
+    """An Arrow string column as a numpy ``S<width>`` array (UTF-8, cut at ``width`` bytes),
+    copied from the Arrow buffers without per-row Python work."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    array = pc.fill_null(strings, "").cast(pa.large_string())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    n = len(array)
+    offsets = np.frombuffer(array.buffers()[1], np.int64)[array.offset:array.offset + n + 1]
+    data = np.frombuffer(array.buffers()[2] or b"", np.uint8)
+    starts = offsets[:-1]
+    lengths = np.minimum(offsets[1:] - starts, width)
+    matrix = np.zeros((n, width), np.uint8)
+    keep = np.arange(width) < lengths[:, None]
+    rows, cols = np.nonzero(keep)
+    matrix[rows, cols] = data[starts[rows] + cols]
+    return matrix.view(f"S{width}").reshape(n)
+
+
+# ---- one converter per column kind --------------------------------------------------------
+class _IntConverter:
+    def numpy(self, col: Column, fields: Mapping[str, np.ndarray], valid: Any) -> Tuple[Any, Any]:
+        assert col.dtype is not None
+        return fields[col.sources[0]].view(col.dtype), valid
+
+    def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        return pd.arrays.IntegerArray(values, ~valid) if valid is not None else values
+
+    def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
+        return getattr(pa, _ARROW_INT[str(col.dtype)])()
+
+    def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
+        return pa.array(values, type=typ, mask=mask)
+
+    def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        import pyarrow.compute as pc
+        values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        target = out.dtype[col.sources[0]]
+        out[col.sources[0]] = values.astype(col.dtype, copy=False).view(target) \
+            if values.dtype.itemsize == target.itemsize else values.astype(target)
+
+
+class _StrConverter:
+    def numpy(self, col: Column, fields: Mapping[str, np.ndarray], valid: Any,
+              raw: bool = False) -> Tuple[Any, Any]:
+        values = fields[col.sources[0]]
+        return (values if raw else _comm_strings(values)), valid
+
+    def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        return pd.Series(values, copy=False)
+
+    def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
+        return pa.string()
+
+    def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
+        strings = _arrow_strings(values)
+        if mask is not None:
+            import pyarrow.compute as pc
+            strings = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), strings)
+        return strings
+
+    def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        name = col.sources[0]
+        out[name] = _fixed_width_bytes(column, out.dtype[name].itemsize)
+
+
+class _CategoryConverter:
+    def numpy(self, col: Column, fields: Mapping[str, np.ndarray], valid: Any) -> Tuple[Any, Any]:
+        kind = fields[col.sources[0]]
+        codes = np.full(len(kind), -1, np.int8)
+        for code, value in enumerate(_KIND_VALUES):
+            codes[kind == value] = code
+        return codes, codes >= 0
+
+    def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        return pd.Categorical.from_codes(values, categories=list(KIND_CATEGORIES))
+
+    def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
+        return pa.dictionary(pa.int8(), pa.string())
+
+    def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
+        return pa.DictionaryArray.from_arrays(pa.array(values, type=pa.int8(), mask=mask),
+                                              pa.array(list(KIND_CATEGORIES), type=pa.string()))
+
+    def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string())
+        names = pc.fill_null(column, "").to_numpy(zero_copy_only=False).astype(str)
+        values = np.zeros(len(names), out.dtype[col.sources[0]])
+        for category, value in zip(KIND_CATEGORIES, _KIND_VALUES):
+            values[names == category] = value
+        out[col.sources[0]] = values
+
+
+class _TimestampConverter:
+    def numpy(self, col: Column, fields: Mapping[str, np.ndarray], carried: Any
+              ) -> Tuple[Any, Any]:
+        """``carried``: which records' versions have the column (None: all)."""
+        if col.clock is Clock.NANOSECONDS:
+            ns = fields[col.sources[0]].view(np.int64)
+            known = ns != 0
+        elif col.clock is Clock.BEGIN_SECONDS:
+            narrow, wide = (fields[s] for s in col.sources)
+            seconds = np.where(carried[1] & (wide != 0), wide, narrow).astype(np.int64)
+            ns, known = seconds * _NS_PER_S, seconds != 0
+        else:
+            sec, nsec = (fields[s] for s in col.sources)
+            ns = sec * _NS_PER_S + nsec
+            known = carried[0] & ((sec != 0) | (nsec != 0))
+        values = ns.astype("datetime64[ns]")
+        values[~known] = np.datetime64("NaT")
+        return values, known
+
+    def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        return pd.DatetimeIndex(values).tz_localize("UTC")
+
+    def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
+        return pa.timestamp(unit, tz="UTC")
+
+    def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
+        ticks = values.astype(f"datetime64[{typ.unit}]").view(np.int64)
+        return pa.array(ticks, type=typ, mask=mask)
+
+    def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        """Fields from instants: for BEGIN_SECONDS both ``ac_btime`` (clamped to u32, as the
+        kernel does) and ``ac_btime64`` (zeroed later where the record's version lacks it)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        ns = pc.fill_null(column.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()), 0) \
+            .to_numpy(zero_copy_only=False)
+        if col.clock is Clock.NANOSECONDS:
+            out[col.sources[0]] = ns.view(np.uint64)
+        elif col.clock is Clock.BEGIN_SECONDS:
+            seconds = ns // _NS_PER_S
+            out[col.sources[0]] = np.clip(seconds, 0, 0xFFFFFFFF)
+            out[col.sources[1]] = seconds
+        else:
+            out[col.sources[0]], out[col.sources[1]] = np.divmod(ns, _NS_PER_S)
+
+
+_CONVERTER: Dict[ColumnKind, Any] = {
+    ColumnKind.INT: _IntConverter(), ColumnKind.STR: _StrConverter(),
+    ColumnKind.CATEGORY: _CategoryConverter(), ColumnKind.TIMESTAMP: _TimestampConverter(),
+}
+
+
+# ---- the schema of one layout -------------------------------------------------------------
+class Schema:
+    """The columns of one record layout (``layout`` by default; tests build others) and every
+    conversion between its records and tables."""
+
+    #: Columns a table must have to be a recording (the rest may be missing: older layouts).
+    REQUIRED = ("version", "kind", "layout")
+
+    def __init__(self, lay: Any = layout):
+        self.layout = lay
+        self.columns: Tuple[Column, ...] = _build_columns(lay)
+        self.by_name: Dict[str, Column] = {c.name: c for c in self.columns}
+        self.for_field: Dict[str, str] = {src: c.name for c in self.columns for src in c.sources}
+
+    def check(self, records: np.ndarray) -> np.ndarray:
+        if not isinstance(records, np.ndarray) or records.dtype != self.layout.DTYPE:
+            raise TypeError("expected a numpy array of taskstats_fast.DTYPE (from decode(), a "
+                            "Connection or an ExitListener)")
+        return records.reshape(-1)
+
+    def numpy_columns(self, records: np.ndarray, raw_strings: bool = False
+                      ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+        fields = _split_fields(self.check(records))
+        version_of_layout = fields["layout"]
+        carried_since: Dict[int, np.ndarray] = {}
+
+        def carried(since: int) -> np.ndarray:
+            key = max(since, self.layout.MIN_VERSION)
+            if key not in carried_since:
+                carried_since[key] = version_of_layout >= key
+            return carried_since[key]
+
+        out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        for col in self.columns:
+            converter = _CONVERTER[col.kind]
+            valid = carried(col.since) if col.nullable else None
+            if col.kind is ColumnKind.STR:
+                out[col.name] = converter.numpy(col, fields, valid, raw_strings)
+            elif col.kind is ColumnKind.TIMESTAMP:
+                sources = [self.layout.FIELD_BY_NAME.get(s) for s in col.sources]
+                out[col.name] = converter.numpy(col, fields, [
+                    carried(f.since) if f is not None else None for f in sources])
+            else:
+                out[col.name] = converter.numpy(col, fields, valid)
+        return out
+
+    def arrow_schema(self, metadata: Optional[Mapping[str, str]] = None,
+                     unit: str = _TABLE_UNIT) -> "pyarrow.Schema":
+        pa = require("pyarrow", "arrow", "Arrow output")
+        fields = []
+        for col in self.columns:
+            typ = _CONVERTER[col.kind].arrow_type(pa, col, unit)
+            fields.append(pa.field(col.name, typ,
+                                   nullable=col.nullable or col.kind is ColumnKind.CATEGORY,
+                                   metadata={"unit": col.unit, "doc": col.doc}))
+        return pa.schema(fields, metadata=dict(metadata) if metadata else None)
+
+    def to_arrow(self, records: np.ndarray, metadata: Optional[Mapping[str, str]] = None,
+                 unit: str = _TABLE_UNIT) -> "pyarrow.Table":
+        pa = require("pyarrow", "arrow", "to_arrow()")
+        schema = self.arrow_schema(metadata, unit)
+        cols = self.numpy_columns(records, raw_strings=True)
+        arrays = []
+        for col, field in zip(self.columns, schema):
+            values, valid = cols[col.name]
+            mask = None if valid is None else ~valid
+            arrays.append(_CONVERTER[col.kind].arrow(pa, col, values, mask, field.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def to_pandas(self, records: np.ndarray) -> "pandas.DataFrame":
+        pd = require("pandas", "pandas", "to_pandas()")
+        data: Dict[str, Any] = {}
+        for col, (values, valid) in zip(self.columns, self.numpy_columns(records).values()):
+            data[col.name] = _CONVERTER[col.kind].pandas(pd, col, values, valid)
+        return pd.DataFrame(data, copy=False)
+
+    def records_from_table(self, table: "pyarrow.Table") -> np.ndarray:
+        """The inverse of ``to_arrow``/``file_table``: a table (of this or any older layout, at
+        any timestamp resolution) back to records.  Columns the table lacks come back as zeros;
+        so do the fields a record's ``layout`` version does not carry, as ``decode`` leaves
+        them, so ``carried()`` reads the result as it reads decoded records.  Columns this
+        layout does not know are ignored.  Every field round-trips exactly, except a command
+        name that is not valid UTF-8 (tables hold text: invalid bytes were replaced)."""
+        out = np.zeros(table.num_rows, self.layout.DTYPE)
+        present = set(table.column_names)
+        for col in self.columns:
+            if col.name in present:
+                _CONVERTER[col.kind].restore(col, table.column(col.name), out)
+        return self._zero_uncarried(out)
+
+    def records_from_array(self, array: np.ndarray) -> np.ndarray:
+        """Records of any older (or newer) record dtype as this layout's records, field by
+        field: fields the array lacks come back as zeros, fields this layout lacks are
+        dropped, and what a record's ``layout`` version does not carry is zeroed."""
+        if array.dtype == self.layout.DTYPE:
+            return np.array(array, copy=True)
+        out = np.zeros(len(array), self.layout.DTYPE)
+        for name in self.layout.RECORD_FIELDS:
+            if array.dtype.names and name in array.dtype.names:
+                out[name] = array[name]
+        return self._zero_uncarried(out)
+
+    def _zero_uncarried(self, out: np.ndarray) -> np.ndarray:
+        versions = out["layout"]
+        for f in self.layout.FIELDS:
+            if not f.padding and f.since > self.layout.MIN_VERSION:
+                out[f.name][versions < f.since] = 0
+        return out
+
+
+DEFAULT = Schema()
+#: Every column of ``to_pandas``/``to_arrow``, in order.
+COLUMNS: Tuple[Column, ...] = DEFAULT.columns
+COLUMN_BY_NAME: Dict[str, Column] = DEFAULT.by_name
+#: The column each ``DTYPE`` field ends up in.
+COLUMN_FOR_FIELD: Dict[str, str] = DEFAULT.for_field
+
+
+def columns(records: np.ndarray, *, _raw_strings: bool = False
+            ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """The table as numpy: ``{column name: (values, valid)}`` in ``COLUMNS`` order.
+
+    ``valid`` is a bool array (False = missing) or None when the column cannot miss a value.
+    Timestamps are ``datetime64[ns]`` (UTC; NaT where missing), ``kind`` is an int8 code array
+    (0 = pid, 1 = tgid, -1 = other), ``ac_comm`` a numpy ``str_`` array.  Needs only numpy;
+    ``to_pandas``/``to_arrow`` build on it.
+    """
+    return DEFAULT.numpy_columns(records, _raw_strings)
+
+
+def to_pandas(records: np.ndarray) -> "pandas.DataFrame":
+    """A ``DataFrame`` with one row per record and the columns of ``COLUMNS`` (see the module
+    docstring for names, units and missing values).  Needs ``taskstats_fast[pandas]``."""
+    return DEFAULT.to_pandas(records)
+
+
+def arrow_schema(metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Schema":
+    """The Arrow schema of ``to_arrow`` (fixed: it does not depend on the data).  ``metadata``
+    becomes the schema's key/value metadata.  Needs ``taskstats_fast[arrow]``."""
+    return DEFAULT.arrow_schema(metadata)
+
+
+def to_arrow(records: np.ndarray, metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Table":
+    """A ``pyarrow.Table`` with one row per record, schema ``arrow_schema(metadata)``.
+    Needs ``taskstats_fast[arrow]``."""
+    return DEFAULT.to_arrow(records, metadata)
+
+
+def file_schema() -> "pyarrow.Schema":
+    """The schema of the tables recorded files hold: ``arrow_schema()`` with nanosecond
+    timestamps, so that every field round-trips exactly."""
+    return DEFAULT.arrow_schema(unit=_FILE_UNIT)
+
+
+def file_table(records: np.ndarray) -> "pyarrow.Table":
+    """``records`` as the table a recorded file holds (schema ``file_schema()``)."""
+    return DEFAULT.to_arrow(records, unit=_FILE_UNIT)
+
+
+def records_from_table(table: "pyarrow.Table") -> np.ndarray:
+    """``Schema.records_from_table`` of today's layout."""
+    return DEFAULT.records_from_table(table)

@@ -1,0 +1,118 @@
+"""The metadata object every recorded file carries, and the schema version readers check.
+
+Every file says where and how it was recorded (hostname, kernel release, library version, the
+delay-accounting switch), what its records add up to (counts, struct versions, time range) and
+what was lost while it was open.  ``format_version`` is the file's schema version: readers
+accept every version up to ``FORMAT_VERSION`` and refuse a newer one with one clear error
+(``check_format_version``).  Where the object is stored depends on the format (see
+``formats.FORMAT``: schema metadata or a JSON sidecar).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from .. import layout
+from ..errors import NewerFormatError
+
+__all__ = ["METADATA_KEY", "FORMAT_VERSION", "system_metadata", "FileStats", "utc",
+           "check_format_version", "NewerFormatError"]
+
+#: Schema metadata key (Parquet/Arrow) holding the file's metadata as JSON.
+METADATA_KEY = "taskstats_fast"
+#: The schema version of the files this library writes.  1: 0.1.0 (timestamps in
+#: microseconds).  2: timestamps in nanoseconds, so every field round-trips exactly.  Readers
+#: read every version up to this one; bump it when an old reader would misread new files.
+FORMAT_VERSION = 1
+
+
+def check_format_version(path: str, metadata: Mapping[str, Any]) -> int:
+    """The schema version of the file at ``path`` (1 when its metadata has none: 0.1.0 wrote
+    it everywhere, so a file without it is at least that old); raises ``NewerFormatError``
+    when this library is too old to read it."""
+    version = metadata.get("format_version", 1)
+    if not isinstance(version, int) or version < 1:
+        from ..errors import NotARecordingError
+        raise NotARecordingError(path, f"its schema version {version!r} is not one "
+                                 "taskstats_fast ever wrote")
+    if version > FORMAT_VERSION:
+        from .. import __version__
+        written_by = metadata.get("library_version", "a newer version")
+        raise NewerFormatError(
+            f"{path}: written by taskstats_fast {written_by} with schema version {version}; "
+            f"this taskstats_fast ({__version__}) reads schema versions up to "
+            f"{FORMAT_VERSION}: upgrade it (pip install -U taskstats_fast)")
+    return version
+
+
+def utc(ns: Optional[int]) -> Optional[str]:
+    """Nanoseconds since the epoch as an ISO 8601 UTC string (None stays None)."""
+    if ns is None:
+        return None
+    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def system_metadata(**extra: Any) -> Dict[str, Any]:
+    """What every file says about where it was recorded: hostname, kernel release, machine,
+    library version, the delay-accounting switch, plus ``extra``."""
+    from .. import __version__
+    from ..kernel.delayacct import delayacct_enabled
+    uname = platform.uname()
+    meta: Dict[str, Any] = {
+        "format": "taskstats_fast recording",
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "hostname": os.uname().nodename,
+        "kernel_release": uname.release,
+        "machine": uname.machine,
+        "delayacct_enabled": delayacct_enabled(),
+        "columns": "taskstats_fast.recording.columns.COLUMNS (README: field reference)",
+    }
+    meta.update(extra)
+    return meta
+
+
+class FileStats:
+    """What a file's records add up to, updated batch by batch (vectorised per batch)."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.pid_records = 0
+        self.tgid_records = 0
+        self.versions: set = set()
+        self.first_ns: Optional[int] = None
+        self.last_ns: Optional[int] = None
+
+    def add(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        self.records += len(records)
+        kind = records["kind"]
+        self.pid_records += int(np.count_nonzero(kind == layout.KIND_PID))
+        self.tgid_records += int(np.count_nonzero(kind == layout.KIND_TGID))
+        self.versions.update(int(v) for v in np.unique(records["version"]))
+        times = records["time_ns"]
+        times = times[times != 0]
+        if len(times):
+            lo, hi = int(times.min()), int(times.max())
+            self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
+            self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
+
+    def as_metadata(self) -> Dict[str, Any]:
+        versions = sorted(self.versions)
+        return {
+            "records": self.records,
+            "pid_records": self.pid_records,
+            "tgid_records": self.tgid_records,
+            "taskstats_version": versions[-1] if versions else None,
+            "taskstats_versions": versions,
+            "first_record": utc(self.first_ns),
+            "last_record": utc(self.last_ns),
+            "first_record_ns": self.first_ns,
+            "last_record_ns": self.last_ns,
+        }

@@ -1,0 +1,168 @@
+"""One reader per file format: one recorded file back to ``DTYPE`` records, chunk by chunk.
+
+Each reader takes a path, the ``columns.Schema`` to read into (today's layout unless a test
+builds another) and optionally the table columns needed (the rest come back as zeros), and
+yields record arrays of that schema's dtype, one per row group / record batch / slice, so a
+large file never has to fit in memory twice.  Whatever the file holds (today's schema, an older
+layout, 0.1.0's microsecond timestamps) comes back through ``Schema.records_from_table`` or
+``Schema.records_from_array``.  A file that is not a recording, or is damaged, raises
+``NotARecordingError`` naming the file and what it is not.  Writing lives in ``writers``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..errors import NotARecordingError
+from .columns import Schema
+from .metadata import METADATA_KEY
+
+__all__ = ["read_parquet", "read_arrow", "read_npy", "read_csv", "parquet_metadata",
+           "arrow_metadata", "CHUNK_RECORDS"]
+
+#: Records per chunk where a format does not chunk by itself (npy slices, CSV blocks).
+CHUNK_RECORDS = 1 << 16
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _arrow_errors() -> tuple:
+    import pyarrow as pa
+    return (pa.ArrowException, OSError, ValueError, UnicodeDecodeError)
+
+
+def _check_columns(path: str, names: Sequence[str], schema: Schema, what: str) -> None:
+    missing = [n for n in Schema.REQUIRED if n not in names]
+    if missing:
+        raise NotARecordingError(path, f"{what} has no {', '.join(missing)} column"
+                                 f"{'s' if len(missing) > 1 else ''}")
+
+
+def _wanted(names: Sequence[str], columns: Optional[Sequence[str]]) -> list:
+    """The file's columns to read: ``columns`` (plus what every read needs), those it has."""
+    if columns is None:
+        return list(names)
+    want = set(columns) | set(Schema.REQUIRED)
+    return [n for n in names if n in want]
+
+
+# ---- Parquet --------------------------------------------------------------------------------
+def read_parquet(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+                 ) -> Iterator[np.ndarray]:
+    import pyarrow.parquet as pq
+    try:
+        handle = pq.ParquetFile(path)
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"not a readable Parquet file ({e})") from None
+    names = handle.schema_arrow.names
+    _check_columns(path, names, schema, "its table")
+    try:
+        for group in range(handle.num_row_groups):
+            table = handle.read_row_group(group, columns=_wanted(names, columns))
+            yield schema.records_from_table(table)
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"damaged Parquet data ({e})") from None
+
+
+def parquet_metadata(path: str) -> Dict[str, Any]:
+    import pyarrow.parquet as pq
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"not a readable Parquet file ({e})") from None
+    return _decode_metadata(path, raw)
+
+
+# ---- Arrow IPC ------------------------------------------------------------------------------
+def read_arrow(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+               ) -> Iterator[np.ndarray]:
+    import pyarrow as pa
+    try:
+        with pa.memory_map(path) as source:
+            reader = pa.ipc.open_file(source)
+            names = reader.schema.names
+            _check_columns(path, names, schema, "its table")
+            wanted = _wanted(names, columns)
+            for i in range(reader.num_record_batches):
+                table = pa.Table.from_batches([reader.get_batch(i)]).select(wanted)
+                yield schema.records_from_table(table)
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"not a readable Arrow IPC file ({e})") from None
+
+
+def arrow_metadata(path: str) -> Dict[str, Any]:
+    import pyarrow as pa
+    try:
+        with pa.memory_map(path) as source:
+            raw = pa.ipc.open_file(source).schema.metadata or {}
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"not a readable Arrow IPC file ({e})") from None
+    return _decode_metadata(path, raw)
+
+
+def _decode_metadata(path: str, raw: Dict[bytes, bytes]) -> Dict[str, Any]:
+    text = raw.get(METADATA_KEY.encode())
+    if not text:
+        return {}
+    try:
+        return dict(json.loads(text))
+    except (ValueError, TypeError) as e:
+        raise NotARecordingError(path, f"its metadata is not valid JSON ({e})") from None
+
+
+# ---- npy ------------------------------------------------------------------------------------
+def read_npy(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+             ) -> Iterator[np.ndarray]:
+    """Any structured array with the recording's fields: today's DTYPE as it is, older (or
+    newer) record dtypes field by field.  The header is parsed here, never by ``np.load``
+    with pickles: an npy file holding anything else is refused, not unpickled."""
+    with open(path, "rb") as f:
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise NotARecordingError(path, "not an npy file (no NUMPY magic bytes)")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+        except (ValueError, SyntaxError, TypeError) as e:
+            raise NotARecordingError(path, f"its npy header is damaged ({e})") from None
+    if dtype.hasobject or dtype.names is None or len(shape) != 1:
+        raise NotARecordingError(path, f"an npy array of {dtype} with shape {shape}, not of "
+                                 "taskstats_fast records")
+    _check_columns(path, dtype.names, schema, f"its dtype ({len(dtype.names)} fields)")
+    try:
+        array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    except ValueError as e:
+        raise NotARecordingError(path, f"shorter than its npy header says ({e})") from None
+    for lo in range(0, len(array), CHUNK_RECORDS):
+        yield schema.records_from_array(np.asarray(array[lo:lo + CHUNK_RECORDS]))
+
+
+# ---- CSV ------------------------------------------------------------------------------------
+def read_csv(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+             ) -> Iterator[np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    types = {f.name: (pa.string() if pa.types.is_dictionary(f.type) else f.type)
+             for f in schema.arrow_schema(unit="ns")}
+    try:
+        with open(path, "rb") as f:
+            header = f.readline().decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise NotARecordingError(path, f"not a text CSV file ({e})") from None
+    names = [n.strip().strip('"') for n in header.split(",")]
+    _check_columns(path, names, schema, "its header")
+    wanted = _wanted(names, columns)
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                                convert_options=pacsv.ConvertOptions(
+                                    column_types={n: t for n, t in types.items() if n in names},
+                                    include_columns=wanted, strings_can_be_null=False))
+        for batch in reader:
+            yield schema.records_from_table(pa.Table.from_batches([batch]))
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"its rows are not a recording's ({e})") from None

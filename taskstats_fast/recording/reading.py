@@ -1,0 +1,184 @@
+"""Reading recordings back: which files a path names, their metadata (with the schema-version
+check), and their records as ``DTYPE`` arrays, tables or columns.
+
+Everything goes through one path: ``Recordings`` opens each file through its format's registry
+entry (``formats``), checks its schema version, and reads it chunk by chunk into the records of
+one ``columns.Schema``.  ``read_records`` and ``read_frame`` are what users call; ``read_table``
+and ``read_columns`` are built on the same path.  A damaged file never hides the others:
+``Recordings`` reads the rest and lists what it could not read (``damaged``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .. import layout
+from ..errors import NotARecordingError, TaskstatsError
+from . import columns as _columns
+from .formats import format_of_path, known_extensions
+from .metadata import check_format_version
+
+__all__ = ["find_files", "read_metadata", "Recordings", "DamagedRecordingWarning",
+           "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path"]
+
+PathOrPaths = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
+
+
+class DamagedRecordingWarning(UserWarning):
+    """A file of a recording could not be read and was skipped (the message names it)."""
+
+
+def is_dataset_path(path: str) -> bool:
+    """Does ``path`` name a dataset directory (no known file extension, or an existing directory)?"""
+    return os.path.isdir(path) or format_of_path(path) is None
+
+
+def _paths(paths: PathOrPaths) -> List[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def find_files(paths: PathOrPaths) -> List[str]:
+    """The recorded data files named by ``paths`` (files, or directories searched recursively,
+    skipping hidden, ``_``-prefixed and in-progress files), sorted within each directory."""
+    out: List[str] = []
+    for path in _paths(paths):
+        if os.path.isdir(path):
+            for directory, subdirs, names in os.walk(path):
+                subdirs[:] = sorted(d for d in subdirs if not d.startswith((".", "_")))
+                out += [os.path.join(directory, n) for n in sorted(names)
+                        if not n.startswith((".", "_")) and format_of_path(n)]
+        elif os.path.exists(path):
+            if format_of_path(path) is None:
+                raise NotARecordingError(path, "its name has none of the extensions recordings "
+                                         f"have ({', '.join(known_extensions())})")
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return out
+
+
+def read_metadata(path: str) -> Dict[str, Any]:
+    """The metadata object of one recorded file ({} if it has none)."""
+    fmt = format_of_path(path)
+    if fmt is None:
+        raise NotARecordingError(path, "its name has none of the extensions recordings have "
+                                 f"({', '.join(known_extensions())})")
+    fmt.require("reading")
+    return fmt.read_metadata(path)
+
+
+@dataclass
+class Recordings:
+    """The files named by some paths, read one by one into one schema's records.
+
+    ``files``: the data files found; ``metadata``: each readable file's metadata (same order,
+    without the damaged ones); ``damaged``: ``(path, NotARecordingError)`` for every file that
+    could not be read.  ``chunks()`` yields each readable file's records chunk by chunk;
+    ``records()`` concatenates them.  ``columns`` restricts what is read from disk (table
+    column names; the other fields come back as zeros).
+    """
+
+    paths: PathOrPaths
+    schema: _columns.Schema = field(default_factory=lambda: _columns.DEFAULT)
+    columns: Optional[Sequence[str]] = None
+    files: List[str] = field(init=False)
+    metadata: List[Dict[str, Any]] = field(init=False, default_factory=list)
+    damaged: List[Tuple[str, TaskstatsError]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.files = find_files(self.paths)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        self.metadata, self.damaged = [], []
+        for path in self.files:
+            fmt = format_of_path(path)
+            assert fmt is not None   # find_files only returns files with a known extension
+            fmt.require("reading")
+            try:
+                meta = fmt.read_metadata(path)
+                check_format_version(path, meta)
+                file_chunks = list(fmt.reader(path, self.schema, self.columns))
+            except NotARecordingError as e:
+                self.damaged.append((path, e))
+                continue
+            self.metadata.append(meta)
+            yield from file_chunks
+
+    def records(self) -> np.ndarray:
+        parts = list(self.chunks())
+        out = np.empty(sum(len(p) for p in parts), self.schema.layout.DTYPE)
+        if parts:
+            np.concatenate(parts, out=out)
+        return out
+
+
+def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
+    records = recordings.records()
+    for path, error in recordings.damaged:
+        if not skip_damaged:
+            raise error
+        warnings.warn(DamagedRecordingWarning(f"skipped {error}"), stacklevel=3)
+    return records
+
+
+def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarray:
+    """Every record of ``paths`` (recorded files of any format, or dataset directories) as one
+    ``DTYPE`` array, exactly as they were recorded.  Files written by older versions load
+    too: fields their records lack are zeros that ``carried()`` reports as not carried.
+
+    A file that is not a readable recording raises ``NotARecordingError`` naming it; with
+    ``skip_damaged=True`` the others are read and each damaged file is named in a
+    ``DamagedRecordingWarning``.  A file written by a newer, incompatible version raises
+    ``NewerFormatError``.  npy files need only numpy; the other formats need
+    ``taskstats_fast[arrow]``.
+    """
+    return _read(Recordings(paths), skip_damaged)
+
+
+def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "Any":
+    """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``."""
+    return _columns.to_pandas(read_records(paths, skip_damaged=skip_damaged))
+
+
+def read_table(paths: PathOrPaths, columns: Optional[Sequence[str]] = None) -> "Any":
+    """Every record of ``paths`` as one ``pyarrow.Table`` with the ``to_arrow`` schema
+    (``columns`` selects some).  Needs ``taskstats_fast[arrow]``."""
+    table = _columns.to_arrow(_read(Recordings(paths, columns=columns), False))
+    return table if columns is None else table.select(list(columns))
+
+
+def read_columns(paths: PathOrPaths, names: Sequence[str]
+                 ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """Columns of every record of ``paths`` as numpy, in ``columns.columns`` form
+    (``{name: (values, valid)}``), read file by file and chunk by chunk so only the asked
+    columns are ever held for the whole recording."""
+    return columns_of(Recordings(paths, columns=names), names)
+
+
+def columns_of(recordings: Recordings, names: Sequence[str], *, skip_damaged: bool = False
+               ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+    """``read_columns`` over ``recordings`` (whose ``damaged`` lists what was skipped when
+    ``skip_damaged``; otherwise the first damaged file raises)."""
+    parts = []
+    for chunk in recordings.chunks():
+        cols = _columns.columns(chunk)
+        parts.append({n: cols[n] for n in names})
+    if recordings.damaged and not skip_damaged:
+        raise recordings.damaged[0][1]
+    if not parts:
+        cols = _columns.columns(np.zeros(0, layout.DTYPE))
+        return {n: cols[n] for n in names}
+    out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+    for n in names:
+        values = np.concatenate([p[n][0] for p in parts])
+        valids = [np.ones(len(v), bool) if valid is None else valid
+                  for v, valid in (p[n] for p in parts)]
+        out[n] = (values, np.concatenate(valids))
+    return out

@@ -1,0 +1,563 @@
+"""Sinks: where batches of records go.  The ``Sink`` protocol, and ``FileSink``, the recording
+writer (files of any registered format, one file or a rotating hive-partitioned dataset).
+
+A sink takes batches (``DTYPE`` arrays, or an interval's rows) with ``write``, writes out what
+it buffers with ``flush``, finishes with ``close`` and says at any time what it holds and what
+it lost with ``stats()``.  ``record()`` (``driver``) drives an exit listener into any sink; the
+exporter and the ``top`` view are sinks too.  An empty batch is a tick: sinks that act on time
+(rotation) may act on it, the others ignore it.
+
+Layout of a recording directory (``FileSink(path)`` where ``path`` has no file extension) —
+a hive-partitioned dataset, so the directories of many hosts copied side by side form one dataset
+for pyarrow.dataset, DuckDB (``read_parquet('exits/**/*.parquet', hive_partitioning=true)``),
+Spark or pandas::
+
+    exits/host=web-1/date=2026-11-26/part-20261126T152001Z-4242-0000.parquet
+    exits/host=web-1/date=2026-11-26/part-20261126T162001Z-4242-0001.parquet
+
+``date`` is the UTC day the file was started; a file rotates at UTC midnight, after
+``rotate_seconds`` and when it reaches ``rotate_bytes``.  A file is written under a hidden name
+(``.part-….inprogress``, which dataset readers skip) and renamed when it is complete, so readers
+never see a half-written file.  A ``path`` with an extension (``exits.parquet``) is one file.
+
+When a write fails (a full disk), the file being written is removed, never published: a
+Parquet file cut short has no footer and cannot be read at all, so nothing in it could be
+recovered anyway.  Files finished before stay complete.  Every record handed over that is not
+in a finished file is counted (``stats().lost``), and the count goes into the metadata of one
+more (empty) file if the disk has room for it once the partial file is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from .. import layout
+from ..errors import WriteFailedError
+from .formats import FORMAT, Format, detect_format, require_format
+from .metadata import FileStats, system_metadata, utc
+from .reading import is_dataset_path
+
+try:  # Protocol is in typing from Python 3.8
+    from typing import Protocol, runtime_checkable
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol, runtime_checkable  # type: ignore
+
+__all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
+           "prepare_output", "CountingSink"]
+
+
+@dataclass(frozen=True)
+class SinkStats:
+    """What a sink holds and what it lost.  Every record handed to ``write`` is in exactly one
+    of ``written``, ``buffered`` and ``lost``."""
+
+    written: int = 0          #: records (rows) written out: in files, exported, shown
+    buffered: int = 0         #: handed over, not yet written
+    lost: int = 0             #: handed over and never to be written (``error`` says why)
+    files: Tuple[str, ...] = ()   #: finished files (file sinks)
+    bytes: int = 0            #: bytes written out (file sinks: on disk, the current file too)
+    error: Optional[str] = None   #: why records were lost (None: nothing was)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where ``record()`` puts batches.  ``write`` takes ownership of the array (callers hand
+    over fresh arrays); an empty array is a tick.  ``close`` writes what is buffered; a sink
+    that cannot write raises ``WriteFailedError`` once and counts what it loses in
+    ``stats().lost`` from then on."""
+
+    def write(self, batch: np.ndarray) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stats(self) -> SinkStats: ...
+
+
+@runtime_checkable
+class CountingSink(Sink, Protocol):
+    """A sink that also records its source's loss counters (``FileSink`` puts them in each
+    file's metadata); ``record()`` hands them over when the sink has this method."""
+
+    def update_counters(self, counters: Mapping[str, int]) -> None: ...
+
+
+def prepare_output(path: str) -> str:
+    """Create the directory ``path`` will be written in (the dataset directory itself, or a
+    file's parent) and check it is writable; returns that directory."""
+    directory = path if is_dataset_path(path) else (os.path.dirname(path) or ".")
+    os.makedirs(directory, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot create files in this directory", directory)
+    return directory
+
+
+# ---- one output file ----------------------------------------------------------------------
+class _Part:
+    """One file being written under a hidden temporary name, renamed into place by ``finish``."""
+
+    def __init__(self, path: str, fmt: Format, *, sidecar_path: Optional[str]):
+        self.path = path
+        self.sidecar_path = sidecar_path
+        directory, name = os.path.split(path)
+        self.tmp_path = os.path.join(directory, f".{name}.inprogress")
+        os.makedirs(directory or ".", exist_ok=True)
+        self.stats = FileStats()
+        self.opened_ns = time.time_ns()
+        self._writer = fmt.writer(self.tmp_path)
+
+    @property
+    def bytes_on_disk(self) -> int:
+        try:
+            return os.stat(self.tmp_path).st_size
+        except FileNotFoundError:
+            return 0
+
+    def write(self, records: np.ndarray) -> None:
+        if len(records):
+            self._writer.write(records)
+            self.stats.add(records)
+
+    def finish(self, metadata: Mapping[str, Any]) -> str:
+        """Close the file with ``metadata`` (JSON-able), move it into place, return its path."""
+        self._writer.finish(json.dumps(metadata, sort_keys=True))
+        if self.sidecar_path:
+            _atomic_write(self.sidecar_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close without publishing, and remove what was written."""
+        try:
+            self._writer.abort()
+        finally:
+            _unlink_quietly(self.tmp_path)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.inprogress")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_error(error: BaseException) -> Tuple[int, str]:
+    """(errno, text) of a failed write: OSError's own, or pyarrow's "[errno N]" in its text."""
+    if isinstance(error, OSError) and error.errno:
+        return error.errno, error.strerror or str(error)
+    text = str(error)
+    for code, name in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "quota")):
+        if f"errno {code}]" in text or name in text:
+            return code, os.strerror(code)
+    return errno.EIO, text.splitlines()[0] if text else type(error).__name__
+
+
+# ---- a recording ---------------------------------------------------------------------------
+class FileSink:
+    """Writes a stream of ``DTYPE`` batches to files, rotating them; a ``Sink`` and a context
+    manager.
+
+    ``path``: a dataset directory (hive-partitioned ``host=…/date=…/part-….<ext>`` files) or,
+    with a file extension, one file (no rotation).  ``fmt``: one of ``FORMATS`` (default: from
+    the extension, else ``default_format()``).  ``rotate_bytes`` / ``rotate_seconds``: start a
+    new file when the current one reaches this size on disk / age (None or 0: never).
+    ``flush_records``: records buffered in memory before they are written (Parquet: one row
+    group).  ``metadata``: extra keys for every file (``system_metadata()`` is always included).
+
+    ``write`` copies what it is given unless ``copy=False``.  ``update_counters`` takes the
+    source's cumulative loss counters; each file's metadata carries how much was lost while it
+    was open.  ``close`` writes everything still buffered; every record passed to ``write`` is
+    on disk when it returns, or counted in ``stats().lost`` (see the module docstring).
+    """
+
+    def __init__(self, path: str, fmt: Optional[str] = None, *, rotate_bytes: Optional[int] = None,
+                 rotate_seconds: Optional[float] = None, flush_records: int = 65536,
+                 flush_seconds: float = 10.0, metadata: Optional[Mapping[str, Any]] = None,
+                 hostname: Optional[str] = None):
+        self.fmt = detect_format(path, fmt)
+        self.format: Format = require_format(self.fmt)
+        self.root = path
+        self.dataset = is_dataset_path(path)
+        if not self.dataset and (rotate_bytes or rotate_seconds):
+            raise ValueError(f"{path} is a single file: rotation needs a directory to put the "
+                             "files in; give a path without an extension (or drop --rotate-*)")
+        # Fail now, not at the first flush (which may be minutes in, on another thread).
+        prepare_output(path)
+        self.rotate_bytes = rotate_bytes or None
+        self.rotate_seconds = rotate_seconds or None
+        self.flush_records = max(1, int(flush_records))
+        self.flush_seconds = flush_seconds
+        self.metadata = system_metadata(**(metadata or {}))
+        self.hostname = hostname or self.metadata["hostname"]
+        self.files: List[str] = []
+        self.records_written = 0
+        self.bytes_finished = 0
+        self.not_written = 0
+        self.error: Optional[WriteFailedError] = None
+        self._pending: List[np.ndarray] = []
+        self._pending_records = 0
+        self._last_flush = time.monotonic()
+        self._part: Optional[_Part] = None
+        self._part_started = 0.0
+        self._part_day: Optional[str] = None
+        self._counters: Dict[str, int] = {}
+        self._counters_baseline: Dict[str, int] = {}   # counters when the last file finished
+        self._not_written_baseline = 0
+        self._sequence = 0
+        self._closed = False
+
+    # -- the Sink protocol -----------------------------------------------------------------
+    def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+        """Queue a batch and write out what is due (an empty batch: only what is due).
+        ``copy=False`` takes ownership of ``records`` instead of copying it."""
+        if self._closed:
+            raise ValueError("write to a closed FileSink")
+        if records.dtype != layout.DTYPE:
+            raise TypeError("FileSink.write takes arrays of taskstats_fast.DTYPE")
+        if self.error is not None:
+            self.not_written += len(records)   # reported once already: only counted now
+            return
+        if len(records):
+            self._pending.append(np.array(records, copy=True) if copy else records)
+            self._pending_records += len(records)
+        self.tick()
+
+    def flush(self) -> None:
+        """Write every buffered record to the current file (opening one if needed)."""
+        self._last_flush = time.monotonic()
+        if not self._pending_records or self.error is not None:
+            return
+        if len(self._pending) == 1:
+            batch = self._pending[0]
+        else:   # into a DTYPE array: np.concatenate alone would drop the dtype's tail padding
+            batch = np.empty(self._pending_records, layout.DTYPE)
+            np.concatenate(self._pending, out=batch)
+        self._pending, self._pending_records = [], 0
+        try:
+            part = self._part or self._open_part()
+            part.write(batch)
+        except Exception as e:
+            self._fail(e, len(batch))
+        self.records_written += len(batch)
+
+    def close(self) -> List[str]:
+        """Write what is buffered, finish the current file, return every file written.  After
+        a failed write, leaves one more (empty) file whose metadata counts what was not
+        written, if the disk now has room for it."""
+        if self._closed:
+            return self.files
+        self._closed = True
+        self.flush()
+        if self.error is not None:
+            self.not_written += self._pending_records
+            self._pending, self._pending_records = [], 0
+            if self.dataset:
+                self._leave_a_note()
+            return self.files
+        unaccounted = any(v != self._counters_baseline.get(k, 0) for k, v in self._counters.items())
+        if self._part is None and (not self.files or unaccounted):
+            # an empty recording still leaves a file with its metadata, and a loss after the
+            # last file finished still lands in one
+            self._guarded(self._open_part)
+        if self._part is not None:
+            self._guarded(self._finish_part)
+        return self.files
+
+    def stats(self) -> SinkStats:
+        part = self._part   # one read: another thread may be rotating (BackgroundWriter)
+        return SinkStats(written=self.records_written, buffered=self._pending_records,
+                         lost=self.not_written, files=tuple(self.files),
+                         bytes=self.bytes_finished + (part.bytes_on_disk if part else 0),
+                         error=None if self.error is None else str(self.error.strerror))
+
+    # -- the rest of the recorder ----------------------------------------------------------
+    def update_counters(self, counters: Mapping[str, int]) -> None:
+        """Cumulative counters of the source (e.g. ``received``, ``lost``, ``overruns``)."""
+        self._counters = {k: int(v) for k, v in counters.items()}
+
+    def tick(self) -> None:
+        """Write buffered records and rotate if one of the limits is reached (call it now and
+        then when no records arrive, so quiet recordings still rotate on time)."""
+        if self.error is not None:
+            return
+        now = time.monotonic()
+        if self._part is not None and self._age_due(now):
+            # before writing: what arrives after the deadline goes to the next file
+            self._guarded(self._finish_part)
+        if self._pending_records >= self.flush_records or \
+                (self._pending_records and now - self._last_flush >= self.flush_seconds):
+            self.flush()
+        if self._part is not None and self.rotate_bytes and \
+                self._part.bytes_on_disk >= self.rotate_bytes:
+            self._guarded(self._finish_part)
+
+    @property
+    def current_path(self) -> Optional[str]:
+        """The file being written (its final name), if any."""
+        return self._part.path if self._part else None
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes of finished files plus what the current file holds on disk."""
+        return self.stats().bytes
+
+    @property
+    def buffered(self) -> int:
+        """Records passed to ``write`` and not yet written to a file."""
+        return self._pending_records
+
+    def __enter__(self) -> "FileSink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------
+    def _guarded(self, step: Any) -> None:
+        try:
+            step()
+        except Exception as e:
+            self._fail(e, 0)
+
+    def _fail(self, error: BaseException, batch_records: int) -> None:
+        """A write failed: remove the partial file, count every record not in a finished file,
+        and raise the one error the caller sees."""
+        part, self._part = self._part, None
+        in_part = part.stats.records if part is not None else 0
+        if part is not None:
+            part.abort()
+        self.records_written -= in_part
+        self.not_written += in_part + batch_records + self._pending_records
+        self._pending, self._pending_records = [], 0
+        code, text = _write_error(error)
+        where = part.path if part is not None else self.root
+        self.error = WriteFailedError(code, f"{where}: {text}")
+        raise self.error from error
+
+    def _leave_a_note(self) -> None:
+        """One more file, empty, whose metadata says what was not written and why."""
+        try:
+            self._open_part()
+            self._finish_part()
+        except Exception:   # the disk is still full: the caller was told, nothing more to do
+            part, self._part = self._part, None
+            if part is not None:
+                part.abort()
+
+    def _age_due(self, now: float) -> bool:
+        if self.rotate_seconds and now - self._part_started >= self.rotate_seconds:
+            return True
+        return self.dataset and _utc_day() != self._part_day
+
+    def _next_path(self) -> str:
+        if not self.dataset:
+            return self.root
+        day = _utc_day()
+        directory = os.path.join(self.root, f"host={urllib.parse.quote(self.hostname, safe='')}",
+                                 f"date={day}")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        while True:
+            name = f"part-{stamp}-{os.getpid()}-{self._sequence:04d}{self.format.extension}"
+            self._sequence += 1
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                return path
+
+    def _open_part(self) -> _Part:
+        path = self._next_path()
+        sidecar = self.format.metadata.sidecar_path(path, in_dataset=self.dataset)
+        self._part = _Part(path, self.format, sidecar_path=sidecar)
+        self._part_started = time.monotonic()
+        self._part_day = _utc_day()
+        return self._part
+
+    def _finish_part(self) -> None:
+        part = self._part
+        assert part is not None
+        meta = dict(self.metadata)
+        meta.update(part.stats.as_metadata())
+        meta["file_started"] = utc(part.opened_ns)
+        meta["file_finished"] = utc(time.time_ns())
+        meta["sequence"] = len(self.files)
+        for key, value in self._counters.items():
+            meta[key] = value - self._counters_baseline.get(key, 0)
+            meta[f"{key}_since_start"] = value
+        meta["not_written"] = self.not_written - self._not_written_baseline
+        meta["not_written_since_start"] = self.not_written
+        if self.error is not None:
+            meta["write_error"] = str(self.error.strerror)
+        path = part.finish(meta)
+        self._part = None
+        self._counters_baseline = dict(self._counters)
+        self._not_written_baseline = self.not_written
+        self.files.append(path)
+        self.bytes_finished += os.path.getsize(path)
+
+
+#: The name 0.1.0 gave the file sink.
+Recorder = FileSink
+
+
+class BackgroundWriter:
+    """Runs a sink on its own thread, so that writing a file (seconds for a big Parquet row
+    group on a busy machine) never stops the caller from draining its sockets; a ``Sink``.
+
+    ``write``/``update_counters``/``flush`` queue work in order and return at once, unless more
+    than ``max_queued_records`` records are waiting, in which case ``write`` blocks until the
+    writer catches up (the kernel then drops and counts what does not fit in the socket
+    buffers, instead of this process growing without bound).  A failure on the writer thread
+    (a full disk) is raised once, by the next call; later batches go on to the sink, which
+    counts them as not written.  ``close`` writes everything queued and returns the sink's
+    files (``FileSink``).
+    """
+
+    _STOP = object()
+
+    def __init__(self, sink: Any, *, max_queued_records: int = 1 << 20):
+        import queue
+        import threading
+        self.sink = sink
+        self.max_queued_records = max(1, int(max_queued_records))
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._room = threading.Condition()
+        self._queued = 0
+        self._error: Optional[BaseException] = None
+        self._reported = False
+        # a FileSink copies by default; the arrays queued here are already private
+        self._write = (functools.partial(sink.write, copy=False) if isinstance(sink, FileSink)
+                       else sink.write)
+        self._thread = threading.Thread(target=self._run, name="taskstats-fast writer",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def recorder(self) -> Any:
+        """The sink written to (0.1.0's name)."""
+        return self.sink
+
+    @property
+    def queued(self) -> int:
+        """Records handed over and not yet with the sink."""
+        return self._queued
+
+    @property
+    def buffered(self) -> int:
+        """Records handed over and not yet written to a file."""
+        return self._queued + self.sink.stats().buffered
+
+    @property
+    def bytes_written(self) -> int:
+        return int(self.sink.stats().bytes)
+
+    @property
+    def records_written(self) -> int:
+        return int(self.sink.stats().written)
+
+    def stats(self) -> SinkStats:
+        inner = self.sink.stats()
+        return SinkStats(written=inner.written, buffered=inner.buffered + self._queued,
+                         lost=inner.lost, files=inner.files, bytes=inner.bytes,
+                         error=inner.error)
+
+    def _check(self) -> None:
+        if self._error is not None and not self._reported:
+            self._reported = True
+            raise self._error
+
+    def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+        """Queue ``records`` for the sink's ``write`` (``copy=False``: hand the array over)."""
+        self._check()
+        batch = np.array(records, copy=True) if copy else records
+        with self._room:
+            while self._queued >= self.max_queued_records and self._error is None:
+                self._room.wait(0.5)
+            self._queued += len(batch)
+        self._queue.put(("write", batch))
+
+    def update_counters(self, counters: Mapping[str, int]) -> None:
+        """Queue the sink's ``update_counters`` (in order with the writes)."""
+        self._check()
+        self._queue.put(("counters", dict(counters)))
+
+    def tick(self) -> None:
+        """Queue an empty write (flush and rotate what is due)."""
+        self.write(np.empty(0, layout.DTYPE), copy=False)
+
+    def flush(self) -> None:
+        """Queue the sink's ``flush``."""
+        self._check()
+        self._queue.put(("flush", None))
+
+    def close(self) -> List[str]:
+        """Finish every queued write, close the sink, return its files; raises a failure not
+        reported yet."""
+        if self._thread.is_alive():
+            self._queue.put((self._STOP, None))
+            self._thread.join()
+        self._check()
+        return list(self.sink.stats().files)
+
+    def _run(self) -> None:
+        while True:
+            op, arg = self._queue.get()
+            try:
+                if op == "write":
+                    try:
+                        self._write(arg)
+                    finally:
+                        with self._room:
+                            self._queued -= len(arg)
+                            self._room.notify_all()
+                elif op == "counters":
+                    if isinstance(self.sink, CountingSink):
+                        self.sink.update_counters(arg)
+                elif op == "flush":
+                    self.sink.flush()
+                else:
+                    self.sink.close()
+                    return
+            except BaseException as e:   # reported to the caller by the next call
+                if self._error is None:
+                    self._error = e
+                with self._room:
+                    self._room.notify_all()
+                if op is self._STOP:
+                    return
+
+
+def _utc_day() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def write_file(path: str, records: np.ndarray, fmt: Optional[str] = None,
+               metadata: Optional[Mapping[str, Any]] = None) -> str:
+    """Write ``records`` to one file (format from ``fmt`` or the extension) with its metadata."""
+    fmt = detect_format(path, fmt)
+    if is_dataset_path(path) and not os.path.splitext(path)[1]:
+        path += FORMAT[fmt].extension
+    with FileSink(path, fmt, metadata=metadata) as sink:
+        sink.write(records)
+    if sink.error is not None:
+        raise sink.error
+    return sink.files[0]

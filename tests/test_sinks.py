@@ -1,0 +1,160 @@
+"""The Sink protocol and record(): a fake listener drives real sinks, without a kernel.
+
+The fake listener hands out batches we encode ourselves (tests/wire.py), keeps records back
+for ``stop()`` the way the real one returns what is still queued, and counts what it gave; the
+sinks must account for every record: written + buffered + lost == handed over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import recording
+from taskstats_fast.recording import FileSink, SinkStats, record
+
+from test_recording import batch
+
+
+class FakeListener:
+    """read() hands out ``batches`` one per call (then empty arrays); stop() returns ``tail``."""
+
+    def __init__(self, batches, tail=None, delay=0.0):
+        self.batches = list(batches)
+        self.tail = tail if tail is not None else np.zeros(0, tsf.DTYPE)
+        self.delay = delay
+        self.stopped = False
+        self.reads = 0
+
+    def read(self, timeout=None):
+        self.reads += 1
+        if self.batches:
+            return self.batches.pop(0)
+        time.sleep(min(timeout or 0.0, 0.01) + self.delay)
+        return np.zeros(0, tsf.DTYPE)
+
+    def stop(self):
+        self.stopped = True
+        return self.tail
+
+    @property
+    def stats(self):
+        return SimpleNamespace(received=0, delivered=0, lost=2, dropped=2, truncated=0,
+                               overruns=0, discarded=1)
+
+
+class ListSink:
+    """The smallest sink: keeps every batch (what the exporter and top do, in spirit)."""
+
+    def __init__(self):
+        self.batches, self.closed, self.flushes = [], False, 0
+
+    def write(self, batch):
+        self.batches.append(batch)
+
+    def flush(self):
+        self.flushes += 1
+
+    def close(self):
+        self.closed = True
+
+    def stats(self):
+        n = sum(len(b) for b in self.batches)
+        return SinkStats(written=n)
+
+
+def test_file_sink_and_background_writer_are_sinks(tmp_path):
+    sink = FileSink(str(tmp_path / "x.npy"))
+    assert isinstance(sink, recording.Sink) and isinstance(sink, recording.CountingSink)
+    writer = recording.BackgroundWriter(sink)
+    assert isinstance(writer, recording.Sink)
+    assert isinstance(ListSink(), recording.Sink)
+    assert not isinstance(ListSink(), recording.CountingSink)
+    writer.close()
+
+
+def test_sink_stats_account_for_every_record(tmp_path):
+    sink = FileSink(str(tmp_path / "exits"), "npy", flush_records=10)
+    sink.write(batch(7))
+    assert sink.stats() == SinkStats(written=0, buffered=7, lost=0, files=(),
+                                     bytes=0, error=None)
+    sink.write(batch(5, start=7))
+    stats = sink.stats()
+    assert (stats.written, stats.buffered, stats.lost) == (12, 0, 0) and stats.bytes > 0
+    sink.write(np.zeros(0, tsf.DTYPE))          # a tick
+    sink.close()
+    stats = sink.stats()
+    assert stats.written == 12 and len(stats.files) == 1 and stats.error is None
+
+
+@pytest.mark.parametrize("how", ["event", "callable", "deadline"])
+def test_record_lands_every_record_and_stops_the_listener(tmp_path, how):
+    listener = FakeListener([batch(3), batch(4, start=3)], tail=batch(2, start=7))
+    sink = FileSink(str(tmp_path / "exits"), "npy")
+    if how == "event":
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+    elif how == "callable":
+        stop = lambda: listener.reads > 5
+    else:
+        stop = time.monotonic() + 0.3
+    result = record(listener, sink, stop=stop)
+    assert listener.stopped
+    assert result.received == 9 and result.sink.written == 9 and result.not_written == 0
+    assert result.stopped_by == ("deadline" if how == "deadline" else "stop")
+    assert result.kernel_lost == 2 and result.discarded == 1
+    got = tsf.read_records(result.sink.files)
+    assert got["ac_pid"].tolist() == list(range(9))
+    assert recording.read_metadata(result.sink.files[0])["lost"] == 2   # the listener's counters
+
+
+def test_record_drives_any_sink_and_reports_progress():
+    listener = FakeListener([batch(3), batch(1, start=3)], delay=0.02)
+    sink = ListSink()
+    seen = []
+    result = record(listener, sink, stop=time.monotonic() + 0.4, progress=seen.append,
+                    progress_seconds=0.05)
+    assert sink.closed and sum(len(b) for b in sink.batches) == 4
+    assert any(len(b) == 0 for b in sink.batches)   # ticks while nothing arrives
+    assert seen and seen[-1].received == 4 and seen[-1].stopped_by == "running"
+    assert result.sink.written == 4
+
+
+class FailingSink(ListSink):
+    """Fails on the second non-empty batch, then counts what it is given, like FileSink."""
+
+    def __init__(self):
+        super().__init__()
+        self.lost = 0
+        self.failed = False
+
+    def write(self, batch):
+        if self.failed:
+            self.lost += len(batch)
+            return
+        if len(batch) and self.batches:
+            self.failed, self.lost = True, len(batch)
+            raise tsf.WriteFailedError(28, "/x/part.parquet: No space left on device")
+        self.batches.append(batch)
+
+    def stats(self):
+        return SinkStats(written=sum(len(b) for b in self.batches), lost=self.lost,
+                         error="No space left on device" if self.failed else None)
+
+
+def test_record_stops_on_a_write_failure_and_counts_what_was_not_written():
+    listener = FakeListener([batch(3), batch(4, start=3), batch(5, start=7)],
+                            tail=batch(2, start=20))
+    with pytest.raises(tsf.WriteFailedError) as info:
+        record(listener, FailingSink(), stop=time.monotonic() + 5)
+    error = info.value
+    assert listener.stopped
+    # the failed batch and the tail; the third batch was never read
+    assert error.not_written == 4 + 2 == error.result.not_written
+    assert "6 of the 9 records received were not written" in str(error)
+    assert error.errno == 28 and error.result.stopped_by == "error"
