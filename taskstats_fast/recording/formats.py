@@ -13,7 +13,7 @@ import enum
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from . import readers, writers
 from .columns import require
@@ -60,7 +60,8 @@ class Format:
     also: Tuple[str, ...]                #: other extensions that select this format on read
     extra: Optional[str]                 #: the pip extra it needs (None: numpy alone)
     writer: Callable[[str], Any]         #: opens a ``writers`` object on a path
-    reader: Callable[[str], Any]         #: reads one file back (``readers``)
+    #: reads one file back, chunk by chunk: ``reader(path, schema, columns)`` (``readers``)
+    reader: Callable[..., Iterator[Any]]
     metadata: MetadataPlace
     #: reads the metadata from the file's schema (formats whose metadata is ``SCHEMA``)
     schema_metadata: Optional[Callable[[str], Dict[str, Any]]] = None

@@ -121,7 +121,7 @@ class Recordings:
 
 def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
     records = recordings.records()
-    for path, error in recordings.damaged:
+    for _, error in recordings.damaged:
         if not skip_damaged:
             raise error
         warnings.warn(DamagedRecordingWarning(f"skipped {error}"), stacklevel=3)
