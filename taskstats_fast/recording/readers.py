@@ -7,6 +7,10 @@ large file never has to fit in memory twice.  Whatever the file holds (today's s
 layout, 0.1.0's microsecond timestamps) comes back through ``Schema.records_from_table`` or
 ``Schema.records_from_array``.  A file that is not a recording, or is damaged, raises
 ``NotARecordingError`` naming the file and what it is not.  Writing lives in ``writers``.
+
+Readers run on the calling thread (``use_threads=False``): chunks are small anyway, and once
+pyarrow's thread pool has started, a process that forks (an ExitListener user) leaves a child
+that hangs in pyarrow's exit handler.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ def read_parquet(path: str, schema: Schema, columns: Optional[Sequence[str]] = N
     _check_columns(path, names, schema, "its table")
     try:
         for group in range(handle.num_row_groups):
-            table = handle.read_row_group(group, columns=_wanted(names, columns))
+            table = handle.read_row_group(group, columns=_wanted(names, columns),
+                                          use_threads=False)
             yield schema.records_from_table(table)
     except _arrow_errors() as e:
         raise NotARecordingError(path, f"damaged Parquet data ({e})") from None
@@ -158,7 +163,8 @@ def read_csv(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
     _check_columns(path, names, schema, "its header")
     wanted = _wanted(names, columns)
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24,
+                                                                         use_threads=False),
                                 convert_options=pacsv.ConvertOptions(
                                     column_types={n: t for n, t in types.items() if n in names},
                                     include_columns=wanted, strings_can_be_null=False))
