@@ -82,8 +82,7 @@ def test_parse_errors_name_token_and_position(text, token, position):
         assert repr(token) in str(err)
 
 
-def test_parse_empty_allowed_for_sysfs_offline():
-    assert cpumask.parse("\n", allow_empty=True) == ()
+def test_parse_refuses_an_empty_sysfs_file():
     with pytest.raises(CpumaskError, match="empty CPU list"):
         cpumask.parse("\n")
 
@@ -133,25 +132,26 @@ def test_real_sysfs_is_consistent():
 
 def test_validate_against_possible(fake_sysfs):
     fake_sysfs("0-3", "0-3")
-    assert cpumask.validate([3, 1, 1]) == (1, 3)
+    possible = cpumask.possible()
+    assert cpumask.validate([3, 1, 1], possible) == (1, 3)
     with pytest.raises(CpumaskError, match="CPU 4 is not possible .*possible CPUs: 0-3") as info:
-        cpumask.validate([0, 4])
+        cpumask.validate([0, 4], possible)
     assert info.value.token == "4"
     with pytest.raises(CpumaskError, match="empty CPU set"):
-        cpumask.validate([])
+        cpumask.validate([], possible)
     assert cpumask.validate([9], possible_cpus=range(16)) == (9,)
 
 
-def test_kernel_string_names_impossible_cpu_token(fake_sysfs):
+def test_wire_string_is_the_shortest_form_and_errors_name_the_token(fake_sysfs):
     fake_sysfs("0-3", "0-1")
-    assert cpumask.kernel_string("0,1,2") == "0-2"
-    assert cpumask.kernel_string([2, 3, 0]) == "0,2-3"
+    assert cpumask.CpuSet.resolve("0,1,2").wire() == "0-2"
+    assert cpumask.CpuSet.resolve([2, 3, 0]).wire() == "0,2-3"
     with pytest.raises(CpumaskError) as info:
-        cpumask.kernel_string("0-1,3-5")
+        cpumask.CpuSet.resolve("0-1,3-5")
     assert info.value.token == "3-5" and info.value.position == 4
     assert "CPU 4" in str(info.value) and "possible CPUs: 0-3" in str(info.value)
     with pytest.raises(CpumaskError, match="reversed"):
-        cpumask.kernel_string("2-1")
+        cpumask.CpuSet.resolve("2-1")
 
 
 def test_length_limit_is_conservative():
@@ -159,18 +159,18 @@ def test_length_limit_is_conservative():
     assert cpumask.max_length(2) == 111
     assert cpumask.max_length(8192) == 100 + 6 * 8192 - 1
     assert cpumask.check_length("0" * 111, 2) == "0" * 111
-    with pytest.raises(CpumaskError, match="112 bytes is longer than the 111") as info:
+    with pytest.raises(CpumaskError, match="112 bytes is longer than the 111"):
         cpumask.check_length("0," * 55 + "10", 2)
-    assert "e.g. '0,10'" in str(info.value)
     with pytest.raises(CpumaskError, match="longer than"):
         cpumask.check_length("x" * 200, 2)
 
 
-def test_shortest_form_of_any_set_fits_the_limit():
+def test_shortest_form_of_any_set_fits_the_limit(monkeypatch):
     # worst case: every other CPU of a large machine, each number with its comma <= 6 bytes
     cpus = range(0, 8192, 2)
     assert len(cpumask.format(cpus)) <= cpumask.max_length(8192)
-    assert cpumask.kernel_string(cpus, possible_cpus=range(8192)) == cpumask.format(cpus)
+    monkeypatch.setattr(cpumask, "possible", lambda: tuple(range(8192)))
+    assert cpumask.CpuSet.resolve(cpus).wire() == cpumask.format(cpus)
 
 
 SPLITS = [
@@ -229,8 +229,9 @@ def test_cpuset_refuses_impossible_cpus_naming_the_token(fake_sysfs):
         cpumask.CpuSet.resolve([])
 
 
-def test_cpuset_shards_are_cpusets():
-    cpus = cpumask.CpuSet.resolve(range(8), possible_cpus=range(8))
+def test_cpuset_shards_are_cpusets(monkeypatch):
+    monkeypatch.setattr(cpumask, "possible", lambda: tuple(range(8)))
+    cpus = cpumask.CpuSet.resolve(range(8))
     shards = cpus.split(3)
     assert shards == [(0, 1, 2), (3, 4, 5), (6, 7)]
     assert all(isinstance(s, cpumask.CpuSet) for s in shards) and shards[2].wire() == "6-7"

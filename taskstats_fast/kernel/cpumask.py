@@ -22,12 +22,12 @@ character position in the string.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Iterable, List, Optional, Set, Tuple, Union
 
 from ..errors import CpumaskError
 
 __all__ = ["CpuSet", "parse", "format", "possible", "online", "validate", "check_length",
-           "max_length", "kernel_string", "split", "SYSFS_CPU"]
+           "max_length", "split", "SYSFS_CPU"]
 
 #: Where the kernel publishes its CPU sets.
 SYSFS_CPU = "/sys/devices/system/cpu"
@@ -45,29 +45,26 @@ def _error(message: str, token: Optional[str] = None, position: Optional[int] = 
     return err
 
 
-def parse(text: str, *, allow_empty: bool = False) -> Tuple[int, ...]:
+def parse(text: str) -> Tuple[int, ...]:
     """The CPUs a cpulist string names, sorted and without duplicates.
 
     Accepts what the kernel's ``cpulist_parse`` accepts for real lists: comma-separated ``N``,
     ``N-M`` and ``N-M:used/group`` regions; surrounding whitespace (a sysfs file's newline) is
     ignored.  Stricter than the kernel where the kernel is lenient by accident: empty entries
-    (``"0,,1"``) and whitespace inside the list are errors.  An empty list is an error unless
-    ``allow_empty`` (sysfs's ``offline`` file is empty on most machines).
+    (``"0,,1"``) and whitespace inside the list are errors, and so is an empty list.
     """
     cpus: Set[int] = set()
-    for _, _, region in _regions(text, allow_empty):
+    for _, _, region in _regions(text):
         cpus.update(region)
     return tuple(sorted(cpus))
 
 
-def _regions(text: str, allow_empty: bool = False) -> List[Tuple[str, int, List[int]]]:
+def _regions(text: str) -> List[Tuple[str, int, List[int]]]:
     """(token, character position, CPUs) for each region of a cpulist string."""
     if not isinstance(text, str):
         raise TypeError(f"a CPU list is a str like '0-3,8', not {type(text).__name__}")
     body = text.strip()
     if not body:
-        if allow_empty:
-            return []
         raise _error("empty CPU list: name at least one CPU, e.g. '0' or '0-3,8'", "", 0)
     out = []
     pos = len(text) - len(text.lstrip())
@@ -120,14 +117,14 @@ def _as_cpu(c) -> int:
     return value
 
 
-def _read_sysfs(name: str, *, allow_empty: bool = False) -> Tuple[int, ...]:
+def _read_sysfs(name: str) -> Tuple[int, ...]:
     path = f"{SYSFS_CPU}/{name}"
     try:
         with open(path) as f:
             text = f.read()
     except OSError as e:
         raise CpumaskError(f"cannot read {path} ({e.strerror}): is sysfs mounted?") from e
-    return parse(text, allow_empty=allow_empty)
+    return parse(text)
 
 
 def possible() -> Tuple[int, ...]:
@@ -141,13 +138,13 @@ def online() -> Tuple[int, ...]:
     return _read_sysfs("online")
 
 
-def validate(cpus: Iterable[int], possible_cpus: Optional[Sequence[int]] = None) -> Tuple[int, ...]:
+def validate(cpus: Iterable[int], possible_cpus: Iterable[int]) -> Tuple[int, ...]:
     """``cpus`` sorted and deduplicated, after checking that there is at least one and that each
     is a possible CPU (the kernel refuses a registration naming any other with EINVAL)."""
     values = tuple(sorted(set(_as_cpu(c) for c in cpus)))
     if not values:
         raise _error("empty CPU set: name at least one CPU", "", 0)
-    allowed = set(possible() if possible_cpus is None else possible_cpus)
+    allowed = set(possible_cpus)
     bad = [c for c in values if c not in allowed]
     if bad:
         raise _error(f"CPU {bad[0]} is not possible on this machine (possible CPUs: "
@@ -155,7 +152,7 @@ def validate(cpus: Iterable[int], possible_cpus: Optional[Sequence[int]] = None)
     return values
 
 
-def max_length(n_possible: Optional[int] = None) -> int:
+def max_length(n_possible: int) -> int:
     """Longest registration string (without its NUL) the kernel is sure to accept.
 
     The kernel refuses a cpumask attribute longer than ``100 + 6 * NR_CPUS`` bytes (-E2BIG), the
@@ -164,28 +161,18 @@ def max_length(n_possible: Optional[int] = None) -> int:
     that never refuses a string the kernel would take on any build.  Strings from ``format`` are
     far below it: every CPU number up to 99,999 takes at most 6 bytes with its comma.
     """
-    n = len(possible()) if n_possible is None else n_possible
-    return 100 + 6 * n - 1
+    return 100 + 6 * n_possible - 1
 
 
-def check_length(text: str, n_possible: Optional[int] = None) -> str:
+def check_length(text: str, n_possible: int) -> str:
     """``text`` if the kernel is sure to accept its length, else a CpumaskError saying how much
     too long it is (see ``max_length``)."""
     limit = max_length(n_possible)
     size = len(text.encode())
     if size > limit:
-        hint = f": write it with ranges, e.g. {format(parse(text))!r}" if _parses(text) else ""
         raise _error(f"CPU list of {size} bytes is longer than the {limit} bytes the kernel is "
-                     f"sure to accept (100 + 6 x possible CPUs, counting the NUL){hint}", text, 0)
+                     "sure to accept (100 + 6 x possible CPUs, counting the NUL)", text, 0)
     return text
-
-
-def _parses(text: str) -> bool:
-    try:
-        parse(text)
-        return True
-    except CpumaskError:
-        return False
 
 
 class CpuSet(Tuple[int, ...]):
@@ -197,14 +184,13 @@ class CpuSet(Tuple[int, ...]):
     __slots__ = ()
 
     @classmethod
-    def resolve(cls, cpus: Union[None, str, Iterable[int], "CpuSet"],
-                possible_cpus: Optional[Sequence[int]] = None) -> "CpuSet":
+    def resolve(cls, cpus: Union[None, str, Iterable[int], "CpuSet"]) -> "CpuSet":
         """``cpus`` (a cpulist string, CPU numbers, or None for every possible CPU) checked against
         the possible CPUs (the kernel refuses a registration naming any other with EINVAL).  A
         string's errors name the offending token and its position."""
         if isinstance(cpus, CpuSet):
             return cpus
-        allowed = possible() if possible_cpus is None else tuple(possible_cpus)
+        allowed = possible()
         if cpus is None:
             return cls._trusted(validate(allowed, allowed))
         if isinstance(cpus, str):
@@ -240,16 +226,6 @@ class CpuSet(Tuple[int, ...]):
 
     def __repr__(self) -> str:
         return f"CpuSet({format(self)!r})"
-
-
-def kernel_string(cpus, possible_cpus: Optional[Sequence[int]] = None) -> str:
-    """The registration string for ``cpus`` (a cpulist string or an iterable of ints): parsed,
-    validated against the possible CPUs, rewritten in its shortest form and length-checked.
-
-    What is sent is the shortest form, so a long but valid input string (``"0,1,2,3"``) is fine;
-    only a set whose shortest form is still too long for the kernel is refused.
-    """
-    return CpuSet.resolve(cpus, possible_cpus).wire()
 
 
 def split(cpus: Iterable[int], k: int) -> List[Tuple[int, ...]]:
