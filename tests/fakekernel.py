@@ -43,6 +43,7 @@ class FakeKernel:
 
     def __init__(self, n: int, *, refuse: int = 0, ack: bool = True, rcvbuf: int = 1 << 20):
         self.refuse = refuse
+        self.refuse_deregister = 0     #: errno for deregistrations (0: ACK them)
         self.ack = ack
         self.requests: List[Tuple[int, str, str]] = []
         self.ours: List[socket.socket] = []
@@ -101,7 +102,7 @@ class FakeKernel:
             self.requests.append((index, what, mask))
             self._changed.notify_all()
         if self.ack:
-            err = -self.refuse if what == "register" else 0
+            err = -(self.refuse if what == "register" else self.refuse_deregister)
             sock.send(wire.error_msg(err, seq))
 
     def close(self) -> None:

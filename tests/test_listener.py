@@ -322,3 +322,24 @@ def test_the_sockets_count_must_match_the_shards(kernel):
     k = kernel(1)
     with pytest.raises(ValueError, match="1 sockets for 2 shards"):
         k.listener(cpus="0-1")
+
+
+def test_a_refused_deregistration_after_dropping_privileges_is_quiet(kernel):
+    """A service that dropped CAP_NET_ADMIN after registering gets EPERM when deregistering:
+    nothing to warn about, the kernel drops the closed socket lazily."""
+    k = kernel(1)
+    listener = k.listener()
+    k.refuse_deregister = errno.EPERM
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        listener.close()
+    assert [r[1] for r in k.requests] == ["register", "deregister"] and listener.closed
+
+
+def test_another_refused_deregistration_warns(kernel):
+    k = kernel(1)
+    listener = k.listener()
+    k.refuse_deregister = errno.EINVAL
+    with pytest.warns(RuntimeWarning, match="deregistering failed"):
+        listener.close()
+    assert listener.closed

@@ -56,7 +56,7 @@ import numpy as np
 from .. import _native
 from ..errors import TaskstatsError
 from . import lifetime as lifetimes
-from . import netlink, privileges
+from . import netlink
 from .cpumask import CpuSet
 from .exit_stats import ListenerStats, LossAccounting, ShardStats
 from .lifetime import Lifetime
@@ -302,11 +302,7 @@ class ExitListener:
                 try:
                     reader.discard_pending()
                     reader.drain_everything()
-                    # Deregistering needs CAP_NET_ADMIN, which a service that dropped root
-                    # (kernel.privileges) no longer has: the kernel then drops the closed socket
-                    # at the next exit message it sends to it (ECONNREFUSED), so skip it quietly.
-                    if privileges.has_capability("CAP_NET_ADMIN"):
-                        self._registrar.deregister(self._shards)
+                    self._registrar.deregister(self._shards)
                     # an exit that found the socket on the list just before the deregistration
                     # can still land after its ACK: take it (or count it) before closing
                     reader.drain_everything()
