@@ -23,12 +23,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
 
 from conftest import unavailable
+from taskstats_fast import DTYPE
 from taskstats_fast.errors import UnknownUserError
+from taskstats_fast.recording import system_metadata
 from taskstats_fast.kernel import privileges
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,8 +252,18 @@ def test_switching_with_other_threads_running_is_refused():
 @pytest.mark.kernel
 def test_record_with_user_writes_as_that_user_and_holds_no_capabilities(python_for_nobody, nobody_dir):
     dataset = os.path.join(nobody_dir, "exits")
+    nobody = _nobody()
+    # a complete file 40 days old, which --keep-days 30 deletes (as the user) after a rotation
+    host = f"host={urllib.parse.quote(system_metadata()['hostname'], safe='')}"
+    old = os.path.join(dataset, host, "date=2020-01-01", "part-old.npy")
+    for directory in (dataset, os.path.dirname(old), os.path.dirname(os.path.dirname(old))):
+        os.makedirs(directory, exist_ok=True)
+        os.chown(directory, nobody.uid, nobody.gid)
+    np.save(old, np.zeros(1, dtype=DTYPE))
+    os.utime(old, (time.time() - 40 * 86400,) * 2)
     proc = subprocess.Popen([python_for_nobody, "-m", "taskstats_fast", "record", "--user", USER, "--group", GROUP,
-                             "-o", dataset, "--format", "npy", "--rotate-seconds", "1", "--no-status"],
+                             "-o", dataset, "--format", "npy", "--rotate-seconds", "1", "--no-status",
+                             "--keep-days", "30"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         status = {}
@@ -270,7 +283,7 @@ def test_record_with_user_writes_as_that_user_and_holds_no_capabilities(python_f
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    nobody = _nobody()
+    assert not os.path.exists(old)
     assert status["Uid"].split() == [str(nobody.uid)] * 4
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0 and int(status["CapBnd"], 16) == 0
     assert status["NoNewPrivs"] == "1"

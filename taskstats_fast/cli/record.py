@@ -55,6 +55,13 @@ def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> Non
                    help="start a new file every S seconds, so finished files appear regularly; "
                         f"0 = never (default: {DEFAULT_ROTATE_SECONDS:g}; directories only; files "
                         "also rotate at midnight UTC)")
+    p.add_argument("--keep-days", type=positive_float, metavar="DAYS",
+                   help="after each rotation, delete complete files of this host older than DAYS "
+                        "days (never the file being written; directories only)")
+    p.add_argument("--max-total-mb", type=positive_float, metavar="MB",
+                   help="after each rotation, delete this host's oldest complete files until its "
+                        "files take at most MB megabytes (the file being written counts but is "
+                        "never deleted; directories only)")
     p.add_argument("--flush-records", type=positive_int, default=65536, metavar="N",
                    help="records held in memory before they are written out (a Parquet row "
                         "group; default: %(default)s)")
@@ -130,6 +137,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output} is a single file, which does not rotate: give a "
                          "directory (a path without an extension) to use --rotate-mb / "
                          "--rotate-seconds")
+    if not dataset and (args.keep_days or args.max_total_mb):
+        raise UsageError(f"{args.output} is a single file: --keep-days / --max-total-mb delete old "
+                         "files of a dataset; give a directory (a path without an extension)")
+    retention = recording.RetentionPolicy(
+        keep_days=args.keep_days,
+        max_total_bytes=None if args.max_total_mb is None else int(args.max_total_mb * 1024 * 1024))
     rotate_mb = DEFAULT_ROTATE_MB if args.rotate_mb is None else args.rotate_mb
     rotate_seconds = DEFAULT_ROTATE_SECONDS if args.rotate_seconds is None else args.rotate_seconds
     rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
@@ -152,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
                                       rotate_seconds=rotate_seconds,
                                       flush_records=args.flush_records,
-                                      metadata={"source": "exit stream"})
+                                      metadata={"source": "exit stream"}, retention=retention)
         started = time.monotonic()
         cpus = cpumask.format(listener.cpus)
         recorder.metadata.update(cpus=cpus, nr_cpus=len(listener.cpus),

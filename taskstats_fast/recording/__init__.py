@@ -24,6 +24,7 @@ from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
 from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_files,
                       is_dataset_path, read_columns, read_frame, read_metadata, read_records,
                       read_table)
+from .retention import RetentionPolicy
 from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
                     prepare_output, write_file)
 
@@ -34,5 +35,5 @@ __all__ = [
     "default_format", "format_of_path", "require_format", "FORMAT_VERSION", "METADATA_KEY",
     "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",
     "read_columns", "columns_of", "Recordings", "is_dataset_path", "DamagedRecordingWarning",
-    "NotARecordingError", "NewerFormatError", "WriteFailedError",
+    "NotARecordingError", "NewerFormatError", "WriteFailedError", "RetentionPolicy",
 ]

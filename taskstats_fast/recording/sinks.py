@@ -35,6 +35,7 @@ import json
 import os
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -45,6 +46,7 @@ from ..errors import WriteFailedError
 from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import FileStats, system_metadata, utc
 from .reading import is_dataset_path
+from .retention import RetentionPolicy
 
 try:  # Protocol is in typing from Python 3.8
     from typing import Protocol, runtime_checkable
@@ -194,7 +196,7 @@ class FileSink:
     def __init__(self, path: str, fmt: Optional[str] = None, *, rotate_bytes: Optional[int] = None,
                  rotate_seconds: Optional[float] = None, flush_records: int = 65536,
                  flush_seconds: float = 10.0, metadata: Optional[Mapping[str, Any]] = None,
-                 hostname: Optional[str] = None):
+                 hostname: Optional[str] = None, retention: Optional[RetentionPolicy] = None):
         self.fmt = detect_format(path, fmt)
         self.format: Format = require_format(self.fmt)
         self.root = path
@@ -210,6 +212,12 @@ class FileSink:
         self.flush_seconds = flush_seconds
         self.metadata = system_metadata(**(metadata or {}))
         self.hostname = hostname or self.metadata["hostname"]
+        if retention is not None and retention.active and not self.dataset:
+            raise ValueError(f"{path} is a single file: retention (--keep-days / --max-total-mb) "
+                             "deletes old files of a dataset; give a path without an extension")
+        self.retention = retention if retention is not None and retention.active else None
+        #: files that retention deleted
+        self.deleted: List[str] = []
         self.files: List[str] = []
         self.records_written = 0
         self.bytes_finished = 0
@@ -374,7 +382,7 @@ class FileSink:
         if not self.dataset:
             return self.root
         day = _utc_day()
-        directory = os.path.join(self.root, f"host={urllib.parse.quote(self.hostname, safe='')}",
+        directory = os.path.join(self._host_directory(),
                                  f"date={day}")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         while True:
@@ -413,6 +421,22 @@ class FileSink:
         self._not_written_baseline = self.not_written
         self.files.append(path)
         self.bytes_finished += os.path.getsize(path)
+        if self.retention is not None:
+            self._apply_retention()
+
+    def _host_directory(self) -> str:
+        return os.path.join(self.root, f"host={urllib.parse.quote(self.hostname, safe='')}")
+
+    def _apply_retention(self) -> None:
+        """After a rotation: delete this host's oldest complete files beyond the limits (never
+        the file being written, which is not complete). A file that cannot be deleted is a
+        warning, not the end of the recording."""
+        assert self.retention is not None
+        result = self.retention.apply(self._host_directory())
+        self.deleted += result.deleted
+        for error in result.errors:
+            warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",
+                          RuntimeWarning, stacklevel=2)
 
 
 #: The name 0.1.0 gave the file sink.

@@ -1,0 +1,155 @@
+"""Retention of a recording dataset: ``--keep-days`` and ``--max-total-mb``.
+
+A ``RetentionPolicy`` deletes the oldest *complete* files of a dataset directory, together with
+their metadata sidecars, and never a file being written:
+
+- complete files are the ones readers see (``find_files``: no hidden, ``_``-prefixed or
+  ``.inprogress`` names), so a file still being written, which lives under a hidden
+  ``.part-….inprogress`` name until it is renamed into place, is never a candidate;
+- a file's age is its modification time, when its last records were written;
+- ``keep_days`` deletes complete files older than that;
+- ``max_total_bytes`` counts every file under the directory, files being written included (they
+  take disk too), and deletes complete files oldest first until the total fits; when only files
+  being written are left it stops;
+- directories it empties (an old ``date=`` partition) are removed.
+
+``FileSink`` applies the policy after each rotation to its own host's part of the dataset
+(``host=HOST/``): recorders of several hosts writing into one shared dataset each manage their
+own files. A file that vanished meanwhile is skipped; other errors are returned, not raised, so
+a recording never stops because an old file could not be deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from .formats import format_of_path
+from .reading import find_files
+
+__all__ = ["RetentionPolicy", "RetentionResult", "DatasetFile", "complete_files"]
+
+_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class DatasetFile:
+    """One complete data file of a dataset and its sidecar (if it has one)."""
+
+    path: str
+    modified: float             #: seconds since the epoch
+    size: int                   #: bytes of the data file and its sidecar
+    sidecar: Optional[str] = None
+
+
+@dataclass
+class RetentionResult:
+    """What one application of a policy did."""
+
+    deleted: List[str] = field(default_factory=list)   #: data files (their sidecars went too)
+    bytes_freed: int = 0
+    errors: List[OSError] = field(default_factory=list)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def complete_files(directory: str) -> Tuple[List[DatasetFile], int]:
+    """The complete data files under ``directory``, oldest first, and the bytes of every other
+    file there (files being written, stray files) that the size limit counts as well."""
+    files: List[DatasetFile] = []
+    counted = set()
+    for path in find_files([directory]):
+        fmt = format_of_path(path)
+        sidecar = fmt.metadata.sidecar_path(path, in_dataset=True) if fmt is not None else None
+        if sidecar is not None and not os.path.exists(sidecar):
+            sidecar = None
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        files.append(DatasetFile(path, st.st_mtime, st.st_size + (_size(sidecar) if sidecar else 0), sidecar))
+        counted.update(p for p in (path, sidecar) if p)
+    other = sum(_size(os.path.join(d, n)) for d, _, names in os.walk(directory) for n in names
+                if os.path.join(d, n) not in counted)
+    files.sort(key=lambda f: (f.modified, f.path))
+    return files, other
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep complete files for ``keep_days`` days and/or within ``max_total_bytes`` in total."""
+
+    keep_days: Optional[float] = None
+    max_total_bytes: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.keep_days is not None and not self.keep_days > 0:
+            raise ValueError(f"keep_days must be positive, not {self.keep_days!r}")
+        if self.max_total_bytes is not None and not self.max_total_bytes > 0:
+            raise ValueError(f"max_total_bytes must be positive, not {self.max_total_bytes!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.keep_days is not None or self.max_total_bytes is not None
+
+    def select(self, files: Sequence[DatasetFile], other_bytes: int, now: float) -> List[DatasetFile]:
+        """Which of ``files`` (oldest first) to delete; ``other_bytes`` are the bytes that stay
+        whatever happens (files being written)."""
+        doomed: List[DatasetFile] = []
+        kept = list(files)
+        if self.keep_days is not None:
+            cutoff = now - self.keep_days * _DAY
+            doomed = [f for f in kept if f.modified < cutoff]
+            kept = [f for f in kept if f.modified >= cutoff]
+        if self.max_total_bytes is not None:
+            total = other_bytes + sum(f.size for f in kept)
+            while kept and total > self.max_total_bytes:
+                oldest = kept.pop(0)
+                doomed.append(oldest)
+                total -= oldest.size
+        return doomed
+
+    def apply(self, directory: str, now: Optional[float] = None) -> RetentionResult:
+        """Delete what the policy says under ``directory``; returns what it did."""
+        result = RetentionResult()
+        if not self.active or not os.path.isdir(directory):
+            return result
+        files, other = complete_files(directory)
+        for doomed in self.select(files, other, time.time() if now is None else now):
+            try:
+                os.unlink(doomed.path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                result.errors.append(e)
+                continue
+            if doomed.sidecar:
+                try:
+                    os.unlink(doomed.sidecar)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    result.errors.append(e)
+            result.deleted.append(doomed.path)
+            result.bytes_freed += doomed.size
+            _remove_emptied(os.path.dirname(doomed.path), directory)
+        return result
+
+
+def _remove_emptied(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to (not including) ``top`` while they are empty."""
+    top = os.path.abspath(top)
+    path = os.path.abspath(path)
+    while path != top and path.startswith(top + os.sep):
+        try:
+            os.rmdir(path)
+        except OSError:        # not empty (or a writer just made it): leave it
+            return
+        path = os.path.dirname(path)

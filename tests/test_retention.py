@@ -1,0 +1,154 @@
+"""Dataset retention (recording/retention.py, `record --keep-days/--max-total-mb`): the oldest
+complete files go, with their sidecars; a file being written never does, however old or big;
+emptied date= directories go too; FileSink applies it after every rotation to its host's files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from taskstats_fast import layout
+from taskstats_fast.recording import FileSink, find_files
+from taskstats_fast.recording.retention import RetentionPolicy, complete_files
+
+NOW = 1_800_000_000.0
+DAY = 86400.0
+
+
+def _file(path, size, age_days, sidecar=True):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"x" * size)
+    os.utime(path, (NOW - age_days * DAY, NOW - age_days * DAY))
+    if sidecar:
+        directory, name = os.path.split(path)
+        side = os.path.join(directory, f"_{name}.json")
+        with open(side, "w") as f:
+            f.write("{}")
+        return side
+    return None
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """host=h: three complete .npy files (10, 5 and 1 days old, with sidecars), one complete
+    .parquet (2 days), and a file being written that is the oldest and biggest of all."""
+    host = tmp_path / "ds" / "host=h"
+    files = {
+        "old": str(host / "date=2026-11-21" / "part-a.npy"),
+        "mid": str(host / "date=2026-11-26" / "part-b.npy"),
+        "pq": str(host / "date=2026-11-29" / "part-c.parquet"),
+        "new": str(host / "date=2026-11-30" / "part-d.npy"),
+        "writing": str(host / "date=2026-11-21" / ".part-e.npy.inprogress"),
+    }
+    sides = {"old": _file(files["old"], 1000, 10), "mid": _file(files["mid"], 1000, 5),
+             "pq": _file(files["pq"], 1000, 2, sidecar=False), "new": _file(files["new"], 1000, 1)}
+    _file(files["writing"], 5000, 30, sidecar=False)
+    return str(host), files, sides
+
+
+def test_complete_files_are_what_readers_see_oldest_first(dataset):
+    host, files, sides = dataset
+    complete, other = complete_files(host)
+    assert [f.path for f in complete] == [files["old"], files["mid"], files["pq"], files["new"]]
+    assert complete[0].sidecar == sides["old"] and complete[2].sidecar is None
+    assert complete[0].size == 1000 + 2 and other == 5000
+
+
+def test_keep_days_deletes_older_complete_files_and_their_sidecars(dataset):
+    host, files, sides = dataset
+    result = RetentionPolicy(keep_days=3).apply(host, now=NOW)
+    assert result.deleted == [files["old"], files["mid"]] and not result.errors
+    for gone in (files["old"], sides["old"], files["mid"], sides["mid"]):
+        assert not os.path.exists(gone)
+    assert os.path.exists(files["writing"])                 # older than all, but being written
+    assert os.path.exists(files["pq"]) and os.path.exists(files["new"])
+    assert not os.path.exists(os.path.dirname(files["mid"]))     # emptied date= directory removed
+    assert os.path.exists(os.path.dirname(files["old"]))         # still holds the file being written
+
+
+def test_max_total_deletes_oldest_first_until_the_total_fits(dataset):
+    host, files, _ = dataset
+    # 5000 being written + 1002 + 1002 + 1000 + 1002: fits in 7100 once the two oldest are gone
+    result = RetentionPolicy(max_total_bytes=7100).apply(host, now=NOW)
+    assert result.deleted == [files["old"], files["mid"]]
+    assert sorted(find_files([host])) == sorted([files["pq"], files["new"]])
+    assert result.bytes_freed == 2004
+
+
+def test_a_file_being_written_is_never_deleted_even_over_the_limit(dataset):
+    host, files, _ = dataset
+    result = RetentionPolicy(max_total_bytes=100).apply(host, now=NOW)
+    assert len(result.deleted) == 4
+    assert find_files([host]) == [] and os.path.exists(files["writing"])
+
+
+def test_both_limits_together_and_no_limit(dataset):
+    host, files, _ = dataset
+    assert RetentionPolicy().apply(host, now=NOW).deleted == []
+    result = RetentionPolicy(keep_days=7, max_total_bytes=7900).apply(host, now=NOW)
+    assert result.deleted == [files["old"], files["mid"]]
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError):
+        RetentionPolicy(keep_days=0)
+    with pytest.raises(ValueError):
+        RetentionPolicy(max_total_bytes=-1)
+
+
+def _batch(n, start=0):
+    records = np.zeros(n, dtype=layout.DTYPE)
+    records["ac_pid"] = np.arange(start, start + n)
+    records["kind"] = layout.KIND_PID
+    return records
+
+
+def test_file_sink_applies_it_after_each_rotation_and_keeps_the_current_file(tmp_path):
+    root = str(tmp_path / "ds")
+    limit = 200_000
+    sink = FileSink(root, "npy", rotate_bytes=60_000, flush_records=64,
+                    retention=RetentionPolicy(max_total_bytes=limit))
+    written = 0
+    with sink:
+        for _ in range(40):
+            sink.write(_batch(64, written))
+            written += 64
+            sink.tick()
+            complete, other = complete_files(root)
+            # after a rotation the total fits again; in between it can grow by one file's worth
+            assert sum(f.size for f in complete) + other <= limit + 60_000 + 64 * layout.DTYPE.itemsize
+    assert len(sink.files) > 4
+    survivors = find_files([root])
+    assert survivors and len(survivors) < len(sink.files)
+    assert set(survivors) <= set(sink.files)
+    assert survivors[-1] == sink.files[-1]                  # the newest files stay
+    kept = np.concatenate([np.load(p) for p in survivors])
+    assert kept["ac_pid"].max() == written - 1               # ... with the latest records
+
+
+def test_record_refuses_retention_for_a_single_file(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "taskstats_fast", "record", "--keep-days", "3", "--seconds", "1",
+                          "-o", str(tmp_path / "one.npy")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "--keep-days" in run.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "one.npy").exists()
+
+
+def test_keep_days_removes_old_files_of_a_dataset_a_recording_continues(tmp_path):
+    """A recording started into an existing dataset applies the limits to what is there."""
+    root = tmp_path / "ds"
+    old = root / "host=h" / "date=2026-01-01" / "part-old.npy"
+    _file(str(old), 100, 0)
+    os.utime(old, (time.time() - 40 * DAY, time.time() - 40 * DAY))
+    sink = FileSink(str(root), "npy", rotate_bytes=10_000, hostname="h",
+                    retention=RetentionPolicy(keep_days=30))
+    with sink:
+        sink.write(_batch(10))
+    assert not old.exists()
+    assert find_files([str(root)]) == sink.files
