@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 from .formats import format_of_path
 from .reading import find_files
@@ -64,7 +64,7 @@ def complete_files(directory: str) -> Tuple[List[DatasetFile], int]:
     """The complete data files under ``directory``, oldest first, and the bytes of every other
     file there (files being written, stray files) that the size limit counts as well."""
     files: List[DatasetFile] = []
-    counted = set()
+    counted: Set[str] = set()
     for path in find_files([directory]):
         fmt = format_of_path(path)
         sidecar = fmt.metadata.sidecar_path(path, in_dataset=True) if fmt is not None else None
