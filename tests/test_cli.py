@@ -54,3 +54,23 @@ def test_wrap_keeps_paragraphs():
 def test_bad_option_values_are_one_line_exit_2(value, message):
     res = run("summary", "--top", value, "somewhere")
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+BUGGY = ("import sys\n"
+         "from taskstats_fast import cli\n"
+         "def broken(args):\n"
+         "    raise RuntimeError('something inside broke')\n"
+         "cli.summary.run = broken\n"
+         "sys.exit(cli.main(['summary', 'x']))\n")
+
+
+def test_an_unexpected_error_is_one_line_saying_it_is_a_bug():
+    res = subprocess.run([sys.executable, "-c", BUGGY], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items()
+                              if k != common.TRACEBACK_VARIABLE})
+    assert res.returncode == common.EXIT_ERROR
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert "something inside broke" in res.stderr and "bug" in res.stderr
+    res = subprocess.run([sys.executable, "-c", BUGGY], capture_output=True, text=True,
+                         env={**os.environ, common.TRACEBACK_VARIABLE: "1"})
+    assert "Traceback" in res.stderr

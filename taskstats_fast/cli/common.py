@@ -22,7 +22,7 @@ __all__ = ["PROG", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PERMISSION", "EX
            "EXIT_MISSING_EXTRA", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "UsageError",
            "positive_float", "non_negative_float", "positive_int", "task_id", "say",
            "show_warning", "error_message", "wrap", "add_command", "run_guarded", "HELP_WIDTH",
-           "add_privilege_options", "check_privilege_options", "drop_privileges_as_asked"]
+           "add_privilege_options", "check_privilege_options", "drop_privileges_as_asked", "TRACEBACK_VARIABLE"]
 
 PROG = "taskstats-fast"
 
@@ -46,6 +46,9 @@ exit codes:
   {EXIT_MISSING_EXTRA}    an optional dependency is missing: pip install 'taskstats_fast[EXTRA]'
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C (not for record, where Ctrl-C is how you stop)
 """
+
+#: Set (to anything) to get the traceback of an unexpected error instead of its one line.
+TRACEBACK_VARIABLE = "TASKSTATS_FAST_TRACEBACK"
 
 #: Width of hand-written help paragraphs (argparse wraps option help to the terminal itself).
 HELP_WIDTH = 78
@@ -214,4 +217,11 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         return EXIT_USAGE
     except OSError as e:   # files: "path: what went wrong"
         say(error_message(e))
+        return EXIT_ERROR
+    except Exception as e:   # a bug: still one line, with what to do about it
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        say(f"unexpected error ({type(e).__name__}: {e}); this is a bug in taskstats_fast: "
+            f"please report it with the command you ran ({TRACEBACK_VARIABLE}=1 shows where "
+            "it happened)")
         return EXIT_ERROR
