@@ -123,24 +123,27 @@ class RetentionPolicy:
             return result
         files, other = complete_files(directory)
         for doomed in self.select(files, other, time.time() if now is None else now):
-            try:
-                os.unlink(doomed.path)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                result.errors.append(e)
+            if not _unlink(doomed.path, result.errors):
                 continue
             if doomed.sidecar:
-                try:
-                    os.unlink(doomed.sidecar)
-                except FileNotFoundError:
-                    pass
-                except OSError as e:
-                    result.errors.append(e)
+                _unlink(doomed.sidecar, result.errors)
             result.deleted.append(doomed.path)
             result.bytes_freed += doomed.size
             _remove_emptied(os.path.dirname(doomed.path), directory)
         return result
+
+
+def _unlink(path: str, errors: List[OSError]) -> bool:
+    """Delete ``path``; True if it is gone by our hand. A file already gone is skipped, another
+    error is added to ``errors``."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        errors.append(e)
+        return False
 
 
 def _remove_emptied(path: str, top: str) -> None:
