@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))   # reference.py, the pure
 import taskstats_fast as tsf  # noqa: E402
 from taskstats_fast import _native  # noqa: E402
 from taskstats_fast.kernel import cpumask, listener as listener_mod, netlink  # noqa: E402
+from taskstats_fast.kernel.receive_buffer import ReceiveBuffer  # noqa: E402
 import reference  # noqa: E402
 
 SETTLE = 0.3   # seconds of silence after the producers stop before a listener stops
@@ -142,7 +143,7 @@ def run_python(exe: Dict[str, str], seconds: float) -> Dict:
     socks = []
     for cpu in cpumask.possible():
         s = netlink.open_socket()
-        netlink.set_rcvbuf(s, listener_mod.DEFAULT_EVENTS_PER_CPU * listener_mod.EVENT_TRUESIZE // 2)
+        ReceiveBuffer().apply(s, 1)          # what the listener gives a one-CPU socket
         _register(s, str(cpu), True)
         s.setblocking(False)
         socks.append(s)
