@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -343,3 +345,23 @@ def test_another_refused_deregistration_warns(kernel):
     with pytest.warns(RuntimeWarning, match="deregistering failed"):
         listener.close()
     assert listener.closed
+
+
+def test_fileno_turns_readable_when_an_exit_arrives(kernel):
+    import select
+    k = kernel(2)
+    with k.listener(cpus="0-1") as listener:
+        assert select.select([listener.fileno()], [], [], 0)[0] == []
+        k.exit(1, pid=8, seq=1)
+        assert select.select([listener.fileno()], [], [], 2)[0] == [listener.fileno()]
+        assert pids(listener.read(timeout=0)) == [8]
+    with pytest.raises(ValueError, match="closed"):
+        listener.fileno()
+
+
+def test_importing_the_package_leaves_the_exit_stream_unloaded():
+    """decode() users do not pay for asyncio: the listener loads on first use of its names."""
+    code = ("import sys, taskstats_fast as tsf\n"
+            "assert 'asyncio' not in sys.modules and 'taskstats_fast.kernel.listener' not in sys.modules\n"
+            "assert tsf.ExitListener.__name__ == 'ExitListener'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
