@@ -69,6 +69,11 @@ class ReplyTimeoutError(TaskstatsError, TimeoutError):
     """A reply the kernel owes did not arrive in time."""
 
 
+class InvalidTaskIdError(TaskstatsError, ValueError):
+    """A pid/tgid no task can have: ids are whole numbers 1 .. 4294967295 (0 is the idle task,
+    which TASKSTATS does not report)."""
+
+
 class CpumaskError(TaskstatsError, ValueError):
     """A CPU list string or CPU set the kernel would refuse."""
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-import random
 import signal
-import socket
 import struct
-import threading
 import time
 import warnings
 
@@ -22,11 +19,12 @@ import numpy as np
 import pytest
 
 import wire
+from fakekernel import QueryKernel
 from taskstats_fast.kernel import connection as conn_mod
 from taskstats_fast import layout
 from taskstats_fast.kernel import netlink
-from taskstats_fast.kernel.connection import (Connection, Lookup, request_index, requests_in_flight)
-from taskstats_fast.errors import (DecodeError, NoSuchTaskError, PermissionDeniedError,
+from taskstats_fast.kernel.connection import (Lookup, request_index, requests_in_flight)
+from taskstats_fast.errors import (DecodeError, InvalidTaskIdError, NoSuchTaskError, PermissionDeniedError,
                                    ReplyTimeoutError)
 
 from taskstats_fast.kernel import delayacct as da
@@ -73,7 +71,7 @@ def test_requests_are_built_with_consecutive_seqs(monkeypatch):
         assert (alen, atype, value) == (8, conn_mod.ATTR_TGID, ident)
 
 
-@pytest.mark.parametrize("bad, exc", [([-1], ValueError), ([2**32], ValueError),
+@pytest.mark.parametrize("bad, exc", [([-1], ValueError), ([2**32], ValueError), ([5, 0], ValueError),
                                       ([1.5], TypeError), (["1"], TypeError)])
 def test_ids_are_validated(bad, exc):
     with pytest.raises(exc):
@@ -82,86 +80,17 @@ def test_ids_are_validated(bad, exc):
 
 def test_ids_accept_iterables():
     assert conn_mod._as_ids((i for i in [3, 1, 2]), "pids").tolist() == [3, 1, 2]
-    assert conn_mod._as_ids(range(3), "pids").dtype == np.uint32
+    assert conn_mod._as_ids(range(1, 4), "pids").dtype == np.uint32
     assert conn_mod._as_ids([], "pids").size == 0
 
 
-# ---- a fake kernel -------------------------------------------------------------------------------
-class FakeKernel:
-    """Answers GET requests like TASKSTATS does: a PID/TGID record for ids in ``live``, ESRCH for
-    the rest.  ``policy(seq, ident)`` may override per request: return a list of datagrams (bytes)
-    to send instead.  ``shuffle`` reorders the replies to one request datagram."""
-
-    def __init__(self, live, *, policy=None, shuffle=False, reply=True):
-        self.live = set(live)
-        self.policy = policy
-        self.shuffle = shuffle
-        self.reply = reply
-        self.request_datagrams = []
-        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def answer(self, seq, attr, ident):
-        if self.policy:
-            custom = self.policy(seq, ident)
-            if custom is not None:
-                return custom
-        return self.default_answer(seq, attr, ident)
-
-    def default_answer(self, seq, attr, ident):
-        if ident not in self.live:
-            return [wire.error_msg(-errno.ESRCH, seq)]
-        kind = 1 if attr == 1 else 2
-        payload = wire.stats(16, {"ac_pid": ident if kind == 1 else 0, "ac_utime": ident * 10,
-                                  "ac_comm": b"fake%d" % ident})
-        return [wire.taskstats_msg(wire.aggr(kind, ident, payload), seq=seq)]
-
-    def _serve(self):
-        while True:
-            try:
-                data = self.theirs.recv(1 << 20)
-            except OSError:
-                return
-            if not data:
-                return
-            self.request_datagrams.append(len(data))
-            replies = []
-            for off in range(0, len(data), 28):
-                _, _, _, seq, _ = struct.unpack_from("=IHHII", data, off)
-                _, atype, ident = struct.unpack_from("=HHI", data, off + 20)
-                replies += self.answer(seq, atype, ident)
-            if self.shuffle:
-                random.Random(len(self.request_datagrams)).shuffle(replies)
-            if not self.reply:
-                continue
-            for r in replies:
-                try:
-                    self.theirs.send(r)
-                except OSError:
-                    return
-
-    def connection(self, **kw):
-        kw.setdefault("timeout", 2.0)
-        return Connection._over(self.ours, FAMILY, **kw)
-
-    def close(self):
-        try:
-            self.theirs.shutdown(socket.SHUT_RDWR)  # wakes the serving thread's recv
-        except OSError:
-            pass
-        self.theirs.close()
-        self.ours.close()
-        self.thread.join(2)
-
-
+# ---- a fake kernel (tests/fakekernel.py) ---------------------------------------------------------
 @pytest.fixture
 def fake():
     made = []
 
     def make(*args, **kw):
-        k = FakeKernel(*args, **kw)
+        k = QueryKernel(*args, **kw)
         made.append(k)
         return k
 
@@ -189,10 +118,10 @@ def test_rounds_never_exceed_in_flight(fake):
     k = fake(live=range(0, 1000, 2))
     conn = k.connection()
     conn.max_in_flight = 7
-    got = conn.pids(range(100))
+    got = conn.pids(range(1, 101))
     assert max(k.request_datagrams) == 7 * 28
     assert len(k.request_datagrams) == 15  # ceil(100 / 7)
-    assert got.records["id"].tolist() == list(range(0, 100, 2))
+    assert got.records["id"].tolist() == list(range(2, 101, 2))
     assert got.missing.tolist() == list(range(1, 100, 2))
 
 
@@ -480,3 +409,61 @@ def test_cgroup_error_message_tells_v2_from_non_cgroup(tmp_path, monkeypatch):
         assert "/x is a cgroup v2 directory" in text and "mount -t cgroup" in text
     finally:
         os.close(fd)
+
+
+# ---- ids no task can have ------------------------------------------------------------------------
+@pytest.mark.parametrize("call", ["pid", "tgid"])
+@pytest.mark.parametrize("bad", [0, -1, 2**32])
+def test_an_id_no_task_can_have_is_a_value_error_like_the_cli_says(fake, call, bad):
+    conn = fake(live={1}).connection()
+    with pytest.raises(InvalidTaskIdError) as e:
+        getattr(conn, call)(bad)
+    assert isinstance(e.value, ValueError) and "positive" in str(e.value)
+    with pytest.raises(InvalidTaskIdError):
+        conn.pids([1, bad]) if call == "pid" else conn.tgids([bad])
+
+
+# ---- process rows: what snapshot() makes of threads and thread groups ---------------------------
+def test_process_rows_carry_the_process_not_the_leader_thread(fake):
+    tasks = {
+        10: dict(ac_tgid=10, ac_comm=b"lead", ac_uid=7, ac_utime=100, ac_stime=10, nvcsw=1,
+                 read_char=1024, ac_minflt=5, hiwater_rss=900, cpu_delay_total=1000,
+                 cpu_count=1, cpu_delay_max=40, cpu_delay_min=30),
+        11: dict(ac_tgid=10, ac_comm=b"worker", ac_uid=7, ac_utime=200, ac_stime=20, nvcsw=2,
+                 read_char=2048, ac_minflt=6, hiwater_rss=900, cpu_delay_total=2000,
+                 cpu_count=2, cpu_delay_max=90, cpu_delay_min=10),
+        12: dict(ac_tgid=10, ac_comm=b"worker", ac_utime=300, ac_stime=30, read_char=4096,
+                 ac_majflt=1),
+        20: dict(ac_tgid=20, ac_comm=b"single", ac_utime=50, read_char=3072),
+        31: dict(ac_tgid=30, ac_comm=b"orphan", ac_utime=1),     # its leader 30 has exited
+    }
+    dead = {10: dict(ac_utime=1000, ac_stime=100, cpu_delay_total=5000, cpu_count=4)}
+    conn = fake(tasks=tasks, dead=dead).connection()
+    tids = np.array([10, 11, 12, 20, 31, 30], np.uint32)
+    owners = np.array([10, 10, 10, 20, 30, 30], np.uint32)
+    pids = np.array([10, 20, 30], np.uint32)
+    got = conn_mod.process_rows(pids, tids, owners, conn.pids(tids), conn.tgids(pids))
+    assert got.found.tolist() == [True, True, False] and got.missing.tolist() == [30]
+    ten, twenty = got.records
+    # times, context switches, delays: the TGID record, exited threads included
+    assert ten["ac_utime"] == 100 + 200 + 300 + 1000 and ten["ac_stime"] == 10 + 20 + 30 + 100
+    assert ten["cpu_delay_total"] == 1000 + 2000 + 5000 and ten["cpu_count"] == 1 + 2 + 4
+    assert ten["nvcsw"] == 3
+    # I/O and faults: summed over the live threads' PID records
+    assert ten["read_char"] == 1024 + 2048 + 4096
+    assert ten["ac_minflt"] == 11 and ten["ac_majflt"] == 1
+    # extremes over the threads that had such a delay
+    assert ten["cpu_delay_max"] == 90 and ten["cpu_delay_min"] == 10
+    # identity and memory: the leader's
+    assert ten["ac_comm"] == b"lead" and ten["ac_uid"] == 7 and ten["hiwater_rss"] == 900
+    assert ten["id"] == 10 and ten["kind"] == layout.KIND_PID
+    assert twenty["ac_utime"] == 50 and twenty["read_char"] == 3072 and twenty["ac_comm"] == b"single"
+
+
+def test_every_column_of_a_process_row_has_one_source():
+    rules = conn_mod.PROCESS_COLUMNS
+    assert set(rules.values()) == {"tgid", "sum", "max", "min"}
+    assert set(rules) <= set(layout.RECORD_FIELDS)
+    # the kernel's TGID record fills exactly what "tgid" takes, plus per-thread extremes
+    assert {n for n, r in rules.items() if r == "tgid"} <= layout.TGID_FIELDS
+    assert "ac_comm" not in rules and "hiwater_rss" not in rules   # the leader's

@@ -295,11 +295,14 @@ def test_snapshot_counts_tasks_that_exit_before_the_query(conn, monkeypatch):
     dead.wait()
     listed = conn_mod._list_tasks
 
-    monkeypatch.setattr(conn_mod, "_list_tasks",
-                        lambda threads: np.append(listed(threads), np.uint32(dead.pid)))
-    snap = conn.snapshot()
-    assert snap.missing.tolist() == [dead.pid]
-    assert dead.pid not in snap.records["id"]
+    def with_the_dead(threads):
+        tids, owners = listed(threads)
+        return np.append(tids, np.uint32(dead.pid)), np.append(owners, np.uint32(dead.pid))
+
+    monkeypatch.setattr(conn_mod, "_list_tasks", with_the_dead)
+    for snap in (conn.snapshot(), conn.snapshot(threads=True), conn.snapshot(aggregate=True)):
+        assert snap.missing.tolist() == [dead.pid]
+        assert dead.pid not in snap.records["id"]
 
 
 def test_unprivileged_query_raises_permission_denied(tmp_path):
@@ -418,3 +421,49 @@ def test_connection_basics():
     assert c.closed
     with pytest.raises(ValueError):
         c.pid(1)
+
+
+_BUSY_THREADS = textwrap.dedent("""
+    import sys, threading, time
+    def work():
+        end = time.thread_time() + 0.15          # this thread's own CPU time
+        while time.thread_time() < end:
+            pass
+        with open("/dev/zero", "rb") as f:       # 1 MiB of reads of its own
+            f.read(1 << 20)
+        threading.Event().wait()
+    ts = [threading.Thread(target=work, daemon=True) for _ in range(3)]
+    [t.start() for t in ts]
+    while sum(t.native_id is not None for t in ts) < 3 or any(
+            open(f"/proc/self/task/{t.native_id}/stat").read().rsplit(")", 1)[1].split()[0] == "R"
+            for t in ts):
+        time.sleep(0.02)
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_snapshot_rows_carry_the_whole_process(conn, sleeper):
+    """A process row's CPU is the process's (/proc/PID/stat), not its sleeping leader's, and its
+    I/O is its threads' (/proc/PID/io); --threads rows stay per thread."""
+    child = sleeper(_BUSY_THREADS)
+    snap = conn.snapshot()
+    (row,) = snap.records[snap.records["id"] == child.pid]
+    leader = conn.pid(child.pid)
+    _, stat = _proc_stat(f"/proc/{child.pid}/stat")
+    tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
+    proc_cpu_us = (int(stat[11]) + int(stat[12])) * tick_us          # utime + stime, all threads
+    row_cpu_us = int(row["ac_utime"]) + int(row["ac_stime"])
+    assert row_cpu_us >= 3 * 150_000 * 0.9
+    assert abs(row_cpu_us - proc_cpu_us) <= 3 * tick_us + 0.05 * proc_cpu_us, (row_cpu_us, proc_cpu_us)
+    assert int(leader["ac_utime"]) + int(leader["ac_stime"]) < row_cpu_us / 3   # what it used to show
+    with open(f"/proc/{child.pid}/io") as f:
+        io = dict(line.split(": ") for line in f.read().splitlines())
+    nthreads = len(os.listdir(f"/proc/{child.pid}/task"))
+    # the kernel rounds each thread's figure down to a multiple of 1024
+    assert 0 <= int(io["rchar"]) - int(row["read_char"]) < 1024 * nthreads
+    assert int(row["read_char"]) > int(leader["read_char"]) + 3 * (1 << 20) * 0.9
+    assert row["ac_comm"] == leader["ac_comm"] and row["ac_uid"] == leader["ac_uid"]
+    threads = conn.snapshot(threads=True)
+    mine = threads.records[threads.records["ac_tgid"] == child.pid]
+    assert len(mine) == nthreads and row_cpu_us >= int((mine["ac_utime"] + mine["ac_stime"]).sum())

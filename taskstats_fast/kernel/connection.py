@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import warnings
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -37,7 +37,8 @@ from .. import _native, layout
 from . import namespaces, netlink
 from .._native import ATTR_PID, ATTR_TGID, NOTE_BAD, NOTE_ERROR, Drain, strerror
 from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
-from ..errors import (CgroupV1RequiredError, DecodeError, KernelError, NoSuchTaskError, ReplyTimeoutError,
+from ..errors import (CgroupV1RequiredError, DecodeError, InvalidTaskIdError, KernelError, NoSuchTaskError,
+                      ReplyTimeoutError,
                      TaskstatsError, kernel_error)
 
 __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
@@ -97,8 +98,12 @@ def request_index(seqs: np.ndarray, first_seq: int, n: int) -> np.ndarray:
     return idx
 
 
+def _invalid_id(what: str, value: object) -> InvalidTaskIdError:
+    return InvalidTaskIdError(f"{what} must be positive integers 1 .. {_U32} (a task id), not {value}")
+
+
 def _as_ids(ids, what: str) -> np.ndarray:
-    """Validate pids/tgids: a 1-D array of uint32, values 0..2**32-1."""
+    """Validate pids/tgids: a 1-D array of uint32, values 1..2**32-1."""
     if isinstance(ids, np.ndarray):
         arr = ids
     elif isinstance(ids, (list, tuple, range)):
@@ -111,11 +116,10 @@ def _as_ids(ids, what: str) -> np.ndarray:
         return np.empty(0, np.uint32)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{what} must be integers, not {arr.dtype}")
-    if arr.dtype != np.uint32:
-        if int(arr.min()) < 0 or int(arr.max()) > _U32:
-            raise ValueError(f"{what} must be in 0..{_U32}")
-        arr = arr.astype(np.uint32)
-    return np.ascontiguousarray(arr)
+    low, high = int(arr.min()), int(arr.max())
+    if low < 1 or high > _U32:
+        raise _invalid_id(what, low if low < 1 else high)
+    return np.ascontiguousarray(arr, dtype=np.uint32)
 
 
 def _permission_hint() -> str:
@@ -309,15 +313,24 @@ class Connection:
         self._setup(sock, family, timeout=timeout, rcvbuf=granted, warn_delayacct=warn_delayacct)
 
     @classmethod
-    def _over(cls, sock: socket.socket, family: netlink.Family, *, timeout: float = DEFAULT_TIMEOUT,
-              reply_truesize: Optional[int] = DEFAULT_REPLY_TRUESIZE,
-              warn_delayacct: bool = False) -> "Connection":
-        """A Connection over a socket made elsewhere (tests use a socketpair as a fake kernel)."""
+    def over_socket(cls, sock: socket.socket, family: netlink.Family, *,
+                    timeout: float = DEFAULT_TIMEOUT,
+                    reply_truesize: Optional[int] = DEFAULT_REPLY_TRUESIZE,
+                    open_socket: Optional[Callable[[], socket.socket]] = None,
+                    warn_delayacct: bool = False) -> "Connection":
+        """A Connection over a socket you made and its family: the test seam.  Tests hand it
+        the near end of a socketpair whose far end plays the kernel (tests/fakekernel.py,
+        ``QueryKernel``), so every query path runs without root.  ``open_socket`` makes the
+        extra sockets of parallel lookups (``workers=``); ``reply_truesize`` skips the receive
+        buffer calibration, which needs the kernel's SO_MEMINFO accounting.  The Connection owns
+        ``sock`` from now on (``close()`` closes it)."""
         self = cls.__new__(cls)
         self._setup(sock, family, timeout=timeout,
                     rcvbuf=sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
                     warn_delayacct=warn_delayacct)
         self._reply_truesize = reply_truesize
+        if open_socket is not None:
+            self._open_socket = open_socket
         return self
 
     def _setup(self, sock, family, *, timeout, rcvbuf, warn_delayacct):
@@ -334,6 +347,8 @@ class Connection:
         self._warn_delayacct = warn_delayacct
         self._drain = Drain(family.id, [sock.fileno()], notes=MAX_IN_FLIGHT + NSLOTS)
         self._src = self._drain.source(0)
+        #: makes the extra sockets of parallel lookups (over_socket replaces it)
+        self._open_socket: Callable[[], socket.socket] = lambda: netlink.open_socket(self.rcvbuf // 2)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -395,7 +410,8 @@ class Connection:
     # -- single lookups ----------------------------------------------------------------------
     def pid(self, pid: int) -> np.void:
         """Statistics of one task (thread) as a ``DTYPE`` record (a numpy structured scalar:
-        ``rec["ac_utime"]``).  Raises ``NoSuchTaskError`` if there is no such task."""
+        ``rec["ac_utime"]``).  Raises ``NoSuchTaskError`` if there is no such task, and
+        ``InvalidTaskIdError`` (a ValueError) for an id no task can have (0, negative, >= 2**32)."""
         return self._one(pid, ATTR_PID)
 
     def tgid(self, tgid: int) -> np.void:
@@ -406,9 +422,9 @@ class Connection:
 
     def _one(self, ident, attr: int) -> np.void:
         ident = operator.index(ident)
-        if not 0 <= ident <= _U32:
-            raise ValueError(f"{'pid' if attr == ATTR_PID else 'tgid'} must be in 0..{_U32}")
         kind = "pid" if attr == ATTR_PID else "tgid"
+        if not 0 < ident <= _U32:
+            raise _invalid_id(f"{kind}s", ident)
         # One request, one reply: a lean path (no batch arrays) at ~1/3 of the bulk path's cost.
         out = np.empty(2, layout.DTYPE)  # tsf_drain takes a datagram only with 2 rows free
         with self._lock:
@@ -485,18 +501,35 @@ class Connection:
         return self._lookup(_as_ids(tgids, "tgids"), ATTR_TGID)
 
     def snapshot(self, threads: bool = False, *, aggregate: bool = False) -> Lookup:
-        """Every live process (``threads=False``: one PID record per thread-group leader, which
-        carries the process's identity and memory figures but the leader thread's own times) or
-        every thread (``threads=True``: one PID record per /proc/*/task entry), in one bulk
-        lookup.  ``aggregate=True`` (processes only) asks for TGID records instead: CPU times,
-        context switches and delays summed over all threads, identity fields zero.
+        """Every live process (default) or every thread (``threads=True``), from one listing of
+        /proc and bulk lookups.
+
+        ``threads=True``: one PID record per /proc/*/task entry, each thread's own numbers.
+
+        Default, one row per process, ``id`` its pid, carrying the **process** (see
+        ``PROCESS_COLUMNS`` for the rule per column):
+        - CPU times, context switches, CPU run time and every delay count and total from the
+          kernel's TGID record: summed over the threads, including threads that already exited;
+        - I/O, page faults and scaled times summed over the PID records of its live threads (the
+          kernel keeps no total of exited threads' I/O for TASKSTATS); per-delay-class maximum
+          and minimum over its live threads;
+        - identity (comm, uid, gid, ppid, btime, nice, exe...) and memory (coremem, hiwater...)
+          from the leader thread's PID record.
+        ``aggregate=True`` returns the raw TGID records instead (identity fields zero).
 
         Tasks that exit between listing /proc and the query are absent from ``records`` and
-        listed in ``missing``."""
+        listed in ``missing``; a process is missing when its leader or its TGID record is."""
         if threads and aggregate:
             raise ValueError("aggregate=True sums threads into processes: it needs threads=False")
-        ids = _list_tasks(threads)
-        return self._lookup(ids, ATTR_TGID if aggregate else ATTR_PID)
+        if aggregate:
+            return self._lookup(_list_tasks(False)[0], ATTR_TGID)
+        tids, owners = _list_tasks(True)
+        if threads:
+            return self._lookup(tids, ATTR_PID)
+        pids = np.unique(owners)
+        per_thread = self._lookup(tids, ATTR_PID)
+        groups = self._lookup(pids, ATTR_TGID)
+        return process_rows(pids, tids, owners, per_thread, groups)
 
     # -- cgroupstats -------------------------------------------------------------------------
     def cgroup(self, path: Union[str, os.PathLike]) -> CgroupStats:
@@ -645,18 +678,87 @@ class Connection:
         self._dirty = False
 
 
-def _list_tasks(threads: bool) -> np.ndarray:
-    """pids of /proc (thread-group leaders) or, with ``threads``, every /proc/PID/task entry."""
+def _list_tasks(threads: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """(task ids, the pid of each one's process): the pids of /proc (thread-group leaders, their
+    own owners) or, with ``threads``, every /proc/PID/task entry."""
     pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     if not threads:
-        return np.array(pids, np.uint32)
-    tids = []
+        arr = np.array(pids, np.uint32)
+        return arr, arr
+    tids: list = []
+    owners: list = []
     for pid in pids:
         try:
-            tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            entries = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            pass  # exited while we listed
-    return np.array(tids, np.uint32)
+            continue  # exited while we listed
+        tids += entries
+        owners += [pid] * len(entries)
+    return np.array(tids, np.uint32), np.array(owners, np.uint32)
+
+
+# ---- process rows ------------------------------------------------------------------------------
+#: Where each column of a process row (``snapshot()``) comes from.  "tgid": the kernel's TGID
+#: record (summed over every thread, exited ones included); "sum": summed over the live threads'
+#: PID records; "max"/"min": the extreme over the live threads (a TGID record's max/min are the
+#: last thread's, not the group's); every other column: the leader thread's PID record.
+PROCESS_COLUMNS = {
+    **{name: "tgid" for name in layout.TGID_FIELDS
+       if name not in ("version", "ac_etime") and not name.endswith(("_delay_max", "_delay_min",
+                                                                       "_delay_max_ts"))},
+    **{name: "sum" for name in ("read_char", "write_char", "read_syscalls", "write_syscalls",
+                                "read_bytes", "write_bytes", "cancelled_write_bytes", "ac_minflt",
+                                "ac_majflt", "ac_utimescaled", "ac_stimescaled")},
+    **{name: "max" for name in layout.TGID_FIELDS if name.endswith("_delay_max")},
+    **{name: "min" for name in layout.TGID_FIELDS if name.endswith("_delay_min")},
+}
+
+
+def _take_rows(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``records[index]`` copied as bytes (numpy copies a structured dtype field by field)."""
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(len(records), records.dtype.itemsize)
+    return np.ascontiguousarray(raw[index]).view(records.dtype).reshape(-1)
+
+
+def process_rows(pids: np.ndarray, tids: np.ndarray, owners: np.ndarray, per_thread: Lookup,
+                 groups: Lookup) -> Lookup:
+    """One row per process of ``pids`` from its threads' PID records (``per_thread``, asked for
+    ``tids`` whose processes are ``owners``) and its TGID record (``groups``, asked for ``pids``
+    in that order), by the rule of ``PROCESS_COLUMNS``.  Vectorised: no Python loop per task."""
+    thread_owner = owners[per_thread.found]
+    thread_id = tids[per_thread.found]
+    # threads grouped by process: sort by owner, one segment per process
+    order = np.argsort(thread_owner, kind="stable")
+    sorted_owner = thread_owner[order]
+    starts = np.flatnonzero(np.r_[True, sorted_owner[1:] != sorted_owner[:-1]]) if len(order) else order
+    seg_owner = sorted_owner[starts]
+    leader_row = np.flatnonzero(thread_id == thread_owner)
+    leader_owner = thread_owner[leader_row]
+    leader_order = np.argsort(leader_owner)
+    # a process counts when its leader's PID record and its TGID record both came back
+    group_pids = pids[groups.found]
+    has_leader = np.isin(group_pids, leader_owner)
+    found = np.zeros(len(pids), bool)
+    found[np.flatnonzero(groups.found)[has_leader]] = True
+    proc = pids[found]
+    leaders = leader_row[leader_order[np.searchsorted(leader_owner[leader_order], proc)]]
+    out = _take_rows(per_thread.records, leaders)
+    tgid_records = groups.records[has_leader]
+    seg = np.searchsorted(seg_owner, proc)    # every process with a leader has a segment
+    for name, rule in PROCESS_COLUMNS.items():
+        if rule == "tgid":
+            out[name] = tgid_records[name]
+            continue
+        column = per_thread.records[name][order]
+        if rule == "sum":
+            out[name] = np.add.reduceat(column, starts)[seg] if len(column) else 0
+        elif rule == "max":
+            out[name] = np.maximum.reduceat(column, starts)[seg] if len(column) else 0
+        else:   # min over the threads that had such a delay at all
+            counted = np.where(column == 0, np.iinfo(column.dtype).max, column)
+            low = np.minimum.reduceat(counted, starts)[seg] if len(column) else 0
+            out[name] = np.where(low == np.iinfo(column.dtype).max, 0, low)
+    return Lookup(out, pids, found, per_thread.resent + groups.resent)
 
 
 def _cgroup_einval_message(path: str, fd: int) -> str:
