@@ -2,9 +2,10 @@
 the ``summary`` tables of a recording, and its ``--plot`` picture.
 
 This module owns how numbers are shown to people: units (durations from ns/µs, sizes from bytes
-and KB), what "not reported by this kernel" looks like, and the delay-accounting note.  It reads
-records through ``frames`` (so JSON keys are the pandas/Arrow column names) and never talks to
-the kernel.
+and KB), what "not reported" looks like, and the delay-accounting note.  It reads records
+through ``recording.columns`` (so JSON keys are the pandas/Arrow column names); what a recording
+adds up to is computed by ``recording.summary``, and this module only lays it out.  It never
+talks to the kernel.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import frames, layout
+from . import layout
+from .recording.columns import COLUMNS, KIND_CATEGORIES, ColumnKind, columns, require
 from .kernel.delayacct import DELAYACCT_OFF_MESSAGE
 
 __all__ = ["format_duration_ns", "format_bytes", "task_report", "task_json",
-           "SUMMARY_COLUMNS", "Summary", "summarize", "format_summary", "summary_json",
-           "plot_summary"]
+           "format_summary", "summary_json", "exit_rate", "plot_summary"]
 
 #: What a field the kernel does not fill in this kind of record shows.
 _NOT_REPORTED = "not reported for a process (see below)"
@@ -93,17 +94,18 @@ def _iso(ts: Any) -> Optional[str]:
 
 # ---- one task --------------------------------------------------------------------------------
 def _row(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], i: int) -> Dict[str, Any]:
-    """Row ``i`` of ``frames.columns`` output as Python values (None where missing)."""
+    """Row ``i`` of ``recording.columns.columns`` output as Python values (None where
+    missing)."""
     out: Dict[str, Any] = {}
-    for col in frames.COLUMNS:
+    for col in COLUMNS:
         values, valid = cols[col.name]
         if valid is not None and not valid[i]:
             out[col.name] = None
-        elif col.kind == "category":
-            out[col.name] = frames._KIND_CATEGORIES[int(values[i])]
-        elif col.kind == "timestamp":
+        elif col.kind == ColumnKind.CATEGORY:
+            out[col.name] = KIND_CATEGORIES[int(values[i])]
+        elif col.kind == ColumnKind.TIMESTAMP:
             out[col.name] = values[i]
-        elif col.kind == "str":
+        elif col.kind == ColumnKind.STR:
             out[col.name] = str(values[i])
         else:
             out[col.name] = int(values[i])
@@ -129,11 +131,11 @@ def _delay_rows(row: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def task_json(records: np.ndarray, *, delayacct_enabled: Optional[bool] = None,
               comms: Optional[Sequence[Optional[str]]] = None) -> List[Dict[str, Any]]:
-    """One JSON-able object per record: every ``frames`` column (timestamps as ISO 8601 UTC
+    """One JSON-able object per record: every ``recording.columns`` column (timestamps as ISO 8601 UTC
     strings, missing values as null), plus ``delays`` (per class: count, total_ns, average_ns,
     max_ns, min_ns, max_at) and ``delayacct_enabled``.  ``comms`` fills in command names that a
     TGID record does not carry (e.g. from /proc)."""
-    cols = frames.columns(records)
+    cols = columns(records)
     out = []
     for i in range(len(records)):
         row = _row(cols, i)
@@ -156,7 +158,7 @@ def task_report(records: np.ndarray, *, delayacct_enabled: Optional[bool] = None
                 now_ns: Optional[int] = None) -> str:
     """A readable report of each record (one block per task), ending with a note when delay
     accounting is off."""
-    cols = frames.columns(records)
+    cols = columns(records)
     now_ns = time.time_ns() if now_ns is None else now_ns
     blocks = [_task_block(_row(cols, i), None if comms is None else comms[i], now_ns)
               for i in range(len(records))]
@@ -239,97 +241,8 @@ def _task_block(row: Mapping[str, Any], comm_hint: Optional[str], now_ns: int) -
     return "\n".join(lines)
 
 
-# ---- summary of a recording ------------------------------------------------------------------
-#: Columns ``summarize`` reads.
-SUMMARY_COLUMNS: Tuple[str, ...] = (
-    "ac_comm", "kind", "time", "ac_utime_us", "ac_stime_us", "read_bytes", "write_bytes",
-    "read_char_bytes", "write_char_bytes",
-    *(name for c in layout.DELAY_CLASSES
-      for name in (f"{c.name}_count", f"{c.name}_delay_total_ns", f"{c.name}_delay_max_ns")),
-)
-
-
-class Summary(dict):
-    """What ``summarize`` found: a dict with ``records``, ``exits``, ``tgid_records``,
-    ``first``/``last`` (ISO times), ``seconds``, ``cpu`` / ``io`` / ``delays[class]`` tables
-    (lists of row dicts, largest first) and the ``files``' metadata totals."""
-
-
-def _group(comm: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    names, inverse = np.unique(comm, return_inverse=True)
-    return names, inverse.reshape(-1)
-
-
-def _sum_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    return np.bincount(inverse, weights=values.astype(np.float64), minlength=n)
-
-
-def _max_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
-    out = np.full(n, -1.0)
-    np.maximum.at(out, inverse, values.astype(np.float64))
-    return out
-
-
-def summarize(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], *, top: int = 10,
-              metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
-    """Top command names by CPU time, by each delay class and by I/O, over the PID records
-    (one per thread: TGID aggregates would count threads twice) of ``cols``
-    (``recording.read_columns(paths, SUMMARY_COLUMNS)``).  ``metadata``: the files' metadata,
-    for hosts and loss totals."""
-    kind = cols["kind"][0]
-    pid = kind == 0
-    comm = np.where(cols["ac_comm"][0][pid] == "", "?", cols["ac_comm"][0][pid])
-    names, inverse = _group(comm)
-    n = len(names)
-    exits = np.bincount(inverse, minlength=n)
-    times = cols["time"][0][pid]
-    times = times[~np.isnat(times)]
-    first = times.min() if len(times) else None
-    last = times.max() if len(times) else None
-    seconds = 0.0
-    if first is not None and last is not None:
-        seconds = float((last - first) / np.timedelta64(1, "s"))
-
-    def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
-        values, valid = cols[name]
-        return values[pid], (np.ones(int(pid.sum()), bool) if valid is None else valid[pid])
-
-    def table(key: np.ndarray, rows: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
-        order = np.argsort(-key, kind="stable")[:top]
-        return [{"comm": str(names[i]), "exits": int(exits[i]),
-                 **{k: (None if v[i] < 0 else float(v[i])) for k, v in rows.items()}}
-                for i in order if key[i] > 0]
-
-    utime = _sum_by(inverse, n, pick("ac_utime_us")[0]) * 1e3
-    stime = _sum_by(inverse, n, pick("ac_stime_us")[0]) * 1e3
-    cpu = table(utime + stime, {"cpu_ns": utime + stime, "user_ns": utime, "system_ns": stime,
-                                "cpu_per_exit_ns": (utime + stime) / np.maximum(exits, 1)})
-    io = {k: _sum_by(inverse, n, pick(k)[0]) for k in
-          ("read_bytes", "write_bytes", "read_char_bytes", "write_char_bytes")}
-    io_rows = table(io["read_bytes"] + io["write_bytes"] + io["read_char_bytes"]
-                    + io["write_char_bytes"], io)
-    delays: Dict[str, List[Dict[str, Any]]] = {}
-    for cls in (c.name for c in layout.DELAY_CLASSES):
-        count = _sum_by(inverse, n, pick(f"{cls}_count")[0])
-        total = _sum_by(inverse, n, pick(f"{cls}_delay_total_ns")[0])
-        mx_values, mx_valid = pick(f"{cls}_delay_max_ns")
-        mx = _max_by(inverse, n, np.where(mx_valid, mx_values, -1))
-        delays[cls] = table(total, {"delays": count, "total_ns": total,
-                                    "average_ns": total / np.maximum(count, 1), "max_ns": mx})
-    hosts = sorted({str(m["hostname"]) for m in metadata if m.get("hostname")})
-    return Summary(
-        records=int(len(kind)), exits=int(pid.sum()), tgid_records=int((kind == 1).sum()),
-        commands=n, first=_iso(first), last=_iso(last), seconds=seconds,
-        exits_per_second=(float(pid.sum()) / seconds) if seconds > 0 else None,
-        hosts=hosts, files=len(metadata),
-        lost=sum(int(m.get("lost", 0) or 0) for m in metadata),
-        overruns=sum(int(m.get("overruns", 0) or 0) for m in metadata),
-        delayacct_enabled=sorted({m.get("delayacct_enabled") for m in metadata
-                                  if "delayacct_enabled" in m}, key=str),
-        cpu=cpu, io=io_rows, delays=delays, top=top)
-
-
-def summary_json(summary: Summary) -> Dict[str, Any]:
+# ---- summary of a recording (computed by recording.summary) ---------------------------------
+def summary_json(summary: Mapping[str, Any]) -> Dict[str, Any]:
     """``summary`` as a JSON-able dict (it already is one; this is the documented shape)."""
     return dict(summary)
 
@@ -341,37 +254,54 @@ def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]]) ->
     return [title, "  " + fmt.format(*headers)] + ["  " + fmt.format(*r) for r in rows] + [""]
 
 
-def format_summary(summary: Summary) -> str:
-    """``summary`` as text tables."""
-    s = summary
-    out = []
-    span = (f"{s['first']} → {s['last']} ({s['seconds']:.1f} s, "
-            f"{s['exits_per_second']:.1f} task exits/s)") if s["exits_per_second"] else (s["first"] or "no times")
-    out.append(f"{s['records']:,} records: {s['exits']:,} task (thread) exits of {s['commands']:,} "
-               f"commands, {s['tgid_records']:,} thread-group totals; {s['files']} file(s)")
-    out.append(f"time: {span}")
+def _summary_head(s: Mapping[str, Any]) -> List[str]:
+    counted = s["counted"]
+    if s["kind"] == "snapshot":
+        what = f"{s[counted]:,} live tasks (processes or threads) of {s['commands']:,} commands"
+        when = f"snapshot taken {s['window_end'] or s['last'] or 'at an unknown time'}"
+    else:
+        what = (f"{s[counted]:,} task (thread) exits of {s['commands']:,} commands, "
+                f"{s['tgid_records']:,} thread-group totals")
+        when = (f"recorded {s['window_start']} → {s['window_end']} ({s['seconds']:.1f} s"
+                + (f", {s['exits_per_second']:.1f} task exits/s)" if s["exits_per_second"]
+                   else ")")) if s["window_start"] else "no times"
+    out = [f"{s['records']:,} records: {what}; {s['files']} file(s)", when]
     if s["hosts"]:
         out.append(f"hosts: {', '.join(s['hosts'])}")
-    out.append(f"lost while recording: {s['lost']:,} records, {s['overruns']:,} receive-buffer "
-               "overruns")
+    if s["kind"] != "snapshot":
+        out.append(f"lost while recording: {s['lost']:,} records, {s['overruns']:,} "
+                   "receive-buffer overruns"
+                   + (f", {s['not_written']:,} received but not written" if s["not_written"]
+                      else ""))
+    if s["damaged"]:
+        out.append(f"not read: {len(s['damaged'])} damaged file(s), named below")
     if False in s["delayacct_enabled"]:
-        out.append("note: delay accounting was off while (some of) this was recorded: only run-queue "
-                   "(cpu) delays are filled; `sysctl kernel.task_delayacct=1` turns the rest on")
-    out.append("")
+        out.append("note: delay accounting was off while (some of) this was recorded: only "
+                   "run-queue (cpu) delays are filled; `sysctl kernel.task_delayacct=1` turns the "
+                   "rest on")
+    return out + [""]
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """``summary`` (``recording.summarize``) as text tables."""
+    s = summary
+    counted = s["counted"]
+    per = counted[:-1]
+    out = _summary_head(s)
     top = s["top"]
-    out += _table(f"Top {top} commands by CPU time (user + system), over all their exits",
-                  ["comm", "exits", "cpu", "user", "system", "cpu/exit"],
-                  [[r["comm"], f"{r['exits']:,}", format_duration_ns(r["cpu_ns"]),
+    out += _table(f"Top {top} commands by CPU time (user + system), over all their {counted}",
+                  ["comm", counted, "cpu", "user", "system", f"cpu/{per}"],
+                  [[r["comm"], f"{r[counted]:,}", format_duration_ns(r["cpu_ns"]),
                     format_duration_ns(r["user_ns"]), format_duration_ns(r["system_ns"]),
-                    format_duration_ns(r["cpu_per_exit_ns"])] for r in s["cpu"]])
+                    format_duration_ns(r[f"cpu_per_{per}_ns"])] for r in s["cpu"]])
     quiet = []
     for cls, rows in s["delays"].items():
         if not rows:
             quiet.append(cls)
             continue
         out += _table(f"Top {top} commands by {layout.DELAY_CLASS_BY_NAME[cls].label} delay ({cls})",
-                      ["comm", "exits", "delays", "total", "avg/delay", "max"],
-                      [[r["comm"], f"{r['exits']:,}", f"{int(r['delays']):,}",
+                      ["comm", counted, "delays", "total", "avg/delay", "max"],
+                      [[r["comm"], f"{r[counted]:,}", f"{int(r['delays']):,}",
                         format_duration_ns(r["total_ns"]), format_duration_ns(r["average_ns"]),
                         format_duration_ns(r["max_ns"]) if r["max_ns"] is not None else "n/a"]
                        for r in rows])
@@ -379,40 +309,63 @@ def format_summary(summary: Summary) -> str:
         out.append(f"no delays recorded for: {', '.join(quiet)}")
         out.append("")
     out += _table(f"Top {top} commands by I/O",
-                  ["comm", "exits", "read", "written", "storage read", "storage written"],
-                  [[r["comm"], f"{r['exits']:,}", format_bytes(r["read_char_bytes"]),
+                  ["comm", counted, "read", "written", "storage read", "storage written"],
+                  [[r["comm"], f"{r[counted]:,}", format_bytes(r["read_char_bytes"]),
                     format_bytes(r["write_char_bytes"]), format_bytes(r["read_bytes"]),
                     format_bytes(r["write_bytes"])] for r in s["io"]])
     return "\n".join(out).rstrip() + "\n"
 
 
-def plot_summary(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], path: str, *,
-                 title: str = "taskstats_fast recording") -> str:
-    """A PNG at ``path``: task exits per second over time, and the distribution of each delay
-    class's per-task average delay (log scale).  Needs ``taskstats_fast[plot]`` (matplotlib)."""
-    frames.require("matplotlib", "plot", "--plot")
+def _ns(iso: Optional[str]) -> Optional[int]:
+    if iso is None:
+        return None
+    return int(np.datetime64(iso.replace("+00:00", ""), "ns").astype(np.int64))
+
+
+def _summed_rows(summary: Any) -> np.ndarray:
+    codes = summary.columns["kind"][0]
+    return np.ones(len(codes), bool) if summary["kind"] == "snapshot" else codes == 0
+
+
+def exit_rate(summary: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(edges, per_second)`` of the exit-rate histogram of ``summary``: bin edges in seconds
+    from the start of the recording window to its end, and the records per second in each bin
+    (None when the recording has no times)."""
+    start, end = _ns(summary["window_start"]), _ns(summary["window_end"])
+    if start is None or end is None:
+        return None
+    times = summary.columns["time"][0][_summed_rows(summary)]
+    times = times[~np.isnat(times)].astype("datetime64[ns]").astype(np.int64)
+    span = max((end - start) / 1e9, 0.01)
+    width = _bin_width(span)
+    edges = np.arange(0.0, span + width, width)
+    if len(edges) < 2 or edges[-1] < span:
+        edges = np.append(edges, edges[-1] + width)
+    counts, _ = np.histogram((times - start) / 1e9, bins=edges)
+    return edges, counts / width
+
+
+def plot_summary(summary: Any, path: str, *, title: str = "taskstats_fast recording") -> str:
+    """A PNG at ``path`` of a ``recording.summarize`` result: task exits per second over the
+    recording window (the time the files cover, not just from the first to the last record),
+    and the distribution of each delay class's per-task average delay (log scale).  Needs
+    ``taskstats_fast[plot]`` (matplotlib)."""
+    require("matplotlib", "plot", "--plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    pid = cols["kind"][0] == 0
-    times = cols["time"][0][pid]
-    times = np.sort(times[~np.isnat(times)])
+    cols = summary.columns
+    rows = _summed_rows(summary)
     fig = Figure(figsize=(11, 8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     rate_ax, delay_ax = fig.subplots(2, 1)
     fig.suptitle(title)
-    if len(times):
-        start = times[0]
-        offsets = (times - start) / np.timedelta64(1, "s")
-        span = max(float(offsets[-1]), 0.01)
-        width = _bin_width(span)
-        edges = np.arange(0.0, span + width, width)
-        if len(edges) < 2:
-            edges = np.array([0.0, width])
-        counts, _ = np.histogram(offsets, bins=edges)
-        rate_ax.stairs(counts / width, edges, fill=True, alpha=0.6)
+    rate = exit_rate(summary)
+    if rate is not None:
+        edges, per_second = rate
+        rate_ax.stairs(per_second, edges, fill=True, alpha=0.6)
         rate_ax.set_xlim(0, edges[-1])
-        rate_ax.set_xlabel(f"seconds since {_iso(start)}")
+        rate_ax.set_xlabel(f"seconds since {summary['window_start']}")
     else:
         rate_ax.text(0.5, 0.5, "no receive times in this data", ha="center",
                      transform=rate_ax.transAxes)
@@ -421,8 +374,8 @@ def plot_summary(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], pa
     plotted = 0
     for delay_class in layout.DELAY_CLASSES:
         cls = delay_class.name
-        count = cols[f"{cls}_count"][0][pid].astype(np.float64)
-        total = cols[f"{cls}_delay_total_ns"][0][pid].astype(np.float64)
+        count = cols[f"{cls}_count"][0][rows].astype(np.float64)
+        total = cols[f"{cls}_delay_total_ns"][0][rows].astype(np.float64)
         has = count > 0
         if not has.any():
             continue

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .common import EXIT_OK, UsageError, add_command, positive_int, say
+from .common import EXIT_ERROR, EXIT_OK, UsageError, add_command, positive_int, say
 
 __all__ = ["add_parser", "run"]
 
@@ -15,8 +15,12 @@ def add_parser(subparsers: Any) -> None:
     p = add_command(subparsers, "summary",
                     help="top commands by CPU, delays and I/O in recorded files",
                     description="Summarise recorded files or dataset directories: the top "
-                                "commands by CPU time, by each delay class and by I/O "
-                                "(over their PID records, one per exited thread).")
+                                "commands by CPU time, by each delay class and by I/O. In an "
+                                "exit recording (`record`) the rows are exits (PID records, one "
+                                "per exited thread) over the recording window; in a snapshot "
+                                "they are the live tasks at that moment. A file that cannot be "
+                                "read is named and skipped, the others are summarised, and the "
+                                "exit code is 1.")
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="recorded files (.parquet, .arrow, .npy, .csv) or directories of them")
     p.add_argument("--top", type=positive_int, default=10, metavar="N",
@@ -30,21 +34,21 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import recording, report
-    files = recording.find_files(args.paths)
-    if not files:
+    from ..recording.columns import require
+    if not recording.find_files(args.paths):
         raise UsageError(f"no recorded files (.parquet, .arrow, .npy, .csv) in "
                          f"{', '.join(args.paths)}")
     if args.plot:   # fail before the work if matplotlib is missing
-        from ..frames import require
         require("matplotlib", "plot", "--plot")
-    metadata = [recording.read_metadata(f) for f in files]
-    cols = recording.read_columns(files, report.SUMMARY_COLUMNS)
-    summary = report.summarize(cols, top=args.top, metadata=metadata)
+    summary = recording.summarize(args.paths, top=args.top)
     if args.json:
         print(json.dumps(report.summary_json(summary), indent=2))
     else:
         print(report.format_summary(summary), end="")
     if args.plot:
-        report.plot_summary(cols, args.plot, title=f"taskstats_fast: {', '.join(args.paths)}")
+        report.plot_summary(summary, args.plot, title=f"taskstats_fast: {', '.join(args.paths)}")
         say(f"wrote {args.plot}")
-    return EXIT_OK
+    for damaged in summary["damaged"]:
+        say(f"skipped {damaged['error']} (the other files are summarised above; move it "
+            "aside or delete it)")
+    return EXIT_ERROR if summary["damaged"] else EXIT_OK

@@ -10,6 +10,7 @@ Where things live (each module opens with what it owns):
 * ``sinks``    the ``Sink`` protocol and ``FileSink`` (one file or a rotating dataset)
 * ``driver``   ``record(listener, sink, stop=...)``, the recording loop
 * ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
+* ``summary``  ``summarize``: what a recording adds up to (top commands, window, losses)
 
 Importing this package needs numpy only; pyarrow and pandas are imported when used.
 """
@@ -25,12 +26,14 @@ from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_file
                       is_dataset_path, read_columns, read_frame, read_metadata, read_records,
                       read_table)
 from .retention import RetentionPolicy
+from .summary import SUMMARY_COLUMNS, Summary, summarize, summarize_columns
 from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
-                    prepare_output, write_file)
+                    check_writable, prepare_output, write_file)
 
 __all__ = [
     "record", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",
-    "Recorder", "BackgroundWriter", "write_file", "prepare_output",
+    "Recorder", "BackgroundWriter", "write_file", "prepare_output", "check_writable",
+    "summarize", "summarize_columns", "Summary", "SUMMARY_COLUMNS",
     "FORMAT", "FORMATS", "EXTENSIONS", "Format", "MetadataPlace", "detect_format",
     "default_format", "format_of_path", "require_format", "FORMAT_VERSION", "METADATA_KEY",
     "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",

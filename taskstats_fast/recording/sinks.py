@@ -33,6 +33,7 @@ import errno
 import functools
 import json
 import os
+import tempfile
 import time
 import urllib.parse
 import warnings
@@ -54,7 +55,7 @@ except ImportError:  # pragma: no cover
     from typing_extensions import Protocol, runtime_checkable  # type: ignore
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
-           "prepare_output", "CountingSink"]
+           "prepare_output", "check_writable", "CountingSink"]
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,39 @@ class CountingSink(Sink, Protocol):
     def update_counters(self, counters: Mapping[str, int]) -> None: ...
 
 
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def check_writable(path: str) -> str:
+    """Check, without leaving anything behind, that ``path`` (a file or a dataset directory)
+    can be written: create and remove a real file in the deepest existing directory on its way
+    (``os.access`` is not enough: root passes it on read-only and pseudo file systems).  Raises
+    ``PermissionError``/``OSError`` naming that directory; returns it."""
+    directory = path if is_dataset_path(path) else (os.path.dirname(path) or ".")
+    existing = _nearest_existing(directory)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory: cannot create files under it",
+                                 existing)
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".taskstats-fast-probe-")
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create files in this directory ({e.strerror})",
+                      existing) from None
+    os.close(fd)
+    os.unlink(probe)
+    return existing
+
+
 def prepare_output(path: str) -> str:
     """Create the directory ``path`` will be written in (the dataset directory itself, or a
-    file's parent) and check it is writable; returns that directory."""
+    file's parent) and check that a file can really be created there; returns that directory."""
     directory = path if is_dataset_path(path) else (os.path.dirname(path) or ".")
     os.makedirs(directory, exist_ok=True)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(errno.EACCES, "cannot create files in this directory", directory)
+    check_writable(path)
     return directory
 
 
@@ -221,6 +248,10 @@ class FileSink:
         self.files: List[str] = []
         self.records_written = 0
         self.bytes_finished = 0
+        # The time each file covers: from the sink's start (the first file) or the previous
+        # file's end, to its own end; contiguous, so summaries and plots span the recording
+        # window, not just the first and last record in it.
+        self._window_started_ns = time.time_ns()
         self.not_written = 0
         self.error: Optional[WriteFailedError] = None
         self._pending: List[np.ndarray] = []
@@ -406,7 +437,10 @@ class FileSink:
         meta = dict(self.metadata)
         meta.update(part.stats.as_metadata())
         meta["file_started"] = utc(part.opened_ns)
-        meta["file_finished"] = utc(time.time_ns())
+        finished_ns = time.time_ns()
+        meta["file_finished"] = utc(finished_ns)
+        meta["window_started"] = utc(self._window_started_ns)
+        meta["window_finished"] = meta["file_finished"]
         meta["sequence"] = len(self.files)
         for key, value in self._counters.items():
             meta[key] = value - self._counters_baseline.get(key, 0)
@@ -417,6 +451,7 @@ class FileSink:
             meta["write_error"] = str(self.error.strerror)
         path = part.finish(meta)
         self._part = None
+        self._window_started_ns = finished_ns
         self._counters_baseline = dict(self._counters)
         self._not_written_baseline = self.not_written
         self.files.append(path)

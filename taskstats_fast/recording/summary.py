@@ -1,0 +1,193 @@
+"""What a recording adds up to: the top commands by CPU time, by each delay class and by I/O,
+the time window it covers, and what was lost or could not be read.
+
+``summarize(paths)`` reads recorded files or dataset directories (only the columns it needs,
+file by file) and returns a ``Summary``; ``summarize_columns`` does the same over columns already
+read.  Two kinds of recording are told apart by their metadata (``source``):
+
+* an **exit recording** (``record``): one PID record per exited thread, plus a TGID record per
+  exited process that would count its threads twice, so only the PID records are summed; the
+  rows are *exits*, and the rate is exits per second of the recording window;
+* a **snapshot** (``snapshot``): one row per live process or thread at one moment; every row
+  counts (a snapshot holds either kind, never both), the rows are *tasks*, and there is no rate.
+
+The window is what the files' metadata says they cover (``window_started`` .. ``window_finished``,
+else ``file_started`` .. ``file_finished`` for files written before those keys existed), not the
+span between the first and the last record.  Turning a ``Summary`` into text or a plot is
+``report``'s job.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import layout
+from .reading import PathOrPaths, Recordings, columns_of
+
+__all__ = ["SUMMARY_COLUMNS", "Summary", "summarize", "summarize_columns", "recording_window",
+           "EXITS", "SNAPSHOT"]
+
+#: ``Summary["kind"]`` of a recording of the exit stream, and of a snapshot.
+EXITS = "exits"
+SNAPSHOT = "snapshot"
+#: What the rows of each kind are called (``Summary["counted"]``, the key of each row's count).
+_COUNTED = {EXITS: "exits", SNAPSHOT: "tasks"}
+
+#: Columns ``summarize`` reads.
+SUMMARY_COLUMNS: Tuple[str, ...] = (
+    "ac_comm", "kind", "time", "ac_utime_us", "ac_stime_us", "read_bytes", "write_bytes",
+    "read_char_bytes", "write_char_bytes",
+    *(name for c in layout.DELAY_CLASSES
+      for name in (f"{c.name}_count", f"{c.name}_delay_total_ns", f"{c.name}_delay_max_ns")),
+)
+
+Columns = Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]]
+
+
+class Summary(dict):
+    """What ``summarize`` found, as a JSON-able dict:
+
+    ``kind`` (``"exits"`` or ``"snapshot"``), ``counted`` (what a row is: ``"exits"`` or
+    ``"tasks"``, also the key of each table row's count), ``records``, the count under the
+    ``counted`` key, ``tgid_records``, ``commands``, ``window_start``/``window_end`` (ISO times
+    the files cover), ``seconds`` (the window's length), ``exits_per_second`` (exit recordings),
+    ``first``/``last`` (ISO times of the first and last record), ``hosts``, ``files``,
+    ``damaged`` (``[{"path", "error"}]`` of files that could not be read), ``lost``,
+    ``overruns``, ``not_written``, ``delayacct_enabled``, and the tables ``cpu``, ``io`` and
+    ``delays[class]`` (lists of row dicts, largest first).
+
+    ``columns`` (an attribute, not a key) holds the columns read, for ``report.plot_summary``.
+    """
+
+    columns: Optional[Columns] = None
+
+
+def _iso_ns(ns: Optional[int]) -> Optional[str]:
+    if ns is None:
+        return None
+    return _dt.datetime.fromtimestamp(ns / 1e9, _dt.timezone.utc).isoformat(
+        timespec="microseconds")
+
+
+def _ns_of_iso(text: Any) -> Optional[int]:
+    if not isinstance(text, str):
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return int(round(when.timestamp() * 1e6)) * 1000
+
+
+def recording_window(metadata: Sequence[Mapping[str, Any]]) -> Tuple[Optional[int], Optional[int]]:
+    """(start, end) in ns since the epoch of the time ``metadata``'s files cover (None where
+    no file says)."""
+    starts = [_ns_of_iso(m.get("window_started", m.get("file_started"))) for m in metadata]
+    ends = [_ns_of_iso(m.get("window_finished", m.get("file_finished"))) for m in metadata]
+    start = min((s for s in starts if s is not None), default=None)
+    end = max((e for e in ends if e is not None), default=None)
+    return start, end
+
+
+def _kind_of(metadata: Sequence[Mapping[str, Any]]) -> str:
+    sources = {m.get("source") for m in metadata}
+    return SNAPSHOT if sources == {"snapshot"} else EXITS
+
+
+def _sum_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    return np.bincount(inverse, weights=values.astype(np.float64), minlength=n)
+
+
+def _max_by(inverse: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    out = np.full(n, -1.0)
+    np.maximum.at(out, inverse, values.astype(np.float64))
+    return out
+
+
+def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
+    """Summarise the recorded files or dataset directories ``paths``.  A file that cannot be
+    read is skipped and listed in ``Summary["damaged"]`` (the others are still summed); a file
+    written by a newer, incompatible version raises ``NewerFormatError``."""
+    recordings = Recordings(paths, columns=SUMMARY_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cols = columns_of(recordings, SUMMARY_COLUMNS, skip_damaged=True)
+    summary = summarize_columns(cols, top=top, metadata=recordings.metadata)
+    summary["damaged"] = [{"path": path, "error": str(error)}
+                          for path, error in recordings.damaged]
+    summary["files"] += len(recordings.damaged)
+    return summary
+
+
+def summarize_columns(cols: Columns, *, top: int = 10,
+                      metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
+    """The ``Summary`` of columns already read (``read_columns(paths, SUMMARY_COLUMNS)``);
+    ``metadata``: the files' metadata (kind of recording, window, hosts, loss totals)."""
+    kind = _kind_of(metadata)
+    counted = _COUNTED[kind]
+    codes = cols["kind"][0]
+    rows = np.ones(len(codes), bool) if kind == SNAPSHOT else codes == 0
+    comm = np.where(cols["ac_comm"][0][rows] == "", "?", cols["ac_comm"][0][rows])
+    names, inverse = np.unique(comm, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n = len(names)
+    per_command = np.bincount(inverse, minlength=n)
+    times = cols["time"][0][rows]
+    times = times[~np.isnat(times)]
+    first = int(times.min().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
+    last = int(times.max().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
+    start, end = recording_window(metadata)
+    start = first if start is None else start
+    end = last if end is None else end
+    seconds = (end - start) / 1e9 if start is not None and end is not None else 0.0
+
+    def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
+        values, valid = cols[name]
+        return values[rows], (np.ones(int(rows.sum()), bool) if valid is None else valid[rows])
+
+    def table(key: np.ndarray, fields: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+        order = np.argsort(-key, kind="stable")[:top]
+        return [{"comm": str(names[i]), counted: int(per_command[i]),
+                 **{k: (None if v[i] < 0 else float(v[i])) for k, v in fields.items()}}
+                for i in order if key[i] > 0]
+
+    utime = _sum_by(inverse, n, pick("ac_utime_us")[0]) * 1e3
+    stime = _sum_by(inverse, n, pick("ac_stime_us")[0]) * 1e3
+    cpu = table(utime + stime, {"cpu_ns": utime + stime, "user_ns": utime, "system_ns": stime,
+                                f"cpu_per_{counted[:-1]}_ns": (utime + stime)
+                                / np.maximum(per_command, 1)})
+    io = {k: _sum_by(inverse, n, pick(k)[0]) for k in
+          ("read_bytes", "write_bytes", "read_char_bytes", "write_char_bytes")}
+    io_rows = table(io["read_bytes"] + io["write_bytes"] + io["read_char_bytes"]
+                    + io["write_char_bytes"], io)
+    delays: Dict[str, List[Dict[str, Any]]] = {}
+    for cls in (c.name for c in layout.DELAY_CLASSES):
+        count = _sum_by(inverse, n, pick(f"{cls}_count")[0])
+        total = _sum_by(inverse, n, pick(f"{cls}_delay_total_ns")[0])
+        mx_values, mx_valid = pick(f"{cls}_delay_max_ns")
+        mx = _max_by(inverse, n, np.where(mx_valid, mx_values, -1))
+        delays[cls] = table(total, {"delays": count, "total_ns": total,
+                                    "average_ns": total / np.maximum(count, 1), "max_ns": mx})
+    counted_total = int(rows.sum())
+    summary = Summary(
+        kind=kind, counted=counted, records=int(len(codes)), **{counted: counted_total},
+        tgid_records=int((codes == 1).sum()), commands=n,
+        window_start=_iso_ns(start), window_end=_iso_ns(end), seconds=seconds,
+        exits_per_second=(counted_total / seconds if kind == EXITS and seconds > 0 else None),
+        first=_iso_ns(first), last=_iso_ns(last),
+        hosts=sorted({str(m["hostname"]) for m in metadata if m.get("hostname")}),
+        files=len(metadata), damaged=[],
+        lost=sum(int(m.get("lost", 0) or 0) for m in metadata),
+        overruns=sum(int(m.get("overruns", 0) or 0) for m in metadata),
+        not_written=sum(int(m.get("not_written", 0) or 0) for m in metadata),
+        delayacct_enabled=sorted({m.get("delayacct_enabled") for m in metadata
+                                  if "delayacct_enabled" in m}, key=str),
+        cpu=cpu, io=io_rows, delays=delays, top=top)
+    summary.columns = cols
+    return summary
