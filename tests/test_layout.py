@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from taskstats_fast import frames, layout, report
+from taskstats_fast import frames, layout, recording
 from taskstats_fast.kernel import delayacct
 
 
@@ -32,5 +32,5 @@ def test_only_run_queue_delays_ignore_the_sysctl():
 
 
 def test_reports_and_summaries_use_the_labels():
-    assert all(f"{c.name}_delay_total_ns" in report.SUMMARY_COLUMNS for c in layout.DELAY_CLASSES)
+    assert all(f"{c.name}_delay_total_ns" in recording.SUMMARY_COLUMNS for c in layout.DELAY_CLASSES)
     assert len({c.label for c in layout.DELAY_CLASSES}) == len(layout.DELAY_CLASSES)
