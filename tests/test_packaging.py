@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 import tarfile
+import tempfile
 import venv
 import zipfile
 
@@ -219,3 +220,30 @@ def _without_pythonpath():
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     return env
+
+
+def test_make_says_what_it_would_install_and_goes_on_without_root(tmp_path):
+    """Without root, `make test-deps` installs nothing, names what is missing and does not stop
+    `make test` (the tests that need the tools skip and say why)."""
+    if os.geteuid() != 0:
+        unavailable("needs root to run make as another user")
+    _needs(shutil.which("make") is not None, "make is not installed")
+    work = tempfile.mkdtemp(prefix="tsf-make-", dir="/tmp")
+    try:
+        os.chmod(work, 0o755)
+        shutil.copy(os.path.join(ROOT, "Makefile"), work)
+        os.chmod(os.path.join(work, "Makefile"), 0o644)
+        run = subprocess.run(["make", "--no-print-directory", "test-deps",
+                              "TEST_PACKAGES=tsf-no-such-package cppcheck"],
+                             cwd=work, capture_output=True, text=True, preexec_fn=_become_nobody)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip() == ("make: not root, so not installing tsf-no-such-package; the tests that need "
+                                  "them will skip (see Makefile)")
+
+
+def _become_nobody():
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
