@@ -8,6 +8,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 from typing import Any, List, Optional, TextIO
 
@@ -148,95 +149,69 @@ def run(args: argparse.Namespace) -> int:
     rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
     rotate_seconds = rotate_seconds if dataset else None
     recording.require_format(fmt)
-    stop: List[str] = []
+    stop = threading.Event()
+    stopped_by: List[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.append(signal.Signals(signum).name)
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     listener = None
-    recorder: Optional[recording.Recorder] = None
-    writer: Optional[recording.BackgroundWriter] = None
     status = StatusLine(sys.stderr, args.status)
     try:
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
         drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
-        recorder = recording.Recorder(args.output, fmt, rotate_bytes=rotate_bytes,
+        cpus = cpumask.format(listener.cpus)
+        recorder = recording.FileSink(args.output, fmt, rotate_bytes=rotate_bytes,
                                       rotate_seconds=rotate_seconds,
                                       flush_records=args.flush_records,
-                                      metadata={"source": "exit stream"}, retention=retention)
-        started = time.monotonic()
-        cpus = cpumask.format(listener.cpus)
-        recorder.metadata.update(cpus=cpus, nr_cpus=len(listener.cpus),
-                                 sockets=len(listener.shards))
+                                      metadata={"source": "exit stream", "cpus": cpus,
+                                                "nr_cpus": len(listener.cpus),
+                                                "sockets": len(listener.shards)},
+                                      retention=retention)
         # Files are written on another thread: a Parquet row group can take a second to
         # compress, and the sockets must keep being drained meanwhile.
-        writer = recording.BackgroundWriter(recorder)
+        sink = recording.BackgroundWriter(recorder)
         where = (os.path.join(args.output, f"host={recorder.hostname}",
                               f"date={time.strftime('%Y-%m-%d', time.gmtime())}", "")
                  if dataset else args.output)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
         say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {until}")
-        deadline = started + args.seconds if args.seconds else None
-        while not stop:
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                break
-            wait = 0.25 if deadline is None else max(0.0, min(0.25, deadline - now))
-            batch = listener.read(timeout=wait)   # a fresh array: handed over without a copy
-            if len(batch):
-                writer.write(batch, copy=False)
-            else:
-                writer.tick()
-            now = time.monotonic()
-            if status.enabled and now >= status.next_due:
-                stats = listener.stats
-                writer.update_counters(_loss_counters(stats))
-                status.update(now, stats.delivered, stats.lost, writer.bytes_written,
-                              writer.buffered, now - started)
-        stopped = time.monotonic()
-        # Stopping: stop() deregisters and hands back everything still queued on the sockets,
-        # including exits that raced the deregistration.
-        tail = listener.stop()
-        if len(tail):
-            writer.write(tail, copy=False)
-        final = listener.stats
-        writer.update_counters(_loss_counters(final))
-        files = writer.close()
+
+        def progress(so_far: recording.RecordResult) -> None:
+            status.update(time.monotonic(), so_far.received, so_far.kernel_lost,
+                          so_far.sink.bytes, so_far.sink.buffered, so_far.elapsed)
+
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        result = recording.record(
+            listener, sink, stop=lambda: stop.is_set() or (
+                deadline is not None and time.monotonic() >= deadline),
+            progress=progress if status.enabled else None, progress_seconds=status.interval)
     except BaseException:
         status.clear()
         if listener is not None:
             listener.close()
-        try:   # whatever was received is written even on the way out
-            if writer is not None:
-                writer.close()
-        except Exception as e:  # the original error matters more
-            say(f"could not finish the output: {e}")
         raise
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     status.clear()
-    assert recorder is not None
-    elapsed = stopped - started
-    reason = f" (stopped by {stop[0]})" if stop else ""
-    rate = recorder.records_written / elapsed if elapsed > 0 else 0.0
+    files, written = result.sink.files, result.sink.written
+    elapsed = result.elapsed
+    reason = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    rate = written / elapsed if elapsed > 0 else 0.0
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    say(f"recorded {recorder.records_written:,} records in {elapsed:.1f} s ({rate:,.1f}/s){reason}"
-        f" to {len(files)} file(s), {format_bytes(recorder.bytes_written)}: "
+    say(f"recorded {written:,} records in {elapsed:.1f} s ({rate:,.1f}/s){reason}"
+        f" to {len(files)} file(s), {format_bytes(result.sink.bytes)}: "
         + (os.path.commonpath(files) if len(files) > 1 else files[0])
         + f"; this process used {usage.ru_utime + usage.ru_stime:.2f} s of CPU")
-    if final.lost or final.discarded:
-        say(f"lost {final.lost:,} exit messages (receive buffer full: raise --rcvbuf, or read "
-            f"faster) and {final.discarded:,} records that arrived while closing")
+    if result.kernel_lost or result.discarded:
+        say(f"lost {result.kernel_lost:,} exit messages (receive buffer full: raise --rcvbuf, or "
+            f"read faster) and {result.discarded:,} records that arrived while closing")
     else:
         say("nothing was lost")
     say(f"next: {PROG} summary {args.output}")
     return EXIT_OK
 
-
-def _loss_counters(stats: Any) -> dict:
-    return {"received": stats.received, "lost": stats.lost, "dropped": stats.dropped,
-            "truncated": stats.truncated, "overruns": stats.overruns,
-            "discarded": stats.discarded}

@@ -28,7 +28,7 @@ METADATA_KEY = "taskstats_fast"
 #: The schema version of the files this library writes.  1: 0.1.0 (timestamps in
 #: microseconds).  2: timestamps in nanoseconds, so every field round-trips exactly.  Readers
 #: read every version up to this one; bump it when an old reader would misread new files.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def check_format_version(path: str, metadata: Mapping[str, Any]) -> int:

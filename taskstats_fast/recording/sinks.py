@@ -82,7 +82,7 @@ class Sink(Protocol):
 
     def flush(self) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> object: ...   # what it returns (FileSink: its files) is not part of it
 
     def stats(self) -> SinkStats: ...
 
@@ -143,7 +143,11 @@ class _Part:
         os.makedirs(directory or ".", exist_ok=True)
         self.stats = FileStats()
         self.opened_ns = time.time_ns()
-        self._writer = fmt.writer(self.tmp_path)
+        try:
+            self._writer = fmt.writer(self.tmp_path)
+        except BaseException:   # e.g. no room for the header: leave nothing behind
+            _unlink_quietly(self.tmp_path)
+            raise
 
     @property
     def bytes_on_disk(self) -> int:
@@ -194,7 +198,7 @@ def _unlink_quietly(path: str) -> None:
 def _write_error(error: BaseException) -> Tuple[int, str]:
     """(errno, text) of a failed write: OSError's own, or pyarrow's "[errno N]" in its text."""
     if isinstance(error, OSError) and error.errno:
-        return error.errno, error.strerror or str(error)
+        return error.errno, os.strerror(error.errno)
     text = str(error)
     for code, name in ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "quota")):
         if f"errno {code}]" in text or name in text:
@@ -545,14 +549,15 @@ class BackgroundWriter:
             raise self._error
 
     def write(self, records: np.ndarray, *, copy: bool = True) -> None:
-        """Queue ``records`` for the sink's ``write`` (``copy=False``: hand the array over)."""
-        self._check()
+        """Queue ``records`` for the sink's ``write`` (``copy=False``: hand the array over).
+        The batch is queued even when a failure is raised, so the sink counts it as lost."""
         batch = np.array(records, copy=True) if copy else records
         with self._room:
             while self._queued >= self.max_queued_records and self._error is None:
                 self._room.wait(0.5)
             self._queued += len(batch)
         self._queue.put(("write", batch))
+        self._check()
 
     def update_counters(self, counters: Mapping[str, int]) -> None:
         """Queue the sink's ``update_counters`` (in order with the writes)."""

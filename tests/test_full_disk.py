@@ -1,0 +1,107 @@
+"""A full disk, for real: a 256 KiB tmpfs mounted for the test (needs root, like CI).
+
+Required (issue 12): a partial file is never published under a final name (we remove it),
+files finished before stay readable, the exact count of records received but not written is
+reported once (the sink's ``stats().lost``, the CLI's one error line) and recorded in one more
+file's metadata when that fits, and ``record`` exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import taskstats_fast as tsf
+from taskstats_fast import recording
+from taskstats_fast.recording import FileSink
+
+from conftest import unavailable
+from test_recording import batch
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs at ``tmp_path/disk``, unmounted afterwards."""
+    if os.geteuid() != 0:
+        unavailable("mounting a tmpfs needs root")
+    where = tmp_path / "disk"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        unavailable(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def everything_under(root):
+    return sorted(os.path.join(d, n) for d, _, names in os.walk(root) for n in names)
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_a_full_disk_publishes_no_partial_file_and_counts_every_record(small_disk, fmt):
+    sink = FileSink(str(small_disk / "exits"), fmt, rotate_bytes=40_000, flush_records=50)
+    handed, failures = 0, []
+    for i in range(400):              # ~20 MB of records: far more than fits
+        try:
+            sink.write(batch(50, start=50 * i), copy=False)
+        except tsf.WriteFailedError as e:
+            failures.append(e)
+        handed += 50
+    sink.close()
+    stats = sink.stats()
+    assert len(failures) == 1, "the failure is raised once"
+    assert failures[0].errno == 28 and "No space left on device" in str(failures[0])
+    assert stats.written + stats.lost == handed and stats.buffered == 0 and stats.lost > 0
+    assert stats.error.endswith(": No space left on device")
+    # nothing half-written anywhere, not even under a hidden name
+    assert not [p for p in everything_under(small_disk) if p.endswith(".inprogress")]
+    files = recording.find_files(str(small_disk / "exits"))
+    assert files == list(stats.files)
+    records = tsf.read_records(files)          # every published file reads in full
+    assert len(records) == stats.written
+    assert np.array_equal(np.unique(records["ac_pid"]), np.arange(stats.written))
+    metas = [recording.read_metadata(f) for f in files]
+    noted = [m for m in metas if m.get("write_error")]
+    if noted:   # the count of what was not written, in the one more file that fitted
+        assert noted[-1]["not_written_since_start"] == stats.lost
+        assert noted[-1]["records"] == 0
+
+
+def test_a_full_disk_on_a_single_file_leaves_nothing(small_disk):
+    path = small_disk / "exits.npy"          # uncompressed: 5 MB of records
+    with pytest.raises(tsf.WriteFailedError, match="exits.npy: No space left on device"):
+        recording.write_file(str(path), np.concatenate([batch(2000)] * 4).astype(tsf.DTYPE))
+    assert everything_under(small_disk) == []
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_record_on_a_full_disk_says_once_what_was_not_written_and_exits_1(small_disk, fmt):
+    out = small_disk / "exits"
+    proc = subprocess.Popen([sys.executable, "-m", "taskstats_fast", "record", "-o", str(out),
+                             "--format", fmt, "--seconds", "60", "--flush-records", "200",
+                             "--rotate-mb", "0.03", "--no-status"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 50
+    while proc.poll() is None and time.monotonic() < deadline:   # exits until the disk fills
+        subprocess.run(["true"])
+    assert proc.poll() is not None, "record did not stop when the disk was full"
+    out_text, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert err.count("No space left on device") == 1, err
+    line = [t for t in err.splitlines() if "No space left on device" in t][0]
+    words = line.split(": ")[-1].split()   # "N of the M records received were not written; …"
+    not_written = int(words[0].replace(",", ""))
+    received = int(words[3].replace(",", ""))
+    files = recording.find_files(str(out))
+    assert not [p for p in everything_under(small_disk) if p.endswith(".inprogress")]
+    written = len(tsf.read_records(files)) if files else 0
+    assert written + not_written == received and not_written > 0
