@@ -64,11 +64,7 @@ def carried(records: np.ndarray, field: str) -> np.ndarray:
     Fields newer than a record's version are zero in the array; this tells such a zero
     ("not reported") from a real zero.
     """
-    try:
-        since = layout.FIELD_BY_NAME[field].since
-    except KeyError:
-        raise KeyError(f"{field!r} is not a struct taskstats field") from None
-    return records["layout"] >= max(since, MIN_VERSION)
+    return layout.CURRENT.carried(records, field)
 
 
 def masked(records: np.ndarray, field: str) -> np.ma.MaskedArray:

@@ -218,90 +218,9 @@ def _build_fields() -> List[Field]:
     return f
 
 
-#: Every field of ``struct taskstats`` in v16/v17 order.
-FIELDS: Tuple[Field, ...] = tuple(_build_fields())
-FIELD_BY_NAME: Dict[str, Field] = {f.name: f for f in FIELDS}
-
-
-def _order(version: int) -> List[Field]:
-    """The fields present in ``version``, in that version's memory order."""
-    present = [f for f in FIELDS if f.since <= version]
-    if version != 15:
-        return present
-    moved = [f for f in present if f.v15_after]
-    order = [f for f in present if not f.v15_after]
-    for f in moved:  # each moved field goes right after the one it followed in v15
-        after = f.v15_after
-        assert after is not None   # that is what put it in ``moved``
-        order.insert(order.index(FIELD_BY_NAME[after]) + 1, f)
-    return order
-
-
-def _layout(version: int) -> Tuple[Dict[str, int], int]:
-    """C layout rules: each member at the next multiple of its alignment; size padded to 8."""
-    offs: Dict[str, int] = {}
-    pos = 0
-    for f in _order(version):
-        pos = -(-pos // f.align) * f.align
-        offs[f.name] = pos
-        pos += f.size
-    return offs, -(-pos // 8) * 8
-
-
-_LAYOUTS = {v: _layout(v) for v in range(MIN_VERSION, MAX_VERSION + 1)}
-
-
-def offsets(version: int) -> Dict[str, int]:
-    """Byte offset of every field carried by struct version ``version`` (4..17)."""
-    return dict(_LAYOUTS[version][0])
-
-
-#: sizeof(struct taskstats) for each supported version.
-STRUCT_SIZE: Dict[int, int] = {v: size for v, (_, size) in _LAYOUTS.items()}
-#: Bytes of the stats area at the start of every DTYPE record (the v17 struct).
-STATS_SIZE = STRUCT_SIZE[MAX_VERSION]
-
-
-def fields_in(version: int) -> Tuple[str, ...]:
-    """Names of the fields a record of struct version ``version`` carries (newer versions: all
-    known fields; below 4: none, such records are refused)."""
-    if version < MIN_VERSION:
-        return ()
-    return tuple(f.name for f in FIELDS if f.since <= min(version, MAX_VERSION) and not f.padding)
-
-
-def copy_segments(version: int) -> List[Tuple[int, int, int]]:
-    """How a payload of ``version`` lands in a DTYPE record: ``(src, dst, length)`` runs.
-
-    Every version but 15 is a prefix of v17: one run.  v15 is split wherever a field's offset
-    differs from its v17 offset by a different amount than its neighbour's.
-    """
-    size = STRUCT_SIZE[version]
-    if version != 15:
-        return [(0, 0, size)]
-    src = _LAYOUTS[15][0]
-    dst = _LAYOUTS[MAX_VERSION][0]
-    runs: List[List[int]] = []
-    for f in sorted(_order(15), key=lambda f: src[f.name]):
-        s, d = src[f.name], dst[f.name]
-        if runs and s - runs[-1][0] == d - runs[-1][1]:
-            runs[-1][2] = s + f.size - runs[-1][0]   # extend (holes between come along, both zero)
-        else:
-            runs.append([s, d, f.size])
-    return [tuple(r) for r in runs]  # type: ignore[misc]
-
-
 # ---- metadata appended after the v17 stats area -------------------------------------------
 KIND_PID = 1    #: record came from a TASKSTATS_TYPE_AGGR_PID nest (one thread)
 KIND_TGID = 2   #: record came from a TASKSTATS_TYPE_AGGR_TGID nest (a whole thread group)
-
-#: The fields a TGID record fills: the kernel sums times, context switches and delays over the
-#: group's threads (fill_stats_for_tgid); identity, memory, I/O and page-fault fields stay zero
-#: in a TGID record, which means "not reported", not "none".
-TGID_FIELDS: FrozenSet[str] = frozenset(
-    ["version", "ac_etime", "ac_utime", "ac_stime", "nvcsw", "nivcsw", "cpu_run_real_total",
-     "cpu_run_virtual_total", "cpu_scaled_run_real_total"]
-    + [name for c in DELAY_CLASSES for name in c.fields])
 
 FLAG_NEWER_VERSION = 0x01    #: version > MAX_VERSION: only the known v17 prefix was decoded
 FLAG_LAYOUT_INFERRED = 0x02  #: version-0 TGID record decoded with its message's PID record layout
@@ -317,28 +236,6 @@ META_FIELDS = (
     ("seq", "u4", "netlink sequence number of the message (per-CPU counter for exit events)"),
     ("shard", "u4", "index of the listener socket that delivered the record (0 for queries)"),
 )
-
-
-def _build_dtype() -> np.dtype:
-    offs = _LAYOUTS[MAX_VERSION][0]
-    names, formats, offsets_ = [], [], []
-    for f in FIELDS:
-        if f.padding:
-            continue
-        names.append(f.name)
-        formats.append(f.numpy_format)
-        offsets_.append(offs[f.name])
-    pos = STATS_SIZE
-    for name, fmt, _ in META_FIELDS:
-        size = np.dtype(fmt).itemsize
-        pos = -(-pos // size) * size
-        names.append(name)
-        formats.append(fmt)
-        offsets_.append(pos)
-        pos += size
-    names, formats, offsets_ = _fill_alignment_holes(names, formats, offsets_)
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets_,
-                     "itemsize": -(-pos // 8) * 8, "aligned": True})
 
 
 def _fill_alignment_holes(names, formats, offsets_):
@@ -364,10 +261,147 @@ def _fill_alignment_holes(names, formats, offsets_):
     return out
 
 
+class Layout:
+    """Everything derived from one field table: per-version offsets and sizes, the copy plans,
+    ``DTYPE``.  The module's names (``FIELDS``, ``DTYPE``, ``offsets`` ...) are those of
+    ``CURRENT``, the layout of today's table; tests build others (``CURRENT.extended``: a
+    future struct version) to prove that what we write today stays readable.
+
+    ``fields``: every field in the newest version's order; ``max_version``: the newest struct
+    version the table describes.
+    """
+
+    def __init__(self, fields: Iterable[Field], max_version: int):
+        self.FIELDS: Tuple[Field, ...] = tuple(fields)
+        self.FIELD_BY_NAME: Dict[str, Field] = {f.name: f for f in self.FIELDS}
+        self.MIN_VERSION = MIN_VERSION
+        self.MAX_VERSION = max_version
+        self.META_FIELDS = META_FIELDS
+        self._layouts = {v: self._layout(v) for v in range(MIN_VERSION, max_version + 1)}
+        #: sizeof(struct taskstats) for each supported version.
+        self.STRUCT_SIZE: Dict[int, int] = {v: size for v, (_, size) in self._layouts.items()}
+        #: Bytes of the stats area at the start of every DTYPE record (the newest struct).
+        self.STATS_SIZE = self.STRUCT_SIZE[max_version]
+        self.DTYPE: np.dtype = self._build_dtype()
+        self.RECORD_FIELDS: Tuple[str, ...] = tuple(
+            n for n in self.DTYPE.names or () if not n.startswith("_pad"))
+
+    def extended(self, fields: Iterable[Field], max_version: int) -> "Layout":
+        """This table plus ``fields`` (appended, as the kernel appends to the struct), up to
+        struct version ``max_version``."""
+        return Layout(self.FIELDS + tuple(fields), max_version)
+
+    def _order(self, version: int) -> List[Field]:
+        """The fields present in ``version``, in that version's memory order."""
+        present = [f for f in self.FIELDS if f.since <= version]
+        if version != 15:
+            return present
+        moved = [f for f in present if f.v15_after]
+        order = [f for f in present if not f.v15_after]
+        for f in moved:  # each moved field goes right after the one it followed in v15
+            after = f.v15_after
+            assert after is not None   # that is what put it in ``moved``
+            order.insert(order.index(self.FIELD_BY_NAME[after]) + 1, f)
+        return order
+
+    def _layout(self, version: int) -> Tuple[Dict[str, int], int]:
+        """C layout rules: each member at the next multiple of its alignment; size padded to 8."""
+        offs: Dict[str, int] = {}
+        pos = 0
+        for f in self._order(version):
+            pos = -(-pos // f.align) * f.align
+            offs[f.name] = pos
+            pos += f.size
+        return offs, -(-pos // 8) * 8
+
+    def offsets(self, version: int) -> Dict[str, int]:
+        """Byte offset of every field carried by struct version ``version``."""
+        return dict(self._layouts[version][0])
+
+    def fields_in(self, version: int) -> Tuple[str, ...]:
+        """Names of the fields a record of struct version ``version`` carries (newer versions:
+        all known fields; below 4: none, such records are refused)."""
+        if version < MIN_VERSION:
+            return ()
+        return tuple(f.name for f in self.FIELDS
+                     if f.since <= min(version, self.MAX_VERSION) and not f.padding)
+
+    def carried(self, records: np.ndarray, field: str) -> np.ndarray:
+        """Boolean array: does each record's struct version report ``field``?"""
+        try:
+            since = self.FIELD_BY_NAME[field].since
+        except KeyError:
+            raise KeyError(f"{field!r} is not a struct taskstats field") from None
+        return records["layout"] >= max(since, MIN_VERSION)
+
+    def copy_segments(self, version: int) -> List[Tuple[int, int, int]]:
+        """How a payload of ``version`` lands in a DTYPE record: ``(src, dst, length)`` runs.
+
+        Every version but 15 is a prefix of the newest: one run.  v15 is split wherever a
+        field's offset differs from its newest offset by a different amount than its
+        neighbour's.
+        """
+        size = self.STRUCT_SIZE[version]
+        if version != 15:
+            return [(0, 0, size)]
+        src = self._layouts[15][0]
+        dst = self._layouts[self.MAX_VERSION][0]
+        runs: List[List[int]] = []
+        for f in sorted(self._order(15), key=lambda f: src[f.name]):
+            s, d = src[f.name], dst[f.name]
+            if runs and s - runs[-1][0] == d - runs[-1][1]:
+                runs[-1][2] = s + f.size - runs[-1][0]   # extend (holes between come along, both zero)
+            else:
+                runs.append([s, d, f.size])
+        return [tuple(r) for r in runs]  # type: ignore[misc]
+
+    def _build_dtype(self) -> np.dtype:
+        offs = self._layouts[self.MAX_VERSION][0]
+        names, formats, offsets_ = [], [], []
+        for f in self.FIELDS:
+            if f.padding:
+                continue
+            names.append(f.name)
+            formats.append(f.numpy_format)
+            offsets_.append(offs[f.name])
+        pos = self.STATS_SIZE
+        for name, fmt, _ in META_FIELDS:
+            size = np.dtype(fmt).itemsize
+            pos = -(-pos // size) * size
+            names.append(name)
+            formats.append(fmt)
+            offsets_.append(pos)
+            pos += size
+        names, formats, offsets_ = _fill_alignment_holes(names, formats, offsets_)
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets_,
+                         "itemsize": -(-pos // 8) * 8, "aligned": True})
+
+
+#: The layout of today's table.
+CURRENT = Layout(_build_fields(), MAX_VERSION)
+#: Every field of ``struct taskstats`` in v16/v17 order.
+FIELDS: Tuple[Field, ...] = CURRENT.FIELDS
+FIELD_BY_NAME: Dict[str, Field] = CURRENT.FIELD_BY_NAME
+#: sizeof(struct taskstats) for each supported version.
+STRUCT_SIZE: Dict[int, int] = CURRENT.STRUCT_SIZE
+#: Bytes of the stats area at the start of every DTYPE record (the v17 struct).
+STATS_SIZE = CURRENT.STATS_SIZE
+offsets = CURRENT.offsets
+fields_in = CURRENT.fields_in
+copy_segments = CURRENT.copy_segments
 #: One decoded record: the v17 ``struct taskstats`` byte for byte, then our metadata.
-DTYPE: np.dtype = _build_dtype()
+DTYPE: np.dtype = CURRENT.DTYPE
 #: DTYPE's fields that carry data (DTYPE also names its alignment holes ``_pad<offset>``).
-RECORD_FIELDS: Tuple[str, ...] = tuple(n for n in DTYPE.names or () if not n.startswith("_pad"))
+RECORD_FIELDS: Tuple[str, ...] = CURRENT.RECORD_FIELDS
+
+
+#: The fields a TGID record fills: the kernel sums times, context switches and delays over the
+#: group's threads (fill_stats_for_tgid); identity, memory, I/O and page-fault fields stay zero
+#: in a TGID record, which means "not reported", not "none".
+TGID_FIELDS: FrozenSet[str] = frozenset(
+    ["version", "ac_etime", "ac_utime", "ac_stime", "nvcsw", "nivcsw", "cpu_run_real_total",
+     "cpu_run_virtual_total", "cpu_scaled_run_real_total"]
+    + [name for c in DELAY_CLASSES for name in c.fields])
 
 
 def field_version_table() -> Iterable[Tuple[str, str, str, int, str]]:
