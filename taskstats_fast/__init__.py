@@ -14,8 +14,6 @@ import numpy as np
 
 from . import errors, layout
 from ._native import NOTE_DTYPE, Parsed, decode, parse
-from .recording.columns import to_arrow, to_pandas
-from .recording.reading import read_frame, read_records
 from .errors import (CpumaskError, DecodeError, FamilyNotFoundError, KernelError,
                      MissingExtraError, NamespaceError, NewerFormatError, NoSuchTaskError,
                      NotARecordingError, PermissionDeniedError, ReceiveBufferSizeError,
@@ -48,7 +46,10 @@ __all__ = [
 _LAZY = {"Interval": ".accounting", "TASK_DTYPE": ".accounting",
          # the exit stream brings asyncio and select
          "ExitListener": ".kernel.listener", "ListenerStats": ".kernel.listener",
-         "ShardStats": ".kernel.listener", "ForeignNetnsWarning": ".kernel.listener"}
+         "ShardStats": ".kernel.listener", "ForeignNetnsWarning": ".kernel.listener",
+         # tables and files: the recording package (sinks, formats, threads)
+         "to_pandas": ".recording.columns", "to_arrow": ".recording.columns",
+         "read_records": ".recording.reading", "read_frame": ".recording.reading"}
 
 
 def __getattr__(name: str):
