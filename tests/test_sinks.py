@@ -158,3 +158,16 @@ def test_record_stops_on_a_write_failure_and_counts_what_was_not_written():
     assert error.not_written == 4 + 2 == error.result.not_written
     assert "6 of the 9 records received were not written" in str(error)
     assert error.errno == 28 and error.result.stopped_by == "error"
+
+
+def test_record_closes_the_sink_and_stops_the_listener_on_any_error():
+    class Broken(ListSink):
+        def write(self, batch):
+            if len(batch):
+                raise RuntimeError("a bug in a sink")
+            super().write(batch)
+
+    listener, sink = FakeListener([batch(2)]), Broken()
+    with pytest.raises(RuntimeError, match="a bug in a sink"):
+        record(listener, sink, stop=time.monotonic() + 5)
+    assert listener.stopped and sink.closed

@@ -86,7 +86,8 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
     the records still queued go to the sink too (which counts them as not written), the sink is
     closed, and a ``WriteFailedError`` is raised whose message says how many records received
     were not written (``not_written``; the result is its ``result``).  KeyboardInterrupt also
-    stops cleanly, and is raised again after the sink is closed.
+    stops cleanly, and is raised again after the sink is closed; so is any other error of the
+    listener or the sink.
     """
     should_stop = _stop_check(stop)
     counting = isinstance(sink, CountingSink)
@@ -94,7 +95,7 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
     received = 0
     stopped_by: Optional[str] = None
     failure: Optional[WriteFailedError] = None
-    interrupted: Optional[BaseException] = None
+    interrupted: Optional[BaseException] = None   # raised again once the sink is closed
     next_counters = started + COUNTERS_SECONDS
     next_progress = started + min(progress_seconds, 1.0)
     deadline = None if stop is None or isinstance(stop, threading.Event) or callable(stop) \
@@ -125,8 +126,8 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
                 next_progress = now + progress_seconds
     except WriteFailedError as e:
         failure, stopped_by = e, "error"
-    except KeyboardInterrupt as e:
-        interrupted, stopped_by = e, "interrupt"
+    except (KeyboardInterrupt, Exception) as e:   # stop and close all the same, then re-raise
+        interrupted, stopped_by = e, "interrupt" if isinstance(e, KeyboardInterrupt) else "error"
     stopped = time.monotonic()
     # stop() deregisters and hands back everything still queued on the sockets, including
     # exits that raced the deregistration: they go to the sink like the rest.
