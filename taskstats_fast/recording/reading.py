@@ -79,8 +79,8 @@ class Recordings:
     """The files named by some paths, read one by one into one schema's records.
 
     ``files``: the data files found; ``metadata``: each readable file's metadata (same order,
-    without the damaged ones); ``damaged``: ``(path, NotARecordingError)`` for every file that
-    could not be read.  ``chunks()`` yields each readable file's records chunk by chunk;
+    without the unreadable ones); ``damaged``: ``(path, NotARecordingError)`` for every file that
+    could not be read, or not to its end (its chunks before the damage are kept).  ``chunks()`` yields each readable file's records chunk by chunk;
     ``records()`` concatenates them.  ``columns`` restricts what is read from disk (table
     column names; the other fields come back as zeros).
     """
@@ -104,12 +104,18 @@ class Recordings:
             try:
                 meta = fmt.read_metadata(path)
                 check_format_version(path, meta)
-                file_chunks = list(fmt.reader(path, self.schema, self.columns))
+                chunks = fmt.reader(path, self.schema, self.columns)
+                first = next(chunks, None)   # the header and schema checks happen here
             except NotARecordingError as e:
                 self.damaged.append((path, e))
                 continue
             self.metadata.append(meta)
-            yield from file_chunks
+            try:   # chunk by chunk: a file never has to fit in memory whole
+                if first is not None:
+                    yield first
+                yield from chunks
+            except NotARecordingError as e:   # damaged further in: what came before is kept
+                self.damaged.append((path, e))
 
     def records(self) -> np.ndarray:
         parts = list(self.chunks())
