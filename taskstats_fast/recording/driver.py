@@ -146,8 +146,8 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
         error = WriteFailedError(
             failure.errno or 0,
             f"{failure.strerror}: {final.not_written:,} of the {received:,} records received "
-            f"were not written" + (f"; the {len(final.sink.files)} file(s) written are complete"
-                                   if final.sink.files else ""),
+            f"were not written; {final.sink.written:,} are in {len(final.sink.files)} complete "
+            f"file(s)",
             not_written=final.not_written)
         error.result = final  # type: ignore[attr-defined]
         raise error from failure
