@@ -38,7 +38,7 @@ import time
 import urllib.parse
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -48,11 +48,6 @@ from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import FileStats, system_metadata, utc
 from .reading import is_dataset_path
 from .retention import RetentionPolicy
-
-try:  # Protocol is in typing from Python 3.8
-    from typing import Protocol, runtime_checkable
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol, runtime_checkable  # type: ignore
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
            "prepare_output", "check_writable", "CountingSink"]
