@@ -80,9 +80,10 @@ class Recordings:
 
     ``files``: the data files found; ``metadata``: each readable file's metadata (same order,
     without the unreadable ones); ``damaged``: ``(path, NotARecordingError)`` for every file that
-    could not be read, or not to its end (its chunks before the damage are kept).  ``chunks()`` yields each readable file's records chunk by chunk;
-    ``records()`` concatenates them.  ``columns`` restricts what is read from disk (table
-    column names; the other fields come back as zeros).
+    could not be read, or not to its end (its chunks before the damage are kept).
+    ``chunks()`` yields each readable file's records chunk by chunk; ``records()``
+    concatenates them.  ``columns`` restricts what is read from disk (table column names; the
+    other fields come back as zeros).
     """
 
     paths: PathOrPaths
