@@ -39,11 +39,11 @@ __all__ = [
     "delay_accounting", "delayacct_enabled", "set_delayacct", "DELAYACCT_FIELDS",
     "DelayAccountingOffWarning",
     "ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning", "cpumask",
-    "Interval", "TASK_DTYPE",
+    "Accounting", "Interval", "TASK_DTYPE",
 ]
 
 #: Names loaded on first use, so ``import taskstats_fast`` stays light: name -> module.
-_LAZY = {"Interval": ".accounting", "TASK_DTYPE": ".accounting",
+_LAZY = {"Accounting": ".accounting", "Interval": ".accounting", "TASK_DTYPE": ".accounting",
          # the exit stream brings asyncio and select
          "ExitListener": ".kernel.listener", "ListenerStats": ".kernel.listener",
          "ShardStats": ".kernel.listener", "ForeignNetnsWarning": ".kernel.listener",

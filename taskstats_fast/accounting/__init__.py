@@ -12,7 +12,14 @@ from .interval import (ALIVE, BORN, EXACT, EXITED, FLAG_DELAYACCT_OFF, FLAG_NO_S
                        FLAG_PID_REUSED, INHERITED, PSI_DTYPE, PSI_RESOURCES, TASK_DTYPE, UNKNOWN,
                        Interval, Pressure)
 
-__all__ = ["Interval", "Pressure", "TASK_DTYPE", "PSI_DTYPE", "PSI_RESOURCES",
+__all__ = ["Accounting", "Interval", "Pressure", "TASK_DTYPE", "PSI_DTYPE", "PSI_RESOURCES",
            "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
            "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START"]
 
+
+
+def __getattr__(name: str):
+    if name == "Accounting":     # opens sockets: loaded on first use
+        from .accounting import Accounting
+        return Accounting
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

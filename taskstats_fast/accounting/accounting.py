@@ -1,0 +1,188 @@
+"""Accounting: a Connection and an ExitListener on every CPU, turned into one Interval at a time.
+
+Owns the schedule and the looks.  A *look* walks the cgroup v2 hierarchy (every thread id with its
+cgroup, and pressure totals) and queries every listed thread in one bulk lookup; between two
+looks the exit stream is read continuously, and after each look the listener is drained, so an
+exit that raced the look is in this interval's batch.  ``merge.merge`` turns the two looks and the
+exits into rows; each closing look is the next interval's opening look, so the intervals tile
+time: summed over intervals, every task's counters are counted once.
+
+    with tsf.Accounting(interval=1.0) as acct:
+        for iv in acct:
+            print(iv.by("cgroup"))
+
+Only the public API of the streams is used (``Connection.pids``/``snapshot``, ``ExitListener.read``
+and ``stats``), so they can change inside without touching this module.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from .. import delayacct_enabled
+from . import cgroupfs
+from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
+from .merge import Look, merge
+
+__all__ = ["Accounting", "AUTO"]
+
+#: ``cgroup_root=AUTO``: find cgroup v2 in /proc/self/mountinfo.
+AUTO = "auto"
+
+
+class Accounting:
+    """Intervals of per-task accounting: ``for iv in Accounting(interval=1.0): ...``.
+
+    ``interval``: seconds between looks (the schedule does not drift; if a look overruns, the
+    next one is taken at once).  ``cgroup_root``: where cgroup v2 is mounted (``AUTO``: found in
+    mountinfo; None: no attribution).  ``pressure``: read PSI.  ``connection``/``listener``: use
+    these instead of opening a ``Connection`` and an ``ExitListener()`` (they are then not closed
+    here).  ``listener_options`` go to ``ExitListener`` when this class opens it.
+    """
+
+    def __init__(self, interval: float = 1.0, *, cgroup_root: Optional[str] = AUTO,
+                 pressure: bool = True, connection=None, listener=None, **listener_options):
+        if not interval > 0:
+            raise ValueError("interval is in seconds and must be positive")
+        self.interval = float(interval)
+        self.cgroup_root = cgroupfs.find_cgroup2() if cgroup_root == AUTO else (cgroup_root or None)
+        self.pressure = bool(pressure)
+        self._own_connection = connection is None
+        self._own_listener = listener is None
+        self._connection = connection
+        self._listener = listener
+        self._listener_options = listener_options
+        self._look: Optional[Look] = None
+        self._exits: List[np.ndarray] = []
+        self._lost_at_look = 0
+        self._next_deadline = 0.0
+        self._index = 0
+        self.closed = True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> "Accounting":
+        """Open the sockets and take the first look (the start of the first interval)."""
+        if not self.closed:
+            return self
+        from .. import Connection, ExitListener   # the public names: their modules may move
+        try:
+            if self._listener is None:
+                self._listener = ExitListener(**self._listener_options)
+            if self._connection is None:
+                self._connection = Connection(warn_delayacct=False)
+            self.closed = False
+            self._lost_at_look = self._listener.stats.lost
+            self._look = self._take_look()
+            self._drain()
+            self._exits.clear()   # exits before the first look belong to no interval
+        except BaseException:
+            self.close()
+            raise
+        self._next_deadline = time.monotonic() + self.interval
+        return self
+
+    def close(self) -> None:
+        """Deregister the listener and close the sockets this object opened (idempotent)."""
+        self.closed = True
+        if self._own_listener and self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        if self._own_connection and self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> "Accounting":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Interval]:
+        self.open()
+        while not self.closed:
+            yield self.next()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"interval #{self._index}"
+        return (f"<taskstats_fast.Accounting every {self.interval:g}s, {state}, "
+                f"cgroup v2 at {self.cgroup_root or 'nowhere (no attribution)'}>")
+
+    # -- intervals ---------------------------------------------------------------------------
+    def next(self, deadline: Optional[float] = None) -> Interval:
+        """Wait for the end of the current interval (or until ``deadline``, a time.monotonic()
+        value) and return it."""
+        if self.closed:
+            self.open()
+        listener = self._listener
+        assert listener is not None and self._look is not None
+        end = self._next_deadline if deadline is None else deadline
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            batch = listener.read(timeout=remaining)
+            if len(batch):
+                self._exits.append(batch)
+        start = self._look
+        closing = self._take_look()
+        self._drain()
+        lost_now = listener.stats.lost
+        exits = np.concatenate(self._exits) if self._exits else np.zeros(0, start.records.dtype)
+        self._exits = []
+        rows, self._look = merge(start, closing, exits)
+        iv = Interval(start.time_ns, closing.time_ns, rows,
+                      cgroups={**start.cgroups.paths, **closing.cgroups.paths},
+                      psi=_pressure_delta(start, closing), lost=lost_now - self._lost_at_look,
+                      delayacct=None if closing.delayacct is None else
+                      bool(start.delayacct and closing.delayacct),
+                      cgroup_root=self.cgroup_root or "", index=self._index)
+        self._lost_at_look = lost_now
+        self._index += 1
+        now = time.monotonic()
+        self._next_deadline = max(self._next_deadline + self.interval, now) if deadline is None \
+            else now + self.interval
+        return iv
+
+    __next__ = next
+
+    def _drain(self) -> None:
+        """Everything the listener holds now (the exits that raced the look)."""
+        assert self._listener is not None
+        while True:
+            batch = self._listener.read(timeout=0)
+            if not len(batch):
+                return
+            self._exits.append(batch)
+
+    def _take_look(self) -> Look:
+        assert self._connection is not None
+        began = time.time_ns()
+        delayacct = delayacct_enabled()
+        cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure)
+        if self.cgroup_root:
+            records = self._connection.pids(cgroups.tids).records
+        else:
+            records = self._connection.snapshot(threads=True).records
+        return Look.of(began, records, cgroups, delayacct)
+
+
+def _pressure_delta(start: Look, end: Look) -> Pressure:
+    """Stall-time deltas: the system's, and each cgroup's seen at both looks."""
+    a, b = start.cgroups, end.cgroups
+    system = np.zeros(1, PSI_DTYPE)[0]
+    fields = [f"{r}_{k}_us" for r in PSI_RESOURCES for k in ("some", "full")]
+    for name in fields:
+        system[name] = max(0, int(b.system_psi[name]) - int(a.system_psi[name]))
+    common, ia, ib = np.intersect1d(a.psi["cgroup_id"], b.psi["cgroup_id"],
+                                    assume_unique=True, return_indices=True)
+    rows = np.zeros(len(common), PSI_DTYPE)
+    rows["cgroup_id"] = common
+    for name in fields:
+        before, after = a.psi[name][ia], b.psi[name][ib]
+        rows[name] = after - np.minimum(before, after)
+    resources = tuple(r for r in PSI_RESOURCES if r in a.resources and r in b.resources)
+    return Pressure(system, rows, resources)
+

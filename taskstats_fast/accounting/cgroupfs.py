@@ -1,0 +1,190 @@
+"""The cgroup v2 hierarchy and pressure-stall files, read once per look.
+
+Owns where cgroup v2 is mounted (found in ``/proc/self/mountinfo`` by file-system type, never
+assumed: hybrid hosts mount it at ``/sys/fs/cgroup/unified``), the walk that lists every thread
+with its cgroup, and the PSI ``total=`` counters (system and per cgroup).
+
+One look reads, per cgroup directory, ``cgroup.threads`` (every thread id in it: one read per
+cgroup instead of one ``/proc/PID/cgroup`` read per task) and its ``{cpu,io,memory,irq}.pressure``;
+the thread ids of all cgroups are parsed in one numpy call.  A cgroup's id is its directory's
+inode number, the id BPF tools and ``name_to_handle_at`` use.  Kernel threads sit in the root.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .interval import PSI_DTYPE, PSI_RESOURCES
+
+__all__ = ["find_cgroup2", "CgroupLook", "look", "read_pressure_totals", "SYSTEM_PRESSURE_DIR"]
+
+MOUNTINFO = "/proc/self/mountinfo"
+SYSTEM_PRESSURE_DIR = "/proc/pressure"
+_READ_CHUNK = 1 << 16
+
+
+def _unescape(path: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
+    if "\\" not in path:
+        return path
+    return path.encode().decode("unicode_escape").encode("latin-1").decode("utf-8", "replace")
+
+
+def find_cgroup2(mountinfo: str = MOUNTINFO) -> Optional[str]:
+    """Where the cgroup v2 hierarchy is mounted, or None (no cgroup v2 on this host, or not
+    visible in this mount namespace).  Prefers a mount of the hierarchy's root (``/``)."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found: List[Tuple[bool, str]] = []
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fstype = right.split(" ", 1)[0]
+        if fstype != "cgroup2":
+            continue
+        fields = left.split(" ")
+        if len(fields) < 5:
+            continue
+        found.append((fields[3] != "/", _unescape(fields[4])))
+    if not found:
+        return None
+    return sorted(found)[0][1]
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks: List[bytes] = []
+        while True:
+            chunk = os.read(fd, _READ_CHUNK)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def _totals(text: bytes) -> Tuple[int, int]:
+    """(some, full) ``total=`` µs of one pressure file (full is 0 where the kernel has none)."""
+    some = full = 0
+    for line in text.splitlines():
+        at = line.rfind(b"total=")
+        if at < 0:
+            continue
+        value = int(line[at + 6:])
+        if line.startswith(b"some"):
+            some = value
+        elif line.startswith(b"full"):
+            full = value
+    return some, full
+
+
+def read_pressure_totals(directory: str, out: np.void, resources: Optional[List[str]] = None,
+                         suffix: str = ".pressure") -> None:
+    """Fill ``out`` (a PSI_DTYPE row) with the ``total=`` counters of ``directory``'s pressure
+    files; ``resources`` collects the names of the files that exist and read."""
+    for resource in PSI_RESOURCES:
+        try:
+            some, full = _totals(_read(f"{directory}/{resource}{suffix}"))
+        except OSError:   # absent (no irq time accounting), PSI off, or the cgroup went away
+            continue
+        out[f"{resource}_some_us"] = some
+        out[f"{resource}_full_us"] = full
+        if resources is not None:
+            resources.append(resource)
+
+
+@dataclass
+class CgroupLook:
+    """What one walk of the hierarchy saw: every thread with its cgroup, and pressure totals.
+
+    ``tids`` are sorted and unique (a thread that moved during the walk keeps the cgroup read
+    last); ``tid_cgroup[i]`` is the cgroup id of ``tids[i]``.  ``psi`` holds per-cgroup
+    **totals** (not deltas), sorted by cgroup id; ``system_psi`` the /proc/pressure totals.
+    """
+    time_ns: int
+    root: str                                   # mount point ("" when the host has no cgroup v2)
+    paths: Dict[int, str] = field(default_factory=dict)
+    tids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    tid_cgroup: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    psi: np.ndarray = field(default_factory=lambda: np.zeros(0, PSI_DTYPE))
+    system_psi: np.void = field(default_factory=lambda: np.zeros(1, PSI_DTYPE)[0])
+    resources: Tuple[str, ...] = ()
+
+    def cgroup_of(self, tids: np.ndarray) -> np.ndarray:
+        """Cgroup id of each of ``tids`` at this look (0 where it was not listed)."""
+        return lookup(self.tids, self.tid_cgroup, tids)
+
+
+def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``values[i]`` for each wanted key equal to sorted ``keys[i]``, else 0."""
+    out = np.zeros(len(wanted), values.dtype)
+    if len(keys) == 0 or len(wanted) == 0:
+        return out
+    at = np.searchsorted(keys, wanted)
+    at[at == len(keys)] = 0
+    hit = keys[at] == wanted
+    out[hit] = values[at[hit]]
+    return out
+
+
+def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
+    """Walk the hierarchy at ``root`` (None: no cgroup v2, only system pressure is read)."""
+    now = time.time_ns()
+    result = CgroupLook(now, root or "")
+    system_resources: List[str] = []
+    if pressure:
+        read_pressure_totals(SYSTEM_PRESSURE_DIR, result.system_psi, system_resources, suffix="")
+    result.resources = tuple(system_resources)
+    if not root:
+        return result
+    ids: List[int] = []
+    blobs: List[bytes] = []
+    psi_rows: List[np.void] = []
+    psi = np.zeros(1, PSI_DTYPE)
+    stack: List[Tuple[str, str, int]] = [(root, "/", os.stat(root).st_ino)]
+    while stack:
+        directory, rel, ino = stack.pop()
+        try:
+            blob = _read(directory + "/cgroup.threads")
+            children = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
+        except OSError:        # removed while we walked (ENOENT/ENODEV): it had no threads
+            continue
+        ids.append(ino)
+        blobs.append(blob)
+        result.paths[ino] = rel
+        if pressure:
+            psi[0] = 0
+            psi[0]["cgroup_id"] = ino
+            read_pressure_totals(directory, psi[0])
+            psi_rows.append(psi[0].copy())
+        base = "" if rel == "/" else rel
+        stack.extend((e.path, f"{base}/{e.name}", e.inode()) for e in children)
+    counts = np.array([b.count(b"\n") for b in blobs], np.int64)
+    tids = np.fromstring(b"".join(blobs), dtype=np.int64, sep="\n") if counts.sum() else \
+        np.zeros(0, np.int64)
+    cgroup_of_tid = np.repeat(np.array(ids, np.uint64), counts[:len(ids)])
+    if len(tids) != len(cgroup_of_tid):     # a file without a final newline: count by split
+        counts = np.array([len(b.split()) for b in blobs], np.int64)
+        cgroup_of_tid = np.repeat(np.array(ids, np.uint64), counts)
+    # sort by tid; a thread listed twice (moved during the walk) keeps its later cgroup
+    order = np.argsort(tids[::-1], kind="stable")
+    tids_sorted = tids[::-1][order]
+    cg_sorted = cgroup_of_tid[::-1][order]
+    keep = np.ones(len(tids_sorted), bool)
+    keep[1:] = tids_sorted[1:] != tids_sorted[:-1]
+    result.tids = tids_sorted[keep].astype(np.uint32)
+    result.tid_cgroup = cg_sorted[keep]
+    if psi_rows:
+        rows = np.array(psi_rows, PSI_DTYPE)
+        result.psi = rows[np.argsort(rows["cgroup_id"])]
+    return result

@@ -1,0 +1,72 @@
+"""accounting/cgroupfs.py without a kernel: finding cgroup v2 in mountinfo, pressure files, and a
+walk over a fake hierarchy (a plain directory tree with cgroup.threads files)."""
+
+import os
+
+import numpy as np
+
+from taskstats_fast.accounting import cgroupfs
+from taskstats_fast.accounting.interval import PSI_DTYPE
+
+HYBRID = """\
+25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw
+31 25 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+42 31 0:39 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+"""
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_find_cgroup2_hybrid_pure_none_and_escaped(tmp_path):
+    mi = tmp_path / "mountinfo"
+    _write(mi, HYBRID)
+    assert cgroupfs.find_cgroup2(str(mi)) == "/sys/fs/cgroup/unified"
+    _write(mi, "29 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n")
+    assert cgroupfs.find_cgroup2(str(mi)) == "/sys/fs/cgroup"
+    _write(mi, "42 31 0:39 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
+    assert cgroupfs.find_cgroup2(str(mi)) is None
+    # a bind mount of a sub-cgroup is passed over for the hierarchy's root; spaces are escaped
+    _write(mi, "50 1 0:26 /sub /mnt/sub rw - cgroup2 cgroup2 rw\n"
+               "51 1 0:26 / /mnt/my\\040cg rw - cgroup2 cgroup2 rw\n")
+    assert cgroupfs.find_cgroup2(str(mi)) == "/mnt/my cg"
+    assert cgroupfs.find_cgroup2(str(tmp_path / "absent")) is None
+
+
+def test_pressure_totals(tmp_path):
+    _write(tmp_path / "cpu.pressure", "some avg10=1.00 avg60=0.50 avg300=0.10 total=1234\n"
+                                      "full avg10=0.00 avg60=0.00 avg300=0.00 total=56\n")
+    _write(tmp_path / "io.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n")
+    out = np.zeros(1, PSI_DTYPE)[0]
+    found = []
+    cgroupfs.read_pressure_totals(str(tmp_path), out, found)
+    assert found == ["cpu", "io"]
+    assert (out["cpu_some_us"], out["cpu_full_us"], out["io_some_us"], out["memory_some_us"]) == \
+        (1234, 56, 7, 0)
+
+
+def test_walk_lists_every_thread_with_its_cgroup(tmp_path):
+    root = tmp_path / "cg"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "c").mkdir()
+    _write(root / "cgroup.threads", "1\n2\n")
+    _write(root / "a" / "cgroup.threads", "30\n10\n")
+    _write(root / "a" / "b" / "cgroup.threads", "")
+    _write(root / "c" / "cgroup.threads", "5\n")
+    _write(root / "a" / "cpu.pressure", "some avg10=0 avg60=0 avg300=0 total=99\n")
+    seen = cgroupfs.look(str(root))
+    ino = {rel: os.stat(root / rel.lstrip("/")).st_ino for rel in ("/", "/a", "/a/b", "/c")}
+    assert seen.paths == {v: k for k, v in ino.items()}
+    assert seen.tids.tolist() == [1, 2, 5, 10, 30]
+    assert seen.tid_cgroup.tolist() == [ino["/"], ino["/"], ino["/c"], ino["/a"], ino["/a"]]
+    assert seen.cgroup_of(np.array([10, 5, 4], np.uint32)).tolist() == [ino["/a"], ino["/c"], 0]
+    a = seen.psi[seen.psi["cgroup_id"] == ino["/a"]][0]
+    assert a["cpu_some_us"] == 99
+
+
+def test_no_cgroup2_means_no_threads_but_system_pressure():
+    seen = cgroupfs.look(None)
+    assert seen.root == "" and len(seen.tids) == 0 and seen.paths == {}
