@@ -7,6 +7,7 @@ Contract (other modules and the live surfaces build on it; names marked *fixed* 
 * ``Interval.tasks`` (*fixed*): a numpy array of ``TASK_DTYPE``, one row per task (thread) that
   existed at any moment of the interval.  Counter fields are **deltas over the interval** in the
   kernel's units (CPU times µs, ``cpu_run_*`` and every ``*_delay_total`` ns, I/O bytes, counts);
+  ``cpu_ns`` is the best CPU estimate (see DERIVED_FIELDS);
   ``hiwater_rss``/``hiwater_vm`` are **levels** (KB) at the task's last sighting.  Identity
   fields come from the task's last record.  ``state`` says which of the four cases the row is
   (``ALIVE``: 0, or ``BORN`` | ``EXITED`` bits); ``attribution`` how ``cgroup_id`` was found.
@@ -35,7 +36,8 @@ import numpy as np
 from .. import layout
 
 __all__ = [
-    "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS",
+    "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
+    "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS",
     "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
     "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "GROUP_KEYS", "Pressure", "Interval",
 ]
@@ -77,6 +79,14 @@ DELTA_FIELDS: Tuple[str, ...] = (
     "read_char", "write_char", "read_syscalls", "write_syscalls",
     "ac_minflt", "ac_majflt", "nvcsw", "nivcsw",
 )
+#: Our own per-row figures, summed in ``by`` like the deltas.
+#: ``cpu_ns``: the best CPU estimate for the row's interval.  For a task alive at the closing look
+#: it is the scheduler's own clock (the ``cpu_run_virtual_total`` delta, the figure cgroup
+#: ``cpu.stat`` sums); for a task that exited, the larger of that and the tick-sampled
+#: ``ac_utime + ac_stime`` delta, because an exit record's scheduler clock misses the task's last
+#: stretch on the CPU (see the README section on interval accounting for the measured error).
+DERIVED_FIELDS: Tuple[str, ...] = ("cpu_ns",)
+SUMMED_FIELDS: Tuple[str, ...] = DERIVED_FIELDS + DELTA_FIELDS
 #: Fields that are levels at the task's last sighting (maxima in ``by``).
 LEVEL_FIELDS: Tuple[str, ...] = ("hiwater_rss", "hiwater_vm")
 #: Identity fields copied from the task's last record.
@@ -95,7 +105,7 @@ def _build_task_dtype() -> np.dtype:
         ("flags", "u1"),        # FLAG_*
         ("_pad", "u1"),
     ]
-    fields += [(name, "u8") for name in DELTA_FIELDS + LEVEL_FIELDS]
+    fields += [(name, "u8") for name in SUMMED_FIELDS + LEVEL_FIELDS]
     return np.dtype(fields, align=True)
 
 
@@ -202,8 +212,8 @@ class Interval:
                 "unknown": int(np.count_nonzero(attr == UNKNOWN)), "lost": self.lost}
 
     def cpu_us(self) -> np.ndarray:
-        """CPU time of each row (µs): ``ac_utime + ac_stime`` (see accounting-notes: the only CPU
-        figure that is right for tasks that exited)."""
+        """Tick-sampled CPU time of each row (µs): ``ac_utime + ac_stime``.  ``tasks["cpu_ns"]``
+        is the closer estimate (see DERIVED_FIELDS)."""
         return self.tasks["ac_utime"] + self.tasks["ac_stime"]
 
     def __repr__(self) -> str:
@@ -248,7 +258,7 @@ def group_dtype(key: str) -> np.dtype:
                "thread": IDENTITY_FIELDS + ("ac_btime64", "cgroup_id", "attribution", "state")}[key]
     fields: List[Tuple[str, object]] = [(name, TASK_DTYPE[name]) for name in carried]
     fields += [("tasks", "u8"), ("born", "u8"), ("exited", "u8")]
-    fields += [(name, "u8") for name in DELTA_FIELDS + LEVEL_FIELDS]
+    fields += [(name, "u8") for name in SUMMED_FIELDS + LEVEL_FIELDS]
     return np.dtype(fields)
 
 
@@ -273,12 +283,12 @@ def group_rows(tasks: np.ndarray, key: str) -> np.ndarray:
     starts = np.flatnonzero(change)
     out = np.zeros(len(starts), out_dtype)
     for name in out_dtype.names or ():
-        if name in TASK_FIELDS and name not in DELTA_FIELDS + LEVEL_FIELDS:
+        if name in TASK_FIELDS and name not in SUMMED_FIELDS + LEVEL_FIELDS:
             out[name] = rows[name][starts]
     out["tasks"] = np.diff(np.append(starts, len(rows)))
     out["born"] = np.add.reduceat((rows["state"] & BORN).astype(np.uint64) // BORN, starts)
     out["exited"] = np.add.reduceat((rows["state"] & EXITED).astype(np.uint64) // EXITED, starts)
-    for name in DELTA_FIELDS:
+    for name in SUMMED_FIELDS:
         out[name] = np.add.reduceat(rows[name], starts)
     for name in LEVEL_FIELDS:
         out[name] = np.maximum.reduceat(rows[name], starts)

@@ -154,6 +154,10 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     deltas = counters - np.minimum(base, counters)     # never negative, by construction
     for i, name in enumerate(DELTA_FIELDS):
         rows[name] = deltas[:, i]
+    # CPU: the scheduler's clock, except where an exit record's clock fell behind the ticks
+    ticks_ns = (rows["ac_utime"] + rows["ac_stime"]) * np.uint64(1000)
+    scheduler_ns = rows["cpu_run_virtual_total"]
+    rows["cpu_ns"] = np.where(is_exit, np.maximum(ticks_ns, scheduler_ns), scheduler_ns)
     rows["state"] = np.where(is_exit, EXITED, 0) | np.where(matched, 0, BORN)
 
     flags = np.zeros(n, np.uint8)
