@@ -59,15 +59,7 @@ FLAG_NO_START = 0x04       #: alive at the end, not in the first look although o
                            #: first look raced its birth or missed it): counted from its birth
 
 
-def _delay_classes() -> Tuple[str, ...]:
-    """The delay-class prefixes, from the layout (each ``<c>_count`` with a ``<c>_delay_total``)."""
-    names = layout.FIELD_BY_NAME
-    return tuple(f.name[:-len("_delay_total")] for f in layout.FIELDS
-                 if f.name.endswith("_delay_total")
-                 and f.name[:-len("_delay_total")] + "_count" in names)
-
-
-DELAY_CLASSES: Tuple[str, ...] = _delay_classes()
+DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
 DELAY_FIELDS: Tuple[str, ...] = tuple(
     name for c in DELAY_CLASSES for name in (f"{c}_count", f"{c}_delay_total"))
 

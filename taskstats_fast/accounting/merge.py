@@ -24,6 +24,8 @@ closing look for live tasks, the opening look for tasks that exited (a move betw
 applied at look granularity).  Tasks born and dead between two looks inherit the cgroup of their
 thread group, else of their parent (``ac_ppid``), resolved through the looks and, for chains of
 short-lived tasks (``sh -c`` spawning a child), through the other exit records of the interval.
+No record says which cgroup a task was in, so a task moved right after its fork (as service
+managers start things) that also dies before the next look is attributed to its parent's cgroup.
 """
 
 from __future__ import annotations
