@@ -1,11 +1,12 @@
 """Accounting: a Connection and an ExitListener on every CPU, turned into one Interval at a time.
 
 Owns the schedule and the looks.  A *look* walks the cgroup v2 hierarchy (every thread id with its
-cgroup, and pressure totals) and queries every listed thread in one bulk lookup; between two
-looks the exit stream is read continuously, and after each look the listener is drained, so an
-exit that raced the look is in this interval's batch.  ``merge.merge`` turns the two looks and the
-exits into rows; each closing look is the next interval's opening look, so the intervals tile
-time: summed over intervals, every task's counters are counted once.
+cgroup, and pressure totals) and queries every listed thread in one bulk lookup; the exit stream
+is read continuously on a thread of its own (during looks and merges too), and after each look
+everything the sockets hold is cut into this interval, so an exit that raced the look is in it.
+``merge.merge`` turns the two looks and the exits into rows; each closing look is the next
+interval's opening look, so the intervals tile time: summed over intervals, every task's counters
+are counted once.
 
     with tsf.Accounting(interval=1.0) as acct:
         for iv in acct:
@@ -17,12 +18,13 @@ and ``stats``), so they can change inside without touching this module.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Iterator, List, Optional
 
 import numpy as np
 
-from .. import delayacct_enabled
+from .. import delayacct_enabled, layout
 from . import cgroupfs
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
 from .merge import Look, merge
@@ -31,6 +33,69 @@ __all__ = ["Accounting", "AUTO"]
 
 #: ``cgroup_root=AUTO``: find cgroup v2 in /proc/self/mountinfo.
 AUTO = "auto"
+# How long the reader waits in one read: bounds how late it sees a cut request or a close.
+_READ_SLICE = 0.02
+
+
+class _ExitReader:
+    """Reads the exit stream on a thread of its own, so a look or a merge never leaves the
+    sockets unread (at full fork rate their buffers fill within a look).  ``cut()`` returns
+    everything received up to the call, leaving nothing behind that was in the sockets then."""
+
+    def __init__(self, listener):
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._batches: List[np.ndarray] = []
+        self._cut_requested = threading.Event()
+        self._cut_done = threading.Event()
+        self._stopping = False
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="taskstats_fast accounting reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        listener = self._listener
+        try:
+            while not self._stopping:
+                if self._cut_requested.is_set():
+                    self._cut_requested.clear()
+                    while True:                 # whatever the sockets hold now
+                        batch = listener.read(timeout=0)
+                        if not len(batch):
+                            break
+                        self._keep(batch)
+                    self._cut_done.set()
+                    continue
+                batch = listener.read(timeout=_READ_SLICE)
+                if len(batch):
+                    self._keep(batch)
+        except BaseException as e:   # surfaces in cut(); a closed listener ends the thread
+            if not self._stopping:
+                self._error = e
+        finally:
+            self._cut_done.set()
+
+    def _keep(self, batch: np.ndarray) -> None:
+        with self._lock:
+            self._batches.append(batch)
+
+    def cut(self) -> List[np.ndarray]:
+        """The batches received so far, including all the sockets hold at this call."""
+        self._cut_done.clear()
+        self._cut_requested.set()
+        while not self._cut_done.wait(0.2):
+            if not self._thread.is_alive():
+                break
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            out, self._batches = self._batches, []
+        return out
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join()
 
 
 class Accounting:
@@ -56,7 +121,7 @@ class Accounting:
         self._listener = listener
         self._listener_options = listener_options
         self._look: Optional[Look] = None
-        self._exits: List[np.ndarray] = []
+        self._reader: Optional[_ExitReader] = None
         self._lost_at_look = 0
         self._next_deadline = 0.0
         self._index = 0
@@ -75,9 +140,9 @@ class Accounting:
                 self._connection = Connection(warn_delayacct=False)
             self.closed = False
             self._lost_at_look = self._listener.stats.lost
+            self._reader = _ExitReader(self._listener)
             self._look = self._take_look()
-            self._drain()
-            self._exits.clear()   # exits before the first look belong to no interval
+            self._reader.cut()    # exits before the first look belong to no interval
         except BaseException:
             self.close()
             raise
@@ -87,6 +152,9 @@ class Accounting:
     def close(self) -> None:
         """Deregister the listener and close the sockets this object opened (idempotent)."""
         self.closed = True
+        if self._reader is not None:
+            self._reader.stop()
+            self._reader = None
         if self._own_listener and self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -116,22 +184,16 @@ class Accounting:
         value) and return it."""
         if self.closed:
             self.open()
-        listener = self._listener
-        assert listener is not None and self._look is not None
+        listener, reader = self._listener, self._reader
+        assert listener is not None and reader is not None and self._look is not None
         end = self._next_deadline if deadline is None else deadline
-        while True:
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                break
-            batch = listener.read(timeout=remaining)
-            if len(batch):
-                self._exits.append(batch)
+        while (remaining := end - time.monotonic()) > 0:
+            time.sleep(min(remaining, 0.5))       # short sleeps: a signal's handler runs soon
         start = self._look
         closing = self._take_look()
-        self._drain()
+        batches = reader.cut()                    # the exits that raced the look are in
         lost_now = listener.stats.lost
-        exits = np.concatenate(self._exits) if self._exits else np.zeros(0, start.records.dtype)
-        self._exits = []
+        exits = np.concatenate(batches) if batches else np.zeros(0, layout.DTYPE)
         rows, self._look = merge(start, closing, exits)
         iv = Interval(start.time_ns, closing.time_ns, rows,
                       cgroups={**start.cgroups.paths, **closing.cgroups.paths},
@@ -147,15 +209,6 @@ class Accounting:
         return iv
 
     __next__ = next
-
-    def _drain(self) -> None:
-        """Everything the listener holds now (the exits that raced the look)."""
-        assert self._listener is not None
-        while True:
-            batch = self._listener.read(timeout=0)
-            if not len(batch):
-                return
-            self._exits.append(batch)
 
     def _take_look(self) -> Look:
         assert self._connection is not None

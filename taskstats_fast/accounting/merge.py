@@ -31,7 +31,7 @@ managers start things) that also dies before the next look is attributed to its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -39,9 +39,10 @@ from .. import layout
 from .. import DELAYACCT_FIELDS
 from .cgroupfs import CgroupLook, lookup
 from .interval import (BORN, DELTA_FIELDS, EXACT, EXITED, FLAG_DELAYACCT_OFF, FLAG_NO_START,
-                       FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, TASK_DTYPE)
+                       FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, TASK_DTYPE,
+                       summed_block)
 
-__all__ = ["Look", "merge", "birth_ns", "BTIME_SLACK_S"]
+__all__ = ["Look", "merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BTIME_SLACK_S"]
 
 #: How far two ``ac_btime64`` of one task may differ (s): each is "now minus elapsed", rounded.
 BTIME_SLACK_S = 2
@@ -50,57 +51,104 @@ _INHERIT_DEPTH = 8
 _SWITCHED_DELTAS = tuple(f for f in DELTA_FIELDS if f in DELAYACCT_FIELDS)
 
 
+#: What only grows while a task lives: its counters, then its elapsed time.
+_MONOTONE = DELTA_FIELDS + ("ac_etime",)
+_CARRIED = IDENTITY_FIELDS + LEVEL_FIELDS + ("ac_btime64", "ac_btime", "ac_exitcode", "time_ns",
+                                             "layout", "kind")
+_BTIME64_SINCE = layout.FIELD_BY_NAME["ac_btime64"].since
+#: The monotone columns compared to tell a continued task from a reused pid: elapsed time and
+#: the counters that move for almost any task (checking all 46 costs more and adds nothing:
+#: deltas are clamped at zero anyway).
+_IDENTITY_COLUMNS = np.array([_MONOTONE.index(name) for name in (
+    "ac_etime", "ac_utime", "ac_stime", "cpu_run_virtual_total", "nvcsw", "nivcsw", "ac_minflt",
+    "read_char", "cpu_count")], np.intp)
+
+
+def _plan_sighting() -> Tuple[np.ndarray, np.dtype]:
+    """Which 8-byte words of a DTYPE record a sighting keeps, and the dtype of the kept words.
+
+    A DTYPE record is 712 bytes; the merge needs about 60 fields of it.  Copying field by field
+    streams every record once per field; gathering the needed words in one ``take`` streams
+    them once.  The monotone counters come first, so they are one (n, len(_MONOTONE)) block.
+    """
+    spec = {name: (f[0], f[1]) for name, f in (layout.DTYPE.fields or {}).items()}
+    words: List[int] = []
+    for name in _MONOTONE:                      # all u8 at 8-byte offsets: one word each
+        words.append(spec[name][1] // 8)
+    for name in _CARRIED:
+        dt, off = spec[name]
+        for w in range(off // 8, (off + dt.itemsize - 1) // 8 + 1):
+            if w not in words:
+                words.append(w)
+    names: List[str] = ["mono"]
+    formats: List[object] = [("u8", (len(_MONOTONE),))]
+    offsets: List[int] = [0]
+    for name in _CARRIED:
+        dt, off = spec[name]
+        names.append(name)
+        formats.append(dt)
+        offsets.append(words.index(off // 8) * 8 + off % 8)
+    names += ["btime", "birth_ns"]              # computed: two more words at the end
+    formats += ["i8", "i8"]
+    offsets += [8 * len(words), 8 * len(words) + 8]
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                      "itemsize": 8 * len(words) + 16})
+    return np.array(words, np.intp), dtype
+
+
+_SIGHTING_WORDS, SIGHTING_DTYPE = _plan_sighting()
+
+
+def sightings(records: np.ndarray) -> np.ndarray:
+    """The PID records of ``records`` (DTYPE) as SIGHTING_DTYPE rows, in the same order."""
+    records = np.ascontiguousarray(records)
+    n, width = len(records), len(_SIGHTING_WORDS)
+    words = records.view(np.uint64).reshape(n, layout.DTYPE.itemsize // 8)
+    block = np.empty((n, width + 2), np.uint64)
+    np.take(words, _SIGHTING_WORDS, axis=1, out=block[:, :width])
+    out = block.view(SIGHTING_DTYPE).reshape(n)
+    out = out[out["kind"] == layout.KIND_PID]
+    out["btime"] = np.where(out["layout"] >= _BTIME64_SINCE, out["ac_btime64"], out["ac_btime"])
+    out["birth_ns"] = out["time_ns"].astype(np.int64) - out["mono"][:, -1].astype(np.int64) * 1000
+    return out
+
+
 @dataclass
 class Look:
-    """One look at the machine: every thread's record (PID records, sorted by pid, unique) and
-    where each thread sat in the cgroup hierarchy."""
+    """One look at the machine: every thread's sighting (sorted by pid, unique) and where each
+    thread sat in the cgroup hierarchy."""
     time_ns: int                 # CLOCK_REALTIME when the look began
-    records: np.ndarray          # DTYPE, kind PID
+    records: np.ndarray          # SIGHTING_DTYPE
     cgroups: CgroupLook
     delayacct: Optional[bool]
 
     @classmethod
     def of(cls, time_ns: int, records: np.ndarray, cgroups: CgroupLook,
            delayacct: Optional[bool]) -> "Look":
-        records = records[records["kind"] == layout.KIND_PID]
-        order = np.argsort(records["ac_pid"], kind="stable")
-        records = records[order]
-        keep = np.ones(len(records), bool)
-        keep[1:] = records["ac_pid"][1:] != records["ac_pid"][:-1]
-        return cls(int(time_ns), records[keep], cgroups, delayacct)
+        """A Look from DTYPE records (a bulk lookup answers in the order asked: usually sorted)."""
+        seen = sightings(records)
+        pids = seen["ac_pid"]
+        if not np.all(pids[1:] > pids[:-1]):
+            seen = seen[np.argsort(pids, kind="stable")]
+            keep = np.ones(len(seen), bool)
+            keep[1:] = seen["ac_pid"][1:] != seen["ac_pid"][:-1]
+            seen = seen[keep]
+        return cls(int(time_ns), seen, cgroups, delayacct)
 
 
 def birth_ns(records: np.ndarray) -> np.ndarray:
-    """Estimated CLOCK_REALTIME birth of each record's task (ns)."""
+    """Estimated CLOCK_REALTIME birth of each record's task (ns): its receive time minus its
+    elapsed time, late (never early) by how long it waited in the socket."""
     return records["time_ns"].astype(np.int64) - records["ac_etime"].astype(np.int64) * 1000
 
 
-def _counters(records: np.ndarray) -> np.ndarray:
-    """The delta fields as an (n, fields) uint64 matrix."""
-    out = np.empty((len(records), len(DELTA_FIELDS)), np.uint64)
-    for i, name in enumerate(DELTA_FIELDS):
-        out[:, i] = records[name]
-    return out
-
-
-def _monotone(records: np.ndarray) -> np.ndarray:
-    """What only grows while a task lives: its counters and its elapsed time."""
-    return np.column_stack([_counters(records), records["ac_etime"]])
-
-
-def _btime(records: np.ndarray) -> np.ndarray:
-    """Start time in seconds: ac_btime64 where the record carries it, else ac_btime."""
-    return np.where(records["layout"] >= layout.FIELD_BY_NAME["ac_btime64"].since,
-                    records["ac_btime64"], records["ac_btime"]).astype(np.int64)
-
-
-def _match(sightings: np.ndarray, ref: np.ndarray, priority: np.ndarray,
+def _match(seen: np.ndarray, ref: np.ndarray, priority: np.ndarray,
            allowed: Optional[np.ndarray] = None) -> np.ndarray:
     """For each sighting, the index of the same task in ``ref`` (sorted by unique ``ac_pid``),
     or -1.  At most one sighting continues each reference task: the one with the lowest
     ``priority``, then the earliest birth (see the module docstring)."""
-    out = np.full(len(sightings), -1, np.int64)
-    ref_pids, pids = ref["ac_pid"], sightings["ac_pid"]
+    out = np.full(len(seen), -1, np.int64)
+    ref_pids, pids = ref["ac_pid"], seen["ac_pid"]
     if len(ref_pids) == 0 or len(pids) == 0:
         return out
     at = np.searchsorted(ref_pids, pids)
@@ -111,11 +159,12 @@ def _match(sightings: np.ndarray, ref: np.ndarray, priority: np.ndarray,
     cand = np.flatnonzero(ok)
     if len(cand) == 0:
         return out
-    ref_cand = ref[at[cand]]
-    same = np.abs(_btime(sightings[cand]) - _btime(ref_cand)) <= BTIME_SLACK_S
-    same &= np.all(_monotone(sightings[cand]) >= _monotone(ref_cand), axis=1)
+    ref_at = at[cand]
+    same = np.abs(seen["btime"][cand] - ref["btime"][ref_at]) <= BTIME_SLACK_S
+    cols = _IDENTITY_COLUMNS
+    same &= np.all(seen["mono"][cand][:, cols] >= ref["mono"][ref_at][:, cols], axis=1)
     cand = cand[same]
-    order = cand[np.lexsort((birth_ns(sightings[cand]), priority[cand], at[cand]))]
+    order = cand[np.lexsort((seen["birth_ns"][cand], priority[cand], at[cand]))]
     first = np.ones(len(order), bool)
     first[1:] = at[order][1:] != at[order][:-1]
     out[order[first]] = at[order[first]]
@@ -125,7 +174,7 @@ def _match(sightings: np.ndarray, ref: np.ndarray, priority: np.ndarray,
 def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     """The rows of the interval between ``start`` and ``end`` (TASK_DTYPE), and ``end`` as the
     next interval's opening look (without the tasks whose exit this interval already counted)."""
-    exits = exits[exits["kind"] == layout.KIND_PID]
+    exits = sightings(exits)
     ends = end.records
 
     # 1. a task that exited while the closing look ran: keep its exit record, drop the snapshot
@@ -136,11 +185,11 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     live = ends[~end_dropped]
 
     # 2. the end sightings: exit records, then live threads
-    seen = np.concatenate([exits, live]) if len(exits) else live.copy()
+    seen = np.concatenate([exits, live]) if len(exits) else live
     n, nx = len(seen), len(exits)
     is_exit = np.zeros(n, bool)
     is_exit[:nx] = True
-    counters = _counters(seen)
+    counters = seen["mono"][:, :len(DELTA_FIELDS)]
 
     # 3. the same task in the opening look (its exit record first: a pid is reused after death)
     starts = start.records
@@ -152,10 +201,9 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
         rows[name] = seen[name]
     rows["ac_exitcode"][:nx] = exits["ac_exitcode"]
     base = np.zeros_like(counters)
-    base[matched] = _counters(starts)[s_at[matched]]
-    deltas = counters - np.minimum(base, counters)     # never negative, by construction
-    for i, name in enumerate(DELTA_FIELDS):
-        rows[name] = deltas[:, i]
+    base[matched] = starts["mono"][s_at[matched], :len(DELTA_FIELDS)]
+    block = summed_block(rows)                          # cpu_ns, then DELTA_FIELDS
+    np.subtract(counters, np.minimum(base, counters), out=block[:, 1:])   # never negative
     # CPU: the scheduler's clock, except where an exit record's clock fell behind the ticks
     ticks_ns = (rows["ac_utime"] + rows["ac_stime"]) * np.uint64(1000)
     scheduler_ns = rows["cpu_run_virtual_total"]
@@ -165,7 +213,7 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     flags = np.zeros(n, np.uint8)
     # birth_ns is late (never early) by how long the record waited: earlier than the opening look
     # means the task was alive then, yet that look did not list it
-    flags[~matched & (birth_ns(seen) < start.time_ns)] |= FLAG_NO_START
+    flags[~matched & (seen["birth_ns"] < start.time_ns)] |= FLAG_NO_START
     pids = seen["ac_pid"]
     sorted_pids = np.sort(pids)
     dup = np.zeros(n, bool)

@@ -1,0 +1,216 @@
+"""Interval accounting: its cost against a bulk query of the same tasks, the exit stream's loss
+while it runs, its memory over a run, and psutil.  Every figure is a ratio measured in this run.
+
+1. cost      10,000 sleeping threads (one helper process) beside an exit churn (a shell forking
+             /bin/true): CPU time (user + sys of this process, all threads) of one interval's look +
+             drain + merge (``Accounting.next`` with the deadline now), against one
+             ``Connection.pids`` of every thread the look listed.  Goal: <= 1.5x.
+2. lossless  the producers of bench_exit_stream (one vfork storm per CPU, at full rate) while
+             Accounting runs 1 s intervals: exit messages lost (goal 0) and exits/s reached.
+3. memory    RSS of this process over a run of intervals at a steady churn (first, last, max).
+4. psutil    ``psutil.process_iter`` with name, cpu_times, io_counters, num_ctx_switches and
+             memory_info, CPU per process, against one interval's look + merge per process
+             (which also gives every thread, the exits and the delays), on the machine as it is
+             and with --extra-processes sleeping processes added.  Goal: >= 20x.
+             psutil is a bench-only dependency (the ``test`` extra).
+
+Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
+      python3 -m pytest bench/bench_accounting.py --benchmark-enable -s   (same, via pytest)
+Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
+
+import taskstats_fast as tsf  # noqa: E402
+from taskstats_fast.accounting import cgroupfs  # noqa: E402
+from bench_exit_stream import build, finish_producers, start_producers  # noqa: E402
+
+THREAD_HOLDER = r"""
+import sys, threading
+threading.stack_size(64 * 1024)
+stop = threading.Event()
+threads = [threading.Thread(target=stop.wait, daemon=True) for _ in range(int(sys.argv[1]))]
+for t in threads:
+    t.start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+CHURN = "while :; do /bin/true; done"
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def process_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_of(fn) -> float:
+    """CPU (user + sys) of this process while ``fn`` runs: Accounting's exit reader thread too."""
+    before = process_cpu()
+    fn()
+    return process_cpu() - before
+
+
+def bench_cost(threads: int, repeat: int) -> Dict:
+    holder = subprocess.Popen([sys.executable, "-c", THREAD_HOLDER, str(threads)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    churn = subprocess.Popen(["sh", "-c", CHURN])
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+        with tsf.Connection(warn_delayacct=False) as conn, tsf.Accounting(interval=1.0) as acct:
+            tids = cgroupfs.look(acct.cgroup_root).tids if acct.cgroup_root else None
+            ids = tids if tids is not None else [int(p) for p in os.listdir("/proc") if p.isdigit()]
+            query, look = [], []
+            box: List = []
+            for _ in range(repeat):
+                query.append(_cpu_of(lambda: conn.pids(ids)))
+                time.sleep(0.2)                      # exits pile up, as between two looks
+                look.append(_cpu_of(lambda: box.append(acct.next(deadline=time.monotonic()))))
+            rows = len(box[-1].tasks)
+            whole = []
+            for _ in range(3):                       # whole 1 s intervals, exits read as they come
+                whole.append(_cpu_of(lambda: acct.next()))
+    finally:
+        churn.kill()
+        churn.wait()
+        if holder.stdin:
+            holder.stdin.close()
+        holder.wait()
+    q, a = statistics.median(query), statistics.median(look)
+    return dict(tasks=len(tids) if tids is not None else None, rows=rows,
+                query_cpu_ms=q * 1e3, interval_cpu_ms=a * 1e3, ratio=a / q,
+                whole_interval_cpu_ms=statistics.median(whole) * 1e3)
+
+
+def bench_lossless(seconds: float) -> Dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build(tmp)
+        with tsf.Accounting(interval=1.0) as acct:
+            acct.next()
+            procs = start_producers(exe["exit_storm"], seconds)
+            ivs = []
+            while any(p.poll() is None for p in procs):
+                ivs.append(acct.next())
+            ivs.append(acct.next())
+            caused = finish_producers(procs)
+    exited = sum(iv.exits for iv in ivs)
+    return dict(caused=caused, exits_per_s=caused / seconds, exit_rows=exited,
+                lost=sum(iv.lost for iv in ivs), intervals=len(ivs))
+
+
+def bench_memory(seconds: float) -> Dict:
+    churn = subprocess.Popen(["sh", "-c", CHURN])
+    samples = []
+    try:
+        with tsf.Accounting(interval=0.5) as acct:
+            end = time.monotonic() + seconds
+            rows = 0
+            while time.monotonic() < end:
+                iv = acct.next()
+                rows += len(iv.tasks)
+                samples.append(rss_kib())
+    finally:
+        churn.kill()
+        churn.wait()
+    half = len(samples) // 2
+    return dict(seconds=seconds, intervals=len(samples), rows=rows, rss_first_kib=samples[0],
+                rss_last_kib=samples[-1], rss_max_kib=max(samples),
+                rss_max_first_half_kib=max(samples[:half]),
+                rss_max_second_half_kib=max(samples[half:]))
+
+
+def bench_psutil(repeat: int, extra: int) -> Dict:
+    """CPU per process: psutil.process_iter against an interval's look + merge, with ``extra``
+    sleeping processes started beside what the machine runs."""
+    try:
+        import psutil
+    except ImportError:
+        return dict(skipped="psutil is not installed (pip install psutil; the test extra has it)")
+    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(extra)]
+    try:
+        attrs = ["name", "cpu_times", "io_counters", "num_ctx_switches", "memory_info"]
+        times, walls = [], []
+        box: List = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            times.append(_cpu_of(lambda: box.append(sum(1 for _ in psutil.process_iter(attrs)))))
+            walls.append(time.perf_counter() - t)
+        ps, ps_wall = statistics.median(times) / box[-1], statistics.median(walls) / box[-1]
+        cpus, our_walls = [], []
+        with tsf.Accounting(interval=1.0) as acct:
+            for _ in range(repeat):
+                time.sleep(0.2)
+                t = time.perf_counter()
+                cpus.append(_cpu_of(lambda: box.append(acct.next(deadline=time.monotonic()))))
+                our_walls.append(time.perf_counter() - t)
+        iv = box[-1]
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    processes = len(set(iv.tasks["ac_tgid"].tolist()))
+    ours, our_wall = statistics.median(cpus) / processes, statistics.median(our_walls) / processes
+    return dict(processes=processes, threads=len(iv.tasks), psutil_cpu_us_per_process=ps * 1e6,
+                accounting_cpu_us_per_process=ours * 1e6, ratio=ps / ours,
+                psutil_wall_us_per_process=ps_wall * 1e6,
+                accounting_wall_us_per_process=our_wall * 1e6, wall_ratio=ps_wall / our_wall)
+
+
+def main(argv=None) -> Dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--storm", type=float, default=5.0, help="seconds of exit storm")
+    ap.add_argument("--soak", type=float, default=60.0, help="seconds of the memory run")
+    ap.add_argument("--extra-processes", type=int, default=1000,
+                    help="sleeping processes added for the second psutil comparison")
+    args = ap.parse_args(argv)
+    out = {}
+    out["psutil"] = r = bench_psutil(args.repeat, 0)
+    print("psutil  ", json.dumps(r))
+    out["psutil_more"] = r = bench_psutil(args.repeat, args.extra_processes)
+    print("psutil+ ", json.dumps(r))
+    out["cost"] = r = bench_cost(args.threads, args.repeat)
+    print("cost    ", json.dumps(r))
+    out["lossless"] = r = bench_lossless(args.storm)
+    print("lossless", json.dumps(r))
+    out["memory"] = r = bench_memory(args.soak)
+    print("memory  ", json.dumps(r))
+    return out
+
+
+def test_accounting_bench():
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root")
+    out = main(["--soak", "30", "--storm", "3"])
+    assert out["cost"]["ratio"] <= 1.5
+    assert out["lossless"]["lost"] == 0
+    assert out["psutil_more"].get("ratio", 20) >= 20
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    main()
