@@ -7,8 +7,9 @@ the switch is refused (TASKSTATS queries need CAP_NET_ADMIN at every request) un
 CAP_NET_ADMIN was kept.
 
 The process that switches must still import after the switch, so it runs on a Python the user
-`nobody` can read: this interpreter when it can, else a virtual environment made from the
-distribution's /usr/bin/python3 (this machine's pyenv Python lives under /root, mode 0700).
+`nobody` can read (this interpreter when it can, else a virtual environment made from the
+distribution's /usr/bin/python3: a pyenv Python under /root, mode 0700, is unreadable) and on a
+copy of the package under /tmp (a checkout may be unreadable too).
 """
 
 from __future__ import annotations
@@ -35,7 +36,27 @@ from taskstats_fast.recording import system_metadata
 from taskstats_fast.kernel import privileges
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(privileges.__file__)))
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(privileges.__file__)))
+_COPY = {}
+
+
+def package_parent():
+    """A copy of the package under test (built extension included) where every user can read
+    it: a checkout under /root, or a CI workspace, may not be."""
+    if "path" not in _COPY:
+        parent = tempfile.mkdtemp(prefix="tsf-package-", dir="/tmp")
+        os.chmod(parent, 0o755)
+        shutil.copytree(PACKAGE, os.path.join(parent, "taskstats_fast"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        _COPY["path"] = parent
+    return _COPY["path"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_package_copy():
+    yield
+    if "path" in _COPY:
+        shutil.rmtree(_COPY.pop("path"), ignore_errors=True)
 USER, GROUP = "nobody", "nogroup"
 
 
@@ -51,10 +72,10 @@ def _nobody():
 @pytest.fixture(scope="module")
 def python_for_nobody(tmp_path_factory):
     """An interpreter with numpy and cffi whose files `nobody` can read (the package comes from
-    PYTHONPATH: its folder must be readable too)."""
+    PYTHONPATH: a readable copy)."""
     nobody = _nobody()
-    if privileges.unreadable_for(nobody, [PACKAGE_PARENT]):
-        unavailable(f"user {USER} cannot read {PACKAGE_PARENT}, where the package under test lives")
+    if privileges.unreadable_for(nobody, [package_parent()]):
+        unavailable(f"user {USER} cannot read {package_parent()}, a copy of the package under test")
     probe = ("import sysconfig, numpy, cffi; print(sysconfig.get_paths()['stdlib']); "
              "print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])")
 
@@ -96,7 +117,7 @@ def nobody_dir():
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT
+    env["PYTHONPATH"] = package_parent()
     return env
 
 
