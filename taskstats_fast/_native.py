@@ -44,7 +44,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "PLAN", "ffi", "lib"]
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -375,6 +375,7 @@ class Drain:
         if wake_fd is not None:
             self._src[self._nsock].fd = wake_fd
             self._src[self._nsock].flags = lib.TSF_SOURCE_WAKE
+        self.nslots = nslots
         self._arena = np.zeros(nslots * slot_size, np.uint8)
         self._args = ffi.new("struct tsf_drain_args *")
         self._args.arena = ffi.cast("uint8_t *", ffi.from_buffer(self._arena))
@@ -439,3 +440,76 @@ class Drain:
         if rc < 0:
             raise RuntimeError(f"tsf_drain: {strerror(rc)}")
         return rc
+
+
+# ---- the bulk lookup loop ---------------------------------------------------------------------------
+QUERY_PENDING, QUERY_FOUND, QUERY_MISSING = (lib.TSF_QUERY_PENDING, lib.TSF_QUERY_FOUND,
+                                             lib.TSF_QUERY_MISSING)
+QUERY_DONE, QUERY_KERNEL, QUERY_MALFORMED, QUERY_SOCKET, QUERY_INTERRUPTED, QUERY_TIMEOUT, \
+    QUERY_DROPPING = (lib.TSF_QUERY_DONE, lib.TSF_QUERY_KERNEL, lib.TSF_QUERY_MALFORMED,
+                      lib.TSF_QUERY_SOCKET, lib.TSF_QUERY_INTERRUPTED, lib.TSF_QUERY_TIMEOUT,
+                      lib.TSF_QUERY_DROPPING)
+
+
+#: Longest one tsf_query call runs before it comes back to Python (so signal handlers run), in ms.
+QUERY_SLICE_MS = 200
+
+
+class Query:
+    """One bulk lookup (``tsf_query``) on the first socket of ``drain``, sharing its arena, notes
+    and counters: ``ids`` by ``attr`` with seqs from ``first_seq``, at most ``in_flight``
+    requests per send, giving up after ``timeout_ms`` without progress.  ``run()`` runs (or
+    resumes) it with the GIL released and returns a QUERY_* reason; then ``records()``,
+    ``state`` (QUERY_* per id), ``unordered`` and ``row_index`` say what came back."""
+
+    def __init__(self, drain: "Drain", attr: int, ids: np.ndarray, first_seq: int,
+                 in_flight: int, timeout_ms: int):
+        n = len(ids)
+        drain.ensure_notes(in_flight + drain.nslots)
+        self._drain = drain
+        self._reqbuf = np.zeros(in_flight * GET_REQUEST_SIZE, np.uint8)
+        self.ids = np.ascontiguousarray(ids, np.uint32)
+        self.state = np.zeros(n, np.uint8)
+        self.out = np.empty(n + ROWS_PER_DATAGRAM, layout.DTYPE)
+        self.row_index = np.zeros(n + ROWS_PER_DATAGRAM, np.uint32)
+        q = self._q = ffi.new("struct tsf_query *")
+        q.fd = drain._src[0].fd
+        q.family = drain._args.family
+        q.attr = attr
+        q.first_seq = first_seq & 0xFFFFFFFF
+        q.n = n
+        q.ids = ffi.cast("const uint32_t *", ffi.from_buffer(self.ids))
+        q.state = ffi.cast("uint8_t *", ffi.from_buffer(self.state))
+        q.in_flight = in_flight
+        q.slot_size = drain._args.slot_size
+        q.nslots = drain.nslots
+        q.arena = drain._args.arena
+        q.reqbuf = ffi.cast("uint8_t *", ffi.from_buffer(self._reqbuf))
+        q.records = ffi.cast("uint8_t *", ffi.from_buffer(self.out))
+        q.row_index = ffi.cast("uint32_t *", ffi.from_buffer(self.row_index))
+        q.capacity = len(self.out)
+        q.notes_cap = drain.notes_cap
+        q.notes = drain._args.notes
+        q.timeout_ms = timeout_ms
+        q.slice_ms = QUERY_SLICE_MS
+
+    def run(self) -> int:
+        """Run or resume the lookup (GIL released); a QUERY_* reason."""
+        q = self._q
+        q.src = self._drain._src[0]     # the socket's counters, carried on from the drain's
+        rc = lib.tsf_query(PLAN, q)
+        self._drain._src[0] = q.src
+        if rc < 0:
+            raise RuntimeError(f"tsf_query: {strerror(rc)}")
+        return rc
+
+    rows = property(lambda self: int(self._q.rows))
+    resent = property(lambda self: int(self._q.resent))
+    unordered = property(lambda self: bool(self._q.unordered))
+    error = property(lambda self: int(self._q.error))
+    kernel_error = property(lambda self: int(self._q.kernel_error))
+    kernel_error_index = property(lambda self: int(self._q.kernel_error_index))
+
+    def records(self) -> np.ndarray:
+        """The records kept so far, in arrival order (``row_index`` maps them to requests)."""
+        return self.out[:self.rows]

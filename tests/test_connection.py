@@ -23,7 +23,8 @@ from fakekernel import QueryKernel
 from taskstats_fast.kernel import connection as conn_mod
 from taskstats_fast import layout
 from taskstats_fast.kernel import netlink
-from taskstats_fast.kernel.connection import (Lookup, request_index, requests_in_flight)
+from taskstats_fast import _native
+from taskstats_fast.kernel.connection import Lookup, requests_in_flight
 from taskstats_fast.errors import (DecodeError, InvalidTaskIdError, NoSuchTaskError, PermissionDeniedError,
                                    ReplyTimeoutError)
 
@@ -52,23 +53,23 @@ def test_round_size_respects_cap_and_send_buffer():
         requests_in_flight(0, 1280)
 
 
-def test_request_index_maps_seq_to_request_across_the_u32_wrap():
-    first = 2**32 - 2
-    seqs = np.array([2**32 - 2, 2**32 - 1, 0, 1, 2, 2**32 - 3, 12345], np.uint32)
-    assert request_index(seqs, first, 4).tolist() == [0, 1, 2, 3, -1, -1, -1]
-
-
-def test_requests_are_built_with_consecutive_seqs(monkeypatch):
+def test_requests_are_built_with_consecutive_seqs():
     ids = np.array([5, 1, 4_000_000_000, 0], np.uint32)
-    batch = conn_mod._Batch(ids, conn_mod.ATTR_TGID, FAMILY.id)
-    raw = batch.requests.tobytes()
+    raw = _native.build_get(FAMILY.id, 2**32 - 2, conn_mod.ATTR_TGID, ids)
     assert len(raw) == 4 * 28
     for i, ident in enumerate(ids.tolist()):
         length, mtype, flags, seq, port, cmd, version, _, alen, atype, value = struct.unpack_from(
             "=IHHIIBBHHHI", raw, 28 * i)
         assert (length, mtype, flags, port, cmd, version) == (28, FAMILY.id, 1, 0, 1, 1)
-        assert (seq - batch.first_seq) & 0xFFFFFFFF == i
+        assert (seq - (2**32 - 2)) & 0xFFFFFFFF == i
         assert (alen, atype, value) == (8, conn_mod.ATTR_TGID, ident)
+
+
+def test_a_lookup_straddling_the_seq_wrap_maps_every_reply(fake, monkeypatch):
+    conn = fake(live={1, 2, 3, 5}, shuffle=True).connection()
+    monkeypatch.setattr(netlink, "next_seq", lambda n=1: 2**32 - 2)
+    got = conn.pids([1, 2, 3, 4, 5])
+    assert got.records["id"].tolist() == [1, 2, 3, 5] and got.missing.tolist() == [4]
 
 
 @pytest.mark.parametrize("bad, exc", [([-1], ValueError), ([2**32], ValueError), ([5, 0], ValueError),
@@ -241,18 +242,16 @@ def test_a_reply_that_never_comes_times_out(fake):
     assert "2 of 2 requests unanswered" in str(e.value)
 
 
-def test_internal_wait_with_nothing_sent_times_out(fake):
-    conn = fake(live=set()).connection(timeout=5)
-    batch = conn_mod._Batch(np.array([1, 2, 3], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+def test_a_lookup_nobody_answers_times_out(fake):
+    conn = fake(live=set(), reply=False).connection(timeout=0.1)
     t0 = time.monotonic()
     with pytest.raises(ReplyTimeoutError):
-        conn._collect(batch, 3, timeout=0.1)
+        conn.pids([1, 2, 3])
     assert time.monotonic() - t0 < 1
 
 
 def test_signal_during_wait_runs_its_handler_and_propagates(fake):
-    conn = fake(live=set()).connection(timeout=5)
-    batch = conn_mod._Batch(np.array([1], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+    conn = fake(live=set(), reply=False).connection(timeout=5)
 
     def handler(signum, frame):
         raise KeyboardInterrupt
@@ -262,7 +261,7 @@ def test_signal_during_wait_runs_its_handler_and_propagates(fake):
         signal.setitimer(signal.ITIMER_REAL, 0.1)
         t0 = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
-            conn._collect(batch, 1)
+            conn.pids([1])
         assert time.monotonic() - t0 < 1
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -270,15 +269,14 @@ def test_signal_during_wait_runs_its_handler_and_propagates(fake):
 
 
 def test_signal_whose_handler_returns_keeps_waiting(fake):
-    conn = fake(live=set()).connection(timeout=5)
-    batch = conn_mod._Batch(np.array([1], np.uint32), conn_mod.ATTR_PID, FAMILY.id)
+    conn = fake(live=set(), reply=False).connection(timeout=0.3)
     fired = []
     old = signal.signal(signal.SIGALRM, lambda *a: fired.append(time.monotonic()))
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
         t0 = time.monotonic()
         with pytest.raises(ReplyTimeoutError):
-            conn._collect(batch, 1, timeout=0.3)
+            conn.pids([1])
         assert fired and time.monotonic() - t0 >= 0.25
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -467,3 +465,26 @@ def test_every_column_of_a_process_row_has_one_source():
     # the kernel's TGID record fills exactly what "tgid" takes, plus per-thread extremes
     assert {n for n, r in rules.items() if r == "tgid"} <= layout.TGID_FIELDS
     assert "ac_comm" not in rules and "hiwater_rss" not in rules   # the leader's
+
+
+# ---- parallel lookups ------------------------------------------------------------------------------
+def test_workers_split_a_lookup_over_sockets_and_keep_its_order(fake):
+    k = fake(live=range(2, 5000, 3), shuffle=True)
+    conn = k.connection()
+    ids = np.arange(1, 4001, dtype=np.uint32)[::-1].copy()
+    one = conn.pids(ids)
+    two = conn.pids(ids, workers=2)
+    assert len(conn._helpers) == 1                       # one extra socket, kept
+    assert (one.found == two.found).all() and (one.ids == two.ids).all()
+    assert one.records["id"].tolist() == two.records["id"].tolist() == ids[ids % 3 == 2].tolist()
+    snap_ids = conn.tgids(ids, workers=3)
+    assert snap_ids.records["kind"].tolist() == [layout.KIND_TGID] * len(one.records)
+    conn.close()
+    assert all(h.closed for h in conn._helpers) or conn._helpers == []
+
+
+def test_workers_must_be_positive(fake):
+    conn = fake(live={1}).connection()
+    with pytest.raises(ValueError):
+        conn.pids([1], workers=0)
+    assert conn.pids([1], workers=8).records["id"].tolist() == [1]   # too few ids to split

@@ -3,20 +3,22 @@
 Owns the query side of the library: single pid/tgid lookups, bulk lookups (``pids``/``tgids``),
 process and thread snapshots, cgroupstats, and the errors that explain what went wrong.
 
-How a bulk lookup works (every step is batched; no Python object is made per record):
+How a bulk lookup works: one C call (``_native.Query``, csrc/tsf_query.c) with the GIL released,
+no Python object per record:
 
-1. ``_native.build_get`` writes all N GET requests into one buffer with consecutive sequence
-   numbers, so a reply's ``nlmsg_seq`` minus the first seq is the index of its request.
+1. Request i carries seq first + i, so a reply's ``nlmsg_seq`` minus the first seq is the index
+   of its request.
 2. The requests go out in *rounds* of at most ``in_flight`` requests, one ``send`` each.  The
    kernel answers every request of a round inside that ``send`` and queues the replies on our
    socket, so a round must fit in the receive buffer: ``in_flight`` comes from the granted
    SO_RCVBUF and the buffer cost (skb truesize) of one reply, measured once per connection.
-3. ``_native.Drain`` (poll + recvmmsg + C decode) writes the replies straight into the result
-   array.  Replies come back in request order; an NLMSG_ERROR carries the seq of its request:
-   ESRCH marks that id missing, anything else raises.
+3. The drain (poll + recvmmsg + decode) writes the replies straight into the result array; an
+   NLMSG_ERROR carries the seq of its request: ESRCH marks that id missing, anything else raises.
 4. Loss is never silent: if the kernel dropped replies anyway (SO_MEMINFO drops, ENOBUFS,
    a note that did not fit), the requests still unanswered are sent again; a reply that never
    comes raises ``ReplyTimeoutError`` after ``timeout`` seconds without progress.
+5. ``workers=N`` splits the ids over N sockets queried from N threads: the kernel does its
+   per-task work inside each sender's ``send``, so it spreads over the cores.
 """
 
 from __future__ import annotations
@@ -29,25 +31,29 @@ import socket
 import threading
 import time
 import warnings
-from typing import Callable, Iterable, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import _native, layout
 from . import namespaces, netlink
-from .._native import ATTR_PID, ATTR_TGID, NOTE_BAD, NOTE_ERROR, Drain, strerror
+from .._native import (ATTR_PID, ATTR_TGID, NOTE_BAD, NOTE_ERROR, QUERY_DONE, QUERY_FOUND, QUERY_INTERRUPTED,
+                       QUERY_KERNEL, QUERY_MALFORMED, QUERY_PENDING, QUERY_SOCKET, QUERY_TIMEOUT, Drain, Query,
+                       strerror)
 from .delayacct import DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, delayacct_enabled
 from ..errors import (CgroupV1RequiredError, DecodeError, InvalidTaskIdError, KernelError, NoSuchTaskError,
                       ReplyTimeoutError,
                      TaskstatsError, kernel_error)
 
 __all__ = ["Connection", "Lookup", "CgroupStats", "CgroupV1RequiredError", "DEFAULT_TIMEOUT",
-           "requests_in_flight", "request_index"]
+           "requests_in_flight", "process_rows", "PROCESS_COLUMNS"]
 
 DEFAULT_TIMEOUT = netlink.DEFAULT_TIMEOUT
 
 REQUEST_SIZE = _native.GET_REQUEST_SIZE
 
+#: Fewest ids a parallel worker gets: below this, a thread hand-off costs more than it saves.
+_MIN_IDS_PER_WORKER = 256
 #: Most requests one round sends.  Larger rounds gain nothing (the kernel's per-request work
 #: dominates) and keep megabytes of reply skbs cold in memory before we read them.
 MAX_IN_FLIGHT = 1024
@@ -61,12 +67,9 @@ DEFAULT_RCVBUF = MAX_IN_FLIGHT * DEFAULT_REPLY_TRUESIZE
 NSLOTS = _native.DRAIN_SLOTS
 # Spare rows in a result array: tsf_drain stops when fewer than two record slots are free.
 _SPARE_ROWS = 2 * NSLOTS + 2
-# Rounds in a row that the kernel dropped every reply of before we give up.
-_MAX_FRUITLESS_RESENDS = 3
 # errnos the kernel uses for a reply it could not queue: resend, do not raise.
 _RESEND_ERRNOS = (errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM)
 
-_PENDING, _FOUND, _MISSING = 0, 1, 2
 _U32 = 0xFFFFFFFF
 
 _CGROUP_SUPER_MAGIC = 0x27E0EB
@@ -88,14 +91,6 @@ def requests_in_flight(rcvbuf: int, reply_truesize: int, sndbuf: int = 1 << 30,
     by_rcvbuf = (rcvbuf - rcvbuf // 8) // reply_truesize
     by_sndbuf = (sndbuf - 64) // REQUEST_SIZE
     return max(1, min(MAX_IN_FLIGHT if cap is None else cap, by_rcvbuf, by_sndbuf))
-
-
-def request_index(seqs: np.ndarray, first_seq: int, n: int) -> np.ndarray:
-    """Index of the request each sequence number answers (``seq - first_seq`` modulo 2**32, so a
-    batch may straddle the wrap), or -1 for a seq outside the batch's ``n`` requests."""
-    idx = (np.asarray(seqs).astype(np.int64) - int(first_seq)) & _U32
-    idx[idx >= n] = -1
-    return idx
 
 
 def _invalid_id(what: str, value: object) -> InvalidTaskIdError:
@@ -187,103 +182,6 @@ class CgroupStats(NamedTuple):
     nr_io_wait: int
 
 
-class _Batch:
-    """State of one bulk lookup: its requests, what each got, and the result rows so far."""
-
-    __slots__ = ("ids", "attr", "first_seq", "requests", "state", "out", "got",
-                 "last_index", "ordered", "resent", "unqueued")
-
-    def __init__(self, ids: np.ndarray, attr: int, family: int):
-        n = len(ids)
-        self.ids = ids
-        self.attr = attr
-        self.first_seq = netlink.next_seq(max(n, 1))
-        self.requests = np.frombuffer(_native.build_get(family, self.first_seq, attr, ids),
-                                      np.uint8).reshape(n, REQUEST_SIZE)
-        self.state = np.zeros(n, np.uint8)
-        # tsf_drain wants two free rows per datagram it may take: small batches make do with
-        # fewer drain calls' worth of spare rows rather than a mostly empty array
-        self.out = np.empty(n + (2 if n <= NSLOTS else _SPARE_ROWS), layout.DTYPE)
-        self.got = 0            # rows of out filled with this batch's records
-        self.last_index = -1    # request index of the last row, to notice order breaks
-        self.ordered = True
-        self.resent = 0
-        self.unqueued = 0       # error replies saying the answer could not be queued (EAGAIN...)
-
-    def absorb(self, nrecords: int, notes: np.ndarray) -> int:
-        """Account for ``nrecords`` rows tsf_drain just wrote at ``out[got:]`` and its notes.
-        Returns how many of this batch's requests they answer; raises on a kernel error."""
-        answered = 0
-        if nrecords:
-            answered += self._absorb_records(nrecords)
-        if len(notes):
-            answered += self._absorb_notes(notes)
-        return answered
-
-    def _absorb_records(self, nrecords: int) -> int:
-        new = self.out[self.got:self.got + nrecords]
-        idx = request_index(new["seq"], self.first_seq, len(self.ids))
-        # Fast path: every row answers a pending request of ours, in increasing order.
-        if idx[0] >= 0 and (nrecords == 1 or bool((np.diff(idx) > 0).all())) \
-                and bool((self.state[idx] == _PENDING).all()):
-            self.state[idx] = _FOUND
-            if idx[0] < self.last_index:
-                self.ordered = False
-            self.last_index = int(idx[-1])
-            self.got += nrecords
-            return nrecords
-        # Slow path: drop rows that are not ours (a reply to an abandoned batch) or duplicates.
-        keep = []
-        for i, k in enumerate(idx.tolist()):
-            if k >= 0 and self.state[k] == _PENDING:
-                self.state[k] = _FOUND
-                keep.append(i)
-        if keep:
-            new[:len(keep)] = new[keep]   # fancy indexing copies first: safe in place
-        self.ordered = False
-        self.got += len(keep)
-        return len(keep)
-
-    def _absorb_notes(self, notes: np.ndarray) -> int:
-        bad = notes[notes["kind"] == NOTE_BAD]
-        if len(bad):
-            note = bad[0]
-            raise DecodeError(f"malformed reply from the kernel: {strerror(int(note['code']))} "
-                              f"(message seq {int(note['seq'])})", int(note["code"]),
-                              int(note["offset"]), int(note["seq"]))
-        errs = notes[notes["kind"] == NOTE_ERROR]
-        if not len(errs):
-            return 0
-        idx = request_index(errs["seq"], self.first_seq, len(self.ids))
-        mine = idx >= 0
-        idx, codes = idx[mine], errs["code"][mine]
-        pending = self.state[idx] == _PENDING
-        idx, codes = idx[pending], codes[pending]
-        esrch = codes == errno.ESRCH
-        self.state[idx[esrch]] = _MISSING
-        resend = np.isin(codes, _RESEND_ERRNOS)  # stay pending: the round sends them again
-        self.unqueued += int(resend.sum())
-        other = ~esrch & ~resend
-        if other.any():
-            k = int(idx[other][0])
-            code = int(codes[other][0])
-            what = f"TASKSTATS query for {'pid' if self.attr == ATTR_PID else 'tgid'} {int(self.ids[k])}"
-            raise kernel_error(code, what, _permission_hint() if code == errno.EPERM else None)
-        return int(esrch.sum() + resend.sum())
-
-    def result(self) -> Lookup:
-        records = self.out[:self.got]
-        if not self.ordered:
-            idx = request_index(records["seq"], self.first_seq, len(self.ids))
-            records = records[np.argsort(idx, kind="stable")]
-        elif len(self.out) - self.got > max(self.got, _SPARE_ROWS):
-            records = records.copy()  # do not pin a mostly empty array
-        found = self.state == _FOUND
-        if int(found.sum()) != len(records):  # an invariant of absorb(); guard the promise
-            raise RuntimeError("internal error: result rows do not match the answered requests")
-        return Lookup(records, self.ids, found, self.resent)
-
-
 # ---- the connection --------------------------------------------------------------------------
 class Connection:
     """A generic netlink socket for TASKSTATS queries (and cgroupstats).
@@ -349,13 +247,22 @@ class Connection:
         self._src = self._drain.source(0)
         #: makes the extra sockets of parallel lookups (over_socket replaces it)
         self._open_socket: Callable[[], socket.socket] = lambda: netlink.open_socket(self.rcvbuf // 2)
+        self._helpers: list = []     # Connections over extra sockets, one per extra worker
+        self._pool: Any = None       # their threads (concurrent.futures), made on first use
+        self._pool_size = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the socket (idempotent)."""
+        """Close the socket, and those of parallel workers (idempotent)."""
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        helpers, self._helpers = getattr(self, "_helpers", []), []
+        for helper in helpers:
+            helper.close()
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     @property
     def closed(self) -> bool:
@@ -491,16 +398,21 @@ class Connection:
             warnings.warn(DELAYACCT_OFF_MESSAGE, DelayAccountingOffWarning, stacklevel=stacklevel + 1)
 
     # -- bulk lookups ------------------------------------------------------------------------
-    def pids(self, pids: Iterable[int]) -> Lookup:
+    def pids(self, pids: Iterable[int], *, workers: int = 1) -> Lookup:
         """Statistics of many tasks in one batch: a ``Lookup`` whose ``records`` hold one row per
-        task that exists, in the order asked; ``missing`` lists the others."""
-        return self._lookup(_as_ids(pids, "pids"), ATTR_PID)
+        task that exists, in the order asked; ``missing`` lists the others.
 
-    def tgids(self, tgids: Iterable[int]) -> Lookup:
+        ``workers`` > 1 splits the ids over that many sockets, each queried from its own thread:
+        the kernel answers a GET inside the sender's ``send`` call and the receive loop runs in
+        C, both without the GIL, so the kernel's per-task work spreads over the cores.  The
+        extra sockets are opened on first use and kept until ``close()``."""
+        return self._bulk(_as_ids(pids, "pids"), ATTR_PID, workers)
+
+    def tgids(self, tgids: Iterable[int], *, workers: int = 1) -> Lookup:
         """``pids`` for thread groups: one summed TGID record per process that exists."""
-        return self._lookup(_as_ids(tgids, "tgids"), ATTR_TGID)
+        return self._bulk(_as_ids(tgids, "tgids"), ATTR_TGID, workers)
 
-    def snapshot(self, threads: bool = False, *, aggregate: bool = False) -> Lookup:
+    def snapshot(self, threads: bool = False, *, aggregate: bool = False, workers: int = 1) -> Lookup:
         """Every live process (default) or every thread (``threads=True``), from one listing of
         /proc and bulk lookups.
 
@@ -516,19 +428,20 @@ class Connection:
         - identity (comm, uid, gid, ppid, btime, nice, exe...) and memory (coremem, hiwater...)
           from the leader thread's PID record.
         ``aggregate=True`` returns the raw TGID records instead (identity fields zero).
+        ``workers``: query over that many sockets and threads (see ``pids``).
 
         Tasks that exit between listing /proc and the query are absent from ``records`` and
         listed in ``missing``; a process is missing when its leader or its TGID record is."""
         if threads and aggregate:
             raise ValueError("aggregate=True sums threads into processes: it needs threads=False")
         if aggregate:
-            return self._lookup(_list_tasks(False)[0], ATTR_TGID)
+            return self._bulk(_list_tasks(False)[0], ATTR_TGID, workers)
         tids, owners = _list_tasks(True)
         if threads:
-            return self._lookup(tids, ATTR_PID)
+            return self._bulk(tids, ATTR_PID, workers)
         pids = np.unique(owners)
-        per_thread = self._lookup(tids, ATTR_PID)
-        groups = self._lookup(pids, ATTR_TGID)
+        per_thread = self._bulk(tids, ATTR_PID, workers)
+        groups = self._bulk(pids, ATTR_TGID, workers)
         return process_rows(pids, tids, owners, per_thread, groups)
 
     # -- cgroupstats -------------------------------------------------------------------------
@@ -562,107 +475,105 @@ class Connection:
         return CgroupStats(*counts)
 
     # -- the bulk machinery ------------------------------------------------------------------
+    def _bulk(self, ids: np.ndarray, attr: int, workers: int) -> Lookup:
+        """A bulk lookup, split over ``workers`` sockets and threads when asked (and worth it)."""
+        workers = operator.index(workers)
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        workers = min(workers, max(1, len(ids) // _MIN_IDS_PER_WORKER))
+        if workers == 1:
+            return self._lookup(ids, attr, stacklevel=4)
+        helpers = self._workers(workers - 1)
+        bounds = np.linspace(0, len(ids), workers + 1).astype(np.intp)
+        chunks = [ids[bounds[i]:bounds[i + 1]] for i in range(workers)]
+        assert self._pool is not None
+        futures = [self._pool.submit(helper._lookup, chunk, attr)
+                   for helper, chunk in zip(helpers, chunks[1:])]
+        parts = [self._lookup(chunks[0], attr, stacklevel=4)] + [f.result() for f in futures]
+        return Lookup(np.concatenate([p.records for p in parts]), ids,
+                      np.concatenate([p.found for p in parts]), sum(p.resent for p in parts))
+
+    def _workers(self, n: int) -> list:
+        """``n`` helper Connections over sockets of their own (kept for the next call)."""
+        with self._lock:
+            self._socket()
+            while len(self._helpers) < n:
+                helper = Connection.over_socket(self._open_socket(), self.family, timeout=self.timeout,
+                                                reply_truesize=self._reply_truesize,
+                                                warn_delayacct=False)
+                helper.max_in_flight = self.max_in_flight
+                self._helpers.append(helper)
+            if self._pool is None or self._pool_size < n:
+                from concurrent.futures import ThreadPoolExecutor
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="taskstats-query")
+                self._pool_size = n
+            return self._helpers[:n]
+
     def _lookup(self, ids: np.ndarray, attr: int, stacklevel: int = 3) -> Lookup:
         with self._lock:
             sock = self._socket()
             self._flush_if_dirty()
             if len(ids) and self._reply_truesize is None:
                 self._calibrate(sock)
-            batch = _Batch(ids, attr, self.family.id)
+            query = Query(self._drain, attr, ids, netlink.next_seq(max(len(ids), 1)), self.in_flight,
+                          max(1, int(self.timeout * 1000)))
             self._dirty = True
-            step = self.in_flight
-            self._drain.ensure_notes(step + NSLOTS)  # every request of a round may answer with a note
-            for lo in range(0, len(ids), step):
-                self._complete_round(batch, np.arange(lo, min(lo + step, len(ids))))
+            self._run(query, f"TASKSTATS query for {'pid' if attr == ATTR_PID else 'tgid'}")
             self._dirty = False
-            if batch.got and self._warn_delayacct:
+            if query.rows and self._warn_delayacct:
                 self._warn_delayacct_once(stacklevel)
-            return batch.result()
+            records = query.records()
+            if query.unordered:
+                records = records[np.argsort(query.row_index[:query.rows], kind="stable")]
+            elif len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
+                records = records.copy()  # do not pin a mostly empty array
+            return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
 
-    def _complete_round(self, batch: _Batch, indices: np.ndarray) -> None:
-        """Send the requests at ``indices`` and collect their answers; resend what the kernel
-        dropped until every one is answered."""
-        fruitless = 0
+    def _run(self, query: Query, what: str) -> None:
+        """Run ``query`` to its end in C, turning each way it can stop into an exception."""
+        src = self._src
+        truncated, bad = src.truncated, src.bad
         while True:
-            lost = self._send_and_collect(batch, indices)
-            if not lost:
+            reason = query.run()
+            if reason == QUERY_DONE:
                 return
-            before = len(indices)
-            indices = indices[batch.state[indices] == _PENDING]
-            if not len(indices):
-                return
-            fruitless = fruitless + 1 if len(indices) == before else 0
-            if fruitless > _MAX_FRUITLESS_RESENDS:
-                raise TaskstatsError(
-                    f"the kernel dropped every reply of {len(indices)} requests "
-                    f"{fruitless} times in a row (receive buffer {self.rcvbuf} bytes): "
-                    "is something else filling this socket?")
-            batch.resent += len(indices)
-
-    def _send_and_collect(self, batch: _Batch, indices: np.ndarray) -> bool:
-        """One round: send, then drain until every request is answered.  Returns True when the
-        kernel dropped replies (the caller resends what is still pending)."""
-        sock = self._socket()
-        lo, hi = int(indices[0]), int(indices[-1]) + 1
-        if hi - lo == len(indices):
-            payload = batch.requests[lo:hi].data.cast("B")
-        else:
-            payload = batch.requests[indices].tobytes()
-        drops_before = self._src.drops
-        sock.send(payload)
-        # The kernel answered inside send(): a drop has happened by now or never will.
-        self._src.refresh_drops()
-        return self._collect(batch, len(indices), lost=self._src.drops != drops_before)
-
-    def _collect(self, batch: _Batch, expected: int, *, lost: bool = False,
-                 timeout: Optional[float] = None) -> bool:
-        """Drain replies until ``expected`` more requests of ``batch`` are answered.  With
-        ``lost`` (or once a loss shows up) it only takes what is queued and returns True."""
-        src, drain, res = self._src, self._drain, self._drain.last
-        timeout = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        answered = 0
-        overruns, truncated, bad = src.overruns, src.truncated, src.bad
-        unqueued = batch.unqueued
-        while answered < expected:
-            timeout_ms = 0 if lost else max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            drain.run(batch.out, batch.got, timeout_ms=timeout_ms, min_records=expected - answered)
-            if res.notes > drain.notes_cap:
-                lost = True   # notes were counted but not stored: their requests stay pending
-            step = batch.absorb(res.records, drain.notes())
-            answered += step
-            if step:
-                deadline = time.monotonic() + timeout
-            if src.truncated != truncated or src.bad != bad:
+            if reason == QUERY_INTERRUPTED:
+                continue  # back in Python: signal handlers run now (KeyboardInterrupt propagates)
+            if reason == QUERY_KERNEL:
+                code = query.kernel_error
+                raise kernel_error(code, f"{what} {int(query.ids[query.kernel_error_index])}",
+                                   _permission_hint() if code == errno.EPERM else None)
+            if reason == QUERY_MALFORMED:
                 raise DecodeError(f"{src.truncated - truncated} truncated and {src.bad - bad} "
                                   "malformed replies from the kernel")
-            if src.overruns != overruns or batch.unqueued != unqueued:
-                lost = True
-            if res.error:
-                raise OSError(res.error, f"receiving TASKSTATS replies: {os.strerror(res.error)}")
-            if res.interrupted:
-                continue  # back in Python: signal handlers run now (KeyboardInterrupt propagates)
-            if answered < expected and res.timed_out:
-                if lost:
-                    return True
+            if reason == QUERY_SOCKET:
+                raise OSError(query.error, f"receiving TASKSTATS replies: {os.strerror(query.error)}")
+            if reason == QUERY_TIMEOUT:
+                pending = int((query.state == QUERY_PENDING).sum())
                 raise ReplyTimeoutError(
-                    f"no reply from the kernel for {timeout:g} s: {expected - answered} of "
-                    f"{expected} requests unanswered (Connection(timeout=...) sets the limit)")
-        return lost
+                    f"no reply from the kernel for {self.timeout:g} s: {pending} of "
+                    f"{len(query.ids)} requests unanswered (Connection(timeout=...) sets the limit)")
+            raise TaskstatsError(
+                "the kernel dropped every reply of a round of requests several times in a row "
+                f"(receive buffer {self.rcvbuf} bytes): is something else filling this socket?")
 
     def _calibrate(self, sock: socket.socket) -> None:
         """Measure the receive-buffer cost of one reply (skb truesize, SO_MEMINFO rmem_alloc)
         with a query about ourselves, so rounds fit the buffer on any kernel and architecture."""
-        probe = _Batch(np.array([os.getpid()], np.uint32), ATTR_PID, self.family.id)
+        seq = netlink.next_seq()
+        request = _native.build_get(self.family.id, seq, ATTR_PID, np.array([os.getpid()], np.uint32))
         self._dirty = True
-        sock.send(probe.requests.data.cast("B"))
+        sock.send(request)
         rmem = _native.rmem_alloc(sock.fileno())
+        out = np.empty(2, layout.DTYPE)
         try:
-            self._collect(probe, 1)
+            found = self._collect_one(seq, out, "calibration query", request)
         except KernelError:
             return  # refused (EPERM...): the caller's own request will say so about its own id
         self._dirty = False
-        if probe.got:  # an error reply is smaller than a record: only a record calibrates
+        if found:  # an error reply is smaller than a record: only a record calibrates
             self._reply_truesize = max(rmem, 256)
 
     def _flush_if_dirty(self) -> None:

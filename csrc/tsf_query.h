@@ -1,0 +1,68 @@
+/* tsf_query: a bulk TASKSTATS lookup as one C call: send GET requests in rounds, receive the
+ * replies (tsf_drain: poll + recvmmsg + decode), map each reply to its request by seq, and send
+ * again what the kernel dropped.  Runs without the GIL (cffi releases it), so lookups on several
+ * sockets from several threads spread the kernel's per-task work over the cores.
+ *
+ * No allocation: the caller owns every buffer.  The state lives in struct tsf_query, so a call
+ * cut short (a signal, a timeout) can be resumed by calling again.
+ */
+#ifndef TSF_QUERY_H
+#define TSF_QUERY_H
+
+#include "tsf_drain.h"
+
+/* cffi:begin */
+/* tsf_query.state[i] */
+#define TSF_QUERY_PENDING 0
+#define TSF_QUERY_FOUND   1
+#define TSF_QUERY_MISSING 2   /* the kernel answered ESRCH */
+
+/* why tsf_query returned */
+#define TSF_QUERY_DONE        0   /* every request answered */
+#define TSF_QUERY_KERNEL      1   /* the kernel refused one: kernel_error, kernel_error_index */
+#define TSF_QUERY_MALFORMED   2   /* a reply was malformed or truncated (src counters say which) */
+#define TSF_QUERY_SOCKET      3   /* the socket failed: error */
+#define TSF_QUERY_INTERRUPTED 4   /* a signal, or slice_ms passed: call again to resume */
+#define TSF_QUERY_TIMEOUT     5   /* no progress for timeout_ms */
+#define TSF_QUERY_DROPPING    6   /* the kernel dropped every reply of a round, again and again */
+
+struct tsf_query {
+    /* set by the caller */
+    int32_t fd;
+    uint16_t family;
+    uint16_t attr;             /* TASKSTATS_CMD_ATTR_PID or _TGID */
+    uint32_t first_seq;        /* request i carries seq first_seq + i */
+    uint32_t n;
+    const uint32_t *ids;       /* n ids */
+    uint8_t *state;            /* n TSF_QUERY_* (zeroed by the caller: all pending) */
+    uint32_t in_flight;        /* requests per send: their replies must fit the receive buffer */
+    uint32_t slot_size;
+    uint32_t nslots;
+    uint8_t *arena;            /* nslots * slot_size bytes for recvmmsg */
+    uint8_t *reqbuf;           /* in_flight * TSF_GET_REQUEST_SIZE bytes */
+    uint8_t *records;          /* capacity records, filled in arrival order */
+    uint32_t *row_index;       /* capacity entries: the request each record answers */
+    uint32_t capacity;         /* >= n + 2 */
+    uint32_t notes_cap;        /* >= in_flight + nslots */
+    struct tsf_note *notes;
+    int32_t timeout_ms;        /* most time without progress */
+    int32_t slice_ms;          /* return (TSF_QUERY_INTERRUPTED) after a round once this much time
+                                  has passed, so the caller's signal handlers run; 0: never */
+    /* progress, kept across calls */
+    uint32_t rows;             /* records kept */
+    uint32_t resent;           /* requests sent again after the kernel dropped their replies */
+    uint32_t unordered;        /* 1 once a record arrived out of request order */
+    uint32_t last_index;       /* request index of the last record kept */
+    /* why the last call returned (besides its TSF_QUERY_* result) */
+    int32_t error;             /* errno of a failed send/receive */
+    int32_t kernel_error;      /* errno of a refusal other than ESRCH and "could not queue" */
+    uint32_t kernel_error_index;
+    struct tsf_source src;     /* the socket's counters (fd set by tsf_query) */
+};
+
+/* Run (or resume) the lookup: returns a TSF_QUERY_* reason, or a negative TSF_E_* for bad
+ * arguments. */
+int tsf_query(const struct tsf_plan *plan, struct tsf_query *q);
+/* cffi:end */
+
+#endif
