@@ -14,6 +14,7 @@ import pytest
 from taskstats_fast import layout
 from taskstats_fast.accounting.interval import BORN, EXITED, PSI_DTYPE, Interval, Pressure
 from taskstats_fast.live import top
+from taskstats_fast.recording import Sink
 from terminal import Terminal
 
 SECOND = 1_000_000_000
@@ -306,7 +307,8 @@ def test_the_sink_prints_each_interval_in_batch_mode_and_keeps_the_latest():
     sink.close()
     assert out.getvalue().count("taskstats-fast top") == 2
     assert "burstcmd" in out.getvalue()
-    assert sink.intervals == 2
+    assert sink.intervals == 2 and sink.stats().written == 3 and sink.stats().lost == 0
+    assert isinstance(sink, Sink)
     assert sink.wait(0) and sink.latest() is second and not sink.wait(0)
 
 

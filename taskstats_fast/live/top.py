@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import layout
 from ..accounting import interval as _iv
+from ..recording.sinks import SinkStats
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
            "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
@@ -437,7 +438,6 @@ class TopSink:
         self._latest = None
         self._intervals = 0
         self._rows = 0
-        self._lost = 0
         self._new = threading.Event()
 
     def write(self, interval) -> None:
@@ -445,7 +445,6 @@ class TopSink:
             self._latest = interval
             self._intervals += 1
             self._rows += len(interval.tasks)
-            self._lost += int(interval.lost or 0)
         self._new.set()
         if self._out is not None:
             text = "\n".join(render(interval, self.state, width=self._width))
@@ -465,6 +464,11 @@ class TopSink:
     def intervals(self) -> int:
         """Intervals written so far."""
         return self._intervals
+
+    def stats(self) -> SinkStats:
+        """Task rows of the intervals shown (or printed); a view loses nothing it is given."""
+        with self._lock:
+            return SinkStats(written=self._rows)
 
     def flush(self) -> None:
         if self._out is not None:
