@@ -97,3 +97,14 @@ def test_pressure_lookup():
 def test_package_exports_lazily():
     assert tsf.Interval is Interval
     assert tsf.TASK_DTYPE is TASK_DTYPE
+
+
+@pytest.mark.parametrize("key", list(iv_mod.GROUP_KEYS))
+def test_group_rows_fields_sums_only_those_and_the_same_way(key):
+    tasks = _interval().tasks
+    full = group_rows(tasks, key)
+    some = group_rows(tasks, key, fields=("ac_utime", "hiwater_rss"))
+    assert np.array_equal(some["ac_utime"], full["ac_utime"])
+    assert np.array_equal(some["hiwater_rss"], full["hiwater_rss"])
+    assert np.array_equal(some["tasks"], full["tasks"]) and np.array_equal(some["exited"], full["exited"])
+    assert not some["ac_stime"].any() and full["ac_stime"].any()

@@ -36,7 +36,7 @@ def task(pid, tgid=None, comm=b"sh", **fields):
 
 def burst(first_pid, count, comm=b"burstcmd", cgroup=9):
     """``count`` short-lived commands, each born and exited inside the interval."""
-    return [task(first_pid + i, comm=comm, ac_utime=4000, state=BORN | EXITED, cgroup_id=cgroup)
+    return [task(first_pid + i, comm=comm, cpu_ns=4_000_000, state=BORN | EXITED, cgroup_id=cgroup)
             for i in range(count)]
 
 
@@ -51,13 +51,13 @@ def by_name(table):
 # ---- the model ---------------------------------------------------------------------------------
 
 def test_process_rows_sum_threads_and_take_the_leaders_name():
-    iv = interval([task(100, comm=b"leader", ac_utime=300_000, ac_stime=100_000),
-                   task(101, 100, comm=b"worker", ac_utime=200_000),
-                   task(7, comm=b"other", ac_utime=10_000)], seconds=2.0)
+    iv = interval([task(100, comm=b"leader", cpu_ns=400_000_000),
+                   task(101, 100, comm=b"worker", cpu_ns=200_000_000),
+                   task(7, comm=b"other", cpu_ns=10_000_000)], seconds=2.0)
     table = top.build_table(iv, top.TopState())
     assert table.names == ["leader", "other"]
     assert list(table.ids) == [100, 7]
-    # CPU % of one CPU over the interval: (300 + 100 + 200 ms) / 2 s
+    # CPU % of one CPU over the interval: (400 + 200 ms) / 2 s
     assert table.values[0, col("cpu")] == pytest.approx(30.0)
     assert table.values[0, col("tasks")] == 2
 
@@ -82,7 +82,7 @@ def test_io_is_bytes_per_second():
 
 
 def test_a_burst_of_short_lived_commands_shows_up_under_its_name():
-    rows = [task(1, comm=b"init", ac_utime=1000)] + burst(500, 40)
+    rows = [task(1, comm=b"init", cpu_ns=1_000_000)] + burst(500, 40)
     iv = interval(rows)
     by_command = top.build_table(iv, top.TopState(grouping="command"))
     i = by_command.names.index("burstcmd")
@@ -108,10 +108,10 @@ def test_marks_tell_born_exited_and_both_apart():
 
 
 def test_groupings_cgroup_user_command_thread():
-    rows = [task(1, comm=b"init", ac_uid=0, cgroup_id=1, ac_utime=1000),
-            task(20, comm=b"sshd", ac_uid=0, cgroup_id=5, ac_utime=2000),
-            task(30, comm=b"bash", ac_uid=1000, cgroup_id=9, ac_utime=3000),
-            task(31, 30, comm=b"bash", ac_uid=1000, cgroup_id=9, ac_utime=4000)]
+    rows = [task(1, comm=b"init", ac_uid=0, cgroup_id=1, cpu_ns=1_000_000),
+            task(20, comm=b"sshd", ac_uid=0, cgroup_id=5, cpu_ns=2_000_000),
+            task(30, comm=b"bash", ac_uid=1000, cgroup_id=9, cpu_ns=3_000_000),
+            task(31, 30, comm=b"bash", ac_uid=1000, cgroup_id=9, cpu_ns=4_000_000)]
     iv = interval(rows)
     cg = by_name(top.build_table(iv, top.TopState(grouping="cgroup")))
     assert cg["/user.slice/session-1.scope"][col("cpu")] == pytest.approx(0.7)
@@ -138,7 +138,7 @@ def test_filter_matches_command_name_or_cgroup_path():
 @pytest.mark.parametrize("key", top.COLUMN_KEYS)
 def test_sorting_by_any_column_either_way(key):
     rng = np.random.default_rng(len(key))
-    rows = [task(10 + i, comm=f"c{i}".encode(), ac_utime=int(rng.integers(0, 10**6)),
+    rows = [task(10 + i, comm=f"c{i}".encode(), cpu_ns=1000 * int(rng.integers(0, 10**6)),
                  read_bytes=int(rng.integers(0, 10**6)), write_bytes=int(rng.integers(0, 10**6)),
                  state=int(rng.integers(0, 4)),
                  **{f"{c.name}_delay_total": int(rng.integers(0, 10**9)) for c in layout.DELAY_CLASSES})
@@ -154,7 +154,7 @@ def test_sorting_by_any_column_either_way(key):
 def test_the_table_agrees_with_a_python_oracle_on_random_intervals():
     rng = np.random.default_rng(7)
     n, seconds = 500, 1.5
-    fields = ["ac_utime", "ac_stime", "read_bytes", "write_bytes",
+    fields = ["cpu_ns", "read_bytes", "write_bytes",
               *(f"{c.name}_delay_total" for c in layout.DELAY_CLASSES)]
     rows = []
     for i in range(n):
@@ -169,7 +169,7 @@ def test_the_table_agrees_with_a_python_oracle_on_random_intervals():
         expected = defaultdict(lambda: defaultdict(float))
         for r in rows:
             e = expected[r[key]]
-            e["cpu"] += (r["ac_utime"] + r["ac_stime"]) / (seconds * 1e6) * 100
+            e["cpu"] += r["cpu_ns"] / (seconds * 1e9) * 100
             for c in layout.DELAY_CLASSES:
                 e[f"{c.name}_delay"] += r[f"{c.name}_delay_total"] / (seconds * 1e9) * 100
             e["read"] += r["read_bytes"] / seconds
@@ -200,7 +200,7 @@ def test_an_empty_interval_renders():
 
 
 def test_limit_names_only_the_screens_rows_but_counts_every_group():
-    iv = interval([task(10 + i, ac_utime=i) for i in range(100)])
+    iv = interval([task(10 + i, cpu_ns=1000 * i) for i in range(100)])
     table = top.build_table(iv, top.TopState(), limit=5)
     assert table.groups == 100 and len(table.names) == 5 and len(table.values) == 5
     assert list(table.ids) == [109, 108, 107, 106, 105]
@@ -241,7 +241,7 @@ def test_keys_change_grouping_sort_pause_and_help():
 # ---- rendering -------------------------------------------------------------------------------------
 
 def test_80_columns_keep_the_essentials_and_wider_screens_show_everything():
-    iv = interval([task(1, comm=b"a-rather-long-command-name", ac_utime=10)])
+    iv = interval([task(1, comm=b"a-rather-long-command-name", cpu_ns=10_000)])
     narrow = top.render(iv, top.TopState(), width=80, height=24)
     assert all(len(line) <= 80 for line in narrow)
     head = next(line for line in narrow if "COMMAND" in line)
@@ -264,12 +264,12 @@ def test_the_sort_column_stays_on_a_narrow_screen():
 
 
 def test_height_limits_the_rows():
-    iv = interval([task(10 + i, ac_utime=i + 1) for i in range(100)])
+    iv = interval([task(10 + i, cpu_ns=1000 * (i + 1)) for i in range(100)])
     assert len(top.render(iv, top.TopState(), width=80, height=24)) <= 24
 
 
 def test_batch_render_leaves_out_groups_that_did_nothing():
-    iv = interval([task(1, comm=b"idle"), task(2, comm=b"busy", ac_utime=5),
+    iv = interval([task(1, comm=b"idle"), task(2, comm=b"busy", cpu_ns=5_000),
                    task(3, comm=b"quick", state=BORN | EXITED)])
     text = "\n".join(top.render(iv, top.TopState()))
     assert "busy" in text and "quick" in text and "idle" not in text
@@ -301,7 +301,7 @@ def test_help_screen_fits_80x24():
 def test_the_sink_prints_each_interval_in_batch_mode_and_keeps_the_latest():
     out = io.StringIO()
     sink = top.TopSink(out=out)
-    first, second = interval(burst(10, 2)), interval([task(1, ac_utime=1)])
+    first, second = interval(burst(10, 2)), interval([task(1, cpu_ns=1_000)])
     sink.write(first)
     sink.write(second)
     sink.close()
@@ -324,7 +324,7 @@ def feed():
     for i in range(1, 10**6):
         if stop.is_set():
             return
-        sink.write(interval([task(1, comm=b"init", ac_utime=1000), task(30, comm=b"busy", ac_utime=900_000,
+        sink.write(interval([task(1, comm=b"init", cpu_ns=1_000_000), task(30, comm=b"busy", cpu_ns=900_000_000,
                              read_bytes=3 << 20)] + burst(1000 + 10 * i, 5, comm=b"quickie")))
         time.sleep(0.5)
 threading.Thread(target=feed, daemon=True).start()
@@ -366,7 +366,7 @@ def test_screen_draws_keys_and_highlights_the_sort_column(tmp_path):
 
 
 def test_control_characters_in_names_are_not_sent_to_the_terminal():
-    iv = interval([task(1, comm=b"evil\x1b[2J\x07", ac_utime=5)])
+    iv = interval([task(1, comm=b"evil\x1b[2J\x07", cpu_ns=5_000)])
     text = "\n".join(top.render(iv, top.TopState()))
     assert "\x1b" not in text and "\x07" not in text and "evil?[2J?" in text
 

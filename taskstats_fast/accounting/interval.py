@@ -269,10 +269,14 @@ def group_dtype(key: str) -> np.dtype:
     return np.dtype(fields)
 
 
-def group_rows(tasks: np.ndarray, key: str) -> np.ndarray:
+def group_rows(tasks: np.ndarray, key: str, *, fields: Optional[Sequence[str]] = None) -> np.ndarray:
     """``tasks`` summed per ``key`` (see ``Interval.by``), in numpy: one sort, then
-    ``np.add.reduceat`` per field (exact in uint64, unlike bincount's float weights)."""
+    ``np.add.reduceat`` per field (exact in uint64, unlike bincount's float weights).
+    ``fields``: sum (or take the maximum of) only these counters, the others stay 0 -- for a
+    caller that shows a few columns of a large interval (``top``'s screen)."""
     out_dtype = group_dtype(key)
+    summed = SUMMED_FIELDS if fields is None else tuple(f for f in SUMMED_FIELDS if f in fields)
+    levels = LEVEL_FIELDS if fields is None else tuple(f for f in LEVEL_FIELDS if f in fields)
     keys = GROUP_KEYS[key]
     if len(tasks) == 0:
         return np.zeros(0, out_dtype)
@@ -295,8 +299,8 @@ def group_rows(tasks: np.ndarray, key: str) -> np.ndarray:
     out["tasks"] = np.diff(np.append(starts, len(rows)))
     out["born"] = np.add.reduceat((rows["state"] & BORN).astype(np.uint64) // BORN, starts)
     out["exited"] = np.add.reduceat((rows["state"] & EXITED).astype(np.uint64) // EXITED, starts)
-    for name in SUMMED_FIELDS:
+    for name in summed:
         out[name] = np.add.reduceat(rows[name], starts)
-    for name in LEVEL_FIELDS:
+    for name in levels:
         out[name] = np.maximum.reduceat(rows[name], starts)
     return out

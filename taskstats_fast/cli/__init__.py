@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import query, record, snapshot, summary
+from . import query, record, snapshot, summary, top
 from .common import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA,
                      EXIT_NO_SUCH_TASK, EXIT_OK, EXIT_PERMISSION, EXIT_USAGE, PROG, run_guarded,
                      show_warning, wrap)
@@ -26,7 +26,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS", "DEFAULT_COMMAND", "EXIT_OK", 
            "EXIT_INTERRUPTED", "DEFAULT_RECORD_PATH"]
 
 #: The subcommand modules, in ``--help`` order.
-SUBCOMMANDS = (query, snapshot, record, summary)
+SUBCOMMANDS = (query, snapshot, record, summary, top)
 #: What the bare command (or one starting with an option) runs.
 DEFAULT_COMMAND = "record"
 
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                 f"  {PROG} pid $$                      what has this shell cost so far?\n"
                 f"  {PROG} record --seconds 60 -o exits  one minute of exits to ./exits/\n"
                 f"  {PROG} summary exits --plot exits.png\n"
-                f"  {PROG} snapshot -o now.parquet       every live process, now\n\n"
+                f"  {PROG} snapshot -o now.parquet       every live process, now\n"
+                f"  {PROG} top                           live CPU, delays, I/O, exits\n\n"
                 + EXIT_CODES_HELP))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

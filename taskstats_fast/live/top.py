@@ -82,7 +82,7 @@ def _delay_columns() -> List[Column]:
 def columns() -> Tuple[Column, ...]:
     """Every numeric column, in screen order (before the name column)."""
     return (
-        Column("cpu", "CPU%", 6, 0, "pct", "user+system CPU time, % of one CPU over the interval"),
+        Column("cpu", "CPU%", 6, 0, "pct", "CPU time (cpu_ns), % of one CPU over the interval"),
         *_delay_columns(),
         Column("read", "RD/s", 6, 2, "rate", "bytes read from storage per second"),
         Column("write", "WR/s", 6, 3, "rate", "bytes written to storage per second"),
@@ -93,6 +93,9 @@ def columns() -> Tuple[Column, ...]:
 
 COLUMNS: Tuple[Column, ...] = columns()
 COLUMN_KEYS: Tuple[str, ...] = tuple(c.key for c in COLUMNS)
+#: The interval counters the columns are made of (the rest are not summed).
+_SUMMED: Tuple[str, ...] = ("cpu_ns", *(f"{c}_delay_total" for c in _delay_class_names()),
+                            "read_bytes", "write_bytes")
 #: Width of the id column (pid, tid, uid) and the narrowest name column we draw.
 ID_WIDTH = 7
 MIN_NAME_WIDTH = 16
@@ -211,9 +214,8 @@ def column_values(groups: np.ndarray, seconds: float) -> np.ndarray:
     ``Interval.by(..., frame=False)``) for an interval of ``seconds``."""
     per_second = 1.0 / max(seconds, 1e-9)
     out = np.empty((len(groups), len(COLUMNS)), np.float64)
-    out[:, 0] = groups["ac_utime"]
-    out[:, 0] += groups["ac_stime"]
-    out[:, 0] *= 100e-6 * per_second                      # µs -> % of one CPU
+    out[:, 0] = groups["cpu_ns"]                          # the accounting's best CPU estimate
+    out[:, 0] *= 100e-9 * per_second                      # ns -> % of one CPU
     for i, cls in enumerate(_delay_class_names(), start=1):
         out[:, i] = groups[f"{cls}_delay_total"]
         out[:, i] *= 100e-9 * per_second                  # ns -> % of the interval
@@ -245,7 +247,7 @@ def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> To
     total, exits = len(tasks), int(np.count_nonzero(tasks["state"] & _iv.EXITED))
     if state.filter:
         tasks = tasks[_filter_mask(tasks, cgroups, state.filter)]
-    groups = _iv.group_rows(tasks, state.grouping)
+    groups = _iv.group_rows(tasks, state.grouping, fields=_SUMMED)
     values = column_values(groups, (int(interval.end_ns) - int(interval.start_ns)) / 1e9)
     column = values[:, COLUMN_KEYS.index(state.sort)]
     rank = np.argsort(-column if state.descending else column, kind="stable")
@@ -285,14 +287,8 @@ def _printable(name: str) -> str:
 
 
 # ---- rendering: a table -> lines of text ---------------------------------------------------------
-def _format_value(value: float, unit: str, width: int) -> str:
-    if unit == "pct":
-        text = f"{value:.1f}" if value < 999.95 else f"{value:.0f}"
-    elif unit == "rate":
-        text = _compact_bytes(value)
-    else:
-        text = f"{value:.0f}"
-    return text.rjust(width)
+#: printf format of a cell, by unit, given the column width (pct above 9999.9 widens its column).
+_CELL_FORMAT = {"pct": "%%%d.1f", "rate": "%%%ds", "count": "%%%d.0f"}
 
 
 def _compact_bytes(n: float) -> str:
@@ -344,15 +340,17 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
     heads.append("  " + _NAME_HEADER[table.grouping])
     lines = [" ".join(heads)]
     count = len(table.names) if rows is None else min(rows, len(table.names))
-    for r in range(count):
-        cells = []
-        if has_id:
-            cells.append(str(table.ids[r]).rjust(ID_WIDTH))
-        row = table.values[r]
-        for c, i in zip(cols, index):
-            cells.append(_format_value(row[i], c.unit, c.width))
-        cells.append(table.marks[r] + " " + table.names[r])
-        lines.append(" ".join(cells))
+    # one %-format per line: numbers go straight in, byte rates are pre-formatted
+    formats = ([f"%{ID_WIDTH}d"] if has_id else []) + [_CELL_FORMAT[c.unit] % c.width for c in cols]
+    line_format = " ".join(formats + ["%s"])
+    cells = table.values[:count][:, index].astype(object)
+    for j, c in enumerate(cols):
+        if c.unit == "rate":
+            cells[:, j] = [_compact_bytes(v) for v in table.values[:count, index[j]].tolist()]
+    ids = table.ids[:count].tolist()
+    for r, row in enumerate(cells.tolist()):
+        lead = (ids[r],) if has_id else ()
+        lines.append(line_format % (*lead, *row, table.marks[r] + " " + table.names[r]))
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines

@@ -1,0 +1,104 @@
+"""``taskstats-fast top``: a live view of interval accounting, on the terminal or as plain text."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any, List
+
+from .common import EXIT_OK, UsageError, add_command, positive_float, positive_int
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: Any) -> None:
+    from ..live import top
+    p = add_command(
+        subparsers, "top", help="live view: CPU, delays and I/O per process, thread, cgroup, user or command",
+        description="Every interval, what each process (or thread, cgroup, user, command) used: CPU %, "
+                    "each delay class as % of the interval, read/write bytes per second, and the "
+                    "tasks that exited, counted even when they lived for a millisecond (marked x, or * "
+                    "when also born inside the interval). Press h for the keys. Needs root or "
+                    "CAP_NET_ADMIN.",
+        epilog="examples:\n"
+               "  taskstats-fast top                      the live screen (h: keys, q: quit)\n"
+               "  taskstats-fast top -g command           short-lived commands summed by name\n"
+               "  taskstats-fast top -b -n 5 -d 2         five 2-second intervals as text\n")
+    p.add_argument("-b", "--batch", action="store_true",
+                   help="print each interval as plain text instead of the screen (for logs, "
+                        "scripts and tests); groups that did nothing are left out")
+    p.add_argument("-n", "--iterations", type=positive_int, metavar="N",
+                   help="stop after N intervals (default: until q or Ctrl-C)")
+    p.add_argument("-d", "--delay", type=positive_float, default=1.0, metavar="SECS",
+                   help="interval length in seconds (default: %(default)s)")
+    p.add_argument("-g", "--group", choices=top.GROUPINGS, default="process", metavar="GROUPING",
+                   help="one row per process (default), thread, cgroup, user or command")
+    p.add_argument("-s", "--sort", choices=top.COLUMN_KEYS, default="cpu", metavar="COLUMN",
+                   help="sort by this column, largest first: " + ", ".join(top.COLUMN_KEYS)
+                        + " (default: %(default)s)")
+    p.add_argument("-f", "--filter", default="", metavar="TEXT",
+                   help="only tasks whose command name or cgroup path contains TEXT")
+    p.add_argument("-w", "--width", type=positive_int, metavar="COLUMNS",
+                   help="batch mode: fit the table to COLUMNS characters (default: every column)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..accounting import Accounting
+    from ..live import top
+    state = top.TopState(grouping=args.group, sort=args.sort, filter=args.filter)
+    if not args.batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("top without -b needs a terminal; use -b for plain text")
+    with Accounting(interval=args.delay) as accounting:
+        if args.batch:
+            sink = top.TopSink(state, out=sys.stdout, width=args.width)
+            try:
+                for interval in accounting:
+                    sink.write(interval)
+                    sink.flush()
+                    if args.iterations and sink.intervals >= args.iterations:
+                        break
+            except KeyboardInterrupt:
+                pass   # Ctrl-C is how a batch run without -n ends
+            return EXIT_OK
+        return _interactive(accounting, top.TopSink(state), args)
+
+
+def _interactive(accounting: Any, sink: Any, args: argparse.Namespace) -> int:
+    from ..live import screen
+    stop = threading.Event()
+    failure: List[BaseException] = []
+
+    def pump() -> None:
+        try:
+            for interval in accounting:
+                if stop.is_set():
+                    return
+                sink.write(interval)
+                if args.iterations and sink.intervals >= args.iterations:
+                    return
+        except BaseException as e:   # shown after the screen is gone, as one line
+            failure.append(e)
+        finally:
+            stop.set()
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt   # so curses puts the terminal back, as on Ctrl-C
+
+    thread = threading.Thread(target=pump, name="top-accounting", daemon=True)
+    thread.start()
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        screen.run_screen(sink, stop.is_set,
+                          waiting=f"taskstats-fast top: first interval in {args.delay:g} s ...")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop.set()
+        thread.join(timeout=args.delay + 2.0)
+    if failure:
+        raise failure[0]
+    return EXIT_OK

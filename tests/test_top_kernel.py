@@ -1,0 +1,167 @@
+"""``taskstats-fast top`` end to end on the running kernel (needs root): batch mode showing a
+burst of short-lived commands this test starts under a unique name, and the interactive screen
+driven through a pseudo-terminal (80x24, TERM=xterm) with keys, read back with the pyte terminal
+emulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from terminal import Terminal
+
+pytestmark = pytest.mark.kernel
+
+CLI = [sys.executable, "-m", "taskstats_fast"]
+NO_NET_ADMIN = ["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"]
+
+
+@pytest.fixture
+def burst_command(tmp_path):
+    """A copy of ``true`` under a name no other task has (comm is the file name, <= 15 bytes)."""
+    name = f"tsfb{os.getpid() % 100000}"
+    path = tmp_path / name
+    shutil.copy(shutil.which("true"), path)
+    return name, str(path)
+
+
+class Burst:
+    """Runs the command over and over in a thread until stopped; counts the runs."""
+
+    def __init__(self, path: str, pause: float = 0.01):
+        self.path, self.pause, self.runs = path, pause, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            subprocess.run([self.path], check=True)
+            self.runs += 1
+            time.sleep(self.pause)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def intervals(text: str):
+    """Batch output split into intervals (each starts with the 'taskstats-fast top' line)."""
+    return [block for block in re.split(r"(?m)^(?=taskstats-fast top - )", text) if block.strip()]
+
+
+def test_batch_mode_shows_short_lived_commands_marked_exited(burst_command):
+    name, path = burst_command
+    with Burst(path):
+        res = subprocess.run([*CLI, "top", "-b", "-n", "2", "-d", "0.5"], capture_output=True,
+                             text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    blocks = intervals(res.stdout)
+    assert len(blocks) == 2, res.stdout
+    for block in blocks:
+        header = block.splitlines()[0]
+        assert re.search(r"interval 0\.\d\ds  tasks \d+  exited \d+  (lost 0|LOST \d+)", header), header
+        assert block.splitlines()[1].startswith("PSI")
+        rows = [line for line in block.splitlines() if line.endswith(" " + name)]
+        assert rows, block   # the burst shows up under its name in every interval
+        # each run was born and exited inside the interval (a few straddle a boundary: x or +)
+        marks = [line[-len(name) - 2] for line in rows]
+        assert marks.count("*") >= len(marks) // 2 and set(marks) <= {"*", "x", "+"}, rows
+        assert all(int(line.split()[0]) > 0 for line in rows)   # a PID column
+
+
+def test_batch_mode_by_command_sums_the_burst(burst_command):
+    name, path = burst_command
+    with Burst(path) as burst:
+        res = subprocess.run([*CLI, "top", "-b", "-n", "2", "-d", "0.5", "-g", "command",
+                              "-f", name], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    blocks = intervals(res.stdout)
+    assert len(blocks) == 2
+    head = [line for line in blocks[1].splitlines() if line.rstrip().endswith("COMMAND")][0]
+    exits_at = head.split().index("EXITS")
+    rows = [line for line in blocks[1].splitlines() if line.endswith(" " + name)]
+    assert len(rows) == 1, blocks[1]                       # one row per command name
+    assert f"filter '{name}'" in blocks[1]
+    exits = int(rows[0].split()[exits_at])
+    assert 5 <= exits <= burst.runs, (exits, burst.runs)  # ~20 runs/s over 0.5 s
+
+
+def test_without_cap_net_admin_one_line_and_exit_3():
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    res = subprocess.run([*NO_NET_ADMIN, *CLI, "top", "-b", "-n", "1"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 3, res.stderr
+    # one error line (the listener may warn about its receive buffer first: its own line)
+    errors = [line for line in res.stderr.splitlines() if not line.startswith("taskstats-fast: warning:")]
+    assert len(errors) == 1 and "CAP_NET_ADMIN" in errors[0] and not res.stdout, res.stderr
+
+
+def test_interactive_needs_a_terminal():
+    res = subprocess.run([*CLI, "top"], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 2 and "-b" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+# ---- the interactive screen through a pty ------------------------------------------------------
+
+def test_interactive_screen_keys_grouping_sort_filter_help_quit(burst_command):
+    name, path = burst_command
+    term = Terminal([*CLI, "top", "-d", "0.5"])
+    try:
+        with Burst(path):
+            screen = term.wait_for(lambda t: "by process" in t and "COMMAND" in t, "the process table")
+            lines = screen.splitlines()
+            assert len(lines) == 24 and all(len(line) <= 80 for line in lines)
+            assert lines[0].startswith("taskstats-fast top - ")
+            head = next(line for line in lines if "COMMAND" in line)
+            assert "PID" in head and "CPU%" in head and "EXITS" in head
+
+            term.press("m")                                         # group by command
+            term.wait_for(lambda t: "by command" in t and " PID " not in t, "the command grouping")
+            term.press(">")                                         # sort by the next column
+            term.wait_for(lambda t: "sort cpu_delay desc" in t, "the sort moved right")
+            term.press("X")                                         # sort by exits
+            term.wait_for(lambda t: "sort exits desc" in t, "the exits sort")
+            term.press("/")
+            term.wait_for(lambda t: "filter (name or cgroup" in t, "the filter prompt")
+            term.press(name + "\r")
+            screen = term.wait_for(lambda t: f"filter '{name}'" in t and f" {name}" in t.split("COMMAND", 1)[-1],
+                                   "the filtered burst")
+            table = screen.split("COMMAND", 1)[1].strip().splitlines()
+            assert table and all(row.rstrip().endswith(name) for row in table if row.strip()
+                                 and not row.startswith("h help")), table
+            term.press("g")                                         # command -> process
+            term.wait_for(lambda t: "by process" in t, "the grouping cycle")
+            term.press("h")
+            term.wait_for(lambda t: "taskstats-fast top: keys" in t and "quit" in t, "the help")
+            term.press(" ")                                         # any key leaves help
+            term.wait_for(lambda t: "by process" in t, "the table after help")
+            term.press(" ")                                         # pause
+            term.wait_for(lambda t: "[PAUSED]" in t, "the pause mark")
+            term.press("q")
+            assert term.wait_exit() == 0, term.text()
+    finally:
+        term.close()
+
+
+def test_interactive_screen_ends_cleanly_on_sigterm():
+    term = Terminal([*CLI, "top", "-d", "0.3", "-g", "user"])
+    try:
+        term.wait_for(lambda t: "by user" in t and "USER" in t and "root" in t, "the user table")
+        term.proc.send_signal(signal.SIGTERM)
+        assert term.wait_exit() == 0, term.text()
+    finally:
+        term.close()
