@@ -79,14 +79,32 @@ def test_shards_group_cpus_and_cover_them_all(k):
         assert stats.lost_by_cpu is None, "a shared socket cannot attribute loss to one CPU"
 
 
+def markers(listener, cpus, name, tries=5):
+    """One marker child exits on each CPU; read until each CPU's marker record is in.  A marker
+    the tiny buffer dropped (other processes' exits fill it on a busy machine) exits again.
+    Returns ({cpu: (pid, seq)}, the records read)."""
+    found, parts = {}, []
+    for _ in range(tries):
+        pids = {spawn(0, f"{name}{cpu}", cpu=cpu): cpu for cpu in cpus if cpu not in found}
+        if not pids:
+            break
+        reap(pids)
+        recs = collect(listener, has_pids(pids), timeout=TIMEOUT / tries)
+        parts.append(recs)
+        for rec in recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]:
+            cpu = pids.get(int(rec["ac_pid"]))
+            if cpu is not None:
+                found[cpu] = (int(rec["ac_pid"]), int(rec["seq"]))
+    assert len(found) == len(cpus), f"no marker came through on CPUs {set(cpus) - set(found)}"
+    return found, np.concatenate(parts)
+
+
 def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
     cpus = spread(ONLINE, 4)
     burst_size = 60
     with tsf.ExitListener(cpus=cpus, rcvbuf=8192) as listener:
-        start = {cpu: spawn(0, f"tsfs{cpu}", cpu=cpu) for cpu in cpus}
-        reap(start.values())
-        first = collect(listener, has_pids(start.values()), timeout=TIMEOUT)
-        s0 = {cpu: int(first["seq"][first["ac_pid"] == pid][0]) for cpu, pid in start.items()}
+        start, first = markers(listener, cpus, "tsfs")
+        s0 = {cpu: seq for cpu, (_, seq) in start.items()}
         before = {s.shard: s for s in listener.stats.shards}
         bursts = {cpu: [] for cpu in cpus}
         for i in range(burst_size):            # no reading while the bursts run
@@ -95,15 +113,13 @@ def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
                 bursts[cpu].append(pid)
                 os.waitpid(pid, 0)
         middle = collect(listener, lambda r: False, timeout=0.5)   # drain; clears congestion
-        end = {cpu: spawn(0, f"tsfe{cpu}", cpu=cpu) for cpu in cpus}
-        reap(end.values())
-        tail = collect(listener, has_pids(end.values()), timeout=TIMEOUT)
+        end, tail = markers(listener, cpus, "tsfe")
         after = {s.shard: s for s in listener.stats.shards}
     recs = np.concatenate([first, middle, tail])
     overflowed = 0
     for cpu in cpus:
         mine = recs[(recs["shard"] == cpu) & (recs["kind"] == tsf.KIND_PID)]
-        s1 = int(mine["seq"][mine["ac_pid"] == end[cpu]][0])
+        s1 = end[cpu][1]
         window = mine[(mine["seq"] > s0[cpu]) & (mine["seq"] < s1)]
         dropped = after[cpu].dropped - before[cpu].dropped
         foreign = after[cpu].seq_foreign - before[cpu].seq_foreign
