@@ -6,7 +6,7 @@ like netlink), served by a thread, for tests that need no root.
 ESRCH, or what a test's policy says), on as many sockets as a ``Connection`` opens.
 
     with FakeKernel(2) as kernel:
-        listener = kernel.listener(cpus=[0, 1])     # ExitListener._over the near ends
+        listener = kernel.listener(cpus=[0, 1])     # ExitListener.over_sockets the near ends
         kernel.exit(0, pid=100, seq=1)              # CPU 0's socket gets an exit message
         batch = listener.read(timeout=1)
 
@@ -69,7 +69,7 @@ class FakeKernel:
         from taskstats_fast import ExitListener
         kw.setdefault("rcvbuf", 1 << 16)   # within net.core.rmem_max: no warning without root
         kw.setdefault("ack_timeout", 2.0)
-        return ExitListener._over(self.ours, FAMILY, cpus=cpus, **kw)
+        return ExitListener.over_sockets(self.ours, FAMILY, cpus=cpus, **kw)
 
     def exit(self, sock: int, pid: int, seq: int, **kw) -> None:
         """Send an exit message on socket ``sock``."""

@@ -49,6 +49,7 @@ the port lazily, when its next exit message to it fails with ECONNREFUSED.
 from __future__ import annotations
 
 import warnings
+import socket
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -95,12 +96,16 @@ class ExitListener:
         self._open(cpus, shards, rcvbuf, batch_size, linger, ack_timeout, None, None)
 
     @classmethod
-    def _over(cls, sockets: Sequence, family: netlink.Family, cpus: Union[None, str, Iterable[int]] = None,
-              shards: Optional[int] = None, rcvbuf: Optional[int] = None, *,
-              batch_size: int = DEFAULT_BATCH, linger: float = DEFAULT_LINGER,
-              ack_timeout: float = REGISTER_TIMEOUT) -> "ExitListener":
-        """An ExitListener over sockets made elsewhere, one per shard in order (tests use
-        socketpairs as a fake kernel); it registers, reads and closes them like its own."""
+    def over_sockets(cls, sockets: Sequence[socket.socket], family: netlink.Family,
+                     cpus: Union[None, str, Iterable[int]] = None, shards: Optional[int] = None,
+                     rcvbuf: Optional[int] = None, *, batch_size: int = DEFAULT_BATCH,
+                     linger: float = DEFAULT_LINGER,
+                     ack_timeout: float = REGISTER_TIMEOUT) -> "ExitListener":
+        """An ExitListener over sockets you made and their family: the test seam.  One socket per
+        shard, in shard order (per CPU by default); it sizes, registers, reads, deregisters and
+        closes them like its own.  Tests hand it the near ends of socketpairs whose far ends
+        play the kernel (tests/fakekernel.py, ``FakeKernel``), so reading, loss accounting,
+        ``stop()`` and fork-safety run without root."""
         self = cls.__new__(cls)
         self._open(cpus, shards, rcvbuf, batch_size, linger, ack_timeout, list(sockets), family)
         return self
