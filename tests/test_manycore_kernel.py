@@ -82,7 +82,8 @@ def test_shards_group_cpus_and_cover_them_all(k):
 def markers(listener, cpus, name, tries=5):
     """One marker child exits on each CPU; read until each CPU's marker record is in.  A marker
     the tiny buffer dropped (other processes' exits fill it on a busy machine) exits again.
-    Returns ({cpu: (pid, seq)}, the records read)."""
+    Returns ({cpu: (pid, seq, its socket's ShardStats read as soon as the marker was)}, the
+    records read): counters read later would also count drops of other exits after the marker."""
     found, parts = {}, []
     for _ in range(tries):
         pids = {spawn(0, f"{name}{cpu}", cpu=cpu): cpu for cpu in cpus if cpu not in found}
@@ -90,11 +91,12 @@ def markers(listener, cpus, name, tries=5):
             break
         reap(pids)
         recs = collect(listener, has_pids(pids), timeout=TIMEOUT / tries)
+        stats = {s.shard: s for s in listener.stats.shards}
         parts.append(recs)
         for rec in recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]:
             cpu = pids.get(int(rec["ac_pid"]))
             if cpu is not None:
-                found[cpu] = (int(rec["ac_pid"]), int(rec["seq"]))
+                found[cpu] = (int(rec["ac_pid"]), int(rec["seq"]), stats[cpu])
     assert len(found) == len(cpus), f"no marker came through on CPUs {set(cpus) - set(found)}"
     return found, np.concatenate(parts)
 
@@ -104,8 +106,8 @@ def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
     burst_size = 60
     with tsf.ExitListener(cpus=cpus, rcvbuf=8192) as listener:
         start, first = markers(listener, cpus, "tsfs")
-        s0 = {cpu: seq for cpu, (_, seq) in start.items()}
-        before = {s.shard: s for s in listener.stats.shards}
+        s0 = {cpu: seq for cpu, (_, seq, _) in start.items()}
+        before = {cpu: stats for cpu, (_, _, stats) in start.items()}
         bursts = {cpu: [] for cpu in cpus}
         for i in range(burst_size):            # no reading while the bursts run
             for cpu in cpus:
@@ -114,7 +116,7 @@ def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
                 os.waitpid(pid, 0)
         middle = collect(listener, lambda r: False, timeout=0.5)   # drain; clears congestion
         end, tail = markers(listener, cpus, "tsfe")
-        after = {s.shard: s for s in listener.stats.shards}
+        after = {cpu: stats for cpu, (_, _, stats) in end.items()}
     recs = np.concatenate([first, middle, tail])
     overflowed = 0
     for cpu in cpus:
@@ -123,8 +125,14 @@ def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
         window = mine[(mine["seq"] > s0[cpu]) & (mine["seq"] < s1)]
         dropped = after[cpu].dropped - before[cpu].dropped
         foreign = after[cpu].seq_foreign - before[cpu].seq_foreign
-        # every exit message this CPU sent in the window was delivered or counted as lost
-        assert len(window) - foreign + dropped == s1 - s0[cpu] - 1, cpu
+        sent = s1 - s0[cpu] - 1             # exit messages this CPU sent between the markers
+        accounted = len(window) - foreign + dropped
+        # every one was delivered or counted as lost.  The drop counter can count more: other
+        # processes' exits dropped after the end marker but before the counter was read, or
+        # migrated in with another CPU's seq; so it is exact only when nothing else exited here
+        assert accounted >= sent, (cpu, len(window), foreign, dropped, sent)
+        if sent == burst_size:
+            assert accounted == sent, (cpu, len(window), foreign, dropped, sent)
         own = np.isin(window["ac_pid"], bursts[cpu])
         assert len(set(window["ac_pid"][own].tolist())) == own.sum(), "no duplicates"
         assert own.sum() + dropped >= burst_size, "each burst exit delivered or counted lost"
