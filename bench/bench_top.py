@@ -1,7 +1,8 @@
 """What ``taskstats-fast top`` adds to interval accounting: model + render of one interval.
 
 The goal (issue 14): ``top`` at a 1-second interval on a host with 10,000 threads costs at most
-what ``Accounting`` costs plus the drawing.  Measured here, as CPU time per task (the process's CPU clock), in the same run:
+what ``Accounting`` costs plus the drawing.  Measured here, as CPU time per task (the process's
+CPU clock), in the same run:
 - the screen: group, sort and render an 80x24 screen of a synthetic 10,000-thread interval, per
   process and per thread (the grouping with the most rows);
 - batch mode: the same with every active row rendered as text (what ``-b`` prints);
