@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -74,3 +75,33 @@ def test_an_unexpected_error_is_one_line_saying_it_is_a_bug():
     res = subprocess.run([sys.executable, "-c", BUGGY], capture_output=True, text=True,
                          env={**os.environ, common.TRACEBACK_VARIABLE: "1"})
     assert "Traceback" in res.stderr
+
+
+# ---- snapshot -o: a directory means a file inside it ----------------------------------------
+NOON = (2026, 12, 1, 12, 0, 0, 1, 335, 0)
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("snapdir/", "snapdir/snapshot-20261201T120000Z.npy"),
+    ("now.parquet", "now.parquet"),
+    ("now", "now.npy"),
+])
+def test_snapshot_output_rule(given, expected):
+    path, fmt = cli.snapshot.output_file(given, "npy" if not given.endswith(".parquet") else None,
+                                         now=time.struct_time(NOON))
+    assert path == expected and fmt == ("parquet" if expected.endswith(".parquet") else "npy")
+
+
+def test_an_existing_directory_gets_a_file_inside(tmp_path):
+    path, _ = cli.snapshot.output_file(str(tmp_path), "npy", now=time.struct_time(NOON))
+    assert os.path.dirname(path) == str(tmp_path)
+    assert os.path.basename(path).startswith("snapshot-") and path.endswith(".npy")
+    open(path, "w").close()
+    again, _ = cli.snapshot.output_file(str(tmp_path), "npy", now=time.struct_time(NOON))
+    assert again != path and again.endswith("-1.npy")
+
+
+def test_an_unknown_extension_is_refused_with_one_line(tmp_path):
+    res = run("snapshot", "-o", str(tmp_path / "s.xyz"))
+    assert res.returncode == 2 and "'.xyz'" in res.stderr
+    assert res.stderr.count("\n") == 1 and os.listdir(tmp_path) == []

@@ -353,3 +353,66 @@ def test_summary_of_nothing_is_a_clear_error(tmp_path):
     empty.mkdir()
     res = run("summary", str(empty))
     assert res.returncode == 2 and "no recorded files" in res.stderr
+
+
+# ---- failures found before, or while, recording -------------------------------------------
+
+def one_line(res):
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    return res.stderr
+
+
+def test_an_unwritable_output_fails_before_recording_starts():
+    # root passes os.access on /proc: only creating a file there shows it cannot be written
+    started = time.monotonic()
+    res = run("record", "-o", "/proc/taskstats-fast-test.parquet", "--seconds", "10")
+    assert res.returncode == 1 and time.monotonic() - started < 8
+    line = one_line(res)
+    assert "/proc" in line and STARTED not in line
+
+
+def test_a_receive_buffer_out_of_range_is_a_usage_error(tmp_path):
+    res = run("record", "-o", str(tmp_path / "x"), "--rcvbuf", "3000000000", "--seconds", "1")
+    assert res.returncode == 2
+    assert "--rcvbuf" in one_line(res) and os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_says_once_how_many_records_were_not_written(small_disk):
+    proc = start_record("-o", str(small_disk / "exits"), "--format", "npy",
+                        "--flush-records", "64", "--seconds", "60")
+    deadline = time.monotonic() + 40
+    while proc.poll() is None and time.monotonic() < deadline:
+        subprocess.run(["sh", "-c", "for i in $(seq 200); do /bin/true; done"])
+    code, out, err = finish(proc)
+    err = err.replace(proc.started_line, "")
+    assert code == 1, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert re.search(r"No space left on device: [\d,]+ of the [\d,]+ records received were not "
+                     r"written", err), err
+
+
+def test_snapshot_into_a_directory_is_found_by_summary(tmp_path):
+    target = tmp_path / "snapdir"
+    res = run("snapshot", "-o", f"{target}/")
+    assert res.returncode == 0, res.stderr
+    (name,) = os.listdir(target)
+    assert name.startswith("snapshot-") and name.endswith(".parquet")
+    res = run("summary", str(target))
+    assert res.returncode == 0, res.stderr
+    assert "live tasks" in res.stdout and "exits" not in res.stdout
+    # an existing directory: a file inside it, not one beside it
+    assert run("snapshot", "-o", str(target)).returncode == 0
+    assert len(os.listdir(target)) == 2 and os.listdir(tmp_path) == ["snapdir"]

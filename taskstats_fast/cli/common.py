@@ -16,7 +16,8 @@ import textwrap
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 from ..errors import (CpumaskError, MissingExtraError, NamespaceError, NoSuchTaskError,
-                      PermissionDeniedError, PrivilegeDropError, TaskstatsError, UnknownUserError)
+                      PermissionDeniedError, PrivilegeDropError, ReceiveBufferSizeError, TaskstatsError,
+                      UnknownUserError)
 
 __all__ = ["PROG", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PERMISSION", "EXIT_NO_SUCH_TASK",
            "EXIT_MISSING_EXTRA", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "UsageError",
@@ -198,6 +199,9 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         return EXIT_MISSING_EXTRA
     except CpumaskError as e:
         say(f"--cpus: {e}")
+        return EXIT_USAGE
+    except ReceiveBufferSizeError as e:
+        say(f"--rcvbuf: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         say("interrupted")

@@ -149,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
     rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
     rotate_seconds = rotate_seconds if dataset else None
     recording.require_format(fmt)
+    # A real file is created (and removed) where the output goes before the listener
+    # registers: an unwritable output fails now, not after the first flush, and leaves nothing.
+    recording.check_writable(args.output)
     stop = threading.Event()
     stopped_by: List[str] = []
 

@@ -110,8 +110,8 @@ def check_writable(path: str) -> str:
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".taskstats-fast-probe-")
     except OSError as e:
-        raise type(e)(e.errno, f"cannot create files in this directory ({e.strerror})",
-                      existing) from None
+        raise type(e)(e.errno, f"cannot create files in this directory ({e.strerror}): "
+                      "write somewhere else", existing) from None
     os.close(fd)
     os.unlink(probe)
     return existing
