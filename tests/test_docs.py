@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from taskstats_fast import frames, layout
+from taskstats_fast import layout
+from taskstats_fast.recording import columns as frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

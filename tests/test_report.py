@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast import frames, recording, report
+from taskstats_fast import recording, report
+from taskstats_fast.recording import columns as frames
 
 from wire import aggr, stats, taskstats_msg
 

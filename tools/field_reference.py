@@ -2,7 +2,7 @@
 
 This script owns the block between ``<!-- fields:begin -->`` and ``<!-- fields:end -->`` in
 README.md: one row per ``struct taskstats`` field (from ``layout.field_version_table()``) with the
-column it becomes in pandas/Arrow (from ``frames``), then the metadata fields we append.  Nothing
+column it becomes in pandas/Arrow (from ``recording.columns``), then the metadata fields we append.  Nothing
 in that block is written by hand, so it cannot drift from the code; ``tests/test_docs.py`` fails
 when the README's copy is stale.
 
@@ -25,7 +25,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if __name__ == "__main__":   # document this tree's package, not whichever one is installed
     sys.path.insert(0, _ROOT)
 
-from taskstats_fast import frames, layout  # noqa: E402
+from taskstats_fast import layout  # noqa: E402
+from taskstats_fast.recording import columns  # noqa: E402
 
 __all__ = ["BEGIN", "END", "fields_table", "render_block", "update_text", "update_file", "main"]
 
@@ -52,7 +53,7 @@ def fields_table() -> List[str]:
         field = layout.FIELD_BY_NAME[name]
         if field.padding:
             continue
-        column = frames.COLUMN_FOR_FIELD.get(name, "")
+        column = columns.COLUMN_FOR_FIELD.get(name, "")
         lines.append(f"| `{name}` | `{ctype}` | {_UNIT_WORDS.get(unit, unit)} | v{since} | "
                      f"{_cell(doc)} | `{column}` |")
     lines += [
@@ -63,7 +64,7 @@ def fields_table() -> List[str]:
         "|---|---|---|---|",
     ]
     for name, fmt, doc in layout.META_FIELDS:
-        lines.append(f"| `{name}` | `{fmt}` | {_cell(doc)} | `{frames.COLUMN_FOR_FIELD[name]}` |")
+        lines.append(f"| `{name}` | `{fmt}` | {_cell(doc)} | `{columns.COLUMN_FOR_FIELD[name]}` |")
     return lines
 
 

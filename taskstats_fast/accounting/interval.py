@@ -246,7 +246,7 @@ class Interval:
             frame = True
         if not frame:
             return grouped
-        from ..frames import require
+        from ..recording.columns import require
         pd = require("pandas", "pandas", "Interval.by(frame=True)")
         df = pd.DataFrame({name: grouped[name] for name in grouped.dtype.names or ()})
         if "ac_comm" in df:

@@ -58,7 +58,6 @@ DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
 _UNIT_SUFFIX = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes"}
 #: The categories of the ``kind`` column (code 0 = KIND_PID, 1 = KIND_TGID).
 KIND_CATEGORIES: Tuple[str, ...] = ("pid", "tgid")
-_KIND_CATEGORIES = KIND_CATEGORIES   # the name report.py used
 _KIND_VALUES = (layout.KIND_PID, layout.KIND_TGID)
 #: Resolution of the timestamps of ``to_arrow`` (what Parquet readers such as Spark accept) and
 #: of recorded files (every nanosecond of the record, so files round-trip exactly).
