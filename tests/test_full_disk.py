@@ -60,7 +60,7 @@ def test_a_full_disk_publishes_no_partial_file_and_counts_every_record(small_dis
     assert len(failures) == 1, "the failure is raised once"
     assert failures[0].errno == 28 and "No space left on device" in str(failures[0])
     assert stats.written + stats.lost == handed and stats.buffered == 0 and stats.lost > 0
-    assert stats.error.endswith(": No space left on device")
+    assert stats.error.endswith("(the partial file was removed): No space left on device")
     # nothing half-written anywhere, not even under a hidden name
     assert not [p for p in everything_under(small_disk) if p.endswith(".inprogress")]
     files = recording.find_files(str(small_disk / "exits"))
@@ -77,7 +77,8 @@ def test_a_full_disk_publishes_no_partial_file_and_counts_every_record(small_dis
 
 def test_a_full_disk_on_a_single_file_leaves_nothing(small_disk):
     path = small_disk / "exits.npy"          # uncompressed: 5 MB of records
-    with pytest.raises(tsf.WriteFailedError, match="exits.npy: No space left on device"):
+    removed = r"exits.npy \(the partial file was removed\): No space left on device"
+    with pytest.raises(tsf.WriteFailedError, match=removed):
         recording.write_file(str(path), np.concatenate([batch(2000)] * 4).astype(tsf.DTYPE))
     assert everything_under(small_disk) == []
 

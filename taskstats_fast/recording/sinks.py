@@ -389,7 +389,7 @@ class FileSink:
         self.not_written += in_part + batch_records + self._pending_records
         self._pending, self._pending_records = [], 0
         code, text = _write_error(error)
-        where = part.path if part is not None else self.root
+        where = self.root if part is None else f"{part.path} (the partial file was removed)"
         self.error = WriteFailedError(code, f"{where}: {text}")
         raise self.error from error
 
