@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from taskstats_fast import frames, layout, recording
+from taskstats_fast import layout, recording
+from taskstats_fast.recording import columns as frames
 from taskstats_fast.kernel import delayacct
 
 
