@@ -36,7 +36,7 @@ def test_every_subcommand_module_adds_parsers_that_run_it():
     assert parser.parse_args(["summary", "x"]).run is cli.summary.run
 
 
-@pytest.mark.parametrize("command", ["", "pid", "tgid", "snapshot", "record", "summary", "top"])
+@pytest.mark.parametrize("command", ["", *subcommand_names()])
 def test_help_lines_are_wrapped(command):
     res = run(*([command] if command else []), "--help", env={"COLUMNS": "80"})
     assert res.returncode == 0, res.stderr

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence, TextIO
 
 from ..errors import (CpumaskError, MissingExtraError, NamespaceError, NoSuchTaskError,
                       PermissionDeniedError, PrivilegeDropError, ReceiveBufferSizeError, TaskstatsError,
-                      UnknownUserError)
+                      UnknownUserError, WriteFailedError)
 
 __all__ = ["PROG", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_PERMISSION", "EXIT_NO_SUCH_TASK",
            "EXIT_MISSING_EXTRA", "EXIT_INTERRUPTED", "EXIT_CODES_HELP", "UsageError",
@@ -213,6 +213,9 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         except OSError:
             pass
         return EXIT_OK
+    except WriteFailedError as e:
+        say(f"{error_message(e)}; make room there, or write somewhere else with -o")
+        return EXIT_ERROR
     except TaskstatsError as e:
         say(error_message(e))
         return EXIT_ERROR
