@@ -343,3 +343,17 @@ def test_switching_needs_root(python_for_nobody):
               "except privileges.PrivilegeDropError as e:\n    print(e)\n")
     run = subprocess.run([python_for_nobody, "-c", script], capture_output=True, text=True, env=_env())
     assert "switching to user 'nobody' needs root (running as uid 65534)" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.kernel
+def test_record_with_user_into_a_directory_the_user_cannot_write_is_one_line(python_for_nobody, open_dir):
+    """root could write there (the check before registering passes); the user cannot, which
+    the file writer finds right after the switch, before recording anything."""
+    dataset = os.path.join(open_dir, "exits")          # open_dir: root's, mode 0755
+    run = subprocess.run([python_for_nobody, "-m", "taskstats_fast", "record", "--user", USER, "--group", GROUP,
+                          "-o", dataset, "--format", "npy", "--seconds", "5", "--no-status"],
+                         capture_output=True, text=True, env=_env(), timeout=60)
+    assert run.returncode == 1, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("taskstats-fast: ") and open_dir in last and "Traceback" not in run.stderr
+    assert not os.path.exists(dataset)
