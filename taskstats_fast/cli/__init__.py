@@ -15,7 +15,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import query, record, snapshot, summary, top
+from . import query, record, serve, snapshot, summary, top
 from .common import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA,
                      EXIT_NO_SUCH_TASK, EXIT_OK, EXIT_PERMISSION, EXIT_USAGE, PROG, run_guarded,
                      show_warning, wrap)
@@ -26,7 +26,7 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS", "DEFAULT_COMMAND", "EXIT_OK", 
            "EXIT_INTERRUPTED", "DEFAULT_RECORD_PATH"]
 
 #: The subcommand modules, in ``--help`` order.
-SUBCOMMANDS = (query, snapshot, record, summary, top)
+SUBCOMMANDS = (query, snapshot, record, summary, top, serve)
 #: What the bare command (or one starting with an option) runs.
 DEFAULT_COMMAND = "record"
 

@@ -44,8 +44,9 @@ DEFAULT_MAX_COMMANDS = 200
 DEFAULT_MAX_CGROUPS = 1000
 
 _PSI_KINDS = ("some", "full")
-_NS = 1e-9
-_US = 1e-6
+# divisors to seconds; a division (not a product with 1e-6) keeps 1821653 µs printing as 1.821653
+_NS = 1e9
+_US = 1e6
 
 Labels = Tuple[Tuple[str, str], ...]
 
@@ -53,10 +54,10 @@ Labels = Tuple[Tuple[str, str], ...]
 # ---- what is counted: data, one entry per family --------------------------------------------
 @dataclass(frozen=True)
 class _Member:
-    """One labelled sample of a family per series: the column it shows, and its scale."""
+    """One labelled sample of a family per series: the column it shows, in units of ``1/per_second``."""
     extra_labels: Labels
     column: str
-    scale: float = 1.0   # 1.0: an integer count shown as is
+    per_second: float = 1.0   # 1.0: an integer count shown as is
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class PrometheusExporter:
     ``exposition(accept)`` renders ``/metrics`` for an HTTP ``Accept`` header; ``collect()`` yields
     the same families as ``prometheus_client`` metrics.  ``listener_counters``, when given, is
     called at each scrape for the exit listener's running totals: anything with the fields of
-    ``ListenerCounters`` (``lambda: listener.stats`` will do).  Thread-safe: intervals arrive
+    ``ListenerCounters`` (``lambda: listener.stats`` will do), or None while there is no listener.  Thread-safe: intervals arrive
     on one thread while scrapes are served on others.
     """
 
@@ -338,8 +339,10 @@ class PrometheusExporter:
         return body, fmt.content_type
 
     def collect(self) -> Iterator[Any]:
-        """The families as ``prometheus_client`` metrics (its Collector protocol)."""
-        from prometheus_client.core import Metric
+        """The families as ``prometheus_client`` metrics (its Collector protocol), to register the
+        exporter in a registry of one's own.  ``/metrics`` itself needs no prometheus_client."""
+        from ..frames import require
+        Metric = require("prometheus_client.core", "prometheus", "PrometheusExporter.collect()").Metric
         for fam in self._snapshot(with_labels=True):
             metric = Metric(fam.name, fam.help, fam.type)
             for name, labels, value in zip(fam.sample_names, fam.labels, fam.values):
@@ -383,7 +386,7 @@ class PrometheusExporter:
             prefixes += self._prefixes(sample_name, member.extra_labels, series)[:n]
             if with_labels:
                 labels += [((series.label, key),) + member.extra_labels for key in series.names[:n]]
-            values += column.tolist() if member.scale == 1.0 else (column * member.scale).tolist()
+            values += column.tolist() if member.per_second == 1.0 else (column / member.per_second).tolist()
         return _Samples(name, "counter", fam.help, [sample_name] * len(values), labels, prefixes, values)
 
     def _prefixes(self, sample_name: str, extra: Labels, series: _Series) -> List[str]:
@@ -400,8 +403,8 @@ class PrometheusExporter:
                     "exit messages the intervals reported lost: those tasks' last values are missing",
                     [((), self._lost)]),
         ]
-        if self._listener_counters is not None:
-            counters = self._listener_counters()
+        counters = self._listener_counters() if self._listener_counters is not None else None
+        if counters is not None:
             out += [
                 _scalar("taskstats_listener_lost_messages", "counter",
                         "exit messages the exit listener lost (dropped + truncated)", [((), counters.lost)]),
@@ -419,7 +422,7 @@ class PrometheusExporter:
         out += [
             _scalar("taskstats_pressure_stall_seconds", "counter",
                     "system-wide pressure-stall time (PSI, /proc/pressure) per resource, some and full",
-                    [(m.extra_labels, int(self._system_pressure[self._pressure.members.index(m)]) * m.scale)
+                    [(m.extra_labels, int(self._system_pressure[self._pressure.members.index(m)]) / m.per_second)
                      for m in shown]),
             _scalar("taskstats_exporter_cpu_seconds", "counter",
                     "CPU time of the exporting process, accounting included", [((), time.process_time())]),

@@ -1,0 +1,91 @@
+"""``taskstats-fast serve``: the Prometheus exporter on HTTP until SIGTERM or Ctrl-C (exit 0).
+
+Parsing and printing only; ``live.service.MetricsService`` does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from typing import Any, Tuple
+
+from .common import EXIT_OK, add_command, positive_float, say
+
+__all__ = ["add_parser", "run"]
+
+
+class _Stopped(Exception):
+    """Raised by the SIGTERM/SIGINT handler so a wait inside an interval ends at once."""
+
+
+def _listen_address(text: str) -> Tuple[str, int]:
+    from ..live.server import parse_listen
+    try:
+        return parse_listen(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _cap(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    from ..live.exporter import DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, OTHER
+    from ..live.server import DEFAULT_LISTEN
+    from ..live.service import DEFAULT_INTERVAL
+    p = add_command(
+        subparsers, "serve", help="serve per-cgroup and per-command counters to Prometheus (/metrics)",
+        description="Count what every task uses (CPU, each delay class, I/O bytes, exits), tasks that "
+                    "lived for a millisecond included, per cgroup and per command, and serve the "
+                    "counters at http://HOST:PORT/metrics for Prometheus, until SIGTERM or Ctrl-C. "
+                    "Needs root (the kernel's TASKSTATS interface).",
+        epilog=f"example:\n  taskstats-fast serve --listen {DEFAULT_LISTEN} --interval 5")
+    p.add_argument("--listen", type=_listen_address, default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to serve on (default: {DEFAULT_LISTEN}, this host only: command "
+                        "names and cgroup paths tell what runs here; :PORT serves every interface)")
+    p.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, metavar="SECS",
+                   help="seconds per accounting interval: how fresh the counters are at a scrape "
+                        "(default: %(default)g)")
+    p.add_argument("--max-commands", type=_cap, default=DEFAULT_MAX_COMMANDS, metavar="N",
+                   help=f"series for at most N command names, first come; later ones are counted in "
+                        f"command=\"{OTHER}\" (default: %(default)s)")
+    p.add_argument("--max-cgroups", type=_cap, default=DEFAULT_MAX_CGROUPS, metavar="N",
+                   help=f"series for at most N cgroups, first come; later ones are counted in "
+                        f"cgroup=\"{OTHER}\" (default: %(default)s)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..live.service import MetricsService
+
+    def on_signal(signum: int, frame: Any) -> None:
+        for s in previous:     # a second signal must not cut the clean close short
+            signal.signal(s, signal.SIG_IGN)
+        raise _Stopped(signal.Signals(signum).name)
+
+    host, port = args.listen
+    service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
+                             max_cgroups=args.max_cgroups)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    stopped_by = "the accounting closing"
+    try:
+        with service:
+            say(service.describe())
+            service.run()
+    except _Stopped as e:
+        stopped_by = str(e)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    stats = service.exporter.stats()
+    say(f"stopped by {stopped_by}: {stats.intervals:,} intervals, {stats.rows:,} task rows, "
+        f"{stats.series:,} series, {stats.scrapes:,} scrapes served"
+        + (f"; {stats.lost:,} exit messages lost" if stats.lost else ""))
+    return EXIT_OK

@@ -1,0 +1,104 @@
+"""``taskstats-fast serve`` as a library object: accounting intervals into the exporter, served.
+
+``MetricsService`` wires three parts it does not implement: ``Accounting`` (intervals of
+per-task deltas, exited tasks included), ``PrometheusExporter`` (the counters) and
+``MetricsServer`` (HTTP).  The order of opening matters and is this class's job:
+
+1. bind the HTTP port first, so a port in use fails at once, before any netlink socket is
+   registered with the kernel;
+2. open the exit listener and take accounting's first look (what needs root);
+3. only then start answering scrapes (``run``).
+
+A caller that drops privileges does it between ``open()`` and ``run()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Dict, Optional, Union
+
+from .exporter import DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, PrometheusExporter
+from .server import MetricsServer
+
+__all__ = ["MetricsService", "DEFAULT_INTERVAL"]
+
+#: Seconds per accounting interval: a scrape sees counters at most this old.  Prometheus
+#: scrapes every 15 s by default, so three intervals land between two scrapes.
+DEFAULT_INTERVAL = 5.0
+
+
+class MetricsService:
+    """Serve per-cgroup and per-command counters of every task at ``http://host:port/metrics``.
+
+    ``listener_options`` go to ``ExitListener`` (cpus, shards, rcvbuf).  Use as a context
+    manager, or call ``open()`` / ``run(stop)`` / ``close()``.
+    """
+
+    def __init__(self, host: str, port: int, *, interval: float = DEFAULT_INTERVAL,
+                 max_commands: int = DEFAULT_MAX_COMMANDS, max_cgroups: int = DEFAULT_MAX_CGROUPS,
+                 **listener_options: Any):
+        if not interval > 0:
+            raise ValueError(f"the interval is in seconds and must be positive, not {interval!r}")
+        self.interval = float(interval)
+        self._listener_options: Dict[str, Any] = listener_options
+        self._listener: Any = None
+        self._accounting: Any = None
+        self.exporter = PrometheusExporter(max_commands=max_commands, max_cgroups=max_cgroups,
+                                           listener_counters=self._listener_counters)
+        self.server = MetricsServer(self.exporter, host, port)   # binds now: see the module docstring
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _listener_counters(self) -> Any:
+        return None if self._listener is None else self._listener.stats
+
+    def open(self) -> "MetricsService":
+        """Register the exit listener and take the first look (needs root)."""
+        from .. import Accounting, ExitListener   # public names: their modules may move
+        if self._accounting is None:
+            try:
+                self._listener = ExitListener(**self._listener_options)
+                self._accounting = Accounting(interval=self.interval, listener=self._listener).open()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def run(self, stop: Union[threading.Event, Callable[[], bool], None] = None) -> int:
+        """Answer scrapes and add each interval to the counters until ``stop`` is set (checked at
+        each interval's end) or the accounting closes; returns the intervals counted."""
+        self.open()
+        should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+        self.server.start()
+        count = 0
+        for interval in self._accounting:
+            self.exporter.write(interval)
+            count += 1
+            if should_stop():
+                break
+        return count
+
+    def close(self) -> None:
+        """Stop answering, deregister the listener, close the sockets (idempotent)."""
+        self.server.close()
+        if self._accounting is not None:
+            self._accounting.close()
+            self._accounting = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.exporter.close()
+
+    def __enter__(self) -> "MetricsService":
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def describe(self) -> Optional[str]:
+        """One line on what is served, for the command line to print."""
+        listener = self._listener
+        cpus = f" from {len(listener.cpus)} CPUs" if listener is not None else ""
+        return f"serving {self.url}: every task{cpus}, in intervals of {self.interval:g} s"

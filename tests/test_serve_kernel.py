@@ -1,0 +1,139 @@
+"""``taskstats-fast serve`` and ``MetricsService`` on the real kernel: counts under an exit flood
+with scrapes hammering /metrics, SIGTERM, and a port in use.
+
+The flood runs a copy of ``true`` under a command name of this test's own, so the count is
+exact whatever else exits on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from taskstats_fast.live.service import MetricsService
+
+prometheus_parser = pytest.importorskip("prometheus_client.parser")
+
+
+def _samples(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict = {}
+    for fam in prometheus_parser.text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def _exits(samples: dict, command: str) -> float:
+    return samples.get(("taskstats_command_task_exits_total", frozenset({("command", command)})), 0.0)
+
+
+def _intervals(samples: dict) -> float:
+    return samples[("taskstats_intervals_total", frozenset())]
+
+
+@pytest.mark.kernel
+def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
+    command = f"tsfflood{os.getpid() % 10**7}"
+    exe = tmp_path / command
+    shutil.copy(shutil.which("true") or "/bin/true", exe)
+    floods = 2000
+    stop = threading.Event()
+    with MetricsService("127.0.0.1", 0, interval=0.5) as service:
+        runner = threading.Thread(target=service.run, args=(stop,))
+        runner.start()
+        seen: list = []
+        failures: list = []
+
+        def scrape_until_stopped():
+            last = 0.0
+            try:
+                while not stop.is_set():
+                    value = _exits(_samples(service.url), command)
+                    assert value >= last, f"exits went down from {last} to {value}"
+                    last = value
+                    seen.append(value)
+            except Exception as e:    # reported by the test thread
+                failures.append(e)
+
+        scrapers = [threading.Thread(target=scrape_until_stopped) for _ in range(8)]
+        try:
+            for t in scrapers:
+                t.start()
+            subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {floods} ]; do "{exe}"; i=$((i+1)); done'],
+                           check=True, timeout=300)
+            # every exit is counted at the end of the interval it fell in: wait for two more
+            after = _intervals(_samples(service.url))
+            deadline = time.monotonic() + 30
+            while _intervals(_samples(service.url)) < after + 2:
+                assert time.monotonic() < deadline, "no interval ended in 30 s"
+                time.sleep(0.1)
+            final = _samples(service.url)
+        finally:
+            stop.set()
+            for t in scrapers:
+                t.join()
+            runner.join(timeout=30)
+    assert not failures, failures
+    assert len(seen) > 20, "the scrapers hardly ran"
+    assert final[("taskstats_interval_lost_exits_total", frozenset())] == 0
+    assert final[("taskstats_listener_lost_messages_total", frozenset())] == 0
+    assert _exits(final, command) == floods
+    assert any(0 < v < floods for v in seen), "no scrape saw the flood half way"
+    assert service.exporter.stats().scrapes >= len(seen)
+
+
+def _serve(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "taskstats_fast", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.kernel
+def test_sigterm_stops_serve_cleanly_within_an_interval():
+    proc = _serve("--listen", "127.0.0.1:0", "--interval", "60")
+    try:
+        line = proc.stderr.readline()
+        assert "serving http://127.0.0.1:" in line, line
+        samples = _samples(line[line.index("http://"):line.index("/metrics")] + "/metrics")
+        assert _intervals(samples) == 0       # the first interval is 60 s long: nothing yet
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert took < 10, f"SIGTERM took {took:.1f} s: it waited for the interval to end"
+    assert out == ""
+
+
+def test_a_port_in_use_is_one_line_and_exit_1():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _serve("--listen", f"127.0.0.1:{port}")
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+
+
+def test_a_bad_listen_address_is_a_usage_error():
+    proc = _serve("--listen", "nowhere")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "HOST:PORT" in err
