@@ -268,8 +268,8 @@ class PrometheusExporter:
     ``exposition(accept)`` renders ``/metrics`` for an HTTP ``Accept`` header; ``collect()`` yields
     the same families as ``prometheus_client`` metrics.  ``listener_counters``, when given, is
     called at each scrape for the exit listener's running totals: anything with the fields of
-    ``ListenerCounters`` (``lambda: listener.stats`` will do), or None while there is no listener.  Thread-safe: intervals arrive
-    on one thread while scrapes are served on others.
+    ``ListenerCounters`` (``lambda: listener.stats`` will do), or None while there is no
+    listener.  Thread-safe: intervals arrive on one thread while scrapes are served on others.
     """
 
     def __init__(self, *, max_commands: int = DEFAULT_MAX_COMMANDS, max_cgroups: int = DEFAULT_MAX_CGROUPS,

@@ -15,7 +15,7 @@ A caller that drops privileges does it between ``open()`` and ``run()``.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Union
 
 from .exporter import DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, PrometheusExporter
 from .server import MetricsServer
@@ -97,7 +97,7 @@ class MetricsService:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def describe(self) -> Optional[str]:
+    def describe(self) -> str:
         """One line on what is served, for the command line to print."""
         listener = self._listener
         cpus = f" from {len(listener.cpus)} CPUs" if listener is not None else ""
