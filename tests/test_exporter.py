@@ -54,6 +54,7 @@ def random_interval(rng, n=300, comms=("sh", "ls", "make", "cc1", "python3"), in
         "ac_pid": rng.integers(1, 1 << 22, n), "ac_comm": comm, "state": state,
         "cgroup_id": rng.choice(list(CGROUPS) + [0, 999], n),
         "ac_utime": rng.integers(0, 50_000, n), "ac_stime": rng.integers(0, 20_000, n),
+        "cpu_ns": rng.integers(0, 10**8, n),
         "read_bytes": rng.integers(0, 1 << 20, n), "write_bytes": rng.integers(0, 1 << 20, n),
     }
     for c in DELAY_CLASSES:
@@ -78,6 +79,7 @@ def expected_by(intervals, key):
             else:
                 group = row["ac_comm"].decode()
             sums = out[group]
+            sums["usage"] += int(row["cpu_ns"]) / 1e9
             sums["user"] += int(row["ac_utime"]) / 1e6
             sums["system"] += int(row["ac_stime"]) / 1e6
             sums["read"] += int(row["read_bytes"])
@@ -94,9 +96,9 @@ def check_group_counters(samples, intervals, key):
     prefix = f"taskstats_{key}_"
     for group, sums in expected.items():
         g = (key, group)
-        assert samples[prefix + "cpu_seconds_total"][frozenset({g, ("mode", "user")})] == pytest.approx(sums["user"])
-        assert samples[prefix + "cpu_seconds_total"][frozenset({g, ("mode", "system")})] == \
-            pytest.approx(sums["system"])
+        assert samples[prefix + "cpu_usage_seconds_total"][frozenset({g})] == pytest.approx(sums["usage"])
+        assert samples[prefix + "cpu_user_seconds_total"][frozenset({g})] == pytest.approx(sums["user"])
+        assert samples[prefix + "cpu_system_seconds_total"][frozenset({g})] == pytest.approx(sums["system"])
         assert samples[prefix + "read_bytes_total"][frozenset({g})] == sums["read"]
         assert samples[prefix + "write_bytes_total"][frozenset({g})] == sums["write"]
         assert samples[prefix + "task_exits_total"][frozenset({g})] == sums["exits"]
@@ -133,7 +135,7 @@ def test_names_types_and_units():
             assert any(family.endswith(unit) for unit in ("_seconds", "_bytes", "_exits", "_delays", "_intervals",
                                                           "_tasks", "_messages", "_overruns")), family
     for grouping in ("cgroup", "command"):
-        for name in ("cpu_seconds", "delay_seconds", "delays", "read_bytes", "write_bytes", "task_exits",
+        for name in ("cpu_usage_seconds", "cpu_user_seconds", "cpu_system_seconds", "delay_seconds", "delays", "read_bytes", "write_bytes", "task_exits",
                      "folded_tasks"):
             assert types[f"taskstats_{grouping}_{name}"] == "counter"
         assert types[f"taskstats_{grouping}_folded_names"] == "gauge"
@@ -149,13 +151,14 @@ def test_names_types_and_units():
 
 
 def test_one_second_of_cpu_is_one():
-    """Base units: 1,000,000 µs of user time and 10**9 ns of run-queue wait are 1 second each."""
+    """Base units: 1,000,000 µs of user time, 10**9 ns of CPU and of run-queue wait are 1 second each."""
     exporter = PrometheusExporter()
-    exporter.write(Interval.from_arrays(0, 10**9, {"ac_comm": [b"burn"], "ac_utime": [1_000_000],
+    exporter.write(Interval.from_arrays(0, 10**9, {"ac_comm": [b"burn"], "ac_utime": [1_000_000], "cpu_ns": [10**9],
                                                    "cpu_delay_total": [10**9], "cgroup_id": [7]},
                                         cgroups={7: "/burn"}))
     samples = scrape(exporter)
-    assert samples["taskstats_command_cpu_seconds_total"][frozenset({("command", "burn"), ("mode", "user")})] == 1.0
+    assert samples["taskstats_command_cpu_user_seconds_total"][frozenset({("command", "burn")})] == 1.0
+    assert samples["taskstats_command_cpu_usage_seconds_total"][frozenset({("command", "burn")})] == 1.0
     assert samples["taskstats_cgroup_delay_seconds_total"][frozenset({("cgroup", "/burn"), ("class", "cpu")})] == 1.0
 
 
@@ -192,9 +195,8 @@ def test_series_past_the_cap_fold_into_other():
     folded = set(expected) - own
     assert len(folded) == len(comms) - 4
     assert exits[frozenset({("command", OTHER)})] == sum(expected[c]["exits"] for c in folded)
-    user = samples["taskstats_command_cpu_seconds_total"]
-    assert user[frozenset({("command", OTHER), ("mode", "user")})] == \
-        pytest.approx(sum(expected[c]["user"] for c in folded))
+    user = samples["taskstats_command_cpu_user_seconds_total"]
+    assert user[frozenset({("command", OTHER)})] == pytest.approx(sum(expected[c]["user"] for c in folded))
     folded_rows = sum(int(np.count_nonzero(np.isin(iv.tasks["ac_comm"], [c.encode() for c in folded])))
                       for iv in intervals)
     assert samples["taskstats_command_folded_tasks_total"][frozenset()] == folded_rows
@@ -279,7 +281,7 @@ def test_openmetrics_on_request():
     body, content_type = exporter.exposition(accept)
     assert content_type.startswith("application/openmetrics-text") and body.endswith(b"# EOF\n")
     families = {f.name: f for f in parse_openmetrics(body.decode())}
-    assert families["taskstats_cgroup_cpu_seconds"].type == "counter"
+    assert families["taskstats_cgroup_cpu_usage_seconds"].type == "counter"
 
 
 def test_concurrent_scrapes_while_intervals_arrive_see_monotonic_counters():
@@ -317,7 +319,7 @@ def test_http_server_serves_metrics_and_refuses_a_port_in_use():
     with MetricsServer(exporter, "127.0.0.1", 0) as server:
         with urllib.request.urlopen(server.url) as reply:
             assert reply.headers["Content-Type"] == TEXT_FORMAT.content_type
-            assert "taskstats_cgroup_cpu_seconds_total" in parse(reply.read())[0]
+            assert "taskstats_cgroup_cpu_usage_seconds_total" in parse(reply.read())[0]
         request = urllib.request.Request(server.url, headers={"Accept": "application/openmetrics-text"})
         with urllib.request.urlopen(request) as reply:
             assert reply.read().endswith(b"# EOF\n")

@@ -57,7 +57,7 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
     exporter = PrometheusExporter()
     exporter.write(Interval.from_arrays(0, 10**9, {
         "ac_comm": [b"promtest", b"promtest", b"other-cmd"], "state": [EXITED, BORN | EXITED, 0],
-        "ac_utime": [1_500_000, 500_000, 1], "cgroup_id": [5, 5, 6]}, cgroups={5: "/prom.slice", 6: "/"}))
+        "cpu_ns": [1_500_000_000, 500_000_000, 1], "cgroup_id": [5, 5, 6]}, cgroups={5: "/prom.slice", 6: "/"}))
     with MetricsServer(exporter, "127.0.0.1", 0) as server:
         port = _free_port()
         config = tmp_path / "prometheus.yml"
@@ -85,7 +85,7 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
             assert result, "Prometheus never stored the counter: " + (tmp_path / "prometheus.log").read_text()[-2000:]
             assert float(result[0]["value"][1]) == 2
             assert result[0]["metric"]["job"] == "taskstats"
-            cpu = _query(base, 'sum(taskstats_cgroup_cpu_seconds_total{cgroup="/prom.slice"})')
+            cpu = _query(base, 'sum(taskstats_cgroup_cpu_usage_seconds_total{cgroup="/prom.slice"})')
             assert float(cpu[0]["value"][1]) == pytest.approx(2.0)
             health = _query(base, 'up{job="taskstats"}')
             assert float(health[0]["value"][1]) == 1

@@ -1,5 +1,6 @@
 """``taskstats-fast serve`` and ``MetricsService`` on the real kernel: counts under an exit flood
-with scrapes hammering /metrics, SIGTERM, and a port in use.
+with scrapes hammering /metrics, a known workload in a cgroup of its own against Accounting's rows
+and the cgroup's cpu.stat, SIGTERM, and a port in use.
 
 The flood runs a copy of ``true`` under a command name of this test's own, so the count is
 exact whatever else exits on the machine meanwhile.
@@ -17,8 +18,15 @@ import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
+from test_accounting_kernel import WORKLOAD, _run_until_empty, cgroup  # noqa: F401 (a fixture)
 
+import taskstats_fast as tsf
+from taskstats_fast.accounting import cgroupfs
+from taskstats_fast.accounting.interval import EXITED
+from taskstats_fast.live.exporter import PrometheusExporter
+from taskstats_fast.live.server import MetricsServer
 from taskstats_fast.live.service import MetricsService
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
@@ -137,3 +145,36 @@ def test_a_bad_listen_address_is_a_usage_error():
     proc = _serve("--listen", "nowhere")
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "HOST:PORT" in err
+
+
+@pytest.mark.kernel
+def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):
+    """A test cgroup runs a burner and a churn of short children: the cgroup's counters, as a
+    scrape shows them, are the sums of Accounting's rows for that cgroup, and the CPU is the
+    cgroup's own cpu.stat within accounting's tolerance."""
+    group = cgroup()
+    log = tmp_path / "pids"
+    exporter = PrometheusExporter()
+    with tsf.Accounting(interval=1.0) as acct, MetricsServer(exporter, "127.0.0.1", 0) as server:
+        group.popen(["sh", "-c", WORKLOAD, "sh", str(log), "3"])
+        intervals = _run_until_empty(acct, group, [acct.next() for _ in range(3)])
+        for iv in intervals:
+            exporter.write(iv)
+        samples = _samples(server.url)
+    rows = np.concatenate([iv.tasks[iv.tasks["cgroup_id"] == group.id] for iv in intervals])
+    path = intervals[-1].cgroups[group.id]
+    assert path == "/" + os.path.relpath(group.path, cgroupfs.find_cgroup2())
+
+    def counter(name, **labels):
+        return samples[(name, frozenset({("cgroup", path), *labels.items()}))]
+
+    assert counter("taskstats_cgroup_cpu_usage_seconds_total") == pytest.approx(rows["cpu_ns"].sum() / 1e9)
+    assert counter("taskstats_cgroup_cpu_user_seconds_total") == pytest.approx(rows["ac_utime"].sum() / 1e6)
+    assert counter("taskstats_cgroup_cpu_system_seconds_total") == pytest.approx(rows["ac_stime"].sum() / 1e6)
+    assert counter("taskstats_cgroup_delays_total", **{"class": "cpu"}) == rows["cpu_count"].sum()
+    assert counter("taskstats_cgroup_task_exits_total") == np.count_nonzero(rows["state"] & EXITED)
+    children = {int(x) for x in log.read_text().split()}
+    assert counter("taskstats_cgroup_task_exits_total") >= len(children) > 50
+    assert sum(iv.lost for iv in intervals) == 0
+    # the kernel's own count of the cgroup's CPU, in the band accounting's conservation test holds
+    assert 0.85 <= counter("taskstats_cgroup_cpu_usage_seconds_total") / (group.usage_usec() / 1e6) <= 1.15

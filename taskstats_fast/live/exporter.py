@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 import numpy as np
 
+from .. import layout
 from ..accounting import interval as _interval
 
 __all__ = ["PrometheusExporter", "ExporterStats", "ListenerCounters", "ExpositionFormat",
@@ -73,10 +74,16 @@ _EXITS = "exited"
 
 
 def _task_families() -> Tuple[_Family, ...]:
-    classes = _interval.DELAY_CLASSES
+    classes = [c.name for c in layout.DELAY_CLASSES]
     return (
-        _Family("cpu_seconds", "CPU time of the tasks (ac_utime, ac_stime), exited tasks included",
-                (_Member((("mode", "user"),), "ac_utime", _US), _Member((("mode", "system"),), "ac_stime", _US))),
+        # cAdvisor's split: usage is the best total (accounting's cpu_ns: the scheduler clock, and
+        # ticks for exited tasks); user and system are tick samples and need not add up to it
+        _Family("cpu_usage_seconds", "CPU time of the tasks (accounting's cpu_ns), exited tasks included",
+                (_Member((), "cpu_ns", _NS),)),
+        _Family("cpu_user_seconds", "user CPU time of the tasks (ac_utime, tick-sampled)",
+                (_Member((), "ac_utime", _US),)),
+        _Family("cpu_system_seconds", "system CPU time of the tasks (ac_stime, tick-sampled)",
+                (_Member((), "ac_stime", _US),)),
         _Family("delay_seconds", "time the tasks waited, per delay class (delay accounting)",
                 tuple(_Member((("class", c),), f"{c}_delay_total", _NS) for c in classes)),
         _Family("delays", "number of waits of the tasks, per delay class",
