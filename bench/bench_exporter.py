@@ -32,7 +32,8 @@ def _exporter() -> PrometheusExporter:
     n = 20_000
     columns = {"ac_comm": [f"cmd{i % COMMANDS}".encode() for i in range(n)],
                "cgroup_id": rng.integers(1, CGROUPS + 1, n), "state": np.where(rng.random(n) < 0.3, EXITED, 0),
-               "cpu_ns": rng.integers(0, 10**9, n), "ac_utime": rng.integers(0, 10**6, n), "ac_stime": rng.integers(0, 10**6, n),
+               "cpu_ns": rng.integers(0, 10**9, n),
+               "ac_utime": rng.integers(0, 10**6, n), "ac_stime": rng.integers(0, 10**6, n),
                "read_bytes": rng.integers(0, 1 << 30, n), "write_bytes": rng.integers(0, 1 << 30, n)}
     for c in DELAY_CLASSES:
         columns[f"{c}_count"] = rng.integers(0, 1000, n)

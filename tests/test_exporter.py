@@ -135,7 +135,8 @@ def test_names_types_and_units():
             assert any(family.endswith(unit) for unit in ("_seconds", "_bytes", "_exits", "_delays", "_intervals",
                                                           "_tasks", "_messages", "_overruns")), family
     for grouping in ("cgroup", "command"):
-        for name in ("cpu_usage_seconds", "cpu_user_seconds", "cpu_system_seconds", "delay_seconds", "delays", "read_bytes", "write_bytes", "task_exits",
+        for name in ("cpu_usage_seconds", "cpu_user_seconds", "cpu_system_seconds", "delay_seconds", "delays",
+                     "read_bytes", "write_bytes", "task_exits",
                      "folded_tasks"):
             assert types[f"taskstats_{grouping}_{name}"] == "counter"
         assert types[f"taskstats_{grouping}_folded_names"] == "gauge"
@@ -337,3 +338,14 @@ def test_parse_listen():
     for bad in ("9456", "host:", "host:http", "h:70000"):
         with pytest.raises(ValueError, match="HOST:PORT"):
             parse_listen(bad)
+
+
+def test_folded_names_are_remembered_up_to_a_bound(monkeypatch):
+    from taskstats_fast.live import exporter as module
+    monkeypatch.setattr(module, "FOLDED_NAMES_REMEMBERED", 5)
+    exporter = PrometheusExporter(max_commands=1)
+    comms = [f"c{i}".encode() for i in range(20)]
+    exporter.write(Interval.from_arrays(0, 1, {"ac_comm": comms, "state": [EXITED] * 20}))
+    samples = scrape(exporter)
+    assert samples["taskstats_command_folded_names"][frozenset()] == 5
+    assert samples["taskstats_command_folded_tasks_total"][frozenset()] == 19   # the count stays exact

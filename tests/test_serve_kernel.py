@@ -20,7 +20,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_accounting_kernel import WORKLOAD, _run_until_empty, cgroup  # noqa: F401 (a fixture)
+from test_accounting_kernel import WORKLOAD, _run_until_empty, cgroup  # noqa: F401 (a fixture, used by name)
 
 import taskstats_fast as tsf
 from taskstats_fast.accounting import cgroupfs
@@ -148,7 +148,7 @@ def test_a_bad_listen_address_is_a_usage_error():
 
 
 @pytest.mark.kernel
-def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):
+def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  # noqa: F811 (the fixture)
     """A test cgroup runs a burner and a churn of short children: the cgroup's counters, as a
     scrape shows them, are the sums of Accounting's rows for that cgroup, and the CPU is the
     cgroup's own cpu.stat within accounting's tolerance."""

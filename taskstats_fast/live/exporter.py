@@ -43,6 +43,9 @@ OTHER = "other"
 UNKNOWN_CGROUP = "unknown"
 DEFAULT_MAX_COMMANDS = 200
 DEFAULT_MAX_CGROUPS = 1000
+#: Distinct folded names remembered for the ``folded_names`` gauge; past this it stops growing
+#: (a lower bound), so names that never repeat cannot grow memory without end.
+FOLDED_NAMES_REMEMBERED = 100_000
 
 _PSI_KINDS = ("some", "full")
 # divisors to seconds; a division (not a product with 1e-6) keeps 1821653 µs printing as 1.821653
@@ -150,7 +153,8 @@ class _Series:
                     self.names.append(name)
                 else:
                     row = 0
-                    self._folded.add(name)
+                    if len(self._folded) < FOLDED_NAMES_REMEMBERED:
+                        self._folded.add(name)
             rows[i] = row
         return rows
 
@@ -368,7 +372,8 @@ class PrometheusExporter:
                                         f"tasks counted in the {OTHER!r} {label} series, past the series cap",
                                         [((), sums.folded_tasks)]))
                 families.append(_scalar(f"taskstats_{label}_folded_names", "gauge",
-                                        f"distinct {label}s counted in the {OTHER!r} series",
+                                        f"distinct {label}s counted in the {OTHER!r} series "
+                                        f"(remembered up to {FOLDED_NAMES_REMEMBERED:,})",
                                         [((), sums.series.folded_names)]))
             families.append(self._grouped(self._cgroup_pressure, self._pressure, with_labels))
             families += self._process_families()
