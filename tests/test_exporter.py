@@ -120,7 +120,7 @@ def test_counters_are_the_sums_of_the_rows_per_cgroup_and_command():
     # two cgroup ids with one path (a cgroup removed and made again) share one series
     assert "/system.slice" in {dict(k)["cgroup"] for k in samples["taskstats_cgroup_task_exits_total"]}
     assert samples["taskstats_intervals_total"][frozenset()] == 5
-    assert exporter.stats().rows == sum(len(iv.tasks) for iv in intervals)
+    assert exporter.counts().rows == sum(len(iv.tasks) for iv in intervals)
 
 
 def test_names_types_and_units():
@@ -349,3 +349,18 @@ def test_folded_names_are_remembered_up_to_a_bound(monkeypatch):
     samples = scrape(exporter)
     assert samples["taskstats_command_folded_names"][frozenset()] == 5
     assert samples["taskstats_command_folded_tasks_total"][frozenset()] == 19   # the count stays exact
+
+
+def test_the_exporter_is_a_sink():
+    from taskstats_fast.recording.sinks import Sink, SinkStats
+    exporter = PrometheusExporter()
+    assert isinstance(exporter, Sink)
+    iv = random_interval(np.random.default_rng(11), n=50)
+    exporter.write(iv)
+    exporter.write(np.zeros(0, iv.tasks.dtype))     # a tick
+    with pytest.raises(TypeError, match="Interval"):
+        exporter.write(iv.tasks)
+    exporter.flush()
+    assert exporter.stats() == SinkStats(written=50)
+    assert exporter.counts().intervals == 1
+    exporter.close()

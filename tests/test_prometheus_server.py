@@ -97,5 +97,5 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
                 proc.kill()
                 proc.wait()
             log.close()
-    assert exporter.stats().scrapes >= 1
+    assert exporter.counts().scrapes >= 1
     assert os.path.isdir(tmp_path / "tsdb")

@@ -98,7 +98,7 @@ def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
     assert final[("taskstats_listener_lost_messages_total", frozenset())] == 0
     assert _exits(final, command) == floods
     assert any(0 < v < floods for v in seen), "no scrape saw the flood half way"
-    assert service.exporter.stats().scrapes >= len(seen)
+    assert service.exporter.counts().scrapes >= len(seen)
 
 
 def _serve(*args: str) -> subprocess.Popen:

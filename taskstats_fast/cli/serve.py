@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    stats = service.exporter.stats()
+    stats = service.exporter.counts()
     say(f"stopped by {stopped_by}: {stats.intervals:,} intervals, {stats.rows:,} task rows, "
         f"{stats.series:,} series, {stats.scrapes:,} scrapes served"
         + (f"; {stats.lost:,} exit messages lost" if stats.lost else ""))

@@ -30,8 +30,9 @@ import numpy as np
 
 from .. import layout
 from ..accounting import interval as _interval
+from ..recording.sinks import SinkStats
 
-__all__ = ["PrometheusExporter", "ExporterStats", "ListenerCounters", "ExpositionFormat",
+__all__ = ["PrometheusExporter", "ExporterCounts", "ListenerCounters", "ExpositionFormat",
            "TEXT_FORMAT", "OPENMETRICS_FORMAT", "negotiate", "command_label",
            "OTHER", "UNKNOWN_CGROUP", "DEFAULT_MAX_COMMANDS", "DEFAULT_MAX_CGROUPS"]
 
@@ -256,8 +257,8 @@ def _render(families: Sequence[_Samples], fmt: ExpositionFormat) -> bytes:
 
 
 # ---- the sink --------------------------------------------------------------------------------
-class ExporterStats(NamedTuple):
-    """What the exporter took in and shows (the Sink protocol's stats)."""
+class ExporterCounts(NamedTuple):
+    """What the exporter took in and shows (``stats()`` is the Sink protocol's short form)."""
     intervals: int
     rows: int       #: task rows taken in
     series: int     #: cgroup + command series shown (``other`` included)
@@ -307,7 +308,13 @@ class PrometheusExporter:
 
     # -- the Sink protocol --
     def write(self, interval: Any) -> None:
-        """Add one interval's rows (deltas) and pressure to the running sums."""
+        """Add one ``Interval``'s rows (deltas) and pressure to the running sums.  An empty array
+        is the Sink protocol's tick (nothing to do); rows without their Interval are refused, since
+        the cgroup paths and the pressure come with it."""
+        if isinstance(interval, np.ndarray):
+            if len(interval):
+                raise TypeError("PrometheusExporter.write() takes an accounting Interval, not its rows alone")
+            return
         started = time.perf_counter()
         by_cgroup = _interval.group_rows(interval.tasks, "cgroup")
         by_command = _interval.group_rows(interval.tasks, "command")
@@ -333,10 +340,15 @@ class PrometheusExporter:
     def close(self) -> None:
         """Nothing to release: the HTTP server that shows the counters is the caller's."""
 
-    def stats(self) -> ExporterStats:
+    def stats(self) -> SinkStats:
+        """The Sink protocol's account: every row taken in is counted at once, none is held or lost."""
+        with self._lock:
+            return SinkStats(written=self._rows)
+
+    def counts(self) -> ExporterCounts:
         with self._lock:
             series = len(self._cgroup_series.names) + len(self._command_series.names)
-            return ExporterStats(self._intervals, self._rows, series, self._scraping[0], self._lost)
+            return ExporterCounts(self._intervals, self._rows, series, self._scraping[0], self._lost)
 
     # -- reading --
     def exposition(self, accept: Optional[str] = None) -> Tuple[bytes, str]:
@@ -352,7 +364,7 @@ class PrometheusExporter:
     def collect(self) -> Iterator[Any]:
         """The families as ``prometheus_client`` metrics (its Collector protocol), to register the
         exporter in a registry of one's own.  ``/metrics`` itself needs no prometheus_client."""
-        from ..frames import require
+        from ..recording.columns import require
         Metric = require("prometheus_client.core", "prometheus", "PrometheusExporter.collect()").Metric
         for fam in self._snapshot(with_labels=True):
             metric = Metric(fam.name, fam.help, fam.type)
