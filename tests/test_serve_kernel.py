@@ -1,6 +1,6 @@
 """``taskstats-fast serve`` and ``MetricsService`` on the real kernel: counts under an exit flood
 with scrapes hammering /metrics, a known workload in a cgroup of its own against Accounting's rows
-and the cgroup's cpu.stat, SIGTERM, and a port in use.
+and the cgroup's cpu.stat, running as nobody, SIGTERM, and a port in use.
 
 The flood runs a copy of ``true`` under a command name of this test's own, so the count is
 exact whatever else exits on the machine meanwhile.
@@ -21,6 +21,7 @@ import urllib.request
 import numpy as np
 import pytest
 from test_accounting_kernel import WORKLOAD, _run_until_empty, cgroup  # noqa: F401 (a fixture, used by name)
+from test_privileges_kernel import GROUP, USER, _env, _nobody, _status_fields, python_for_nobody  # noqa: F401
 
 import taskstats_fast as tsf
 from taskstats_fast.accounting import cgroupfs
@@ -78,6 +79,11 @@ def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
         try:
             for t in scrapers:
                 t.start()
+            # exits before accounting's first look belong to no interval: start after one has ended
+            deadline = time.monotonic() + 30
+            while _intervals(_samples(service.url)) < 1:
+                assert time.monotonic() < deadline, "no interval ended in 30 s"
+                time.sleep(0.05)
             subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {floods} ]; do "{exe}"; i=$((i+1)); done'],
                            check=True, timeout=300)
             # every exit is counted at the end of the interval it fell in: wait for two more
@@ -178,3 +184,29 @@ def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  
     assert sum(iv.lost for iv in intervals) == 0
     # the kernel's own count of the cgroup's CPU, in the band accounting's conservation test holds
     assert 0.85 <= counter("taskstats_cgroup_cpu_usage_seconds_total") / (group.usage_usec() / 1e6) <= 1.15
+
+
+@pytest.mark.kernel
+def test_serve_as_nobody_keeps_only_cap_net_admin_and_keeps_counting(python_for_nobody):  # noqa: F811
+    proc = subprocess.Popen([python_for_nobody, "-m", "taskstats_fast", "serve", "--listen", "127.0.0.1:0",
+                             "--interval", "0.5", "--user", USER, "--group", GROUP],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        line = proc.stderr.readline()
+        url = line[line.index("http://"):line.index("/metrics")] + "/metrics"
+        assert "running as user nobody" in proc.stderr.readline()
+        with open(f"/proc/{proc.pid}/status") as f:
+            status = _status_fields(f.read())
+        deadline = time.monotonic() + 30
+        while _intervals(_samples(url)) < 3:     # looks after the switch: the queries still work
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    nobody = _nobody()
+    assert status["Uid"].split() == [str(nobody.uid)] * 4
+    for caps in ("CapPrm", "CapEff", "CapBnd"):
+        assert int(status[caps], 16) == 1 << 12, caps    # CAP_NET_ADMIN alone
+    assert int(status["CapAmb"], 16) == 0 and status["NoNewPrivs"] == "1"

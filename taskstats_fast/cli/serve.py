@@ -9,7 +9,8 @@ import argparse
 import signal
 from typing import Any, Tuple
 
-from .common import EXIT_OK, add_command, positive_float, say
+from .common import (EXIT_OK, add_command, add_privilege_options, check_privilege_options,
+                     drop_privileges_as_asked, positive_float, say)
 
 __all__ = ["add_parser", "run"]
 
@@ -45,8 +46,10 @@ def add_parser(subparsers: Any) -> None:
         description="Count what every task uses (CPU, each delay class, I/O bytes, exits), tasks that "
                     "lived for a millisecond included, per cgroup and per command, and serve the "
                     "counters at http://HOST:PORT/metrics for Prometheus, until SIGTERM or Ctrl-C. "
-                    "Needs root (the kernel's TASKSTATS interface).",
-        epilog=f"example:\n  taskstats-fast serve --listen {DEFAULT_LISTEN} --interval 5")
+                    "Needs root (the kernel's TASKSTATS interface); with --user it switches to that user "
+                    "once its sockets are open, keeping CAP_NET_ADMIN alone (every query of the live "
+                    "tasks needs it).",
+        epilog=f"example:\n  taskstats-fast serve --listen {DEFAULT_LISTEN} --interval 5 --user nobody")
     p.add_argument("--listen", type=_listen_address, default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help=f"address to serve on (default: {DEFAULT_LISTEN}, this host only: command "
                         "names and cgroup paths tell what runs here; :PORT serves every interface)")
@@ -59,6 +62,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-cgroups", type=_cap, default=DEFAULT_MAX_CGROUPS, metavar="N",
                    help=f"series for at most N cgroups, first come; later ones are counted in "
                         f"cgroup=\"{OTHER}\" (default: %(default)s)")
+    add_privilege_options(p)
     p.set_defaults(run=run)
 
 
@@ -70,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, signal.SIG_IGN)
         raise _Stopped(signal.Signals(signum).name)
 
+    check_privilege_options(args)
     host, port = args.listen
     service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
                              max_cgroups=args.max_cgroups)
@@ -78,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with service:
             say(service.describe())
+            # the sockets are open: switch user, keeping what every live TASKSTATS query needs
+            drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))
             service.run()
     except _Stopped as e:
         stopped_by = str(e)

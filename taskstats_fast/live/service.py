@@ -4,12 +4,14 @@
 per-task deltas, exited tasks included), ``PrometheusExporter`` (the counters) and
 ``MetricsServer`` (HTTP).  The order of opening matters and is this class's job:
 
-1. bind the HTTP port first, so a port in use fails at once, before any netlink socket is
-   registered with the kernel;
-2. open the exit listener and take accounting's first look (what needs root);
-3. only then start answering scrapes (``run``).
+1. bind the HTTP port first (the constructor), so a port in use fails at once, before any
+   netlink socket is registered with the kernel;
+2. ``open()``: register the exit listener and open the query socket (what needs root), and
+   start no thread;
+3. ``run()``: start accounting (its reader thread and first look) and answer scrapes.
 
-A caller that drops privileges does it between ``open()`` and ``run()``.
+A caller that drops root does it between ``open()`` and ``run()``, while no other thread runs,
+keeping CAP_NET_ADMIN: the kernel checks it at every TASKSTATS query of the live tasks.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class MetricsService:
         self.interval = float(interval)
         self._listener_options: Dict[str, Any] = listener_options
         self._listener: Any = None
+        self._connection: Any = None
         self._accounting: Any = None
         self.exporter = PrometheusExporter(max_commands=max_commands, max_cgroups=max_cgroups,
                                            listener_counters=self._listener_counters)
@@ -55,22 +58,27 @@ class MetricsService:
         return None if self._listener is None else self._listener.stats
 
     def open(self) -> "MetricsService":
-        """Register the exit listener and take the first look (needs root)."""
-        from .. import Accounting, ExitListener   # public names: their modules may move
-        if self._accounting is None:
+        """Register the exit listener and open the query socket (needs root; starts no thread)."""
+        from .. import Connection, ExitListener   # public names: their modules may move
+        if self._listener is None:
             try:
                 self._listener = ExitListener(**self._listener_options)
-                self._accounting = Accounting(interval=self.interval, listener=self._listener).open()
+                self._connection = Connection(warn_delayacct=False)
             except BaseException:
                 self.close()
                 raise
         return self
 
     def run(self, stop: Union[threading.Event, Callable[[], bool], None] = None) -> int:
-        """Answer scrapes and add each interval to the counters until ``stop`` is set (checked at
-        each interval's end) or the accounting closes; returns the intervals counted."""
+        """Start accounting, answer scrapes and add each interval to the counters until ``stop``
+        is set (checked at each interval's end) or the accounting closes; returns the intervals
+        counted."""
+        from .. import Accounting
         self.open()
         should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+        if self._accounting is None:
+            self._accounting = Accounting(interval=self.interval, listener=self._listener,
+                                          connection=self._connection).open()
         self.server.start()
         count = 0
         for interval in self._accounting:
@@ -89,6 +97,9 @@ class MetricsService:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         self.exporter.close()
 
     def __enter__(self) -> "MetricsService":
