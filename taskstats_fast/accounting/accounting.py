@@ -25,6 +25,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 
 from .. import delayacct_enabled, layout
+from ..kernel import receive_buffer
 from . import cgroupfs
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
 from .merge import Look, merge
@@ -35,6 +36,9 @@ __all__ = ["Accounting", "AUTO"]
 AUTO = "auto"
 # How long the reader waits in one read: bounds how late it sees a cut request or a close.
 _READ_SLICE = 0.02
+# Exit messages each socket can hold (one socket per CPU) while the reader waits for the GIL
+# that a look or a merge holds: four times the listener's default, charged only while used.
+_EVENTS_PER_SOCKET = 4 * receive_buffer.DEFAULT_EVENTS_PER_CPU
 
 
 class _ExitReader:
@@ -135,7 +139,9 @@ class Accounting:
         from .. import Connection, ExitListener   # the public names: their modules may move
         try:
             if self._listener is None:
-                self._listener = ExitListener(**self._listener_options)
+                options = dict(self._listener_options)
+                options.setdefault("rcvbuf", _EVENTS_PER_SOCKET * receive_buffer.EVENT_TRUESIZE)
+                self._listener = ExitListener(**options)
             if self._connection is None:
                 self._connection = Connection(warn_delayacct=False)
             self.closed = False
