@@ -4,7 +4,8 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
 1. cost      10,000 sleeping threads (one helper process) beside an exit churn (a shell forking
              /bin/true): CPU time (user + sys of this process, all threads) of one interval's look +
              drain + merge (``Accounting.next`` with the deadline now), against one
-             ``Connection.pids`` of every thread the look listed.  Goal: <= 1.5x.
+             ``Connection.pids`` of every thread the look listed, with the same ``workers``.
+             Goal: <= 1.5x.
 2. lossless  the producers of bench_exit_stream (one vfork storm per CPU, at full rate) while
              Accounting runs 1 s intervals: exit messages lost (goal 0) and exits/s reached.
 3. memory    RSS of this process over a run of intervals at a steady churn (first, last, max).
@@ -85,7 +86,7 @@ def bench_cost(threads: int, repeat: int) -> Dict:
             query, look = [], []
             box: List = []
             for _ in range(repeat):
-                query.append(_cpu_of(lambda: conn.pids(ids)))
+                query.append(_cpu_of(lambda: conn.pids(ids, workers=acct.workers)))
                 time.sleep(0.2)                      # exits pile up, as between two looks
                 look.append(_cpu_of(lambda: box.append(acct.next(deadline=time.monotonic()))))
             rows = len(box[-1].tasks)

@@ -18,6 +18,7 @@ and ``stats``), so they can change inside without touching this module.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Iterator, List, Optional
@@ -107,18 +108,23 @@ class Accounting:
 
     ``interval``: seconds between looks (the schedule does not drift; if a look overruns, the
     next one is taken at once).  ``cgroup_root``: where cgroup v2 is mounted (``AUTO``: found in
-    mountinfo; None: no attribution).  ``pressure``: read PSI.  ``connection``/``listener``: use
-    these instead of opening a ``Connection`` and an ``ExitListener()`` (they are then not closed
-    here).  ``listener_options`` go to ``ExitListener`` when this class opens it.
+    mountinfo; None: no attribution).  ``pressure``: read PSI.  ``workers``: sockets and
+    threads each look's bulk query runs on (``Connection.pids(workers=)``; default: one per CPU).
+    ``connection``/``listener``: use these instead of opening a ``Connection`` and an
+    ``ExitListener()`` (they are then not closed here).  ``listener_options`` go to
+    ``ExitListener`` when this class opens it.
     """
 
     def __init__(self, interval: float = 1.0, *, cgroup_root: Optional[str] = AUTO,
-                 pressure: bool = True, connection=None, listener=None, **listener_options):
+                 pressure: bool = True, workers: Optional[int] = None, connection=None,
+                 listener=None, **listener_options):
         if not interval > 0:
             raise ValueError("interval is in seconds and must be positive")
         self.interval = float(interval)
         self.cgroup_root = cgroupfs.find_cgroup2() if cgroup_root == AUTO else (cgroup_root or None)
         self.pressure = bool(pressure)
+        #: sockets and threads of each look's bulk query (default: one per online CPU)
+        self.workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
         self._own_connection = connection is None
         self._own_listener = listener is None
         self._connection = connection
@@ -222,9 +228,9 @@ class Accounting:
         delayacct = delayacct_enabled()
         cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure)
         if self.cgroup_root:
-            records = self._connection.pids(cgroups.tids).records
+            records = self._connection.pids(cgroups.tids, workers=self.workers).records
         else:
-            records = self._connection.snapshot(threads=True).records
+            records = self._connection.snapshot(threads=True, workers=self.workers).records
         return Look.of(began, records, cgroups, delayacct)
 
 
