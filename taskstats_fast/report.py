@@ -24,6 +24,11 @@ from .kernel.delayacct import DELAYACCT_OFF_MESSAGE
 __all__ = ["format_duration_ns", "format_bytes", "task_report", "task_json",
            "format_summary", "summary_json", "exit_rate", "plot_summary"]
 
+#: Columns a TGID record leaves at zero (``layout.TGID_FIELDS``): missing, not zero, in JSON.
+_NOT_IN_TGID = frozenset(
+    col.name for col in COLUMNS
+    if not any(source in layout.TGID_FIELDS or source in {m[0] for m in layout.META_FIELDS}
+               for source in col.sources))
 #: What a field the kernel does not fill in this kind of record shows.
 _NOT_REPORTED = "not reported for a process (see below)"
 _SCHED_POLICIES = {0: "normal", 1: "fifo", 2: "round-robin", 3: "batch", 5: "idle", 6: "deadline"}
@@ -97,9 +102,10 @@ def _row(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], i: int) ->
     """Row ``i`` of ``recording.columns.columns`` output as Python values (None where
     missing)."""
     out: Dict[str, Any] = {}
+    tgid = KIND_CATEGORIES[int(cols["kind"][0][i])] == "tgid"
     for col in COLUMNS:
         values, valid = cols[col.name]
-        if valid is not None and not valid[i]:
+        if (valid is not None and not valid[i]) or (tgid and col.name in _NOT_IN_TGID):
             out[col.name] = None
         elif col.kind == ColumnKind.CATEGORY:
             out[col.name] = KIND_CATEGORIES[int(values[i])]

@@ -90,6 +90,17 @@ def test_tgid_report_says_not_reported_for_what_the_kernel_does_not_sum():
                                                                "hiwater_rss", "read_bytes"))
 
 
+def test_tgid_json_has_nulls_for_what_the_kernel_does_not_sum():
+    recs = records([(7, b"", 10, 3, 300)])
+    recs["kind"] = tsf.KIND_TGID
+    (obj,) = report.task_json(recs)
+    json.dumps(obj)
+    assert obj["ac_minflt"] is None and obj["read_bytes"] is None and obj["ac_uid"] is None
+    assert obj["ac_utime_us"] == 10 and obj["cpu_count"] == 3 and obj["id"] == 7
+    (pid,) = report.task_json(records([(7, b"x", 10, 3, 300)]))
+    assert pid["ac_minflt"] == 0 and pid["ac_uid"] == 0
+
+
 def test_json_is_serialisable_with_nulls_for_missing_fields():
     (obj,) = report.task_json(records([(42, b"w", 10, 2, 50)], version=13))
     json.dumps(obj)
