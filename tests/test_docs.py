@@ -1,4 +1,4 @@
-"""The README's field reference is generated from the layout table (tools/field_reference.py)
+"""The README's field reference is generated from the layout table (tests/field_reference.py)
 and must be current."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from taskstats_fast.recording import columns as frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
-TOOL = os.path.join(ROOT, "tools", "field_reference.py")
+TOOL = os.path.join(ROOT, "tests", "field_reference.py")
 sys.path.insert(0, os.path.dirname(TOOL))
 import field_reference as docs  # noqa: E402  (a script of the source tree, not a package module)
 
@@ -28,7 +28,7 @@ def test_readme_field_reference_is_current():
     text = readme_text()
     block = text[text.index(docs.BEGIN):text.index(docs.END) + len(docs.END)]
     assert block == docs.render_block(), \
-        "README.md's field reference is stale: run `python tools/field_reference.py`"
+        "README.md's field reference is stale: run `python tests/field_reference.py`"
 
 
 def test_every_field_and_its_column_is_in_the_table():

@@ -6,11 +6,13 @@ column it becomes in pandas/Arrow (from ``recording.columns``), then the metadat
 in that block is written by hand, so it cannot drift from the code; ``tests/test_docs.py`` fails
 when the README's copy is stale.
 
-    python tools/field_reference.py            # rewrite README.md's block in place
-    python tools/field_reference.py --check    # exit 1 if it is stale (for CI)
+    python tests/field_reference.py            # rewrite README.md's block in place
+    python tests/field_reference.py --check    # exit 1 if it is stale (for CI)
 
-It lives in tools/, not in the package: it edits the repository's README.md, which an installed
-package does not have, and no user of the library calls it.  What it renders comes from the
+It lives in tests/, not in the package: it edits the repository's README.md, which an installed
+package does not have, no user of the library calls it, and its one consumer is the staleness test.
+The repository keeps a fixed top level (package, csrc/, tests/, bench/), so source-tree tools live
+beside the test that needs them.  What it renders comes from the
 package's public tables (``layout``, the column schema), so nothing is written twice.
 """
 
@@ -33,7 +35,7 @@ __all__ = ["BEGIN", "END", "fields_table", "render_block", "update_text", "updat
 BEGIN = "<!-- fields:begin -->"
 END = "<!-- fields:end -->"
 _README = os.path.join(_ROOT, "README.md")
-_COMMAND = "python tools/field_reference.py"
+_COMMAND = "python tests/field_reference.py"
 
 _UNIT_WORDS = {"us": "µs", "ns": "ns", "s": "s", "KB": "KB", "MB*us": "MB·µs", "bytes": "bytes",
                "count": "count", "": ""}
