@@ -262,7 +262,13 @@ def _table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]]) ->
 
 def _summary_head(s: Mapping[str, Any]) -> List[str]:
     counted = s["counted"]
-    if s["kind"] == "snapshot":
+    if s["kind"] == "intervals":
+        what = (f"{s[counted]:,} {'processes' if s['by'] == 'process' else 'tasks'} of "
+                f"{s['commands']:,} commands over {s['intervals']:,} accounting intervals "
+                f"(per {s['by']}; usage, not exits)")
+        when = (f"recorded {s['window_start']} → {s['window_end']} ({s['seconds']:.1f} s)"
+                if s["window_start"] else "no times")
+    elif s["kind"] == "snapshot":
         what = f"{s[counted]:,} live tasks (processes or threads) of {s['commands']:,} commands"
         when = f"snapshot taken {s['window_end'] or s['last'] or 'at an unknown time'}"
     else:
@@ -275,7 +281,9 @@ def _summary_head(s: Mapping[str, Any]) -> List[str]:
     if s["hosts"]:
         out.append(f"hosts: {', '.join(s['hosts'])}")
     if s["kind"] != "snapshot":
-        out.append(f"lost while recording: {s['lost']:,} records, {s['overruns']:,} "
+        out.append(f"lost while recording: {s['lost']:,} "
+                   f"{'exit messages' if s['kind'] == 'intervals' else 'records'}, "
+                   f"{s['overruns']:,} "
                    "receive-buffer overruns"
                    + (f", {s['not_written']:,} received but not written" if s["not_written"]
                       else ""))
@@ -319,6 +327,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                   [[r["comm"], f"{r[counted]:,}", format_bytes(r["read_char_bytes"]),
                     format_bytes(r["write_char_bytes"]), format_bytes(r["read_bytes"]),
                     format_bytes(r["write_bytes"])] for r in s["io"]])
+    if s["kind"] == "intervals":
+        out += _table(f"Top {top} processes by CPU time", ["tgid", "comm", "cpu", "delays"],
+                      [[str(r["tgid"]), r["comm"], format_duration_ns(r["cpu_ns"]),
+                        format_duration_ns(r["delay_ns"])] for r in s["processes"]])
+        out += _table(f"Top {top} cgroups by CPU time (cgroup v2 inode)",
+                      ["cgroup_id", "processes", "cpu", "delays"],
+                      [[str(r["cgroup_id"]), f"{r['processes']:,}",
+                        format_duration_ns(r["cpu_ns"]), format_duration_ns(r["delay_ns"])]
+                       for r in s["cgroups"]])
     return "\n".join(out).rstrip() + "\n"
 
 

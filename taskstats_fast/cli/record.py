@@ -1,5 +1,7 @@
 """``taskstats-fast record`` (also the bare command): every task that exits, to files, with a
-live status line on stderr and a closing account of what was written and lost."""
+live status line on stderr and a closing account of what was written and lost; with
+``--interval SECS``, what every task (or process, ``--by process``) used in each interval
+instead (``recording.intervals.record_intervals``)."""
 
 from __future__ import annotations
 
@@ -83,7 +85,34 @@ def add_parser(subparsers: Any) -> None:
                                 "and close cleanly: every record received is written). A live "
                                 "status line goes to stderr when it is a terminal.")
     add_record_options(p, default_path=True)
+    g = p.add_argument_group("accounting intervals")
+    g.add_argument("--interval", type=positive_float, metavar="SECS",
+                   help="instead of exits, record what every task used in each SECS-second "
+                        "interval (deltas of CPU, delays, I/O; one row per task and interval, "
+                        "stamped interval_start/interval_end)")
+    g.add_argument("--by", choices=("task", "process"), default="task",
+                   help="with --interval: one row per task (thread), or per process with its "
+                        "threads summed (default: %(default)s)")
     p.set_defaults(run=run)
+
+
+class SignalStop:
+    """SIGINT and SIGTERM set ``event`` (and name themselves in ``stopped_by``) until
+    ``restore`` puts the previous handlers back: a recording stops cleanly, files closed."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.stopped_by: List[str] = []
+        self._previous = {s: signal.signal(s, self._on_signal)
+                          for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopped_by.append(signal.Signals(signum).name)
+        self.event.set()
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 class StatusLine:
@@ -132,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_bytes
 
     check_privilege_options(args)
+    if args.interval is None and getattr(args, "by", "task") != "task":
+        raise UsageError("--by process groups accounting intervals: give --interval SECS too")
     fmt = recording.detect_format(args.output, args.format)
     dataset = recording.is_dataset_path(args.output)
     if not dataset and (args.rotate_mb or args.rotate_seconds):
@@ -152,14 +183,11 @@ def run(args: argparse.Namespace) -> int:
     # A real file is created (and removed) where the output goes before the listener
     # registers: an unwritable output fails now, not after the first flush, and leaves nothing.
     recording.check_writable(args.output)
-    stop = threading.Event()
-    stopped_by: List[str] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stopped_by.append(signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if getattr(args, "interval", None) is not None:
+        return _run_intervals(args, fmt, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
+                              retention=retention)
+    signals = SignalStop()
+    stop, stopped_by = signals.event, signals.stopped_by
     listener = None
     status = StatusLine(sys.stderr, args.status)
     try:
@@ -198,8 +226,7 @@ def run(args: argparse.Namespace) -> int:
             listener.close()
         raise
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signals.restore()
     status.clear()
     files, written = result.sink.files, result.sink.written
     elapsed = result.elapsed
@@ -218,3 +245,41 @@ def run(args: argparse.Namespace) -> int:
     say(f"next: {PROG} summary {args.output}")
     return EXIT_OK
 
+
+
+def _run_intervals(args: argparse.Namespace, fmt: str, **sink_options: Any) -> int:
+    """``record --interval``: accounting intervals into files until --seconds or a signal."""
+    from .. import recording
+    from ..accounting import Accounting
+    from ..recording.intervals import interval_schema, record_intervals
+    from ..report import format_bytes
+
+    signals = SignalStop()
+    stop, stopped_by = signals.event, signals.stopped_by
+    listener_options = {k: v for k, v in (("cpus", args.cpus), ("shards", args.shards),
+                                          ("rcvbuf", args.rcvbuf)) if v is not None}
+    accounting = Accounting(interval=args.interval, **listener_options)
+    try:
+        accounting.open()   # first: without privilege nothing is left on disk
+        drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))   # looks keep querying
+        sink = recording.FileSink(args.output, fmt, flush_records=args.flush_records,
+                                  schema=interval_schema(args.by),
+                                  metadata={"interval_seconds": args.interval}, **sink_options)
+        until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+        say(f"recording every {args.interval:g} s what each {args.by} used to {args.output} "
+            f"({fmt}), {until}")
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        result = record_intervals(accounting, sink, stop=lambda: stop.is_set() or (
+            deadline is not None and time.monotonic() >= deadline), by=args.by)
+    finally:
+        accounting.close()
+        signals.restore()
+    files = result.sink.files
+    reason = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    say(f"recorded {result.intervals:,} intervals, {result.rows:,} rows in {result.elapsed:.1f} s"
+        f"{reason} to {len(files)} file(s), {format_bytes(result.sink.bytes)}: "
+        + (os.path.commonpath(files) if len(files) > 1 else files[0]))
+    say(f"lost {result.lost:,} exit messages (tasks that ended unseen)" if result.lost
+        else "nothing was lost")
+    say(f"next: {PROG} summary {args.output}")
+    return EXIT_OK

@@ -11,6 +11,7 @@ Where things live (each module opens with what it owns):
 * ``driver``   ``record(listener, sink, stop=...)``, the recording loop
 * ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
 * ``summary``  ``summarize``: what a recording adds up to (top commands, window, losses)
+* ``intervals`` accounting intervals as recordings: their row schema, ``record_intervals``
 
 Importing this package needs numpy only; pyarrow and pandas are imported when used.
 """
@@ -25,6 +26,7 @@ from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
 from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_files,
                       is_dataset_path, read_columns, read_frame, read_metadata, read_records,
                       read_table)
+from .intervals import interval_schema, record_intervals
 from .retention import RetentionPolicy
 from .summary import SUMMARY_COLUMNS, Summary, summarize, summarize_columns
 from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
@@ -39,4 +41,5 @@ __all__ = [
     "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",
     "read_columns", "columns_of", "Recordings", "is_dataset_path", "DamagedRecordingWarning",
     "NotARecordingError", "NewerFormatError", "WriteFailedError", "RetentionPolicy",
+    "record_intervals", "interval_schema",
 ]

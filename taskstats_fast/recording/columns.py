@@ -48,9 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
     import pyarrow
 
-__all__ = ["Column", "ColumnKind", "Clock", "Schema", "COLUMNS", "COLUMN_BY_NAME",
-           "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema", "file_schema",
-           "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES"]
+__all__ = ["Column", "ColumnKind", "Clock", "Schema", "TableSchema", "RowSchema", "COLUMNS",
+           "COLUMN_BY_NAME", "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema",
+           "file_schema", "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES"]
 
 #: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
 DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
@@ -366,8 +366,93 @@ _CONVERTER: Dict[ColumnKind, Any] = {
 }
 
 
-# ---- the schema of one layout -------------------------------------------------------------
-class Schema:
+# ---- the schema of one row layout ---------------------------------------------------------
+class TableSchema:
+    """What every row layout's schema shares: its columns (``columns``, ``by_name``), and the
+    conversions built on ``numpy_columns`` (pandas, Arrow, the tables files hold, and back)."""
+
+    #: Columns a table must have to be a recording of this row layout.
+    REQUIRED: Tuple[str, ...] = ()
+    columns: Tuple[Column, ...]
+    by_name: Dict[str, Column]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The numpy dtype of this layout's rows."""
+        raise NotImplementedError
+
+    def numpy_columns(self, records: np.ndarray, raw_strings: bool = False
+                      ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+        raise NotImplementedError
+
+    def file_stats(self) -> Any:
+        """A fresh counter of what one file's rows add up to (``metadata.FileStats`` kind)."""
+        raise NotImplementedError
+
+    def arrow_schema(self, metadata: Optional[Mapping[str, str]] = None,
+                     unit: str = _TABLE_UNIT) -> "pyarrow.Schema":
+        pa = require("pyarrow", "arrow", "Arrow output")
+        fields = []
+        for col in self.columns:
+            typ = _CONVERTER[col.kind].arrow_type(pa, col, unit)
+            fields.append(pa.field(col.name, typ,
+                                   nullable=col.nullable or col.kind is ColumnKind.CATEGORY,
+                                   metadata={"unit": col.unit, "doc": col.doc}))
+        return pa.schema(fields, metadata=dict(metadata) if metadata else None)
+
+    def to_arrow(self, records: np.ndarray, metadata: Optional[Mapping[str, str]] = None,
+                 unit: str = _TABLE_UNIT) -> "pyarrow.Table":
+        pa = require("pyarrow", "arrow", "to_arrow()")
+        schema = self.arrow_schema(metadata, unit)
+        cols = self.numpy_columns(records, raw_strings=True)
+        arrays = []
+        for col, field in zip(self.columns, schema):
+            values, valid = cols[col.name]
+            mask = None if valid is None else ~valid
+            arrays.append(_CONVERTER[col.kind].arrow(pa, col, values, mask, field.type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def file_schema(self) -> "pyarrow.Schema":
+        """The schema of the tables recorded files hold (nanosecond timestamps: exact)."""
+        return self.arrow_schema(unit=_FILE_UNIT)
+
+    def file_table(self, records: np.ndarray) -> "pyarrow.Table":
+        return self.to_arrow(records, unit=_FILE_UNIT)
+
+    def to_pandas(self, records: np.ndarray) -> "pandas.DataFrame":
+        pd = require("pandas", "pandas", "to_pandas()")
+        data: Dict[str, Any] = {}
+        for col, (values, valid) in zip(self.columns, self.numpy_columns(records).values()):
+            data[col.name] = _CONVERTER[col.kind].pandas(pd, col, values, valid)
+        return pd.DataFrame(data, copy=False)
+
+    def records_from_table(self, table: "pyarrow.Table") -> np.ndarray:
+        """The inverse of ``to_arrow``/``file_table``: a table back to rows of ``dtype``.
+        Columns the table lacks come back as zeros; columns this layout does not know are
+        ignored."""
+        out = np.zeros(table.num_rows, self.dtype)
+        present = set(table.column_names)
+        for col in self.columns:
+            if col.name in present:
+                _CONVERTER[col.kind].restore(col, table.column(col.name), out)
+        return self._complete(out)
+
+    def records_from_array(self, array: np.ndarray) -> np.ndarray:
+        """Rows of any other dtype as this layout's rows, field by field: fields the array
+        lacks come back as zeros, fields this layout lacks are dropped."""
+        if array.dtype == self.dtype:
+            return np.array(array, copy=True)
+        out = np.zeros(len(array), self.dtype)
+        for name in out.dtype.names or ():
+            if array.dtype.names and name in array.dtype.names and not name.startswith("_pad"):
+                out[name] = array[name]
+        return self._complete(out)
+
+    def _complete(self, out: np.ndarray) -> np.ndarray:
+        return out
+
+
+class Schema(TableSchema):
     """The columns of one record layout (``layout`` by default; tests build others) and every
     conversion between its records and tables."""
 
@@ -379,6 +464,14 @@ class Schema:
         self.columns: Tuple[Column, ...] = _build_columns(lay)
         self.by_name: Dict[str, Column] = {c.name: c for c in self.columns}
         self.for_field: Dict[str, str] = {src: c.name for c in self.columns for src in c.sources}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.layout.DTYPE
+
+    def file_stats(self) -> Any:
+        from .metadata import FileStats
+        return FileStats()
 
     def check(self, records: np.ndarray) -> np.ndarray:
         if not isinstance(records, np.ndarray) or records.dtype != self.layout.DTYPE:
@@ -412,36 +505,6 @@ class Schema:
                 out[col.name] = converter.numpy(col, fields, valid)
         return out
 
-    def arrow_schema(self, metadata: Optional[Mapping[str, str]] = None,
-                     unit: str = _TABLE_UNIT) -> "pyarrow.Schema":
-        pa = require("pyarrow", "arrow", "Arrow output")
-        fields = []
-        for col in self.columns:
-            typ = _CONVERTER[col.kind].arrow_type(pa, col, unit)
-            fields.append(pa.field(col.name, typ,
-                                   nullable=col.nullable or col.kind is ColumnKind.CATEGORY,
-                                   metadata={"unit": col.unit, "doc": col.doc}))
-        return pa.schema(fields, metadata=dict(metadata) if metadata else None)
-
-    def to_arrow(self, records: np.ndarray, metadata: Optional[Mapping[str, str]] = None,
-                 unit: str = _TABLE_UNIT) -> "pyarrow.Table":
-        pa = require("pyarrow", "arrow", "to_arrow()")
-        schema = self.arrow_schema(metadata, unit)
-        cols = self.numpy_columns(records, raw_strings=True)
-        arrays = []
-        for col, field in zip(self.columns, schema):
-            values, valid = cols[col.name]
-            mask = None if valid is None else ~valid
-            arrays.append(_CONVERTER[col.kind].arrow(pa, col, values, mask, field.type))
-        return pa.Table.from_arrays(arrays, schema=schema)
-
-    def to_pandas(self, records: np.ndarray) -> "pandas.DataFrame":
-        pd = require("pandas", "pandas", "to_pandas()")
-        data: Dict[str, Any] = {}
-        for col, (values, valid) in zip(self.columns, self.numpy_columns(records).values()):
-            data[col.name] = _CONVERTER[col.kind].pandas(pd, col, values, valid)
-        return pd.DataFrame(data, copy=False)
-
     def records_from_table(self, table: "pyarrow.Table") -> np.ndarray:
         """The inverse of ``to_arrow``/``file_table``: a table (of this or any older layout, at
         any timestamp resolution) back to records.  Columns the table lacks come back as zeros;
@@ -449,30 +512,71 @@ class Schema:
         them, so ``carried()`` reads the result as it reads decoded records.  Columns this
         layout does not know are ignored.  Every field round-trips exactly, except a command
         name that is not valid UTF-8 (tables hold text: invalid bytes were replaced)."""
-        out = np.zeros(table.num_rows, self.layout.DTYPE)
-        present = set(table.column_names)
-        for col in self.columns:
-            if col.name in present:
-                _CONVERTER[col.kind].restore(col, table.column(col.name), out)
-        return self._zero_uncarried(out)
+        return super().records_from_table(table)
 
     def records_from_array(self, array: np.ndarray) -> np.ndarray:
         """Records of any older (or newer) record dtype as this layout's records, field by
         field: fields the array lacks come back as zeros, fields this layout lacks are
         dropped, and what a record's ``layout`` version does not carry is zeroed."""
-        if array.dtype == self.layout.DTYPE:
-            return np.array(array, copy=True)
-        out = np.zeros(len(array), self.layout.DTYPE)
-        for name in self.layout.RECORD_FIELDS:
-            if array.dtype.names and name in array.dtype.names:
-                out[name] = array[name]
-        return self._zero_uncarried(out)
+        return super().records_from_array(array)
 
-    def _zero_uncarried(self, out: np.ndarray) -> np.ndarray:
+    def _complete(self, out: np.ndarray) -> np.ndarray:
         versions = out["layout"]
         for f in self.layout.FIELDS:
             if not f.padding and f.since > self.layout.MIN_VERSION:
                 out[f.name][versions < f.since] = 0
+        return out
+
+
+class RowSchema(TableSchema):
+    """The columns of a plain row layout: any structured dtype of integers and ``char[N]``
+    command names (``accounting``'s interval rows), one column per field under the field's
+    name; ``timestamps`` maps fields of nanoseconds since the epoch to the UTC timestamp
+    column each becomes (0: null).  ``stats`` makes a file's ``FileStats``-like counter;
+    ``metadata`` are the keys every file of these rows carries (what the rows are)."""
+
+    def __init__(self, dtype: np.dtype, *, timestamps: Mapping[str, str],
+                 required: Tuple[str, ...], docs: Mapping[str, str], stats: Any,
+                 metadata: Mapping[str, Any]):
+        self._dtype = np.dtype(dtype)
+        self._stats = stats
+        self.metadata = dict(metadata)
+        self.REQUIRED = tuple(required)
+        cols: List[Column] = []
+        for name in self._dtype.names or ():
+            if name.startswith("_pad"):
+                continue
+            kind = self._dtype[name]
+            doc = docs.get(name, "")
+            if name in timestamps:
+                cols.append(Column(timestamps[name], (name,), ColumnKind.TIMESTAMP, "UTC", 0,
+                                   True, doc, clock=Clock.NANOSECONDS))
+            elif kind.kind == "S":
+                cols.append(Column(name, (name,), ColumnKind.STR, "", 0, False, doc))
+            else:
+                int_type = "i8" if kind.itemsize == 8 else kind.str.lstrip("<>|=")
+                cols.append(Column(name, (name,), ColumnKind.INT, "", 0, False, doc,
+                                   dtype=int_type))
+        self.columns = tuple(cols)
+        self.by_name = {c.name: c for c in self.columns}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    def file_stats(self) -> Any:
+        return self._stats()
+
+    def numpy_columns(self, records: np.ndarray, raw_strings: bool = False
+                      ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
+        if not isinstance(records, np.ndarray) or records.dtype != self._dtype:
+            raise TypeError(f"expected a numpy array of {self._dtype}")
+        fields = _split_fields(records.reshape(-1))
+        out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
+        for col in self.columns:
+            converter = _CONVERTER[col.kind]
+            out[col.name] = (converter.numpy(col, fields, None, raw_strings)
+                              if col.kind is ColumnKind.STR else converter.numpy(col, fields, None))
         return out
 
 
@@ -517,12 +621,12 @@ def to_arrow(records: np.ndarray, metadata: Optional[Mapping[str, str]] = None) 
 def file_schema() -> "pyarrow.Schema":
     """The schema of the tables recorded files hold: ``arrow_schema()`` with nanosecond
     timestamps, so that every field round-trips exactly."""
-    return DEFAULT.arrow_schema(unit=_FILE_UNIT)
+    return DEFAULT.file_schema()
 
 
 def file_table(records: np.ndarray) -> "pyarrow.Table":
     """``records`` as the table a recorded file holds (schema ``file_schema()``)."""
-    return DEFAULT.to_arrow(records, unit=_FILE_UNIT)
+    return DEFAULT.file_table(records)
 
 
 def records_from_table(table: "pyarrow.Table") -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Optional, Union
 from ..errors import WriteFailedError
 from .sinks import CountingSink, Sink, SinkStats
 
-__all__ = ["record", "RecordResult", "Stop"]
+__all__ = ["record", "RecordResult", "Stop", "stop_check"]
 
 #: When to stop: a ``threading.Event`` (set it), a callable returning True, or a deadline on
 #: the ``time.monotonic()`` clock; None runs until the listener is closed or KeyboardInterrupt.
@@ -57,7 +57,8 @@ class RecordResult:
         return self.sink.lost
 
 
-def _stop_check(stop: Stop) -> Callable[[], Optional[str]]:
+def stop_check(stop: Stop) -> Callable[[], Optional[str]]:
+    """``stop`` as a function returning why to stop ("stop", "deadline") or None."""
     if stop is None:
         return lambda: None
     if isinstance(stop, threading.Event):
@@ -89,7 +90,7 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
     stops cleanly, and is raised again after the sink is closed; so is any other error of the
     listener or the sink.
     """
-    should_stop = _stop_check(stop)
+    should_stop = stop_check(stop)
     counting = isinstance(sink, CountingSink)
     started = time.monotonic()
     received = 0

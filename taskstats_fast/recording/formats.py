@@ -59,7 +59,8 @@ class Format:
     extension: str                       #: what ``record``/``snapshot`` append
     also: Tuple[str, ...]                #: other extensions that select this format on read
     extra: Optional[str]                 #: the pip extra it needs (None: numpy alone)
-    writer: Callable[[str], Any]         #: opens a ``writers`` object on a path
+    #: opens a ``writers`` object on a path: ``writer(path, schema)`` (``columns`` schema)
+    writer: Callable[..., Any]
     #: reads one file back, chunk by chunk: ``reader(path, schema, columns)`` (``readers``)
     reader: Callable[..., Iterator[Any]]
     metadata: MetadataPlace

@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from ..errors import NotARecordingError
-from .columns import Schema
+from .columns import TableSchema
 from .metadata import METADATA_KEY
 
 __all__ = ["read_parquet", "read_arrow", "read_npy", "read_csv", "parquet_metadata",
@@ -37,23 +37,23 @@ def _arrow_errors() -> tuple:
     return (pa.ArrowException, OSError, ValueError, UnicodeDecodeError)
 
 
-def _check_columns(path: str, names: Sequence[str], schema: Schema, what: str) -> None:
-    missing = [n for n in Schema.REQUIRED if n not in names]
+def _check_columns(path: str, names: Sequence[str], schema: TableSchema, what: str) -> None:
+    missing = [n for n in schema.REQUIRED if n not in names]
     if missing:
         raise NotARecordingError(path, f"{what} has no {', '.join(missing)} column"
                                  f"{'s' if len(missing) > 1 else ''}")
 
 
-def _wanted(names: Sequence[str], columns: Optional[Sequence[str]]) -> list:
+def _wanted(names: Sequence[str], columns: Optional[Sequence[str]], schema: TableSchema) -> list:
     """The file's columns to read: ``columns`` (plus what every read needs), those it has."""
     if columns is None:
         return list(names)
-    want = set(columns) | set(Schema.REQUIRED)
+    want = set(columns) | set(schema.REQUIRED)
     return [n for n in names if n in want]
 
 
 # ---- Parquet --------------------------------------------------------------------------------
-def read_parquet(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+def read_parquet(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
                  ) -> Iterator[np.ndarray]:
     import pyarrow.parquet as pq
     try:
@@ -64,7 +64,7 @@ def read_parquet(path: str, schema: Schema, columns: Optional[Sequence[str]] = N
     _check_columns(path, names, schema, "its table")
     try:
         for group in range(handle.num_row_groups):
-            table = handle.read_row_group(group, columns=_wanted(names, columns),
+            table = handle.read_row_group(group, columns=_wanted(names, columns, schema),
                                           use_threads=False)
             yield schema.records_from_table(table)
     except _arrow_errors() as e:
@@ -81,7 +81,7 @@ def parquet_metadata(path: str) -> Dict[str, Any]:
 
 
 # ---- Arrow IPC ------------------------------------------------------------------------------
-def read_arrow(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+def read_arrow(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
                ) -> Iterator[np.ndarray]:
     import pyarrow as pa
     try:
@@ -89,7 +89,7 @@ def read_arrow(path: str, schema: Schema, columns: Optional[Sequence[str]] = Non
             reader = pa.ipc.open_file(source)
             names = reader.schema.names
             _check_columns(path, names, schema, "its table")
-            wanted = _wanted(names, columns)
+            wanted = _wanted(names, columns, schema)
             for i in range(reader.num_record_batches):
                 table = pa.Table.from_batches([reader.get_batch(i)]).select(wanted)
                 yield schema.records_from_table(table)
@@ -118,7 +118,7 @@ def _decode_metadata(path: str, raw: Dict[bytes, bytes]) -> Dict[str, Any]:
 
 
 # ---- npy ------------------------------------------------------------------------------------
-def read_npy(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
              ) -> Iterator[np.ndarray]:
     """Any structured array with the recording's fields: today's DTYPE as it is, older (or
     newer) record dtypes field by field.  The header is parsed here, never by ``np.load``
@@ -148,7 +148,7 @@ def read_npy(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
 
 
 # ---- CSV ------------------------------------------------------------------------------------
-def read_csv(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
+def read_csv(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
              ) -> Iterator[np.ndarray]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -161,7 +161,7 @@ def read_csv(path: str, schema: Schema, columns: Optional[Sequence[str]] = None
         raise NotARecordingError(path, f"not a text CSV file ({e})") from None
     names = [n.strip().strip('"') for n in header.split(",")]
     _check_columns(path, names, schema, "its header")
-    wanted = _wanted(names, columns)
+    wanted = _wanted(names, columns, schema)
     try:
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24,
                                                                          use_threads=False),

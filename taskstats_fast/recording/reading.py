@@ -5,7 +5,9 @@ Everything goes through one path: ``Recordings`` opens each file through its for
 entry (``formats``), checks its schema version, and reads it chunk by chunk into the records of
 one ``columns.Schema``.  ``read_records`` and ``read_frame`` are what users call; ``read_table``
 and ``read_columns`` are built on the same path.  A damaged file never hides the others:
-``Recordings`` reads the rest and lists what it could not read (``damaged``).
+``Recordings`` reads the rest and lists what it could not read (``damaged``).  Which rows a
+file holds (exit records and snapshots: ``DTYPE``; accounting intervals: ``intervals``' rows)
+is what its metadata says; one read takes files of one kind of rows only.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from .. import layout
 from ..errors import NotARecordingError, TaskstatsError
 from . import columns as _columns
 from .formats import format_of_path, known_extensions
 from .metadata import check_format_version
 
 __all__ = ["find_files", "read_metadata", "Recordings", "DamagedRecordingWarning",
-           "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path"]
+           "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path",
+           "MixedRowsError"]
 
 PathOrPaths = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
@@ -83,11 +85,13 @@ class Recordings:
     could not be read, or not to its end (its chunks before the damage are kept).
     ``chunks()`` yields each readable file's records chunk by chunk; ``records()``
     concatenates them.  ``columns`` restricts what is read from disk (table column names; the
-    other fields come back as zeros).
+    other fields come back as zeros).  ``schema``: the rows to read into; None: what the first
+    readable file's metadata says it holds (``DTYPE`` records, or interval rows), and a file
+    holding other rows raises ``MixedRowsError``.
     """
 
     paths: PathOrPaths
-    schema: _columns.Schema = field(default_factory=lambda: _columns.DEFAULT)
+    schema: Optional[_columns.TableSchema] = None
     columns: Optional[Sequence[str]] = None
     files: List[str] = field(init=False)
     metadata: List[Dict[str, Any]] = field(init=False, default_factory=list)
@@ -95,6 +99,7 @@ class Recordings:
 
     def __post_init__(self) -> None:
         self.files = find_files(self.paths)
+        self._chosen = self.schema is not None   # given: read every file into it
 
     def chunks(self) -> Iterator[np.ndarray]:
         self.metadata, self.damaged = [], []
@@ -105,7 +110,7 @@ class Recordings:
             try:
                 meta = fmt.read_metadata(path)
                 check_format_version(path, meta)
-                chunks = fmt.reader(path, self.schema, self.columns)
+                chunks = fmt.reader(path, self._schema_for(path, meta), self.columns)
                 first = next(chunks, None)   # the header and schema checks happen here
             except NotARecordingError as e:
                 self.damaged.append((path, e))
@@ -118,12 +123,53 @@ class Recordings:
             except NotARecordingError as e:   # damaged further in: what came before is kept
                 self.damaged.append((path, e))
 
+    def _schema_for(self, path: str, meta: Dict[str, Any]) -> _columns.TableSchema:
+        from .intervals import schema_of_metadata
+        if self._chosen and self.schema is not None:
+            return self.schema
+        found = schema_of_metadata(meta) or _columns.DEFAULT
+        if self.schema is None:
+            self.schema = found
+        elif found is not self.schema:
+            raise MixedRowsError(f"{path} holds {_rows_name(found)}, the files before it "
+                                 f"{_rows_name(self.schema)}: read them separately")
+        return self.schema
+
+    def peek_schema(self) -> _columns.TableSchema:
+        """The schema of the rows the first readable file holds (``DTYPE`` records if none),
+        from metadata alone: what a reader picks before choosing the columns to read."""
+        from .intervals import schema_of_metadata
+        if self.schema is not None:
+            return self.schema
+        for path in self.files:
+            fmt = format_of_path(path)
+            try:
+                if fmt is not None:
+                    return schema_of_metadata(fmt.read_metadata(path)) or _columns.DEFAULT
+            except (TaskstatsError, ImportError):
+                continue
+        return _columns.DEFAULT
+
+    @property
+    def rows_schema(self) -> _columns.TableSchema:
+        """The schema of the rows read (``DTYPE`` records until a file says otherwise)."""
+        return self.schema if self.schema is not None else _columns.DEFAULT
+
     def records(self) -> np.ndarray:
         parts = list(self.chunks())
-        out = np.empty(sum(len(p) for p in parts), self.schema.layout.DTYPE)
+        out = np.empty(sum(len(p) for p in parts), self.rows_schema.dtype)
         if parts:
             np.concatenate(parts, out=out)
         return out
+
+
+class MixedRowsError(TaskstatsError, ValueError):
+    """The files of one read hold different kinds of rows (exit records and interval rows)."""
+
+
+def _rows_name(schema: _columns.TableSchema) -> str:
+    meta = getattr(schema, "metadata", {})
+    return f"interval rows by {meta['by']}" if "by" in meta else "taskstats records"
 
 
 def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
@@ -137,7 +183,8 @@ def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
 
 def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarray:
     """Every record of ``paths`` (recorded files of any format, or dataset directories) as one
-    ``DTYPE`` array, exactly as they were recorded.  Files written by older versions load
+    ``DTYPE`` array, exactly as they were recorded (an interval recording: one array of
+    ``intervals.row_dtype(by)`` rows).  Files written by older versions load
     too: fields their records lack are zeros that ``carried()`` reports as not carried.
 
     A file that is not a readable recording raises ``NotARecordingError`` naming it; with
@@ -150,14 +197,19 @@ def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarra
 
 
 def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "Any":
-    """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``."""
-    return _columns.to_pandas(read_records(paths, skip_damaged=skip_damaged))
+    """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``.  For an
+    interval recording, one row per task (or process) and interval, with ``interval_start`` and
+    ``interval_end`` columns (UTC) and the fields of ``accounting.interval``."""
+    recordings = Recordings(paths)
+    records = _read(recordings, skip_damaged)
+    return recordings.rows_schema.to_pandas(records)
 
 
 def read_table(paths: PathOrPaths, columns: Optional[Sequence[str]] = None) -> "Any":
     """Every record of ``paths`` as one ``pyarrow.Table`` with the ``to_arrow`` schema
     (``columns`` selects some).  Needs ``taskstats_fast[arrow]``."""
-    table = _columns.to_arrow(_read(Recordings(paths, columns=columns), False))
+    recordings = Recordings(paths, columns=columns)
+    table = recordings.rows_schema.to_arrow(_read(recordings, False))
     return table if columns is None else table.select(list(columns))
 
 
@@ -175,12 +227,12 @@ def columns_of(recordings: Recordings, names: Sequence[str], *, skip_damaged: bo
     ``skip_damaged``; otherwise the first damaged file raises)."""
     parts = []
     for chunk in recordings.chunks():
-        cols = _columns.columns(chunk)
+        cols = recordings.rows_schema.numpy_columns(chunk)
         parts.append({n: cols[n] for n in names})
     if recordings.damaged and not skip_damaged:
         raise recordings.damaged[0][1]
     if not parts:
-        cols = _columns.columns(np.zeros(0, layout.DTYPE))
+        cols = recordings.rows_schema.numpy_columns(np.zeros(0, recordings.rows_schema.dtype))
         return {n: cols[n] for n in names}
     out: Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]] = {}
     for n in names:

@@ -44,8 +44,10 @@ import numpy as np
 
 from .. import layout
 from ..errors import WriteFailedError
+from . import columns
+from .columns import TableSchema
 from .formats import FORMAT, Format, detect_format, require_format
-from .metadata import FileStats, system_metadata, utc
+from .metadata import system_metadata, utc
 from .reading import is_dataset_path
 from .retention import RetentionPolicy
 
@@ -130,16 +132,17 @@ def prepare_output(path: str) -> str:
 class _Part:
     """One file being written under a hidden temporary name, renamed into place by ``finish``."""
 
-    def __init__(self, path: str, fmt: Format, *, sidecar_path: Optional[str]):
+    def __init__(self, path: str, fmt: Format, *, sidecar_path: Optional[str],
+                 schema: TableSchema):
         self.path = path
         self.sidecar_path = sidecar_path
         directory, name = os.path.split(path)
         self.tmp_path = os.path.join(directory, f".{name}.inprogress")
         os.makedirs(directory or ".", exist_ok=True)
-        self.stats = FileStats()
+        self.stats = schema.file_stats()
         self.opened_ns = time.time_ns()
         try:
-            self._writer = fmt.writer(self.tmp_path)
+            self._writer = fmt.writer(self.tmp_path, schema)
         except BaseException:   # e.g. no room for the header: leave nothing behind
             _unlink_quietly(self.tmp_path)
             raise
@@ -217,12 +220,17 @@ class FileSink:
     source's cumulative loss counters; each file's metadata carries how much was lost while it
     was open.  ``close`` writes everything still buffered; every record passed to ``write`` is
     on disk when it returns, or counted in ``stats().lost`` (see the module docstring).
+
+    ``schema``: the rows written (default: ``DTYPE`` records; ``intervals.interval_schema()``
+    for accounting intervals); its ``metadata`` keys (what the rows are) go into every file.
     """
 
     def __init__(self, path: str, fmt: Optional[str] = None, *, rotate_bytes: Optional[int] = None,
                  rotate_seconds: Optional[float] = None, flush_records: int = 65536,
                  flush_seconds: float = 10.0, metadata: Optional[Mapping[str, Any]] = None,
-                 hostname: Optional[str] = None, retention: Optional[RetentionPolicy] = None):
+                 hostname: Optional[str] = None, retention: Optional[RetentionPolicy] = None,
+                 schema: Optional[TableSchema] = None):
+        self.schema: TableSchema = schema if schema is not None else columns.DEFAULT
         self.fmt = detect_format(path, fmt)
         self.format: Format = require_format(self.fmt)
         self.root = path
@@ -236,7 +244,8 @@ class FileSink:
         self.rotate_seconds = rotate_seconds or None
         self.flush_records = max(1, int(flush_records))
         self.flush_seconds = flush_seconds
-        self.metadata = system_metadata(**(metadata or {}))
+        self.metadata = system_metadata(**{**getattr(self.schema, "metadata", {}),
+                                           **(metadata or {})})
         self.hostname = hostname or self.metadata["hostname"]
         if retention is not None and retention.active and not self.dataset:
             raise ValueError(f"{path} is a single file: retention (--keep-days / --max-total-mb) "
@@ -271,8 +280,9 @@ class FileSink:
         ``copy=False`` takes ownership of ``records`` instead of copying it."""
         if self._closed:
             raise ValueError("write to a closed FileSink")
-        if records.dtype != layout.DTYPE:
-            raise TypeError("FileSink.write takes arrays of taskstats_fast.DTYPE")
+        if len(records) and records.dtype != self.schema.dtype:   # an empty array is a tick
+            raise TypeError(f"this FileSink writes arrays of {self._row_name()}, not "
+                            f"{records.dtype}")
         if self.error is not None:
             self.not_written += len(records)   # reported once already: only counted now
             return
@@ -289,7 +299,7 @@ class FileSink:
         if len(self._pending) == 1:
             batch = self._pending[0]
         else:   # into a DTYPE array: np.concatenate alone would drop the dtype's tail padding
-            batch = np.empty(self._pending_records, layout.DTYPE)
+            batch = np.empty(self._pending_records, self.schema.dtype)
             np.concatenate(self._pending, out=batch)
         self._pending, self._pending_records = [], 0
         try:
@@ -372,6 +382,9 @@ class FileSink:
         self.close()
 
     # -- internals -------------------------------------------------------------------------
+    def _row_name(self) -> str:
+        return "taskstats_fast.DTYPE" if self.schema is columns.DEFAULT else "the schema's rows"
+
     def _guarded(self, step: Any) -> None:
         try:
             step()
@@ -425,7 +438,7 @@ class FileSink:
     def _open_part(self) -> _Part:
         path = self._next_path()
         sidecar = self.format.metadata.sidecar_path(path, in_dataset=self.dataset)
-        self._part = _Part(path, self.format, sidecar_path=sidecar)
+        self._part = _Part(path, self.format, sidecar_path=sidecar, schema=self.schema)
         self._part_started = time.monotonic()
         self._part_day = _utc_day()
         return self._part

@@ -10,6 +10,9 @@ read.  Two kinds of recording are told apart by their metadata (``source``):
   rows are *exits*, and the rate is exits per second of the recording window;
 * a **snapshot** (``snapshot``): one row per live process or thread at one moment; every row
   counts (a snapshot holds either kind, never both), the rows are *tasks*, and there is no rate.
+* an **interval recording** (``record --interval``, metadata ``rows: "interval"``): what every
+  task (or process) used in each interval; nothing in it is an exit.  The tables rank commands,
+  processes and cgroups by what they used over the whole window (``summarize_intervals``).
 
 The window is what the files' metadata says they cover (``window_started`` .. ``window_finished``,
 else ``file_started`` .. ``file_finished`` for files written before those keys existed), not the
@@ -28,14 +31,16 @@ import numpy as np
 from .. import layout
 from .reading import PathOrPaths, Recordings, columns_of
 
-__all__ = ["SUMMARY_COLUMNS", "Summary", "summarize", "summarize_columns", "recording_window",
-           "EXITS", "SNAPSHOT"]
+__all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "Summary", "summarize",
+           "summarize_columns", "summarize_interval_columns", "recording_window", "EXITS",
+           "SNAPSHOT", "INTERVALS"]
 
-#: ``Summary["kind"]`` of a recording of the exit stream, and of a snapshot.
+#: ``Summary["kind"]`` of a recording of the exit stream, of a snapshot, of intervals.
 EXITS = "exits"
 SNAPSHOT = "snapshot"
+INTERVALS = "intervals"
 #: What the rows of each kind are called (``Summary["counted"]``, the key of each row's count).
-_COUNTED = {EXITS: "exits", SNAPSHOT: "tasks"}
+_COUNTED = {EXITS: "exits", SNAPSHOT: "tasks", INTERVALS: "tasks"}
 
 #: Columns ``summarize`` reads.
 SUMMARY_COLUMNS: Tuple[str, ...] = (
@@ -43,6 +48,13 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
     "read_char_bytes", "write_char_bytes",
     *(name for c in layout.DELAY_CLASSES
       for name in (f"{c.name}_count", f"{c.name}_delay_total_ns", f"{c.name}_delay_max_ns")),
+)
+
+#: Columns ``summarize`` reads from an interval recording (``intervals`` row names).
+INTERVAL_SUMMARY_COLUMNS: Tuple[str, ...] = (
+    "interval_start", "interval_end", "ac_comm", "ac_tgid", "cgroup_id", "cpu_ns", "ac_utime",
+    "ac_stime", "read_bytes", "write_bytes", "read_char", "write_char",
+    *(name for c in layout.DELAY_CLASSES for name in (f"{c.name}_count", f"{c.name}_delay_total")),
 )
 
 Columns = Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]]
@@ -114,11 +126,16 @@ def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
     """Summarise the recorded files or dataset directories ``paths``.  A file that cannot be
     read is skipped and listed in ``Summary["damaged"]`` (the others are still summed); a file
     written by a newer, incompatible version raises ``NewerFormatError``."""
-    recordings = Recordings(paths, columns=SUMMARY_COLUMNS)
+    schema = Recordings(paths).peek_schema()
+    intervals = "interval_start" in schema.by_name
+    names = tuple(n for n in INTERVAL_SUMMARY_COLUMNS + ("ac_pid",) if n in schema.by_name) \
+        if intervals else SUMMARY_COLUMNS
+    recordings = Recordings(paths, columns=names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cols = columns_of(recordings, SUMMARY_COLUMNS, skip_damaged=True)
-    summary = summarize_columns(cols, top=top, metadata=recordings.metadata)
+        cols = columns_of(recordings, names, skip_damaged=True)
+    summary = (summarize_interval_columns if intervals else summarize_columns)(
+        cols, top=top, metadata=recordings.metadata)
     summary["damaged"] = [{"path": path, "error": str(error)}
                           for path, error in recordings.damaged]
     summary["files"] += len(recordings.damaged)
@@ -180,14 +197,104 @@ def summarize_columns(cols: Columns, *, top: int = 10,
         tgid_records=int((codes == 1).sum()), commands=n,
         window_start=_iso_ns(start), window_end=_iso_ns(end), seconds=seconds,
         exits_per_second=(counted_total / seconds if kind == EXITS and seconds > 0 else None),
-        first=_iso_ns(first), last=_iso_ns(last),
+        first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
+        cpu=cpu, io=io_rows, delays=delays, top=top)
+    summary.columns = cols
+    return summary
+
+
+def _files_part(metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """What every kind of summary says about the files: hosts, counts, losses, the switch."""
+    return dict(
         hosts=sorted({str(m["hostname"]) for m in metadata if m.get("hostname")}),
         files=len(metadata), damaged=[],
         lost=sum(int(m.get("lost", 0) or 0) for m in metadata),
         overruns=sum(int(m.get("overruns", 0) or 0) for m in metadata),
         not_written=sum(int(m.get("not_written", 0) or 0) for m in metadata),
         delayacct_enabled=sorted({m.get("delayacct_enabled") for m in metadata
-                                  if "delayacct_enabled" in m}, key=str),
-        cpu=cpu, io=io_rows, delays=delays, top=top)
-    summary.columns = cols
+                                  if "delayacct_enabled" in m}, key=str))
+
+
+class _Ranking:
+    """Rows grouped by one key, ranked: ``table(order_by, fields)`` gives the top groups."""
+
+    def __init__(self, key: np.ndarray, tasks: np.ndarray, counted: str, name: str, top: int):
+        self.names, inverse = np.unique(key, return_inverse=True)
+        self.inverse = inverse.reshape(-1)
+        self.n = len(self.names)
+        pairs = np.unique(np.stack([self.inverse, tasks.astype(np.int64)]), axis=1) \
+            if len(key) else np.zeros((2, 0), np.int64)
+        self.tasks = np.bincount(pairs[0], minlength=self.n)
+        self.counted, self.name, self.top = counted, name, top
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        return _sum_by(self.inverse, self.n, values)
+
+    def table(self, order: np.ndarray, fields: Mapping[str, Optional[np.ndarray]]
+              ) -> List[Dict[str, Any]]:
+        ranked = np.argsort(-order, kind="stable")[:self.top]
+        return [{self.name: _plain(self.names[i]), self.counted: int(self.tasks[i]),
+                 **{k: (None if v is None or v[i] < 0 else float(v[i])) for k, v in fields.items()}}
+                for i in ranked if order[i] > 0]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def summarize_interval_columns(cols: Columns, *, top: int = 10,
+                               metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
+    """The ``Summary`` of an interval recording's columns (``INTERVAL_SUMMARY_COLUMNS``):
+    commands ranked by CPU (``cpu_ns``, user and system from the tick-sampled times), each delay
+    class and I/O over the window; ``processes`` and ``cgroups`` ranked by CPU with their summed
+    delays.  ``tasks`` counts distinct tasks (or processes, for ``by: process`` recordings)."""
+    v = {name: values for name, (values, _) in cols.items()}
+    by_process = any(m.get("by") == "process" for m in metadata)
+    comm = np.where(v["ac_comm"] == "", "?", v["ac_comm"])
+    who = v["ac_tgid"]
+    commands = _Ranking(comm, v.get("ac_pid", who), "tasks", "comm", top)
+    cpu_ns = v["cpu_ns"].astype(np.float64)
+    user, system = commands.sum(v["ac_utime"]) * 1e3, commands.sum(v["ac_stime"]) * 1e3
+    cpu_total = commands.sum(cpu_ns)
+    cpu = commands.table(cpu_total, {"cpu_ns": cpu_total, "user_ns": user, "system_ns": system,
+                                     "cpu_per_task_ns": cpu_total / np.maximum(commands.tasks, 1)})
+    io = {"read_bytes": commands.sum(v["read_bytes"]), "write_bytes": commands.sum(v["write_bytes"]),
+          "read_char_bytes": commands.sum(v["read_char"]),
+          "write_char_bytes": commands.sum(v["write_char"])}
+    io_rows = commands.table(np.sum(list(io.values()), axis=0), io)
+    delays: Dict[str, List[Dict[str, Any]]] = {}
+    delay_total = np.zeros(len(comm))
+    for cls in (c.name for c in layout.DELAY_CLASSES):
+        count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total"])
+        delay_total += v[f"{cls}_delay_total"]
+        delays[cls] = commands.table(total, {"delays": count, "total_ns": total,
+                                             "average_ns": total / np.maximum(count, 1),
+                                             "max_ns": None})
+    ranked: Dict[str, List[Dict[str, Any]]] = {}
+    for name, key in (("processes", who), ("cgroups", v["cgroup_id"])):
+        group = _Ranking(key, who, "processes", "tgid" if name == "processes" else "cgroup_id",
+                         top)
+        cpu_of = group.sum(cpu_ns)
+        rows = group.table(cpu_of, {"cpu_ns": cpu_of, "delay_ns": group.sum(delay_total)})
+        if name == "processes":
+            names_of = dict(zip(who.tolist(), comm.tolist()))
+            for row in rows:
+                row["comm"] = names_of[row["tgid"]]
+        ranked[name] = rows
+    starts = v["interval_start"][~np.isnat(v["interval_start"])]
+    ends = v["interval_end"][~np.isnat(v["interval_end"])]
+    first = int(starts.min().astype(np.int64)) if len(starts) else None
+    last = int(ends.max().astype(np.int64)) if len(ends) else None
+    start, end = recording_window(metadata)
+    start = first if start is None else start
+    end = last if end is None else end
+    summary = Summary(
+        kind=INTERVALS, counted="tasks", by="process" if by_process else "task",
+        records=len(comm), tasks=int(len(np.unique(who))) if by_process else
+        int(commands.tasks.sum()), tgid_records=0, commands=commands.n,
+        intervals=int(len(np.unique(starts))), window_start=_iso_ns(start),
+        window_end=_iso_ns(end), seconds=(end - start) / 1e9 if start and end else 0.0,
+        exits_per_second=None, first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
+        cpu=cpu, io=io_rows, delays=delays, top=top, **ranked)
+    summary.columns = None
     return summary

@@ -1,0 +1,177 @@
+"""Interval recordings (``record --interval``): interval rows through the sink, the writers and
+the readers of every format, and ``summary`` of them.
+
+The unit tests build synthetic intervals (``Interval.from_arrays``) and check the round trip
+field by field; the kernel test records a workload of its own (a unique command name) with the
+real command and finds it in what ``read_frame`` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from taskstats_fast import recording
+from taskstats_fast.accounting.interval import SUMMED_FIELDS, Interval
+from taskstats_fast.recording import intervals
+
+CLI = [sys.executable, "-m", "taskstats_fast"]
+T0 = 1_764_590_400 * 10**9   # 2025-12-01T12:00:00Z
+
+
+def synthetic(k: int) -> Interval:
+    return Interval.from_arrays(T0 + k * 10**9, T0 + (k + 1) * 10**9, {
+        "ac_pid": [10, 11, 20], "ac_tgid": [10, 10, 20], "ac_comm": [b"web", b"web", b"db\xff"],
+        "cgroup_id": [7, 7, 9], "cpu_ns": [5_000 + k, 6_000, 2**40], "ac_utime": [1, 2, 3],
+        "cpu_delay_total": [100, 0, 300], "read_char": [4096, 0, 1], "state": [0, 1, 3],
+        "hiwater_rss": [10, 20, 30]})
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+@pytest.mark.parametrize("by", intervals.BY)
+def test_interval_rows_round_trip_every_format(tmp_path, fmt, by):
+    written = [intervals.interval_rows(synthetic(k), by) for k in range(3)]
+    out = tmp_path / "ds"
+    with recording.FileSink(str(out), fmt, schema=intervals.interval_schema(by)) as sink:
+        for rows in written:
+            sink.write(rows)
+    meta = recording.read_metadata(sink.files[0])
+    assert (meta["rows"], meta["by"], meta["records"], meta["intervals"]) == \
+        ("interval", by, sum(map(len, written)), 3)
+    back = recording.read_records(str(out))
+    expected = np.concatenate(written)
+    assert back.dtype == intervals.row_dtype(by)
+    if fmt != "npy":   # tables hold text: the invalid byte of "db\xff" was replaced
+        expected["ac_comm"][expected["ac_comm"] == b"db\xff"] = "db\ufffd".encode()
+    for name in expected.dtype.names:
+        assert (back[name] == expected[name]).all(), name
+    frame = recording.read_frame(str(out))
+    assert str(frame["interval_start"].dtype) == "datetime64[ns, UTC]"
+    assert frame["interval_start"].min().value == T0
+    assert (frame["interval_end"] > frame["interval_start"]).all()
+    assert "kind" not in frame   # not exit records
+
+
+def test_by_process_rows_sum_threads():
+    rows = intervals.interval_rows(synthetic(0), "process")
+    web = rows[rows["ac_tgid"] == 10][0]
+    assert (web["tasks"], web["cpu_ns"], web["hiwater_rss"]) == (2, 11_000, 20)
+
+
+def test_exit_and_interval_files_are_not_read_together(tmp_path):
+    recording.write_file(str(tmp_path / "a.npy"), np.zeros(1, recording.columns.DEFAULT.dtype))
+    with recording.FileSink(str(tmp_path / "b.npy"), schema=intervals.interval_schema()) as sink:
+        sink.write(intervals.interval_rows(synthetic(0)))
+    with pytest.raises(recording.reading.MixedRowsError, match="read them separately"):
+        recording.read_records(str(tmp_path))
+
+
+def test_file_sink_refuses_rows_of_another_schema(tmp_path):
+    with recording.FileSink(str(tmp_path / "x.npy"), schema=intervals.interval_schema()) as sink:
+        with pytest.raises(TypeError, match="schema's rows"):
+            sink.write(np.zeros(1, recording.columns.DEFAULT.dtype))
+
+
+def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
+    out = tmp_path / "ds"
+    with recording.FileSink(str(out), "npy", schema=intervals.interval_schema("task")) as sink:
+        for k in range(3):
+            sink.write(intervals.interval_rows(synthetic(k)))
+    s = recording.summarize(str(out))
+    assert (s["kind"], s["intervals"], s["records"], s["exits_per_second"]) == \
+        ("intervals", 3, 9, None)
+    assert "exits" not in s
+    assert s["cpu"][0]["comm"] == "db\ufffd" and s["cpu"][0]["cpu_ns"] == 3 * 2**40
+    assert [r["tgid"] for r in s["processes"]] == [20, 10]
+    assert s["cgroups"][0] == {"cgroup_id": 9, "processes": 1, "cpu_ns": 3 * 2**40,
+                               "delay_ns": 900.0}
+    text = subprocess.run([*CLI, "summary", str(out)], capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "usage, not exits" in text.stdout and "task (thread) exits" not in text.stdout
+
+
+def test_record_intervals_writes_a_final_partial_interval():
+    class FakeAccounting:
+        interval = 0.2
+
+        def __init__(self):
+            self.calls = 0
+
+        def open(self):
+            return self
+
+        def next(self, deadline=None):
+            self.calls += 1
+            return synthetic(self.calls)
+
+    class ListSink:
+        def __init__(self):
+            self.batches, self.closed = [], False
+
+        def write(self, batch):
+            self.batches.append(batch)
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+        def stats(self):
+            return recording.SinkStats(written=sum(map(len, self.batches)))
+
+    sink = ListSink()
+    result = intervals.record_intervals(FakeAccounting(), sink, stop=time.monotonic() + 0.5,
+                                        by="process")
+    assert sink.closed and result.intervals == len(sink.batches) == 3   # 0.2, 0.4, then 0.5
+    assert result.rows == 6 and result.stopped_by == "deadline"
+    with pytest.raises(ValueError, match="per task or per process"):
+        intervals.record_intervals(FakeAccounting(), sink, by="cgroup")
+
+
+@pytest.mark.kernel
+def test_record_interval_finds_our_workload(tmp_path):
+    comm = f"tsfri{os.getpid() % 100000}"
+    burner = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        f"open('/proc/self/comm', 'w').write({comm!r})\n"
+        "end = time.monotonic() + 12\n"
+        "while time.monotonic() < end: pass\n")])
+    try:
+        time.sleep(0.3)
+        runs = {}
+        for name, extra in (("ds", ()), ("x.npy", ("--by", "process"))):
+            out = tmp_path / name
+            run = subprocess.run([*CLI, "record", "--interval", "1", "--seconds", "2.5",
+                                  "-o", str(out), *extra], capture_output=True, text=True,
+                                 timeout=90)
+            assert run.returncode == 0, run.stderr
+            runs[name] = out
+    finally:
+        burner.kill()
+        burner.wait()
+    for name, out in runs.items():
+        frame = recording.read_frame(str(out))
+        assert frame["interval_start"].nunique() >= 2, name
+        ours = frame[frame["ac_comm"] == comm]
+        assert len(ours) >= 2, (name, len(frame))
+        assert (ours["ac_tgid"] == burner.pid).all()
+        for field in SUMMED_FIELDS:
+            assert (frame[field] >= 0).all(), (name, field)   # no wrapped negative delta
+        assert ours["cpu_ns"].sum() > 0.5e9, name           # it burned CPU the whole time
+        assert (frame["interval_end"] > frame["interval_start"]).all()
+        summary = subprocess.run([*CLI, "summary", "--json", str(out)], capture_output=True,
+                                 text=True, timeout=90)
+        assert summary.returncode == 0, summary.stderr
+        s = json.loads(summary.stdout)
+        assert s["kind"] == "intervals" and "exits" not in s
+        assert comm in [r["comm"] for r in s["cpu"]]
+        text = subprocess.run([*CLI, "summary", str(out)], capture_output=True, text=True,
+                              timeout=90)
+        assert text.returncode == 0 and "task (thread) exits" not in text.stdout
