@@ -94,6 +94,17 @@ def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
     text = subprocess.run([*CLI, "summary", str(out)], capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
     assert "usage, not exits" in text.stdout and "task (thread) exits" not in text.stdout
+    plot = subprocess.run([*CLI, "summary", str(out), "--plot", str(tmp_path / "p.png")],
+                          capture_output=True, text=True, timeout=60)
+    assert plot.returncode == 2 and plot.stderr.count("\n") == 1, plot.stderr
+    assert "interval recording" in plot.stderr
+
+
+def test_by_process_without_interval_is_one_usage_line(tmp_path):
+    run = subprocess.run([*CLI, "record", "--by", "process", "--seconds", "1", "-o",
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--interval" in run.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_record_intervals_writes_a_final_partial_interval():

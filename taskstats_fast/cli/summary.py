@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:   # fail before the work if matplotlib is missing
         require("matplotlib", "plot", "--plot")
     summary = recording.summarize(args.paths, top=args.top)
+    if args.plot and summary["kind"] == recording.INTERVALS:
+        raise UsageError("--plot draws the exits of an exit recording; this is an interval "
+                         "recording (record --interval): drop --plot, or plot read_frame's rows")
     if args.json:
         print(json.dumps(report.summary_json(summary), indent=2))
     else:

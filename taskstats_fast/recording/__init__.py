@@ -28,7 +28,7 @@ from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_file
                       read_table)
 from .intervals import interval_schema, record_intervals
 from .retention import RetentionPolicy
-from .summary import SUMMARY_COLUMNS, Summary, summarize, summarize_columns
+from .summary import INTERVALS, SUMMARY_COLUMNS, Summary, summarize, summarize_columns
 from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
                     check_writable, prepare_output, write_file)
 
@@ -41,5 +41,5 @@ __all__ = [
     "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",
     "read_columns", "columns_of", "Recordings", "is_dataset_path", "DamagedRecordingWarning",
     "NotARecordingError", "NewerFormatError", "WriteFailedError", "RetentionPolicy",
-    "record_intervals", "interval_schema",
+    "record_intervals", "interval_schema", "INTERVALS",
 ]
