@@ -60,37 +60,35 @@ class UsageError(Exception):
 
 
 # ---- option types ------------------------------------------------------------------------
+def _number(text: str, convert: Any, noun: str, ok: Any, requirement: str) -> Any:
+    """Parse ``text`` with ``convert`` and check it with ``ok``; argparse turns the error into one line."""
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {requirement}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
+    return _number(text, float, "a number", lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or a positive number")
-    return value
+    return _number(text, float, "a number", lambda v: 0 <= v < float("inf"), "0 or a positive number")
 
 
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+    return _number(text, int, "a whole number", lambda v: v >= 1, "at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    return _number(text, int, "a whole number", lambda v: v >= 0, "0 or more")
 
 
 def task_id(text: str) -> int:

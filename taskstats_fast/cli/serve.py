@@ -10,7 +10,7 @@ import signal
 from typing import Any, Tuple
 
 from .common import (EXIT_OK, add_command, add_privilege_options, check_privilege_options,
-                     drop_privileges_as_asked, positive_float, say)
+                     drop_privileges_as_asked, non_negative_int, positive_float, say)
 
 __all__ = ["add_parser", "run"]
 
@@ -25,16 +25,6 @@ def _listen_address(text: str) -> Tuple[str, int]:
         return parse_listen(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _cap(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,10 +46,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, metavar="SECS",
                    help="seconds per accounting interval: how fresh the counters are at a scrape "
                         "(default: %(default)g)")
-    p.add_argument("--max-commands", type=_cap, default=DEFAULT_MAX_COMMANDS, metavar="N",
+    p.add_argument("--max-commands", type=non_negative_int, default=DEFAULT_MAX_COMMANDS, metavar="N",
                    help=f"series for at most N command names, first come; later ones are counted in "
                         f"command=\"{OTHER}\" (default: %(default)s)")
-    p.add_argument("--max-cgroups", type=_cap, default=DEFAULT_MAX_CGROUPS, metavar="N",
+    p.add_argument("--max-cgroups", type=non_negative_int, default=DEFAULT_MAX_CGROUPS, metavar="N",
                    help=f"series for at most N cgroups, first come; later ones are counted in "
                         f"cgroup=\"{OTHER}\" (default: %(default)s)")
     add_privilege_options(p)
