@@ -19,6 +19,7 @@ import json
 from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ..errors import NotARecordingError
 from .columns import TableSchema
@@ -128,9 +129,9 @@ def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
             raise NotARecordingError(path, "not an npy file (no NUMPY magic bytes)")
         f.seek(0)
         try:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            version = npy_format.read_magic(f)
+            read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
+                           else npy_format.read_array_header_2_0)
             shape, _, dtype = read_header(f)
             offset = f.tell()
         except (ValueError, SyntaxError, TypeError) as e:

@@ -15,6 +15,7 @@ import os
 from typing import Any, Optional
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from . import columns
 from .metadata import METADATA_KEY
@@ -54,7 +55,7 @@ class NpyWriter:
 def _npy_header(rows: int, dtype: np.dtype, size: Optional[int] = None) -> bytes:
     """An npy v1.0 header for ``rows`` rows of ``dtype``, padded with spaces to ``size`` bytes
     (or to the next multiple of 64)."""
-    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+    text = repr({"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
                  "shape": (rows,)}).encode("latin1")
     prefix = 10   # magic (6) + version (2) + header length (2)
     total = size if size is not None else -(-(prefix + len(text) + 1) // 64) * 64
