@@ -9,14 +9,15 @@ is exact per CPU under a forced overflow on several CPUs at once.
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast.kernel import cpumask
+from taskstats_fast.kernel import cpumask, netlink
 
-from test_listener_kernel import collect, has_pids, reap, spawn
+from test_listener_kernel import clean_markers, collect, has_pids, reap, spawn
 
 pytestmark = pytest.mark.kernel
 
@@ -79,62 +80,46 @@ def test_shards_group_cpus_and_cover_them_all(k):
         assert stats.lost_by_cpu is None, "a shared socket cannot attribute loss to one CPU"
 
 
-def markers(listener, cpus, name, tries=5):
-    """One marker child exits on each CPU; read until each CPU's marker record is in.  A marker
-    the tiny buffer dropped (other processes' exits fill it on a busy machine) exits again.
-    Returns ({cpu: (pid, seq, its socket's ShardStats read as soon as the marker was)}, the
-    records read): counters read later would also count drops of other exits after the marker."""
-    found, parts = {}, []
-    for _ in range(tries):
-        pids = {spawn(0, f"{name}{cpu}", cpu=cpu): cpu for cpu in cpus if cpu not in found}
-        if not pids:
-            break
-        reap(pids)
-        recs = collect(listener, has_pids(pids), timeout=TIMEOUT / tries)
-        stats = {s.shard: s for s in listener.stats.shards}
-        parts.append(recs)
-        for rec in recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())]:
-            cpu = pids.get(int(rec["ac_pid"]))
-            if cpu is not None:
-                found[cpu] = (int(rec["ac_pid"]), int(rec["seq"]), stats[cpu])
-    assert len(found) == len(cpus), f"no marker came through on CPUs {set(cpus) - set(found)}"
-    return found, np.concatenate(parts)
-
-
 def test_overflow_is_exact_per_cpu_on_several_cpus_at_once():
+    """Bursts into tiny buffers on several CPUs at once: on each CPU, every exit message sent
+    between two markers (the CPU's seq advance, other processes' exits included) is delivered or
+    in that socket's drop count.  The buffers are tiny only during the bursts, and the markers come
+    from brackets without drops (``clean_markers``), so the drop counts belong to the window."""
     cpus = spread(ONLINE, 4)
     burst_size = 60
-    with tsf.ExitListener(cpus=cpus, rcvbuf=8192) as listener:
-        start, first = markers(listener, cpus, "tsfs")
-        s0 = {cpu: seq for cpu, (_, seq, _) in start.items()}
-        before = {cpu: stats for cpu, (_, _, stats) in start.items()}
+    me = os.getpid()
+    with tsf.ExitListener(cpus=cpus) as listener:
+        socks = {shard.cpus[0]: shard.sock for shard in listener._shards}
+        roomy = {cpu: sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for cpu, sock in socks.items()}
+        start, first = clean_markers(listener, cpus, "tsfs", timeout=TIMEOUT / 10)
+        for sock in socks.values():
+            sock.setsockopt(socket.SOL_SOCKET, netlink.SO_RCVBUFFORCE, 8192)
         bursts = {cpu: [] for cpu in cpus}
         for i in range(burst_size):            # no reading while the bursts run
             for cpu in cpus:
                 pid = spawn(i % 200, f"tsfb{cpu}", cpu=cpu)
                 bursts[cpu].append(pid)
                 os.waitpid(pid, 0)
+        for cpu, sock in socks.items():
+            sock.setsockopt(socket.SOL_SOCKET, netlink.SO_RCVBUFFORCE, roomy[cpu] // 2)
         middle = collect(listener, lambda r: False, timeout=0.5)   # drain; clears congestion
-        end, tail = markers(listener, cpus, "tsfe")
-        after = {cpu: stats for cpu, (_, _, stats) in end.items()}
+        end, tail = clean_markers(listener, cpus, "tsfe", timeout=TIMEOUT / 10)
     recs = np.concatenate([first, middle, tail])
-    overflowed = 0
     for cpu in cpus:
         mine = recs[(recs["shard"] == cpu) & (recs["kind"] == tsf.KIND_PID)]
-        s1 = end[cpu][1]
-        window = mine[(mine["seq"] > s0[cpu]) & (mine["seq"] < s1)]
-        dropped = after[cpu].dropped - before[cpu].dropped
-        foreign = after[cpu].seq_foreign - before[cpu].seq_foreign
-        sent = s1 - s0[cpu] - 1             # exit messages this CPU sent between the markers
-        accounted = len(window) - foreign + dropped
-        # every one was delivered or counted as lost.  The drop counter can count more: other
-        # processes' exits dropped after the end marker but before the counter was read, or
-        # migrated in with another CPU's seq; so it is exact only when nothing else exited here
-        assert accounted >= sent, (cpu, len(window), foreign, dropped, sent)
-        if sent == burst_size:
-            assert accounted == sent, (cpu, len(window), foreign, dropped, sent)
-        own = np.isin(window["ac_pid"], bursts[cpu])
+        s0, drops0, _ = start[cpu]
+        s1, drops1, end_markers = end[cpu]
+        window = mine[(mine["seq"] > s0) & (mine["seq"] < s1)]
+        dropped = drops1 - drops0
+        sent = s1 - s0 - 1                 # exit messages this CPU sent between the markers
+        facts = dict(cpu=cpu, received=len(window), dropped=dropped, sent=sent)
+        assert dropped > 0, ("the tiny buffer overflowed on every CPU", facts)
+        # exact: every one was delivered or counted as lost
+        assert len(window) + dropped == sent, facts
+        ours = bursts[cpu] + end_markers[:-1]
+        own = (np.isin(window["ac_pid"], ours) & (window["ac_ppid"] == me)
+               & (window["ac_pid"] == window["ac_tgid"]))
         assert len(set(window["ac_pid"][own].tolist())) == own.sum(), "no duplicates"
-        assert own.sum() + dropped >= burst_size, "each burst exit delivered or counted lost"
-        overflowed += dropped > 0
-    assert overflowed == len(cpus), "the tiny buffer overflowed on every CPU"
+        strangers_lost = (sent - len(ours)) - (len(window) - int(own.sum()))
+        assert strangers_lost >= 0, facts
+        assert own.sum() + dropped == len(ours) + strangers_lost, "each of ours delivered or counted lost"
