@@ -50,14 +50,17 @@ def sleeper():
         if threads:
             code = textwrap.dedent(f"""
                 import sys, threading, time
+                spun = threading.Semaphore(0)
                 def work():
-                    t = time.process_time() + 0.02
-                    while time.process_time() < t:
+                    t = time.thread_time() + 0.02     # this thread's own CPU time
+                    while time.thread_time() < t:
                         pass
+                    spun.release()
                     threading.Event().wait()
                 ts = [threading.Thread(target=work, daemon=True) for _ in range({threads})]
                 [t.start() for t in ts]
-                time.sleep(0.1)
+                for _ in ts:
+                    spun.acquire()
                 print("ready", flush=True)
                 sys.stdin.read()
             """)
@@ -88,6 +91,28 @@ def _status(pid="self"):
             key, _, value = line.partition(":")
             out[key] = value.split()
     return out
+
+
+def _runtimes(pid):
+    """Each thread's sum_exec_runtime (ns, /proc/PID/task/TID/schedstat), by tid."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            out[int(tid)] = int(f.read().split()[0])
+    return out
+
+
+def while_idle(pid, look, tries=100):
+    """``look()`` taken while no thread of ``pid`` ran: the threads' runtimes read before and
+    after agree.  (A child that just printed "ready" may still be on its way into read(), and on
+    a busy machine a thread is often preempted there.)  Returns (look's result, runtimes)."""
+    for _ in range(tries):
+        before = _runtimes(pid)
+        result = look()
+        if _runtimes(pid) == before:
+            return result, before
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never stayed idle across a look")
 
 
 def test_pid_of_self_matches_proc(conn):
@@ -146,18 +171,19 @@ def test_tgid_sums_its_threads(conn, sleeper):
     child = sleeper(threads=3)
     tids = sorted(int(t) for t in os.listdir(f"/proc/{child.pid}/task"))
     assert len(tids) == 4
-    group = conn.tgid(child.pid)
-    threads = conn.pids(tids)
+    (group, threads), runtimes = while_idle(child.pid, lambda: (conn.tgid(child.pid), conn.pids(tids)))
     assert group["kind"] == tsf.KIND_TGID and group["id"] == child.pid
     assert threads.found.all() and threads.records["ac_tgid"].tolist() == [child.pid] * 4
-    for field in ("ac_utime", "ac_stime", "nvcsw", "cpu_run_real_total"):
+    # no thread ran across the two lookups: the group figure is exactly the sum of its threads'
+    for field in ("ac_utime", "ac_stime", "nvcsw", "nivcsw", "cpu_run_real_total",
+                  "cpu_run_virtual_total", "cpu_count"):
         per_thread = threads.records[field].astype(np.int64)
-        assert (int(group[field]) >= per_thread).all(), field
-        # every thread is asleep: the group figure is the sum of its threads'
-        assert abs(int(group[field]) - int(per_thread.sum())) <= max(5, 0.02 * int(group[field])), field
-    assert group["ac_utime"] >= 3 * 10_000 * 0.5  # each worker spun ~20 ms of CPU
+        assert int(group[field]) == int(per_thread.sum()), field
+    # and the scheduler's own runtimes (/proc) are the same numbers
+    assert threads.records["cpu_run_virtual_total"].tolist() == [runtimes[t] for t in tids]
+    assert group["cpu_run_virtual_total"] >= 3 * 20_000_000   # each worker spun 20 ms of its own CPU
     # any thread id of the group finds the same group
-    assert conn.tgid(tids[-1])["ac_utime"] == group["ac_utime"]
+    assert conn.tgid(tids[-1])["cpu_run_virtual_total"] == group["cpu_run_virtual_total"]
 
 
 def test_pid_matches_pyroute2(conn, sleeper):
@@ -440,23 +466,30 @@ def test_snapshot_rows_carry_the_whole_process(conn, sleeper):
     """A process row's CPU is the process's (/proc/PID/stat), not its sleeping leader's, and its
     I/O is its threads' (/proc/PID/io); --threads rows stay per thread."""
     child = sleeper(_BUSY_THREADS)
-    snap = conn.snapshot()
+    (snap, leader, threads), runtimes = while_idle(
+        child.pid, lambda: (conn.snapshot(), conn.pid(child.pid), conn.snapshot(threads=True)))
     (row,) = snap.records[snap.records["id"] == child.pid]
-    leader = conn.pid(child.pid)
     _, stat = _proc_stat(f"/proc/{child.pid}/stat")
-    tick_us = 1_000_000 / os.sysconf("SC_CLK_TCK")
-    proc_cpu_us = (int(stat[11]) + int(stat[12])) * tick_us          # utime + stime, all threads
+    tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    # the scheduler's runtime of every thread (exact), and /proc/PID/stat's utime + stime, which
+    # the kernel scales to add up to that runtime (so equal to it up to the rounding to ticks)
+    assert int(row["cpu_run_virtual_total"]) == sum(runtimes.values())
+    assert int(row["cpu_run_virtual_total"]) >= 3 * 150_000_000   # each worker's own 150 ms
+    proc_cpu_ns = (int(stat[11]) + int(stat[12])) * tick_ns       # utime + stime, all threads
+    assert abs(int(row["cpu_run_virtual_total"]) - proc_cpu_ns) <= 2 * tick_ns
+    assert int(leader["cpu_run_virtual_total"]) < int(row["cpu_run_virtual_total"]) / 3   # what it used to show
+    # utime/stime are the kernel's tick samples (statistical, not comparable to /proc's runtime
+    # under load): the row's are exactly its threads' own, summed
     row_cpu_us = int(row["ac_utime"]) + int(row["ac_stime"])
-    assert row_cpu_us >= 3 * 150_000 * 0.5     # tick-sampled: under load the split undercounts
-    assert abs(row_cpu_us - proc_cpu_us) <= 3 * tick_us + 0.05 * proc_cpu_us, (row_cpu_us, proc_cpu_us)
-    assert int(leader["ac_utime"]) + int(leader["ac_stime"]) < row_cpu_us / 3   # what it used to show
+    assert int(leader["ac_utime"]) + int(leader["ac_stime"]) < row_cpu_us
     with open(f"/proc/{child.pid}/io") as f:
         io = dict(line.split(": ") for line in f.read().splitlines())
-    nthreads = len(os.listdir(f"/proc/{child.pid}/task"))
+    nthreads = len(runtimes)
     # the kernel rounds each thread's figure down to a multiple of 1024
     assert 0 <= int(io["rchar"]) - int(row["read_char"]) < 1024 * nthreads
     assert int(row["read_char"]) > int(leader["read_char"]) + 3 * (1 << 20) * 0.9
     assert row["ac_comm"] == leader["ac_comm"] and row["ac_uid"] == leader["ac_uid"]
-    threads = conn.snapshot(threads=True)
     mine = threads.records[threads.records["ac_tgid"] == child.pid]
-    assert len(mine) == nthreads and row_cpu_us >= int((mine["ac_utime"] + mine["ac_stime"]).sum())
+    assert len(mine) == nthreads
+    assert row_cpu_us == int((mine["ac_utime"] + mine["ac_stime"]).sum())
+    assert int(row["cpu_run_virtual_total"]) == int(mine["cpu_run_virtual_total"].sum())
