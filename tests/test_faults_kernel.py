@@ -31,7 +31,9 @@ import pytest
 import taskstats_fast as tsf
 from taskstats_fast import layout
 from taskstats_fast.kernel import cpumask, lifetime, netlink
-from taskstats_fast._native import NOTE_ACK, NOTE_DTYPE, NOTE_ERROR, PLAN, ffi, lib
+from taskstats_fast._native import NOTE_DTYPE, PLAN, ffi, lib
+
+from test_listener_kernel import cpumask_request
 
 WATCHDOG_S = 60
 CPU1_ONLINE = "/sys/devices/system/cpu/cpu1/online"
@@ -299,31 +301,6 @@ THREADED_CHILD = ("import threading, time\n"
                   "[t.start() for t in ts]; [t.join() for t in ts]\n")
 
 
-def _cpumask_request(sock, family, mask: str, register: bool) -> None:
-    """(De)register a plain socket for ``mask`` and wait for the ACK, skipping exit messages.
-    ENOBUFS means the socket overflowed, and the ACK may be among what the kernel dropped (other
-    processes flood it with exits): ask again ((de)registering twice is harmless)."""
-    raw = mask.encode()
-    buf = bytearray(128)
-    sock.settimeout(5)
-    for _ in range(20):
-        seq = netlink.next_seq()
-        n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), family, seq, int(register), raw, len(raw))
-        sock.send(bytes(buf[:n]))
-        while True:
-            try:
-                data = sock.recv(1 << 16)
-            except OSError as e:
-                if e.errno == errno.ENOBUFS:
-                    break                      # the ACK may be lost: send again
-                raise
-            for note in tsf.parse(data).notes:
-                if int(note["seq"]) == seq and int(note["kind"]) in (NOTE_ACK, NOTE_ERROR):
-                    assert int(note["kind"]) == NOTE_ACK, f"kernel refused: errno {int(note['code'])}"
-                    return
-    raise AssertionError("no ACK: the socket overflowed every time")
-
-
 @pytest.mark.kernel
 def test_exit_message_larger_than_the_slot_is_counted_truncated_never_misdecoded():
     """With receive slots a little larger than a PID-only message (596 bytes at v16) the last
@@ -356,7 +333,7 @@ def test_exit_message_larger_than_the_slot_is_counted_truncated_never_misdecoded
     res = ffi.new("struct tsf_drain_result *")
     tries = []
     try:
-        _cpumask_request(sock, family, mask, register=True)
+        cpumask_request(sock, mask, register=True)
         for _ in range(10):
             before = (src[0].drops, src[0].overruns, src[0].truncated, src[0].bad)
             child = subprocess.Popen([sys.executable, "-c", THREADED_CHILD],
@@ -382,7 +359,7 @@ def test_exit_message_larger_than_the_slot_is_counted_truncated_never_misdecoded
             tries.append((child.pid, np.concatenate(parts), before, after))
             if after[:2] == before[:2]:
                 break                              # no overflow: this try counts
-        _cpumask_request(sock, family, mask, register=False)
+        cpumask_request(sock, mask, register=False)
     finally:
         sock.close()
     pid, mine, before, after = tries[-1]
