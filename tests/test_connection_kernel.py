@@ -327,8 +327,11 @@ def test_snapshot_counts_tasks_that_exit_before_the_query(conn, monkeypatch):
 
     monkeypatch.setattr(conn_mod, "_list_tasks", with_the_dead)
     for snap in (conn.snapshot(), conn.snapshot(threads=True), conn.snapshot(aggregate=True)):
-        assert snap.missing.tolist() == [dead.pid]
+        missing = snap.missing.tolist()
+        assert dead.pid in missing
         assert dead.pid not in snap.records["id"]
+        # on a busy machine other tasks exit between the listing and the query too: those are gone
+        assert not [p for p in missing if p != dead.pid and os.path.exists(f"/proc/{p}")], missing
 
 
 def test_unprivileged_query_raises_permission_denied(tmp_path):
