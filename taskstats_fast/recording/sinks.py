@@ -50,6 +50,7 @@ from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import system_metadata, utc
 from .reading import is_dataset_path
 from .retention import RetentionPolicy
+from .writers import unlink_quietly
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
            "prepare_output", "check_writable", "CountingSink"]
@@ -144,7 +145,7 @@ class _Part:
         try:
             self._writer = fmt.writer(self.tmp_path, schema)
         except BaseException:   # e.g. no room for the header: leave nothing behind
-            _unlink_quietly(self.tmp_path)
+            unlink_quietly(self.tmp_path)
             raise
 
     @property
@@ -172,7 +173,7 @@ class _Part:
         try:
             self._writer.abort()
         finally:
-            _unlink_quietly(self.tmp_path)
+            unlink_quietly(self.tmp_path)
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -182,15 +183,8 @@ def _atomic_write(path: str, text: str) -> None:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _write_error(error: BaseException) -> Tuple[int, str]:

@@ -114,12 +114,12 @@ class ArrowWriter:
                         writer.write_batch(reader.get_batch(i))
             os.replace(tmp, self.path)
         except BaseException:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
             raise
 
     def abort(self) -> None:
         _close_quietly(self._writer)
-        _unlink_quietly(self.path + ".final")
+        unlink_quietly(self.path + ".final")
 
 
 class CsvWriter:
@@ -147,7 +147,8 @@ def _close_quietly(writer: Any) -> None:
         pass
 
 
-def _unlink_quietly(path: str) -> None:
+def unlink_quietly(path: str) -> None:
+    """Remove ``path`` if it is there (a temporary file that may never have been created)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
