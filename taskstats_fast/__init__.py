@@ -25,7 +25,7 @@ from .layout import (DTYPE, FLAG_LAYOUT_INFERRED, FLAG_NEWER_VERSION, KIND_PID, 
                      MAX_VERSION, MIN_VERSION, fields_in)
 from .kernel import cpumask
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (the public version attribute)
 
 __all__ = [
     "DTYPE", "NOTE_DTYPE", "Parsed", "decode", "parse", "carried", "masked", "fields_in",
@@ -48,7 +48,7 @@ _LAZY = {"Accounting": ".accounting", "Interval": ".accounting", "TASK_DTYPE": "
          "ExitListener": ".kernel.listener", "ListenerStats": ".kernel.listener",
          "ShardStats": ".kernel.listener", "ForeignNetnsWarning": ".kernel.listener",
          # tables and files: the recording package (sinks, formats, threads)
-         "to_pandas": ".recording.columns", "to_arrow": ".recording.columns",
+         "to_pandas": ".schema", "to_arrow": ".schema",
          "read_records": ".recording.reading", "read_frame": ".recording.reading"}
 
 

@@ -3,7 +3,7 @@ the ``summary`` tables of a recording, and its ``--plot`` picture.
 
 This module owns how numbers are shown to people: units (durations from ns/µs, sizes from bytes
 and KB), what "not reported" looks like, and the delay-accounting note.  It reads records
-through ``recording.columns`` (so JSON keys are the pandas/Arrow column names); what a recording
+through ``schema`` (so JSON keys are the pandas/Arrow column names); what a recording
 adds up to is computed by ``recording.summary``, and this module only lays it out.  It never
 talks to the kernel.
 """
@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import layout
-from .recording.columns import COLUMNS, KIND_CATEGORIES, ColumnKind, columns, require
+from .schema import COLUMNS, KIND_CATEGORIES, ColumnKind, columns, require
 from .kernel.delayacct import DELAYACCT_OFF_MESSAGE
 
 __all__ = ["format_duration_ns", "format_bytes", "task_report", "task_json",
@@ -99,7 +99,7 @@ def _iso(ts: Any) -> Optional[str]:
 
 # ---- one task --------------------------------------------------------------------------------
 def _row(cols: Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]], i: int) -> Dict[str, Any]:
-    """Row ``i`` of ``recording.columns.columns`` output as Python values (None where
+    """Row ``i`` of ``schema.columns`` output as Python values (None where
     missing)."""
     out: Dict[str, Any] = {}
     tgid = KIND_CATEGORIES[int(cols["kind"][0][i])] == "tgid"
@@ -137,7 +137,7 @@ def _delay_rows(row: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def task_json(records: np.ndarray, *, delayacct_enabled: Optional[bool] = None,
               comms: Optional[Sequence[Optional[str]]] = None) -> List[Dict[str, Any]]:
-    """One JSON-able object per record: every ``recording.columns`` column (timestamps as ISO 8601 UTC
+    """One JSON-able object per record: every ``schema`` column (timestamps as ISO 8601 UTC
     strings, missing values as null), plus ``delays`` (per class: count, total_ns, average_ns,
     max_ns, min_ns, max_at) and ``delayacct_enabled``.  ``comms`` fills in command names that a
     TGID record does not carry (e.g. from /proc)."""

@@ -2,7 +2,7 @@
 
 This script owns the block between ``<!-- fields:begin -->`` and ``<!-- fields:end -->`` in
 README.md: one row per ``struct taskstats`` field (from ``layout.field_version_table()``) with the
-column it becomes in pandas/Arrow (from ``recording.columns``), then the metadata fields we append.  Nothing
+column it becomes in pandas/Arrow (from ``schema``), then the metadata fields we append.  Nothing
 in that block is written by hand, so it cannot drift from the code; ``tests/test_docs.py`` fails
 when the README's copy is stale.
 
@@ -28,7 +28,7 @@ if __name__ == "__main__":   # document this tree's package, not whichever one i
     sys.path.insert(0, _ROOT)
 
 from taskstats_fast import layout  # noqa: E402
-from taskstats_fast.recording import columns  # noqa: E402
+from taskstats_fast import schema as columns  # noqa: E402
 
 __all__ = ["BEGIN", "END", "fields_table", "render_block", "update_text", "update_file", "main"]
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from taskstats_fast import layout
-from taskstats_fast.recording import columns as frames
+from taskstats_fast import schema as frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

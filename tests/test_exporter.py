@@ -352,7 +352,7 @@ def test_folded_names_are_remembered_up_to_a_bound(monkeypatch):
 
 
 def test_the_exporter_is_a_sink():
-    from taskstats_fast.recording.sinks import Sink, SinkStats
+    from taskstats_fast.sink import Sink, SinkStats
     exporter = PrometheusExporter()
     assert isinstance(exporter, Sink)
     iv = random_interval(np.random.default_rng(11), n=50)

@@ -16,7 +16,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import layout
-from taskstats_fast.recording import columns as frames
+from taskstats_fast import schema as frames
 
 from wire import aggr, stats, taskstats_msg
 
@@ -218,7 +218,7 @@ import sys
 sys.modules["pandas"] = None
 sys.modules["pyarrow"] = None
 import taskstats_fast as tsf
-from taskstats_fast.recording import columns as frames
+from taskstats_fast import schema as frames
 recs = tsf.decode(bytes.fromhex(sys.argv[1]))
 assert frames.columns(recs)["ac_utime_us"][0].tolist() == [1500]
 for call in ("to_pandas", "to_arrow"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from taskstats_fast import layout, recording
-from taskstats_fast.recording import columns as frames
+from taskstats_fast import schema as frames
 from taskstats_fast.kernel import delayacct
 
 

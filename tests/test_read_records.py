@@ -21,7 +21,8 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import layout, recording
-from taskstats_fast.recording import FORMAT, FORMATS, columns
+from taskstats_fast import schema as columns
+from taskstats_fast.recording import FORMAT, FORMATS
 
 from wire import aggr, sample_values, stats, taskstats_msg
 

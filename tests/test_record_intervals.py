@@ -19,7 +19,9 @@ import pytest
 
 from taskstats_fast import recording
 from taskstats_fast.accounting.interval import SUMMED_FIELDS, Interval
-from taskstats_fast.recording import intervals
+from taskstats_fast import schema
+from taskstats_fast.recording import interval_rows as intervals
+from taskstats_fast.recording.intervals import record_intervals
 
 CLI = [sys.executable, "-m", "taskstats_fast"]
 T0 = 1_764_590_400 * 10**9   # 2025-12-01T12:00:00Z
@@ -65,7 +67,7 @@ def test_by_process_rows_sum_threads():
 
 
 def test_exit_and_interval_files_are_not_read_together(tmp_path):
-    recording.write_file(str(tmp_path / "a.npy"), np.zeros(1, recording.columns.DEFAULT.dtype))
+    recording.write_file(str(tmp_path / "a.npy"), np.zeros(1, schema.DEFAULT.dtype))
     with recording.FileSink(str(tmp_path / "b.npy"), schema=intervals.interval_schema()) as sink:
         sink.write(intervals.interval_rows(synthetic(0)))
     with pytest.raises(recording.reading.MixedRowsError, match="read them separately"):
@@ -75,7 +77,7 @@ def test_exit_and_interval_files_are_not_read_together(tmp_path):
 def test_file_sink_refuses_rows_of_another_schema(tmp_path):
     with recording.FileSink(str(tmp_path / "x.npy"), schema=intervals.interval_schema()) as sink:
         with pytest.raises(TypeError, match="schema's rows"):
-            sink.write(np.zeros(1, recording.columns.DEFAULT.dtype))
+            sink.write(np.zeros(1, schema.DEFAULT.dtype))
 
 
 def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
@@ -138,12 +140,12 @@ def test_record_intervals_writes_a_final_partial_interval():
             return recording.SinkStats(written=sum(map(len, self.batches)))
 
     sink = ListSink()
-    result = intervals.record_intervals(FakeAccounting(), sink, stop=time.monotonic() + 0.5,
+    result = record_intervals(FakeAccounting(), sink, stop=time.monotonic() + 0.5,
                                         by="process")
     assert sink.closed and result.intervals == len(sink.batches) == 3   # 0.2, 0.4, then 0.5
     assert result.rows == 6 and result.stopped_by == "deadline"
     with pytest.raises(ValueError, match="per task or per process"):
-        intervals.record_intervals(FakeAccounting(), sink, by="cgroup")
+        record_intervals(FakeAccounting(), sink, by="cgroup")
 
 
 @pytest.mark.kernel

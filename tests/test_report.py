@@ -11,7 +11,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import recording, report
-from taskstats_fast.recording import columns as frames
+from taskstats_fast import schema as frames
 
 from wire import aggr, stats, taskstats_msg
 

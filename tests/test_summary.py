@@ -12,7 +12,7 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast import recording, report
-from taskstats_fast.recording import columns
+from taskstats_fast import schema as columns
 
 from wire import aggr, stats, taskstats_msg
 

@@ -25,7 +25,8 @@ from typing import Iterator, List, Optional
 
 import numpy as np
 
-from .. import delayacct_enabled, layout
+from .. import layout
+from ..kernel.delayacct import delayacct_enabled
 from ..kernel import receive_buffer
 from . import cgroupfs
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
@@ -142,7 +143,8 @@ class Accounting:
         """Open the sockets and take the first look (the start of the first interval)."""
         if not self.closed:
             return self
-        from .. import Connection, ExitListener   # the public names: their modules may move
+        from ..kernel.connection import Connection   # the exit stream brings asyncio: load on use
+        from ..kernel.listener import ExitListener
         try:
             if self._listener is None:
                 options = dict(self._listener_options)

@@ -34,6 +34,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import layout
+from ..schema import require
 
 __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
@@ -246,7 +247,6 @@ class Interval:
             frame = True
         if not frame:
             return grouped
-        from ..recording.columns import require
         pd = require("pandas", "pandas", "Interval.by(frame=True)")
         df = pd.DataFrame({name: grouped[name] for name in grouped.dtype.names or ()})
         if "ac_comm" in df:

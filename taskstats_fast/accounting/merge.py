@@ -36,7 +36,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .. import layout
-from .. import DELAYACCT_FIELDS
+from ..kernel.delayacct import DELAYACCT_FIELDS
 from .cgroupfs import CgroupLook, lookup
 from .interval import (BORN, DELTA_FIELDS, EXACT, EXITED, FLAG_DELAYACCT_OFF, FLAG_NO_START,
                        FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, TASK_DTYPE,

@@ -33,7 +33,7 @@ DEFAULT_COMMAND = "record"
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``taskstats-fast`` (every option documented in ``--help``)."""
-    from .. import __version__
+    from .._version import __version__
     parser = argparse.ArgumentParser(
         prog=PROG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

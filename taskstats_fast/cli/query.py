@@ -45,7 +45,8 @@ def _proc_comm(pid: int) -> Optional[str]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import report
-    from .. import Connection, delayacct_enabled
+    from ..kernel.connection import Connection
+    from ..kernel.delayacct import delayacct_enabled
     with Connection(timeout=args.timeout, warn_delayacct=False) as conn:
         lookup = conn.pids(args.ids) if args.command == "pid" else conn.tgids(args.ids)
     records = lookup.records

@@ -1,7 +1,7 @@
 """``taskstats-fast record`` (also the bare command): every task that exits, to files, with a
 live status line on stderr and a closing account of what was written and lost; with
 ``--interval SECS``, what every task (or process, ``--by process``) used in each interval
-instead (``recording.intervals.record_intervals``)."""
+instead (``recording.record_intervals``)."""
 
 from __future__ import annotations
 
@@ -157,7 +157,9 @@ class StatusLine:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import ExitListener, cpumask, recording
+    from .. import recording
+    from ..kernel import cpumask
+    from ..kernel.listener import ExitListener
     from ..report import format_bytes
 
     check_privilege_options(args)
@@ -251,7 +253,7 @@ def _run_intervals(args: argparse.Namespace, fmt: str, **sink_options: Any) -> i
     """``record --interval``: accounting intervals into files until --seconds or a signal."""
     from .. import recording
     from ..accounting import Accounting
-    from ..recording.intervals import interval_schema, record_intervals
+    from ..recording import interval_schema, record_intervals
     from ..report import format_bytes
 
     signals = SignalStop()

@@ -62,7 +62,8 @@ def output_file(output: str, fmt: Optional[str] = None,
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Connection, recording
+    from .. import recording
+    from ..kernel.connection import Connection
     path, fmt = output_file(args.output, args.format)
     recording.require_format(fmt)   # before the query, not after it
     recording.check_writable(path)  # likewise: a real file is created there (and removed)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .common import EXIT_ERROR, EXIT_OK, UsageError, add_command, positive_int, say
+from ..schema import require
 
 __all__ = ["add_parser", "run"]
 
@@ -34,7 +35,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import recording, report
-    from ..recording.columns import require
     if not recording.find_files(args.paths):
         raise UsageError(f"no recorded files (.parquet, .arrow, .npy, .csv) in "
                          f"{', '.join(args.paths)}")

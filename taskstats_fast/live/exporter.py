@@ -30,7 +30,8 @@ import numpy as np
 
 from .. import layout
 from ..accounting import interval as _interval
-from ..recording.sinks import SinkStats
+from ..schema import require
+from ..sink import SinkStats
 
 __all__ = ["PrometheusExporter", "ExporterCounts", "ListenerCounters", "ExpositionFormat",
            "TEXT_FORMAT", "OPENMETRICS_FORMAT", "negotiate", "command_label",
@@ -364,7 +365,6 @@ class PrometheusExporter:
     def collect(self) -> Iterator[Any]:
         """The families as ``prometheus_client`` metrics (its Collector protocol), to register the
         exporter in a registry of one's own.  ``/metrics`` itself needs no prometheus_client."""
-        from ..recording.columns import require
         Metric = require("prometheus_client.core", "prometheus", "PrometheusExporter.collect()").Metric
         for fam in self._snapshot(with_labels=True):
             metric = Metric(fam.name, fam.help, fam.type)

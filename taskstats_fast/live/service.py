@@ -59,7 +59,8 @@ class MetricsService:
 
     def open(self) -> "MetricsService":
         """Register the exit listener and open the query socket (needs root; starts no thread)."""
-        from .. import Connection, ExitListener   # public names: their modules may move
+        from ..kernel.connection import Connection   # the exit stream brings asyncio: load on use
+        from ..kernel.listener import ExitListener
         if self._listener is None:
             try:
                 self._listener = ExitListener(**self._listener_options)
@@ -73,7 +74,7 @@ class MetricsService:
         """Start accounting, answer scrapes and add each interval to the counters until ``stop``
         is set (checked at each interval's end) or the accounting closes; returns the intervals
         counted."""
-        from .. import Accounting
+        from ..accounting.accounting import Accounting
         self.open()
         should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
         if self._accounting is None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import layout
 from ..accounting import interval as _iv
-from ..recording.sinks import SinkStats
+from ..sink import SinkStats
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
            "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",

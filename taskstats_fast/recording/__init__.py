@@ -2,16 +2,17 @@
 
 Where things live (each module opens with what it owns):
 
-* ``columns``  records <-> tables: ``to_pandas``/``to_arrow``, the column schema, the inverse
 * ``formats``  the format registry: one entry per file format (extension, extra, writer, reader,
   where its metadata lives)
 * ``writers`` / ``readers``  one writer and one reader per format
 * ``metadata`` the metadata object every file carries and the schema-version check
-* ``sinks``    the ``Sink`` protocol and ``FileSink`` (one file or a rotating dataset)
+* ``paths``    which files a path names (datasets, single files)
+* ``sinks``    ``FileSink`` (one file or a rotating dataset); the protocol is ``taskstats_fast.sink``
 * ``driver``   ``record(listener, sink, stop=...)``, the recording loop
 * ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
 * ``summary``  ``summarize``: what a recording adds up to (top commands, window, losses)
-* ``intervals`` accounting intervals as recordings: their row schema, ``record_intervals``
+* ``interval_rows`` accounting intervals as rows on disk: their schema (a leaf)
+* ``intervals`` ``record_intervals``, the loop that drives an ``Accounting`` into a sink
 
 Importing this package needs numpy only; pyarrow and pandas are imported when used.
 """
@@ -23,14 +24,15 @@ from .driver import RecordResult, Stop, record
 from .formats import (EXTENSIONS, FORMAT, FORMATS, Format, MetadataPlace, default_format,
                       detect_format, format_of_path, require_format)
 from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
-from .reading import (DamagedRecordingWarning, Recordings, columns_of, find_files,
-                      is_dataset_path, read_columns, read_frame, read_metadata, read_records,
-                      read_table)
-from .intervals import interval_schema, record_intervals
+from ..sink import CountingSink, Sink, SinkStats
+from .interval_rows import interval_schema
+from .paths import find_files, is_dataset_path
+from .reading import (DamagedRecordingWarning, Recordings, columns_of, read_columns, read_frame,
+                      read_metadata, read_records, read_table)
+from .intervals import record_intervals
 from .retention import RetentionPolicy
 from .summary import INTERVALS, SUMMARY_COLUMNS, Summary, summarize, summarize_columns
-from .sinks import (BackgroundWriter, CountingSink, FileSink, Recorder, Sink, SinkStats,
-                    check_writable, prepare_output, write_file)
+from .sinks import (BackgroundWriter, FileSink, Recorder, check_writable, prepare_output, write_file)
 
 __all__ = [
     "record", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
-
 from ..errors import WriteFailedError
-from .sinks import CountingSink, Sink, SinkStats
+from ..sink import CountingSink, Sink, SinkStats
 
 __all__ = ["record", "RecordResult", "Stop", "stop_check"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from . import readers, writers
-from .columns import require
+from ..schema import require
 
 __all__ = ["Format", "MetadataPlace", "FORMAT", "FORMATS", "EXTENSIONS", "format_of_path",
            "detect_format", "default_format", "require_format"]

@@ -18,10 +18,11 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from .. import layout
+from .._version import __version__
 from ..errors import NewerFormatError
 
 __all__ = ["METADATA_KEY", "FORMAT_VERSION", "system_metadata", "FileStats", "utc",
-           "check_format_version", "NewerFormatError"]
+           "check_format_version", "NewerFormatError", "stats_for"]
 
 #: Schema metadata key (Parquet/Arrow) holding the file's metadata as JSON.
 METADATA_KEY = "taskstats_fast"
@@ -41,13 +42,19 @@ def check_format_version(path: str, metadata: Mapping[str, Any]) -> int:
         raise NotARecordingError(path, f"its schema version {version!r} is not one "
                                  "taskstats_fast ever wrote")
     if version > FORMAT_VERSION:
-        from .. import __version__
         written_by = metadata.get("library_version", "a newer version")
         raise NewerFormatError(
             f"{path}: written by taskstats_fast {written_by} with schema version {version}; "
             f"this taskstats_fast ({__version__}) reads schema versions up to "
             f"{FORMAT_VERSION}: upgrade it (pip install -U taskstats_fast)")
     return version
+
+
+def stats_for(schema: Any) -> Any:
+    """A fresh counter of what one file of ``schema``'s rows adds up to: the schema's own
+    (``stats_factory``: interval rows) or ``FileStats`` (exit records and snapshots)."""
+    factory = getattr(schema, "stats_factory", None)
+    return factory() if factory is not None else FileStats()
 
 
 def utc(ns: Optional[int]) -> Optional[str]:
@@ -60,7 +67,6 @@ def utc(ns: Optional[int]) -> Optional[str]:
 def system_metadata(**extra: Any) -> Dict[str, Any]:
     """What every file says about where it was recorded: hostname, kernel release, machine,
     library version, the delay-accounting switch, plus ``extra``."""
-    from .. import __version__
     from ..kernel.delayacct import delayacct_enabled
     uname = platform.uname()
     meta: Dict[str, Any] = {
@@ -71,7 +77,7 @@ def system_metadata(**extra: Any) -> Dict[str, Any]:
         "kernel_release": uname.release,
         "machine": uname.machine,
         "delayacct_enabled": delayacct_enabled(),
-        "columns": "taskstats_fast.recording.columns.COLUMNS (README: field reference)",
+        "columns": "taskstats_fast.schema.COLUMNS (README: field reference)",
     }
     meta.update(extra)
     return meta

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ..errors import NotARecordingError
-from .columns import TableSchema
+from ..schema import TableSchema
 from .metadata import METADATA_KEY
 
 __all__ = ["read_parquet", "read_arrow", "read_npy", "read_csv", "parquet_metadata",

@@ -12,58 +12,25 @@ is what its metadata says; one read takes files of one kind of rows only.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import NotARecordingError, TaskstatsError
-from . import columns as _columns
+from .. import schema as _columns
 from .formats import format_of_path, known_extensions
+from .interval_rows import schema_of_metadata
 from .metadata import check_format_version
+from .paths import PathOrPaths, find_files, is_dataset_path
 
 __all__ = ["find_files", "read_metadata", "Recordings", "DamagedRecordingWarning",
            "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path",
            "MixedRowsError"]
 
-PathOrPaths = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
-
-
 class DamagedRecordingWarning(UserWarning):
     """A file of a recording could not be read and was skipped (the message names it)."""
-
-
-def is_dataset_path(path: str) -> bool:
-    """Does ``path`` name a dataset directory (no known file extension, or an existing directory)?"""
-    return os.path.isdir(path) or format_of_path(path) is None
-
-
-def _paths(paths: PathOrPaths) -> List[str]:
-    if isinstance(paths, (str, os.PathLike)):
-        return [os.fspath(paths)]
-    return [os.fspath(p) for p in paths]
-
-
-def find_files(paths: PathOrPaths) -> List[str]:
-    """The recorded data files named by ``paths`` (files, or directories searched recursively,
-    skipping hidden, ``_``-prefixed and in-progress files), sorted within each directory."""
-    out: List[str] = []
-    for path in _paths(paths):
-        if os.path.isdir(path):
-            for directory, subdirs, names in os.walk(path):
-                subdirs[:] = sorted(d for d in subdirs if not d.startswith((".", "_")))
-                out += [os.path.join(directory, n) for n in sorted(names)
-                        if not n.startswith((".", "_")) and format_of_path(n)]
-        elif os.path.exists(path):
-            if format_of_path(path) is None:
-                raise NotARecordingError(path, "its name has none of the extensions recordings "
-                                         f"have ({', '.join(known_extensions())})")
-            out.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory")
-    return out
 
 
 def read_metadata(path: str) -> Dict[str, Any]:
@@ -124,7 +91,6 @@ class Recordings:
                 self.damaged.append((path, e))
 
     def _schema_for(self, path: str, meta: Dict[str, Any]) -> _columns.TableSchema:
-        from .intervals import schema_of_metadata
         if self._chosen and self.schema is not None:
             return self.schema
         found = schema_of_metadata(meta) or _columns.DEFAULT
@@ -138,7 +104,6 @@ class Recordings:
     def peek_schema(self) -> _columns.TableSchema:
         """The schema of the rows the first readable file holds (``DTYPE`` records if none),
         from metadata alone: what a reader picks before choosing the columns to read."""
-        from .intervals import schema_of_metadata
         if self.schema is not None:
             return self.schema
         for path in self.files:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Set, Tuple
 
 from .formats import format_of_path
-from .reading import find_files
+from .paths import find_files
 
 __all__ = ["RetentionPolicy", "RetentionResult", "DatasetFile", "complete_files"]
 

@@ -37,60 +37,23 @@ import tempfile
 import time
 import urllib.parse
 import warnings
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .. import layout
+from .. import schema as columns
 from ..errors import WriteFailedError
-from . import columns
-from .columns import TableSchema
+from ..schema import TableSchema
+from ..sink import CountingSink, Sink, SinkStats
 from .formats import FORMAT, Format, detect_format, require_format
-from .metadata import system_metadata, utc
-from .reading import is_dataset_path
+from .metadata import stats_for, system_metadata, utc
+from .paths import is_dataset_path
 from .retention import RetentionPolicy
 from .writers import unlink_quietly
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
            "prepare_output", "check_writable", "CountingSink"]
-
-
-@dataclass(frozen=True)
-class SinkStats:
-    """What a sink holds and what it lost.  Every record handed to ``write`` is in exactly one
-    of ``written``, ``buffered`` and ``lost``."""
-
-    written: int = 0          #: records (rows) written out: in files, exported, shown
-    buffered: int = 0         #: handed over, not yet written
-    lost: int = 0             #: handed over and never to be written (``error`` says why)
-    files: Tuple[str, ...] = ()   #: finished files (file sinks)
-    bytes: int = 0            #: bytes written out (file sinks: on disk, the current file too)
-    error: Optional[str] = None   #: why records were lost (None: nothing was)
-
-
-@runtime_checkable
-class Sink(Protocol):
-    """Where ``record()`` puts batches.  ``write`` takes ownership of the array (callers hand
-    over fresh arrays); an empty array is a tick.  ``close`` writes what is buffered; a sink
-    that cannot write raises ``WriteFailedError`` once and counts what it loses in
-    ``stats().lost`` from then on."""
-
-    def write(self, batch: np.ndarray) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> object: ...   # what it returns (FileSink: its files) is not part of it
-
-    def stats(self) -> SinkStats: ...
-
-
-@runtime_checkable
-class CountingSink(Sink, Protocol):
-    """A sink that also records its source's loss counters (``FileSink`` puts them in each
-    file's metadata); ``record()`` hands them over when the sink has this method."""
-
-    def update_counters(self, counters: Mapping[str, int]) -> None: ...
 
 
 def _nearest_existing(path: str) -> str:
@@ -140,7 +103,7 @@ class _Part:
         directory, name = os.path.split(path)
         self.tmp_path = os.path.join(directory, f".{name}.inprogress")
         os.makedirs(directory or ".", exist_ok=True)
-        self.stats = schema.file_stats()
+        self.stats = stats_for(schema)
         self.opened_ns = time.time_ns()
         try:
             self._writer = fmt.writer(self.tmp_path, schema)

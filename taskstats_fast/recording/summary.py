@@ -29,7 +29,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import layout
-from .reading import PathOrPaths, Recordings, columns_of
+from .paths import PathOrPaths
+from .reading import Recordings, columns_of
 
 __all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "Summary", "summarize",
            "summarize_columns", "summarize_interval_columns", "recording_window", "EXITS",

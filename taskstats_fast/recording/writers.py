@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 from numpy.lib import format as npy_format
 
-from . import columns
+from .. import schema as columns
 from .metadata import METADATA_KEY
 
 __all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter"]

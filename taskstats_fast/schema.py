@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .. import layout
-from ..errors import MissingExtraError
+from . import layout
+from .errors import MissingExtraError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
@@ -385,9 +385,9 @@ class TableSchema:
                       ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
         raise NotImplementedError
 
-    def file_stats(self) -> Any:
-        """A fresh counter of what one file's rows add up to (``metadata.FileStats`` kind)."""
-        raise NotImplementedError
+    #: Makes a fresh counter of what one file's rows add up to (``None``: the recording
+    #: layer's own ``FileStats`` of exit records); the layer above injects it.
+    stats_factory: Any = None
 
     def arrow_schema(self, metadata: Optional[Mapping[str, str]] = None,
                      unit: str = _TABLE_UNIT) -> "pyarrow.Schema":
@@ -469,10 +469,6 @@ class Schema(TableSchema):
     def dtype(self) -> np.dtype:
         return self.layout.DTYPE
 
-    def file_stats(self) -> Any:
-        from .metadata import FileStats
-        return FileStats()
-
     def check(self, records: np.ndarray) -> np.ndarray:
         if not isinstance(records, np.ndarray) or records.dtype != self.layout.DTYPE:
             raise TypeError("expected a numpy array of taskstats_fast.DTYPE (from decode(), a "
@@ -539,7 +535,7 @@ class RowSchema(TableSchema):
                  required: Tuple[str, ...], docs: Mapping[str, str], stats: Any,
                  metadata: Mapping[str, Any]):
         self._dtype = np.dtype(dtype)
-        self._stats = stats
+        self.stats_factory = stats
         self.metadata = dict(metadata)
         self.REQUIRED = tuple(required)
         cols: List[Column] = []
@@ -563,9 +559,6 @@ class RowSchema(TableSchema):
     @property
     def dtype(self) -> np.dtype:
         return self._dtype
-
-    def file_stats(self) -> Any:
-        return self._stats()
 
     def numpy_columns(self, records: np.ndarray, raw_strings: bool = False
                       ) -> Dict[str, Tuple[np.ndarray, Optional[np.ndarray]]]:
