@@ -10,12 +10,19 @@ CPU clock), in the same run:
   holds 10,000 sleeping threads, and a bulk query of 10,000 threads (``Connection.pids``), the
   kernel work any interval needs at least.
 
+First screen (issue 20: within 0.5 s of start): wall time from spawning ``taskstats-fast top`` to
+its first line in batch mode and to a drawn table on a pty, interleaved with two baselines run
+the same way: the bare ``import taskstats_fast.cli`` (what any start pays) and procps ``top -b -n
+1`` (the peer).  Medians; the machine is shared, so the ratios matter more than the figures.
+
 Run: ``python3 -m pytest bench/bench_top.py --benchmark-enable``; compare the ratios.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +36,7 @@ from conftest import RESULTS, record_figure
 from taskstats_fast import layout
 from taskstats_fast.accounting.interval import BORN, EXITED, Interval
 from taskstats_fast.live import top
+from terminal import Terminal
 
 GROUP = "top: one interval of 10,000 threads"
 THREADS = 10_000
@@ -169,3 +177,59 @@ def test_ratios(capsys):
             ratios = "  ".join(f"{ns / entries[b]:6.3f}x {b.split(' (')[0]}" for b in bases)
             print(f"\n  {name:<44} {ns:9.1f} ns/thread  {ratios}", end="")
         print()
+
+
+# ---- the first screen -----------------------------------------------------------------------------
+FIRST_GROUP = "top: first screen (wall time from start)"
+CLI = [sys.executable, "-m", "taskstats_fast"]
+FIRST_SCREEN_GOAL_S = 0.5
+
+
+def _first_line_s(argv) -> float:
+    """Wall seconds from spawning ``argv`` to its first byte on stdout."""
+    began = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.read(1)
+    took = time.monotonic() - began
+    proc.stdout.read()
+    proc.wait()
+    return took
+
+
+def _first_table_on_pty_s() -> float:
+    """Wall seconds from spawning the interactive screen (80x24) to a drawn table."""
+    began = time.monotonic()
+    term = Terminal([*CLI, "top"])
+    try:
+        while "COMMAND" not in term.text():
+            term.pump(0.01)
+            assert time.monotonic() - began < 20, term.text()
+        return time.monotonic() - began
+    finally:
+        term.close()
+
+
+def test_first_screen(benchmark):
+    _root()
+    runs = {"top -b -n 1: first line": lambda: _first_line_s([*CLI, "top", "-b", "-n", "1"]),
+            "top on a pty: first table": _first_table_on_pty_s,
+            "import taskstats_fast.cli (baseline)":
+                lambda: _first_line_s([sys.executable, "-c", "import taskstats_fast.cli; print()"])}
+    if shutil.which("top"):
+        runs["procps top -b -n 1 (peer)"] = lambda: _first_line_s(["top", "-b", "-n", "1"])
+    samples = {name: [] for name in runs}
+
+    def interleaved():
+        for _ in range(9 if benchmark.enabled else 1):
+            for name, run in runs.items():
+                samples[name].append(run())
+
+    benchmark.group = FIRST_GROUP
+    benchmark.name = "first screens, interleaved"
+    benchmark.pedantic(interleaved, rounds=1, iterations=1)
+    medians = {name: statistics.median(s) for name, s in samples.items()}
+    for name, seconds in medians.items():
+        record_figure(FIRST_GROUP, name, seconds * 1e9)
+    assert medians["top -b -n 1: first line"] <= FIRST_SCREEN_GOAL_S, medians
+    assert medians["top on a pty: first table"] <= FIRST_SCREEN_GOAL_S, medians

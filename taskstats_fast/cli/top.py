@@ -32,7 +32,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-n", "--iterations", type=positive_int, metavar="N",
                    help="stop after N intervals (default: until q or Ctrl-C)")
     p.add_argument("-d", "--delay", type=positive_float, default=1.0, metavar="SECS",
-                   help="interval length in seconds (default: %(default)s)")
+                   help="interval length in seconds (default: %(default)s); the first interval is "
+                        f"{top.FIRST_INTERVAL_SECONDS:g} s, so the first screen comes at once")
     p.add_argument("-g", "--group", choices=top.GROUPINGS, default="process", metavar="GROUPING",
                    help="one row per process (default), thread, cgroup, user or command")
     p.add_argument("-s", "--sort", choices=top.COLUMN_KEYS, default="cpu", metavar="COLUMN",
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.batch:
             sink = top.TopSink(state, out=sys.stdout, width=args.width)
             try:
-                for interval in accounting:
+                for interval in top.intervals(accounting):
                     sink.write(interval)
                     sink.flush()
                     if args.iterations and sink.intervals >= args.iterations:
@@ -67,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _interactive(accounting: Any, sink: Any, args: argparse.Namespace) -> int:
-    from ..live import screen
+    from ..live import screen, top
     stop = threading.Event()
     failure: List[BaseException] = []
 
     def pump() -> None:
         try:
-            for interval in accounting:
+            for interval in top.intervals(accounting):
                 if stop.is_set():
                     return
                 sink.write(interval)
@@ -92,7 +93,7 @@ def _interactive(accounting: Any, sink: Any, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         screen.run_screen(sink, stop.is_set,
-                          waiting=f"taskstats-fast top: first interval in {args.delay:g} s ...")
+                          waiting="taskstats-fast top: taking the first look ...")
     except KeyboardInterrupt:
         pass
     finally:

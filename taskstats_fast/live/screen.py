@@ -21,6 +21,8 @@ __all__ = ["run_screen", "KEY_POLL_SECONDS"]
 MIN_HEIGHT, MIN_WIDTH = 8, 40
 #: How often the screen looks for keys and new intervals while idle.
 KEY_POLL_SECONDS = 0.1
+#: ... and until the first interval is on screen (the first screen should not wait for a poll).
+FIRST_POLL_SECONDS = 0.01
 _ESC = 27
 _ENTER = (10, 13, curses.KEY_ENTER)
 _BACKSPACE = (8, 127, curses.KEY_BACKSPACE)
@@ -43,11 +45,12 @@ class _Screen:
             curses.curs_set(0)
         except curses.error:
             pass   # a terminal that cannot hide the cursor still works
-        self.window.timeout(int(KEY_POLL_SECONDS * 1000))
+        self.window.timeout(int(FIRST_POLL_SECONDS * 1000))
         self.draw()
         while not self.stopped():
             if self.sink.wait(0) and not self.state.paused:
                 self.shown = self.sink.latest()
+                self.window.timeout(int(KEY_POLL_SECONDS * 1000))
                 self.draw()
             key = self.window.getch()
             if key == -1:

@@ -21,7 +21,7 @@ import dataclasses
 import pwd
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -31,7 +31,8 @@ from ..sink import SinkStats
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
            "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
-           "HELP_LINES", "STATUS_LINE", "MARKS", "COLUMNS", "COLUMN_KEYS", "DELAYACCT_OFF_BANNER"]
+           "HELP_LINES", "STATUS_LINE", "MARKS", "COLUMNS", "COLUMN_KEYS", "DELAYACCT_OFF_BANNER",
+           "FIRST_INTERVAL_SECONDS", "intervals"]
 
 #: The groupings, in the order ``g`` cycles through them, with their one-key shortcuts.
 GROUPINGS: Tuple[str, ...] = ("process", "thread", "cgroup", "user", "command")
@@ -420,6 +421,20 @@ def _take(table: TopTable, index: np.ndarray) -> TopTable:
     return dataclasses.replace(table, values=table.values[index], ids=table.ids[index],
                                names=[table.names[i] for i in index],
                                marks=[table.marks[i] for i in index])
+
+
+# ---- the schedule -------------------------------------------------------------------------------
+#: The first interval is this short (or ``delay``, if shorter) so the first screen comes at once
+#: instead of a whole ``delay`` after start; the intervals after it are ``delay`` long.
+FIRST_INTERVAL_SECONDS = 0.1
+
+
+def intervals(accounting, first: float = FIRST_INTERVAL_SECONDS) -> Iterator:
+    """``accounting``'s intervals, the first one cut short at ``first`` seconds after its look."""
+    accounting.open()
+    yield accounting.next(deadline=time.monotonic() + min(first, accounting.interval))
+    while not accounting.closed:
+        yield accounting.next()
 
 
 # ---- the sink ---------------------------------------------------------------------------------------
