@@ -72,7 +72,7 @@ def test_batch_mode_shows_short_lived_commands_marked_exited(burst_command):
     for block in blocks:
         header = block.splitlines()[0]
         assert re.search(r"interval 0\.\d\ds  tasks \d+  exited \d+  (lost 0|LOST \d+)", header), header
-        assert block.splitlines()[1].startswith("PSI")
+        assert block.splitlines()[1].startswith("Tasks: ") and block.splitlines()[5].startswith("PSI")
         rows = [line for line in block.splitlines() if line.endswith(" " + name)]
         assert rows, block   # the burst shows up under its name in every interval
         # each run was born and exited inside the interval (a few straddle a boundary: x or +)
@@ -165,3 +165,55 @@ def test_interactive_screen_ends_cleanly_on_sigterm():
         assert term.wait_exit() == 0, term.text()
     finally:
         term.close()
+
+
+# ---- the system header against /proc -----------------------------------------------------------
+
+def _proc_cpu_ticks():
+    with open("/proc/stat") as f:
+        return [int(v) for v in f.readline().split()[1:9]]
+
+
+def _meminfo_kb():
+    with open("/proc/meminfo") as f:
+        return {line.split(":")[0]: int(line.split()[1]) for line in f}
+
+
+def _threads_now():
+    return sum(len(os.listdir(f"/proc/{p}/task")) for p in os.listdir("/proc")
+               if p.isdigit() and os.path.isdir(f"/proc/{p}/task"))
+
+
+def test_batch_header_figures_agree_with_proc():
+    before = _proc_cpu_ticks()
+    res = subprocess.run([*CLI, "top", "-b", "-n", "2", "-d", "0.5", "-w", "200"], capture_output=True,
+                         text=True, timeout=60)
+    after, memory, threads = _proc_cpu_ticks(), _meminfo_kb(), _threads_now()
+    with open("/proc/loadavg") as f:
+        load = [float(v) for v in f.read().split()[:3]]
+    assert res.returncode == 0, res.stderr
+    block = intervals(res.stdout)[1].splitlines()
+    tasks, cpu, mem, swap = block[1:5]
+    # Tasks: P, T thr; R running, D blocked, S sleeping  load a b c
+    got = re.match(r"Tasks: (\d+), (\d+) thr; (\d+) running, (\d+) blocked, (\d+) sleeping  "
+                   r"load ([\d.]+) ([\d.]+) ([\d.]+)$", tasks)
+    assert got, tasks
+    assert abs(int(got[2]) - threads) <= max(20, threads // 5), (tasks, threads)
+    assert int(got[3]) >= 1                                  # top itself was running
+    assert [abs(float(got[6 + i]) - load[i]) <= 1.0 + load[i] * 0.2 for i in range(3)] == [True] * 3
+    # %Cpu(s): us, sy, ni, id, wa, hi, si, st: they add up to 100, and the busy share is the
+    # run's within what one interval of a shared machine can differ from the whole run
+    pct = dict((short, float(v)) for v, short in re.findall(r"([\d.]+) (us|sy|ni|id|wa|hi|si|st)", cpu))
+    assert list(pct) == ["us", "sy", "ni", "id", "wa", "hi", "si", "st"], cpu
+    assert sum(pct.values()) == pytest.approx(100, abs=0.6)
+    delta = [b - a for a, b in zip(before, after)]
+    run_idle = 100.0 * delta[3] / sum(delta)
+    assert abs(pct["id"] - run_idle) <= 35, (cpu, run_idle)
+    # MiB Mem: total is exact; free and available move a little between the two reads
+    figures = [float(v) for v in re.findall(r"([\d.]+) (?:total|free|used|buff/cache)", mem)]
+    assert figures[0] == pytest.approx(memory["MemTotal"] / 1024, abs=0.06), mem
+    assert figures[1] == pytest.approx(memory["MemFree"] / 1024, rel=0.1), mem
+    swap_figures = [float(v) for v in re.findall(r"([\d.]+) (?:total|free|used\.|avail Mem)", swap)]
+    assert swap_figures[0] == pytest.approx(memory["SwapTotal"] / 1024, abs=0.06), swap
+    assert swap_figures[3] == pytest.approx(memory["MemAvailable"] / 1024, rel=0.1), swap
+    assert block[5].startswith("PSI")

@@ -48,13 +48,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..accounting import Accounting
-    from ..live import top
+    from ..live import header, top
     state = top.TopState(grouping=args.group, sort=args.sort, filter=args.filter)
     if not args.batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("top without -b needs a terminal; use -b for plain text")
+    system = header.SystemHeader()   # its first sample starts the first interval's CPU modes
     with Accounting(interval=args.delay) as accounting:
         if args.batch:
-            sink = top.TopSink(state, out=sys.stdout, width=args.width)
+            sink = top.TopSink(state, out=sys.stdout, width=args.width, system=system)
             try:
                 for interval in top.intervals(accounting):
                     sink.write(interval)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass   # Ctrl-C is how a batch run without -n ends
             return EXIT_OK
-        return _interactive(accounting, top.TopSink(state), args)
+        return _interactive(accounting, top.TopSink(state, system=system), args)
 
 
 def _interactive(accounting: Any, sink: Any, args: argparse.Namespace) -> int:

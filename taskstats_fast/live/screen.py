@@ -11,7 +11,7 @@ terminal ``TERM`` names, so it works in an 80x24 ssh session as well as in a wid
 from __future__ import annotations
 
 import curses
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from . import top
 
@@ -37,7 +37,8 @@ class _Screen:
         self.state = sink.state
         self.stopped = stopped
         self.waiting = waiting
-        self.shown = None           # the interval on screen (kept while paused)
+        self.shown: Any = None      # the interval on screen (kept while paused)
+        self.system: Any = None     # its system samples
         self.prompt: Optional[str] = None   # filter text being typed
 
     def run(self) -> None:
@@ -49,7 +50,7 @@ class _Screen:
         self.draw()
         while not self.stopped():
             if self.sink.wait(0) and not self.state.paused:
-                self.shown = self.sink.latest()
+                self.shown, self.system = self.sink.latest_frame()
                 self.window.timeout(int(KEY_POLL_SECONDS * 1000))
                 self.draw()
             key = self.window.getch()
@@ -68,7 +69,7 @@ class _Screen:
                 was_paused = self.state.paused
                 self.state.press(chr(key) if 0 <= key < 256 else "", visible=self.visible_keys())
                 if was_paused and not self.state.paused and self.sink.wait(0):
-                    self.shown = self.sink.latest()
+                    self.shown, self.system = self.sink.latest_frame()
             self.draw()
 
     def edit_prompt(self, key: int) -> None:
@@ -98,7 +99,8 @@ class _Screen:
         if self.shown is None and not self.state.help:
             lines = [self.waiting, "", "h: help  q: quit"]
         else:
-            lines = top.render(self.shown, self.state, width=width, height=height - 1)
+            lines = top.render(self.shown, self.state, width=width, height=height - 1,
+                               system=self.system)
         self.window.erase()
         for y, line in enumerate(lines[:height - 1]):
             self.window.addnstr(y, 0, line, width)

@@ -28,6 +28,7 @@ import numpy as np
 from .. import layout
 from ..accounting import interval as _iv
 from ..sink import SinkStats
+from . import header as _header
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
            "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
@@ -115,6 +116,7 @@ class TopState:
     filter: str = ""
     paused: bool = False
     help: bool = False
+    per_cpu: bool = False     # one %Cpu line per CPU instead of the total (top's '1')
 
     def press(self, key: str, *, visible: Sequence[str] = COLUMN_KEYS) -> bool:
         """Apply one key (see ``HELP_LINES``); returns False for keys that mean nothing.
@@ -126,6 +128,8 @@ class TopState:
             self.help = True
         elif key == " ":
             self.paused = not self.paused
+        elif key == "1":
+            self.per_cpu = not self.per_cpu
         elif key == "g":
             self.grouping = GROUPINGS[(GROUPINGS.index(self.grouping) + 1) % len(GROUPINGS)]
         elif key in GROUPING_KEYS:
@@ -160,6 +164,7 @@ HELP_LINES: Tuple[str, ...] = (
     "  P Q B     sort by CPU% / run-queue delay / block-I/O delay",
     "  R W X N   sort by read/s / write/s / exits / tasks",
     "  r         reverse the sort order",
+    "  1         CPU modes per CPU / all CPUs together",
     "  / f       filter: show tasks whose name or cgroup contains the text",
     "            (Enter applies, Esc cancels, an empty filter shows all)",
     "  space     pause / resume the display (accounting goes on)",
@@ -370,15 +375,19 @@ def _psi_text(interval) -> str:
     return "PSI some/full %: " + "  ".join(parts)
 
 
-def render_header(interval, table: TopTable, state: TopState) -> List[str]:
-    """The lines above the table: time and interval, tasks and exits, loss, PSI, view state,
-    and a banner when delay accounting is off."""
+def render_header(interval, table: TopTable, state: TopState,
+                  system: Optional[_header.SystemView] = None) -> List[str]:
+    """The lines above the table: time and interval, tasks and exits, loss, the system's tasks,
+    load, CPU modes, memory and swap (given ``system``), PSI, view state, and a banner when
+    delay accounting is off."""
     clock = time.strftime("%H:%M:%S", time.localtime(int(interval.end_ns) / 1e9))
     lost = int(interval.lost or 0)
     loss = f"LOST {lost} exits (interval incomplete)" if lost else "lost 0"
     lines = [f"taskstats-fast top - {clock}  interval {interval.seconds:.2f}s  tasks {table.tasks}"
-             f"  exited {table.exits}  {loss}",
-             _psi_text(interval)]
+             f"  exited {table.exits}  {loss}"]
+    if system is not None:
+        lines += _header.system_lines(interval, system, per_cpu=state.per_cpu)
+    lines.append(_psi_text(interval))
     view = f"by {state.grouping}, sort {state.sort} {'desc' if state.descending else 'asc'}"
     if state.filter:
         view += f", filter '{state.filter}': {table.shown_tasks} tasks"
@@ -396,15 +405,16 @@ DELAYACCT_OFF_BANNER = "Delay accounting is OFF: sysctl kernel.task_delayacct=1 
 
 
 def render(interval, state: TopState, *, width: Optional[int] = None,
-           height: Optional[int] = None) -> List[str]:
+           height: Optional[int] = None, system: Optional[_header.SystemView] = None) -> List[str]:
     """Everything for one interval as lines of text: header, then table.  ``width``/``height``:
-    the screen (``None``: every column / every row that had any activity)."""
+    the screen (``None``: every column / every row that had any activity); ``system``: the
+    system header's samples (None: no system lines)."""
     if state.help:
         lines = list(HELP_LINES)
         return [line[:width] for line in lines] if width else lines
-    limit = None if height is None else max(height - 6, 0)
+    limit = None if height is None else max(height, 0)
     table = build_table(interval, state, limit=limit)
-    header = render_header(interval, table, state)
+    header = render_header(interval, table, state, system)
     if height is None:   # batch: leave out groups that did nothing
         active = (table.values[:, :-1] != 0).any(axis=1) | (np.array(table.marks) != " ")
         table = _take(table, np.flatnonzero(active))
@@ -443,8 +453,11 @@ class TopSink:
     ``wait``), or, given ``out``, prints each interval as plain text at once (batch mode)."""
 
     def __init__(self, state: Optional[TopState] = None, *, out: Optional[TextIO] = None,
-                 width: Optional[int] = None):
+                 width: Optional[int] = None, system: Optional[_header.SystemHeader] = None):
         self.state = state or TopState()
+        #: samples /proc for the system lines at each interval (None: no system lines)
+        self.system = system
+        self._latest_system: Optional[_header.SystemView] = None
         self._out = out
         self._width = width
         self._lock = threading.Lock()
@@ -454,13 +467,15 @@ class TopSink:
         self._new = threading.Event()
 
     def write(self, interval) -> None:
+        view = self.system.advance() if self.system is not None else None
         with self._lock:
             self._latest = interval
+            self._latest_system = view
             self._intervals += 1
             self._rows += len(interval.tasks)
         self._new.set()
         if self._out is not None:
-            text = "\n".join(render(interval, self.state, width=self._width))
+            text = "\n".join(render(interval, self.state, width=self._width, system=view))
             self._out.write(("\n" if self._intervals > 1 else "") + text + "\n")
 
     def latest(self):
@@ -468,6 +483,12 @@ class TopSink:
         self._new.clear()
         with self._lock:
             return self._latest
+
+    def latest_frame(self) -> Tuple[object, Optional[_header.SystemView]]:
+        """The newest interval and its system samples, as ``latest()``."""
+        self._new.clear()
+        with self._lock:
+            return self._latest, self._latest_system
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for an interval newer than the last ``latest()``."""
