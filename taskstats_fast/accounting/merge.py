@@ -3,21 +3,39 @@
 Owns how tasks are matched across time and which cgroup gets a task's time.  Everything is
 numpy over whole arrays (sorts, searchsorted, masks): no Python loop per task.
 
-Identity.  A task is its pid *and* its birth; ``ac_btime`` jitters by a second (it is "now minus
-elapsed" rounded to seconds), so it is not a key on its own.  Two sightings with the same pid are
-the same task when their ``ac_btime64`` agree within ``BTIME_SLACK_S`` and no counter (nor
-``ac_etime``) went backwards; otherwise the pid was reused and the later sighting is a new task
-(``BORN``): a delta is never negative.  A pid is reused only after its task died, so when several
-sightings could continue one task, its exit record is preferred, then the one born earliest
-(birth estimated as receive time minus ``ac_etime``).
+Identity.  A task is its pid *and* its birth.  No record carries the birth exactly (``ac_btime``
+is "now minus elapsed" in whole seconds and jitters by one), but every record bounds it: a look's
+record was filled between the moment the look began and the moment its reply arrived, so its
+task was born in ``[look - ac_etime, received - ac_etime]``; an exit record was filled after the
+opening look began (one filled earlier was in the sockets when the previous interval was cut),
+so ``[opening look - ac_etime, received - ac_etime]``; and every record was filled within a
+second of ``ac_btime``.  Two sightings with one pid are the same task when those ranges overlap and their
+counters move the same way (a task's counters only grow; a pid is reused only after its task
+died, so a newcomer was born after the other's range ended).  The test can only err towards
+"same" for a task that lived shorter than the ranges are wide, and then what is lost is that
+short task's counters, never a lifetime.
 
-Rows.  Each *end sighting* makes one row: an exit record received in the interval, or a thread
-in the closing look's snapshot.  Its delta is the sighting minus the task's record in the opening
-look (when the task was there), else the sighting itself (born inside the interval, so all of it
-belongs here).  A task that exits while the closing look runs shows up in both the snapshot and
-the exit stream: the exit record wins and the snapshot entry is dropped, also from the next
-interval's opening look, so it is counted once.  A task in the opening look with no end sighting
-left without an exit record: its exit message was lost (``Interval.lost`` counts those).
+Counted once, by construction.  Every row is the growth of a *ledger*: the last counted
+sighting of each task, carried from interval to interval in the closing look.  An exit record
+and the closing look's sighting of the same task are folded into one row before anything is
+charged, whichever of the two the kernel produced first (the look can query a task that already
+sent its exit record: it stays listed and queryable until ``cgroup_exit``/reaping), and the
+folded values, the later of the two counter by counter, replace the look's entry in the ledger,
+marked exited.  A later sighting of an exited ledger entry (a zombie listed again) is dropped,
+and so is a second exit record of it.  So a task's charge summed over intervals is the growth
+of its own running maximum, which no arrival order can make larger.
+
+No start, no lifetime.  A sighting that matches nothing in the ledger but was certainly born
+before the opening look (the look missed it: it moved cgroups during the walk, or its listing
+raced) is not a newborn: it is charged the share of its counters that its elapsed time inside
+the interval is of its whole elapsed time (``FLAG_NO_START``), never its whole lifetime.
+
+Rows.  Each *end sighting* makes one row: an exit record received in the interval (folded with
+the closing look's sighting when there is one), or a thread in the closing look's snapshot.
+Its delta is the sighting minus the task's ledger entry (when the task was there), else the
+sighting itself (born inside the interval, so all of it belongs here).  A ledger entry with no
+end sighting left without an exit record: its exit message was lost (``Interval.lost`` counts
+those).
 
 Cgroups.  A task's interval goes to the cgroup it was in at the last look that saw it: the
 closing look for live tasks, the opening look for tasks that exited (a move between looks is
@@ -42,19 +60,23 @@ from .interval import (BORN, DELTA_FIELDS, EXACT, EXITED, FLAG_DELAYACCT_OFF, FL
                        FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, TASK_DTYPE,
                        summed_block)
 
-__all__ = ["Look", "merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BTIME_SLACK_S"]
+__all__ = ["Look", "merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BIRTH_TOLERANCE_NS"]
 
-#: How far two ``ac_btime64`` of one task may differ (s): each is "now minus elapsed", rounded.
-BTIME_SLACK_S = 2
+#: How far apart two birth ranges of one task may seem (ns): ``ac_etime`` is truncated to µs and
+#: measured on the kernel's monotonic clock, the ranges' ends on CLOCK_REALTIME.
+BIRTH_TOLERANCE_NS = 2_000_000
 # Rounds of "inherit from a task that itself exited in this interval" (sh -c -> child -> ...).
 _INHERIT_DEPTH = 8
 _SWITCHED_DELTAS = tuple(f for f in DELTA_FIELDS if f in DELAYACCT_FIELDS)
+_S = 1_000_000_000
 
 
 #: What only grows while a task lives: its counters, then its elapsed time.
 _MONOTONE = DELTA_FIELDS + ("ac_etime",)
 _CARRIED = IDENTITY_FIELDS + LEVEL_FIELDS + ("ac_btime64", "ac_btime", "ac_exitcode", "time_ns",
                                              "layout", "kind")
+#: Computed per sighting: btime (s), the earliest and latest possible birth (ns), exited (0/1).
+_COMPUTED = ("btime", "birth_lo", "birth_ns", "exited")
 _BTIME64_SINCE = layout.FIELD_BY_NAME["ac_btime64"].since
 #: The monotone columns compared to tell a continued task from a reused pid: elapsed time and
 #: the counters that move for almost any task (checking all 46 costs more and adds nothing:
@@ -88,35 +110,46 @@ def _plan_sighting() -> Tuple[np.ndarray, np.dtype]:
         names.append(name)
         formats.append(dt)
         offsets.append(words.index(off // 8) * 8 + off % 8)
-    names += ["btime", "birth_ns"]              # computed: two more words at the end
-    formats += ["i8", "i8"]
-    offsets += [8 * len(words), 8 * len(words) + 8]
+    for i, name in enumerate(_COMPUTED):        # computed: more words at the end
+        names.append(name)
+        formats.append("i8")
+        offsets.append(8 * (len(words) + i))
     dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets,
-                      "itemsize": 8 * len(words) + 16})
+                      "itemsize": 8 * (len(words) + len(_COMPUTED))})
     return np.array(words, np.intp), dtype
 
 
 _SIGHTING_WORDS, SIGHTING_DTYPE = _plan_sighting()
 
 
-def sightings(records: np.ndarray) -> np.ndarray:
-    """The PID records of ``records`` (DTYPE) as SIGHTING_DTYPE rows, in the same order."""
+def sightings(records: np.ndarray, look_ns: Optional[int] = None) -> np.ndarray:
+    """The PID records of ``records`` (DTYPE) as SIGHTING_DTYPE rows, in the same order.
+
+    ``look_ns``: the earliest moment the kernel can have filled them (for a look's records, when
+    it began), which bounds their task's birth from below (None: only ``ac_btime`` does)."""
     records = np.ascontiguousarray(records)
     n, width = len(records), len(_SIGHTING_WORDS)
     words = records.view(np.uint64).reshape(n, layout.DTYPE.itemsize // 8)
-    block = np.empty((n, width + 2), np.uint64)
+    block = np.empty((n, width + len(_COMPUTED)), np.uint64)
     np.take(words, _SIGHTING_WORDS, axis=1, out=block[:, :width])
     out = block.view(SIGHTING_DTYPE).reshape(n)
     out = out[out["kind"] == layout.KIND_PID]
     out["btime"] = np.where(out["layout"] >= _BTIME64_SINCE, out["ac_btime64"], out["ac_btime"])
-    out["birth_ns"] = out["time_ns"].astype(np.int64) - out["mono"][:, -1].astype(np.int64) * 1000
+    elapsed_ns = out["mono"][:, -1].astype(np.int64) * 1000
+    out["birth_ns"] = out["time_ns"].astype(np.int64) - elapsed_ns
+    # ac_btime is floor(now) - floor(elapsed) in seconds: within a second of the true birth
+    out["birth_lo"] = (out["btime"] - 1) * _S
+    if look_ns is not None:
+        out["birth_lo"] = np.maximum(out["birth_lo"], int(look_ns) - elapsed_ns)
+    out["exited"] = 0
     return out
 
 
 @dataclass
 class Look:
     """One look at the machine: every thread's sighting (sorted by pid, unique) and where each
-    thread sat in the cgroup hierarchy."""
+    thread sat in the cgroup hierarchy.  As an opening look, ``records`` is the ledger: the
+    last counted sighting of each task (``exited`` set where that was its exit record)."""
     time_ns: int                 # CLOCK_REALTIME when the look began
     records: np.ndarray          # SIGHTING_DTYPE
     cgroups: CgroupLook
@@ -126,7 +159,7 @@ class Look:
     def of(cls, time_ns: int, records: np.ndarray, cgroups: CgroupLook,
            delayacct: Optional[bool]) -> "Look":
         """A Look from DTYPE records (a bulk lookup answers in the order asked: usually sorted)."""
-        seen = sightings(records)
+        seen = sightings(records, look_ns=time_ns)
         pids = seen["ac_pid"]
         if not np.all(pids[1:] > pids[:-1]):
             seen = seen[np.argsort(pids, kind="stable")]
@@ -137,52 +170,100 @@ class Look:
 
 
 def birth_ns(records: np.ndarray) -> np.ndarray:
-    """Estimated CLOCK_REALTIME birth of each record's task (ns): its receive time minus its
-    elapsed time, late (never early) by how long it waited in the socket."""
+    """Latest possible CLOCK_REALTIME birth of each record's task (ns): its receive time minus
+    its elapsed time, late (never early) by how long it waited in the socket."""
     return records["time_ns"].astype(np.int64) - records["ac_etime"].astype(np.int64) * 1000
 
 
-def _match(seen: np.ndarray, ref: np.ndarray, priority: np.ndarray,
-           allowed: Optional[np.ndarray] = None) -> np.ndarray:
+def _match(seen: np.ndarray, ref: np.ndarray, rank: Tuple[np.ndarray, ...],
+           ordered: bool) -> np.ndarray:
     """For each sighting, the index of the same task in ``ref`` (sorted by unique ``ac_pid``),
-    or -1.  At most one sighting continues each reference task: the one with the lowest
-    ``priority``, then the earliest birth (see the module docstring)."""
+    or -1 (see the module docstring).  ``ordered``: every ``ref`` sighting was filled before
+    every ``seen`` one, so the same task's counters can only have grown; else they may have
+    moved either way, but all the same way.  At most one sighting continues each reference
+    task: the first by ``rank`` (keys, most significant last, as ``np.lexsort`` takes them)."""
     out = np.full(len(seen), -1, np.int64)
     ref_pids, pids = ref["ac_pid"], seen["ac_pid"]
     if len(ref_pids) == 0 or len(pids) == 0:
         return out
     at = np.searchsorted(ref_pids, pids)
     at[at == len(ref_pids)] = 0
-    ok = ref_pids[at] == pids
-    if allowed is not None:
-        ok &= allowed
-    cand = np.flatnonzero(ok)
+    cand = np.flatnonzero(ref_pids[at] == pids)
     if len(cand) == 0:
         return out
     ref_at = at[cand]
-    same = np.abs(seen["btime"][cand] - ref["btime"][ref_at]) <= BTIME_SLACK_S
-    cols = _IDENTITY_COLUMNS
-    same &= np.all(seen["mono"][cand][:, cols] >= ref["mono"][ref_at][:, cols], axis=1)
+    same = (seen["birth_lo"][cand] <= ref["birth_ns"][ref_at] + BIRTH_TOLERANCE_NS) & \
+        (ref["birth_lo"][ref_at] <= seen["birth_ns"][cand] + BIRTH_TOLERANCE_NS)
+    later = seen["mono"][cand][:, _IDENTITY_COLUMNS]
+    earlier = ref["mono"][ref_at][:, _IDENTITY_COLUMNS]
+    grew = np.all(later >= earlier, axis=1)
+    same &= grew if ordered else grew | np.all(later <= earlier, axis=1)
     cand = cand[same]
-    order = cand[np.lexsort((seen["birth_ns"][cand], priority[cand], at[cand]))]
+    order = cand[np.lexsort(tuple(r[cand] for r in rank) + (at[cand],))]
     first = np.ones(len(order), bool)
     first[1:] = at[order][1:] != at[order][:-1]
     out[order[first]] = at[order[first]]
     return out
 
 
+def _fold(exits: np.ndarray, ends: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Fold each exit record with the closing look's sighting of the same task, in whichever
+    order the kernel filled them: the later value of every counter, the tighter birth range.
+    Returns, per exit, the index of its sighting in ``ends`` (or -1), and the ledger for the
+    next interval: ``ends`` with each folded task's entry replaced and marked exited."""
+    x_to_end = _match(exits, ends, (-exits["birth_ns"],), ordered=False)   # last user of a pid
+    xi = np.flatnonzero(x_to_end >= 0)
+    ei = x_to_end[xi]
+    if len(xi):
+        exits["mono"][xi] = np.maximum(exits["mono"][xi], ends["mono"][ei])
+        for name in LEVEL_FIELDS:
+            exits[name][xi] = np.maximum(exits[name][xi], ends[name][ei])
+        exits["birth_lo"][xi] = np.maximum(exits["birth_lo"][xi], ends["birth_lo"][ei])
+        exits["birth_ns"][xi] = np.minimum(exits["birth_ns"][xi], ends["birth_ns"][ei])
+    exits["exited"] = 1
+    ledger = ends.copy()
+    ledger[ei] = exits[xi]
+    return x_to_end, ledger
+
+
+def _unique_exits(exits: np.ndarray) -> np.ndarray:
+    """``exits`` without repeats of one exit record (a task has one exit: two records of one
+    pid with the same start second and the same counters and elapsed time are one)."""
+    if len(exits) < 2:
+        return exits
+    exits = exits[np.lexsort((exits["btime"], exits["ac_pid"]))]
+    a, b = exits[:-1], exits[1:]
+    repeat = (a["ac_pid"] == b["ac_pid"]) & (a["btime"] == b["btime"]) & \
+        np.all(a["mono"] == b["mono"], axis=1)
+    if not repeat.any():
+        return exits
+    keep = np.ones(len(exits), bool)
+    keep[np.flatnonzero(repeat)] = False
+    return exits[keep]
+
+
+def _no_start_share(seen: np.ndarray, start_ns: int) -> np.ndarray:
+    """The share of a sighting's lifetime that fell after ``start_ns``: its time since then
+    (to when it was received, the latest it can have been filled) over its elapsed time."""
+    elapsed_ns = seen["mono"][:, -1].astype(np.float64) * 1000
+    since = seen["time_ns"].astype(np.int64) - start_ns
+    return np.clip(since / np.maximum(elapsed_ns, 1.0), 0.0, 1.0)
+
+
 def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     """The rows of the interval between ``start`` and ``end`` (TASK_DTYPE), and ``end`` as the
-    next interval's opening look (without the tasks whose exit this interval already counted)."""
-    exits = sightings(exits)
+    next interval's opening look: the ledger (see the module docstring)."""
+    # an exit record in this interval was filled after the opening look began: one filled
+    # earlier was in the sockets when the previous interval was cut, so it is that interval's
+    exits = _unique_exits(sightings(exits, look_ns=start.time_ns))
     ends = end.records
 
-    # 1. a task that exited while the closing look ran: keep its exit record, drop the snapshot
-    late = exits["time_ns"].astype(np.int64) >= end.time_ns
-    x_to_end = _match(exits, ends, np.zeros(len(exits), np.uint8), allowed=late)
-    end_dropped = np.zeros(len(ends), bool)
-    end_dropped[x_to_end[x_to_end >= 0]] = True
-    live = ends[~end_dropped]
+    # 1. an exit record and the closing look's sighting of the same task become one
+    x_to_end, ledger = _fold(exits, ends)
+    end_folded = np.zeros(len(ends), bool)
+    end_folded[x_to_end[x_to_end >= 0]] = True
+    live_at = np.flatnonzero(~end_folded)
+    live = ends[live_at]
 
     # 2. the end sightings: exit records, then live threads
     seen = np.concatenate([exits, live]) if len(exits) else live
@@ -191,10 +272,14 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     is_exit[:nx] = True
     counters = seen["mono"][:, :len(DELTA_FIELDS)]
 
-    # 3. the same task in the opening look (its exit record first: a pid is reused after death)
+    # 3. the same task in the ledger (its exit record first: a pid is reused after death)
     starts = start.records
-    s_at = _match(seen, starts, (~is_exit).astype(np.uint8))
+    s_at = _match(seen, starts, (seen["birth_ns"], ~is_exit), ordered=True)
     matched = s_at >= 0
+    # an exited ledger entry is final: a zombie listed again, or a repeated exit, adds nothing
+    already = np.zeros(n, bool)
+    already[matched] = starts["exited"][s_at[matched]] != 0
+    ledger["exited"][live_at[already[nx:]]] = 1
 
     rows = np.zeros(n, TASK_DTYPE)
     for name in IDENTITY_FIELDS + LEVEL_FIELDS + ("ac_btime64",):
@@ -204,16 +289,20 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     base[matched] = starts["mono"][s_at[matched], :len(DELTA_FIELDS)]
     block = summed_block(rows)                          # cpu_ns, then DELTA_FIELDS
     np.subtract(counters, np.minimum(base, counters), out=block[:, 1:])   # never negative
+
+    flags = np.zeros(n, np.uint8)
+    # born before the opening look (the latest it can have been born is earlier), yet not in it
+    no_start = ~matched & (seen["birth_ns"] < start.time_ns)
+    flags[no_start] |= FLAG_NO_START
+    if no_start.any():
+        share = _no_start_share(seen[no_start], start.time_ns)
+        block[no_start, 1:] = (block[no_start, 1:] * share[:, None]).astype(np.uint64)
     # CPU: the scheduler's clock, except where an exit record's clock fell behind the ticks
     ticks_ns = (rows["ac_utime"] + rows["ac_stime"]) * np.uint64(1000)
     scheduler_ns = rows["cpu_run_virtual_total"]
     rows["cpu_ns"] = np.where(is_exit, np.maximum(ticks_ns, scheduler_ns), scheduler_ns)
     rows["state"] = np.where(is_exit, EXITED, 0) | np.where(matched, 0, BORN)
 
-    flags = np.zeros(n, np.uint8)
-    # birth_ns is late (never early) by how long the record waited: earlier than the opening look
-    # means the task was alive then, yet that look did not list it
-    flags[~matched & (seen["birth_ns"] < start.time_ns)] |= FLAG_NO_START
     pids = seen["ac_pid"]
     sorted_pids = np.sort(pids)
     dup = np.zeros(n, bool)
@@ -229,7 +318,7 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     rows["flags"] = flags
 
     _attribute(rows, is_exit, matched, x_to_end, nx, start, end)
-    return rows, Look(end.time_ns, live, end.cgroups, end.delayacct)
+    return rows[~already], Look(end.time_ns, ledger, end.cgroups, end.delayacct)
 
 
 def _attribute(rows: np.ndarray, is_exit: np.ndarray, matched: np.ndarray,
