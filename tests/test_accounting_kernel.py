@@ -289,10 +289,12 @@ def test_lost_is_exact_under_forced_overflow(cgroup, tmp_path):
             # a drop can come to light only with the CPU's next message (a gap in its sequence
             # numbers): a few more intervals let every one of them reach some interval's count
             for _ in range(8):
-                counted = listener.stats.lost     # (the tiny buffer drops other exits too)
-                if sum(iv.lost for iv in ivs) == counted:
+                if sum(iv.lost for iv in ivs) == listener.stats.lost:
                     break
                 ivs.append(acct.next())
+            # read after the last interval (the tiny buffer drops other exits too, so a count
+            # read before it may already be below what the intervals add up to)
+            counted = listener.stats.lost
     finally:
         listener.close()
     lost = sum(iv.lost for iv in ivs)
