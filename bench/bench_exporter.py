@@ -5,6 +5,12 @@ families, rendered by prometheus_client).
 
 Goal (issue 14): a 10,000-series scrape costs at most a few milliseconds of CPU.  The CPU time
 per scrape is printed beside the ratios; the test fails past 10 ms or past 0.5x the floor.
+
+Goal (issue 20): ``serve``'s CPU per interval at most 1.2x Accounting's own.  On the real kernel
+(root), beside an exit churn (a shell running /bin/true), each interval's CPU of this process
+(all threads: the look, the exit drain, the merge) is measured with the exporter's ``write`` of
+that interval added, and the ratio (interval + write) / interval is taken per interval; the
+median is printed and checked.
 """
 
 from __future__ import annotations
@@ -101,3 +107,35 @@ def test_cpu_per_scrape(capsys):
     if RESULTS.get(GROUP):
         assert ours_ms < 10, f"a scrape of {SERIES} series took {ours_ms:.1f} ms of CPU"
         assert ours_ms < 0.5 * floor_ms
+
+
+def test_serve_cpu_per_interval_against_accounting(capsys):
+    import os
+    import statistics
+    import subprocess
+    if os.geteuid() != 0:
+        pytest.skip("needs root (TASKSTATS)")
+    import taskstats_fast as tsf
+    churn = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"])
+    ratios, writes = [], []
+    try:
+        exporter = PrometheusExporter()
+        with tsf.Accounting(interval=0.5) as acct:
+            acct.next()
+            for _ in range(21):
+                started = time.process_time()
+                interval = acct.next()
+                looked = time.process_time()
+                exporter.write(interval)
+                written = time.process_time()
+                ratios.append((written - started) / max(looked - started, 1e-9))
+                writes.append((written - looked) * 1e3)
+    finally:
+        churn.kill()
+        churn.wait()
+    ratio = statistics.median(ratios)
+    with capsys.disabled():
+        print(f"\n  serve per interval: exporter.write {statistics.median(writes):.2f} ms CPU (median of "
+              f"{len(writes)}), (interval + write) / interval {ratio:.3f}x median, "
+              f"{len(interval.tasks):,} rows in the last interval")
+    assert ratio <= 1.2

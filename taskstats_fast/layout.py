@@ -97,6 +97,8 @@ class DelayClass:
     ``switched`` says whether the ``kernel.task_delayacct`` sysctl turns it on and off (run-queue
     delays come from the scheduler's own statistics and are always filled).
     ``short`` is a column title of at most 6 characters (the delay columns of ``top``).
+    ``waits_for`` names what the task waited for, as the ``class`` label of ``serve``'s delay
+    metrics (node_exporter style: ``runqueue``, not the struct's ``cpu``).
     """
 
     name: str
@@ -105,6 +107,7 @@ class DelayClass:
     since: int
     switched: bool
     short: str
+    waits_for: str
 
     @property
     def fields(self) -> Tuple[str, ...]:
@@ -117,16 +120,16 @@ class DelayClass:
 #: their count/total pairs in the struct).  The one list: fields, the delay-accounting switch,
 #: reports and summaries all derive from it.
 DELAY_CLASSES: Tuple[DelayClass, ...] = (
-    DelayClass("cpu", "run queue", "on a run queue", 1, False, short="RUNQ"),
-    DelayClass("blkio", "block I/O", "for synchronous block I/O", 1, True, short="BLKIO"),
-    DelayClass("swapin", "swap-in", "for swap-in", 1, True, short="SWAPIN"),
-    DelayClass("freepages", "memory reclaim", "in memory reclaim", 7, True, short="RECLM"),
+    DelayClass("cpu", "run queue", "on a run queue", 1, False, short="RUNQ", waits_for="runqueue"),
+    DelayClass("blkio", "block I/O", "for synchronous block I/O", 1, True, short="BLKIO", waits_for="block_io"),
+    DelayClass("swapin", "swap-in", "for swap-in", 1, True, short="SWAPIN", waits_for="swap_in"),
+    DelayClass("freepages", "memory reclaim", "in memory reclaim", 7, True, short="RECLM", waits_for="reclaim"),
     DelayClass("thrashing", "thrashing", "on thrashing (refaults of recently evicted pages)", 9,
-               True, short="THRASH"),
-    DelayClass("compact", "compaction", "in memory compaction", 11, True, short="COMPCT"),
+               True, short="THRASH", waits_for="thrashing"),
+    DelayClass("compact", "compaction", "in memory compaction", 11, True, short="COMPCT", waits_for="compaction"),
     DelayClass("wpcopy", "write-protect copy", "on write-protect copy (copy-on-write faults)", 13,
-               True, short="WPCOPY"),
-    DelayClass("irq", "IRQ/softirq", "in IRQ/softirq handling", 14, True, short="IRQ"),
+               True, short="WPCOPY", waits_for="write_protect_copy"),
+    DelayClass("irq", "IRQ/softirq", "in IRQ/softirq handling", 14, True, short="IRQ", waits_for="irq"),
 )
 DELAY_CLASS_BY_NAME: Dict[str, DelayClass] = {c.name: c for c in DELAY_CLASSES}
 

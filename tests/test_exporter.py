@@ -8,6 +8,7 @@ exporter's collector.
 from __future__ import annotations
 
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -20,24 +21,28 @@ from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from taskstats_fast import __version__  # noqa: E402
 from taskstats_fast.accounting.interval import (BORN, DELAY_CLASSES, EXITED, PSI_DTYPE,  # noqa: E402
                                                 Interval, Pressure)
 from taskstats_fast.errors import ListenError  # noqa: E402
-from taskstats_fast.live.exporter import (OPENMETRICS_FORMAT, OTHER, TEXT_FORMAT, ListenerCounters,  # noqa: E402
+from taskstats_fast.live.exporter import (OPENMETRICS_FORMAT, OTHER, TEXT_FORMAT, Grouping, ListenerCounters,  # noqa: E402
                                           PrometheusExporter, negotiate)
+from taskstats_fast.live.cgroup_labels import LABEL_NAMES  # noqa: E402
 from taskstats_fast.live.server import MetricsServer, parse_listen  # noqa: E402
+from taskstats_fast.layout import DELAY_CLASS_BY_NAME  # noqa: E402
 
 CGROUPS = {100: "/", 101: "/system.slice", 102: "/user.slice/user-0.slice", 103: "/system.slice"}
 
 
-def parse(body: bytes):
-    """{sample name: {frozenset(labels): value}} and {family name: type}."""
+def parse(body: bytes, derived: bool = False):
+    """{sample name: {frozenset(labels): value}} and {family name: type}; the labels derived from
+    a cgroup path (unit, container_id, pod_uid) are left out unless ``derived``."""
     samples: dict = defaultdict(dict)
     types = {}
     for fam in text_string_to_metric_families(body.decode()):
         types[fam.name] = fam.type
         for s in fam.samples:
-            key = frozenset(s.labels.items())
+            key = frozenset((k, v) for k, v in s.labels.items() if derived or k not in LABEL_NAMES)
             assert key not in samples[s.name], f"duplicate series {s.name}{s.labels}"
             samples[s.name][key] = s.value
     return samples, types
@@ -70,7 +75,8 @@ def random_interval(rng, n=300, comms=("sh", "ls", "make", "cc1", "python3"), in
 
 
 def expected_by(intervals, key):
-    """Oracle: per group, the plain Python sums of the rows (seconds in base units)."""
+    """Oracle: per group, the plain Python sums of the rows (seconds in base units); cgroup "/"
+    is every row."""
     out: dict = defaultdict(lambda: defaultdict(float))
     for iv in intervals:
         for row in iv.tasks:
@@ -78,17 +84,21 @@ def expected_by(intervals, key):
                 group = iv.cgroups.get(int(row["cgroup_id"]), "unknown")
             else:
                 group = row["ac_comm"].decode()
-            sums = out[group]
-            sums["usage"] += int(row["cpu_ns"]) / 1e9
-            sums["user"] += int(row["ac_utime"]) / 1e6
-            sums["system"] += int(row["ac_stime"]) / 1e6
-            sums["read"] += int(row["read_bytes"])
-            sums["write"] += int(row["write_bytes"])
-            sums["exits"] += bool(row["state"] & EXITED)
-            for c in DELAY_CLASSES:
-                sums[f"{c}_count"] += int(row[f"{c}_count"])
-                sums[f"{c}_seconds"] += int(row[f"{c}_delay_total"]) / 1e9
+            for sums in ([out[group], out["/"]] if key == "cgroup" and group != "/" else [out[group]]):
+                _add_row(sums, row)
     return out
+
+
+def _add_row(sums, row):
+    sums["usage"] += int(row["cpu_ns"]) / 1e9
+    sums["user"] += int(row["ac_utime"]) / 1e6
+    sums["system"] += int(row["ac_stime"]) / 1e6
+    sums["read"] += int(row["read_bytes"])
+    sums["write"] += int(row["write_bytes"])
+    sums["exits"] += bool(row["state"] & EXITED)
+    for c in DELAY_CLASSES:
+        sums[f"{c}_count"] += int(row[f"{c}_count"])
+        sums[f"{c}_seconds"] += int(row[f"{c}_delay_total"]) / 1e9
 
 
 def check_group_counters(samples, intervals, key):
@@ -97,14 +107,16 @@ def check_group_counters(samples, intervals, key):
     for group, sums in expected.items():
         g = (key, group)
         assert samples[prefix + "cpu_usage_seconds_total"][frozenset({g})] == pytest.approx(sums["usage"])
-        assert samples[prefix + "cpu_user_seconds_total"][frozenset({g})] == pytest.approx(sums["user"])
-        assert samples[prefix + "cpu_system_seconds_total"][frozenset({g})] == pytest.approx(sums["system"])
+        assert samples[prefix + "cpu_seconds_total"][frozenset({g, ("mode", "user")})] == pytest.approx(sums["user"])
+        assert samples[prefix + "cpu_seconds_total"][frozenset({g, ("mode", "system")})] == \
+            pytest.approx(sums["system"])
         assert samples[prefix + "read_bytes_total"][frozenset({g})] == sums["read"]
         assert samples[prefix + "write_bytes_total"][frozenset({g})] == sums["write"]
         assert samples[prefix + "task_exits_total"][frozenset({g})] == sums["exits"]
         for c in DELAY_CLASSES:
-            assert samples[prefix + "delays_total"][frozenset({g, ("class", c)})] == sums[f"{c}_count"]
-            assert samples[prefix + "delay_seconds_total"][frozenset({g, ("class", c)})] == \
+            label = ("class", DELAY_CLASS_BY_NAME[c].waits_for)
+            assert samples[prefix + "delays_total"][frozenset({g, label})] == sums[f"{c}_count"]
+            assert samples[prefix + "delay_seconds_total"][frozenset({g, label})] == \
                 pytest.approx(sums[f"{c}_seconds"])
 
 
@@ -130,24 +142,33 @@ def test_names_types_and_units():
     assert content_type == TEXT_FORMAT.content_type
     samples, types = parse(body)
     for family, typ in types.items():
-        assert family.startswith("taskstats_"), family
         if typ == "counter":    # node_exporter's naming: base units, _total; the unit in the name
-            assert any(family.endswith(unit) for unit in ("_seconds", "_bytes", "_exits", "_delays", "_intervals",
-                                                          "_tasks", "_messages", "_overruns")), family
+            assert family.startswith("process_") or \
+                any(family.endswith(unit) for unit in ("_seconds", "_bytes", "_exits", "_delays", "_intervals",
+                                                       "_tasks", "_messages", "_overruns", "_series")), family
+        else:
+            assert family.startswith(("taskstats_", "process_")), family
     for grouping in ("cgroup", "command"):
-        for name in ("cpu_usage_seconds", "cpu_user_seconds", "cpu_system_seconds", "delay_seconds", "delays",
-                     "read_bytes", "write_bytes", "task_exits",
-                     "folded_tasks"):
+        for name in ("cpu_usage_seconds", "cpu_seconds", "delay_seconds", "delays",
+                     "read_bytes", "write_bytes", "task_exits", "folded_tasks", "forgotten_series"):
             assert types[f"taskstats_{grouping}_{name}"] == "counter"
-        assert types[f"taskstats_{grouping}_folded_names"] == "gauge"
+        for name in ("folded_names", "threads", "processes", "resident_memory_peak_bytes"):
+            assert types[f"taskstats_{grouping}_{name}"] == "gauge"
     delay_classes = {dict(k)["class"] for k in samples["taskstats_cgroup_delay_seconds_total"]}
-    assert delay_classes == set(DELAY_CLASSES)
+    assert delay_classes == {"runqueue", "block_io", "swap_in", "reclaim", "thrashing", "compaction",
+                             "write_protect_copy", "irq"}
+    assert {dict(k)["mode"] for k in samples["taskstats_command_cpu_seconds_total"]} == {"user", "system"}
+    (build,) = samples["taskstats_build_info"]
+    assert dict(build)["version"] == __version__ and samples["taskstats_build_info"][build] == 1
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                 "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+        assert samples[name][frozenset()] > 0, name
+    assert time.time() - 3600 < samples["process_start_time_seconds"][frozenset()] <= time.time()
     assert samples["taskstats_listener_lost_messages_total"][frozenset()] == 3
     assert samples["taskstats_listener_dropped_messages_total"][frozenset()] == 2
     assert samples["taskstats_listener_overruns_total"][frozenset()] == 1
     assert samples["taskstats_delay_accounting_enabled"][frozenset()] == 1
     assert types["taskstats_exporter_scrape_duration_seconds"] == "summary"
-    assert samples["taskstats_exporter_cpu_seconds_total"][frozenset()] > 0
     assert samples["taskstats_exporter_interval_processing_seconds_count"][frozenset()] == 1
 
 
@@ -158,9 +179,10 @@ def test_one_second_of_cpu_is_one():
                                                    "cpu_delay_total": [10**9], "cgroup_id": [7]},
                                         cgroups={7: "/burn"}))
     samples = scrape(exporter)
-    assert samples["taskstats_command_cpu_user_seconds_total"][frozenset({("command", "burn")})] == 1.0
+    assert samples["taskstats_command_cpu_seconds_total"][frozenset({("command", "burn"), ("mode", "user")})] == 1.0
     assert samples["taskstats_command_cpu_usage_seconds_total"][frozenset({("command", "burn")})] == 1.0
-    assert samples["taskstats_cgroup_delay_seconds_total"][frozenset({("cgroup", "/burn"), ("class", "cpu")})] == 1.0
+    assert samples["taskstats_cgroup_delay_seconds_total"][frozenset({("cgroup", "/burn"),
+                                                                      ("class", "runqueue")})] == 1.0
 
 
 def test_counters_never_go_down_between_scrapes():
@@ -171,7 +193,7 @@ def test_counters_never_go_down_between_scrapes():
         exporter.write(random_interval(rng, comms=[f"c{j}" for j in range(2 + i)], index=i))
         samples = scrape(exporter)
         for name, series in samples.items():
-            if not name.endswith("_total") or name == "taskstats_exporter_cpu_seconds_total":
+            if not name.endswith("_total") or name == "process_cpu_seconds_total":
                 continue
             for labels, value in series.items():
                 assert value >= previous.get((name, labels), 0), (name, dict(labels))
@@ -196,8 +218,9 @@ def test_series_past_the_cap_fold_into_other():
     folded = set(expected) - own
     assert len(folded) == len(comms) - 4
     assert exits[frozenset({("command", OTHER)})] == sum(expected[c]["exits"] for c in folded)
-    user = samples["taskstats_command_cpu_user_seconds_total"]
-    assert user[frozenset({("command", OTHER)})] == pytest.approx(sum(expected[c]["user"] for c in folded))
+    user = samples["taskstats_command_cpu_seconds_total"]
+    assert user[frozenset({("command", OTHER), ("mode", "user")})] == \
+        pytest.approx(sum(expected[c]["user"] for c in folded))
     folded_rows = sum(int(np.count_nonzero(np.isin(iv.tasks["ac_comm"], [c.encode() for c in folded])))
                       for iv in intervals)
     assert samples["taskstats_command_folded_tasks_total"][frozenset()] == folded_rows
@@ -215,8 +238,11 @@ def test_cgroup_cap_folds_and_unknown_cgroups_are_labelled():
         exporter.write(iv)
     samples = scrape(exporter)
     exits = samples["taskstats_cgroup_task_exits_total"]
-    assert len(exits) == 2
-    assert sum(exits.values()) == sum(iv.exits for iv in intervals)
+    assert len(exits) == 3       # other, / and the one series the cap allows
+    assert exits[frozenset({("cgroup", "/")})] == sum(iv.exits for iv in intervals)
+    assert sum(v for k, v in exits.items() if ("cgroup", "/") not in k) == \
+        sum(iv.exits for iv in intervals) - sum(int(np.count_nonzero(((iv.tasks["state"] & EXITED) != 0) & (
+            iv.tasks["cgroup_id"] == 100))) for iv in intervals)   # the root's own tasks are in "/" alone
     exporter = PrometheusExporter()
     exporter.write(intervals[0])
     shown = {dict(k)["cgroup"] for k in scrape(exporter)["taskstats_cgroup_task_exits_total"]}
@@ -242,7 +268,8 @@ def test_pressure_system_and_per_cgroup():
     for iv in intervals:
         exporter.write(iv)
     samples = scrape(exporter)
-    system = samples["taskstats_pressure_stall_seconds_total"]
+    system = {k - {("cgroup", "/")}: v for k, v in samples["taskstats_cgroup_pressure_stall_seconds_total"].items()
+              if ("cgroup", "/") in k}     # the root cgroup's pressure is the system's
     assert {dict(k)["resource"] for k in system} == {"cpu", "io", "memory"}   # no irq: not reported
     assert system[frozenset({("resource", "io"), ("kind", "full")})] == \
         pytest.approx(sum(int(iv.psi.system["io_full_us"]) for iv in intervals) / 1e6)
@@ -252,6 +279,8 @@ def test_pressure_system_and_per_cgroup():
         for row in iv.psi.cgroups:
             by_path[CGROUPS[int(row["cgroup_id"])]] += int(row["memory_some_us"])
     for path, total in by_path.items():
+        if path == "/":
+            continue
         key = frozenset({("cgroup", path), ("resource", "memory"), ("kind", "some")})
         assert per_cgroup[key] == pytest.approx(total / 1e6)
 
@@ -265,7 +294,8 @@ def test_the_collector_says_what_the_fast_exposition_says():
     registry.register(exporter)
     ours = scrape(exporter)
     theirs = parse(generate_latest(registry))[0]
-    volatile = {"taskstats_exporter_cpu_seconds_total", "taskstats_exporter_scrape_duration_seconds_count",
+    volatile = {"process_cpu_seconds_total", "process_open_fds", "process_resident_memory_bytes",
+                "process_virtual_memory_bytes", "taskstats_exporter_scrape_duration_seconds_count",
                 "taskstats_exporter_scrape_duration_seconds_sum"}
     assert set(ours) == set(theirs)
     for name in set(ours) - volatile:
@@ -341,7 +371,7 @@ def test_parse_listen():
 
 
 def test_folded_names_are_remembered_up_to_a_bound(monkeypatch):
-    from taskstats_fast.live import exporter as module
+    from taskstats_fast.live import series as module
     monkeypatch.setattr(module, "FOLDED_NAMES_REMEMBERED", 5)
     exporter = PrometheusExporter(max_commands=1)
     comms = [f"c{i}".encode() for i in range(20)]
@@ -364,3 +394,159 @@ def test_the_exporter_is_a_sink():
     assert exporter.stats() == SinkStats(written=50)
     assert exporter.counts().intervals == 1
     exporter.close()
+
+
+def _churn_interval(i, *, steady=("steady",), cgroup_lives=3):
+    """Interval i (1 s long) of a churn: a steady command in a steady cgroup, plus one unique
+    command run in a unique cgroup that exists for ``cgroup_lives`` intervals."""
+    cgroups = {10: "/steady.slice"}
+    cgroups.update({1000 + j: f"/churn.slice/job-{j}.scope" for j in range(max(0, i - cgroup_lives + 1), i + 1)})
+    comms = [c.encode() for c in steady] + [f"once-{i}".encode()]
+    return Interval.from_arrays(i * 10**9, (i + 1) * 10**9, {
+        "ac_comm": comms, "ac_pid": [1, 1000 + i], "ac_tgid": [1, 1000 + i],
+        "state": [0, BORN | EXITED], "cgroup_id": [10, 1000 + i], "cpu_ns": [10**6, 10**6]}, cgroups=cgroups)
+
+
+def _exposed(exporter) -> int:
+    return sum(1 for line in exporter.exposition()[0].splitlines() if not line.startswith(b"#"))
+
+
+def test_a_churn_of_commands_and_cgroups_returns_to_the_baseline_of_series():
+    exporter = PrometheusExporter(forget_after=5)
+
+    def steady(i):
+        exporter.write(Interval.from_arrays(i * 10**9, (i + 1) * 10**9, {"ac_comm": [b"steady"], "cgroup_id": [10]},
+                                            cgroups={10: "/steady.slice"}))
+
+    steady(0)
+    steady(1)
+    baseline = _exposed(exporter)
+    churn = 200
+    for i in range(2, 2 + churn):
+        exporter.write(_churn_interval(i))
+    during = _exposed(exporter)
+    for i in range(2 + churn, 2 + churn + 6):      # the steady task alone, past forget_after
+        steady(i)
+    after = scrape(exporter)
+    assert _exposed(exporter) == baseline < during
+    # bounded during the churn too: forget_after (5 s) of commands, and cgroups while they exist
+    assert set(dict(k)["command"] for k in after["taskstats_command_task_exits_total"]) == {OTHER, "steady"}
+    assert set(dict(k)["cgroup"] for k in after["taskstats_cgroup_task_exits_total"]) == \
+        {OTHER, "/", "/steady.slice"}
+    # nothing was folded (the caps were never reached) and the host total stays exact
+    assert after["taskstats_command_folded_tasks_total"][frozenset()] == 0
+    assert after["taskstats_cgroup_task_exits_total"][frozenset({("cgroup", "/")})] == churn
+    assert after["taskstats_command_forgotten_series_total"][frozenset()] == churn
+    assert after["taskstats_cgroup_forgotten_series_total"][frozenset()] == churn
+    assert exporter.counts().series == baseline
+
+
+def test_a_removed_cgroup_leaves_at_once_and_a_returning_group_starts_from_zero():
+    exporter = PrometheusExporter(forget_after=600)
+    exporter.write(_churn_interval(0, cgroup_lives=1))
+    exits = scrape(exporter)["taskstats_cgroup_task_exits_total"]
+    assert exits[frozenset({("cgroup", "/churn.slice/job-0.scope")})] == 1
+    exporter.write(_churn_interval(1, cgroup_lives=1))        # job-0's cgroup is gone from the looks
+    samples = scrape(exporter)
+    assert frozenset({("cgroup", "/churn.slice/job-0.scope")}) not in samples["taskstats_cgroup_task_exits_total"]
+    assert frozenset({("command", "once-0")}) in samples["taskstats_command_task_exits_total"]   # 600 s not up
+    # a command forgotten and seen again: its counter restarts from 0 (a reset rate() handles)
+    exporter = PrometheusExporter(forget_after=2)
+    for i in (0, 1):
+        exporter.write(Interval.from_arrays(i * 10**9, (i + 1) * 10**9, {"ac_comm": [b"back"], "state": [EXITED]}))
+    assert scrape(exporter)["taskstats_command_task_exits_total"][frozenset({("command", "back")})] == 2
+    exporter.write(Interval.from_arrays(5 * 10**9, 6 * 10**9, {"ac_comm": [b"x"], "state": [0]}))
+    assert frozenset({("command", "back")}) not in scrape(exporter)["taskstats_command_task_exits_total"]
+    exporter.write(Interval.from_arrays(6 * 10**9, 7 * 10**9, {"ac_comm": [b"back"], "state": [EXITED]}))
+    assert scrape(exporter)["taskstats_command_task_exits_total"][frozenset({("command", "back")})] == 1
+
+
+def test_forgetting_frees_slots_under_the_cap_and_the_fold_stays_exact():
+    exporter = PrometheusExporter(max_commands=2, forget_after=3)
+    total = 0
+    for i in range(30):
+        comms = [f"a{i}".encode(), f"b{i}".encode(), f"c{i}".encode()]   # 3 new names, room for 2
+        exporter.write(Interval.from_arrays(i * 10**9, (i + 1) * 10**9, {"ac_comm": comms, "state": [EXITED] * 3}))
+        total += 3
+        exits = scrape(exporter)["taskstats_command_task_exits_total"]
+        assert len(exits) <= 3
+        assert sum(exits.values()) <= total
+    samples = scrape(exporter)
+    # a slot comes free 3 s after its name was last seen, so every 4th interval's names get
+    # series (a0, a4, ... a28) and the rest fold
+    assert frozenset({("command", "a28")}) in samples["taskstats_command_task_exits_total"]
+    assert samples["taskstats_command_forgotten_series_total"][frozenset()] == 2 * 7
+    assert samples["taskstats_command_folded_tasks_total"][frozenset()] == 90 - 2 * 8
+    assert samples["taskstats_command_task_exits_total"][frozenset({("command", OTHER)})] == \
+        samples["taskstats_command_folded_tasks_total"][frozenset()]
+
+
+def test_gauges_are_the_live_tasks_at_the_interval_end():
+    exporter = PrometheusExporter()
+    # two processes of "web" (one with 2 threads), one exited thread, and a "db" process, in 2 cgroups
+    exporter.write(Interval.from_arrays(0, 10**9, {
+        "ac_comm": [b"web", b"web", b"web", b"web", b"db"], "ac_pid": [10, 11, 20, 21, 30],
+        "ac_tgid": [10, 10, 20, 20, 30], "state": [0, 0, 0, EXITED, 0],
+        "hiwater_rss": [1000, 1000, 3000, 3000, 500], "cgroup_id": [1, 1, 1, 1, 2]},
+        cgroups={1: "/system.slice/web.service", 2: "/system.slice/db.service"}))
+    samples = scrape(exporter)
+    web = frozenset({("command", "web")})
+    assert samples["taskstats_command_threads"][web] == 3
+    assert samples["taskstats_command_processes"][web] == 2
+    assert samples["taskstats_command_resident_memory_peak_bytes"][web] == 4000 * 1024
+    root = frozenset({("cgroup", "/")})
+    assert samples["taskstats_cgroup_threads"][root] == 4
+    assert samples["taskstats_cgroup_processes"][root] == 3
+    assert samples["taskstats_cgroup_resident_memory_peak_bytes"][root] == 4500 * 1024
+    labelled = parse(exporter.exposition()[0], derived=True)[0]["taskstats_cgroup_processes"]
+    assert labelled[frozenset({("cgroup", "/system.slice/db.service"), ("unit", "db.service")})] == 1
+    # the next interval has no live web task: its gauges drop to 0 (the series stays until forgotten)
+    exporter.write(Interval.from_arrays(10**9, 2 * 10**9, {"ac_comm": [b"db"], "ac_pid": [30], "ac_tgid": [30],
+                                                           "cgroup_id": [2]},
+                                        cgroups={1: "/system.slice/web.service", 2: "/system.slice/db.service"}))
+    samples = scrape(exporter)
+    assert samples["taskstats_command_threads"][web] == 0
+    assert samples["taskstats_command_processes"][frozenset({("command", "db")})] == 1
+
+
+def _readme_metric_table():
+    """{metric name with GROUP: (type, label names, has GROUP's labels)} from the README's table."""
+    import pathlib
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## Prometheus exporter"):]
+    table = section[section.index("| metric | type | labels | what |"):]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, typ, labels = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        listed = {label.strip().strip("`") for label in labels.split(",") if label.strip()}
+        rows[name.strip("`")] = (typ, listed - {"GROUP"}, "GROUP" in listed)
+    return rows
+
+
+def test_the_readme_table_lists_every_metric_with_its_type_and_labels():
+    exporter = PrometheusExporter(grouping=Grouping(lambda rows, paths: ["g"] * len(rows)),
+                                  listener_counters=lambda: ListenerCounters(0, 0, 0))
+    exporter.write(random_interval(np.random.default_rng(12)))
+    samples, types = parse(exporter.exposition()[0], derived=True)
+    group_labels = {"cgroup": {"cgroup", *LABEL_NAMES}, "command": {"command"}, "group": {"groupname"}}
+    expected = {}
+    for name, (typ, extra, grouped) in _readme_metric_table().items():
+        for grouping in (group_labels if "GROUP" in name else
+                         [g for g in group_labels if name.startswith(f"taskstats_{g}_")] or [None]):
+            family = name.replace("GROUP", grouping or "")
+            family = family[:-len("_total")] if typ == "counter" else family
+            expected[family] = (typ, extra | (group_labels[grouping] if grouped else set()))
+    assert set(expected) == set(types)
+    for family, (typ, labels) in expected.items():
+        assert types[family] == typ, family
+        shown = set()
+        for sample_name, series in samples.items():
+            if sample_name == family or sample_name in (family + "_total", family + "_count", family + "_sum"):
+                for key in series:
+                    shown |= {k for k, _ in key}
+        if "cgroup" in labels:   # the path's own labels appear where a path has them
+            assert "cgroup" in shown and shown <= labels, (family, shown, labels)
+        else:
+            assert shown == labels, (family, shown, labels)

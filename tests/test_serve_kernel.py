@@ -9,6 +9,7 @@ exact whatever else exits on the machine meanwhile.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from test_privileges_kernel import GROUP, USER, _env, _nobody, _status_fields, p
 import taskstats_fast as tsf
 from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import EXITED
+from taskstats_fast.live.cgroup_labels import LABEL_NAMES
 from taskstats_fast.live.exporter import PrometheusExporter
 from taskstats_fast.live.server import MetricsServer
 from taskstats_fast.live.service import MetricsService
@@ -39,7 +41,8 @@ def _samples(url: str) -> dict:
     out: dict = {}
     for fam in prometheus_parser.text_string_to_metric_families(text):
         for s in fam.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
+            # the labels derived from the cgroup path (unit, ...) are tested in test_cgroup_labels.py
+            out[(s.name, frozenset((k, v) for k, v in s.labels.items() if k not in LABEL_NAMES))] = s.value
     return out
 
 
@@ -130,6 +133,8 @@ def test_sigterm_stops_serve_cleanly_within_an_interval():
             proc.wait()
     assert proc.returncode == 0, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err, err
+    # the stop message counts the series /metrics shows (every sample line), not the groups
+    assert re.search(r"\b([\d,]+) series", err).group(1).replace(",", "") == str(len(samples)), err
     assert took < 10, f"SIGTERM took {took:.1f} s: it waited for the interval to end"
     assert out == ""
 
@@ -175,9 +180,9 @@ def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  
         return samples[(name, frozenset({("cgroup", path), *labels.items()}))]
 
     assert counter("taskstats_cgroup_cpu_usage_seconds_total") == pytest.approx(rows["cpu_ns"].sum() / 1e9)
-    assert counter("taskstats_cgroup_cpu_user_seconds_total") == pytest.approx(rows["ac_utime"].sum() / 1e6)
-    assert counter("taskstats_cgroup_cpu_system_seconds_total") == pytest.approx(rows["ac_stime"].sum() / 1e6)
-    assert counter("taskstats_cgroup_delays_total", **{"class": "cpu"}) == rows["cpu_count"].sum()
+    assert counter("taskstats_cgroup_cpu_seconds_total", mode="user") == pytest.approx(rows["ac_utime"].sum() / 1e6)
+    assert counter("taskstats_cgroup_cpu_seconds_total", mode="system") == pytest.approx(rows["ac_stime"].sum() / 1e6)
+    assert counter("taskstats_cgroup_delays_total", **{"class": "runqueue"}) == rows["cpu_count"].sum()
     assert counter("taskstats_cgroup_task_exits_total") == np.count_nonzero(rows["state"] & EXITED)
     children = {int(x) for x in log.read_text().split()}
     assert counter("taskstats_cgroup_task_exits_total") >= len(children) > 50

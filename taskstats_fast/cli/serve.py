@@ -28,7 +28,7 @@ def _listen_address(text: str) -> Tuple[str, int]:
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..live.exporter import DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, OTHER
+    from ..live.exporter import DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, OTHER
     from ..live.server import DEFAULT_LISTEN
     from ..live.service import DEFAULT_INTERVAL
     p = add_command(
@@ -52,6 +52,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-cgroups", type=non_negative_int, default=DEFAULT_MAX_CGROUPS, metavar="N",
                    help=f"series for at most N cgroups, first come; later ones are counted in "
                         f"cgroup=\"{OTHER}\" (default: %(default)s)")
+    p.add_argument("--forget-after", type=positive_float, default=DEFAULT_FORGET_AFTER, metavar="SECS",
+                   help="a command or group with no task for SECS seconds leaves /metrics (a removed cgroup "
+                        "leaves at once), freeing its slot; if it comes back its counters start again "
+                        "from 0, a reset Prometheus's rate() handles (default: %(default)g)")
     add_privilege_options(p)
     p.set_defaults(run=run)
 
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     check_privilege_options(args)
     host, port = args.listen
     service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
-                             max_cgroups=args.max_cgroups)
+                             max_cgroups=args.max_cgroups, forget_after=args.forget_after)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped_by = "the accounting closing"
     try:
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    stats = service.exporter.counts()
+    stats = service.last_counts or service.exporter.counts()
     say(f"stopped by {stopped_by}: {stats.intervals:,} intervals, {stats.rows:,} task rows, "
         f"{stats.series:,} series, {stats.scrapes:,} scrapes served"
         + (f"; {stats.lost:,} exit messages lost" if stats.lost else ""))

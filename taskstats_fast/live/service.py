@@ -17,9 +17,10 @@ keeping CAP_NET_ADMIN: the kernel checks it at every TASKSTATS query of the live
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Optional, Union
 
-from .exporter import DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, PrometheusExporter
+from .exporter import (DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS,
+                       ExporterCounts, Grouping, PrometheusExporter)
 from .server import MetricsServer
 
 __all__ = ["MetricsService", "DEFAULT_INTERVAL"]
@@ -32,13 +33,15 @@ DEFAULT_INTERVAL = 5.0
 class MetricsService:
     """Serve per-cgroup and per-command counters of every task at ``http://host:port/metrics``.
 
-    ``listener_options`` go to ``ExitListener`` (cpus, shards, rcvbuf).  Use as a context
+    ``max_*``, ``forget_after`` and ``grouping`` go to ``PrometheusExporter``;
+    ``listener_options`` to ``ExitListener`` (cpus, shards, rcvbuf).  Use as a context
     manager, or call ``open()`` / ``run(stop)`` / ``close()``.
     """
 
     def __init__(self, host: str, port: int, *, interval: float = DEFAULT_INTERVAL,
                  max_commands: int = DEFAULT_MAX_COMMANDS, max_cgroups: int = DEFAULT_MAX_CGROUPS,
-                 **listener_options: Any):
+                 max_groups: int = DEFAULT_MAX_GROUPS, forget_after: float = DEFAULT_FORGET_AFTER,
+                 grouping: Optional[Grouping] = None, **listener_options: Any):
         if not interval > 0:
             raise ValueError(f"the interval is in seconds and must be positive, not {interval!r}")
         self.interval = float(interval)
@@ -46,7 +49,9 @@ class MetricsService:
         self._listener: Any = None
         self._connection: Any = None
         self._accounting: Any = None
+        self.last_counts: Optional[ExporterCounts] = None
         self.exporter = PrometheusExporter(max_commands=max_commands, max_cgroups=max_cgroups,
+                                           max_groups=max_groups, forget_after=forget_after, grouping=grouping,
                                            listener_counters=self._listener_counters)
         self.server = MetricsServer(self.exporter, host, port)   # binds now: see the module docstring
 
@@ -90,7 +95,10 @@ class MetricsService:
         return count
 
     def close(self) -> None:
-        """Stop answering, deregister the listener, close the sockets (idempotent)."""
+        """Stop answering, deregister the listener, close the sockets (idempotent).  ``last_counts``
+        keeps the exporter's counts as the last scrape could see them, listener included."""
+        if self._listener is not None or self.last_counts is None:
+            self.last_counts = self.exporter.counts()
         self.server.close()
         if self._accounting is not None:
             self._accounting.close()
