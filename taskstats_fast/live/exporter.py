@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator, List, Mapping, NamedTuple, Optional,
 
 import numpy as np
 
-from .. import __version__, layout
+from .. import layout
+from .._version import __version__
 from ..accounting import interval as _interval
 from ..schema import require
 from ..sink import SinkStats
