@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import signal
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from .common import (EXIT_OK, add_command, add_privilege_options, check_privilege_options,
-                     drop_privileges_as_asked, non_negative_int, positive_float, say)
+                     drop_privileges_as_asked, non_negative_int, positive_float, say, UsageError)
 
 __all__ = ["add_parser", "run"]
 
@@ -28,7 +28,8 @@ def _listen_address(text: str) -> Tuple[str, int]:
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..live.exporter import DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, OTHER
+    from ..live.exporter import (DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS,
+                                 OTHER)
     from ..live.server import DEFAULT_LISTEN
     from ..live.service import DEFAULT_INTERVAL
     p = add_command(
@@ -52,12 +53,29 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--max-cgroups", type=non_negative_int, default=DEFAULT_MAX_CGROUPS, metavar="N",
                    help=f"series for at most N cgroups, first come; later ones are counted in "
                         f"cgroup=\"{OTHER}\" (default: %(default)s)")
+    p.add_argument("--config", metavar="FILE",
+                   help="group processes as process-exporter's config file does (process_names: name "
+                        "templates, comm/exe/cmdline matchers, first match wins; plus cgroup path regexes): "
+                        "taskstats_group_*{groupname=...}; needs pip install 'taskstats_fast[serve]'")
+    p.add_argument("--max-groups", type=non_negative_int, default=DEFAULT_MAX_GROUPS, metavar="N",
+                   help=f"series for at most N configured groups; later ones are counted in "
+                        f"groupname=\"{OTHER}\" (default: %(default)s)")
     p.add_argument("--forget-after", type=positive_float, default=DEFAULT_FORGET_AFTER, metavar="SECS",
                    help="a command or group with no task for SECS seconds leaves /metrics (a removed cgroup "
                         "leaves at once), freeing its slot; if it comes back its counters start again "
                         "from 0, a reset Prometheus's rate() handles (default: %(default)g)")
     add_privilege_options(p)
     p.set_defaults(run=run)
+
+
+def _grouping(path: Optional[str]) -> Any:
+    if path is None:
+        return None
+    from ..live.grouping import GroupConfigError, load_group_config
+    try:
+        return load_group_config(path)
+    except GroupConfigError as e:
+        raise UsageError(f"--config {path}: {e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
         raise _Stopped(signal.Signals(signum).name)
 
     check_privilege_options(args)
+    grouping = _grouping(args.config)     # a bad --config stops here, before anything opens
     host, port = args.listen
     service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
-                             max_cgroups=args.max_cgroups, forget_after=args.forget_after)
+                             max_cgroups=args.max_cgroups, max_groups=args.max_groups,
+                             forget_after=args.forget_after, grouping=grouping)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped_by = "the accounting closing"
     try:

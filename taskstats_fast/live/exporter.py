@@ -137,7 +137,7 @@ class Grouping(NamedTuple):
     """A grouping of processes by a rule set (``grouping.GroupConfig`` makes one):
     ``names(rows, cgroup_paths)`` gives each process row's group name (rows carry ``ac_tgid``,
     ``ac_comm``, ``ac_uid``, ``cgroup_id``); the series are ``taskstats_<family>_*{<label>=...}``."""
-    names: Callable[[np.ndarray, Mapping[int, str]], List[str]]
+    names: Callable[[np.ndarray, Mapping[int, str]], List[Optional[str]]]
     family: str = "group"
     label: str = "groupname"
 
@@ -146,7 +146,7 @@ class _Grouped:
     """One grouping's series with its counters and gauges, and how rows are named."""
 
     def __init__(self, series: SeriesTable, key: str, key_field: str, columns: Sequence[str],
-                 names: Callable[[np.ndarray, Mapping[int, str]], List[str]], total: Optional[str] = None):
+                 names: Callable[[np.ndarray, Mapping[int, str]], List[Any]], total: Optional[str] = None):
         self.series = series
         self.key = key                  # group_rows' key
         self.key_field = key_field      # the row field that key groups by
@@ -156,7 +156,9 @@ class _Grouped:
         self.total = total              # a pinned series that every row is also added to
         self.folded_tasks = 0
 
-    def _rows(self, names: List[str], now_ns: int) -> np.ndarray:
+    def _rows(self, names: List[Any], now_ns: int) -> np.ndarray:
+        """Each name's series row; -1 for a row counted in no series of its own (no group, or
+        the total's own tasks)."""
         rows = self.series.rows_of(names, now_ns)
         if self.total is not None:      # the total's own tasks are counted in the total alone
             rows[[i for i, n in enumerate(names) if n == self.total]] = -1

@@ -15,7 +15,7 @@ row and moved along with it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -132,10 +132,14 @@ class SeriesTable:
         self.last_seen[row] = now_ns
         return row
 
-    def rows_of(self, names: Iterable[str], now_ns: int) -> np.ndarray:
-        """The row of each name (seen at ``now_ns``), giving new groups a series while there is room."""
+    def rows_of(self, names: Iterable[Optional[str]], now_ns: int) -> np.ndarray:
+        """The row of each name (seen at ``now_ns``), giving new groups a series while there is room;
+        -1 for None (a row in no group)."""
         out = []
         for name in names:
+            if name is None:
+                out.append(-1)
+                continue
             row = self._row.get(name)
             if row is None:
                 if len(self.names) - self._kept < self.cap:
@@ -146,7 +150,7 @@ class SeriesTable:
                         self._folded.add(name)
             out.append(row)
         rows = np.array(out, dtype=np.intp)
-        self.last_seen[rows] = now_ns
+        self.last_seen[rows[rows >= 0]] = now_ns
         return rows
 
     def forget(self, seen_before_ns: int, gone: Iterable[str] = ()) -> int:
