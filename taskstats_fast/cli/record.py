@@ -66,8 +66,13 @@ def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> Non
                         "files take at most MB megabytes (the file being written counts but is "
                         "never deleted; directories only)")
     p.add_argument("--flush-records", type=positive_int, default=65536, metavar="N",
-                   help="records held in memory before they are written out (a Parquet row "
-                        "group; default: %(default)s)")
+                   help="records held in memory at most before they are written out and "
+                        "fsynced (default: %(default)s)")
+    p.add_argument("--flush-seconds", type=positive_float, default=1.0, metavar="S",
+                   help="write out and fsync what was received at least every S seconds: after "
+                        "a crash, a kill -9 or a power cut at most the last S seconds are lost, "
+                        "and the next record on the same output recovers the rest "
+                        "(default: %(default)g)")
     status = p.add_mutually_exclusive_group()
     status.add_argument("--status", dest="status", action="store_true", default=None,
                         help="print the status line even when stderr is not a terminal "
@@ -156,6 +161,17 @@ class StatusLine:
             self._width = 0
 
 
+def say_recovery(result: Any) -> None:
+    """One line for what recovery found that earlier runs left unfinished (none: nothing)."""
+    if result.recovered:
+        where = [p for p, _ in result.recovered]
+        say(f"recovered {result.records:,} records that an earlier run left unfinished "
+            f"(killed or crashed) into {len(where)} file(s) marked recovered: "
+            + (os.path.commonpath(where) if len(where) > 1 else where[0]))
+    for path, why in result.unreadable:
+        say(f"warning: could not recover {path}: {why}")
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import recording
     from ..kernel import cpumask
@@ -200,10 +216,12 @@ def run(args: argparse.Namespace) -> int:
         recorder = recording.FileSink(args.output, fmt, rotate_bytes=rotate_bytes,
                                       rotate_seconds=rotate_seconds,
                                       flush_records=args.flush_records,
+                                      flush_seconds=args.flush_seconds,
                                       metadata={"source": "exit stream", "cpus": cpus,
                                                 "nr_cpus": len(listener.cpus),
                                                 "sockets": len(listener.shards)},
                                       retention=retention)
+        say_recovery(recorder.recovery)
         # Files are written on another thread: a Parquet row group can take a second to
         # compress, and the sockets must keep being drained meanwhile.
         sink = recording.BackgroundWriter(recorder)
@@ -265,8 +283,10 @@ def _run_intervals(args: argparse.Namespace, fmt: str, **sink_options: Any) -> i
         accounting.open()   # first: without privilege nothing is left on disk
         drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))   # looks keep querying
         sink = recording.FileSink(args.output, fmt, flush_records=args.flush_records,
+                                  flush_seconds=args.flush_seconds,
                                   schema=interval_schema(args.by),
                                   metadata={"interval_seconds": args.interval}, **sink_options)
+        say_recovery(sink.recovery)
         until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
         say(f"recording every {args.interval:g} s what each {args.by} used to {args.output} "
             f"({fmt}), {until}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from . import readers, writers
+from ..errors import NotARecordingError
 from ..schema import require
 
 __all__ = ["Format", "MetadataPlace", "FORMAT", "FORMATS", "EXTENSIONS", "format_of_path",
@@ -46,8 +47,16 @@ class MetadataPlace(enum.Enum):
         directory, name = os.path.split(path)
         for candidate in (os.path.join(directory, "_" + name + ".json"), path + ".json"):
             if os.path.exists(candidate):
-                with open(candidate, encoding="utf-8") as f:
-                    return dict(json.load(f))
+                try:
+                    with open(candidate, encoding="utf-8") as f:
+                        found = json.load(f)
+                except (ValueError, UnicodeDecodeError) as e:
+                    raise NotARecordingError(path, f"its metadata sidecar {candidate} is empty "
+                                             f"or damaged ({e}); delete or restore it") from None
+                if not isinstance(found, dict):
+                    raise NotARecordingError(path, f"its metadata sidecar {candidate} holds no "
+                                             "JSON object; delete or restore it")
+                return found
         return {}
 
 
@@ -64,6 +73,10 @@ class Format:
     #: reads one file back, chunk by chunk: ``reader(path, schema, columns)`` (``readers``)
     reader: Callable[..., Iterator[Any]]
     metadata: MetadataPlace
+    #: reads a file in progress (or left by a crash) up to its last fsync, same arguments
+    partial_reader: Optional[Callable[..., Iterator[Any]]] = None
+    #: the metadata a file in progress opened with ({} where the format keeps none then)
+    partial_metadata: Callable[[str], Dict[str, Any]] = readers.no_partial_metadata
     #: reads the metadata from the file's schema (formats whose metadata is ``SCHEMA``)
     schema_metadata: Optional[Callable[[str], Dict[str, Any]]] = None
 
@@ -78,11 +91,15 @@ class Format:
 
 _ENTRIES = (
     Format("parquet", ".parquet", (".pq",), "arrow", writers.ParquetWriter, readers.read_parquet,
-           MetadataPlace.SCHEMA, readers.parquet_metadata),
+           MetadataPlace.SCHEMA, readers.read_parquet_partial,
+           schema_metadata=readers.parquet_metadata),
     Format("arrow", ".arrow", (".feather", ".ipc"), "arrow", writers.ArrowWriter,
-           readers.read_arrow, MetadataPlace.SCHEMA, readers.arrow_metadata),
-    Format("npy", ".npy", (), None, writers.NpyWriter, readers.read_npy, MetadataPlace.SIDECAR),
-    Format("csv", ".csv", (), "arrow", writers.CsvWriter, readers.read_csv, MetadataPlace.SIDECAR),
+           readers.read_arrow, MetadataPlace.SCHEMA, readers.read_arrow_partial,
+           readers.arrow_partial_metadata, readers.arrow_metadata),
+    Format("npy", ".npy", (), None, writers.NpyWriter, readers.read_npy, MetadataPlace.SIDECAR,
+           readers.read_npy_partial),
+    Format("csv", ".csv", (), "arrow", writers.CsvWriter, readers.read_csv, MetadataPlace.SIDECAR,
+           readers.read_csv_partial),
 )
 
 #: Every format by name.

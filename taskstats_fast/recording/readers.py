@@ -16,6 +16,7 @@ that hangs in pyarrow's exit handler.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
@@ -23,10 +24,13 @@ from numpy.lib import format as npy_format
 
 from ..errors import NotARecordingError
 from ..schema import TableSchema
+from .durable import journal_path
 from .metadata import METADATA_KEY
 
 __all__ = ["read_parquet", "read_arrow", "read_npy", "read_csv", "parquet_metadata",
-           "arrow_metadata", "CHUNK_RECORDS"]
+           "arrow_metadata", "CHUNK_RECORDS", "read_npy_partial", "read_parquet_partial",
+           "read_arrow_partial", "read_csv_partial", "arrow_partial_metadata",
+           "no_partial_metadata"]
 
 #: Records per chunk where a format does not chunk by itself (npy slices, CSV blocks).
 CHUNK_RECORDS = 1 << 16
@@ -119,11 +123,13 @@ def _decode_metadata(path: str, raw: Dict[bytes, bytes]) -> Dict[str, Any]:
 
 
 # ---- npy ------------------------------------------------------------------------------------
-def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
-             ) -> Iterator[np.ndarray]:
+def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None, *,
+             partial: bool = False) -> Iterator[np.ndarray]:
     """Any structured array with the recording's fields: today's DTYPE as it is, older (or
     newer) record dtypes field by field.  The header is parsed here, never by ``np.load``
-    with pickles: an npy file holding anything else is refused, not unpickled."""
+    with pickles: an npy file holding anything else is refused, not unpickled.  ``partial``:
+    a file in progress or left by a crash, read up to the smaller of its header's count and
+    the complete rows its size holds."""
     with open(path, "rb") as f:
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
             raise NotARecordingError(path, "not an npy file (no NUMPY magic bytes)")
@@ -140,6 +146,11 @@ def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
         raise NotARecordingError(path, f"an npy array of {dtype} with shape {shape}, not of "
                                  "taskstats_fast records")
     _check_columns(path, dtype.names, schema, f"its dtype ({len(dtype.names)} fields)")
+    if partial:
+        held = (os.path.getsize(path) - offset) // dtype.itemsize if dtype.itemsize else 0
+        shape = (max(0, min(shape[0], held)),)
+        if not shape[0]:
+            return
     try:
         array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     except ValueError as e:
@@ -148,9 +159,85 @@ def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
         yield schema.records_from_array(np.asarray(array[lo:lo + CHUNK_RECORDS]))
 
 
+def read_npy_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
+                     ) -> Iterator[np.ndarray]:
+    """An npy file in progress (or left by a crash), up to its last complete row."""
+    return read_npy(path, schema, columns, partial=True)
+
+
+def read_parquet_partial(path: str, schema: TableSchema,
+                         columns: Optional[Sequence[str]] = None) -> Iterator[np.ndarray]:
+    """A Parquet file in progress: its journal (npy rows), the Parquet file having no footer
+    yet.  Without a journal (a crash of a version that wrote none) it is damaged."""
+    journal = journal_path(path)
+    if not os.path.exists(journal):
+        raise NotARecordingError(path, "a Parquet file left unfinished without a journal: its "
+                                 "rows cannot be read (delete it)")
+    return read_npy(journal, schema, columns, partial=True)
+
+
+def read_arrow_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
+                       ) -> Iterator[np.ndarray]:
+    """An Arrow IPC file in progress: after its 8 magic bytes it is an IPC stream, read batch
+    by batch up to the last complete one."""
+    import pyarrow as pa
+    try:
+        with pa.memory_map(path) as source:
+            data = source.read_buffer()
+            if data.size < 8 or data.slice(0, 6).to_pybytes() != b"ARROW1":
+                raise NotARecordingError(path, "not an Arrow IPC file in progress (no magic)")
+            reader = pa.ipc.open_stream(data.slice(8))
+            names = reader.schema.names
+            _check_columns(path, names, schema, "its table")
+            wanted = _wanted(names, columns, schema)
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except _arrow_errors():   # the batch the crash cut short
+                    return
+                yield schema.records_from_table(pa.Table.from_batches([batch]).select(wanted))
+    except _arrow_errors() as e:
+        raise NotARecordingError(path, f"not a readable Arrow IPC file in progress ({e})"
+                                 ) from None
+
+
+def arrow_partial_metadata(path: str) -> Dict[str, Any]:
+    """The metadata an Arrow file in progress opened with ({} when unreadable)."""
+    import pyarrow as pa
+    try:
+        with pa.memory_map(path) as source:
+            data = source.read_buffer()
+            raw = pa.ipc.open_stream(data.slice(8)).schema.metadata or {}
+    except _arrow_errors():
+        return {}
+    try:
+        return _decode_metadata(path, raw)
+    except NotARecordingError:
+        return {}
+
+
+def no_partial_metadata(path: str) -> Dict[str, Any]:
+    """Formats whose file in progress keeps no metadata (it goes to a sidecar at the end)."""
+    return {}
+
+
 # ---- CSV ------------------------------------------------------------------------------------
-def read_csv(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
-             ) -> Iterator[np.ndarray]:
+def read_csv_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
+                     ) -> Iterator[np.ndarray]:
+    """A CSV file in progress, up to its last complete line."""
+    import pyarrow as pa
+    with open(path, "rb") as f:
+        data = f.read()
+    end = data.rfind(b"\n")
+    if end < 0:
+        return iter(())
+    return read_csv(path, schema, columns, source=pa.BufferReader(data[:end + 1]))
+
+
+def read_csv(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None, *,
+             source: Any = None) -> Iterator[np.ndarray]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     types = {f.name: (pa.string() if pa.types.is_dictionary(f.type) else f.type)
@@ -164,7 +251,7 @@ def read_csv(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
     _check_columns(path, names, schema, "its header")
     wanted = _wanted(names, columns, schema)
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24,
+        reader = pacsv.open_csv(path if source is None else source, read_options=pacsv.ReadOptions(block_size=1 << 24,
                                                                          use_threads=False),
                                 convert_options=pacsv.ConvertOptions(
                                     column_types={n: t for n, t in types.items() if n in names},

@@ -12,6 +12,7 @@ is what its metadata says; one read takes files of one kind of rows only.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -23,7 +24,8 @@ from .. import schema as _columns
 from .formats import format_of_path, known_extensions
 from .interval_rows import schema_of_metadata
 from .metadata import check_format_version
-from .paths import PathOrPaths, find_files, is_dataset_path
+from .paths import PathOrPaths, _paths, find_files, is_dataset_path
+from .recovery import Leftover, find_leftovers, leftovers_of_file
 
 __all__ = ["find_files", "read_metadata", "Recordings", "DamagedRecordingWarning",
            "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path",
@@ -47,8 +49,10 @@ def read_metadata(path: str) -> Dict[str, Any]:
 class Recordings:
     """The files named by some paths, read one by one into one schema's records.
 
-    ``files``: the data files found; ``metadata``: each readable file's metadata (same order,
-    without the unreadable ones); ``damaged``: ``(path, NotARecordingError)`` for every file that
+    ``files``: the complete data files found; ``leftovers``: files in progress or left by a
+    crash (``recovery``), read after them up to their last fsync (``in_progress`` lists those
+    read); ``metadata``: each readable file's metadata (same order, without the unreadable
+    ones; a leftover's says ``in_progress``); ``damaged``: ``(path, NotARecordingError)`` for every file that
     could not be read, or not to its end (its chunks before the damage are kept).
     ``chunks()`` yields each readable file's records chunk by chunk; ``records()``
     concatenates them.  ``columns`` restricts what is read from disk (table column names; the
@@ -65,30 +69,72 @@ class Recordings:
     damaged: List[Tuple[str, TaskstatsError]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.files = find_files(self.paths)
+        named = _paths(self.paths)
+        # a single file not there yet (its recording in progress, or crashed) reads from its
+        # leftover; directories read their leftovers after the complete files
+        self.leftovers: List[Leftover] = [lo for p in named if not os.path.exists(p)
+                                          for lo in leftovers_of_file(p)]
+        self.files = find_files([p for p in named if os.path.exists(p)
+                                 or not leftovers_of_file(p)])
+        self.leftovers += [lo for p in named if os.path.isdir(p) for lo in find_leftovers(p)]
+        #: the files in progress (or left by a crash) read up to their last fsync
+        self.in_progress: List[str] = []
         self._chosen = self.schema is not None   # given: read every file into it
 
     def chunks(self) -> Iterator[np.ndarray]:
-        self.metadata, self.damaged = [], []
+        self.metadata, self.damaged, self.in_progress = [], [], []
         for path in self.files:
-            fmt = format_of_path(path)
-            assert fmt is not None   # find_files only returns files with a known extension
-            fmt.require("reading")
-            try:
-                meta = fmt.read_metadata(path)
-                check_format_version(path, meta)
-                chunks = fmt.reader(path, self._schema_for(path, meta), self.columns)
-                first = next(chunks, None)   # the header and schema checks happen here
-            except NotARecordingError as e:
-                self.damaged.append((path, e))
-                continue
-            self.metadata.append(meta)
-            try:   # chunk by chunk: a file never has to fit in memory whole
-                if first is not None:
-                    yield first
-                yield from chunks
-            except NotARecordingError as e:   # damaged further in: what came before is kept
-                self.damaged.append((path, e))
+            yield from self._file_chunks(path)
+        for leftover in self.leftovers:
+            yield from self._leftover_chunks(leftover)
+
+    def _file_chunks(self, path: str) -> Iterator[np.ndarray]:
+        fmt = format_of_path(path)
+        assert fmt is not None   # find_files only returns files with a known extension
+        fmt.require("reading")
+        try:
+            meta = fmt.read_metadata(path)
+            check_format_version(path, meta)
+            chunks = fmt.reader(path, self._schema_for(path, meta), self.columns)
+            first = next(chunks, None)   # the header and schema checks happen here
+        except NotARecordingError as e:
+            self.damaged.append((path, e))
+            return
+        self.metadata.append(meta)
+        try:   # chunk by chunk: a file never has to fit in memory whole
+            if first is not None:
+                yield first
+            yield from chunks
+        except NotARecordingError as e:   # damaged further in: what came before is kept
+            self.damaged.append((path, e))
+
+    def _leftover_chunks(self, leftover: Leftover) -> Iterator[np.ndarray]:
+        """A file in progress or left by a crash, up to its last fsync.  One that was
+        published meanwhile is read under its final name."""
+        path = leftover.in_progress
+        if path is None:
+            return   # only a clean-up is left: its rows are in the published file
+        leftover.fmt.require("reading")
+        try:
+            meta = leftover.metadata()
+            chunks = leftover.chunks(self._schema_for(path, meta), self.columns)
+            first = next(chunks, None)
+        except FileNotFoundError:
+            if os.path.exists(leftover.final) and leftover.final not in self.files:
+                yield from self._file_chunks(leftover.final)
+            return
+        except NotARecordingError as e:
+            self.damaged.append((path, e))
+            return
+        self.metadata.append(meta)
+        self.in_progress.append(path)
+        try:
+            if first is not None:
+                yield first
+            yield from chunks
+        except (NotARecordingError, OSError) as e:
+            self.damaged.append((path, e if isinstance(e, NotARecordingError)
+                                 else NotARecordingError(path, str(e))))
 
     def _schema_for(self, path: str, meta: Dict[str, Any]) -> _columns.TableSchema:
         if self._chosen and self.schema is not None:

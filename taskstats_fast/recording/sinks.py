@@ -17,8 +17,13 @@ Spark or pandas::
 
 ``date`` is the UTC day the file was started; a file rotates at UTC midnight, after
 ``rotate_seconds`` and when it reaches ``rotate_bytes``.  A file is written under a hidden name
-(``.part-….inprogress``, which dataset readers skip) and renamed when it is complete, so readers
-never see a half-written file.  A ``path`` with an extension (``exits.parquet``) is one file.
+(``.part-….inprogress``, which dataset readers skip) and renamed when it is complete (``parts``).
+A ``path`` with an extension (``exits.parquet``) is one file, locked against a second writer.
+
+Durability: what ``write`` received is written to the file in progress and fsynced within
+``flush_seconds`` (the crash window), and the file in progress stays readable up to that
+fsync (``Recordings`` reads it; a restart's ``recovery`` publishes it as a ``recovered`` file).
+Finished files, sidecars and deletions follow the fsync rules of ``durable``.
 
 When a write fails (a full disk), the file being written is removed, never published: a
 Parquet file cut short has no footer and cannot be read at all, so nothing in it could be
@@ -31,7 +36,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
 import tempfile
 import time
@@ -46,11 +50,13 @@ from .. import schema as columns
 from ..errors import WriteFailedError
 from ..schema import TableSchema
 from ..sink import CountingSink, Sink, SinkStats
+from .durable import OutputLock
 from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import stats_for, system_metadata, utc
+from .parts import Part
 from .paths import is_dataset_path
+from .recovery import RecoveryResult, recover_leftovers
 from .retention import RetentionPolicy
-from .writers import unlink_quietly
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
            "prepare_output", "check_writable", "CountingSink"]
@@ -92,64 +98,6 @@ def prepare_output(path: str) -> str:
     return directory
 
 
-# ---- one output file ----------------------------------------------------------------------
-class _Part:
-    """One file being written under a hidden temporary name, renamed into place by ``finish``."""
-
-    def __init__(self, path: str, fmt: Format, *, sidecar_path: Optional[str],
-                 schema: TableSchema):
-        self.path = path
-        self.sidecar_path = sidecar_path
-        directory, name = os.path.split(path)
-        self.tmp_path = os.path.join(directory, f".{name}.inprogress")
-        os.makedirs(directory or ".", exist_ok=True)
-        self.stats = stats_for(schema)
-        self.opened_ns = time.time_ns()
-        try:
-            self._writer = fmt.writer(self.tmp_path, schema)
-        except BaseException:   # e.g. no room for the header: leave nothing behind
-            unlink_quietly(self.tmp_path)
-            raise
-
-    @property
-    def bytes_on_disk(self) -> int:
-        try:
-            return os.stat(self.tmp_path).st_size
-        except FileNotFoundError:
-            return 0
-
-    def write(self, records: np.ndarray) -> None:
-        if len(records):
-            self._writer.write(records)
-            self.stats.add(records)
-
-    def finish(self, metadata: Mapping[str, Any]) -> str:
-        """Close the file with ``metadata`` (JSON-able), move it into place, return its path."""
-        self._writer.finish(json.dumps(metadata, sort_keys=True))
-        if self.sidecar_path:
-            _atomic_write(self.sidecar_path, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        os.replace(self.tmp_path, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Close without publishing, and remove what was written."""
-        try:
-            self._writer.abort()
-        finally:
-            unlink_quietly(self.tmp_path)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.inprogress")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-
-
 def _write_error(error: BaseException) -> Tuple[int, str]:
     """(errno, text) of a failed write: OSError's own, or pyarrow's "[errno N]" in its text."""
     if isinstance(error, OSError) and error.errno:
@@ -170,8 +118,9 @@ class FileSink:
     with a file extension, one file (no rotation).  ``fmt``: one of ``FORMATS`` (default: from
     the extension, else ``default_format()``).  ``rotate_bytes`` / ``rotate_seconds``: start a
     new file when the current one reaches this size on disk / age (None or 0: never).
-    ``flush_records``: records buffered in memory before they are written (Parquet: one row
-    group).  ``metadata``: extra keys for every file (``system_metadata()`` is always included).
+    ``flush_records`` / ``flush_seconds``: records buffered in memory at most before they
+    are written and fsynced / the longest a record waits for that (the crash window).
+    ``metadata``: extra keys for every file (``system_metadata()`` is always included).
 
     ``write`` copies what it is given unless ``copy=False``.  ``update_counters`` takes the
     source's cumulative loss counters; each file's metadata carries how much was lost while it
@@ -184,7 +133,7 @@ class FileSink:
 
     def __init__(self, path: str, fmt: Optional[str] = None, *, rotate_bytes: Optional[int] = None,
                  rotate_seconds: Optional[float] = None, flush_records: int = 65536,
-                 flush_seconds: float = 10.0, metadata: Optional[Mapping[str, Any]] = None,
+                 flush_seconds: float = 1.0, metadata: Optional[Mapping[str, Any]] = None,
                  hostname: Optional[str] = None, retention: Optional[RetentionPolicy] = None,
                  schema: Optional[TableSchema] = None):
         self.schema: TableSchema = schema if schema is not None else columns.DEFAULT
@@ -208,6 +157,16 @@ class FileSink:
             raise ValueError(f"{path} is a single file: retention (--keep-days / --max-total-mb) "
                              "deletes old files of a dataset; give a path without an extension")
         self.retention = retention if retention is not None and retention.active else None
+        self._lock: Optional[OutputLock] = None if self.dataset else OutputLock(path)
+        try:
+            #: what earlier runs left unfinished here, published again (``recovery``)
+            self.recovery: RecoveryResult = recover_leftovers(
+                [self._host_directory()] if self.dataset else [path], in_dataset=self.dataset)
+        except BaseException:
+            self._release_lock()
+            raise
+        #: set once retention had to keep a file over the size cap (the newest)
+        self.retention_over_cap = False
         #: files that retention deleted
         self.deleted: List[str] = []
         self.files: List[str] = []
@@ -222,7 +181,7 @@ class FileSink:
         self._pending: List[np.ndarray] = []
         self._pending_records = 0
         self._last_flush = time.monotonic()
-        self._part: Optional[_Part] = None
+        self._part: Optional[Part] = None
         self._part_started = 0.0
         self._part_day: Optional[str] = None
         self._counters: Dict[str, int] = {}
@@ -259,12 +218,15 @@ class FileSink:
             batch = np.empty(self._pending_records, self.schema.dtype)
             np.concatenate(self._pending, out=batch)
         self._pending, self._pending_records = [], 0
+        in_part = False   # once in the part's counts, _fail counts the batch with the part's
         try:
             part = self._part or self._open_part()
             part.write(batch)
+            in_part = True
+            self.records_written += len(batch)
+            part.sync()
         except Exception as e:
-            self._fail(e, len(batch))
-        self.records_written += len(batch)
+            self._fail(e, 0 if in_part else len(batch))
 
     def close(self) -> List[str]:
         """Write what is buffered, finish the current file, return every file written.  After
@@ -273,13 +235,25 @@ class FileSink:
         if self._closed:
             return self.files
         self._closed = True
+        try:
+            self._close()
+        finally:
+            self._release_lock()
+        return self.files
+
+    def _release_lock(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def _close(self) -> None:
         self.flush()
         if self.error is not None:
             self.not_written += self._pending_records
             self._pending, self._pending_records = [], 0
             if self.dataset:
                 self._leave_a_note()
-            return self.files
+            return
         unaccounted = any(v != self._counters_baseline.get(k, 0) for k, v in self._counters.items())
         if self._part is None and (not self.files or unaccounted):
             # an empty recording still leaves a file with its metadata, and a loss after the
@@ -287,7 +261,6 @@ class FileSink:
             self._guarded(self._open_part)
         if self._part is not None:
             self._guarded(self._finish_part)
-        return self.files
 
     def stats(self) -> SinkStats:
         part = self._part   # one read: another thread may be rotating (BackgroundWriter)
@@ -392,10 +365,11 @@ class FileSink:
             if not os.path.exists(path):
                 return path
 
-    def _open_part(self) -> _Part:
+    def _open_part(self) -> Part:
         path = self._next_path()
         sidecar = self.format.metadata.sidecar_path(path, in_dataset=self.dataset)
-        self._part = _Part(path, self.format, sidecar_path=sidecar, schema=self.schema)
+        self._part = Part(path, self.format, sidecar_path=sidecar, schema=self.schema,
+                          opening_metadata=self.metadata)
         self._part_started = time.monotonic()
         self._part_day = _utc_day()
         return self._part

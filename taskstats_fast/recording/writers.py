@@ -2,32 +2,39 @@
 ``columns`` schema, such as interval rows) becomes bytes in one file.
 
 Each writer opens the (hidden, temporary) path it is given for the rows of ``schema`` (today's
-``DTYPE`` records by default), appends batches with ``write``,
-and ``finish(metadata)`` completes the file (embedding the metadata JSON where its format keeps
-it); ``abort`` closes without completing.  Publishing under the final name, rotation and
-sidecars are the sink's job (``sinks.FileSink``); which writer serves which format is the
-registry's (``formats.FORMAT``).  Arrow-based writers write ``schema.file_table`` tables.
+``DTYPE`` records by default), appends batches with ``write``, puts everything written so far
+on disk with ``sync`` (an fsync: the recording's flush), and ``finish(metadata)`` completes and
+fsyncs the file (embedding the metadata JSON where its format keeps it); ``published`` cleans up
+after the sink renamed it; ``abort`` closes without completing.  A failed fsync or close raises:
+the sink counts the records as not written.  Every format's file in progress is readable up to
+its last ``sync`` by ``readers``' partial readers (Parquet's through its journal).  Publishing
+under the final name, rotation and sidecars are the sink's job (``sinks.FileSink``); which
+writer serves which format is the registry's (``formats.FORMAT``).  Arrow-based writers write
+``schema.file_table`` tables.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from .. import schema as columns
+from .durable import journal_path, remove_durably, sync_file
 from .metadata import METADATA_KEY
 
-__all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter"]
+__all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter", "ARROW_METADATA_ROOM"]
 
 
 class NpyWriter:
     """A ``.npy`` file of DTYPE records whose header always counts the rows written so far, so
-    a file cut short (crash, full disk) still loads up to its last complete batch."""
+    a file cut short (crash, full disk) still loads up to its last complete batch: the file in
+    progress is its own journal.  Readers of a file in progress trust the smaller of the
+    header's count and the rows the file's size holds."""
 
-    def __init__(self, path: str, schema: Any = columns.DEFAULT):
+    def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         self.path = path
         self.rows = 0
         self._dtype = schema.dtype
@@ -45,11 +52,18 @@ class NpyWriter:
         self._file.seek(end)
         self.rows += len(records)
 
+    def sync(self) -> None:
+        sync_file(self._file)
+
     def finish(self, metadata_json: str) -> None:
+        sync_file(self._file)
         self._file.close()
 
+    def published(self) -> None:
+        """Called once the file is under its final name (nothing else to clean up)."""
+
     def abort(self) -> None:
-        self._file.close()
+        _close_quietly(self._file)
 
 
 def _npy_header(rows: int, dtype: np.dtype, size: Optional[int] = None) -> bytes:
@@ -68,76 +82,162 @@ def _npy_header(rows: int, dtype: np.dtype, size: Optional[int] = None) -> bytes
 
 
 class ParquetWriter:
-    """Parquet, one row group per batch, zstd; the metadata lands in the footer at ``finish``
-    (written without the embedded Arrow schema, which is fixed before the metadata is known)."""
+    """Parquet, one row group per ``row_group_records`` rows, zstd; the metadata lands in the
+    footer at ``finish`` (written without the embedded Arrow schema, which is fixed before the
+    metadata is known).  A Parquet file is unreadable until its footer is written, so every
+    row also goes to a journal beside it (``journal_path``: npy rows, fsynced by ``sync``),
+    which readers and recovery read after a crash and which is removed once the Parquet file
+    is published."""
 
-    def __init__(self, path: str, schema: Any = columns.DEFAULT):
+    row_group_records = 65536
+
+    def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         import pyarrow.parquet as pq
         self._schema = schema
-        self._writer = pq.ParquetWriter(path, schema.file_schema(), compression="zstd",
-                                        store_schema=False)
+        self._journal = NpyWriter(journal_path(path), schema)
+        self._pending: List[np.ndarray] = []
+        self._pending_rows = 0
+        try:
+            self._file = open(path, "wb")
+            self._writer = pq.ParquetWriter(self._file, schema.file_schema(), compression="zstd",
+                                            store_schema=False)
+        except BaseException:
+            self._journal.abort()
+            unlink_quietly(self._journal.path)
+            raise
 
     def write(self, records: np.ndarray) -> None:
-        self._writer.write_table(self._schema.file_table(records), row_group_size=len(records))
+        self._journal.write(records)
+        self._pending.append(records)
+        self._pending_rows += len(records)
+        if self._pending_rows >= self.row_group_records:
+            self._write_group()
+
+    def _write_group(self) -> None:
+        if not self._pending_rows:
+            return
+        batch = np.empty(self._pending_rows, self._schema.dtype)   # keeps the tail padding
+        np.concatenate(self._pending, out=batch)
+        self._pending, self._pending_rows = [], 0
+        self._writer.write_table(self._schema.file_table(batch), row_group_size=len(batch))
+
+    def sync(self) -> None:
+        self._journal.sync()
 
     def finish(self, metadata_json: str) -> None:
+        self._write_group()
         self._writer.add_key_value_metadata({METADATA_KEY: metadata_json})
         self._writer.close()
+        sync_file(self._file)
+        self._file.close()
+        self._journal.finish(metadata_json)
+
+    def published(self) -> None:
+        remove_durably([self._journal.path])
 
     def abort(self) -> None:
         _close_quietly(self._writer)
+        _close_quietly(self._file)
+        self._journal.abort()
+        unlink_quietly(self._journal.path)
+
+
+#: Room kept in an Arrow file's schema for its metadata, so ``finish`` writes the final
+#: metadata in place (same length, padded with spaces) instead of copying the file.
+ARROW_METADATA_ROOM = 1 << 14
+
+
+def _padded(metadata_json: str) -> bytes:
+    data = metadata_json.encode("utf-8")
+    if len(data) > ARROW_METADATA_ROOM:
+        raise ValueError(f"the file's metadata ({len(data)} bytes) does not fit the "
+                         f"{ARROW_METADATA_ROOM} bytes an Arrow file keeps for it")
+    return data + b" " * (ARROW_METADATA_ROOM - len(data))
 
 
 class ArrowWriter:
-    """Arrow IPC file; its schema (and so the metadata) is written first, so ``finish`` copies
-    the batches into a file whose schema carries the final metadata."""
+    """Arrow IPC file.  After its 8 magic bytes an IPC file is an IPC stream, readable batch
+    by batch while it is written (and after a crash, up to the last fsynced batch).  Its
+    schema, which carries the metadata, comes first: it is written with the opening metadata
+    padded to ``ARROW_METADATA_ROOM`` bytes, and ``finish`` overwrites both copies (the stream's
+    schema and the footer's) with the final metadata, in place: closing never copies."""
 
-    def __init__(self, path: str, schema: Any = columns.DEFAULT):
+    def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         import pyarrow as pa
         self.path = path
         self._schema = schema
-        self._writer = pa.ipc.new_file(path, schema.file_schema())
+        self._placeholder = _padded(opening_metadata)
+        self._file = open(path, "w+b")
+        try:
+            file_schema = schema.file_schema().with_metadata(
+                {METADATA_KEY.encode(): self._placeholder})
+            self._writer = pa.ipc.new_file(self._file, file_schema)
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
 
+    def sync(self) -> None:
+        sync_file(self._file)
+
     def finish(self, metadata_json: str) -> None:
-        import pyarrow as pa
         self._writer.close()
-        tmp = self.path + ".final"
-        try:
-            with pa.memory_map(self.path) as source:
-                reader = pa.ipc.open_file(source)
-                schema = reader.schema.with_metadata({METADATA_KEY: metadata_json})
-                with pa.ipc.new_file(tmp, schema) as writer:
-                    for i in range(reader.num_record_batches):
-                        writer.write_batch(reader.get_batch(i))
-            os.replace(tmp, self.path)
-        except BaseException:
-            unlink_quietly(tmp)
-            raise
+        final = _padded(metadata_json)
+        self._file.flush()
+        size = os.fstat(self._file.fileno()).st_size
+        window = ARROW_METADATA_ROOM + (1 << 16)
+        for where in (0, max(0, size - window)):   # the stream's schema, then the footer's
+            self._file.seek(where)
+            chunk = self._file.read(window)
+            at = chunk.find(self._placeholder)
+            if at < 0:
+                raise ValueError(f"{self.path}: the metadata room of the Arrow schema is missing")
+            self._file.seek(where + at)
+            self._file.write(final)
+        sync_file(self._file)
+        self._file.close()
+
+    def published(self) -> None:
+        """Nothing else to clean up."""
 
     def abort(self) -> None:
         _close_quietly(self._writer)
-        unlink_quietly(self.path + ".final")
+        _close_quietly(self._file)
 
 
 class CsvWriter:
-    """CSV with a header row (the metadata goes to a JSON sidecar)."""
+    """CSV with a header row (the metadata goes to a JSON sidecar).  The file in progress is
+    its own journal: readers of a file in progress stop at its last complete line."""
 
-    def __init__(self, path: str, schema: Any = columns.DEFAULT):
+    def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         import pyarrow.csv as pacsv
         self._schema = schema
-        self._writer = pacsv.CSVWriter(path, schema.file_schema())
+        self._file = open(path, "wb")
+        try:
+            self._writer = pacsv.CSVWriter(self._file, schema.file_schema())
+        except BaseException:
+            self._file.close()
+            raise
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
 
+    def sync(self) -> None:
+        sync_file(self._file)
+
     def finish(self, metadata_json: str) -> None:
         self._writer.close()
+        sync_file(self._file)
+        self._file.close()
+
+    def published(self) -> None:
+        """Nothing else to clean up."""
 
     def abort(self) -> None:
         _close_quietly(self._writer)
+        _close_quietly(self._file)
 
 
 def _close_quietly(writer: Any) -> None:

@@ -1,0 +1,104 @@
+"""One output file, from its hidden name in progress to its final name: ``Part``.
+
+A part is written under ``.NAME.inprogress`` beside its final name ``NAME`` (hidden, so
+dataset readers such as pyarrow.dataset skip it); its writer keeps it readable up to the last
+``sync`` (the recording's flush: an fsync), so after a crash ``recovery`` publishes what it
+holds and our readers read it in place.  While it is open its writer holds an flock on it,
+which tells recovery it is not a crash's leftover.  ``finish`` completes and fsyncs it, writes
+and fsyncs the metadata sidecar (formats that keep one), renames it into place and fsyncs the
+directory (``durable``).  A failure at any step raises, and the file is not published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from ..schema import TableSchema
+from .durable import journal_path, publish, try_lock, write_text_durably
+from .formats import Format
+from .metadata import stats_for
+from .writers import unlink_quietly
+
+__all__ = ["Part", "IN_PROGRESS", "RECOVERING", "hidden_name"]
+
+#: The suffix of a file being written (after a leading dot).
+IN_PROGRESS = ".inprogress"
+#: The suffix of a file recovery is writing from a crash's leftover.
+RECOVERING = ".recovering"
+
+
+def hidden_name(path: str, suffix: str = IN_PROGRESS) -> str:
+    """The hidden name a file to be published as ``path`` is written under."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".{name}{suffix}")
+
+
+class Part:
+    """One file being written under a hidden temporary name, renamed into place by ``finish``."""
+
+    def __init__(self, path: str, fmt: Format, *, sidecar_path: Optional[str],
+                 schema: TableSchema, opening_metadata: Optional[Mapping[str, Any]] = None,
+                 suffix: str = IN_PROGRESS):
+        self.path = path
+        self.sidecar_path = sidecar_path
+        self.tmp_path = hidden_name(path, suffix)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.stats = stats_for(schema)
+        self.opened_ns = time.time_ns()
+        self._lock: Optional[int] = None
+        try:
+            self._writer = fmt.writer(self.tmp_path, schema,
+                                      json.dumps(dict(opening_metadata or {}), sort_keys=True))
+            self._lock = try_lock(self.tmp_path)
+        except BaseException:   # e.g. no room for the header: leave nothing behind
+            unlink_quietly(self.tmp_path)
+            raise
+
+    @property
+    def bytes_on_disk(self) -> int:
+        """What the file in progress takes on disk now (with its journal, where it has one)."""
+        total = 0
+        for path in (self.tmp_path, journal_path(self.tmp_path)):
+            try:
+                total += os.stat(path).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def write(self, records: np.ndarray) -> None:
+        if len(records):
+            self._writer.write(records)
+            self.stats.add(records)
+
+    def sync(self) -> None:
+        """Everything written so far onto the disk (an fsync)."""
+        self._writer.sync()
+
+    def finish(self, metadata: Mapping[str, Any]) -> str:
+        """Close the file with ``metadata`` (JSON-able), move it into place, return its path."""
+        self._writer.finish(json.dumps(metadata, sort_keys=True))
+        if self.sidecar_path:
+            write_text_durably(self.sidecar_path,
+                               json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        publish(self.tmp_path, self.path)
+        self._release()
+        self._writer.published()
+        return self.path
+
+    def abort(self) -> None:
+        """Close without publishing, and remove what was written."""
+        try:
+            self._writer.abort()
+        finally:
+            unlink_quietly(self.tmp_path)
+            self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None

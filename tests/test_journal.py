@@ -1,0 +1,164 @@
+"""Durable recordings without a kernel (issue 17): what a sink received is fsynced within
+``flush_seconds`` and readable in place after a kill -9, a restart publishes it once as a
+``recovered`` file, a single-file output has one writer, a damaged sidecar damages one file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from taskstats_fast import recording
+from taskstats_fast.recording import FileSink, interval_schema
+from taskstats_fast.recording.durable import OutputInUseError
+
+from test_recording import batch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def interval_batch(n, by="task", start=0):
+    rows = np.zeros(n, interval_schema(by).dtype)
+    rows["interval_start"] = 1_800_000_000_000_000_000 + start
+    rows["interval_end"] = rows["interval_start"] + 10**9
+    rows[_key(by)] = np.arange(start, start + n)
+    return rows
+
+
+def _key(kind):
+    return "ac_tgid" if kind == "process" else "ac_pid"
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {here!r})
+    from test_recording import batch
+    from test_journal import interval_batch
+    from taskstats_fast.recording import FileSink, interval_schema
+    kind, fmt, path, batches = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    schema = interval_schema(kind) if kind != "exits" else None
+    sink = FileSink(path, fmt, flush_records=10**9, flush_seconds=0.05, schema=schema)
+    for i in range(batches):
+        rows = batch(40, start=40 * i) if schema is None else interval_batch(40, kind, 40 * i)
+        sink.write(rows)
+        time.sleep(0.06)
+        sink.tick()          # the flush timer: written and fsynced
+    print("flushed", flush=True)
+    sink.write(batch(7, start=10**6) if schema is None else interval_batch(7, kind, 10**6))
+    time.sleep(60)           # killed here: the last 7 were never flushed
+""")
+
+
+def _killed_recorder(kind, fmt, path, batches=5):
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD.format(here=HERE), kind, fmt, str(path),
+                             str(batches)], stdout=subprocess.PIPE, text=True, cwd=HERE)
+    try:
+        assert proc.stdout.readline().strip() == "flushed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return 40 * batches
+
+
+@pytest.mark.parametrize("kind", ["exits", "task", "process"])
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_a_killed_recording_reads_in_place_and_is_recovered_once(tmp_path, fmt, kind):
+    root = tmp_path / "rec"
+    flushed = _killed_recorder(kind, fmt, root)
+    # without a restart: readers read the file left in progress, up to its last fsync
+    recordings = recording.Recordings(str(root))
+    rows = recordings.records()
+    assert len(rows) == flushed and not recordings.damaged and len(recordings.in_progress) == 1
+    # a restart publishes it as a complete file saying so, and leaves no leftover
+    sink = FileSink(str(root), fmt, schema=None if kind == "exits" else interval_schema(kind))
+    ((published, count),) = sink.recovery.recovered
+    assert count == flushed
+    sink.close()
+    meta = recording.read_metadata(published)
+    assert meta["recovered"] is True and meta["recovered_records"] == flushed
+    assert meta["records"] == flushed
+    assert not [n for _, _, names in os.walk(root) for n in names if n.startswith(".")]
+    again = recording.read_records(str(root))
+    key = _key(kind)
+    assert len(again) == flushed and len(np.unique(again[key])) == flushed   # exactly once
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_a_killed_single_file_recording_is_recovered(tmp_path, fmt):
+    path = tmp_path / f"exits{recording.EXTENSIONS[fmt]}"
+    flushed = _killed_recorder("exits", fmt, path, batches=3)
+    assert len(recording.read_records(str(path))) == flushed   # read in place
+    sink = FileSink(str(path))
+    assert sink.recovery.records == flushed
+    sink.close()
+
+
+def test_records_are_on_disk_within_flush_seconds_even_when_few_arrive(tmp_path):
+    root = tmp_path / "rec"
+    sink = FileSink(str(root), "parquet", flush_seconds=0.2)
+    sink.write(batch(3))
+    assert len(recording.read_records(str(root))) == 0   # not flushed yet
+    time.sleep(0.25)
+    sink.tick()
+    assert len(recording.read_records(str(root))) == 3
+    sink.close()
+
+
+def test_closing_an_arrow_file_renames_it_in_place(tmp_path):
+    sink = FileSink(str(tmp_path / "rec"), "arrow")
+    sink.write(batch(100))
+    sink.flush()
+    inode = os.stat(sink._part.tmp_path).st_ino
+    (path,) = sink.close()
+    assert os.stat(path).st_ino == inode          # no copy: the same file, renamed
+    meta = recording.read_metadata(path)
+    assert meta["records"] == 100
+    assert len(recording.read_records(path)) == 100
+
+
+def test_a_second_writer_of_one_file_refuses_naming_the_first(tmp_path):
+    path = str(tmp_path / "exits.parquet")
+    first = FileSink(path)
+    with pytest.raises(OutputInUseError, match=f"pid {os.getpid()}"):
+        FileSink(path)
+    first.close()
+    FileSink(path).close()        # free again once the first closed
+
+
+def test_two_recorders_into_one_directory_leave_each_other_alone(tmp_path):
+    root = str(tmp_path / "rec")
+    first = FileSink(root, "npy")
+    first.write(batch(10))
+    first.flush()
+    second = FileSink(root, "npy")          # its recovery must not take the live file
+    assert not second.recovery.recovered
+    second.write(batch(5, start=100))
+    assert len(first.close()) == 1 and len(second.close()) == 1
+    assert len(recording.read_records(root)) == 15
+
+
+@pytest.mark.parametrize("content", ["", "{not json"])
+def test_an_empty_or_damaged_sidecar_damages_that_file_only(tmp_path, content):
+    root = tmp_path / "rec"
+    files = []
+    for i in range(2):
+        with FileSink(str(root), "npy") as sink:
+            sink.write(batch(10, start=10 * i))
+        files += sink.files
+    sidecar = os.path.join(os.path.dirname(files[0]), "_" + os.path.basename(files[0]) + ".json")
+    with open(sidecar, "w") as f:
+        f.write(content)
+    with pytest.warns(recording.DamagedRecordingWarning, match="sidecar"):
+        records = recording.read_records(str(root), skip_damaged=True)
+    assert len(records) == 10
+    recordings = recording.Recordings(str(root))
+    recordings.records()
+    assert [p for p, _ in recordings.damaged] == [files[0]]
+    summary = recording.summarize(str(root))
+    assert [d["path"] for d in summary["damaged"]] == [files[0]]
