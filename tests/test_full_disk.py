@@ -27,11 +27,20 @@ from test_recording import batch
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 KiB tmpfs at ``tmp_path/disk``, unmounted afterwards."""
+    yield from _tmpfs(tmp_path, "256k")
+
+
+@pytest.fixture
+def one_mib_disk(tmp_path):
+    yield from _tmpfs(tmp_path, "1m")
+
+
+def _tmpfs(tmp_path, size):
     if os.geteuid() != 0:
         unavailable("mounting a tmpfs needs root")
     where = tmp_path / "disk"
     where.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(where)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                          capture_output=True, text=True)
     if res.returncode != 0:
         unavailable(f"cannot mount a tmpfs: {res.stderr.strip()}")
@@ -47,6 +56,7 @@ def everything_under(root):
 
 @pytest.mark.parametrize("fmt", recording.FORMATS)
 def test_a_full_disk_publishes_no_partial_file_and_counts_every_record(small_disk, fmt):
+    fds = sorted(os.listdir("/proc/self/fd"))
     sink = FileSink(str(small_disk / "exits"), fmt, rotate_bytes=40_000, flush_records=50)
     handed, failures = 0, []
     for i in range(400):              # ~20 MB of records: far more than fits
@@ -56,6 +66,7 @@ def test_a_full_disk_publishes_no_partial_file_and_counts_every_record(small_dis
             failures.append(e)
         handed += 50
     sink.close()
+    assert sorted(os.listdir("/proc/self/fd")) == fds, "no fd leaked"
     stats = sink.stats()
     assert len(failures) == 1, "the failure is raised once"
     assert failures[0].errno == 28 and "No space left on device" in str(failures[0])
@@ -83,13 +94,30 @@ def test_a_full_disk_on_a_single_file_leaves_nothing(small_disk):
     assert everything_under(small_disk) == []
 
 
+def test_an_arrow_file_closes_with_room_for_its_data_but_not_for_a_copy(one_mib_disk):
+    path = one_mib_disk / "exits.arrow"
+    sink = FileSink(str(path), flush_records=100)
+    written = 0
+    while os.statvfs(one_mib_disk).f_bavail * os.statvfs(one_mib_disk).f_frsize > 400_000:
+        sink.write(batch(100, start=written))
+        written += 100
+    free = os.statvfs(one_mib_disk).f_bavail * os.statvfs(one_mib_disk).f_frsize
+    assert free < os.path.getsize(sink._part.tmp_path)        # no room for a second copy
+    assert sink.close() == [str(path)] and sink.stats().lost == 0
+    assert len(tsf.read_records(str(path))) == written
+    assert everything_under(one_mib_disk) == [str(path)]
+    assert recording.read_metadata(str(path))["records"] == written
+
+
 @pytest.mark.kernel
-@pytest.mark.parametrize("fmt", ["parquet", "csv"])
-def test_record_on_a_full_disk_says_once_what_was_not_written_and_exits_1(small_disk, fmt):
+@pytest.mark.parametrize("mode", ["exits", "interval"])
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_record_on_a_full_disk_says_once_what_was_not_written_and_exits_1(small_disk, fmt, mode):
     out = small_disk / "exits"
+    extra = ["--interval", "0.2"] if mode == "interval" else []
     proc = subprocess.Popen([sys.executable, "-m", "taskstats_fast", "record", "-o", str(out),
                              "--format", fmt, "--seconds", "60", "--flush-records", "200",
-                             "--rotate-mb", "0.03", "--no-status"],
+                             "--rotate-mb", "0.03", "--no-status", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 50
     while proc.poll() is None and time.monotonic() < deadline:   # exits until the disk fills
@@ -106,3 +134,4 @@ def test_record_on_a_full_disk_says_once_what_was_not_written_and_exits_1(small_
     assert not [p for p in everything_under(small_disk) if p.endswith(".inprogress")]
     written = len(tsf.read_records(files)) if files else 0
     assert written + not_written == received and not_written > 0
+    assert int(words[words.index("are") - 1].replace(",", "")) == written

@@ -50,6 +50,7 @@ _CHILD = textwrap.dedent("""
         time.sleep(0.06)
         sink.tick()          # the flush timer: written and fsynced
     print("flushed", flush=True)
+    sink.flush_seconds = 3600   # so these stay in memory, however slow the machine
     sink.write(batch(7, start=10**6) if schema is None else interval_batch(7, kind, 10**6))
     time.sleep(60)           # killed here: the last 7 were never flushed
 """)

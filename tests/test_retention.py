@@ -14,6 +14,7 @@ import pytest
 
 from taskstats_fast import layout
 from taskstats_fast.recording import FileSink, find_files
+from taskstats_fast.recording.durable import try_lock
 from taskstats_fast.recording.retention import RetentionPolicy, complete_files
 
 NOW = 1_800_000_000.0
@@ -62,8 +63,11 @@ def test_complete_files_are_what_readers_see_oldest_first(dataset):
 
 def test_keep_days_deletes_older_complete_files_and_their_sidecars(dataset):
     host, files, sides = dataset
+    writer = try_lock(files["writing"])      # as a live writer holds its file
     result = RetentionPolicy(keep_days=3).apply(host, now=NOW)
+    os.close(writer)
     assert result.deleted == [files["old"], files["mid"]] and not result.errors
+    assert result.aged_out == []
     for gone in (files["old"], sides["old"], files["mid"], sides["mid"]):
         assert not os.path.exists(gone)
     assert os.path.exists(files["writing"])                 # older than all, but being written
@@ -74,24 +78,39 @@ def test_keep_days_deletes_older_complete_files_and_their_sidecars(dataset):
 
 def test_max_total_deletes_oldest_first_until_the_total_fits(dataset):
     host, files, _ = dataset
-    # 5000 being written + 1002 + 1002 + 1000 + 1002: fits in 7100 once the two oldest are gone
-    result = RetentionPolicy(max_total_bytes=7100).apply(host, now=NOW)
-    assert result.deleted == [files["old"], files["mid"]]
+    # only what it may delete counts (not the 5000 bytes being written):
+    # 1002 + 1002 + 1000 + 1002 fits in 2100 once the two oldest are gone
+    result = RetentionPolicy(max_total_bytes=2100).apply(host, now=NOW)
+    assert result.deleted == [files["old"], files["mid"]] and not result.over_cap
     assert sorted(find_files([host])) == sorted([files["pq"], files["new"]])
     assert result.bytes_freed == 2004
+    assert RetentionPolicy(max_total_bytes=7100).apply(host, now=NOW).deleted == []
 
 
-def test_a_file_being_written_is_never_deleted_even_over_the_limit(dataset):
+def test_a_cap_below_one_file_keeps_the_newest_and_says_so(dataset):
     host, files, _ = dataset
     result = RetentionPolicy(max_total_bytes=100).apply(host, now=NOW)
-    assert len(result.deleted) == 4
-    assert find_files([host]) == [] and os.path.exists(files["writing"])
+    assert len(result.deleted) == 3 and result.over_cap
+    assert find_files([host]) == [files["new"]] and os.path.exists(files["writing"])
+
+
+def test_a_protected_file_is_never_deleted(dataset):
+    host, files, _ = dataset
+    result = RetentionPolicy(keep_days=0.5).apply(host, now=NOW, protected=[files["mid"]])
+    assert result.deleted == [files["old"], files["pq"]]     # "new" is the newest: kept too
+
+
+def test_keep_days_ages_out_a_crash_leftover_no_writer_holds(dataset):
+    host, files, _ = dataset
+    result = RetentionPolicy(keep_days=20).apply(host, now=NOW)
+    assert result.deleted == [] and result.aged_out == [files["writing"]]
+    assert not os.path.exists(files["writing"])
 
 
 def test_both_limits_together_and_no_limit(dataset):
     host, files, _ = dataset
     assert RetentionPolicy().apply(host, now=NOW).deleted == []
-    result = RetentionPolicy(keep_days=7, max_total_bytes=7900).apply(host, now=NOW)
+    result = RetentionPolicy(keep_days=7, max_total_bytes=2100).apply(host, now=NOW)
     assert result.deleted == [files["old"], files["mid"]]
 
 
@@ -152,3 +171,16 @@ def test_keep_days_removes_old_files_of_a_dataset_a_recording_continues(tmp_path
         sink.write(_batch(10))
     assert not old.exists()
     assert find_files([str(root)]) == sink.files
+
+
+def test_a_sink_with_a_cap_below_one_file_keeps_the_file_it_closed_and_warns_once(tmp_path):
+    root = str(tmp_path / "ds")
+    sink = FileSink(root, "npy", rotate_bytes=1, flush_records=64,
+                    retention=RetentionPolicy(max_total_bytes=1000))
+    with pytest.warns(RuntimeWarning, match="alone is over the size cap") as caught:
+        with sink:
+            for i in range(4):
+                sink.write(_batch(64, 64 * i))
+    assert len([w for w in caught if "size cap" in str(w.message)]) == 1
+    assert find_files([root]) == sink.files[-1:]            # the newest stays
+    assert len(sink.deleted) == 3

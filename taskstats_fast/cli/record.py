@@ -260,10 +260,29 @@ def run(args: argparse.Namespace) -> int:
     if result.kernel_lost or result.discarded:
         say(f"lost {result.kernel_lost:,} exit messages (receive buffer full: raise --rcvbuf, or "
             f"read faster) and {result.discarded:,} records that arrived while closing")
-    else:
-        say("nothing was lost")
+    say_deleted(recorder, files)
+    if _all_kept(result.received, written, result.sink.lost, files, recorder.deleted) \
+            and not (result.kernel_lost or result.discarded):
+        say(f"nothing was lost: all {written:,} records received are in complete files")
     say(f"next: {PROG} summary {args.output}")
     return EXIT_OK
+
+
+def _all_kept(received: int, written: int, not_written: int, files: Any, deleted: Any) -> bool:
+    """Checked, not assumed: every record received written, and every file still there."""
+    return (received == written and not not_written and not set(files) & set(deleted)
+            and all(os.path.exists(f) for f in files))
+
+
+def say_deleted(sink: Any, files: Any) -> None:
+    """One line for what retention deleted (files of this very run are named as such)."""
+    if not sink.deleted and not sink.aged_out:
+        return
+    ours = len(set(files) & set(sink.deleted))
+    say(f"retention deleted {len(sink.deleted):,} older file(s)"
+        + (f", {ours:,} of them written by this run" if ours else "")
+        + (f", and {len(sink.aged_out):,} crash leftover file(s) it could not recover"
+           if sink.aged_out else ""))
 
 
 
@@ -301,7 +320,11 @@ def _run_intervals(args: argparse.Namespace, fmt: str, **sink_options: Any) -> i
     say(f"recorded {result.intervals:,} intervals, {result.rows:,} rows in {result.elapsed:.1f} s"
         f"{reason} to {len(files)} file(s), {format_bytes(result.sink.bytes)}: "
         + (os.path.commonpath(files) if len(files) > 1 else files[0]))
-    say(f"lost {result.lost:,} exit messages (tasks that ended unseen)" if result.lost
-        else "nothing was lost")
+    if result.lost:
+        say(f"lost {result.lost:,} exit messages (tasks that ended unseen)")
+    say_deleted(sink, files)
+    if not result.lost and _all_kept(result.rows, result.sink.written, result.sink.lost, files,
+                                     sink.deleted):
+        say(f"nothing was lost: all {result.rows:,} rows are in complete files")
     say(f"next: {PROG} summary {args.output}")
     return EXIT_OK

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
 from .driver import Stop, stop_check
 from .interval_rows import interval_rows, row_dtype
@@ -72,8 +73,28 @@ def record_intervals(accounting: Any, sink: Sink, stop: Stop = None, *, by: str 
             if progress is not None:
                 progress(result("running"))
             stopped_by = stopped_by or should_stop()
+    except WriteFailedError as failure:   # a full disk: close, then say what was not written
+        _close_after(sink, failure, result)
     except BaseException:
         sink.close()
         raise
     sink.close()
     return result(stopped_by)
+
+
+def _close_after(sink: Sink, failure: WriteFailedError,
+                 result: Callable[[str], IntervalRecordResult]) -> None:
+    """Close ``sink`` after ``failure`` and raise it again with the exact counts."""
+    try:
+        sink.close()
+    except WriteFailedError:
+        pass
+    final = result("error")
+    handed = final.sink.written + final.sink.lost + final.sink.buffered
+    error = WriteFailedError(
+        failure.errno or 0,
+        f"{failure.strerror}: {final.sink.lost:,} of the {handed:,} interval rows were not "
+        f"written; {final.sink.written:,} are in {len(final.sink.files)} complete file(s)",
+        not_written=final.sink.lost)
+    error.result = final  # type: ignore[attr-defined]
+    raise error from failure

@@ -7,11 +7,15 @@ their metadata sidecars, and never a file being written:
   ``.inprogress`` names), so a file still being written, which lives under a hidden
   ``.part-….inprogress`` name until it is renamed into place, is never a candidate;
 - a file's age is its modification time, when its last records were written;
-- ``keep_days`` deletes complete files older than that;
-- ``max_total_bytes`` counts every file under the directory, files being written included (they
-  take disk too), and deletes complete files oldest first until the total fits; when only files
-  being written are left it stops;
-- directories it empties (an old ``date=`` partition) are removed.
+- ``keep_days`` deletes complete files older than that, and ages out crash leftovers
+  (``recovery``) no writer holds that were not modified for that long (a restart recovers the
+  readable ones first: these are the ones it could not);
+- ``max_total_bytes`` counts only the files it may delete (complete files), and deletes them
+  oldest first until their total fits;
+- it never deletes the newest complete file, nor the ones it is told to protect (the file the
+  sink just closed): a cap smaller than one file keeps that file and says so (``over_cap``);
+- directories it empties (an old ``date=`` partition) are removed, and every directory it
+  deleted in is fsynced (``durable``).
 
 ``FileSink`` applies the policy after each rotation to its own host's part of the dataset
 (``host=HOST/``): recorders of several hosts writing into one shared dataset each manage their
@@ -24,10 +28,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Collection, List, Optional, Sequence, Set, Tuple
 
+from .durable import fsync_directory, try_lock
 from .formats import format_of_path
 from .paths import find_files
+from .recovery import find_leftovers
 
 __all__ = ["RetentionPolicy", "RetentionResult", "DatasetFile", "complete_files"]
 
@@ -51,6 +57,10 @@ class RetentionResult:
     deleted: List[str] = field(default_factory=list)   #: data files (their sidecars went too)
     bytes_freed: int = 0
     errors: List[OSError] = field(default_factory=list)
+    #: crash leftovers aged out by ``keep_days`` (every hidden file of each)
+    aged_out: List[str] = field(default_factory=list)
+    #: the files kept are still over ``max_total_bytes`` (the newest alone is bigger)
+    over_cap: bool = False
 
 
 def _size(path: str) -> int:
@@ -99,38 +109,73 @@ class RetentionPolicy:
     def active(self) -> bool:
         return self.keep_days is not None or self.max_total_bytes is not None
 
-    def select(self, files: Sequence[DatasetFile], other_bytes: int, now: float) -> List[DatasetFile]:
-        """Which of ``files`` (oldest first) to delete; ``other_bytes`` are the bytes that stay
-        whatever happens (files being written)."""
+    def select(self, files: Sequence[DatasetFile], now: float,
+               protected: Collection[str] = ()) -> Tuple[List[DatasetFile], int]:
+        """Which of ``files`` (oldest first) to delete, and the bytes of those kept.  The
+        newest file and the ``protected`` paths are never chosen."""
+        keep = set(protected) | ({files[-1].path} if files else set())
         doomed: List[DatasetFile] = []
         kept = list(files)
         if self.keep_days is not None:
             cutoff = now - self.keep_days * _DAY
-            doomed = [f for f in kept if f.modified < cutoff]
-            kept = [f for f in kept if f.modified >= cutoff]
+            doomed = [f for f in kept if f.modified < cutoff and f.path not in keep]
+            kept = [f for f in kept if f not in doomed]
+        total = sum(f.size for f in kept)
         if self.max_total_bytes is not None:
-            total = other_bytes + sum(f.size for f in kept)
-            while kept and total > self.max_total_bytes:
-                oldest = kept.pop(0)
-                doomed.append(oldest)
-                total -= oldest.size
-        return doomed
+            for candidate in [f for f in kept if f.path not in keep]:
+                if total <= self.max_total_bytes:
+                    break
+                doomed.append(candidate)
+                kept.remove(candidate)
+                total -= candidate.size
+        return doomed, total
 
-    def apply(self, directory: str, now: Optional[float] = None) -> RetentionResult:
+    def apply(self, directory: str, now: Optional[float] = None,
+              protected: Collection[str] = ()) -> RetentionResult:
         """Delete what the policy says under ``directory``; returns what it did."""
         result = RetentionResult()
         if not self.active or not os.path.isdir(directory):
             return result
-        files, other = complete_files(directory)
-        for doomed in self.select(files, other, time.time() if now is None else now):
-            if not _unlink(doomed.path, result.errors):
+        now = time.time() if now is None else now
+        files, _ = complete_files(directory)
+        doomed, kept_bytes = self.select(files, now, protected)
+        result.over_cap = self.max_total_bytes is not None and kept_bytes > self.max_total_bytes
+        touched: Set[str] = set()
+        for file in doomed:
+            if not _unlink(file.path, result.errors):
                 continue
-            if doomed.sidecar:
-                _unlink(doomed.sidecar, result.errors)
-            result.deleted.append(doomed.path)
-            result.bytes_freed += doomed.size
-            _remove_emptied(os.path.dirname(doomed.path), directory)
+            if file.sidecar:
+                _unlink(file.sidecar, result.errors)
+            result.deleted.append(file.path)
+            result.bytes_freed += file.size
+            touched.add(_remove_emptied(os.path.dirname(file.path), directory))
+        if self.keep_days is not None:
+            touched |= self._age_out(directory, now - self.keep_days * _DAY, result)
+        for where in sorted(touched):
+            try:
+                fsync_directory(where)
+            except OSError as e:
+                result.errors.append(e)
         return result
+
+    def _age_out(self, directory: str, cutoff: float, result: RetentionResult) -> Set[str]:
+        """Delete crash leftovers no writer holds, untouched since ``cutoff``."""
+        touched: Set[str] = set()
+        for leftover in find_leftovers(directory):
+            if leftover.modified >= cutoff:
+                continue
+            lock = try_lock(leftover.in_progress) if leftover.in_progress else None
+            if leftover.in_progress is not None and lock is None:
+                continue   # a live writer's file, only quiet for long
+            try:
+                for path in leftover.remnants:
+                    if _unlink(path, result.errors):
+                        result.aged_out.append(path)
+                touched.add(_remove_emptied(os.path.dirname(leftover.final), directory))
+            finally:
+                if lock is not None:
+                    os.close(lock)
+        return touched
 
 
 def _unlink(path: str, errors: List[OSError]) -> bool:
@@ -146,13 +191,15 @@ def _unlink(path: str, errors: List[OSError]) -> bool:
         return False
 
 
-def _remove_emptied(path: str, top: str) -> None:
-    """Remove ``path`` and its parents up to (not including) ``top`` while they are empty."""
+def _remove_emptied(path: str, top: str) -> str:
+    """Remove ``path`` and its parents up to (not including) ``top`` while they are empty;
+    returns the directory a removal last changed (to fsync)."""
     top = os.path.abspath(top)
     path = os.path.abspath(path)
     while path != top and path.startswith(top + os.sep):
         try:
             os.rmdir(path)
         except OSError:        # not empty (or a writer just made it): leave it
-            return
+            return path
         path = os.path.dirname(path)
+    return path

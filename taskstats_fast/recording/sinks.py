@@ -167,8 +167,9 @@ class FileSink:
             raise
         #: set once retention had to keep a file over the size cap (the newest)
         self.retention_over_cap = False
-        #: files that retention deleted
+        #: files that retention deleted, and crash leftovers it aged out
         self.deleted: List[str] = []
+        self.aged_out: List[str] = []
         self.files: List[str] = []
         self.records_written = 0
         self.bytes_finished = 0
@@ -410,8 +411,15 @@ class FileSink:
         the file being written, which is not complete). A file that cannot be deleted is a
         warning, not the end of the recording."""
         assert self.retention is not None
-        result = self.retention.apply(self._host_directory())
+        result = self.retention.apply(self._host_directory(), protected=self.files[-1:])
         self.deleted += result.deleted
+        self.aged_out += result.aged_out
+        if result.over_cap and not self.retention_over_cap:
+            self.retention_over_cap = True
+            warnings.warn(f"retention: {self.files[-1]} alone is over the size cap "
+                          f"({self.retention.max_total_bytes:,} bytes): the newest file is kept "
+                          "(raise --max-total-mb or lower --rotate-mb)", RuntimeWarning,
+                          stacklevel=2)
         for error in result.errors:
             warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",
                           RuntimeWarning, stacklevel=2)
