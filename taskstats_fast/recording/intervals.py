@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
@@ -83,7 +83,7 @@ def record_intervals(accounting: Any, sink: Sink, stop: Stop = None, *, by: str 
 
 
 def _close_after(sink: Sink, failure: WriteFailedError,
-                 result: Callable[[str], IntervalRecordResult]) -> None:
+                 result: Callable[[str], IntervalRecordResult]) -> NoReturn:
     """Close ``sink`` after ``failure`` and raise it again with the exact counts."""
     try:
         sink.close()

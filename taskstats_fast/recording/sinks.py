@@ -52,7 +52,7 @@ from ..schema import TableSchema
 from ..sink import CountingSink, Sink, SinkStats
 from .durable import OutputLock
 from .formats import FORMAT, Format, detect_format, require_format
-from .metadata import stats_for, system_metadata, utc
+from .metadata import system_metadata, utc
 from .parts import Part
 from .paths import is_dataset_path
 from .recovery import RecoveryResult, recover_leftovers
