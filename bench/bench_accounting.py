@@ -121,6 +121,50 @@ def bench_lossless(seconds: float) -> Dict:
                 lost=sum(iv.lost for iv in ivs), intervals=len(ivs))
 
 
+def _producers(exe: str, seconds: float, rate: float) -> List[subprocess.Popen]:
+    """One exit_storm per online CPU, paced to ``rate`` exits/s in all (0: full rate)."""
+    cpus = tsf.cpumask.online()
+    per = str(rate / len(cpus)) if rate else "0"
+    return [subprocess.Popen([exe, str(cpu), str(seconds), "vfork", per], stdout=subprocess.PIPE,
+                             text=True) for cpu in cpus]
+
+
+def bench_per_exit(rounds: int, intervals: int = 3, rates=(400, 0)) -> Dict:
+    """CPU one 1 s interval adds per exit: whole intervals (the exit reader thread included)
+    with paced producers at each rate in ``rates`` (0: full rate) against intervals without
+    them, interleaved round by round; medians per load."""
+    loads = ("idle",) + tuple(rates)
+    cpu: Dict = {k: [] for k in loads}
+    exits: Dict = {k: [] for k in loads}
+    lost = {k: 0 for k in loads}
+    caused = {k: 0 for k in loads}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build(tmp)["exit_storm"]
+        with tsf.Accounting(interval=1.0) as acct:
+            for _ in range(rounds):
+                for load in loads:
+                    procs = [] if load == "idle" else _producers(exe, intervals + 1.5, load)
+                    acct.next()                  # the producers are up: whole intervals from here
+                    for _ in range(intervals):
+                        before = process_cpu()
+                        iv = acct.next()
+                        cpu[load].append(process_cpu() - before)
+                        exits[load].append(iv.exits)
+                        lost[load] += iv.lost
+                    for p in procs:
+                        caused[load] += int(p.communicate()[0])
+                    acct.next()                  # the producers' tail: not measured
+    med = {k: (statistics.median(cpu[k]), statistics.median(exits[k])) for k in loads}
+    out: Dict = dict(rounds=rounds, intervals_per_round=intervals,
+                     idle_cpu_ms=med["idle"][0] * 1e3, idle_exits=med["idle"][1])
+    for load in rates:
+        name = "full" if load == 0 else f"{load}/s"
+        added = (med[load][0] - med["idle"][0]) / max(med[load][1] - med["idle"][1], 1)
+        out[name] = dict(exits_per_interval=med[load][1], cpu_ms=med[load][0] * 1e3,
+                         added_us_per_exit=added * 1e6, lost=lost[load], caused=caused[load])
+    return out
+
+
 def bench_memory(seconds: float) -> Dict:
     churn = subprocess.Popen(["sh", "-c", CHURN])
     samples = []
@@ -183,22 +227,27 @@ def main(argv=None) -> Dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the per-exit run")
+    ap.add_argument("--only", action="append", help="run only this part (repeatable)")
     ap.add_argument("--storm", type=float, default=5.0, help="seconds of exit storm")
     ap.add_argument("--soak", type=float, default=60.0, help="seconds of the memory run")
     ap.add_argument("--extra-processes", type=int, default=1000,
                     help="sleeping processes added for the second psutil comparison")
     args = ap.parse_args(argv)
+    parts = {
+        "psutil": lambda: bench_psutil(args.repeat, 0),
+        "psutil_more": lambda: bench_psutil(args.repeat, args.extra_processes),
+        "per_exit": lambda: bench_per_exit(args.rounds),
+        "cost": lambda: bench_cost(args.threads, args.repeat),
+        "lossless": lambda: bench_lossless(args.storm),
+        "memory": lambda: bench_memory(args.soak),
+    }
     out = {}
-    out["psutil"] = r = bench_psutil(args.repeat, 0)
-    print("psutil  ", json.dumps(r))
-    out["psutil_more"] = r = bench_psutil(args.repeat, args.extra_processes)
-    print("psutil+ ", json.dumps(r))
-    out["cost"] = r = bench_cost(args.threads, args.repeat)
-    print("cost    ", json.dumps(r))
-    out["lossless"] = r = bench_lossless(args.storm)
-    print("lossless", json.dumps(r))
-    out["memory"] = r = bench_memory(args.soak)
-    print("memory  ", json.dumps(r))
+    for name, part in parts.items():
+        if args.only and name not in args.only:
+            continue
+        out[name] = r = part()
+        print(f"{name:<12}", json.dumps(r), flush=True)
     return out
 
 

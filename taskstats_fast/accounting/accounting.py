@@ -19,9 +19,8 @@ and ``stats``), so they can change inside without touching this module.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from .. import layout
 from ..kernel.delayacct import delayacct_enabled
 from ..kernel import receive_buffer
 from . import cgroupfs
+from .exit_reader import ExitReader
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
 from .merge import Look, merge
 
@@ -36,72 +36,9 @@ __all__ = ["Accounting", "AUTO"]
 
 #: ``cgroup_root=AUTO``: find cgroup v2 in /proc/self/mountinfo.
 AUTO = "auto"
-# How long the reader waits in one read: bounds how late it sees a cut request or a close.
-_READ_SLICE = 0.02
 # Exit messages each socket can hold (one socket per CPU) while the reader waits for the GIL
 # that a look or a merge holds: four times the listener's default, charged only while used.
 _EVENTS_PER_SOCKET = 4 * receive_buffer.DEFAULT_EVENTS_PER_CPU
-
-
-class _ExitReader:
-    """Reads the exit stream on a thread of its own, so a look or a merge never leaves the
-    sockets unread (at full fork rate their buffers fill within a look).  ``cut()`` returns
-    everything received up to the call, leaving nothing behind that was in the sockets then."""
-
-    def __init__(self, listener):
-        self._listener = listener
-        self._lock = threading.Lock()
-        self._batches: List[np.ndarray] = []
-        self._cut_requested = threading.Event()
-        self._cut_done = threading.Event()
-        self._stopping = False
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="taskstats_fast accounting reader",
-                                        daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        listener = self._listener
-        try:
-            while not self._stopping:
-                if self._cut_requested.is_set():
-                    self._cut_requested.clear()
-                    while True:                 # whatever the sockets hold now
-                        batch = listener.read(timeout=0)
-                        if not len(batch):
-                            break
-                        self._keep(batch)
-                    self._cut_done.set()
-                    continue
-                batch = listener.read(timeout=_READ_SLICE)
-                if len(batch):
-                    self._keep(batch)
-        except BaseException as e:   # surfaces in cut(); a closed listener ends the thread
-            if not self._stopping:
-                self._error = e
-        finally:
-            self._cut_done.set()
-
-    def _keep(self, batch: np.ndarray) -> None:
-        with self._lock:
-            self._batches.append(batch)
-
-    def cut(self) -> List[np.ndarray]:
-        """The batches received so far, including all the sockets hold at this call."""
-        self._cut_done.clear()
-        self._cut_requested.set()
-        while not self._cut_done.wait(0.2):
-            if not self._thread.is_alive():
-                break
-        if self._error is not None:
-            raise self._error
-        with self._lock:
-            out, self._batches = self._batches, []
-        return out
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._thread.join()
 
 
 class Accounting:
@@ -132,7 +69,7 @@ class Accounting:
         self._listener = listener
         self._listener_options = listener_options
         self._look: Optional[Look] = None
-        self._reader: Optional[_ExitReader] = None
+        self._reader: Optional[ExitReader] = None
         self._lost_at_look = 0
         self._next_deadline = 0.0
         self._index = 0
@@ -154,7 +91,7 @@ class Accounting:
                 self._connection = Connection(warn_delayacct=False)
             self.closed = False
             self._lost_at_look = self._listener.stats.lost
-            self._reader = _ExitReader(self._listener)
+            self._reader = ExitReader(self._listener, self._listener.room or _EVENTS_PER_SOCKET)
             self._look = self._take_look()
             self._reader.cut()    # exits before the first look belong to no interval
         except BaseException:

@@ -170,6 +170,12 @@ class ExitListener:
         """Seconds a blocking read keeps gathering after the first record."""
         return self._open_reader().linger
 
+    @property
+    def room(self) -> int:
+        """About how many exit messages the smallest socket's receive buffer holds (what the
+        kernel granted): how long a reader may leave the sockets unread at a given rate."""
+        return min((messages_held(g) for g in self._buffer.granted), default=0)
+
     def fileno(self) -> int:
         """An epoll fd that is readable whenever any listener socket is (or close() was called):
         for selectors and event loops.  Read with ``read(timeout=0)`` when it fires."""
