@@ -24,6 +24,8 @@ from taskstats_fast.accounting.exit_reader import ExitReader
 class FakeListener:
     """``fileno`` readable while records wait; ``read(timeout=0)`` returns them all."""
 
+    batch_size = 4096
+
     def __init__(self):
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()

@@ -139,7 +139,7 @@ class Accounting:
         assert listener is not None and reader is not None and self._look is not None
         end = self._next_deadline if deadline is None else deadline
         while (remaining := end - time.monotonic()) > 0:
-            time.sleep(min(remaining, 0.5))       # short sleeps: a signal's handler runs soon
+            time.sleep(remaining)     # a signal's handler still runs at once (PEP 475)
         start = self._look
         closing = self._take_look()
         batches = reader.cut()                    # the exits that raced the look are in

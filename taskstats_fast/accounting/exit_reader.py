@@ -75,6 +75,7 @@ class ExitReader:
         self.records = 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._listener_fd = listener.fileno()
+        self._dry_below = max(1, listener.batch_size // 2)
         self._thread = threading.Thread(target=self._run, name="taskstats_fast accounting reader",
                                         daemon=True)
         self._thread.start()
@@ -142,11 +143,14 @@ class ExitReader:
         got = 0
         while True:
             batch = self._listener.read(timeout=0)
-            if not len(batch):
-                break
             got += len(batch)
-            with self._lock:
-                self._batches.append(batch)
+            if len(batch):
+                with self._lock:
+                    self._batches.append(batch)
+            # one read empties every socket unless the record array filled: a batch well short
+            # of it means they ran dry, and a second read would only find that out again
+            if len(batch) < self._dry_below:
+                break
         self.records += got
         return got
 
