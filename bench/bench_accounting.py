@@ -40,6 +40,7 @@ sys.path.insert(0, HERE)
 import taskstats_fast as tsf  # noqa: E402
 from taskstats_fast.accounting import cgroupfs  # noqa: E402
 from bench_exit_stream import build, finish_producers, start_producers  # noqa: E402
+import peers  # noqa: E402
 
 THREAD_HOLDER = r"""
 import sys, threading
@@ -165,6 +166,77 @@ def bench_per_exit(rounds: int, intervals: int = 3, rates=(400, 0)) -> Dict:
     return out
 
 
+def _load(kind: str):
+    """Start a load: ('none' | 'processes' | 'threads', n); returns what stops it."""
+    name, n = kind
+    if name == "processes":
+        sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(n)]
+
+        def stop():
+            for p in sleepers:
+                p.kill()
+                p.wait()
+        return stop
+    if name == "threads":
+        holder = subprocess.Popen([sys.executable, "-c", THREAD_HOLDER, str(n)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+
+        def stop():
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait()
+        return stop
+    return lambda: None
+
+
+PEER_LOADS = {"as is": ("none", 0), "+1,000 processes": ("processes", 1000),
+              "+5,000 threads": ("threads", 5000)}
+
+
+def bench_peers(rounds: int) -> Dict:
+    """Each agent's CPU per 1 s interval (its own cgroup's cpu.stat) at each load, agents
+    interleaved, medians of ``rounds``; see bench/peers.py."""
+    root = cgroupfs.find_cgroup2()
+    if not root:
+        return dict(skipped="no cgroup v2 mounted: the agents' CPU comes from their cgroups")
+    missing = peers.ensure_packages()
+    out: Dict = dict(missing=missing, loads={})
+    for label, kind in PEER_LOADS.items():
+        stop = _load(kind)
+        try:
+            tasks = peers.count_tasks()
+            ms = peers.measure(root, rounds)
+            tasks_after = peers.count_tasks()
+        finally:
+            stop()
+        out["loads"][label] = dict(
+            processes=(tasks["processes"] + tasks_after["processes"]) // 2,
+            threads=(tasks["threads"] + tasks_after["threads"]) // 2, ms_per_interval=ms)
+    return out
+
+
+def peer_table(result: Dict) -> str:
+    """CPU per interval per process of each agent, the same layout at each load."""
+    loads = result.get("loads", {})
+    if not loads:
+        return result.get("skipped", "no peer figures")
+    names = list(next(iter(loads.values()))["ms_per_interval"])
+    head = f"{'agent':<18}" + "".join(
+        f"{label + ' (' + str(v['processes']) + ' pr, ' + str(v['threads']) + ' thr)':>44}"
+        for label, v in loads.items())
+    lines = [head, f"{'':<18}" + f"{'ms/interval  us/process  vs top':>44}" * len(loads)]
+    for name in names:
+        cells = []
+        for v in loads.values():
+            ms = v["ms_per_interval"][name]
+            top = v["ms_per_interval"].get("top -b -d 1")
+            cells.append(f"{ms:>19.2f}{ms * 1e3 / v['processes']:>12.1f}"
+                         f"{ms / top if top else float('nan'):>12.2f}x")
+        lines.append(f"{name:<18}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def bench_memory(seconds: float) -> Dict:
     churn = subprocess.Popen(["sh", "-c", CHURN])
     samples = []
@@ -241,6 +313,7 @@ def main(argv=None) -> Dict:
         "cost": lambda: bench_cost(args.threads, args.repeat),
         "lossless": lambda: bench_lossless(args.storm),
         "memory": lambda: bench_memory(args.soak),
+        "peers": lambda: bench_peers(args.rounds),
     }
     out = {}
     for name, part in parts.items():
@@ -248,6 +321,8 @@ def main(argv=None) -> Dict:
             continue
         out[name] = r = part()
         print(f"{name:<12}", json.dumps(r), flush=True)
+    if "peers" in out:
+        print(peer_table(out["peers"]))
     return out
 
 

@@ -7,15 +7,19 @@
  * memcpy'd into a record array at index seq - first_seq.  No validation beyond what it needs to
  * find the payload; ESRCH replies are counted.
  *
- *   query_floor FAMILY_ID CHUNK REPEATS PIDFILE
+ *   query_floor FAMILY_ID CHUNK REPEATS PIDFILE [THREADS]
  *
- * PIDFILE holds native uint32 pids.  Prints one line of key=value pairs: lookups per repeat,
+ * PIDFILE holds native uint32 pids.  THREADS (default 1) threads each take a contiguous share of
+ * the pids on a socket of their own, started together each repeat; a repeat's time is until the
+ * last one finishes (the kernel serialises TASKSTATS GETs under genl_mutex: this measures what
+ * a second socket and thread can still gain).  Prints one line of key=value pairs: lookups per repeat,
  * records and errors of the last repeat, and ns/lookup of every repeat (min and median first).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/netlink.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,17 +58,113 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+struct worker {
+    uint16_t family;
+    size_t chunk, n;         /* lookups per round trip; pids of this worker */
+    const uint32_t *pids;
+    uint32_t first;          /* seq of this worker's first request in the current repeat */
+    int fd;
+    uint8_t *req, *out, *arena;
+    size_t records, errors;
+    int failed;
+};
+
+static int open_socket(size_t chunk)
+{
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
+    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        perror("socket");
+        return -1;
+    }
+    int rcvbuf = (int)(chunk * 1280 + (1 << 20));
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    int sndbuf = (int)(chunk * REQ_SIZE + 4096);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    return fd;
+}
+
+/* One repeat of this worker's lookups: 0, or -1 after printing why. */
+static int run_lookups(struct worker *w)
+{
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    size_t n = w->n, chunk = w->chunk;
+    w->records = w->errors = 0;
+    for (size_t i = 0; i < n; i++)  /* building is part of a lookup's cost */
+        build(w->req + i * REQ_SIZE, w->family, w->first + (uint32_t)i, w->pids[i]);
+    for (size_t lo = 0; lo < n; lo += chunk) {
+        size_t k = n - lo < chunk ? n - lo : chunk;
+        if (send(w->fd, w->req + lo * REQ_SIZE, k * REQ_SIZE, 0) < 0) {
+            perror("send");
+            return -1;
+        }
+        size_t answered = 0;
+        while (answered < k) {
+            for (int i = 0; i < BATCH; i++) {
+                iov[i].iov_base = w->arena + (size_t)i * SLOT;
+                iov[i].iov_len = SLOT;
+                memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+                msgs[i].msg_hdr.msg_iov = &iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            int got = recvmmsg(w->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+            if (got < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    struct pollfd p = {.fd = w->fd, .events = POLLIN};
+                    if (poll(&p, 1, 5000) == 0) {
+                        fprintf(stderr, "timeout: %zu of %zu answered\n", answered, k);
+                        return -1;
+                    }
+                    continue;
+                }
+                perror("recvmmsg");  /* ENOBUFS would mean the chunk overflowed the buffer */
+                return -1;
+            }
+            for (int i = 0; i < got; i++) {
+                const uint8_t *m = iov[i].iov_base;
+                uint16_t type;
+                uint32_t seq;
+                memcpy(&type, m + 4, 2);
+                memcpy(&seq, m + 8, 4);
+                size_t idx = seq - w->first;
+                if (type == w->family && msgs[i].msg_len > STATS_OFFSET && idx < n) {
+                    size_t len = msgs[i].msg_len - STATS_OFFSET;
+                    memcpy(w->out + idx * RECORD, m + STATS_OFFSET, len < RECORD ? len : RECORD);
+                    w->records++;
+                } else {
+                    w->errors++;
+                }
+            }
+            answered += (size_t)got;
+        }
+    }
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    w->failed = run_lookups(w) != 0;
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s FAMILY_ID CHUNK REPEATS PIDFILE\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s FAMILY_ID CHUNK REPEATS PIDFILE [THREADS]\n", argv[0]);
         return 2;
     }
     uint16_t family = (uint16_t)atoi(argv[1]);
     size_t chunk = (size_t)atol(argv[2]);
     int repeats = atoi(argv[3]);
+    int nthreads = argc == 6 ? atoi(argv[5]) : 1;
     FILE *f = fopen(argv[4], "rb");
-    if (!f || chunk == 0 || repeats <= 0) {
+    if (!f || chunk == 0 || repeats <= 0 || nthreads < 1 || nthreads > MAX_THREADS) {
         perror("arguments");
         return 2;
     }
@@ -78,83 +178,50 @@ int main(int argc, char **argv)
     }
     fclose(f);
 
-    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
-    struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        perror("socket");
-        return 1;
-    }
-    int rcvbuf = (int)(chunk * 1280 + (1 << 20));
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    int sndbuf = (int)(chunk * REQ_SIZE + 4096);
-    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-
-    uint8_t *req = malloc(n * REQ_SIZE);
-    uint8_t *out = malloc(n * RECORD);
-    uint8_t *arena = malloc((size_t)BATCH * SLOT);
-    uint64_t *times = calloc((size_t)repeats, sizeof *times);
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
+    struct worker workers[MAX_THREADS];
     uint32_t seq0 = (uint32_t)getpid() << 12;
+    for (int t = 0; t < nthreads; t++) {
+        struct worker *w = &workers[t];
+        size_t lo = n * (size_t)t / (size_t)nthreads, hi = n * (size_t)(t + 1) / (size_t)nthreads;
+        memset(w, 0, sizeof *w);
+        w->family = family;
+        w->chunk = chunk;
+        w->pids = pids + lo;
+        w->n = hi - lo;
+        w->fd = open_socket(chunk);
+        w->req = malloc((w->n + 1) * REQ_SIZE);
+        w->out = malloc((w->n + 1) * RECORD);
+        w->arena = malloc((size_t)BATCH * SLOT);
+        if (w->fd < 0 || !w->req || !w->out || !w->arena)
+            return 1;
+    }
+    uint64_t *times = calloc((size_t)repeats, sizeof *times);
     size_t records = 0, errors = 0;
 
     for (int r = 0; r < repeats; r++) {
-        uint32_t first = seq0 + (uint32_t)(r * n);
-        records = errors = 0;
+        pthread_t tid[MAX_THREADS];
         uint64_t t0 = now_ns();
-        for (size_t i = 0; i < n; i++)  /* building is part of a lookup's cost */
-            build(req + i * REQ_SIZE, family, first + (uint32_t)i, pids[i]);
-        for (size_t lo = 0; lo < n; lo += chunk) {
-            size_t k = n - lo < chunk ? n - lo : chunk;
-            if (send(fd, req + lo * REQ_SIZE, k * REQ_SIZE, 0) < 0) {
-                perror("send");
+        for (int t = 0; t < nthreads; t++) {
+            workers[t].first = seq0 + (uint32_t)(r * n) + (uint32_t)(n * (size_t)t / (size_t)nthreads);
+            if (nthreads == 1)
+                worker_main(&workers[t]);
+            else if (pthread_create(&tid[t], NULL, worker_main, &workers[t]) != 0) {
+                perror("pthread_create");
                 return 1;
             }
-            size_t answered = 0;
-            while (answered < k) {
-                for (int i = 0; i < BATCH; i++) {
-                    iov[i].iov_base = arena + (size_t)i * SLOT;
-                    iov[i].iov_len = SLOT;
-                    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-                    msgs[i].msg_hdr.msg_iov = &iov[i];
-                    msgs[i].msg_hdr.msg_iovlen = 1;
-                }
-                int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
-                if (got < 0) {
-                    if (errno == EAGAIN || errno == EINTR) {
-                        struct pollfd p = {.fd = fd, .events = POLLIN};
-                        if (poll(&p, 1, 5000) == 0) {
-                            fprintf(stderr, "timeout: %zu of %zu answered\n", answered, k);
-                            return 1;
-                        }
-                        continue;
-                    }
-                    perror("recvmmsg");  /* ENOBUFS would mean the chunk overflowed the buffer */
-                    return 1;
-                }
-                for (int i = 0; i < got; i++) {
-                    const uint8_t *m = iov[i].iov_base;
-                    uint16_t type;
-                    uint32_t seq;
-                    memcpy(&type, m + 4, 2);
-                    memcpy(&seq, m + 8, 4);
-                    size_t idx = seq - first;
-                    if (type == family && msgs[i].msg_len > STATS_OFFSET && idx < n) {
-                        size_t len = msgs[i].msg_len - STATS_OFFSET;
-                        memcpy(out + idx * RECORD, m + STATS_OFFSET, len < RECORD ? len : RECORD);
-                        records++;
-                    } else {
-                        errors++;
-                    }
-                }
-                answered += (size_t)got;
-            }
+        }
+        records = errors = 0;
+        for (int t = 0; t < nthreads; t++) {
+            if (nthreads > 1)
+                pthread_join(tid[t], NULL);
+            if (workers[t].failed)
+                return 1;
+            records += workers[t].records;
+            errors += workers[t].errors;
         }
         times[r] = now_ns() - t0;
     }
-    printf("lookups=%zu records=%zu errors=%zu", n, records, errors);
+    printf("lookups=%zu records=%zu errors=%zu threads=%d", n, records, errors, nthreads);
     uint64_t *sorted = malloc((size_t)repeats * sizeof *sorted);
     memcpy(sorted, times, (size_t)repeats * sizeof *sorted);
     qsort(sorted, (size_t)repeats, sizeof *sorted, cmp_u64);
