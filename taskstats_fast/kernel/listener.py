@@ -174,7 +174,8 @@ class ExitListener:
     def room(self) -> int:
         """About how many exit messages the smallest socket's receive buffer holds (what the
         kernel granted): how long a reader may leave the sockets unread at a given rate."""
-        return min((messages_held(g) for g in self._buffer.granted), default=0)
+        granted = self._buffer.granted if self._buffer is not None else []
+        return min((messages_held(g) for g in granted), default=0)
 
     def fileno(self) -> int:
         """An epoll fd that is readable whenever any listener socket is (or close() was called):
