@@ -15,8 +15,9 @@ VENV_PYTHON := $(VENV)/bin/python
 #   clang, libclang-rt-dev  the fuzz build (libFuzzer) and the clang -Werror static check
 #   cppcheck                the static check of the C code
 #   prometheus              a real Prometheus server that scrapes the exporter (tests/test_prometheus_server.py)
+#   openssl                 throwaway CA and certificates for the TLS tests of serve (tests/certificates.py)
 # Without root they are not installed: the tests that need them skip and say why (under CI=true a skip fails).
-TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus
+TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus openssl
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)

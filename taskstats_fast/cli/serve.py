@@ -10,7 +10,7 @@ import signal
 from typing import Any, Optional, Tuple
 
 from .common import (EXIT_OK, add_command, add_privilege_options, check_privilege_options,
-                     drop_privileges_as_asked, non_negative_int, positive_float, say, UsageError)
+                     drop_privileges_as_asked, non_negative_int, positive_float, positive_int, say, UsageError)
 
 __all__ = ["add_parser", "run"]
 
@@ -64,6 +64,7 @@ def add_parser(subparsers: Any) -> None:
                    help="a command or group with no task for SECS seconds leaves /metrics (a removed cgroup "
                         "leaves at once), freeing its slot; if it comes back its counters start again "
                         "from 0, a reset Prometheus's rate() handles (default: %(default)g)")
+    _add_http_options(p)
     add_privilege_options(p)
     p.set_defaults(run=run)
 
@@ -78,6 +79,31 @@ def _grouping(path: Optional[str]) -> Any:
         raise UsageError(f"--config {path}: {e}") from None
 
 
+def _add_http_options(p: argparse.ArgumentParser) -> None:
+    from ..live.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+    g = p.add_argument_group("HTTP")
+    g.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic-auth settings in the Prometheus exporter-toolkit format (the "
+                        "--web.config.file of node_exporter): tls_server_config, basic_auth_users with "
+                        "bcrypt hashes; needs pip install 'taskstats_fast[serve]'")
+    g.add_argument("--max-connections", type=positive_int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help="open connections at most; one more closes the longest-idle one (default: %(default)s)")
+    g.add_argument("--idle-timeout", type=positive_float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECS",
+                   help="close a connection that sends no complete request, or reads no response, for "
+                        "SECS (default: %(default)g)")
+
+
+def _http_options(args: argparse.Namespace) -> dict:
+    from ..live.webconfig import WebConfigError, load_web_config
+    options = {"max_connections": args.max_connections, "idle_timeout": args.idle_timeout}
+    if args.web_config is not None:
+        try:
+            options["web"] = load_web_config(args.web_config)
+        except WebConfigError as e:
+            raise UsageError(f"--web-config {args.web_config}: {e}") from None
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     from ..live.service import MetricsService
 
@@ -88,10 +114,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_privilege_options(args)
     grouping = _grouping(args.config)     # a bad --config stops here, before anything opens
+    http_options = _http_options(args)     # so does a bad --web-config
     host, port = args.listen
     service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
                              max_cgroups=args.max_cgroups, max_groups=args.max_groups,
-                             forget_after=args.forget_after, grouping=grouping)
+                             forget_after=args.forget_after, grouping=grouping, http_options=http_options)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped_by = "the accounting closing"
     try:

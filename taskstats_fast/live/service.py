@@ -17,7 +17,7 @@ keeping CAP_NET_ADMIN: the kernel checks it at every TASKSTATS query of the live
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from .exporter import (DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS,
                        ExporterCounts, Grouping, PrometheusExporter)
@@ -34,14 +34,16 @@ class MetricsService:
     """Serve per-cgroup and per-command counters of every task at ``http://host:port/metrics``.
 
     ``max_*``, ``forget_after`` and ``grouping`` go to ``PrometheusExporter``;
-    ``listener_options`` to ``ExitListener`` (cpus, shards, rcvbuf).  Use as a context
+    ``listener_options`` to ``ExitListener`` (cpus, shards, rcvbuf), ``http_options`` to
+    ``MetricsServer`` (web, max_connections, idle_timeout).  Use as a context
     manager, or call ``open()`` / ``run(stop)`` / ``close()``.
     """
 
     def __init__(self, host: str, port: int, *, interval: float = DEFAULT_INTERVAL,
                  max_commands: int = DEFAULT_MAX_COMMANDS, max_cgroups: int = DEFAULT_MAX_CGROUPS,
                  max_groups: int = DEFAULT_MAX_GROUPS, forget_after: float = DEFAULT_FORGET_AFTER,
-                 grouping: Optional[Grouping] = None, **listener_options: Any):
+                 grouping: Optional[Grouping] = None, http_options: Optional[Mapping[str, Any]] = None,
+                 **listener_options: Any):
         if not interval > 0:
             raise ValueError(f"the interval is in seconds and must be positive, not {interval!r}")
         self.interval = float(interval)
@@ -53,7 +55,8 @@ class MetricsService:
         self.exporter = PrometheusExporter(max_commands=max_commands, max_cgroups=max_cgroups,
                                            max_groups=max_groups, forget_after=forget_after, grouping=grouping,
                                            listener_counters=self._listener_counters)
-        self.server = MetricsServer(self.exporter, host, port)   # binds now: see the module docstring
+        # binds now (see the module docstring); http_options: web config, connection cap, idle timeout
+        self.server = MetricsServer(self.exporter, host, port, **(http_options or {}))
 
     @property
     def url(self) -> str:
