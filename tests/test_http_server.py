@@ -152,17 +152,22 @@ import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from test_exporter import random_interval
+from taskstats_fast.live import webconfig
 from taskstats_fast.live.exporter import PrometheusExporter
 from taskstats_fast.live.server import MetricsServer
 exporter = PrometheusExporter()
 for i in range(20):
     exporter.write(random_interval(np.random.default_rng(i), n=2000, comms=[f"cmd{j}" for j in range(150)]))
-with MetricsServer(exporter, "127.0.0.1", 0) as server:
+web = None
+if len(sys.argv) > 2:
+    tls = webconfig.TLSSettings(sys.argv[2] + "/server.pem", sys.argv[2] + "/server.key")
+    web = webconfig.WebConfig(tls, context=webconfig.tls_context(tls))
+with MetricsServer(exporter, "127.0.0.1", 0, web=web) as server:
     print(server.address[1], flush=True)
     sys.stdin.readline()
     time.sleep(0.5)
     c = server.counts()
-    print(c.resets, c.requests, c.errors, c.last_error, flush=True)
+    print(c.resets + c.tls_failures, c.requests, c.errors, c.last_error, flush=True)
 """
 
 
@@ -171,20 +176,14 @@ def _reset(sock):
     sock.close()
 
 
-def test_two_hundred_resets_print_nothing_and_are_counted():
+def _resetter(*args):
     tests = os.path.dirname(__file__)
-    proc = subprocess.Popen([sys.executable, "-c", _RESETTER, tests], stdin=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", _RESETTER, tests, *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
     try:
-        port = int(proc.stdout.readline())
-        for i in range(200):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            if i % 3 == 1:      # mid-request
-                s.sendall(b"GET /metr")
-            elif i % 3 == 2:    # after asking for a large response, without reading it
-                s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
-                time.sleep(0.01)
-            _reset(s)
         out, err = proc.communicate("\n", timeout=60)
     finally:
         if proc.poll() is None:
@@ -192,7 +191,41 @@ def test_two_hundred_resets_print_nothing_and_are_counted():
     assert err == "", err[-3000:]
     resets, requests, errors, *_ = out.split()
     assert int(errors) == 0, out
-    assert int(resets) >= 100, out      # a reset of an idle connection may come before any read
+    return int(resets)
+
+
+def test_two_hundred_resets_print_nothing_and_are_counted():
+    proc = _resetter()
+    port = int(proc.stdout.readline())
+    for i in range(200):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if i % 3 == 1:      # mid-request
+            s.sendall(b"GET /metr")
+        elif i % 3 == 2:    # after asking for a large response, without reading it
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            time.sleep(0.01)
+        _reset(s)
+    assert _finish(proc) >= 100      # a reset of an idle connection may come before any read
+
+
+def test_resets_and_garbage_on_the_tls_port_print_nothing(tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    proc = _resetter(str(tmp_path / "certs"))
+    port = int(proc.stdout.readline())
+    context = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+    for i in range(60):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if i % 3 == 0:      # not TLS at all
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            time.sleep(0.01)
+        elif i % 3 == 1:    # half a ClientHello
+            s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        else:               # a full handshake and a request, reset before the response is read
+            s = context.wrap_socket(s, server_hostname="127.0.0.1")
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            time.sleep(0.01)
+        _reset(s)
+    assert _finish(proc) >= 20
 
 
 def test_thirty_two_simultaneous_scrapes_are_all_answered_promptly(exporter):

@@ -67,7 +67,8 @@ def test_prometheus_scrapes_serve_over_tls_with_basic_auth(tmp_path):
         port = _free_port()
         log = tmp_path / "prometheus.log"
         with open(log, "wb") as out:
-            prometheus = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            prometheus = subprocess.Popen([binary, f"--config.file={config}",
+                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                                           stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
         base = f"http://127.0.0.1:{port}"
@@ -85,3 +86,4 @@ def test_prometheus_scrapes_serve_over_tls_with_basic_auth(tmp_path):
         out, err = _stop(serve)
     assert serve.returncode == 0, err
     assert "Traceback" not in err and "stopped by SIGTERM" in err, err
+    assert "HTTP: " in err and "refused passwords" in err, err     # the intruder job's 401s

@@ -175,3 +175,12 @@ def test_serve_with_a_missing_web_config_file_exits_1(tmp_path):
 
 def test_the_module_names_its_extra():
     assert webconfig.EXTRA == "serve"
+
+
+def test_the_readme_example_is_a_valid_web_config():
+    import yaml
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = readme[readme.index("```yaml\ntls_server_config:") + len("```yaml\n"):]
+    config = parse_web_config(yaml.safe_load(block[:block.index("```")]), "/etc/taskstats-fast")
+    assert config.tls.cert_file == "/etc/taskstats-fast/serve.pem" and set(config.users) == {"prometheus"}
+    assert BasicAuth(config.users).check("Basic " + base64.b64encode(b"prometheus:example").decode())

@@ -136,4 +136,16 @@ def run(args: argparse.Namespace) -> int:
     say(f"stopped by {stopped_by}: {stats.intervals:,} intervals, {stats.rows:,} task rows, "
         f"{stats.series:,} series, {stats.scrapes:,} scrapes served"
         + (f"; {stats.lost:,} exit messages lost" if stats.lost else ""))
+    say(_http_summary(service.server.counts()))
     return EXIT_OK
+
+
+def _http_summary(counts: Any) -> str:
+    """What the HTTP side saw: connections and requests, then whatever clients did wrong."""
+    problems = [f"{getattr(counts, name):,} {what}" for name, what in (
+        ("timeouts", "idle timeouts"), ("evicted", "idle connections closed over the cap"),
+        ("refused", "refused over the cap"), ("resets", "client resets"), ("bad_requests", "bad requests"),
+        ("tls_failures", "failed TLS handshakes"), ("unauthorized", "refused passwords"),
+        ("errors", "server errors")) if getattr(counts, name)]
+    return (f"HTTP: {counts.connections:,} connections, {counts.requests:,} requests"
+            + (f" ({', '.join(problems)})" if problems else ""))
