@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..recording.columns import require
+from ..schema import require
 
 __all__ = ["WebConfig", "TLSSettings", "WebConfigError", "BasicAuth", "parse_web_config",
            "load_web_config", "tls_context", "EXTRA"]
