@@ -1,10 +1,13 @@
 """Build glue only: metadata lives in pyproject.toml; this file exists for cffi_modules, the wheel's
-abi3 tag and a clear message when the build lacks a C compiler or Python's headers."""
+abi3 tag, a clear message when the build lacks a C compiler or Python's headers, and an sdist
+that leaves out what building left in a checkout."""
 import os
+import re
 import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.sdist import sdist
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc"))
 import build_ffi  # noqa: E402  (csrc/ is not a package; it holds the C core and its cffi script)
@@ -20,5 +23,20 @@ class CheckedBuildExt(build_ext):
         super().build_extensions()
 
 
+#: What a build or an editable install leaves in a checkout: bytecode, objects, the extension and the C
+#: source cffi generates for it.  Never source, so never shipped.
+BUILT_FILES = re.compile(r"(^|/)__pycache__/|\.(py[cod]|so|o)$|^taskstats_fast/_tsf_cffi\.c$")
+
+
+class SourceOnlySdist(sdist):
+    """sdist without BUILT_FILES.  They are dropped here, not by MANIFEST.in's global-exclude, which
+    warns about every pattern a clean checkout has no file for."""
+
+    def make_distribution(self):
+        self.filelist.files = [f for f in self.filelist.files if not BUILT_FILES.search(f.replace(os.sep, "/"))]
+        super().make_distribution()
+
+
 options = {"bdist_wheel": {"py_limited_api": "cp39"}} if build_ffi.STABLE_ABI else {}
-setup(cffi_modules=["csrc/build_ffi.py:ffibuilder"], cmdclass={"build_ext": CheckedBuildExt}, options=options)
+setup(cffi_modules=["csrc/build_ffi.py:ffibuilder"], cmdclass={"build_ext": CheckedBuildExt, "sdist": SourceOnlySdist},
+      options=options)

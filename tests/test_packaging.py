@@ -2,6 +2,9 @@
 
 - `python -m build` makes an sdist that holds every source and test file, and builds a wheel
   from it in a clean directory;
+- the build prints no warning; its metadata names the licence as SPDX, links the source, issues and
+  documentation, and classifies the package (Linux, the Python versions tested, monitoring);
+- the sdist leaves out what building left in a checkout (bytecode, objects, the extension);
 - the wheel is tagged abi3 (the extension uses only the stable ABI), holds every module and the
   licence, installs into a fresh virtual environment, imports there and decodes real kernel bytes;
 - a source tree without its built extension says what happened and what to do;
@@ -74,11 +77,78 @@ def dists(clean_source, tmp_path_factory):
         _needs(False, "the `build` package is not installed (it is in the test extra: `make install`)")
     out = tmp_path_factory.mktemp("dist")
     run = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(clean_source)],
-                         capture_output=True, text=True, env=_without_pythonpath())
+                         capture_output=True, text=True, env=_build_env())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not _warnings(run.stdout + run.stderr)
     sdist, = out.glob("*.tar.gz")
     wheel, = out.glob("*.whl")
     return sdist, wheel
+
+
+def _build_env():
+    """The environment a user builds in: bytecode on (setuptools warns when it is switched off)."""
+    env = _without_pythonpath()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _warnings(log: str):
+    return [line for line in log.splitlines() if re.search(r"warn|deprecat", line, re.I)]
+
+
+def _metadata(wheel) -> str:
+    with zipfile.ZipFile(wheel) as z:
+        name, = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        return z.read(name).decode()
+
+
+def claimed_pythons(metadata: str):
+    """The Python versions a wheel's classifiers claim, as (major, minor), oldest first."""
+    found = re.findall(r"^Classifier: Programming Language :: Python :: (\d+)\.(\d+)$", metadata, re.M)
+    return sorted((int(major), int(minor)) for major, minor in found)
+
+
+def test_the_metadata_names_licence_links_and_classifiers(dists):
+    for dist in dists:
+        if dist.name.endswith(".whl"):
+            metadata = _metadata(dist)
+        else:
+            with tarfile.open(dist) as tar:
+                member, = [m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO")]
+                metadata = tar.extractfile(member).read().decode()
+        headers = metadata.split("\n\n", 1)[0]
+        assert re.search(r"^License-Expression: MIT$", headers, re.M), dist.name
+        assert re.search(r"^License-File: LICENSE$", headers, re.M)
+        assert not re.search(r"^(License:|Classifier: License ::)", headers, re.M)  # the SPDX expression only
+        assert re.search(r"^Author: \S", headers, re.M)
+        urls = dict(re.findall(r"^Project-URL: ([^,]+), (https://\S+)$", headers, re.M))
+        assert {"Source", "Issues", "Documentation"} <= set(urls)
+        classifiers = set(re.findall(r"^Classifier: (.*)$", headers, re.M))
+        assert {"Operating System :: POSIX :: Linux", "Topic :: System :: Monitoring"} <= classifiers
+        assert not [c for c in classifiers if c.startswith("Operating System ::") and "Linux" not in c]
+        oldest = claimed_pythons(metadata)[0]
+        assert re.search(rf"^Requires-Python: >={oldest[0]}\.{oldest[1]}$", headers, re.M)
+        assert re.search(r"^Description-Content-Type: text/markdown$", headers, re.M)
+        assert "## Install" in metadata.split("\n\n", 1)[1]   # the README is the long description
+
+
+def test_the_sdist_leaves_out_what_building_left_in_the_checkout(clean_source, tmp_path):
+    tree = tmp_path / "built-checkout"
+    shutil.copytree(clean_source, tree)
+    leftovers = ["taskstats_fast/_tsf_cffi.abi3.so", "taskstats_fast/_tsf_cffi.c", "csrc/tsf.o",
+                 "taskstats_fast/__pycache__/layout.cpython-311.pyc", "tests/__pycache__/wire.cpython-311.pyc"]
+    for rel in leftovers:
+        os.makedirs(tree / os.path.dirname(rel), exist_ok=True)
+        (tree / rel).write_bytes(b"built")
+    run = subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(tmp_path / "out"), str(tree)],
+                         capture_output=True, text=True, env=_build_env())
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not _warnings(run.stdout + run.stderr)
+    sdist, = (tmp_path / "out").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        shipped = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert not [f for f in leftovers if f in shipped]
+    assert "taskstats_fast/layout.py" in shipped and "csrc/build_ffi.py" in shipped
 
 
 @pytest.fixture(scope="session")
