@@ -215,3 +215,71 @@ def test_serve_as_nobody_keeps_only_cap_net_admin_and_keeps_counting(python_for_
     for caps in ("CapPrm", "CapEff", "CapBnd"):
         assert int(status[caps], 16) == 1 << 12, caps    # CAP_NET_ADMIN alone
     assert int(status["CapAmb"], 16) == 0 and status["NoNewPrivs"] == "1"
+
+
+@pytest.mark.kernel
+def test_a_churn_of_unique_commands_and_cgroups_leaves_metrics_after_forget_after(tmp_path):
+    """Unique commands (copies of sleep under names of this test's own), each in a cgroup of its
+    own that is removed after it: every one gets its series while it runs, and every series
+    leaves: the cgroups once removed, the commands --forget-after (2 s) later.  (The host's own
+    churn meanwhile is not ours to count, so the baseline is "none of ours left".)"""
+    root = cgroupfs.find_cgroup2()
+    if root is None:
+        pytest.skip("no cgroup v2 hierarchy is mounted")
+    tag = f"tg{os.getpid() % 10**5}"
+    churn = 8
+    names = [f"{tag}c{i}" for i in range(churn)]
+    for name in names:
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", tmp_path / name)
+    seen: set = set()
+    stop = threading.Event()
+
+    def ours(samples: dict) -> set:
+        out = set()
+        for (name, labels), _ in samples.items():
+            if name == "taskstats_command_threads" or name == "taskstats_cgroup_threads":
+                value = dict(labels).get("command") or dict(labels).get("cgroup", "")
+                if tag in value:
+                    out.add(value)
+        return out
+
+    with MetricsService("127.0.0.1", 0, interval=0.5, forget_after=2) as service:
+        runner = threading.Thread(target=service.run, args=(stop,))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while _intervals(_samples(service.url)) < 1:
+                assert time.monotonic() < deadline, "no interval ended in 30 s"
+                time.sleep(0.05)
+            for name in names:
+                path = os.path.join(root, f"{name}.scope")
+                os.mkdir(path)
+
+                def enter(path=path):
+                    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                        f.write("0")
+                child = subprocess.Popen([str(tmp_path / name), "60"], preexec_fn=enter)
+                deadline = time.monotonic() + 30      # it lives until a look has seen it (slow under load)
+                while not {name, f"/{name}.scope"} <= seen and time.monotonic() < deadline:
+                    seen |= ours(_samples(service.url))
+                    time.sleep(0.1)
+                child.kill()
+                child.wait()
+                os.rmdir(path)
+            deadline = time.monotonic() + 30
+            left = ours(_samples(service.url))
+            while left:
+                assert time.monotonic() < deadline, f"still in /metrics after 30 s: {sorted(left)}"
+                time.sleep(0.2)
+                left = ours(_samples(service.url))
+                seen |= left
+            final = _samples(service.url)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+            for name in names:      # a failure half way leaves no cgroup behind
+                if os.path.isdir(os.path.join(root, f"{name}.scope")):
+                    os.rmdir(os.path.join(root, f"{name}.scope"))
+    assert seen == set(names) | {f"/{name}.scope" for name in names}
+    assert final[("taskstats_command_forgotten_series_total", frozenset())] >= churn
+    assert final[("taskstats_cgroup_forgotten_series_total", frozenset())] >= churn
