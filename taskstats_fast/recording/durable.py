@@ -21,7 +21,7 @@ from typing import IO, Iterable, Optional
 
 from ..errors import TaskstatsError
 
-__all__ = ["fsync_directory", "sync_file", "publish", "write_text_durably", "remove_durably",
+__all__ = ["fsync_directory", "fsync_path", "sync_file", "publish", "write_text_durably", "remove_durably",
            "try_lock", "journal_path", "OutputLock", "OutputInUseError", "FSYNCS"]
 
 
@@ -45,6 +45,16 @@ def sync_file(f: IO[bytes]) -> None:
     f.flush()
     os.fsync(f.fileno())
     FSYNCS.count += 1
+
+
+def fsync_path(path: str) -> None:
+    """fsync the file at ``path`` (written by a writer that does not show its fd)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+        FSYNCS.count += 1
+    finally:
+        os.close(fd)
 
 
 def fsync_directory(directory: str) -> None:

@@ -91,8 +91,8 @@ class Format:
 
 _ENTRIES = (
     Format("parquet", ".parquet", (".pq",), "arrow", writers.ParquetWriter, readers.read_parquet,
-           MetadataPlace.SCHEMA, readers.read_parquet_partial,
-           schema_metadata=readers.parquet_metadata),
+           MetadataPlace.SCHEMA, readers.read_parquet_partial, readers.parquet_partial_metadata,
+           readers.parquet_metadata),
     Format("arrow", ".arrow", (".feather", ".ipc"), "arrow", writers.ArrowWriter,
            readers.read_arrow, MetadataPlace.SCHEMA, readers.read_arrow_partial,
            readers.arrow_partial_metadata, readers.arrow_metadata),

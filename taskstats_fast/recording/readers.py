@@ -30,6 +30,7 @@ from .metadata import METADATA_KEY
 __all__ = ["read_parquet", "read_arrow", "read_npy", "read_csv", "parquet_metadata",
            "arrow_metadata", "CHUNK_RECORDS", "read_npy_partial", "read_parquet_partial",
            "read_arrow_partial", "read_csv_partial", "arrow_partial_metadata",
+           "parquet_partial_metadata",
            "no_partial_metadata"]
 
 #: Records per chunk where a format does not chunk by itself (npy slices, CSV blocks).
@@ -167,26 +168,32 @@ def read_npy_partial(path: str, schema: TableSchema, columns: Optional[Sequence[
 
 def read_parquet_partial(path: str, schema: TableSchema,
                          columns: Optional[Sequence[str]] = None) -> Iterator[np.ndarray]:
-    """A Parquet file in progress: its journal (npy rows), the Parquet file having no footer
-    yet.  Without a journal (a crash of a version that wrote none) it is damaged."""
+    """A Parquet file in progress: its journal (an Arrow IPC stream), the Parquet file having
+    no footer yet.  Without a journal (a crash of a version that wrote none) it is damaged."""
     journal = journal_path(path)
     if not os.path.exists(journal):
         raise NotARecordingError(path, "a Parquet file left unfinished without a journal: its "
                                  "rows cannot be read (delete it)")
-    return read_npy(journal, schema, columns, partial=True)
+    return _read_stream(journal, 0, schema, columns)
 
 
 def read_arrow_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
                        ) -> Iterator[np.ndarray]:
     """An Arrow IPC file in progress: after its 8 magic bytes it is an IPC stream, read batch
     by batch up to the last complete one."""
+    return _read_stream(path, 8, schema, columns)
+
+
+def _read_stream(path: str, offset: int, schema: TableSchema,
+                 columns: Optional[Sequence[str]]) -> Iterator[np.ndarray]:
+    """The IPC stream at ``offset`` of ``path``, up to its last complete batch."""
     import pyarrow as pa
     try:
         with pa.memory_map(path) as source:
             data = source.read_buffer()
-            if data.size < 8 or data.slice(0, 6).to_pybytes() != b"ARROW1":
+            if offset and data.slice(0, 6).to_pybytes() != b"ARROW1":
                 raise NotARecordingError(path, "not an Arrow IPC file in progress (no magic)")
-            reader = pa.ipc.open_stream(data.slice(8))
+            reader = pa.ipc.open_stream(data.slice(offset))
             names = reader.schema.names
             _check_columns(path, names, schema, "its table")
             wanted = _wanted(names, columns, schema)
@@ -199,17 +206,25 @@ def read_arrow_partial(path: str, schema: TableSchema, columns: Optional[Sequenc
                     return
                 yield schema.records_from_table(pa.Table.from_batches([batch]).select(wanted))
     except _arrow_errors() as e:
-        raise NotARecordingError(path, f"not a readable Arrow IPC file in progress ({e})"
+        raise NotARecordingError(path, f"not a readable Arrow IPC stream in progress ({e})"
                                  ) from None
 
 
 def arrow_partial_metadata(path: str) -> Dict[str, Any]:
     """The metadata an Arrow file in progress opened with ({} when unreadable)."""
+    return _stream_metadata(path, 8)
+
+
+def parquet_partial_metadata(path: str) -> Dict[str, Any]:
+    """The metadata a Parquet file in progress opened with: its journal's ({} if none)."""
+    return _stream_metadata(journal_path(path), 0)
+
+
+def _stream_metadata(path: str, offset: int) -> Dict[str, Any]:
     import pyarrow as pa
     try:
         with pa.memory_map(path) as source:
-            data = source.read_buffer()
-            raw = pa.ipc.open_stream(data.slice(8)).schema.metadata or {}
+            raw = pa.ipc.open_stream(source.read_buffer().slice(offset)).schema.metadata or {}
     except _arrow_errors():
         return {}
     try:

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .. import schema as columns
-from .durable import journal_path, remove_durably, sync_file
+from .durable import fsync_path, journal_path, remove_durably, sync_file
 from .metadata import METADATA_KEY
 
 __all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter", "ARROW_METADATA_ROOM"]
@@ -85,61 +85,67 @@ class ParquetWriter:
     """Parquet, one row group per ``row_group_records`` rows, zstd; the metadata lands in the
     footer at ``finish`` (written without the embedded Arrow schema, which is fixed before the
     metadata is known).  A Parquet file is unreadable until its footer is written, so every
-    row also goes to a journal beside it (``journal_path``: npy rows, fsynced by ``sync``),
+    batch also goes to a journal beside it (``journal_path``: an LZ4-compressed Arrow IPC
+    stream of the same table, whose schema carries the opening metadata; fsynced by ``sync``),
     which readers and recovery read after a crash and which is removed once the Parquet file
-    is published."""
+    is published.  The table is built once per batch, for the journal and the row group."""
 
     row_group_records = 65536
 
     def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
+        self.path = path
         self._schema = schema
-        self._journal = NpyWriter(journal_path(path), schema)
-        self._pending: List[np.ndarray] = []
+        self._pending: List[Any] = []
         self._pending_rows = 0
+        self._journal = open(journal_path(path), "wb")
         try:
-            self._file = open(path, "wb")
-            self._writer = pq.ParquetWriter(self._file, schema.file_schema(), compression="zstd",
+            journal_schema = schema.file_schema().with_metadata({METADATA_KEY: opening_metadata})
+            self._journal_writer = pa.ipc.new_stream(
+                self._journal, journal_schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+            self._writer = pq.ParquetWriter(path, schema.file_schema(), compression="zstd",
                                             store_schema=False)
         except BaseException:
-            self._journal.abort()
-            unlink_quietly(self._journal.path)
+            _close_quietly(self._journal)
+            unlink_quietly(journal_path(path))
             raise
 
     def write(self, records: np.ndarray) -> None:
-        self._journal.write(records)
-        self._pending.append(records)
+        table = self._schema.file_table(records)
+        self._journal_writer.write_table(table)
+        self._pending.append(table)
         self._pending_rows += len(records)
         if self._pending_rows >= self.row_group_records:
             self._write_group()
 
     def _write_group(self) -> None:
+        import pyarrow as pa
         if not self._pending_rows:
             return
-        batch = np.empty(self._pending_rows, self._schema.dtype)   # keeps the tail padding
-        np.concatenate(self._pending, out=batch)
+        table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
-        self._writer.write_table(self._schema.file_table(batch), row_group_size=len(batch))
+        self._writer.write_table(table, row_group_size=len(table))
 
     def sync(self) -> None:
-        self._journal.sync()
+        sync_file(self._journal)
 
     def finish(self, metadata_json: str) -> None:
         self._write_group()
         self._writer.add_key_value_metadata({METADATA_KEY: metadata_json})
         self._writer.close()
-        sync_file(self._file)
-        self._file.close()
-        self._journal.finish(metadata_json)
+        fsync_path(self.path)
+        self._journal_writer.close()
+        self._journal.close()
 
     def published(self) -> None:
-        remove_durably([self._journal.path])
+        remove_durably([journal_path(self.path)])
 
     def abort(self) -> None:
         _close_quietly(self._writer)
-        _close_quietly(self._file)
-        self._journal.abort()
-        unlink_quietly(self._journal.path)
+        _close_quietly(self._journal_writer)
+        _close_quietly(self._journal)
+        unlink_quietly(journal_path(self.path))
 
 
 #: Room kept in an Arrow file's schema for its metadata, so ``finish`` writes the final
