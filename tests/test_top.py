@@ -90,10 +90,100 @@ def test_a_burst_of_short_lived_commands_shows_up_under_its_name():
     assert by_command.values[i, col("cpu")] == pytest.approx(40 * 4000 / 1e6 * 100)
     assert by_command.marks[i] == "*"
     assert by_command.names[0] == "burstcmd"      # the burst outweighs init: sorted first
+    # the process view folds the 40 short-lived processes of one command into one row...
     by_process = top.build_table(iv, top.TopState())
-    assert by_process.names.count("burstcmd") == 40
-    assert {m for n, m in zip(by_process.names, by_process.marks) if n == "burstcmd"} == {"*"}
-    assert (by_process.exits, by_process.tasks) == (40, 41)
+    assert by_process.names == ["burstcmd (40)", "init"]
+    assert list(by_process.ids) == [-1, 1] and by_process.marks[0] == "*"
+    assert list(by_process.processes) == [40, 1]
+    assert by_process.values[0] == pytest.approx(by_command.values[i])
+    assert (by_process.exits, by_process.tasks, by_process.groups) == (40, 41, 2)
+    # ... unless asked not to; the thread view keeps them apart
+    unfolded = top.build_table(iv, top.TopState(fold=False))
+    assert unfolded.names.count("burstcmd") == 40
+    assert {m for n, m in zip(unfolded.names, unfolded.marks) if n == "burstcmd"} == {"*"}
+    assert top.build_table(iv, top.TopState(grouping="thread")).names.count("burstcmd") == 40
+    lines = top.render(iv, top.TopState(), width=80)
+    row = next(line for line in lines if "burstcmd" in line)
+    assert row.startswith(" " * top.ID_WIDTH + " ") and row.endswith("* burstcmd (40)")
+
+
+def test_only_short_lived_processes_of_one_command_fold():
+    rows = [task(1, comm=b"init"), task(2, comm=b"true", state=BORN | EXITED, cpu_ns=1_000_000),
+            task(3, comm=b"true", state=BORN, cpu_ns=5_000_000),          # still alive: its own row
+            task(4, comm=b"true", state=EXITED, cpu_ns=2_000_000),        # older: its own row
+            task(5, comm=b"sed", state=BORN | EXITED),                    # alone: keeps its pid
+            task(6, comm=b"true", state=BORN | EXITED, cpu_ns=3_000_000)]
+    table = top.build_table(interval(rows), top.TopState())
+    assert sorted(zip(table.names, table.ids.tolist(), table.marks)) == [
+        ("init", 1, " "), ("sed", 5, "*"), ("true", 3, "+"), ("true", 4, "x"),
+        ("true (2)", -1, "*")]
+    folded = table.names.index("true (2)")
+    assert table.values[folded, col("cpu")] == pytest.approx(0.4)
+    assert table.values[folded, col("exits")] == 2 and table.values[folded, col("tasks")] == 2
+
+
+def test_pid_and_user_selection():
+    rows = [task(1, comm=b"init", ac_uid=0), task(20, comm=b"sshd", ac_uid=0),
+            task(30, comm=b"bash", ac_uid=1000), task(31, 30, comm=b"bash", ac_uid=1000),
+            task(40, comm=b"vim", ac_uid=1000)]
+    iv = interval(rows)
+    assert sorted(top.build_table(iv, top.TopState(pids=(30, 20))).ids) == [20, 30]
+    mine = top.build_table(iv, top.TopState(uid=1000))
+    assert sorted(mine.names) == ["bash", "vim"] and mine.shown_tasks == 3
+    assert top.build_table(iv, top.TopState(uid=1000, pids=(20,))).names == []
+    threads = top.build_table(iv, top.TopState(grouping="thread", pids=(30,)))
+    assert sorted(threads.ids) == [30, 31]
+    header = top.render(iv, top.TopState(pids=(30, 20), uid=0))[2]
+    assert "pids 30,20" in header and "user root" in header
+
+
+def test_tree_puts_children_under_their_parent_siblings_sorted():
+    rows = [task(1, comm=b"init", ac_ppid=0, cpu_ns=1),
+            task(10, comm=b"sshd", ac_ppid=1, cpu_ns=5_000_000),
+            task(11, comm=b"bash", ac_ppid=10, cpu_ns=1_000_000),
+            task(12, comm=b"vim", ac_ppid=11, cpu_ns=9_000_000),
+            task(13, 12, comm=b"vim", ac_ppid=11, cpu_ns=9_000_000),    # a thread: no row of its own
+            task(20, comm=b"cron", ac_ppid=1, cpu_ns=7_000_000),
+            task(30, comm=b"orphan", ac_ppid=999, cpu_ns=2_000_000)]     # parent not seen: a root
+    table = top.build_table(interval(rows), top.TopState(tree=True))
+    # roots and siblings in sort order (CPU, largest first)
+    assert table.names == ["orphan", "init", "`- cron", "`- sshd", "  `- bash", "    `- vim"]
+    assert list(table.ids) == [30, 1, 20, 10, 11, 12]
+    shown = top.render(interval(rows), top.TopState(tree=True))   # batch: every row of the tree
+    assert any(line.endswith("   `- cron") for line in shown) and "by process tree" in shown[2]
+    # the tree does not fold: each short-lived child stays under its parent
+    burst_rows = rows + [task(100 + i, comm=b"true", ac_ppid=11, state=BORN | EXITED) for i in range(3)]
+    table = top.build_table(interval(burst_rows), top.TopState(tree=True))
+    assert table.names.count("    `- true") == 3
+
+
+def test_scroll_keys_move_through_every_row_and_stop_at_the_ends():
+    iv = interval([task(100 + i, comm=f"c{i:03d}".encode(), cpu_ns=(500 - i) * 1_000_000)
+                   for i in range(200)])
+    state = top.TopState()
+
+    def first_and_last():
+        lines = top.render(iv, state, width=80, height=24)
+        table = lines[lines.index("") + 2:]
+        return table[0].split()[-1], table[-1].split()[-1], len(table), lines
+
+    first, last, rows, lines = first_and_last()
+    assert (first, rows) == ("c000", 24 - lines.index("") - 2)
+    assert f"rows 1-{rows}" in lines[lines.index("") - 1]
+    assert state.press("down", page=rows) and first_and_last()[0] == "c001"
+    state.press("pgdn", page=rows)
+    assert first_and_last()[0] == f"c{1 + rows:03d}"
+    state.press("end", page=rows)
+    first, last, _, lines = first_and_last()
+    assert last == "c199" and f"rows {201 - rows}-200" in lines[lines.index("") - 1]
+    state.press("down", page=rows)                      # past the end: stays on the last page
+    assert first_and_last()[1] == "c199"
+    state.press("up", page=rows)
+    assert first_and_last()[1] == "c198"
+    state.press("home", page=rows)
+    assert first_and_last()[0] == "c000"
+    state.press("pgup", page=rows)
+    assert state.scroll == 0
 
 
 def test_marks_tell_born_exited_and_both_apart():

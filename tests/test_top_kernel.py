@@ -61,7 +61,7 @@ def intervals(text: str):
     return [block for block in re.split(r"(?m)^(?=taskstats-fast top - )", text) if block.strip()]
 
 
-def test_batch_mode_shows_short_lived_commands_marked_exited(burst_command):
+def test_batch_mode_folds_short_lived_processes_of_a_command_into_one_row(burst_command):
     name, path = burst_command
     with Burst(path):
         res = subprocess.run([*CLI, "top", "-b", "-n", "2", "-d", "0.5"], capture_output=True,
@@ -73,12 +73,15 @@ def test_batch_mode_shows_short_lived_commands_marked_exited(burst_command):
         header = block.splitlines()[0]
         assert re.search(r"interval 0\.\d\ds  tasks \d+  exited \d+  (lost 0|LOST \d+)", header), header
         assert block.splitlines()[1].startswith("Tasks: ") and block.splitlines()[5].startswith("PSI")
-        rows = [line for line in block.splitlines() if line.endswith(" " + name)]
-        assert rows, block   # the burst shows up under its name in every interval
-        # each run was born and exited inside the interval (a few straddle a boundary: x or +)
-        marks = [line[-len(name) - 2] for line in rows]
-        assert marks.count("*") >= len(marks) // 2 and set(marks) <= {"*", "x", "+"}, rows
-        assert all(int(line.split()[0]) > 0 for line in rows)   # a PID column
+    # the runs born and exited inside the interval: one row, no PID, marked '*' and counted
+    block = blocks[1]
+    folded = [line for line in block.splitlines() if re.search(rf" \* {name} \((\d+)\)$", line)]
+    assert len(folded) == 1, block
+    assert folded[0][:7].strip() == "" and int(re.search(r"\((\d+)\)$", folded[0])[1]) >= 5
+    # a run straddling a boundary keeps its own row, with its PID and mark
+    for line in block.splitlines():
+        if line.endswith(" " + name):
+            assert line[-len(name) - 2] in "x+" and int(line.split()[0]) > 0, line
 
 
 def test_batch_mode_by_command_sums_the_burst(burst_command):
@@ -217,3 +220,96 @@ def test_batch_header_figures_agree_with_proc():
     assert swap_figures[0] == pytest.approx(memory["SwapTotal"] / 1024, abs=0.06), swap
     assert swap_figures[3] == pytest.approx(memory["MemAvailable"] / 1024, rel=0.1), swap
     assert block[5].startswith("PSI")
+
+
+# ---- scrolling, tree, -p and -u on a pty at two sizes ---------------------------------------------
+
+# what xterm sends for these keys in keypad mode (curses turns that mode on)
+KEYS = {"down": "\x1bOB", "up": "\x1bOA", "pgdn": "\x1b[6~", "pgup": "\x1b[5~", "home": "\x1bOH",
+        "end": "\x1bOF"}
+SIZES = [(80, 24), (200, 50)]
+
+
+def _rows_shown(text):
+    """(first, last, of) from the view line's 'N groups, rows A-B'."""
+    got = re.search(r"(\d+) groups, rows (\d+)-(\d+)", text)
+    return (int(got[2]), int(got[3]), int(got[1])) if got else None
+
+
+def _table(text):
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.rstrip().endswith("COMMAND"))
+    return [line for line in lines[head + 1:-1] if line.strip()]
+
+
+@pytest.fixture
+def sleepers():
+    """Two idle processes of this test, and one of user nobody."""
+    procs = [subprocess.Popen(["sleep", "300"]) for _ in range(2)]
+    procs.append(subprocess.Popen(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                                   "sleep", "300"]))
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("columns,lines", SIZES)
+def test_screen_scrolls_every_row_and_shows_the_header(columns, lines):
+    term = Terminal([*CLI, "top", "-d", "0.5"], columns=columns, lines=lines)
+    try:
+        screen = term.wait_for(lambda t: _rows_shown(t) is not None, "a scrollable table")
+        text = screen.splitlines()
+        assert len(text) == lines and all(len(line) <= columns for line in text)
+        assert text[1].startswith("Tasks: ") and text[2].startswith("%Cpu(s):")
+        assert text[3].startswith("MiB Mem :") and text[4].startswith("MiB Swap:")
+        first, last, groups = _rows_shown(screen)
+        page = last - first + 1
+        assert first == 1 and page == len(_table(screen)) and groups > page
+        term.press(KEYS["down"])
+        term.wait_for(lambda t: (_rows_shown(t) or (0,))[0] == 2, "one row down")
+        term.press(KEYS["pgdn"])
+        term.wait_for(lambda t: (_rows_shown(t) or (0,))[0] == 2 + page, "a page down")
+        term.press(KEYS["end"])
+        screen = term.wait_for(lambda t: (lambda r: r and r[1] == r[2])(_rows_shown(t)), "the last page")
+        assert len(_table(screen)) == page
+        term.press(KEYS["pgup"])
+        term.wait_for(lambda t: (lambda r: r and r[1] < r[2])(_rows_shown(t)), "a page up")
+        term.press(KEYS["home"])
+        term.wait_for(lambda t: (_rows_shown(t) or (0,))[0] == 1, "the first row again")
+        term.press("1")                                         # per-CPU modes
+        term.wait_for(lambda t: "%Cpu0" in t and "%Cpu(s)" not in t, "a line per CPU")
+        term.press("V")
+        screen = term.wait_for(lambda t: "by process tree" in t and "`- " in t, "the tree")
+        term.press("q")
+        assert term.wait_exit() == 0, term.text()
+    finally:
+        term.close()
+
+
+@pytest.mark.parametrize("columns,lines", SIZES)
+def test_screen_shows_only_the_pids_and_user_asked_for(columns, lines, sleepers):
+    mine = [p.pid for p in sleepers[:2]]
+    term = Terminal([*CLI, "top", "-d", "0.5", "-p", ",".join(map(str, mine))], columns=columns, lines=lines)
+    try:
+        screen = term.wait_for(lambda t: "pids " in t and len(_table(t)) == 2, "the two pids")
+        assert sorted(int(row.split()[0]) for row in _table(screen)) == sorted(mine)
+        term.press("q")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    nobody = sleepers[2].pid
+    term = Terminal([*CLI, "top", "-d", "0.5", "-u", "nobody"], columns=columns, lines=lines)
+    try:
+        screen = term.wait_for(lambda t: "user nobody" in t and str(nobody) in t, "nobody's sleeper")
+        for row in _table(screen):
+            try:
+                with open(f"/proc/{row.split()[0]}/status") as f:
+                    uid = next(line.split()[1] for line in f if line.startswith("Uid:"))
+            except FileNotFoundError:
+                continue    # exited since the screen was drawn
+            assert int(uid) == 65534, row
+        term.press("q")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import pwd
 import signal
 import sys
 import threading
-from typing import Any, List
+from typing import Any, List, Optional, Tuple
 
 from .common import EXIT_OK, UsageError, add_command, positive_float, positive_int
 
@@ -41,15 +42,43 @@ def add_parser(subparsers: Any) -> None:
                         + " (default: %(default)s)")
     p.add_argument("-f", "--filter", default="", metavar="TEXT",
                    help="only tasks whose command name or cgroup path contains TEXT")
+    p.add_argument("-p", "--pid", type=_pid_list, default=(), metavar="PID,...",
+                   help="only these processes (their threads too)")
+    p.add_argument("-u", "--user", metavar="USER",
+                   help="only tasks of this user (name or uid)")
+    p.add_argument("-t", "--tree", action="store_true",
+                   help="process tree: each process above its children (key V)")
     p.add_argument("-w", "--width", type=positive_int, metavar="COLUMNS",
                    help="batch mode: fit the table to COLUMNS characters (default: every column)")
     p.set_defaults(run=run)
 
 
+def _pid_list(text: str) -> Tuple[int, ...]:
+    try:
+        pids = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        pids = ()
+    if not pids or min(pids) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of process ids")
+    return pids
+
+
+def _uid(user: Optional[str]) -> Optional[int]:
+    if user is None:
+        return None
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        if user.isdigit():
+            return int(user)
+        raise UsageError(f"-u {user}: no such user (give a user name or a numeric uid)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..accounting import Accounting
     from ..live import header, top
-    state = top.TopState(grouping=args.group, sort=args.sort, filter=args.filter)
+    state = top.TopState(grouping="process" if args.tree else args.group, sort=args.sort,
+                         filter=args.filter, pids=args.pid, uid=_uid(args.user), tree=args.tree)
     if not args.batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("top without -b needs a terminal; use -b for plain text")
     system = header.SystemHeader()   # its first sample starts the first interval's CPU modes

@@ -26,6 +26,9 @@ FIRST_POLL_SECONDS = 0.01
 _ESC = 27
 _ENTER = (10, 13, curses.KEY_ENTER)
 _BACKSPACE = (8, 127, curses.KEY_BACKSPACE)
+#: The keys that scroll the table, by the names ``TopState.press`` knows them by.
+_SCROLL_KEYS = {curses.KEY_UP: "up", curses.KEY_DOWN: "down", curses.KEY_PPAGE: "pgup",
+                curses.KEY_NPAGE: "pgdn", curses.KEY_HOME: "home", curses.KEY_END: "end"}
 
 
 class _Screen:
@@ -40,6 +43,7 @@ class _Screen:
         self.shown: Any = None      # the interval on screen (kept while paused)
         self.system: Any = None     # its system samples
         self.prompt: Optional[str] = None   # filter text being typed
+        self.shown_rows = 1         # table rows of the last draw
 
     def run(self) -> None:
         try:
@@ -67,7 +71,8 @@ class _Screen:
                 self.prompt = ""
             else:
                 was_paused = self.state.paused
-                self.state.press(chr(key) if 0 <= key < 256 else "", visible=self.visible_keys())
+                name = _SCROLL_KEYS.get(key) or (chr(key) if 0 <= key < 256 else "")
+                self.state.press(name, visible=self.visible_keys(), page=self.table_rows())
                 if was_paused and not self.state.paused and self.sink.wait(0):
                     self.shown, self.system = self.sink.latest_frame()
             self.draw()
@@ -83,6 +88,10 @@ class _Screen:
             self.prompt = self.prompt[:-1]
         elif 32 <= key < 127:
             self.prompt += chr(key)
+
+    def table_rows(self) -> int:
+        """Table rows on screen now (what PgUp/PgDn move by)."""
+        return max(self.shown_rows, 1)
 
     def visible_keys(self) -> List[str]:
         height, width = self.window.getmaxyx()
@@ -101,6 +110,7 @@ class _Screen:
         else:
             lines = top.render(self.shown, self.state, width=width, height=height - 1,
                                system=self.system)
+            self.shown_rows = len(lines) - (lines.index("") + 2 if "" in lines else len(lines))
         self.window.erase()
         for y, line in enumerate(lines[:height - 1]):
             self.window.addnstr(y, 0, line, width)

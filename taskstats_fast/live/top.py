@@ -117,12 +117,33 @@ class TopState:
     paused: bool = False
     help: bool = False
     per_cpu: bool = False     # one %Cpu line per CPU instead of the total (top's '1')
+    scroll: int = 0           # the first table row on screen (clamped when drawn)
+    pids: Tuple[int, ...] = ()            # -p: only these processes (thread group ids)
+    uid: Optional[int] = None             # -u: only this user's tasks
+    tree: bool = False        # process view: children under their parent (htop's F5, top's V)
+    fold: bool = True         # process view: short-lived processes of one command in one row
 
-    def press(self, key: str, *, visible: Sequence[str] = COLUMN_KEYS) -> bool:
-        """Apply one key (see ``HELP_LINES``); returns False for keys that mean nothing.
-        ``visible``: the column keys on screen, which ``<``/``>`` move the sort through."""
+    def scroll_by(self, key: str, page: int) -> bool:
+        """Scroll keys (arrows, PgUp/PgDn, Home/End); ``page``: table rows on screen."""
+        step = {"up": -1, "down": 1, "pgup": -max(page, 1), "pgdn": max(page, 1)}
+        if key in step:
+            self.scroll = max(self.scroll + step[key], 0)
+        elif key == "home":
+            self.scroll = 0
+        elif key == "end":
+            self.scroll = _END
+        else:
+            return False
+        return True
+
+    def press(self, key: str, *, visible: Sequence[str] = COLUMN_KEYS, page: int = 10) -> bool:
+        """Apply one key (see ``HELP_LINES``; the scroll keys by name: up, down, pgup, pgdn,
+        home, end); returns False for keys that mean nothing.  ``visible``: the column keys on
+        screen, which ``<``/``>`` move the sort through; ``page``: table rows on screen."""
         if self.help:
             self.help = False
+            return True
+        if self.scroll_by(key, page):
             return True
         if key in ("h", "?"):
             self.help = True
@@ -130,6 +151,9 @@ class TopState:
             self.paused = not self.paused
         elif key == "1":
             self.per_cpu = not self.per_cpu
+        elif key == "V":
+            self.tree = not self.tree
+            self.grouping = "process"
         elif key == "g":
             self.grouping = GROUPINGS[(GROUPINGS.index(self.grouping) + 1) % len(GROUPINGS)]
         elif key in GROUPING_KEYS:
@@ -148,31 +172,33 @@ class TopState:
         return True
 
 
+#: ``scroll`` past any table: clamped to the last page when drawn.
+_END = 1 << 62
+
 #: Direct sort keys, like top's P/M/T: the column most often wanted, one key each.
 _SORT_KEYS = {"P": "cpu", "Q": "cpu_delay", "B": "blkio_delay", "R": "read", "W": "write",
               "X": "exits", "N": "tasks"}
 
 #: The last line of the interactive screen.
-STATUS_LINE = "h help  q quit  g group  < > sort  r reverse  / filter  space pause"
+STATUS_LINE = "h help  q quit  g group  < > sort  r reverse  / filter  V tree  arrows scroll"
 
 HELP_LINES: Tuple[str, ...] = (
     "taskstats-fast top: keys",
     "",
-    "  g         next grouping: process, thread, cgroup, user, command",
-    "  p t c u m group by process / thread / cgroup / user / command",
-    "  < >       sort by the column left / right of the current one",
-    "  P Q B     sort by CPU% / run-queue delay / block-I/O delay",
-    "  R W X N   sort by read/s / write/s / exits / tasks",
-    "  r         reverse the sort order",
-    "  1         CPU modes per CPU / all CPUs together",
-    "  / f       filter: show tasks whose name or cgroup contains the text",
-    "            (Enter applies, Esc cancels, an empty filter shows all)",
-    "  space     pause / resume the display (accounting goes on)",
-    "  h ?       this help; any key returns",
-    "  q         quit",
+    "  g              next grouping: process, thread, cgroup, user, command",
+    "  p t c u m      group by process / thread / cgroup / user / command",
+    "  < >  r         sort by the column left / right of it; reverse the order",
+    "  P Q B R W X N  sort by CPU% / runq / blkio / read/s / write/s / exits / tasks",
+    "  arrows PgUp PgDn Home End   scroll the table",
+    "  V              process tree (children under their parent) / flat",
+    "  1              CPU modes per CPU / all CPUs together",
+    "  / f            filter by name or cgroup text (Enter applies, Esc cancels)",
+    "  space          pause / resume the display (accounting goes on)",
+    "  h ?            this help (any key returns)     q  quit",
     "",
     "Marks before a name (every task of the row was):",
     *(f"  {mark}         {what}" for mark, what in MARKS),
+    "  NAME (N)  N short-lived processes of NAME, folded into one row",
     "CPU%: % of one CPU, as in top. Delay columns: % of the interval the",
     "tasks waited (a row of several tasks can pass 100). RD/s WR/s: storage I/O.",
 )
@@ -197,6 +223,7 @@ class TopTable:
     exits: int            # of which exited inside the interval
     shown_tasks: int      # task rows that passed the filter
     groups: int           # groups that passed the filter (``values`` may hold only the top ones)
+    processes: Optional[np.ndarray] = None   # processes folded into each row (1: not folded)
 
 
 def _comm_text(comm: np.ndarray) -> List[str]:
@@ -244,24 +271,110 @@ def _user_name(uid: int, cache: Dict[int, str] = {}) -> str:  # noqa: B006 - a d
     return cache[uid]
 
 
+def _selected(tasks: np.ndarray, cgroups: Mapping[int, str], state: TopState) -> np.ndarray:
+    """The tasks ``state`` keeps: its filter text, ``-p`` processes and ``-u`` user."""
+    keep = np.ones(len(tasks), bool)
+    if state.filter:
+        keep &= _filter_mask(tasks, cgroups, state.filter)
+    if state.pids:
+        keep &= np.isin(tasks["ac_tgid"], np.array(state.pids, np.uint64))
+    if state.uid is not None:
+        keep &= tasks["ac_uid"] == state.uid
+    return tasks if keep.all() else tasks[keep]
+
+
 def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> TopTable:
-    """Fold ``interval.tasks`` into ``state.grouping``, keep what matches ``state.filter``, sort by
-    ``state.sort``.  ``limit``: name and mark only the first ``limit`` rows (a screen's worth);
-    every group is still counted and sorted."""
+    """Fold ``interval.tasks`` into ``state.grouping``, keep what ``state`` selects, sort by
+    ``state.sort``; in the process view, fold short-lived processes by command (``state.fold``)
+    or order them as a tree (``state.tree``).  ``limit``: name and mark only the first ``limit``
+    rows (a screen's worth); every group is still counted and sorted."""
     tasks = interval.tasks
     cgroups: Mapping[int, str] = interval.cgroups or {}
     total, exits = len(tasks), int(np.count_nonzero(tasks["state"] & _iv.EXITED))
-    if state.filter:
-        tasks = tasks[_filter_mask(tasks, cgroups, state.filter)]
+    tasks = _selected(tasks, cgroups, state)
     groups = _iv.group_rows(tasks, state.grouping, fields=_SUMMED)
     values = column_values(groups, (int(interval.end_ns) - int(interval.start_ns)) / 1e9)
+    processes = np.ones(len(groups), np.int64)
+    tree = state.tree and state.grouping == "process"
+    if state.fold and state.grouping == "process" and not tree:
+        groups, values, processes = _fold_short_lived(groups, values)
     column = values[:, COLUMN_KEYS.index(state.sort)]
     rank = np.argsort(-column if state.descending else column, kind="stable")
-    shown = groups[rank if limit is None else rank[:limit]]
-    return TopTable(grouping=state.grouping, values=values[rank[:len(shown)]],
-                    ids=_ids(state.grouping, shown), names=_names(state.grouping, shown, cgroups),
+    prefixes: Optional[List[str]] = None
+    if tree:
+        rank, prefixes = _tree_order(groups, rank, _parents(tasks))
+    rank = rank if limit is None else rank[:limit]
+    shown = groups[rank]
+    ids, names = _ids(state.grouping, shown), _names(state.grouping, shown, cgroups)
+    for i in np.flatnonzero(processes[rank] > 1).tolist():
+        ids[i] = -1
+        names[i] += f" ({processes[rank[i]]})"
+    if prefixes is not None:
+        names = [prefix + name for prefix, name in zip(prefixes, names)]
+    return TopTable(grouping=state.grouping, values=values[rank], ids=ids, names=names,
                     marks=_marks(shown), tasks=total, exits=exits, shown_tasks=len(tasks),
-                    groups=len(groups))
+                    groups=len(groups), processes=processes[rank])
+
+
+def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
+    """Processes born and exited inside the interval, several of one command name, become one
+    row per name (their sums; ``processes`` counts them): a fork-heavy shell loop is one
+    ``true`` row, not hundreds.  Returns (groups, values, processes per row)."""
+    short = np.flatnonzero((groups["born"] == groups["tasks"]) & (groups["exited"] == groups["tasks"]))
+    names, first, inverse, counts = np.unique(groups["ac_comm"][short], return_index=True,
+                                              return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    folding = counts[inverse] > 1
+    if not folding.any():
+        return groups, values, np.ones(len(groups), np.int64)
+    several = np.flatnonzero(counts > 1)
+    slot = np.full(len(names), -1, np.int64)
+    slot[several] = np.arange(len(several))
+    rows = groups[short[first[several]]].copy()
+    summed = np.zeros((len(several), values.shape[1]), np.float64)
+    np.add.at(summed, slot[inverse[folding]], values[short[folding]])
+    for field in ("tasks", "born", "exited"):
+        rows[field] = np.bincount(slot[inverse[folding]], weights=groups[field][short[folding]],
+                                  minlength=len(several)).astype(np.uint64)
+    keep = np.ones(len(groups), bool)
+    keep[short[folding]] = False
+    return (np.concatenate([groups[keep], rows]), np.concatenate([values[keep], summed]),
+            np.concatenate([np.ones(int(keep.sum()), np.int64), counts[several]]))
+
+
+def _parents(tasks: np.ndarray) -> Dict[int, int]:
+    """Each process's parent process id (from its leader's record)."""
+    leaders = tasks[tasks["ac_pid"] == tasks["ac_tgid"]]
+    return dict(zip(leaders["ac_tgid"].tolist(), leaders["ac_ppid"].tolist()))
+
+
+def _tree_order(groups: np.ndarray, rank: np.ndarray, parents: Mapping[int, int]):
+    """Depth first: each process, then its children (siblings in ``rank`` order); a process
+    whose parent is not in the table is a root.  Returns (order, name prefix per row)."""
+    tgids = groups["ac_tgid"].tolist()
+    where = {tgid: i for i, tgid in enumerate(tgids)}
+    children: Dict[int, List[int]] = {}
+    roots: List[int] = []
+    for i in rank.tolist():
+        parent = where.get(parents.get(tgids[i], -1), -1)
+        if parent >= 0 and parent != i:
+            children.setdefault(parent, []).append(i)
+        else:
+            roots.append(i)
+    order: List[int] = []
+    prefixes: List[str] = []
+    seen = set()
+    for root in roots + [i for i in rank.tolist()]:   # the rest: rows inside a parent cycle
+        stack = [(root, 0)]
+        while stack:
+            i, depth = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            order.append(i)
+            prefixes.append("  " * (depth - 1) + "`- " if depth else "")
+            stack.extend((c, depth + 1) for c in reversed(children.get(i, [])))
+    return np.array(order, np.intp), prefixes
 
 
 def _marks(groups: np.ndarray) -> List[str]:
@@ -347,13 +460,13 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
     lines = [" ".join(heads)]
     count = len(table.names) if rows is None else min(rows, len(table.names))
     # one %-format per line: numbers go straight in, byte rates are pre-formatted
-    formats = ([f"%{ID_WIDTH}d"] if has_id else []) + [_CELL_FORMAT[c.unit] % c.width for c in cols]
+    formats = ([f"%{ID_WIDTH}s"] if has_id else []) + [_CELL_FORMAT[c.unit] % c.width for c in cols]
     line_format = " ".join(formats + ["%s"])
     cells = table.values[:count][:, index].astype(object)
     for j, c in enumerate(cols):
         if c.unit == "rate":
             cells[:, j] = [_compact_bytes(v) for v in table.values[:count, index[j]].tolist()]
-    ids = table.ids[:count].tolist()
+    ids = [str(i) if i >= 0 else "" for i in table.ids[:count].tolist()]   # "": a folded row
     for r, row in enumerate(cells.tolist()):
         lead = (ids[r],) if has_id else ()
         lines.append(line_format % (*lead, *row, table.marks[r] + " " + table.names[r]))
@@ -388,7 +501,12 @@ def render_header(interval, table: TopTable, state: TopState,
     if system is not None:
         lines += _header.system_lines(interval, system, per_cpu=state.per_cpu)
     lines.append(_psi_text(interval))
-    view = f"by {state.grouping}, sort {state.sort} {'desc' if state.descending else 'asc'}"
+    tree = " tree" if state.tree and state.grouping == "process" else ""
+    view = f"by {state.grouping}{tree}, sort {state.sort} {'desc' if state.descending else 'asc'}"
+    if state.pids:
+        view += ", pids " + ",".join(map(str, state.pids))
+    if state.uid is not None:
+        view += f", user {_user_name(state.uid)}"
     if state.filter:
         view += f", filter '{state.filter}': {table.shown_tasks} tasks"
     view += f", {table.groups} groups"
@@ -412,15 +530,22 @@ def render(interval, state: TopState, *, width: Optional[int] = None,
     if state.help:
         lines = list(HELP_LINES)
         return [line[:width] for line in lines] if width else lines
-    limit = None if height is None else max(height, 0)
+    limit = None if height is None else min(state.scroll, _END) + max(height, 0)
     table = build_table(interval, state, limit=limit)
     header = render_header(interval, table, state, system)
-    if height is None:   # batch: leave out groups that did nothing
+    if height is None and not (state.tree or state.pids):
+        # batch: leave out groups that did nothing (not from a tree, nor processes asked for)
         active = (table.values[:, :-1] != 0).any(axis=1) | (np.array(table.marks) != " ")
         table = _take(table, np.flatnonzero(active))
+    if height is None:
         rows = None
     else:
         rows = max(height - len(header) - 2, 0)
+        state.scroll = min(state.scroll, max(table.groups - rows, 0))
+        table = _take(table, np.arange(state.scroll, min(state.scroll + rows, len(table.names))))
+        if table.groups > rows:    # where the screen is in the table, on the view line
+            view = next(i for i, line in enumerate(header) if line.startswith("by "))
+            header[view] += f", rows {state.scroll + 1}-{state.scroll + len(table.names)}"
     lines = header + [""] + render_table(table, state, width, rows)
     if width is not None:
         lines = [line[:width] for line in lines]
@@ -430,7 +555,8 @@ def render(interval, state: TopState, *, width: Optional[int] = None,
 def _take(table: TopTable, index: np.ndarray) -> TopTable:
     return dataclasses.replace(table, values=table.values[index], ids=table.ids[index],
                                names=[table.names[i] for i in index],
-                               marks=[table.marks[i] for i in index])
+                               marks=[table.marks[i] for i in index],
+                               processes=None if table.processes is None else table.processes[index])
 
 
 # ---- the schedule -------------------------------------------------------------------------------
