@@ -147,6 +147,50 @@ def test_over_the_cap_with_every_connection_busy_the_new_one_is_refused():
         extra.close()
 
 
+class _HugeExporter:
+    """An exposition of 8 MB: more than the kernel buffers a reader that never reads."""
+    body = b"# " + b"x" * (8 * 1024 * 1024) + b"\n"
+
+    def exposition(self, accept=None):
+        return self.body, "text/plain; version=0.0.4"
+
+
+def test_responses_nobody_reads_are_bounded_in_memory(monkeypatch):
+    from taskstats_fast.live import server as module
+    monkeypatch.setattr(module, "MAX_PENDING_BYTES", 16 * 1024 * 1024)
+    with MetricsServer(_HugeExporter(), "127.0.0.1", 0) as server:
+        stalled = []
+        for _ in range(12):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(server.address)
+            s.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+            stalled.append(s)
+            time.sleep(0.1)
+        time.sleep(0.5)
+        pending = sum(c.pending_bytes() for c in list(server._http._open))
+        assert pending <= module.MAX_PENDING_BYTES + len(_HugeExporter.body) + 1024, pending
+        assert server.counts().evicted >= 6
+        with _connect(server, timeout=10) as s:
+            status, _, body = _request(s)
+            assert status == 200 and len(body) == len(_HugeExporter.body)
+        for s in stalled:
+            s.close()
+
+
+def test_idle_clients_on_the_tls_port_cannot_lock_out_a_scrape(tmp_path, exporter):
+    web, certs = _web(tmp_path)
+    with MetricsServer(exporter, "127.0.0.1", 0, web=web, max_connections=10) as server:
+        idle = [_connect(server) for _ in range(20)]     # TCP only: their handshakes never start
+        time.sleep(0.3)
+        with urllib.request.urlopen(server.url, context=_client_context(certs), timeout=5) as reply:
+            assert reply.status == 200
+        counts = server.counts()
+        assert counts.evicted >= 11 and counts.tls_failures == 0, counts
+        for s in idle:
+            s.close()
+
+
 _RESETTER = r"""
 import sys, time
 import numpy as np

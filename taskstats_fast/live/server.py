@@ -8,8 +8,10 @@ depends on the clients: one loop thread holds every connection, however many are
 up the accounting thread and a slow client never holds a renderer.  The limits:
 
 - at most ``max_connections`` open at once; a connection beyond that closes the one that has
-  waited longest for a request (an idle client cannot lock Prometheus out), or, when every one
-  is busy, is closed itself;
+  waited longest on its client (for a request, a TLS handshake or to read a response: an idle
+  client cannot lock Prometheus out), or, when every one is busy, is closed itself;
+- at most ``MAX_PENDING_BYTES`` of responses wait in memory for clients that do not read them;
+  beyond, the longest-stalled of those clients is closed;
 - a request must arrive complete within ``idle_timeout`` of the connection opening or of its
   previous response (a slowloris client sending a byte now and then is cut off), and a response
   must be taken within ``idle_timeout`` too;
@@ -41,7 +43,8 @@ from ..errors import ListenError
 from .webconfig import BasicAuth, WebConfig
 
 __all__ = ["MetricsServer", "HttpCounts", "parse_listen", "parse_request", "BadRequest", "DEFAULT_LISTEN",
-           "DEFAULT_MAX_CONNECTIONS", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_WORKERS", "BACKLOG", "MAX_HEAD_BYTES"]
+           "DEFAULT_MAX_CONNECTIONS", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_WORKERS", "BACKLOG", "MAX_HEAD_BYTES",
+           "MAX_PENDING_BYTES"]
 
 #: Loopback by default: command names and cgroup paths say what runs on the host, and a
 #: Prometheus on the same host (or an SSH tunnel, or a reverse proxy) reaches it there.
@@ -58,6 +61,9 @@ DEFAULT_WORKERS = 4
 BACKLOG = 1024
 #: Request line and headers together; Prometheus sends a few hundred bytes.
 MAX_HEAD_BYTES = 16 * 1024
+#: Bytes of responses kept in memory for clients that do not read them; beyond, the
+#: longest-stalled of those clients is closed.
+MAX_PENDING_BYTES = 64 * 1024 * 1024
 #: Open files kept free of connections for everything else the process opens.
 _FILES_RESERVED = 64
 _WRITE_HIGH_WATER = 256 * 1024
@@ -142,7 +148,7 @@ class HttpCounts:
     """What the HTTP server has seen since it started (each a count of events)."""
     connections: int = 0      #: accepted
     requests: int = 0         #: answered, whatever the status
-    evicted: int = 0          #: idle connections closed to admit a new one over the cap
+    evicted: int = 0          #: closed while waiting on their client: over the cap, or over MAX_PENDING_BYTES
     refused: int = 0          #: new connections closed at once: the cap was reached, none idle
     timeouts: int = 0         #: closed for taking longer than the idle timeout
     resets: int = 0           #: closed by the client mid-request or mid-response (reset, broken pipe)
@@ -185,12 +191,11 @@ class _Connection(asyncio.Protocol):
             return
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         self._arm()
+        self._owner.waiting(self, True)     # a handshake, too, waits on the client: evictable
         if self._owner.web.context is not None:
             transport.pause_reading()    # the ClientHello is for start_tls, not data_received
             self._busy = True
             self._owner.spawn(self._handshake())
-        else:
-            self._owner.waiting(self, True)
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -217,6 +222,14 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable = self._loop.create_future()
+
+    @property
+    def stalled(self) -> bool:
+        """A response is waiting for the client to read it."""
+        return self._writable is not None and not self._writable.done()
+
+    def pending_bytes(self) -> int:
+        return int(self._transport.get_write_buffer_size()) if self._transport is not None else 0
 
     def resume_writing(self) -> None:
         if self._writable is not None and not self._writable.done():
@@ -297,10 +310,16 @@ class _Connection(asyncio.Protocol):
         status, body, content_type, extra = await self._owner.answer(request)
         close = not request.keep_alive or self._closed or self._eof
         self._owner.counts.add("requests")
-        self._write(_response(status, body, content_type, close=close, head_only=request.method == "HEAD",
-                              extra=extra))
-        if self._writable is not None and not self._writable.done():
-            await self._writable      # the idle timer, still armed, cuts off a client that never reads
+        response = _response(status, body, content_type, close=close, head_only=request.method == "HEAD",
+                             extra=extra)
+        self._owner.make_room(len(response))
+        self._write(response)
+        writable = self._writable
+        if writable is not None and not writable.done():
+            # waiting on the client again, so evictable; the idle timer, still armed, cuts it off
+            self._owner.waiting(self, True)
+            await writable
+            self._owner.waiting(self, False)
         if close or self._closed:
             self._busy = False
             self._transport.close()
@@ -359,6 +378,19 @@ class _HttpLoop:
         self._open[connection] = None
         self.counts.open = len(self._open)
         return True
+
+    def make_room(self, size: int) -> None:
+        """Close the longest-stalled readers until the responses waiting in memory for their
+        clients, with ``size`` more bytes, fit in ``MAX_PENDING_BYTES``."""
+        stalled = [c for c in self._waiting if c.stalled]
+        pending = sum(c.pending_bytes() for c in stalled)
+        for connection in stalled:
+            if pending + size <= MAX_PENDING_BYTES:
+                break
+            pending -= connection.pending_bytes()
+            self.release(connection)
+            connection.abort()
+            self.counts.add("evicted")
 
     def waiting(self, connection: _Connection, waits: bool) -> None:
         """Mark ``connection`` as waiting for a request (evictable) or not."""
