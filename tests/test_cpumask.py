@@ -236,3 +236,53 @@ def test_cpuset_shards_are_cpusets(monkeypatch):
     assert shards == [(0, 1, 2), (3, 4, 5), (6, 7)]
     assert all(isinstance(s, cpumask.CpuSet) for s in shards) and shards[2].wire() == "6-7"
 
+
+
+# ---- huge ranges: refused before they are expanded -----------------------------------------------
+
+def _peak_bytes(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        with pytest.raises(CpumaskError) as info:
+            fn()
+        return tracemalloc.get_traced_memory()[1], info.value
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("text", ["0-99999999999", "1,0-99999999999:3/4", "99999999999",
+                                  "0-" + "9" * 4000])
+def test_a_huge_range_is_refused_against_the_possible_cpus_without_expanding_it(fake_sysfs, text):
+    fake_sysfs("0-3", "0-3")
+    peak, error = _peak_bytes(lambda: cpumask.CpuSet.resolve(text))
+    assert peak < 1 << 20, f"{peak:,} bytes allocated to refuse {text[:20]!r}"
+    assert "not possible" in str(error) or "18 digits" in str(error)
+
+
+def test_parse_refuses_a_cpu_number_no_machine_has_without_expanding_it():
+    peak, error = _peak_bytes(lambda: cpumask.parse("0-99999999999"))
+    assert peak < 1 << 20 and "CPU 99,999,999,999" in str(error) and error.token == "0-99999999999"
+    limit = cpumask.CPU_NUMBER_LIMIT
+    assert cpumask.parse(f"{limit - 1}") == (limit - 1,)
+    assert cpumask.parse(f"0-{limit + 5}:1/{limit + 6}") == (0,)   # names CPU 0 only
+    with pytest.raises(CpumaskError, match=f"names CPU {limit:,}"):
+        cpumask.parse(f"0-{limit}")
+
+
+@pytest.mark.parametrize("possible,text,first_bad", [
+    ("0-3", "0-99", 4), ("0-3,8-11", "0-99", 4), ("0-3,8-11", "8-99", 12),
+    ("0-15", "0-99:1/10", 20), ("0-15", "0-99:2/10", 20), ("0-15", "0-99:8/10", 16),
+    ("0-3", "7-99", 7), ("0-1", "2", 2),
+])
+def test_the_first_impossible_cpu_of_a_clipped_range_is_the_one_named(fake_sysfs, possible, text,
+                                                                      first_bad):
+    fake_sysfs(possible, possible)
+    with pytest.raises(CpumaskError, match=f"CPU {first_bad} \\(in '{text}'"):
+        cpumask.CpuSet.resolve(text)
+
+
+def test_a_huge_iterable_of_cpus_fails_at_its_first_impossible_cpu(fake_sysfs):
+    fake_sysfs("0-3", "0-3")
+    peak, error = _peak_bytes(lambda: cpumask.CpuSet.resolve(range(10 ** 12)))
+    assert peak < 1 << 20 and "CPU 4 is not possible" in str(error)

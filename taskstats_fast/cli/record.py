@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_bytes
 
     check_privilege_options(args)
+    if args.cpus is not None:   # first: a bad or huge list is one line before anything is opened
+        cpumask.CpuSet.resolve(args.cpus)
     if args.interval is None and getattr(args, "by", "task") != "task":
         raise UsageError("--by process groups accounting intervals: give --interval SECS too")
     fmt = recording.detect_format(args.output, args.format)

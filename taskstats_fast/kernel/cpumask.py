@@ -27,7 +27,7 @@ from typing import Iterable, List, Optional, Set, Tuple, Union
 from ..errors import CpumaskError
 
 __all__ = ["CpuSet", "parse", "format", "possible", "online", "validate", "check_length",
-           "max_length", "split", "SYSFS_CPU"]
+           "max_length", "split", "SYSFS_CPU", "CPU_NUMBER_LIMIT"]
 
 #: Where the kernel publishes its CPU sets.
 SYSFS_CPU = "/sys/devices/system/cpu"
@@ -35,6 +35,11 @@ SYSFS_CPU = "/sys/devices/system/cpu"
 # One region of the kernel's cpulist syntax (lib/bitmap-str.c, bitmap_parselist): "N", "N-M", or
 # "N-M:used/group" (in every group of `group` CPUs of the range, the first `used`).
 _REGION = re.compile(r"([0-9]+)(?:-([0-9]+)(?::([0-9]+)/([0-9]+))?)?")
+
+#: No Linux build numbers a CPU this high (every architecture's NR_CPUS is far below it).  A
+#: range is checked against it, or against the possible CPUs, before it is expanded: a typo like
+#: "0-99999999999" is one error at once, not a list that grows until memory runs out.
+CPU_NUMBER_LIMIT = 1 << 16
 
 
 def _error(message: str, token: Optional[str] = None, position: Optional[int] = None) -> CpumaskError:
@@ -54,13 +59,17 @@ def parse(text: str) -> Tuple[int, ...]:
     (``"0,,1"``) and whitespace inside the list are errors, and so is an empty list.
     """
     cpus: Set[int] = set()
-    for _, _, region in _regions(text):
+    for _, _, region in _regions(text, None):
         cpus.update(region)
     return tuple(sorted(cpus))
 
 
-def _regions(text: str) -> List[Tuple[str, int, List[int]]]:
-    """(token, character position, CPUs) for each region of a cpulist string."""
+def _regions(text: str, past: Optional[int]) -> List[Tuple[str, int, List[int]]]:
+    """(token, character position, CPUs) for each region of a cpulist string.
+
+    ``past``: a CPU number the caller refuses (one past the highest possible CPU); a region is
+    expanded no further than it, so its error comes at once.  None: a region reaching
+    ``CPU_NUMBER_LIMIT`` is an error."""
     if not isinstance(text, str):
         raise TypeError(f"a CPU list is a str like '0-3,8', not {type(text).__name__}")
     body = text.strip()
@@ -77,6 +86,9 @@ def _regions(text: str) -> List[Tuple[str, int, List[int]]]:
         if not m:
             raise _error(f"{where} is not a CPU number or range: write N, N-M or N-M:used/group "
                          "with non-negative decimal numbers", token, pos)
+        if max(len(g) for g in m.groups() if g is not None) > 18:
+            raise _error(f"{where} has a number of more than 18 digits: no CPU is numbered that "
+                         "high", token, pos)
         first = int(m.group(1))
         last = int(m.group(2)) if m.group(2) is not None else first
         if last < first:
@@ -85,11 +97,23 @@ def _regions(text: str) -> List[Tuple[str, int, List[int]]]:
         group = int(m.group(4)) if m.group(4) is not None else 1
         if group == 0 or used == 0 or used > group:
             raise _error(f"{where} has a bad ':used/group' part: need 0 < used <= group", token, pos)
-        cpus = [c for base in range(first, last + 1, group)
-                for c in range(base, min(base + used, last + 1))]
+        highest = min(first + (last - first) // group * group + used - 1, last)
+        if past is None and highest >= CPU_NUMBER_LIMIT:
+            raise _error(f"{where} names CPU {highest:,}, and no Linux machine has a CPU numbered "
+                         f"{CPU_NUMBER_LIMIT:,} or above: check the number", token, pos)
+        cpus = _expand(first, min(last, highest if past is None else past - 1), used, group)
+        if past is not None and highest >= past:   # the first CPU at or past `past`, not the rest
+            base = first + max(0, past - first) // group * group
+            cpus.append(max(past, base) if max(past, base) < base + used else base + group)
         out.append((token, pos, cpus))
         pos += len(token) + 1
     return out
+
+
+def _expand(first: int, last: int, used: int, group: int) -> List[int]:
+    """The CPUs of region ``first-last:used/group`` (none when ``last < first``)."""
+    return [c for base in range(first, last + 1, group)
+            for c in range(base, min(base + used, last + 1))]
 
 
 def format(cpus: Iterable[int]) -> str:  # noqa: A001 - mirrors parse(); use as cpumask.format
@@ -141,15 +165,17 @@ def online() -> Tuple[int, ...]:
 def validate(cpus: Iterable[int], possible_cpus: Iterable[int]) -> Tuple[int, ...]:
     """``cpus`` sorted and deduplicated, after checking that there is at least one and that each
     is a possible CPU (the kernel refuses a registration naming any other with EINVAL)."""
-    values = tuple(sorted(set(_as_cpu(c) for c in cpus)))
-    if not values:
-        raise _error("empty CPU set: name at least one CPU", "", 0)
     allowed = set(possible_cpus)
-    bad = [c for c in values if c not in allowed]
-    if bad:
-        raise _error(f"CPU {bad[0]} is not possible on this machine (possible CPUs: "
-                     f"{format(allowed)}); the kernel would refuse it", str(bad[0]))
-    return values
+    found: Set[int] = set()
+    for c in cpus:   # one by one: a huge iterable (range(10**12)) fails at its first bad CPU
+        value = _as_cpu(c)
+        if value not in allowed:
+            raise _error(f"CPU {value} is not possible on this machine (possible CPUs: "
+                         f"{format(allowed)}); the kernel would refuse it", str(value))
+        found.add(value)
+    if not found:
+        raise _error("empty CPU set: name at least one CPU", "", 0)
+    return tuple(sorted(found))
 
 
 def max_length(n_possible: int) -> int:
@@ -196,7 +222,7 @@ class CpuSet(Tuple[int, ...]):
         if isinstance(cpus, str):
             allowed_set = set(allowed)
             found: Set[int] = set()
-            for token, pos, region in _regions(cpus):
+            for token, pos, region in _regions(cpus, max(allowed) + 1):
                 bad = [c for c in region if c not in allowed_set]
                 if bad:
                     raise _error(f"CPU {bad[0]} (in {token!r} at position {pos} of {cpus!r}) is "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
@@ -20,7 +21,26 @@ from ..errors import NotARecordingError
 from ..schema import require
 
 __all__ = ["Format", "MetadataPlace", "FORMAT", "FORMATS", "EXTENSIONS", "format_of_path",
-           "detect_format", "default_format", "require_format"]
+           "detect_format", "default_format", "require_format", "require_regular_file"]
+
+# What a path that is not a regular file is, for the one line that refuses it.
+_NOT_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+              (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+              (stat.S_ISDIR, "a directory"))
+
+
+def require_regular_file(path: str) -> None:
+    """Refuse ``path`` unless it is a regular file (a symlink to one is fine): opening a FIFO
+    waits forever for a writer, and a device or socket never holds a recording."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file or directory") from None
+    if stat.S_ISREG(mode):
+        return
+    what = next((name for test, name in _NOT_FILES if test(mode)), "not a regular file")
+    raise NotARecordingError(path, f"it is {what}, not a file; recordings are read from files "
+                             "(copy the data into a file first)")
 
 
 class MetadataPlace(enum.Enum):
@@ -47,6 +67,7 @@ class MetadataPlace(enum.Enum):
         directory, name = os.path.split(path)
         for candidate in (os.path.join(directory, "_" + name + ".json"), path + ".json"):
             if os.path.exists(candidate):
+                require_regular_file(candidate)
                 try:
                     with open(candidate, encoding="utf-8") as f:
                         found = json.load(f)
@@ -86,6 +107,9 @@ class Format:
             require("pyarrow", self.extra, f"{purpose} {self.name} files")
 
     def read_metadata(self, path: str) -> Dict[str, Any]:
+        """The metadata of the file at ``path``; every read of a file starts here, so this is
+        where a FIFO, device or socket is refused before anything opens it."""
+        require_regular_file(path)
         return self.metadata.read(self, path)
 
 

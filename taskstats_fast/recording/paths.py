@@ -11,7 +11,7 @@ import os
 from typing import Iterable, List, Union
 
 from ..errors import NotARecordingError
-from .formats import format_of_path, known_extensions
+from .formats import format_of_path, known_extensions, require_regular_file
 
 __all__ = ["PathOrPaths", "is_dataset_path", "find_files"]
 
@@ -40,6 +40,7 @@ def find_files(paths: PathOrPaths) -> List[str]:
                 out += [os.path.join(directory, n) for n in sorted(names)
                         if not n.startswith((".", "_")) and format_of_path(n)]
         elif os.path.exists(path):
+            require_regular_file(path)   # a FIFO would hang its reader: refused at once
             if format_of_path(path) is None:
                 raise NotARecordingError(path, "its name has none of the extensions recordings "
                                          f"have ({', '.join(known_extensions())})")
