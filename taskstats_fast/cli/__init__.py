@@ -19,6 +19,7 @@ from . import query, record, serve, snapshot, summary, top
 from .common import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_MISSING_EXTRA,
                      EXIT_NO_SUCH_TASK, EXIT_OK, EXIT_PERMISSION, EXIT_USAGE, PROG, run_guarded,
                      show_warning, wrap)
+from .output import SurvivingStderr
 from .record import DEFAULT_RECORD_PATH
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "DEFAULT_COMMAND", "EXIT_OK", "EXIT_ERROR",
@@ -67,4 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     warnings.showwarning = show_warning
+    if getattr(args, "survives_closed_stderr", False):
+        with SurvivingStderr():
+            return run_guarded(args.run, args)
     return run_guarded(args.run, args)

@@ -42,7 +42,7 @@ def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> Non
                         "pyarrow is installed, else npy). parquet/arrow/csv need "
                         "taskstats_fast[arrow]; npy needs nothing extra")
     p.add_argument("--seconds", type=positive_float, metavar="N",
-                   help="stop after N seconds (default: run until Ctrl-C or SIGTERM)")
+                   help="stop after N seconds (default: run until Ctrl-C, SIGTERM or SIGHUP)")
     p.add_argument("--cpus", metavar="LIST",
                    help="record exits on these CPUs only, as a CPU list like 0-3,8 "
                         "(default: every possible CPU)")
@@ -86,9 +86,12 @@ def add_parser(subparsers: Any) -> None:
     p = add_command(subparsers, "record",
                     help="record every task that exits (the exit stream) to files",
                     description="Record every task that exits, as the kernel reports it, to "
-                                "files, until --seconds pass or Ctrl-C / SIGTERM (which flush "
-                                "and close cleanly: every record received is written). A live "
-                                "status line goes to stderr when it is a terminal.")
+                                "files, until --seconds pass or Ctrl-C / SIGTERM / SIGHUP (which "
+                                "flush and close cleanly: every record received is written). A "
+                                "live status line goes to stderr when it is a terminal. When "
+                                "stderr is closed, recording goes on: one line says so to the "
+                                "system log (/dev/log), status lines are dropped and the closing "
+                                "counts go to the system log.")
     add_record_options(p, default_path=True)
     g = p.add_argument_group("accounting intervals")
     g.add_argument("--interval", type=positive_float, metavar="SECS",
@@ -98,18 +101,20 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--by", choices=("task", "process"), default="task",
                    help="with --interval: one row per task (thread), or per process with its "
                         "threads summed (default: %(default)s)")
-    p.set_defaults(run=run)
+    # a closed stderr must not stop a recording (cli/output.py; main() wraps stderr)
+    p.set_defaults(run=run, survives_closed_stderr=True)
 
 
 class SignalStop:
-    """SIGINT and SIGTERM set ``event`` (and name themselves in ``stopped_by``) until
-    ``restore`` puts the previous handlers back: a recording stops cleanly, files closed."""
+    """SIGINT, SIGTERM and SIGHUP set ``event`` (and name themselves in ``stopped_by``) until
+    ``restore`` puts the previous handlers back: a recording stops cleanly, files closed.  SIGHUP
+    is an ssh session or terminal going away, which must not cost what was recorded."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.stopped_by: List[str] = []
         self._previous = {s: signal.signal(s, self._on_signal)
-                          for s in (signal.SIGINT, signal.SIGTERM)}
+                          for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopped_by.append(signal.Signals(signum).name)
@@ -148,16 +153,23 @@ class StatusLine:
                 + (f" (+{buffered:,} buffered)" if buffered else ""))
         if self.tty:
             pad = max(0, self._width - len(text))
-            self.stream.write("\r" + text + " " * pad)
+            self._write("\r" + text + " " * pad)
             self._width = len(text)
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        # a SurvivingStderr drops status lines once its reader is gone (see cli/output.py)
+        write_status = getattr(self.stream, "write_status", None)
+        if write_status is not None:
+            write_status(text)
+        else:
+            self.stream.write(text)
+            self.stream.flush()
 
     def clear(self) -> None:
         if self.enabled and self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
-            self.stream.flush()
+            self._write("\r" + " " * self._width + "\r")
             self._width = 0
 
 

@@ -16,7 +16,7 @@ __all__ = ["add_parser", "run"]
 
 
 class _Stopped(Exception):
-    """Raised by the SIGTERM/SIGINT handler so a wait inside an interval ends at once."""
+    """Raised by the SIGTERM/SIGINT/SIGHUP handler so a wait inside an interval ends at once."""
 
 
 def _listen_address(text: str) -> Tuple[str, int]:
@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     service = MetricsService(host, port, interval=args.interval, max_commands=args.max_commands,
                              max_cgroups=args.max_cgroups, max_groups=args.max_groups,
                              forget_after=args.forget_after, grouping=grouping, http_options=http_options)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal)
+                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}   # SIGHUP: session gone
     stopped_by = "the accounting closing"
     try:
         with service:

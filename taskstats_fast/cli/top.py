@@ -120,14 +120,16 @@ def _interactive(accounting: Any, sink: Any, args: argparse.Namespace) -> int:
 
     thread = threading.Thread(target=pump, name="top-accounting", daemon=True)
     thread.start()
-    previous = signal.signal(signal.SIGTERM, terminated)
+    # SIGHUP too (the terminal went away): curses is closed as on Ctrl-C
+    previous = {s: signal.signal(s, terminated) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         screen.run_screen(sink, stop.is_set,
                           waiting="taskstats-fast top: taking the first look ...")
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         stop.set()
         thread.join(timeout=args.delay + 2.0)
     if failure:
