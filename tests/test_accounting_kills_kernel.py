@@ -57,17 +57,18 @@ for line in sys.stdin:
 KILLS = 208                      # at least 200, as the issue asks (26 looks, 8 kills each)
 PER_LOOK = 8
 INTERVAL = 0.25
-BURN_MS = 40
+BURN_MS = 20
 
 
 def _run(group):
     """One campaign: (pids, wait4 CPU per pid, the rows of the farm's children, kill offsets in
     ms from the looks, messages lost meanwhile)."""
-    farm = group.popen([sys.executable, "-c", FARM, str(KILLS), str(BURN_MS)],
-                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert farm.stdin is not None and farm.stdout is not None
     offsets_ms = np.linspace(-5.0, 5.0, PER_LOOK)
     with tsf.Accounting(interval=INTERVAL) as acct:
+        # started after the first look, so every child's CPU falls inside the intervals
+        farm = group.popen([sys.executable, "-c", FARM, str(KILLS), str(BURN_MS)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert farm.stdin is not None and farm.stdout is not None
         pids = [int(p) for p in farm.stdout.readline().split()]     # all of them have burnt
         assert len(pids) == KILLS
         ivs = [acct.next()]
@@ -81,7 +82,7 @@ def _run(group):
             for when, pid, _ in plan:
                 while (left := when - time.monotonic()) > 0:
                     time.sleep(left if left < 0.002 else left - 0.001)
-                killed_at[pid] = time.monotonic()
+                killed_at[pid] = time.time_ns()
                 os.kill(pid, signal.SIGKILL)
         thread = threading.Thread(target=killer)
         thread.start()
@@ -100,30 +101,40 @@ def _run(group):
         farm.wait()
     rows = np.concatenate([iv.tasks for iv in ivs])
     rows = rows[np.isin(rows["ac_pid"], pids) & (rows["ac_ppid"] == farm.pid)]
-    offsets = np.array([killed_at[p] - looks[k] for _, p, k in plan]) * 1000
+    # from the nearest look's start (on a loaded machine the looks and the kills run late)
+    began = np.array(sorted(iv.end_ns for iv in ivs), np.int64)
+    kills = np.array([killed_at[p] for _, p, _ in plan], np.int64)
+    at = np.clip(np.searchsorted(began, kills), 1, len(began) - 1)
+    nearest = np.where(kills - began[at - 1] < began[at] - kills, began[at - 1], began[at])
+    offsets = (kills - nearest) / 1e6
     return pids, truth, rows, offsets, sum(iv.lost for iv in ivs)
 
 
 def test_kills_around_looks_are_charged_once(cgroup):  # noqa: F811
-    for attempt in range(3):  # noqa: B007 (reported)
-        # a fork storm elsewhere on the machine can overflow the sockets; a run in which one of
-        # our exits may be among the lost says nothing: run it again
-        pids, truth, rows, offsets, lost = _run(cgroup())
-        exits = {pid: 0 for pid in pids}
-        for pid in rows["ac_pid"][(rows["state"] & EXITED) != 0]:
-            exits[int(pid)] += 1
-        if min(exits.values()) == 1 or not lost:
-            break
-    charged = {pid: 0 for pid in pids}
-    for r in rows:
-        charged[int(r["ac_pid"])] += int(r["cpu_ns"]) // 1000
-    ratios = np.array([charged[p] / truth[p] for p in pids])
-    print(f"kills around looks: {len(pids)} processes killed {offsets.min():+.1f}.."
-          f"{offsets.max():+.1f} ms from the looks ({attempt + 1} run(s), {lost} lost "
-          f"machine-wide); charged/wait4 median {np.median(ratios):.3f}, range "
-          f"{ratios.min():.3f}-{ratios.max():.3f}; exit rows per process "
-          f"{sorted(set(exits.values()))}")
-    assert max(exits.values()) == 1, "a process with two exit rows"
-    assert min(exits.values()) == 1, "a process with no exit row (lost in three runs)"
-    bad = {p: (charged[p], truth[p]) for p, x in zip(pids, ratios) if not 0.9 <= x <= 1.1}
+    charged, truth, exits, offsets, runs, lost = {}, {}, {}, [], 0, 0
+    while len(charged) < 200 and runs < 4:
+        # a fork storm elsewhere on the machine can overflow the sockets (lost > 0): a process
+        # whose exit row is missing then may be among the lost and is not judged; the others are
+        pids, wait4_us, rows, run_offsets, run_lost = _run(cgroup())
+        runs, lost = runs + 1, lost + run_lost
+        offsets.extend(run_offsets)
+        for pid in pids:
+            mine = rows[rows["ac_pid"] == pid]
+            n_exits = int(np.count_nonzero(mine["state"] & EXITED))
+            assert n_exits <= 1, f"pid {pid} has {n_exits} exit rows"
+            assert n_exits == 1 or run_lost, f"pid {pid} has no exit row and nothing was lost"
+            if n_exits:
+                key = (runs, pid)
+                charged[key] = int(mine["cpu_ns"].sum()) // 1000
+                truth[key] = wait4_us[pid]
+                exits[key] = n_exits
+    ratios = np.array([charged[k] / truth[k] for k in charged])
+    offsets = np.array(offsets)
+    near = np.count_nonzero(np.abs(offsets) <= 5)
+    print(f"kills around looks: {len(ratios)} processes judged in {runs} run(s) ({lost} exit "
+          f"messages lost machine-wide), killed {offsets.min():+.1f}..{offsets.max():+.1f} ms "
+          f"from the nearest look's start, {near} within 5 ms; charged/wait4 median {np.median(ratios):.3f}, range "
+          f"{ratios.min():.3f}-{ratios.max():.3f}; never two exit rows")
+    assert len(ratios) >= 200, "too few processes with their exit row in four runs"
+    bad = {k: (charged[k], truth[k]) for k, x in zip(charged, ratios) if not 0.9 <= x <= 1.1}
     assert not bad, f"charged (us) against wait4 (us), outside 0.9-1.1: {bad}"
