@@ -31,6 +31,7 @@ from . import cgroupfs
 from .exit_reader import ExitReader
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
 from .merge import Look, merge
+from .reconcile import reconcile
 
 __all__ = ["Accounting", "AUTO"]
 
@@ -146,12 +147,14 @@ class Accounting:
         lost_now = listener.stats.lost
         exits = np.concatenate(batches) if batches else np.zeros(0, layout.DTYPE)
         rows, self._look = merge(start, closing, exits)
+        own_usage = reconcile(rows, start.cgroups, closing.cgroups)
         iv = Interval(start.time_ns, closing.time_ns, rows,
                       cgroups={**start.cgroups.paths, **closing.cgroups.paths},
                       psi=_pressure_delta(start, closing), lost=lost_now - self._lost_at_look,
                       delayacct=None if closing.delayacct is None else
                       bool(start.delayacct and closing.delayacct),
-                      cgroup_root=self.cgroup_root or "", index=self._index)
+                      cgroup_root=self.cgroup_root or "", index=self._index,
+                      cpu_stat_us=own_usage)
         self._lost_at_look = lost_now
         self._index += 1
         now = time.monotonic()
@@ -170,6 +173,8 @@ class Accounting:
             records = self._connection.pids(cgroups.tids, workers=self.workers).records
         else:
             records = self._connection.snapshot(threads=True, workers=self.workers).records
+        if self.cgroup_root:
+            cgroups.read_usage()     # after the queries: close to the cut of the exit stream
         return Look.of(began, records, cgroups, delayacct)
 
 

@@ -6,7 +6,9 @@ with its cgroup, and the PSI ``total=`` counters (system and per cgroup).
 
 One look reads, per cgroup directory, ``cgroup.threads`` (every thread id in it: one read per
 cgroup instead of one ``/proc/PID/cgroup`` read per task) and its ``{cpu,io,memory,irq}.pressure``;
-the thread ids of all cgroups are parsed in one numpy call.  A cgroup's id is its directory's
+the thread ids of all cgroups are parsed in one numpy call.  After the look's queries,
+``read_usage`` reads each cgroup's ``cpu.stat`` ``usage_usec``: the exact CPU of every task that
+ran in it or below it (the reconciliation's reference, see reconcile.py).  A cgroup's id is its directory's
 inode number, the id BPF tools and ``name_to_handle_at`` use.  Kernel threads sit in the root.
 """
 
@@ -119,6 +121,21 @@ class CgroupLook:
     psi: np.ndarray = field(default_factory=lambda: np.zeros(0, PSI_DTYPE))
     system_psi: np.void = field(default_factory=lambda: np.zeros(1, PSI_DTYPE)[0])
     resources: Tuple[str, ...] = ()
+    #: the parent of each cgroup id (the root has none)
+    parent_of: Dict[int, int] = field(default_factory=dict)
+    #: cpu.stat usage_usec of each cgroup, read by ``read_usage`` (absent: not read, or gone)
+    usage_us: Dict[int, int] = field(default_factory=dict)
+
+    def read_usage(self) -> None:
+        """Read every cgroup's cpu.stat ``usage_usec`` (its tasks' and its descendants')."""
+        base = self.root.rstrip("/")
+        for ino, rel in self.paths.items():
+            try:
+                text = _read(f"{base}{'' if rel == '/' else rel}/cpu.stat")
+            except OSError:         # removed since the walk
+                continue
+            if text.startswith(b"usage_usec "):
+                self.usage_us[ino] = int(text[11:text.index(b"\n")])
 
     def cgroup_of(self, tids: np.ndarray) -> np.ndarray:
         """Cgroup id of each of ``tids`` at this look (0 where it was not listed)."""
@@ -151,9 +168,9 @@ def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
     blobs: List[bytes] = []
     psi_rows: List[np.void] = []
     psi = np.zeros(1, PSI_DTYPE)
-    stack: List[Tuple[str, str, int]] = [(root, "/", os.stat(root).st_ino)]
+    stack: List[Tuple[str, str, int, int]] = [(root, "/", os.stat(root).st_ino, 0)]
     while stack:
-        directory, rel, ino = stack.pop()
+        directory, rel, ino, parent = stack.pop()
         try:
             blob = _read(directory + "/cgroup.threads")
             children = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
@@ -162,13 +179,15 @@ def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
         ids.append(ino)
         blobs.append(blob)
         result.paths[ino] = rel
+        if parent:
+            result.parent_of[ino] = parent
         if pressure:
             psi[0] = 0
             psi[0]["cgroup_id"] = ino
             read_pressure_totals(directory, psi[0])
             psi_rows.append(psi[0].copy())
         base = "" if rel == "/" else rel
-        stack.extend((e.path, f"{base}/{e.name}", e.inode()) for e in children)
+        stack.extend((e.path, f"{base}/{e.name}", e.inode(), ino) for e in children)
     counts = np.array([b.count(b"\n") for b in blobs], np.int64)
     tids = np.fromstring(b"".join(blobs), dtype=np.int64, sep="\n") if counts.sum() else \
         np.zeros(0, np.int64)

@@ -20,6 +20,9 @@ Contract (other modules and the live surfaces build on it; names marked *fixed* 
   kernel's ``total=``), resources cpu, io, memory, irq.  A resource the kernel does not report
   there is 0 and absent from ``Pressure.resources``.
 * ``Interval.lost`` (*fixed*): exit messages the kernel dropped during the interval (0: complete).
+* ``Interval.cpu_stat_us``: ``{cgroup_id: µs}``, each cgroup's own ``cpu.stat`` usage over the
+  interval where it is known (see accounting/reconcile.py); ``tasks["cpu_ns"]`` of its rows
+  adds up to it when its exited tasks were reconciled (``FLAG_RECONCILED``).
 * ``Interval.by(key)`` (*fixed*): rows summed per "process" | "cgroup" | "user" | "command" |
   "thread"; a pandas DataFrame, or a numpy structured array when pandas is not installed (or
   ``frame=False``).
@@ -40,7 +43,8 @@ __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
     "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block",
     "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
-    "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "GROUP_KEYS", "Pressure", "Interval",
+    "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "FLAG_RECONCILED", "GROUP_KEYS",
+    "Pressure", "Interval",
 ]
 
 # ---- row states: bit flags, so "born and exited inside" is BORN | EXITED ------------------
@@ -56,8 +60,11 @@ INHERITED = 2  #: born and died between two looks: its thread group's or parent'
 # ---- row flags ------------------------------------------------------------------------------
 FLAG_DELAYACCT_OFF = 0x01  #: kernel.task_delayacct was off at a look: delays other than cpu are 0
 FLAG_PID_REUSED = 0x02     #: another task used this pid inside the same interval
-FLAG_NO_START = 0x04       #: alive at the end, not in the first look although older than it (the
-                           #: first look raced its birth or missed it): counted from its birth
+FLAG_NO_START = 0x04       #: not in the first look although older than it (the
+                           #: first look raced its birth or missed it): charged the share of its
+                           #: counters its time since the opening look is of its elapsed time
+FLAG_RECONCILED = 0x08     #: exited, and ``cpu_ns`` is its share of its cgroup's cpu.stat usage
+                           #: that the live tasks do not explain (accounting/reconcile.py)
 
 
 DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
@@ -73,11 +80,12 @@ DELTA_FIELDS: Tuple[str, ...] = (
     "ac_minflt", "ac_majflt", "nvcsw", "nivcsw",
 )
 #: Our own per-row figures, summed in ``by`` like the deltas.
-#: ``cpu_ns``: the best CPU estimate for the row's interval.  For a task alive at the closing look
-#: it is the scheduler's own clock (the ``cpu_run_virtual_total`` delta, the figure cgroup
-#: ``cpu.stat`` sums); for a task that exited, the larger of that and the tick-sampled
-#: ``ac_utime + ac_stime`` delta, because an exit record's scheduler clock misses the task's last
-#: stretch on the CPU (see the README section on interval accounting for the measured error).
+#: ``cpu_ns``: the best CPU estimate for the row's interval (ns): the scheduler's own clock (the
+#: ``cpu_run_virtual_total`` delta, the figure cgroup ``cpu.stat`` sums), for an exited task made
+#: up to its share of what its cgroup's ``cpu.stat`` says the live tasks do not explain
+#: (``FLAG_RECONCILED``; accounting/reconcile.py).  The raw kernel fields stay beside it:
+#: ``ac_utime``/``ac_stime`` (tick samples, µs) and ``cpu_run_virtual_total`` (the scheduler's
+#: clock, ns, stale at exit by the task's last stretch on the CPU).
 DERIVED_FIELDS: Tuple[str, ...] = ("cpu_ns",)
 SUMMED_FIELDS: Tuple[str, ...] = DERIVED_FIELDS + DELTA_FIELDS
 #: Fields that are levels at the task's last sighting (maxima in ``by``).
@@ -168,6 +176,9 @@ class Interval:
     cgroup_root: str = ""
     #: sequence number of this interval within its Accounting (0 for the first)
     index: int = 0
+    #: each cgroup's own cpu.stat ``usage_usec`` delta over the interval (its usage minus its
+    #: children's; µs), where it is known: the exact figure the exited tasks are reconciled to
+    cpu_stat_us: Dict[int, int] = field(default_factory=dict)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

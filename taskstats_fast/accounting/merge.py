@@ -37,6 +37,16 @@ sighting itself (born inside the interval, so all of it belongs here).  A ledger
 end sighting left without an exit record: its exit message was lost (``Interval.lost`` counts
 those).
 
+CPU.  ``cpu_ns`` is the scheduler's clock (the ``cpu_run_virtual_total`` delta) for every row,
+exited or not; reconcile.py then scales exited rows to their cgroup's ``cpu.stat``.  Chosen by
+measurement against ``wait4`` (tests/test_accounting_cpu_kernel.py; README "Interval
+accounting" has the figures): at exit that clock is stale by the task's last stretch on the CPU,
+so it is a lower bound, and it was the closest field for 2 ms spinners, threaded processes and
+tasks killed by a signal, where the tick-sampled ``ac_utime + ac_stime`` was far low and the
+larger of the two far high; for fork+exec shell loops every field is far low.  A lower bound
+never charges a task more than it used, and what it misses is in the cgroup's usage, where the
+reconciliation finds it.  The raw fields stay in the row beside it.
+
 Cgroups.  A task's interval goes to the cgroup it was in at the last look that saw it: the
 closing look for live tasks, the opening look for tasks that exited (a move between looks is
 applied at look granularity).  Tasks born and dead between two looks inherit the cgroup of their
@@ -297,10 +307,8 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     if no_start.any():
         share = _no_start_share(seen[no_start], start.time_ns)
         block[no_start, 1:] = (block[no_start, 1:] * share[:, None]).astype(np.uint64)
-    # CPU: the scheduler's clock, except where an exit record's clock fell behind the ticks
-    ticks_ns = (rows["ac_utime"] + rows["ac_stime"]) * np.uint64(1000)
-    scheduler_ns = rows["cpu_run_virtual_total"]
-    rows["cpu_ns"] = np.where(is_exit, np.maximum(ticks_ns, scheduler_ns), scheduler_ns)
+    # CPU: the scheduler's clock, for exited tasks too (see "CPU" in the module docstring)
+    rows["cpu_ns"] = rows["cpu_run_virtual_total"]
     rows["state"] = np.where(is_exit, EXITED, 0) | np.where(matched, 0, BORN)
 
     pids = seen["ac_pid"]
