@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import taskstats_fast as tsf
+from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import EXITED, FLAG_RECONCILED
 from test_accounting_kernel import cgroup  # noqa: F401 (a fixture, used by name)
 
@@ -184,3 +186,28 @@ def test_per_process_multi_threaded_every_interval_matches_cpu_stat(cgroup):  # 
           ", ".join(f"{r:.4f}" for r in ratios))
     assert len(pairs) >= 2
     assert all(0.98 <= r <= 1.02 for r in ratios), pairs
+
+
+def _root_usage_and_busy_us():
+    root = cgroupfs.find_cgroup2()
+    assert root is not None
+    with open(os.path.join(root, "cpu.stat")) as f:
+        usage = int(f.readline().split()[1])
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]  # user nice system idle iowait irq softirq
+    busy = (v[0] + v[1] + v[2] + v[5] + v[6]) * 1_000_000 // os.sysconf("SC_CLK_TCK")
+    return usage, busy
+
+
+def test_root_cpu_stat_is_the_tick_counters_of_proc_stat():
+    """The root cgroup's usage_usec on v2 is no scheduler clock: it is summed from the per-CPU
+    tick counters, the same as /proc/stat's user + nice + system + irq + softirq (why the root
+    is not reconciled)."""
+    u0, b0 = _root_usage_and_busy_us()
+    time.sleep(1.0)
+    u1, b1 = _root_usage_and_busy_us()
+    usage, busy = u1 - u0, b1 - b0
+    print(f"root cgroup: usage_usec +{usage / 1000:.1f} ms, /proc/stat busy +{busy / 1000:.1f} ms "
+          "over 1 s")
+    # /proc/stat counts in USER_HZ (10 ms): both read at slightly different moments
+    assert abs(usage - busy) <= 0.03 * max(usage, busy) + 2 * 10_000 * (os.cpu_count() or 1)
