@@ -11,6 +11,7 @@ estimator choice in merge.py and the README's accounting section.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -81,8 +82,14 @@ def _run(group, argv):
     """Run ``argv`` in ``group`` under Accounting: (its rows, wait4 CPU of its tree in us,
     its cgroup's usage_usec, lost)."""
     with tsf.Accounting(interval=0.5) as acct:
-        proc = group.popen(argv)
+        # held until a look has seen it in its cgroup: a command born and gone between two
+        # looks would be attributed to its parent's cgroup (no record says where it ran)
+        proc = group.popen(["sh", "-c", 'read go; exec "$@"', "sh", *argv],
+                           stdin=subprocess.PIPE)
+        assert proc.stdin is not None
         ivs = [acct.next()]
+        proc.stdin.write(b"go\n")
+        proc.stdin.close()
         while not group.empty():
             ivs.append(acct.next())
         ivs.append(acct.next())

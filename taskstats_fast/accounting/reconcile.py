@@ -32,7 +32,7 @@ from .interval import EXITED, FLAG_RECONCILED
 __all__ = ["own_usage_delta", "reconcile", "MAX_FACTOR"]
 
 #: The largest factor (and the inverse of the smallest) the share may scale estimates by.
-MAX_FACTOR = 4.0
+MAX_FACTOR = 16.0
 
 
 def own_usage_delta(start: CgroupLook, end: CgroupLook) -> Dict[int, int]:
