@@ -91,8 +91,9 @@ _EXITS = "exited"
 def _counter_families() -> Tuple[_Family, ...]:
     classes = [(c.name, c.waits_for) for c in layout.DELAY_CLASSES]
     return (
-        # cAdvisor's usage is the best total (accounting's cpu_ns: the scheduler clock, and ticks
-        # for exited tasks); the modes are tick samples and need not add up to it
+        # cAdvisor's usage is the best total (accounting's cpu_ns: the scheduler clock, exited
+        # tasks reconciled to their cgroup's cpu.stat); the modes are tick samples and need not
+        # add up to it
         _Family("cpu_usage_seconds", "counter", "CPU time of the tasks (scheduler clock), exited tasks included",
                 (_Member((), "cpu_ns", _NS),)),
         _Family("cpu_seconds", "counter", "CPU time of the tasks per mode (user, system: tick-sampled)",
