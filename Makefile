@@ -15,14 +15,16 @@ VENV_PYTHON := $(VENV)/bin/python
 #   clang, libclang-rt-dev  the fuzz build (libFuzzer) and the clang -Werror static check
 #   cppcheck                the static check of the C code
 #   prometheus              a real Prometheus server that scrapes the exporter (tests/test_prometheus_server.py)
+#   man-db, groff-base      `man -l` renders the man pages to check them (tests/test_manpages.py); Debian's
+#                           minimal images and containers leave both out
 #   openssl                 throwaway CA and certificates for the TLS tests of serve (tests/certificates.py)
 # Without root they are not installed: the tests that need them skip and say why (under CI=true a skip fails).
-TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus openssl
+TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus man-db groff-base openssl
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel
+.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel man-completion install-man-completion
 
 build-deps:
 	@missing=""; \
@@ -87,6 +89,27 @@ wheel: build-deps
 	PATH="$(abspath $(DIST_VENV))/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair --wheel-dir $(DIST) build/dist-unrepaired/*.whl
 	cp build/dist-unrepaired/*.tar.gz $(DIST)/
 	$(DIST_VENV)/bin/twine check --strict $(DIST)/*
+
+# The man pages (contrib/man/) and the bash, zsh and fish completions (contrib/completion/) are
+# generated from the argparse parser, so they say what --help says. They are committed, not made at
+# build time: the sdist builds in an isolated environment without numpy or the built extension, in
+# which the command line cannot be imported; packagers then take plain files; and tests/test_docs.py
+# fails, naming this target, when a changed option leaves them stale.
+man-completion: install
+	$(VENV_PYTHON) -m taskstats_fast.cli.manpage contrib/man
+	$(VENV_PYTHON) -m taskstats_fast.cli.completion contrib/completion
+
+# Installs them where distributions look: PREFIX/share/man/man1, bash-completion's completions/,
+# zsh's site-functions/ and fish's vendor_completions.d/. DESTDIR stages the tree for a package.
+PREFIX ?= /usr/local
+SHARE = $(DESTDIR)$(PREFIX)/share
+install-man-completion:
+	install -d $(SHARE)/man/man1 $(SHARE)/bash-completion/completions $(SHARE)/zsh/site-functions \
+		$(SHARE)/fish/vendor_completions.d
+	install -m 644 contrib/man/*.1 $(SHARE)/man/man1/
+	install -m 644 contrib/completion/taskstats-fast.bash $(SHARE)/bash-completion/completions/taskstats-fast
+	install -m 644 contrib/completion/_taskstats-fast $(SHARE)/zsh/site-functions/_taskstats-fast
+	install -m 644 contrib/completion/taskstats-fast.fish $(SHARE)/fish/vendor_completions.d/taskstats-fast.fish
 
 bench: install
 	$(VENV_PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider

@@ -74,3 +74,22 @@ def test_check_command_exit_status(tmp_path):
     assert subprocess.run(cmd, capture_output=True).returncode == 1
     assert subprocess.run(cmd[:-3] + ["--readme", str(stale)], capture_output=True).returncode == 0
     assert subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def _committed(directory, names):
+    out = {}
+    for name in names:
+        path = os.path.join(ROOT, directory, name)
+        out[name] = open(path, encoding="utf-8").read() if os.path.exists(path) else None
+    return out
+
+
+@pytest.mark.parametrize("directory, generate", [("contrib/man", "manpage"), ("contrib/completion", "completion")])
+def test_man_pages_and_completions_are_current(directory, generate):
+    """They are committed copies of what the parser generates: a changed option makes them stale."""
+    module = __import__(f"taskstats_fast.cli.{generate}", fromlist=["main"])
+    wanted = module.pages() if generate == "manpage" else module.scripts()
+    assert _committed(directory, wanted) == wanted, \
+        f"{directory}/ is stale (an option changed): run `make man-completion` and commit the result"
+    extra = set(os.listdir(os.path.join(ROOT, directory))) - set(wanted)
+    assert not extra, f"{directory}/ holds files the parser no longer makes: {sorted(extra)}"

@@ -181,6 +181,7 @@ def test_the_sdist_holds_every_source_and_test_file(dists):
     assert not [f for f in wanted if f not in shipped]
     # the files whose absence broke the sdist before
     assert {"csrc/build_ffi.py", "tests/conftest.py", "tests/wire.py"} <= shipped
+    assert {"contrib/man/taskstats-fast.1", "contrib/completion/taskstats-fast.bash"} <= shipped
     assert any(f.startswith("tests/data/") for f in shipped)
 
 
