@@ -66,9 +66,11 @@ _taskstats_fast() {
                 -g|--group) COMPREPLY=($(compgen -W "process thread cgroup user command" -- "$cur")); return ;;
                 -s|--sort) COMPREPLY=($(compgen -W "cpu cpu_delay blkio_delay swapin_delay freepages_delay thrashing_delay compact_delay wpcopy_delay irq_delay read write exits tasks" -- "$cur")); return ;;
                 -f|--filter) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -p|--pid) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -u|--user) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 -w|--width) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "-h --help -b --batch -n --iterations -d --delay -g --group -s --sort -f --filter -w --width" -- "$cur"))
+            COMPREPLY=($(compgen -W "-h --help -b --batch -n --iterations -d --delay -g --group -s --sort -f --filter -p --pid -u --user -t --tree -w --width" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))
             ;;
         serve)
