@@ -15,7 +15,15 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
              and with --extra-processes sleeping processes added.  Goal: >= 20x.
              psutil is a bench-only dependency (the ``test`` extra).
 
+5. per exit  CPU a 1 s interval adds per exit at 400 exits/s and at full rate (paced exit_storm
+             producers) against intervals without them, interleaved.  Goal: <= 5 us, 0 lost.
+6. peers     top -b -d 1, atop -P, pidstat and process-exporter against Accounting, CPU per
+             interval (each agent's own cgroup) at the machine as it is, +1,000 processes and
+             +5,000 threads; the table prints CPU per interval per process (bench/peers.py).
+             Goal: <= 1.0x top.  The peers are Debian packages installed here when missing.
+
 Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
+                                        [--rounds 3] [--only per_exit --only peers ...]
       python3 -m pytest bench/bench_accounting.py --benchmark-enable -s   (same, via pytest)
 Needs root.
 """
@@ -336,6 +344,10 @@ def test_accounting_bench():
     print(f"cost {out['cost']['ratio']:.2f}x a bulk query (goal <= 1.5x); psutil "
           f"{out['psutil_more'].get('ratio', float('nan')):.1f}x (goal >= 20x)")
     assert out["lossless"]["lost"] == 0
+    per_exit = out["per_exit"]
+    print(" ".join(f"{k}: {v['added_us_per_exit']:.1f} us per exit (goal <= 5)"
+                   for k, v in per_exit.items() if isinstance(v, dict)))
+    assert all(v["lost"] == 0 for v in per_exit.values() if isinstance(v, dict))
     mem = out["memory"]
     assert mem["rss_max_second_half_kib"] <= mem["rss_max_first_half_kib"] * 1.05
 

@@ -137,12 +137,17 @@ def test_c_floor(benchmark, conn, ids, floor_binary, tmp_path):
         benchmark.extra_info[f"ns_per_lookup_round_{chunk}"] = round(ns, 1)
     chunk = min(best, key=best.get)
     benchmark.extra_info["ns_per_lookup"] = round(best[chunk], 1)
-    two = _run_floor(floor_binary, conn.family.id, chunk, path, repeats, threads=2)
-    assert int(two["records"]) + int(two["errors"]) == len(ids)
-    benchmark.extra_info["ns_per_lookup_2_threads"] = float(two["median_ns_per_lookup"])
+    # 2 threads: three runs (a noisy spell hits one run, not the median)
+    twos = []
+    for _ in range(3 if benchmark.enabled else 1):
+        two = _run_floor(floor_binary, conn.family.id, chunk, path, repeats, threads=2)
+        assert int(two["records"]) + int(two["errors"]) == len(ids)
+        twos.append(float(two["median_ns_per_lookup"]))
+    two_ns = sorted(twos)[len(twos) // 2]
+    benchmark.extra_info["ns_per_lookup_2_threads"] = two_ns
     if benchmark.enabled:
         record_figure(GROUP, f"C floor sendmsg+recvmmsg (round {chunk})", best[chunk])
-        record_figure(GROUP, FLOOR_2_THREADS, float(two["median_ns_per_lookup"]))
+        record_figure(GROUP, FLOOR_2_THREADS, two_ns)
 
 
 def test_ratios(capsys):
