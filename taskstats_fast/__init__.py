@@ -10,6 +10,8 @@ Decoding::
 
 from __future__ import annotations
 
+from typing import List
+
 import numpy as np
 
 from . import errors, layout
@@ -50,6 +52,11 @@ _LAZY = {"Accounting": ".accounting", "Interval": ".accounting", "TASK_DTYPE": "
          # tables and files: the recording package (sinks, formats, threads)
          "to_pandas": ".schema", "to_arrow": ".schema",
          "read_records": ".recording.reading", "read_frame": ".recording.reading"}
+
+
+def __dir__() -> List[str]:
+    """Tab completion and ``dir(tsf)`` list what ``__all__`` promises, lazy names included."""
+    return sorted(set(globals()) | set(__all__))
 
 
 def __getattr__(name: str):

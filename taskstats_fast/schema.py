@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["Column", "ColumnKind", "Clock", "Schema", "TableSchema", "RowSchema", "COLUMNS",
            "COLUMN_BY_NAME", "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema",
-           "file_schema", "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES"]
+           "file_schema", "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES",
+           "ROW_COLUMNS", "row_columns", "schema_of", "wait_status_columns"]
 
 #: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
 DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
@@ -74,6 +75,9 @@ class ColumnKind(str, enum.Enum):
     STR = "str"
     CATEGORY = "category"
     TIMESTAMP = "timestamp"
+    #: a part of a wait status (``exit_code``, ``exit_signal``, ``core_dumped``), computed
+    #: from ``ac_exitcode`` when a table is built; files keep the raw status, readers ignore it
+    WAIT_STATUS = "wait_status"
 
 
 class Clock(enum.Enum):
@@ -85,6 +89,8 @@ class Clock(enum.Enum):
     BEGIN_SECONDS = "btime"
     #: a ``struct timespec64`` as a (tv_sec, tv_nsec) pair of s64
     TIMESPEC = "timespec"
+    #: one u64 of whole seconds since the epoch (accounting rows' ``ac_btime64``)
+    SECONDS = "s"
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,12 @@ class Column:
     doc: str
     dtype: Optional[str] = None
     clock: Optional[Clock] = None
+    #: WAIT_STATUS columns: which part ("code", "signal" or "core")
+    part: Optional[str] = None
+    #: STR columns: dictionary-encoded in Arrow and Parquet, a category in pandas (few values)
+    dictionary: bool = False
+    #: names the column had in files of older format versions (readers accept them)
+    aliases: Tuple[str, ...] = ()
 
 
 def _int_dtype(field: layout.Field) -> str:
@@ -138,6 +150,8 @@ def _build_columns(lay: Any) -> Tuple[Column, ...]:
             name = f.name if f.name.endswith(suffix) else f.name + suffix
             out.append(Column(name, (f.name,), ColumnKind.INT, f.unit, f.since, may_lack, f.doc,
                               _int_dtype(f)))
+            if f.name == "ac_exitcode":
+                out.extend(wait_status_columns(f.name))
     meta_doc = {name: doc for name, _, doc in lay.META_FIELDS}
     out.append(Column("time", ("time_ns",), ColumnKind.TIMESTAMP, "UTC", 0, True,
                       "when the record was received (CLOCK_REALTIME; null when decoded from bytes)",
@@ -148,6 +162,20 @@ def _build_columns(lay: Any) -> Tuple[Column, ...]:
         fmt = dict((n, f) for n, f, _ in lay.META_FIELDS)[name]
         out.append(Column(name, (name,), ColumnKind.INT, "", 0, False, meta_doc[name], fmt))
     return tuple(out)
+
+
+#: The parts of a wait status (``ac_exitcode``): name, part, numpy dtype, doc.
+_WAIT_STATUS_PARTS = (
+    ("exit_code", "code", "u1", "the exit code (exit(3) gives 3; null when a signal ended the task)"),
+    ("exit_signal", "signal", "u1", "the signal that ended the task (null when it exited)"),
+    ("core_dumped", "core", "?", "whether the ending signal dumped core"),
+)
+
+
+def wait_status_columns(source: str) -> List[Column]:
+    """The decoded-status columns of a raw wait status field (for exits and interval rows)."""
+    return [Column(name, (source,), ColumnKind.WAIT_STATUS, "", 0, part != "core", doc, dtype,
+                   part=part) for name, part, dtype, doc in _WAIT_STATUS_PARTS]
 
 
 def require(module: str, extra: str, purpose: str) -> Any:
@@ -267,20 +295,25 @@ class _StrConverter:
         return (values if raw else _comm_strings(values)), valid
 
     def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        if col.dictionary:
+            return pd.Categorical(values)
         return pd.Series(values, copy=False)
 
     def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
-        return pa.string()
+        return pa.dictionary(pa.int32(), pa.string()) if col.dictionary else pa.string()
 
     def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
         strings = _arrow_strings(values)
         if mask is not None:
             import pyarrow.compute as pc
             strings = pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), strings)
-        return strings
+        return strings.dictionary_encode().cast(typ) if col.dictionary else strings
 
     def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        import pyarrow as pa
         name = col.sources[0]
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(pa.string())
         out[name] = _fixed_width_bytes(column, out.dtype[name].itemsize)
 
 
@@ -325,6 +358,9 @@ class _TimestampConverter:
             narrow, wide = (fields[s] for s in col.sources)
             seconds = np.where(carried[1] & (wide != 0), wide, narrow).astype(np.int64)
             ns, known = seconds * _NS_PER_S, seconds != 0
+        elif col.clock is Clock.SECONDS:
+            seconds = fields[col.sources[0]].astype(np.int64)
+            ns, known = seconds * _NS_PER_S, seconds != 0
         else:
             sec, nsec = (fields[s] for s in col.sources)
             ns = sec * _NS_PER_S + nsec
@@ -348,6 +384,9 @@ class _TimestampConverter:
         kernel does) and ``ac_btime64`` (zeroed later where the record's version lacks it)."""
         import pyarrow as pa
         import pyarrow.compute as pc
+        if not pa.types.is_timestamp(column.type):   # an older file kept the raw field
+            out[col.sources[0]] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+            return
         ns = pc.fill_null(column.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()), 0) \
             .to_numpy(zero_copy_only=False)
         if col.clock is Clock.NANOSECONDS:
@@ -356,13 +395,44 @@ class _TimestampConverter:
             seconds = ns // _NS_PER_S
             out[col.sources[0]] = np.clip(seconds, 0, 0xFFFFFFFF)
             out[col.sources[1]] = seconds
+        elif col.clock is Clock.SECONDS:
+            out[col.sources[0]] = ns // _NS_PER_S
         else:
             out[col.sources[0]], out[col.sources[1]] = np.divmod(ns, _NS_PER_S)
+
+
+class _WaitStatusConverter:
+    """``exit_code``/``exit_signal``/``core_dumped`` from a raw wait status (as ``wait(2)``'s
+    WEXITSTATUS, WTERMSIG and WCOREDUMP decode it); derived, so nothing to restore."""
+
+    def numpy(self, col: Column, fields: Mapping[str, np.ndarray], valid: Any) -> Tuple[Any, Any]:
+        status = fields[col.sources[0]].astype(np.uint32)
+        signal = status & 0x7F
+        if col.part == "code":
+            ok = signal == 0
+            return ((status >> 8) & 0xFF).astype(np.uint8), ok if valid is None else ok & valid
+        if col.part == "signal":
+            ok = signal != 0
+            return signal.astype(np.uint8), ok if valid is None else ok & valid
+        return (status & 0x80) != 0, None
+
+    def pandas(self, pd: Any, col: Column, values: np.ndarray, valid: Any) -> Any:
+        return pd.arrays.IntegerArray(values, ~valid) if valid is not None else values
+
+    def arrow_type(self, pa: Any, col: Column, unit: str) -> Any:
+        return pa.bool_() if col.part == "core" else pa.uint8()
+
+    def arrow(self, pa: Any, col: Column, values: np.ndarray, mask: Any, typ: Any) -> Any:
+        return pa.array(values, type=typ, mask=mask)
+
+    def restore(self, col: Column, column: Any, out: np.ndarray) -> None:
+        pass
 
 
 _CONVERTER: Dict[ColumnKind, Any] = {
     ColumnKind.INT: _IntConverter(), ColumnKind.STR: _StrConverter(),
     ColumnKind.CATEGORY: _CategoryConverter(), ColumnKind.TIMESTAMP: _TimestampConverter(),
+    ColumnKind.WAIT_STATUS: _WaitStatusConverter(),
 }
 
 
@@ -433,8 +503,9 @@ class TableSchema:
         out = np.zeros(table.num_rows, self.dtype)
         present = set(table.column_names)
         for col in self.columns:
-            if col.name in present:
-                _CONVERTER[col.kind].restore(col, table.column(col.name), out)
+            name = next((n for n in (col.name, *col.aliases) if n in present), None)
+            if name is not None:
+                _CONVERTER[col.kind].restore(col, table.column(name), out)
         return self._complete(out)
 
     def records_from_array(self, array: np.ndarray) -> np.ndarray:
@@ -463,7 +534,8 @@ class Schema(TableSchema):
         self.layout = lay
         self.columns: Tuple[Column, ...] = _build_columns(lay)
         self.by_name: Dict[str, Column] = {c.name: c for c in self.columns}
-        self.for_field: Dict[str, str] = {src: c.name for c in self.columns for src in c.sources}
+        self.for_field: Dict[str, str] = {src: c.name for c in self.columns for src in c.sources
+                                          if c.kind is not ColumnKind.WAIT_STATUS}
 
     @property
     def dtype(self) -> np.dtype:
@@ -524,35 +596,53 @@ class Schema(TableSchema):
         return out
 
 
+#: The one naming table's entries for fields of row layouts other than the kernel's records
+#: (accounting's interval rows and their groups, pressure stalls): field -> (column, unit, doc).
+#: A field not listed here takes the column of the ``DTYPE`` field of the same name
+#: (``ac_utime`` -> ``ac_utime_us``, ``hiwater_rss`` -> ``hiwater_rss_kb``), so that one
+#: quantity has one name and one unit in every table.  A unit of "UTC" makes a timestamp.
+ROW_COLUMNS: Dict[str, Tuple[str, str, str]] = {
+    "ac_btime64": ("ac_btime", "UTC", "when the task began (whole seconds, as the kernel keeps it)"),
+    "interval_start": ("interval_start", "UTC", "when the interval began (the opening look)"),
+    "interval_end": ("interval_end", "UTC", "when the interval ended (the closing look)"),
+    "cgroup_id": ("cgroup_id", "", "the cgroup v2 directory's inode number (0: unknown)"),
+    "cgroup": ("cgroup", "", "the cgroup v2 path below the hierarchy's root (\"/\": the root; "
+               "empty: unknown)"),
+    "state": ("state", "", "0 alive at both looks; bits 1 born and 2 exited inside the interval"),
+    "attribution": ("attribution", "", "how cgroup_id was found: 1 listed in the cgroup, "
+                    "2 inherited from its process or parent, 0 unknown"),
+    "flags": ("row_flags", "", "bits: 1 delay accounting was off, 2 pid reused inside the "
+              "interval, 4 first seen after its birth"),
+    "cpu_ns": ("cpu_ns", "ns", "CPU time over the interval: the best estimate (see README, "
+               "interval accounting)"),
+    "tasks": ("tasks", "", "rows (threads) summed into this one"),
+    "born": ("born", "", "of those, born inside the interval"),
+    "exited": ("exited", "", "of those, exited inside the interval"),
+    **{f"{r}_{k}_us": (f"{r}_{k}_us", "us", f"{r} pressure stall time, {k} tasks stalled")
+       for r in ("cpu", "io", "memory", "irq") for k in ("some", "full")},
+}
+_ROW_CLOCKS = {"ac_btime64": Clock.SECONDS}
+
+
 class RowSchema(TableSchema):
     """The columns of a plain row layout: any structured dtype of integers and ``char[N]``
-    command names (``accounting``'s interval rows), one column per field under the field's
-    name; ``timestamps`` maps fields of nanoseconds since the epoch to the UTC timestamp
-    column each becomes (0: null).  ``stats`` makes a file's ``FileStats``-like counter;
-    ``metadata`` are the keys every file of these rows carries (what the rows are)."""
+    strings (``accounting``'s interval rows and groups), one column per field named by the one
+    naming table (``ROW_COLUMNS``, then the ``DTYPE`` columns).  ``stats`` makes a file's
+    ``FileStats``-like counter; ``metadata`` are the keys every file of these rows carries
+    (what the rows are); ``dictionary`` names the string fields with few values (Arrow
+    dictionaries, pandas categories)."""
 
-    def __init__(self, dtype: np.dtype, *, timestamps: Mapping[str, str],
-                 required: Tuple[str, ...], docs: Mapping[str, str], stats: Any,
-                 metadata: Mapping[str, Any]):
+    def __init__(self, dtype: np.dtype, *, required: Tuple[str, ...] = (), stats: Any = None,
+                 metadata: Optional[Mapping[str, Any]] = None,
+                 dictionary: Tuple[str, ...] = ("cgroup",)):
         self._dtype = np.dtype(dtype)
         self.stats_factory = stats
-        self.metadata = dict(metadata)
+        self.metadata = dict(metadata or {})
         self.REQUIRED = tuple(required)
         cols: List[Column] = []
         for name in self._dtype.names or ():
-            if name.startswith("_pad"):
-                continue
-            kind = self._dtype[name]
-            doc = docs.get(name, "")
-            if name in timestamps:
-                cols.append(Column(timestamps[name], (name,), ColumnKind.TIMESTAMP, "UTC", 0,
-                                   True, doc, clock=Clock.NANOSECONDS))
-            elif kind.kind == "S":
-                cols.append(Column(name, (name,), ColumnKind.STR, "", 0, False, doc))
-            else:
-                int_type = "i8" if kind.itemsize == 8 else kind.str.lstrip("<>|=")
-                cols.append(Column(name, (name,), ColumnKind.INT, "", 0, False, doc,
-                                   dtype=int_type))
+            if not name.startswith("_pad"):
+                cols += row_columns(name, self._dtype[name], dictionary=name in dictionary)
         self.columns = tuple(cols)
         self.by_name = {c.name: c for c in self.columns}
 
@@ -569,8 +659,32 @@ class RowSchema(TableSchema):
         for col in self.columns:
             converter = _CONVERTER[col.kind]
             out[col.name] = (converter.numpy(col, fields, None, raw_strings)
-                              if col.kind is ColumnKind.STR else converter.numpy(col, fields, None))
+                             if col.kind is ColumnKind.STR else converter.numpy(col, fields, None))
         return out
+
+
+def row_columns(field: str, kind: np.dtype, *, dictionary: bool = False) -> List[Column]:
+    """The table column(s) of one field of a row layout, from the one naming table: its
+    column, and for a raw wait status the decoded ones too.  A field the table does not name
+    is an error: every column of every table is named in one place."""
+    if field in ROW_COLUMNS:
+        name, unit, doc = ROW_COLUMNS[field]
+    elif field in COLUMN_FOR_FIELD:
+        base = COLUMN_BY_NAME[COLUMN_FOR_FIELD[field]]
+        name, unit, doc = base.name, base.unit, base.doc
+    else:
+        raise KeyError(f"{field!r} has no column in the naming table (schema.ROW_COLUMNS)")
+    aliases = (field,) if name != field else ()   # format version 2 named columns by field
+    if unit == "UTC":
+        return [Column(name, (field,), ColumnKind.TIMESTAMP, unit, 0, True, doc,
+                       clock=_ROW_CLOCKS.get(field, Clock.NANOSECONDS), aliases=aliases)]
+    if kind.kind == "S":
+        return [Column(name, (field,), ColumnKind.STR, unit, 0, False, doc,
+                       dictionary=dictionary, aliases=aliases)]
+    int_type = "i8" if kind.itemsize == 8 else kind.str.lstrip("<>|=")
+    column = Column(name, (field,), ColumnKind.INT, unit, 0, False, doc, dtype=int_type,
+                    aliases=aliases)
+    return [column] + (wait_status_columns(field) if field == "ac_exitcode" else [])
 
 
 DEFAULT = Schema()
@@ -579,6 +693,20 @@ COLUMNS: Tuple[Column, ...] = DEFAULT.columns
 COLUMN_BY_NAME: Dict[str, Column] = DEFAULT.by_name
 #: The column each ``DTYPE`` field ends up in.
 COLUMN_FOR_FIELD: Dict[str, str] = DEFAULT.for_field
+
+
+_ROW_SCHEMAS: Dict[np.dtype, RowSchema] = {}
+
+
+def schema_of(records: np.ndarray) -> TableSchema:
+    """The schema of an array's rows: ``DTYPE`` records, or any row layout the naming table
+    names (``TASK_DTYPE`` rows of an interval, ``Interval.by`` groups, pressure rows)."""
+    dtype = getattr(records, "dtype", None)
+    if dtype is None or dtype == DEFAULT.dtype or dtype.names is None:
+        return DEFAULT
+    if dtype not in _ROW_SCHEMAS:
+        _ROW_SCHEMAS[dtype] = RowSchema(dtype)
+    return _ROW_SCHEMAS[dtype]
 
 
 def columns(records: np.ndarray, *, _raw_strings: bool = False
@@ -595,8 +723,10 @@ def columns(records: np.ndarray, *, _raw_strings: bool = False
 
 def to_pandas(records: np.ndarray) -> "pandas.DataFrame":
     """A ``DataFrame`` with one row per record and the columns of ``COLUMNS`` (see the module
-    docstring for names, units and missing values).  Needs ``taskstats_fast[pandas]``."""
-    return DEFAULT.to_pandas(records)
+    docstring for names, units and missing values).  ``records`` may also be any row layout the
+    naming table names (``Interval.tasks``, ``Interval.by(..., frame=False)``).  Needs
+    ``taskstats_fast[pandas]``."""
+    return schema_of(records).to_pandas(records)
 
 
 def arrow_schema(metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Schema":
@@ -607,8 +737,8 @@ def arrow_schema(metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Schem
 
 def to_arrow(records: np.ndarray, metadata: Optional[Mapping[str, str]] = None) -> "pyarrow.Table":
     """A ``pyarrow.Table`` with one row per record, schema ``arrow_schema(metadata)``.
-    Needs ``taskstats_fast[arrow]``."""
-    return DEFAULT.to_arrow(records, metadata)
+    ``records`` may be any row layout ``to_pandas`` takes.  Needs ``taskstats_fast[arrow]``."""
+    return schema_of(records).to_arrow(records, metadata)
 
 
 def file_schema() -> "pyarrow.Schema":

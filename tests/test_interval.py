@@ -67,7 +67,7 @@ def test_by_thread_keeps_every_row_and_frame_has_paths():
     pd = pytest.importorskip("pandas")
     df = iv.by("cgroup")
     assert isinstance(df, pd.DataFrame)
-    assert df["path"].tolist() == ["/a", "/b"]
+    assert df["cgroup"].tolist() == ["/a", "/b"]
     assert iv.by("command")["ac_comm"].tolist() == ["leader", "sh", "worker"]
 
 

@@ -102,7 +102,7 @@ def test_metadata_of_each_file(tmp_path):
 def test_metadata_in_every_format(tmp_path, fmt):
     path = recording.write_file(str(tmp_path / f"one.{fmt}"), batch(3), metadata={"x": 1})
     meta = recording.read_metadata(path)
-    assert meta["x"] == 1 and meta["records"] == 3 and meta["format_version"] == recording.FORMAT_VERSION == 2
+    assert meta["x"] == 1 and meta["records"] == 3 and meta["format_version"] == recording.FORMAT_VERSION == 3
 
 
 # ---- rotation ----------------------------------------------------------------------------

@@ -32,12 +32,12 @@ Contract (other modules and the live surfaces build on it; names marked *fixed* 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import layout
-from ..schema import require
+from ..schema import require, to_pandas
 
 __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
@@ -125,6 +125,20 @@ def summed_block(tasks: np.ndarray) -> np.ndarray:
         return np.zeros((0, len(SUMMED_FIELDS)), np.uint64)
     return np.ndarray((len(tasks), len(SUMMED_FIELDS)), np.uint64, buffer=tasks,
                       offset=_SUMMED_OFFSET, strides=(TASK_DTYPE.itemsize, 8))
+
+
+#: Bytes of a cgroup path in rows that carry it (recorded interval rows): longer paths are cut
+#: there (``cgroup_id`` stays exact; ``Interval.cgroups`` keeps the whole path).
+CGROUP_PATH_BYTES = 256
+
+
+def cgroup_paths(ids: np.ndarray, cgroups: Mapping[int, str]) -> np.ndarray:
+    """The path of each cgroup id as fixed-width UTF-8 bytes (empty where unknown), looked up
+    once per distinct id."""
+    unique, index = np.unique(ids, return_inverse=True)
+    paths = np.array([cgroups.get(int(i), "").encode("utf-8", "replace")[:CGROUP_PATH_BYTES]
+                      for i in unique], dtype=f"S{CGROUP_PATH_BYTES}")
+    return paths[index] if len(ids) else np.zeros(0, f"S{CGROUP_PATH_BYTES}")
 
 
 #: TASK_DTYPE's field names.
@@ -244,10 +258,12 @@ class Interval:
         """The rows summed per ``key`` ("process", "cgroup", "user", "command", "thread").
 
         Deltas are summed, levels (hiwater_*) take the maximum; ``tasks``, ``born`` and
-        ``exited`` count rows.  Per process, ``ac_comm``/``ac_uid``/``cgroup_id`` are the
-        leader's when it is among the rows (else the first row's).  Per cgroup the pandas frame
-        also has the cgroup's ``path``.  Returns a pandas DataFrame (``frame=None`` and pandas
-        installed, or ``frame=True``) or a numpy structured array (``frame=False``).
+        ``exited`` count rows.  Per process, ``ac_comm``/``ac_uid``/``ac_btime``/``cgroup_id``
+        are the leader's when it is among the rows (else the first row's): (``ac_tgid``,
+        ``ac_btime``) tells a process from a later one that reused its id.  Returns a pandas
+        DataFrame under the table column names (``frame()``; ``frame=None`` and pandas
+        installed, or ``frame=True``) or a numpy structured array of the rows' field names
+        (``frame=False``).
         """
         grouped = group_rows(self.tasks, key)
         if frame is None:
@@ -258,12 +274,21 @@ class Interval:
             frame = True
         if not frame:
             return grouped
-        pd = require("pandas", "pandas", "Interval.by(frame=True)")
-        df = pd.DataFrame({name: grouped[name] for name in grouped.dtype.names or ()})
-        if "ac_comm" in df:
-            df["ac_comm"] = [c.decode("utf-8", "replace") for c in grouped["ac_comm"]]
-        if key == "cgroup":
-            df["path"] = [self.cgroups.get(int(c)) for c in grouped["cgroup_id"]]
+        return self.frame(grouped)
+
+    def frame(self, rows: Optional[np.ndarray] = None) -> Any:
+        """``rows`` (default: ``tasks``; or an ``Interval.by(..., frame=False)`` result) as a
+        pandas DataFrame under the one naming table's column names and units (``ac_utime_us``,
+        ``cpu_delay_total_ns``, ``ac_btime`` as a UTC timestamp, int64 counters, the decoded
+        exit status), with the cgroup's path (``cgroup``, a category) where the rows carry
+        ``cgroup_id``.  Needs ``taskstats_fast[pandas]``."""
+        rows = self.tasks if rows is None else rows
+        df = to_pandas(rows)
+        if "cgroup_id" in df:
+            position = df.columns.get_loc("cgroup_id") + 1
+            paths = cgroup_paths(rows["cgroup_id"], self.cgroups)
+            df.insert(position, "cgroup", require("pandas", "pandas", "Interval.frame()").Categorical(
+                [p.decode("utf-8", "replace") for p in paths]))
         return df
 
 
@@ -271,7 +296,7 @@ def group_dtype(key: str) -> np.dtype:
     """The dtype of ``Interval.by(key, frame=False)``."""
     if key not in GROUP_KEYS:
         raise ValueError(f"by() takes one of {', '.join(GROUP_KEYS)}, not {key!r}")
-    carried = {"process": ("ac_tgid", "ac_comm", "ac_uid", "cgroup_id"),
+    carried = {"process": ("ac_tgid", "ac_comm", "ac_uid", "ac_btime64", "cgroup_id"),
                "cgroup": ("cgroup_id",), "user": ("ac_uid",), "command": ("ac_comm",),
                "thread": IDENTITY_FIELDS + ("ac_btime64", "cgroup_id", "attribution", "state")}[key]
     fields: List[Tuple[str, object]] = [(name, TASK_DTYPE[name]) for name in carried]

@@ -17,7 +17,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..accounting.interval import TASK_DTYPE, Interval, group_dtype, group_rows
+from ..accounting.interval import (CGROUP_PATH_BYTES, TASK_DTYPE, Interval, cgroup_paths, group_dtype,
+                                   group_rows)
 from ..schema import RowSchema, TableSchema
 from .metadata import utc
 
@@ -29,21 +30,25 @@ INTERVAL_ROWS = "interval"
 #: What one row can be: a task (thread), or a process (its threads summed).
 BY: Tuple[str, ...] = ("task", "process")
 #: The fields stamping each row with its interval (u64 ns since the epoch in the rows, UTC
-#: timestamp columns of the same names in tables: so npy files and tables have the same names).
-_TIME_COLUMNS = {"interval_start": "interval_start", "interval_end": "interval_end"}
-_DOCS = {"interval_start": "when the interval began (the opening look)",
-         "interval_end": "when the interval ended (the closing look)"}
+#: timestamp columns in tables).
+_TIME_FIELDS = ("interval_start", "interval_end")
 
 
 @functools.lru_cache(maxsize=None)
 def row_dtype(by: str = "task") -> np.dtype:
-    """The dtype of the rows an interval recording holds ``by`` task or process."""
+    """The dtype of the rows an interval recording holds ``by`` task or process: the interval's
+    bounds, then the fields of ``TASK_DTYPE`` (or of a process group), with the cgroup's path
+    (``cgroup``) beside ``cgroup_id`` so that a recording names its cgroups after they are gone."""
     if by not in BY:
         raise ValueError(f"interval rows are per {' or per '.join(BY)}, not {by!r}")
     source = TASK_DTYPE if by == "task" else group_dtype("process")
-    return np.dtype([(name, "u8") for name in _TIME_COLUMNS]
-                    + [(name, source[name]) for name in source.names or ()
-                       if not name.startswith("_pad")])
+    fields: list = [(name, "u8") for name in _TIME_FIELDS]
+    for name in source.names or ():
+        if not name.startswith("_pad"):
+            fields.append((name, source[name]))
+        if name == "cgroup_id":
+            fields.append(("cgroup", f"S{CGROUP_PATH_BYTES}"))
+    return np.dtype(fields)
 
 
 class IntervalStats:
@@ -74,8 +79,7 @@ class IntervalStats:
 def interval_schema(by: str = "task") -> RowSchema:
     """The ``columns`` schema of interval rows ``by`` task or process (for ``FileSink`` and the
     readers)."""
-    return RowSchema(row_dtype(by), timestamps=_TIME_COLUMNS, required=tuple(_TIME_COLUMNS.values()),
-                     docs=_DOCS, stats=IntervalStats,
+    return RowSchema(row_dtype(by), required=_TIME_FIELDS, stats=IntervalStats,
                      metadata={"rows": INTERVAL_ROWS, "by": by, "source": "accounting intervals"})
 
 
@@ -95,4 +99,5 @@ def interval_rows(iv: Interval, by: str = "task") -> np.ndarray:
     for name in source.dtype.names or ():
         if name in out.dtype.names:
             out[name] = source[name]
+    out["cgroup"] = cgroup_paths(source["cgroup_id"], iv.cgroups)
     return out

@@ -27,9 +27,11 @@ __all__ = ["METADATA_KEY", "FORMAT_VERSION", "system_metadata", "FileStats", "ut
 #: Schema metadata key (Parquet/Arrow) holding the file's metadata as JSON.
 METADATA_KEY = "taskstats_fast"
 #: The schema version of the files this library writes.  1: 0.1.0 (timestamps in
-#: microseconds).  2: timestamps in nanoseconds, so every field round-trips exactly.  Readers
+#: microseconds).  2: timestamps in nanoseconds, so every field round-trips exactly.  3: one
+#: naming table for every table (interval rows: ``ac_utime_us``, ``ac_btime`` as a timestamp,
+#: the ``cgroup`` path, ``row_flags``; decoded exit status in every table).  Readers
 #: read every version up to this one; bump it when an old reader would misread new files.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def check_format_version(path: str, metadata: Mapping[str, Any]) -> int:

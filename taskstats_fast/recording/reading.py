@@ -67,6 +67,8 @@ class Recordings:
     files: List[str] = field(init=False)
     metadata: List[Dict[str, Any]] = field(init=False, default_factory=list)
     damaged: List[Tuple[str, TaskstatsError]] = field(init=False, default_factory=list)
+    #: ``(path, rows read from it)`` of each file read, in reading order
+    file_rows: List[Tuple[str, int]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         named = _paths(self.paths)
@@ -82,11 +84,20 @@ class Recordings:
         self._chosen = self.schema is not None   # given: read every file into it
 
     def chunks(self) -> Iterator[np.ndarray]:
-        self.metadata, self.damaged, self.in_progress = [], [], []
+        self.metadata, self.damaged, self.in_progress, self.file_rows = [], [], [], []
         for path in self.files:
-            yield from self._file_chunks(path)
+            yield from self._counted(path, self._file_chunks(path))
         for leftover in self.leftovers:
-            yield from self._leftover_chunks(leftover)
+            yield from self._counted(leftover.in_progress or leftover.final,
+                                     self._leftover_chunks(leftover))
+
+    def _counted(self, path: str, chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """``chunks``, counting in ``file_rows`` how many rows came from ``path``."""
+        self.file_rows.append((path, 0))
+        index = len(self.file_rows) - 1
+        for chunk in chunks:
+            self.file_rows[index] = (path, self.file_rows[index][1] + len(chunk))
+            yield chunk
 
     def _file_chunks(self, path: str) -> Iterator[np.ndarray]:
         fmt = format_of_path(path)
@@ -208,12 +219,29 @@ def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarra
 
 
 def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "Any":
-    """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``.  For an
-    interval recording, one row per task (or process) and interval, with ``interval_start`` and
-    ``interval_end`` columns (UTC) and the fields of ``accounting.interval``."""
+    """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``, plus the
+    dataset's hive partition columns (``host``, ``date``) where its files sit in partitions.
+    For an interval recording, one row per task (or process) and interval, with
+    ``interval_start`` and ``interval_end`` columns (UTC), named by the one naming table."""
     recordings = Recordings(paths)
     records = _read(recordings, skip_damaged)
-    return recordings.rows_schema.to_pandas(records)
+    frame = recordings.rows_schema.to_pandas(records)
+    for key, values in hive_columns(recordings.file_rows).items():
+        frame[key] = values
+    return frame
+
+
+def hive_columns(file_rows: Sequence[Tuple[str, int]]) -> Dict[str, Any]:
+    """The hive partition columns (``host=web-1/date=2026-11-26/`` directories) of rows read
+    file by file (``(path, rows)``), as pandas categories; a file outside a partition gets a
+    missing value.  A dataset of many hosts keeps which host each row came from."""
+    import pandas as pd
+    parts = [dict(p.split("=", 1) for p in os.path.dirname(path).split(os.sep) if "=" in p)
+             for path, _ in file_rows]
+    keys = list(dict.fromkeys(k for part in parts for k in part))
+    counts = [n for _, n in file_rows]
+    return {key: pd.Categorical(np.repeat(np.array([part.get(key) for part in parts], object),
+                                          counts)) for key in keys}
 
 
 def read_table(paths: PathOrPaths, columns: Optional[Sequence[str]] = None) -> "Any":

@@ -53,9 +53,10 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
 
 #: Columns ``summarize`` reads from an interval recording (``intervals`` row names).
 INTERVAL_SUMMARY_COLUMNS: Tuple[str, ...] = (
-    "interval_start", "interval_end", "ac_comm", "ac_tgid", "cgroup_id", "cpu_ns", "ac_utime",
-    "ac_stime", "read_bytes", "write_bytes", "read_char", "write_char",
-    *(name for c in layout.DELAY_CLASSES for name in (f"{c.name}_count", f"{c.name}_delay_total")),
+    "interval_start", "interval_end", "ac_comm", "ac_tgid", "ac_btime", "cgroup_id", "cgroup",
+    "cpu_ns", "ac_utime_us", "ac_stime_us", "read_bytes", "write_bytes", "read_char_bytes",
+    "write_char_bytes",
+    *(name for c in layout.DELAY_CLASSES for name in (f"{c.name}_count", f"{c.name}_delay_total_ns")),
 )
 
 Columns = Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]]
@@ -255,19 +256,19 @@ def summarize_interval_columns(cols: Columns, *, top: int = 10,
     who = v["ac_tgid"]
     commands = _Ranking(comm, v.get("ac_pid", who), "tasks", "comm", top)
     cpu_ns = v["cpu_ns"].astype(np.float64)
-    user, system = commands.sum(v["ac_utime"]) * 1e3, commands.sum(v["ac_stime"]) * 1e3
+    user, system = commands.sum(v["ac_utime_us"]) * 1e3, commands.sum(v["ac_stime_us"]) * 1e3
     cpu_total = commands.sum(cpu_ns)
     cpu = commands.table(cpu_total, {"cpu_ns": cpu_total, "user_ns": user, "system_ns": system,
                                      "cpu_per_task_ns": cpu_total / np.maximum(commands.tasks, 1)})
     io = {"read_bytes": commands.sum(v["read_bytes"]), "write_bytes": commands.sum(v["write_bytes"]),
-          "read_char_bytes": commands.sum(v["read_char"]),
-          "write_char_bytes": commands.sum(v["write_char"])}
+          "read_char_bytes": commands.sum(v["read_char_bytes"]),
+          "write_char_bytes": commands.sum(v["write_char_bytes"])}
     io_rows = commands.table(np.sum(list(io.values()), axis=0), io)
     delays: Dict[str, List[Dict[str, Any]]] = {}
     delay_total = np.zeros(len(comm))
     for cls in (c.name for c in layout.DELAY_CLASSES):
-        count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total"])
-        delay_total += v[f"{cls}_delay_total"]
+        count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total_ns"])
+        delay_total += v[f"{cls}_delay_total_ns"]
         delays[cls] = commands.table(total, {"delays": count, "total_ns": total,
                                              "average_ns": total / np.maximum(count, 1),
                                              "max_ns": None})
