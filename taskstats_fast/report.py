@@ -277,6 +277,10 @@ def _summary_head(s: Mapping[str, Any]) -> List[str]:
         when = (f"recorded {s['window_start']} → {s['window_end']} ({s['seconds']:.1f} s"
                 + (f", {s['exits_per_second']:.1f} task exits/s)" if s["exits_per_second"]
                    else ")")) if s["window_start"] else "no times"
+    windows = s.get("windows") or []
+    if len(windows) > 1:   # the files do not tile the span: say what is covered
+        when += (f"; {len(windows)} separate windows covering {s['seconds']:.1f} s of "
+                 f"{s['span_seconds']:.1f} s (gaps between recordings are not counted)")
     out = [f"{s['records']:,} records: {what}; {s['files']} file(s)", when]
     if s["hosts"]:
         out.append(f"hosts: {', '.join(s['hosts'])}")
@@ -303,7 +307,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     per = counted[:-1]
     out = _summary_head(s)
     top = s["top"]
-    out += _table(f"Top {top} commands by CPU time (user + system), over all their {counted}",
+    cpu_heading = ("CPU time (cpu_ns: the scheduler's clock; user and system are tick samples)"
+                   if s["kind"] == "intervals" else "CPU time (ac_utime + ac_stime)")
+    out += _table(f"Top {top} commands by {cpu_heading}, over all their {counted}",
                   ["comm", counted, "cpu", "user", "system", f"cpu/{per}"],
                   [[r["comm"], f"{r[counted]:,}", format_duration_ns(r["cpu_ns"]),
                     format_duration_ns(r["user_ns"]), format_duration_ns(r["system_ns"]),
@@ -353,7 +359,7 @@ def _summed_rows(summary: Any) -> np.ndarray:
 def exit_rate(summary: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(edges, per_second)`` of the exit-rate histogram of ``summary``: bin edges in seconds
     from the start of the recording window to its end, and the records per second in each bin
-    (None when the recording has no times)."""
+    (NaN in a bin no recording covers: a gap; None when the recording has no times)."""
     start, end = _ns(summary["window_start"]), _ns(summary["window_end"])
     if start is None or end is None:
         return None
@@ -365,7 +371,12 @@ def exit_rate(summary: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     if len(edges) < 2 or edges[-1] < span:
         edges = np.append(edges, edges[-1] + width)
     counts, _ = np.histogram((times - start) / 1e9, bins=edges)
-    return edges, counts / width
+    windows = [((_ns(a) - start) / 1e9, (_ns(b) - start) / 1e9)
+               for a, b in summary.get("windows") or [[summary["window_start"], summary["window_end"]]]]
+    covered = np.zeros(len(edges) - 1)
+    for a, b in windows:   # seconds of each bin that some recording covers
+        covered += np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None)
+    return edges, np.where(covered > 0, counts / np.where(covered > 0, covered, 1), np.nan)
 
 
 def plot_summary(summary: Any, path: str, *, title: str = "taskstats_fast recording") -> str:
@@ -386,7 +397,10 @@ def plot_summary(summary: Any, path: str, *, title: str = "taskstats_fast record
     rate = exit_rate(summary)
     if rate is not None:
         edges, per_second = rate
-        rate_ax.stairs(per_second, edges, fill=True, alpha=0.6)
+        known = ~np.isnan(per_second)   # a gap between recordings is drawn as a gap, not as 0/s
+        runs = np.flatnonzero(np.diff(np.concatenate([[0], known.astype(np.int8), [0]])))
+        for lo, hi in zip(runs[::2], runs[1::2]):
+            rate_ax.stairs(per_second[lo:hi], edges[lo:hi + 1], fill=True, alpha=0.6, color="C0")
         rate_ax.set_xlim(0, edges[-1])
         rate_ax.set_xlabel(f"seconds since {summary['window_start']}")
     else:

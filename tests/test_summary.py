@@ -13,6 +13,7 @@ import pytest
 import taskstats_fast as tsf
 from taskstats_fast import recording, report
 from taskstats_fast import schema as columns
+from taskstats_fast.recording import summary as summary_mod
 
 from wire import aggr, stats, taskstats_msg
 
@@ -112,3 +113,32 @@ def test_a_damaged_file_is_named_and_the_others_still_summed(tmp_path):
 def test_summary_json_is_serialisable(tmp_path):
     path = recording.write_file(str(tmp_path / "r.npy"), records([(1, b"a", 1, 1, 1)]))
     json.dumps(report.summary_json(recording.summarize([path])))
+
+
+def test_a_gap_between_recordings_is_a_gap_not_time(tmp_path):
+    """Two 6 s recordings 15 s apart cover 12 s, not the 27 s span: rates divide by 12 and the
+    plot's bins inside the gap are empty (NaN), not 0 exits/s."""
+    t0 = 1_795_706_400 * 10**9
+    paths = []
+    for i, start in enumerate((t0, t0 + 21 * 10**9)):
+        records = np.zeros(60, tsf.DTYPE)
+        records["kind"], records["layout"], records["ac_comm"] = tsf.KIND_PID, tsf.MAX_VERSION, b"x"
+        records["time_ns"] = start + np.arange(60) * 10**8
+        path = str(tmp_path / f"r{i}.npy")
+        recording.write_file(path, records)
+        with open(path + ".json") as f:   # the files say they covered 6 s each
+            meta = json.load(f)
+        meta["window_started"] = meta["file_started"] = summary_mod._iso_ns(start)
+        meta["window_finished"] = meta["file_finished"] = summary_mod._iso_ns(start + 6 * 10**9)
+        with open(path + ".json", "w") as f:
+            json.dump(meta, f)
+        paths.append(path)
+    s = recording.summarize(paths)
+    assert len(s["windows"]) == 2
+    assert s["seconds"] == pytest.approx(12.0) and s["span_seconds"] == pytest.approx(27.0)
+    assert s["exits_per_second"] == pytest.approx(120 / 12.0)
+    edges, rate = report.exit_rate(s)
+    mids = (edges[:-1] + edges[1:]) / 2
+    assert np.isnan(rate[(mids > 7) & (mids < 20)]).all()
+    assert (rate[mids < 5.5] > 0).all()
+    assert "2 separate windows covering 12.0 s of 27.0 s" in report.format_summary(s)

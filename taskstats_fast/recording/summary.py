@@ -33,7 +33,7 @@ from .paths import PathOrPaths
 from .reading import Recordings, columns_of
 
 __all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "Summary", "summarize",
-           "summarize_columns", "summarize_interval_columns", "recording_window", "EXITS",
+           "summarize_columns", "summarize_interval_columns", "recording_window", "recording_windows", "EXITS",
            "SNAPSHOT", "INTERVALS"]
 
 #: ``Summary["kind"]`` of a recording of the exit stream, of a snapshot, of intervals.
@@ -67,8 +67,11 @@ class Summary(dict):
 
     ``kind`` (``"exits"`` or ``"snapshot"``), ``counted`` (what a row is: ``"exits"`` or
     ``"tasks"``, also the key of each table row's count), ``records``, the count under the
-    ``counted`` key, ``tgid_records``, ``commands``, ``window_start``/``window_end`` (ISO times
-    the files cover), ``seconds`` (the window's length), ``exits_per_second`` (exit recordings),
+    ``counted`` key, ``tgid_records``, ``commands``, ``windows`` (``[start, end]`` ISO pairs:
+    the union of what the files cover, gaps between recordings left out),
+    ``window_start``/``window_end`` (its bounds), ``seconds`` (the time covered),
+    ``span_seconds`` (start to end, gaps included), ``exits_per_second`` (exit recordings:
+    exits over ``seconds``),
     ``first``/``last`` (ISO times of the first and last record), ``hosts``, ``files``,
     ``damaged`` (``[{"path", "error"}]`` of files that could not be read), ``lost``,
     ``overruns``, ``not_written``, ``delayacct_enabled``, and the tables ``cpu``, ``io`` and
@@ -107,6 +110,40 @@ def recording_window(metadata: Sequence[Mapping[str, Any]]) -> Tuple[Optional[in
     start = min((s for s in starts if s is not None), default=None)
     end = max((e for e in ends if e is not None), default=None)
     return start, end
+
+
+def recording_windows(metadata: Sequence[Mapping[str, Any]]) -> List[Tuple[int, int]]:
+    """The time ``metadata``'s files cover, as the union of each file's (start, end) in ns
+    since the epoch: sorted, overlapping or touching spans merged, gaps between recordings
+    kept as gaps."""
+    spans = sorted((s, e) for s, e in (
+        (_ns_of_iso(m.get("window_started", m.get("file_started"))),
+         _ns_of_iso(m.get("window_finished", m.get("file_finished")))) for m in metadata)
+        if s is not None and e is not None and e >= s)
+    merged: List[Tuple[int, int]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _window_part(metadata: Sequence[Mapping[str, Any]], first: Optional[int],
+                 last: Optional[int]) -> Dict[str, Any]:
+    """What every kind of summary says about time: ``windows`` (the union the files cover, as
+    ISO pairs; the first to the last row when no file says), ``window_start``/``window_end``
+    (its bounds), ``seconds`` (the time covered: gaps between recordings do not count) and
+    ``span_seconds`` (from the first start to the last end)."""
+    windows = recording_windows(metadata)
+    if not windows and first is not None and last is not None:
+        windows = [(first, last)]
+    start = windows[0][0] if windows else first
+    end = windows[-1][1] if windows else last
+    return dict(windows=[[_iso_ns(a), _iso_ns(b)] for a, b in windows],
+                window_start=_iso_ns(start), window_end=_iso_ns(end),
+                seconds=sum(b - a for a, b in windows) / 1e9,
+                span_seconds=(end - start) / 1e9 if start is not None and end is not None else 0.0)
 
 
 def _kind_of(metadata: Sequence[Mapping[str, Any]]) -> str:
@@ -161,10 +198,8 @@ def summarize_columns(cols: Columns, *, top: int = 10,
     times = times[~np.isnat(times)]
     first = int(times.min().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
     last = int(times.max().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
-    start, end = recording_window(metadata)
-    start = first if start is None else start
-    end = last if end is None else end
-    seconds = (end - start) / 1e9 if start is not None and end is not None else 0.0
+    window = _window_part(metadata, first, last)
+    seconds = window["seconds"]
 
     def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
         values, valid = cols[name]
@@ -196,8 +231,7 @@ def summarize_columns(cols: Columns, *, top: int = 10,
     counted_total = int(rows.sum())
     summary = Summary(
         kind=kind, counted=counted, records=int(len(codes)), **{counted: counted_total},
-        tgid_records=int((codes == 1).sum()), commands=n,
-        window_start=_iso_ns(start), window_end=_iso_ns(end), seconds=seconds,
+        tgid_records=int((codes == 1).sum()), commands=n, **window,
         exits_per_second=(counted_total / seconds if kind == EXITS and seconds > 0 else None),
         first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
         cpu=cpu, io=io_rows, delays=delays, top=top)
@@ -287,15 +321,11 @@ def summarize_interval_columns(cols: Columns, *, top: int = 10,
     ends = v["interval_end"][~np.isnat(v["interval_end"])]
     first = int(starts.min().astype(np.int64)) if len(starts) else None
     last = int(ends.max().astype(np.int64)) if len(ends) else None
-    start, end = recording_window(metadata)
-    start = first if start is None else start
-    end = last if end is None else end
     summary = Summary(
         kind=INTERVALS, counted="tasks", by="process" if by_process else "task",
         records=len(comm), tasks=int(len(np.unique(who))) if by_process else
         int(commands.tasks.sum()), tgid_records=0, commands=commands.n,
-        intervals=int(len(np.unique(starts))), window_start=_iso_ns(start),
-        window_end=_iso_ns(end), seconds=(end - start) / 1e9 if start and end else 0.0,
+        intervals=int(len(np.unique(starts))), **_window_part(metadata, first, last),
         exits_per_second=None, first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
         cpu=cpu, io=io_rows, delays=delays, top=top, **ranked)
     summary.columns = None
