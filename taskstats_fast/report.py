@@ -371,8 +371,8 @@ def exit_rate(summary: Any) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     if len(edges) < 2 or edges[-1] < span:
         edges = np.append(edges, edges[-1] + width)
     counts, _ = np.histogram((times - start) / 1e9, bins=edges)
-    windows = [((_ns(a) - start) / 1e9, (_ns(b) - start) / 1e9)
-               for a, b in summary.get("windows") or [[summary["window_start"], summary["window_end"]]]]
+    windows = [(((_ns(a) or start) - start) / 1e9, ((_ns(b) or end) - start) / 1e9) for a, b in
+               summary.get("windows") or [[summary["window_start"], summary["window_end"]]]]
     covered = np.zeros(len(edges) - 1)
     for a, b in windows:   # seconds of each bin that some recording covers
         covered += np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None)

@@ -612,7 +612,7 @@ ROW_COLUMNS: Dict[str, Tuple[str, str, str]] = {
     "attribution": ("attribution", "", "how cgroup_id was found: 1 listed in the cgroup, "
                     "2 inherited from its process or parent, 0 unknown"),
     "flags": ("row_flags", "", "bits: 1 delay accounting was off, 2 pid reused inside the "
-              "interval, 4 first seen after its birth"),
+              "interval, 4 first seen after its birth, 8 CPU reconciled with the cgroup's cpu.stat"),
     "cpu_ns": ("cpu_ns", "ns", "CPU time over the interval: the best estimate (see README, "
                "interval accounting)"),
     "tasks": ("tasks", "", "rows (threads) summed into this one"),
