@@ -15,8 +15,9 @@ It owns what ``taskstats-fast serve``'s ``/metrics`` says (the README's metric t
   leaves /metrics, and comes back with counters from 0;
 * gauges per group, from the live tasks at the interval's end: threads, processes, and the sum
   of the processes' high-water RSS;
-* the group-by is the accounting's own (``group_rows``, numpy); Python loops only over the
-  distinct groups of an interval, to find their series.
+* the group-by is numpy (one sort and one ``reduceat`` over the shown columns per grouping, a
+  narrower form of the accounting's ``group_rows``); Python loops only over the distinct groups
+  of an interval, to find their series.
 
 The same families are also a ``prometheus_client`` collector (``collect()``), so the exporter can
 be registered in any registry; the tests cross-check the two.
@@ -64,6 +65,7 @@ _PSI_KINDS = ("some", "full")
 _NS = 1e9
 _US = 1e6
 _GAUGE_COLUMNS = ("threads", "processes", "rss_bytes")
+_SUMMED_INDEX = {name: i for i, name in enumerate(_interval.SUMMED_FIELDS)}
 
 
 # ---- what is counted: data, one entry per family --------------------------------------------
@@ -149,7 +151,7 @@ class _Grouped:
     def __init__(self, series: SeriesTable, key: str, key_field: str, columns: Sequence[str],
                  names: Callable[[np.ndarray, Mapping[int, str]], List[Any]], total: Optional[str] = None):
         self.series = series
-        self.key = key                  # group_rows' key
+        self.key = key                  # "process": its leader names the group
         self.key_field = key_field      # the row field that key groups by
         self.counters = series.store(columns)
         self.gauges = series.store(_GAUGE_COLUMNS)
@@ -165,28 +167,42 @@ class _Grouped:
             rows[[i for i, n in enumerate(names) if n == self.total]] = -1
         return rows
 
+    def _order(self, tasks: np.ndarray) -> np.ndarray:
+        if self.key == "process":       # the leader first in each process: its identity names it
+            return np.lexsort(((tasks["ac_pid"] != tasks["ac_tgid"]), tasks["ac_tgid"]))
+        return np.argsort(tasks[self.key_field], kind="stable")
+
     def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int) -> None:
-        table = _interval.group_rows(tasks, self.key)
-        if not len(table):
-            self.gauges.clear()
-            return
-        rows = self._rows(self.names(table, paths), now_ns)
-        values = np.empty((len(table), len(self.counters.columns)), dtype=np.uint64)
-        for i, column in enumerate(self.counters.columns):
-            values[:, i] = table[column]
-        self._add(self.counters, rows, values)
-        self.folded_tasks += int(table["tasks"][rows == 0].sum())
-        # gauges: threads alive at the end, and the live processes with their peak RSS
-        gauges = np.zeros((len(table), len(_GAUGE_COLUMNS)), dtype=np.uint64)
-        gauges[:, 0] = table["tasks"] - table["exited"]
-        leaders = tasks[(tasks["ac_pid"] == tasks["ac_tgid"]) & (tasks["state"] & _interval.EXITED == 0)]
-        keys, first, inverse = np.unique(leaders[self.key_field], return_index=True, return_inverse=True)
-        per_key = np.zeros((len(keys), len(_GAUGE_COLUMNS)), dtype=np.uint64)
-        per_key[:, 1] = np.bincount(inverse, minlength=len(keys))
-        per_key[:, 2] = np.bincount(inverse, weights=leaders["hiwater_rss"], minlength=len(keys)) * 1024
+        """Add one interval's rows: one sort by the key and one ``np.add.reduceat`` over every
+        column at once (counters, then the gauges: threads alive, live processes, their peak
+        RSS, then the row count), gathering only the summed columns it shows."""
         self.gauges.clear()
-        self._add(self.gauges, rows, gauges)
-        self._add(self.gauges, self._rows(self.names(leaders[first], paths), now_ns), per_key)
+        if not len(tasks):
+            return
+        order = self._order(tasks)
+        keys = tasks[self.key_field][order]
+        change = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=change[1:])
+        starts = np.flatnonzero(change)
+        summed = [c for c in self.counters.columns if c != _EXITS]
+        columns = np.empty((len(order), len(self.counters.columns) + len(_GAUGE_COLUMNS) + 1), dtype=np.uint64)
+        at = {c: i for i, c in enumerate(self.counters.columns)}
+        columns[:, [at[c] for c in summed]] = _interval.summed_block(tasks)[
+            np.ix_(order, [_SUMMED_INDEX[c] for c in summed])]
+        state = tasks["state"][order]
+        alive = (state & _interval.EXITED) == 0
+        leader = alive & (tasks["ac_pid"][order] == tasks["ac_tgid"][order])
+        g = len(self.counters.columns)
+        columns[:, at[_EXITS]] = ~alive
+        columns[:, g] = alive
+        columns[:, g + 1] = leader
+        columns[:, g + 2] = np.where(leader, tasks["hiwater_rss"][order], 0) * np.uint64(1024)
+        columns[:, g + 3] = 1
+        sums = np.add.reduceat(columns, starts, axis=0)
+        rows = self._rows(self.names(tasks[order[starts]], paths), now_ns)
+        self._add(self.counters, rows, sums[:, :g])
+        self._add(self.gauges, rows, sums[:, g:g + 3])
+        self.folded_tasks += int(sums[rows == 0, g + 3].sum())
 
     def _add(self, store: Store, rows: np.ndarray, values: np.ndarray) -> None:
         own = rows >= 0
