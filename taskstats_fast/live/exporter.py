@@ -187,8 +187,9 @@ class _Grouped:
         summed = [c for c in self.counters.columns if c != _EXITS]
         columns = np.empty((len(order), len(self.counters.columns) + len(_GAUGE_COLUMNS) + 1), dtype=np.uint64)
         at = {c: i for i, c in enumerate(self.counters.columns)}
-        columns[:, [at[c] for c in summed]] = _interval.summed_block(tasks)[
-            np.ix_(order, [_SUMMED_INDEX[c] for c in summed])]
+        shown = np.array([at[c] for c in summed], dtype=np.intp)
+        wanted = np.array([_SUMMED_INDEX[c] for c in summed], dtype=np.intp)
+        columns[:, shown] = _interval.summed_block(tasks)[np.ix_(order, wanted)]
         state = tasks["state"][order]
         alive = (state & _interval.EXITED) == 0
         leader = alive & (tasks["ac_pid"][order] == tasks["ac_tgid"][order])
