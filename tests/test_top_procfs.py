@@ -131,3 +131,24 @@ def test_the_sink_shows_the_system_lines(tmp_path):
     assert lines[1].startswith("Tasks: 1, 1 thr;") and lines[2].startswith("%Cpu(s):")
     interval, view = sink.latest_frame()
     assert view is not None and np.array_equal(view.now.cpu, procfs.system().cpu)
+
+
+def test_process_columns_and_command_lines_of_the_rows_shown(tmp_path):
+    procfs = ProcFS(str(tmp_path))
+    fake_process(tmp_path, 42, "odd", state="R", utime=6150, stime=0, nice=-5,
+                 cmdline=b"/usr/bin/odd\0--flag\0")
+    iv = Interval.from_arrays(START, START + SECOND, {"ac_pid": [42, 77], "ac_tgid": [42, 77],
+                                                      "ac_comm": [b"odd", b"gone"], "ac_uid": [0, 0],
+                                                      "cpu_ns": [5, 1]}, n=2)
+    lines = top.render(iv, top.TopState(), width=120, procfs=procfs)
+    head = next(line for line in lines if line.rstrip().endswith("COMMAND"))
+    assert top.PROCESS_HEADER in head
+    odd = next(line for line in lines if line.endswith(" odd"))
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert "root     R  -5 " in odd and top._time_plus(6150 / ticks) in odd
+    gone = next(line for line in lines if line.endswith(" gone"))
+    assert "root     - " in gone                                   # exited since: dashes
+    wide = top.render(iv, top.TopState(cmdline=True), procfs=procfs)
+    assert any(line.endswith(" /usr/bin/odd --flag") for line in wide)
+    assert any(line.endswith(" gone") for line in wide)            # no command line: its name
+    assert top._time_plus(61.5) == "1:01.50"

@@ -95,7 +95,13 @@ class _Screen:
 
     def visible_keys(self) -> List[str]:
         height, width = self.window.getmaxyx()
-        return [c.key for c in top.fit_columns(width - 1, self.state.grouping, self.state.sort)]
+        return [c.key for c in top.fit_columns(width - 1, self.state.grouping, self.state.sort,
+                                               self.reserved())]
+
+    def reserved(self) -> int:
+        """Room the process columns take (process and thread views with a procfs)."""
+        shows = self.sink.procfs is not None and self.state.grouping in ("process", "thread")
+        return len(top.PROCESS_HEADER) + 1 if shows else 0
 
     def draw(self) -> None:
         height, width = self.window.getmaxyx()
@@ -109,7 +115,7 @@ class _Screen:
             lines = [self.waiting, "", "h: help  q: quit"]
         else:
             lines = top.render(self.shown, self.state, width=width, height=height - 1,
-                               system=self.system)
+                               system=self.system, procfs=self.sink.procfs)
             self.shown_rows = len(lines) - (lines.index("") + 2 if "" in lines else len(lines))
         self.window.erase()
         for y, line in enumerate(lines[:height - 1]):
@@ -129,7 +135,7 @@ class _Screen:
         if row is None or row >= len(lines):
             return
         self.window.chgat(row, 0, min(len(lines[row]), width), curses.A_REVERSE)
-        span = top.sort_column_span(width, self.state.grouping, self.state.sort)
+        span = top.sort_column_span(width, self.state.grouping, self.state.sort, self.reserved())
         if span is not None and span[1] <= width:
             self.window.chgat(row, span[0], span[1] - span[0], curses.A_REVERSE | curses.A_BOLD)
 

@@ -29,6 +29,7 @@ from .. import layout
 from ..accounting import interval as _iv
 from ..sink import SinkStats
 from . import header as _header
+from . import procfs as _procfs
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
            "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
@@ -122,6 +123,7 @@ class TopState:
     uid: Optional[int] = None             # -u: only this user's tasks
     tree: bool = False        # process view: children under their parent (htop's F5, top's V)
     fold: bool = True         # process view: short-lived processes of one command in one row
+    cmdline: bool = False     # full command lines instead of command names (top's 'c')
 
     def scroll_by(self, key: str, page: int) -> bool:
         """Scroll keys (arrows, PgUp/PgDn, Home/End); ``page``: table rows on screen."""
@@ -151,6 +153,8 @@ class TopState:
             self.paused = not self.paused
         elif key == "1":
             self.per_cpu = not self.per_cpu
+        elif key == "C":
+            self.cmdline = not self.cmdline
         elif key == "V":
             self.tree = not self.tree
             self.grouping = "process"
@@ -191,6 +195,7 @@ HELP_LINES: Tuple[str, ...] = (
     "  P Q B R W X N  sort by CPU% / runq / blkio / read/s / write/s / exits / tasks",
     "  arrows PgUp PgDn Home End   scroll the table",
     "  V              process tree (children under their parent) / flat",
+    "  C              full command lines / command names",
     "  1              CPU modes per CPU / all CPUs together",
     "  / f            filter by name or cgroup text (Enter applies, Esc cancels)",
     "  space          pause / resume the display (accounting goes on)",
@@ -224,6 +229,8 @@ class TopTable:
     shown_tasks: int      # task rows that passed the filter
     groups: int           # groups that passed the filter (``values`` may hold only the top ones)
     processes: Optional[np.ndarray] = None   # processes folded into each row (1: not folded)
+    uids: Optional[np.ndarray] = None        # each row's user (process and thread views)
+    prefixes: Optional[List[str]] = None     # the tree's indentation, already in ``names``
 
 
 def _comm_text(comm: np.ndarray) -> List[str]:
@@ -313,7 +320,9 @@ def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> To
         names = [prefix + name for prefix, name in zip(prefixes, names)]
     return TopTable(grouping=state.grouping, values=values[rank], ids=ids, names=names,
                     marks=_marks(shown), tasks=total, exits=exits, shown_tasks=len(tasks),
-                    groups=len(groups), processes=processes[rank])
+                    groups=len(groups), processes=processes[rank],
+                    uids=shown["ac_uid"] if state.grouping in ("process", "thread") else None,
+                    prefixes=prefixes[:len(names)] if prefixes is not None else None)
 
 
 def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
@@ -421,12 +430,13 @@ def _compact_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def fit_columns(width: Optional[int], grouping: str, sort: str) -> List[Column]:
-    """The numeric columns that fit ``width`` characters beside the id and a name of at least
-    ``MIN_NAME_WIDTH``; the sort column always stays.  ``None``: all of them."""
+def fit_columns(width: Optional[int], grouping: str, sort: str, reserved: int = 0) -> List[Column]:
+    """The numeric columns that fit ``width`` characters beside the id, ``reserved`` characters
+    (the process columns) and a name of at least ``MIN_NAME_WIDTH``; the sort column always
+    stays.  ``None``: all of them."""
     if width is None:
         return list(COLUMNS)
-    room = width - MIN_NAME_WIDTH - 2 - (ID_WIDTH + 1 if grouping in _ID_HEADER else 0)
+    room = width - MIN_NAME_WIDTH - 2 - reserved - (ID_WIDTH + 1 if grouping in _ID_HEADER else 0)
     chosen: List[Column] = []
     for col in sorted(COLUMNS, key=lambda c: (c.key != sort, c.fit_rank)):
         if col.width + 1 <= room:
@@ -435,10 +445,11 @@ def fit_columns(width: Optional[int], grouping: str, sort: str) -> List[Column]:
     return [c for c in COLUMNS if c in chosen]
 
 
-def sort_column_span(width: Optional[int], grouping: str, sort: str) -> Optional[Tuple[int, int]]:
+def sort_column_span(width: Optional[int], grouping: str, sort: str,
+                     reserved: int = 0) -> Optional[Tuple[int, int]]:
     """Where the sort column's header sits in the line ``render_table`` draws: (start, end)."""
     pos = ID_WIDTH + 1 if grouping in _ID_HEADER else 0
-    for col in fit_columns(width, grouping, sort):
+    for col in fit_columns(width, grouping, sort, reserved):
         if col.key == sort:
             return pos, pos + col.width
         pos += col.width + 1
@@ -446,9 +457,11 @@ def sort_column_span(width: Optional[int], grouping: str, sort: str) -> Optional
 
 
 def render_table(table: TopTable, state: TopState, width: Optional[int],
-                 rows: Optional[int] = None) -> List[str]:
-    """The column header line and one line per group (at most ``rows``)."""
-    cols = fit_columns(width, table.grouping, state.sort)
+                 rows: Optional[int] = None, process_cells: Optional[List[str]] = None) -> List[str]:
+    """The column header line and one line per group (at most ``rows``); ``process_cells``: the
+    process columns of each row, put between the numbers and the name."""
+    reserved = len(PROCESS_HEADER) + 1 if process_cells is not None else 0
+    cols = fit_columns(width, table.grouping, state.sort, reserved)
     index = [COLUMN_KEYS.index(c.key) for c in cols]
     has_id = table.grouping in _ID_HEADER
     heads = []
@@ -456,6 +469,8 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
         heads.append(_ID_HEADER[table.grouping].rjust(ID_WIDTH))
     for c in cols:
         heads.append(c.header.rjust(c.width))
+    if process_cells is not None:
+        heads.append(PROCESS_HEADER)
     heads.append("  " + _NAME_HEADER[table.grouping])
     lines = [" ".join(heads)]
     count = len(table.names) if rows is None else min(rows, len(table.names))
@@ -469,10 +484,41 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
     ids = [str(i) if i >= 0 else "" for i in table.ids[:count].tolist()]   # "": a folded row
     for r, row in enumerate(cells.tolist()):
         lead = (ids[r],) if has_id else ()
-        lines.append(line_format % (*lead, *row, table.marks[r] + " " + table.names[r]))
+        name = table.marks[r] + " " + table.names[r]
+        if process_cells is not None:
+            name = process_cells[r] + " " + name
+        lines.append(line_format % (*lead, *row, name))
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines
+
+
+#: The process columns (process and thread views, when /proc can be read): the figures of the
+#: rows on screen only, read when they are drawn.
+PROCESS_HEADER = f"{'USER':<8} S {'NI':>3} {'RES':>6} {'TIME+':>9}"
+
+
+def _time_plus(seconds: float) -> str:
+    """top's TIME+: minutes:seconds.hundredths."""
+    hundredths = int(seconds * 100)
+    return f"{hundredths // 6000}:{hundredths // 100 % 60:02d}.{hundredths % 100:02d}"
+
+
+def process_cells(table: TopTable, procfs: _procfs.ProcFS) -> List[str]:
+    """The process columns of each row of ``table`` (``PROCESS_HEADER``): user, state, nice,
+    resident memory, CPU time.  Rows with no process (folded, or gone since) show dashes."""
+    out = []
+    threads = table.grouping == "thread"
+    uids = table.uids.tolist() if table.uids is not None else [None] * len(table.names)
+    for pid, uid in zip(table.ids.tolist(), uids):
+        user = _user_name(uid) if uid is not None else ""
+        sample = procfs.process(pid, pid if threads else None) if pid > 0 else None
+        if sample is None:
+            out.append(f"{user[:8]:<8} - {'-':>3} {'-':>6} {'-':>9}")
+        else:
+            out.append(f"{user[:8]:<8} {sample.state} {sample.nice:>3} "
+                       f"{_compact_bytes(sample.rss_bytes):>6} {_time_plus(sample.cpu_seconds):>9}")
+    return out
 
 
 def _psi_text(interval) -> str:
@@ -523,10 +569,12 @@ DELAYACCT_OFF_BANNER = "Delay accounting is OFF: sysctl kernel.task_delayacct=1 
 
 
 def render(interval, state: TopState, *, width: Optional[int] = None,
-           height: Optional[int] = None, system: Optional[_header.SystemView] = None) -> List[str]:
+           height: Optional[int] = None, system: Optional[_header.SystemView] = None,
+           procfs: Optional[_procfs.ProcFS] = None) -> List[str]:
     """Everything for one interval as lines of text: header, then table.  ``width``/``height``:
     the screen (``None``: every column / every row that had any activity); ``system``: the
-    system header's samples (None: no system lines)."""
+    system header's samples (None: no system lines); ``procfs``: where the process columns and
+    command lines of the rows shown are read (None: no process columns)."""
     if state.help:
         lines = list(HELP_LINES)
         return [line[:width] for line in lines] if width else lines
@@ -546,17 +594,36 @@ def render(interval, state: TopState, *, width: Optional[int] = None,
         if table.groups > rows:    # where the screen is in the table, on the view line
             view = next(i for i, line in enumerate(header) if line.startswith("by "))
             header[view] += f", rows {state.scroll + 1}-{state.scroll + len(table.names)}"
-    lines = header + [""] + render_table(table, state, width, rows)
+    cells = None
+    if procfs is not None and table.grouping in ("process", "thread"):
+        cells = process_cells(table, procfs)
+        if state.cmdline:
+            table = dataclasses.replace(table, names=_command_lines(table, procfs))
+    lines = header + [""] + render_table(table, state, width, rows, cells)
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines
+
+
+def _command_lines(table: TopTable, procfs: _procfs.ProcFS) -> List[str]:
+    """The rows' names as full command lines (kept as they are where there is none: kernel
+    threads, folded rows, tasks gone since), the tree's indentation kept."""
+    prefixes = table.prefixes or [""] * len(table.names)
+    out = []
+    for pid, name, prefix in zip(table.ids.tolist(), table.names, prefixes):
+        line = procfs.cmdline(pid) if pid > 0 else None
+        out.append(prefix + _printable(line) if line else name)
+    return out
 
 
 def _take(table: TopTable, index: np.ndarray) -> TopTable:
     return dataclasses.replace(table, values=table.values[index], ids=table.ids[index],
                                names=[table.names[i] for i in index],
                                marks=[table.marks[i] for i in index],
-                               processes=None if table.processes is None else table.processes[index])
+                               processes=None if table.processes is None else table.processes[index],
+                               uids=None if table.uids is None else table.uids[index],
+                               prefixes=None if table.prefixes is None else
+                               [table.prefixes[i] for i in index])
 
 
 # ---- the schedule -------------------------------------------------------------------------------
@@ -601,7 +668,8 @@ class TopSink:
             self._rows += len(interval.tasks)
         self._new.set()
         if self._out is not None:
-            text = "\n".join(render(interval, self.state, width=self._width, system=view))
+            text = "\n".join(render(interval, self.state, width=self._width, system=view,
+                                     procfs=self.procfs))
             self._out.write(("\n" if self._intervals > 1 else "") + text + "\n")
 
     def latest(self):
@@ -609,6 +677,11 @@ class TopSink:
         self._new.clear()
         with self._lock:
             return self._latest
+
+    @property
+    def procfs(self) -> Optional[_procfs.ProcFS]:
+        """Where the process columns are read (the system header's procfs root)."""
+        return self.system.procfs if self.system is not None else None
 
     def latest_frame(self) -> Tuple[object, Optional[_header.SystemView]]:
         """The newest interval and its system samples, as ``latest()``."""
