@@ -163,3 +163,25 @@ def test_an_empty_or_damaged_sidecar_damages_that_file_only(tmp_path, content):
     assert [p for p, _ in recordings.damaged] == [files[0]]
     summary = recording.summarize(str(root))
     assert [d["path"] for d in summary["damaged"]] == [files[0]]
+
+
+def test_a_file_with_a_newer_recording_in_progress_names_it(tmp_path):
+    path = str(tmp_path / "exits.npy")
+    recording.write_file(path, batch(4))
+    sink = FileSink(path)
+    sink.write(batch(9))
+    sink.flush()
+    with pytest.warns(recording.DamagedRecordingWarning, match=r"\.exits\.npy\.inprogress"):
+        assert len(recording.read_records(path)) == 4
+    sink.close()
+    assert len(recording.read_records(path)) == 9
+
+
+def test_a_directory_of_only_a_file_in_progress_reads_its_rows_kind(tmp_path):
+    root = str(tmp_path / "rec")
+    sink = FileSink(root, "csv", schema=interval_schema("process"))
+    sink.write(interval_batch(6, "process"))
+    sink.flush()
+    assert recording.Recordings(root).peek_schema() is interval_schema("process")
+    assert len(recording.read_frame(root)) == 6
+    sink.close()

@@ -79,6 +79,13 @@ class Recordings:
         self.files = find_files([p for p in named if os.path.exists(p)
                                  or not leftovers_of_file(p)])
         self.leftovers += [lo for p in named if os.path.isdir(p) for lo in find_leftovers(p)]
+        for path in named:   # a newer recording of a file that is there: named, not read
+            for leftover in (leftovers_of_file(path) if os.path.isfile(path) else ()):
+                if leftover.in_progress is not None:
+                    warnings.warn(DamagedRecordingWarning(
+                        f"not read: {leftover.in_progress}, a newer recording of {path} in "
+                        f"progress or left by a crash (the next record -o {path} recovers it)"),
+                        stacklevel=3)
         #: the files in progress (or left by a crash) read up to their last fsync
         self.in_progress: List[str] = []
         self._chosen = self.schema is not None   # given: read every file into it
@@ -169,6 +176,12 @@ class Recordings:
                 if fmt is not None:
                     return schema_of_metadata(fmt.read_metadata(path)) or _columns.DEFAULT
             except (TaskstatsError, ImportError):
+                continue
+        for leftover in self.leftovers:
+            try:
+                if leftover.in_progress is not None:
+                    return schema_of_metadata(leftover.metadata()) or _columns.DEFAULT
+            except (TaskstatsError, ImportError, OSError):
                 continue
         return _columns.DEFAULT
 
