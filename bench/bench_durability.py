@@ -5,7 +5,9 @@ Both recorders run as ``python -m taskstats_fast record -o DIR --seconds S`` chi
 exit-stream bench's producers (bench/exit_storm.c, one per online CPU, as fast as they can)
 cause exits; rounds interleave the two, and each reports its median over the rounds:
 
-* CPU per record written: the child's user + sys (``wait4``) over the records it wrote,
+* CPU per record written: the child's user + sys (``wait4``) less that of the same recorder
+  run as long with no producers (start-up, imports and idle ticks: ~0.5 s that would otherwise
+  swamp the per-record figure), over the records it wrote,
 * records lost (the kernel's drops and records not written; the run must have none),
 * fsyncs per minute at the default --flush-seconds (the durable recorder counts its own).
 
@@ -65,14 +67,13 @@ def before_tree(tmp: str) -> Optional[str]:
     return where
 
 
-def run_one(tree: str, storm: str, fmt: str, seconds: float, tmp: str) -> Dict:
+def run_one(tree: str, storm: Optional[str], fmt: str, seconds: float, tmp: str) -> Dict:
     out = tempfile.mkdtemp(dir=tmp, prefix=f"rec-{fmt}-")
     env = dict(os.environ, PYTHONPATH=tree)
     child = subprocess.Popen([sys.executable, "-c", _CHILD, "record", "-o", out, "--format", fmt,
                               "--seconds", str(seconds), "--no-status"],
                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
-    producers = start_producers(storm, seconds)
-    caused = finish_producers(producers)
+    caused = finish_producers(start_producers(storm, seconds)) if storm else 0
     _, status, usage = os.wait4(child.pid, 0)
     err = child.stderr.read()
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -100,7 +101,11 @@ def measure(seconds: float, repeat: int, formats: List[str]) -> Dict[str, Dict[s
         for _ in range(repeat):
             for fmt in formats:
                 for variant, tree in trees.items():   # interleaved
-                    runs[fmt][variant].append(run_one(tree, exe["exit_storm"], fmt, seconds, tmp))
+                    busy = run_one(tree, exe["exit_storm"], fmt, seconds, tmp)
+                    idle = run_one(tree, None, fmt, seconds, tmp)
+                    busy["cpu"] -= idle["cpu"]
+                    busy["written"] -= idle["written"]
+                    runs[fmt][variant].append(busy)
         return runs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

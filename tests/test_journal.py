@@ -16,6 +16,7 @@ import pytest
 
 from taskstats_fast import recording
 from taskstats_fast.recording import FileSink, interval_schema
+from taskstats_fast.recording import durable
 from taskstats_fast.recording.durable import OutputInUseError
 
 from test_recording import batch
@@ -184,4 +185,19 @@ def test_a_directory_of_only_a_file_in_progress_reads_its_rows_kind(tmp_path):
     sink.flush()
     assert recording.Recordings(root).peek_schema() is interval_schema("process")
     assert len(recording.read_frame(root)) == 6
+    sink.close()
+
+
+def test_a_busy_stream_costs_one_fsync_per_flush_window(tmp_path):
+    sink = FileSink(str(tmp_path / "rec"), "npy", flush_records=10, flush_seconds=0.3)
+    sink.write(batch(1))   # the file is open (its creation fsyncs its directories)
+    sink.flush()
+    before = durable.FSYNCS.count
+    started = time.monotonic()
+    while time.monotonic() - started < 1.25:
+        sink.write(batch(20))          # two full buffers a write: written at once ...
+        time.sleep(0.02)
+    fsyncs = durable.FSYNCS.count - before
+    assert 3 <= fsyncs <= 5, fsyncs    # ... fsynced once per 0.3 s window
+    assert len(recording.read_records(str(tmp_path / "rec"))) >= sink.stats().written - 20 * 16
     sink.close()

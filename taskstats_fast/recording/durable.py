@@ -21,7 +21,7 @@ from typing import IO, Iterable, Optional
 
 from ..errors import TaskstatsError
 
-__all__ = ["fsync_directory", "fsync_path", "sync_file", "publish", "write_text_durably", "remove_durably",
+__all__ = ["fsync_directory", "make_directories", "fsync_path", "sync_file", "publish", "write_text_durably", "remove_durably",
            "try_lock", "journal_path", "OutputLock", "OutputInUseError", "FSYNCS"]
 
 
@@ -65,6 +65,19 @@ def fsync_directory(directory: str) -> None:
         FSYNCS.count += 1
     finally:
         os.close(fd)
+
+
+def make_directories(directory: str) -> None:
+    """``os.makedirs``, fsyncing the parent of every directory it creates, so the names lead
+    to the file after a power cut too."""
+    missing = []
+    where = os.path.abspath(directory or ".")
+    while not os.path.isdir(where):
+        missing.append(where)
+        where = os.path.dirname(where)
+    os.makedirs(directory or ".", exist_ok=True)
+    for created in reversed(missing):
+        fsync_directory(os.path.dirname(created))
 
 
 def publish(tmp: str, final: str) -> None:

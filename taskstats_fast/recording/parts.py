@@ -19,7 +19,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ..schema import TableSchema
-from .durable import journal_path, publish, try_lock, write_text_durably
+from .durable import (fsync_directory, journal_path, make_directories, publish, try_lock,
+                      write_text_durably)
 from .formats import Format
 from .metadata import stats_for
 from .writers import unlink_quietly
@@ -47,7 +48,7 @@ class Part:
         self.path = path
         self.sidecar_path = sidecar_path
         self.tmp_path = hidden_name(path, suffix)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        make_directories(os.path.dirname(path))
         self.stats = stats_for(schema)
         self.opened_ns = time.time_ns()
         self._lock: Optional[int] = None
@@ -55,8 +56,14 @@ class Part:
             self._writer = fmt.writer(self.tmp_path, schema,
                                       json.dumps(dict(opening_metadata or {}), sort_keys=True))
             self._lock = try_lock(self.tmp_path)
+            # the new name on disk: a power cut leaves the journal where recovery looks
+            fsync_directory(os.path.dirname(self.tmp_path))
         except BaseException:   # e.g. no room for the header: leave nothing behind
+            if getattr(self, "_writer", None) is not None:
+                self._writer.abort()
+            self._release()
             unlink_quietly(self.tmp_path)
+            unlink_quietly(journal_path(self.tmp_path))
             raise
 
     @property

@@ -181,7 +181,8 @@ class FileSink:
         self.error: Optional[WriteFailedError] = None
         self._pending: List[np.ndarray] = []
         self._pending_records = 0
-        self._last_flush = time.monotonic()
+        #: when the oldest record not yet fsynced arrived (None: all are on disk)
+        self._unsynced_since: Optional[float] = None
         self._part: Optional[Part] = None
         self._part_started = 0.0
         self._part_day: Optional[str] = None
@@ -206,12 +207,22 @@ class FileSink:
         if len(records):
             self._pending.append(np.array(records, copy=True) if copy else records)
             self._pending_records += len(records)
+            if self._unsynced_since is None:
+                self._unsynced_since = time.monotonic()
         self.tick()
 
     def flush(self) -> None:
-        """Write every buffered record to the current file (opening one if needed)."""
-        self._last_flush = time.monotonic()
-        if not self._pending_records or self.error is not None:
+        """Write every buffered record to the current file (opening one if needed) and fsync
+        it: everything handed over so far is on disk."""
+        self._write_out(sync=True)
+
+    def _write_out(self, *, sync: bool) -> None:
+        """Write the buffered records; ``sync``: and fsync what the file holds."""
+        if self.error is not None:
+            return
+        if not self._pending_records:
+            if sync and self._unsynced_since is not None and self._part is not None:
+                self._guarded(self._sync)
             return
         if len(self._pending) == 1:
             batch = self._pending[0]
@@ -225,9 +236,15 @@ class FileSink:
             part.write(batch)
             in_part = True
             self.records_written += len(batch)
-            part.sync()
+            if sync:
+                self._sync()
         except Exception as e:
             self._fail(e, 0 if in_part else len(batch))
+
+    def _sync(self) -> None:
+        assert self._part is not None
+        self._part.sync()
+        self._unsynced_since = None
 
     def close(self) -> List[str]:
         """Write what is buffered, finish the current file, return every file written.  After
@@ -284,9 +301,12 @@ class FileSink:
         if self._part is not None and self._age_due(now):
             # before writing: what arrives after the deadline goes to the next file
             self._guarded(self._finish_part)
-        if self._pending_records >= self.flush_records or \
-                (self._pending_records and now - self._last_flush >= self.flush_seconds):
+        # the oldest record not yet fsynced decides: on disk within flush_seconds of arrival;
+        # a full buffer in between is only written (one fsync per window, however busy)
+        if self._unsynced_since is not None and now - self._unsynced_since >= self.flush_seconds:
             self.flush()
+        elif self._pending_records >= self.flush_records:
+            self._write_out(sync=False)
         if self._part is not None and self.rotate_bytes and \
                 self._part.bytes_on_disk >= self.rotate_bytes:
             self._guarded(self._finish_part)
@@ -332,6 +352,7 @@ class FileSink:
         self.records_written -= in_part
         self.not_written += in_part + batch_records + self._pending_records
         self._pending, self._pending_records = [], 0
+        self._unsynced_since = None
         code, text = _write_error(error)
         where = self.root if part is None else f"{part.path} (the partial file was removed)"
         self.error = WriteFailedError(code, f"{where}: {text}")
@@ -395,6 +416,8 @@ class FileSink:
             meta["write_error"] = str(self.error.strerror)
         path = part.finish(meta)
         self._part = None
+        if not self._pending_records:   # the file's finish fsynced everything handed over
+            self._unsynced_since = None
         self._window_started_ns = finished_ns
         self._counters_baseline = dict(self._counters)
         self._not_written_baseline = self.not_written
