@@ -9,7 +9,8 @@ cause exits; rounds interleave the two, and each reports its median over the rou
   run as long with no producers (start-up, imports and idle ticks: ~0.5 s that would otherwise
   swamp the per-record figure), over the records it wrote,
 * records lost (the kernel's drops and records not written; the run must have none),
-* fsyncs per minute at the default --flush-seconds (the durable recorder counts its own).
+* fsyncs per minute at the default --flush-seconds (the durable recorder counts its own), less
+  the idle run's (the fixed ones: new directories, the file's open and close).
 
 ``before`` is the package at ``BEFORE`` (``git archive``, with this checkout's compiled
 extension: the C code did not change in between); without git history it is left out.
@@ -86,7 +87,7 @@ def run_one(tree: str, storm: Optional[str], fmt: str, seconds: float, tmp: str)
     shutil.rmtree(out, ignore_errors=True)
     return dict(written=written, caused=caused, cpu=usage.ru_utime + usage.ru_stime,
                 lost=0 if lost is None else sum(int(g.replace(",", "")) for g in lost.groups()),
-                fsyncs_per_min=None if fsyncs is None else int(fsyncs.group(1)) / elapsed * 60)
+                fsyncs=None if fsyncs is None else int(fsyncs.group(1)), elapsed=elapsed)
 
 
 def measure(seconds: float, repeat: int, formats: List[str]) -> Dict[str, Dict[str, List[Dict]]]:
@@ -105,6 +106,10 @@ def measure(seconds: float, repeat: int, formats: List[str]) -> Dict[str, Dict[s
                     idle = run_one(tree, None, fmt, seconds, tmp)
                     busy["cpu"] -= idle["cpu"]
                     busy["written"] -= idle["written"]
+                    if busy["fsyncs"] is not None:   # less the fixed ones (directories, close)
+                        busy["fsyncs_per_min"] = (busy["fsyncs"] - idle["fsyncs"]) / busy["elapsed"] * 60
+                    else:
+                        busy["fsyncs_per_min"] = None
                     runs[fmt][variant].append(busy)
         return runs
     finally:

@@ -201,3 +201,13 @@ def test_a_busy_stream_costs_one_fsync_per_flush_window(tmp_path):
     assert 3 <= fsyncs <= 5, fsyncs    # ... fsynced once per 0.3 s window
     assert len(recording.read_records(str(tmp_path / "rec"))) >= sink.stats().written - 20 * 16
     sink.close()
+
+
+def test_rotation_keeps_its_own_time_not_the_flush_timer(tmp_path):
+    sink = FileSink(str(tmp_path / "rec"), "npy", rotate_seconds=0.5, flush_seconds=30)
+    started = time.monotonic()
+    while time.monotonic() - started < 2.2:
+        sink.write(batch(1))
+        time.sleep(0.02)
+    files = sink.close()
+    assert 4 <= len(files) <= 5, len(files)

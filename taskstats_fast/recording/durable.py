@@ -21,8 +21,9 @@ from typing import IO, Iterable, Optional
 
 from ..errors import TaskstatsError
 
-__all__ = ["fsync_directory", "make_directories", "fsync_path", "sync_file", "publish", "write_text_durably", "remove_durably",
-           "try_lock", "journal_path", "OutputLock", "OutputInUseError", "FSYNCS"]
+__all__ = ["fsync_directory", "make_directories", "fsync_path", "sync_file", "publish",
+           "write_text_durably", "remove_durably", "try_lock", "journal_path", "OutputLock",
+           "OutputInUseError", "FSYNCS"]
 
 
 class _Counter:

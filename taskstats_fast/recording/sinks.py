@@ -184,7 +184,8 @@ class FileSink:
         #: when the oldest record not yet fsynced arrived (None: all are on disk)
         self._unsynced_since: Optional[float] = None
         self._part: Optional[Part] = None
-        self._part_started = 0.0
+        #: when the current file's time began (its first record), None until one arrives
+        self._part_started: Optional[float] = None
         self._part_day: Optional[str] = None
         self._counters: Dict[str, int] = {}
         self._counters_baseline: Dict[str, int] = {}   # counters when the last file finished
@@ -205,10 +206,14 @@ class FileSink:
             self.not_written += len(records)   # reported once already: only counted now
             return
         if len(records):
+            self._rotate_if_due(time.monotonic())   # these arrived after a deadline passed
             self._pending.append(np.array(records, copy=True) if copy else records)
             self._pending_records += len(records)
             if self._unsynced_since is None:
                 self._unsynced_since = time.monotonic()
+            if self._part_started is None:
+                self._part_started = self._unsynced_since
+                self._part_day = _utc_day()
         self.tick()
 
     def flush(self) -> None:
@@ -298,9 +303,7 @@ class FileSink:
         if self.error is not None:
             return
         now = time.monotonic()
-        if self._part is not None and self._age_due(now):
-            # before writing: what arrives after the deadline goes to the next file
-            self._guarded(self._finish_part)
+        self._rotate_if_due(now)
         # the oldest record not yet fsynced decides: on disk within flush_seconds of arrival;
         # a full buffer in between is only written (one fsync per window, however busy)
         if self._unsynced_since is not None and now - self._unsynced_since >= self.flush_seconds:
@@ -368,10 +371,22 @@ class FileSink:
             if part is not None:
                 part.abort()
 
+    def _rotate_if_due(self, now: float) -> None:
+        """Time is up: what arrived before the deadline goes in, what arrives after not."""
+        if not self._age_due(now):
+            return
+        self._write_out(sync=False)
+        if self._part is not None:
+            self._guarded(self._finish_part)
+        self._part_started = None
+
     def _age_due(self, now: float) -> bool:
+        """A file's time runs from the first record handed over for it, open or not yet."""
+        if self._part_started is None or self.error is not None:
+            return False
         if self.rotate_seconds and now - self._part_started >= self.rotate_seconds:
             return True
-        return self.dataset and _utc_day() != self._part_day
+        return self.dataset and self._part_day is not None and _utc_day() != self._part_day
 
     def _next_path(self) -> str:
         if not self.dataset:
@@ -392,7 +407,8 @@ class FileSink:
         sidecar = self.format.metadata.sidecar_path(path, in_dataset=self.dataset)
         self._part = Part(path, self.format, sidecar_path=sidecar, schema=self.schema,
                           opening_metadata=self.metadata)
-        self._part_started = time.monotonic()
+        if self._part_started is None:
+            self._part_started = time.monotonic()
         self._part_day = _utc_day()
         return self._part
 
@@ -416,6 +432,7 @@ class FileSink:
             meta["write_error"] = str(self.error.strerror)
         path = part.finish(meta)
         self._part = None
+        self._part_started = time.monotonic() if self._pending_records else None
         if not self._pending_records:   # the file's finish fsynced everything handed over
             self._unsynced_since = None
         self._window_started_ns = finished_ns
@@ -437,15 +454,20 @@ class FileSink:
         result = self.retention.apply(self._host_directory(), protected=self.files[-1:])
         self.deleted += result.deleted
         self.aged_out += result.aged_out
-        if result.over_cap and not self.retention_over_cap:
-            self.retention_over_cap = True
-            warnings.warn(f"retention: {self.files[-1]} alone is over the size cap "
-                          f"({self.retention.max_total_bytes:,} bytes): the newest file is kept "
-                          "(raise --max-total-mb or lower --rotate-mb)", RuntimeWarning,
-                          stacklevel=2)
-        for error in result.errors:
-            warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",
-                          RuntimeWarning, stacklevel=2)
+        _warn_retention(result, self.files[-1], self.retention.max_total_bytes,
+                        once=not self.retention_over_cap)
+        self.retention_over_cap = self.retention_over_cap or result.over_cap
+
+
+def _warn_retention(result: Any, newest: str, cap: Optional[int], *, once: bool) -> None:
+    """What retention could not do, as warnings (the cap below one file: once)."""
+    if result.over_cap and once:
+        warnings.warn(f"retention: {newest} alone is over the size cap ({cap:,} bytes): the "
+                      "newest file is kept (raise --max-total-mb or lower --rotate-mb)",
+                      RuntimeWarning, stacklevel=3)
+    for error in result.errors:
+        warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",
+                      RuntimeWarning, stacklevel=3)
 
 
 #: The name 0.1.0 gave the file sink.
