@@ -114,6 +114,7 @@ class ParquetWriter:
     def write(self, records: np.ndarray) -> None:
         table = self._schema.file_table(records)
         self._journal_writer.write_table(table)
+        self._journal.flush()
         self._pending.append(table)
         self._pending_rows += len(records)
         if self._pending_rows >= self.row_group_records:
@@ -184,6 +185,7 @@ class ArrowWriter:
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
+        self._file.flush()   # to the OS: readers and the size limit see it before the fsync
 
     def sync(self) -> None:
         sync_file(self._file)
@@ -229,6 +231,7 @@ class CsvWriter:
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
+        self._file.flush()   # to the OS: readers and the size limit see it before the fsync
 
     def sync(self) -> None:
         sync_file(self._file)
