@@ -513,3 +513,17 @@ class Query:
     def records(self) -> np.ndarray:
         """The records kept so far, in arrival order (``row_index`` maps them to requests)."""
         return self.out[:self.rows]
+
+
+def build_info() -> str:
+    """What this build of the C core is: its extension module's ABI tag (``abi3``: one build
+    for every CPython from 3.9 on), the cffi that generated it and the struct versions it
+    decodes -- for ``--version`` and bug reports."""
+    import importlib.util
+
+    import cffi  # type: ignore[import-untyped]
+    spec = importlib.util.find_spec(f"{__package__}._tsf_cffi")
+    name = os.path.basename(spec.origin or "") if spec is not None else ""
+    tag = name.split(".")[1] if name.count(".") >= 2 else "built-in"
+    return (f"extension {tag} ({name or '?'}), cffi {cffi.__version__}, "
+            f"struct versions {layout.MIN_VERSION}-{layout.MAX_VERSION}")

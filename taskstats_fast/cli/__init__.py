@@ -32,6 +32,16 @@ SUBCOMMANDS = (query, snapshot, record, summary, top, serve)
 DEFAULT_COMMAND = "record"
 
 
+class _Version(argparse._VersionAction):
+    """``--version``: the version, then what the C core was built as (asked only when shown,
+    so that parsing never needs the extension)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .._native import build_info
+        parser._print_message(f"{parser.prog} {self.version.split()[-1]}\n{build_info()}\n", sys.stdout)
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``taskstats-fast`` (every option documented in ``--help``)."""
     from .._version import __version__
@@ -50,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                 f"  {PROG} snapshot -o now.parquet       every live process, now\n"
                 f"  {PROG} top                           live CPU, delays, I/O, exits\n\n"
                 + EXIT_CODES_HELP))
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)
