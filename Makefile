@@ -24,7 +24,8 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-instal
 
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
-.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel man-completion install-man-completion
+.PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel man-completion install-man-completion \
+	crash powercut powercut-deps
 
 build-deps:
 	@missing=""; \
@@ -143,3 +144,25 @@ fuzz: test-deps install
 SOAK_SECONDS ?= 600
 soak: install
 	$(VENV_PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
+
+# The kill -9 campaign (tests/crash/kill9.py; needs root): record killed CRASH_KILLS times at
+# random moments, in every format and record --interval, with fast rotation and retention, each
+# time restarted on the same directory (which recovers what the kill left); every exit a
+# producer caused and logged more than the flush window before a kill must be readable exactly
+# once. Prints a table per configuration; exit 1 if anything was lost, duplicated or left
+# unrecovered. Not yet in .ci/run: it still finds losses (see issue 17).
+CRASH_KILLS ?= 60
+crash: install
+	$(VENV_PYTHON) tests/crash/kill9.py --kills $(CRASH_KILLS) --rate 100
+
+# The power-cut campaign (tests/kernels/powercut.py; needs root): record in a qemu guest (Debian's
+# 6.12 kernel) onto an ext4 disk image, the power cut POWERCUT_CUTS times at random moments; after
+# each cut the image must fsck clean, every final file read whole, and every exit older than the
+# last flush be there. Work in progress: the guest's recorder does not yet see the producer's exits.
+POWERCUT_CUTS ?= 20
+powercut-deps: matrix-deps
+	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs)
+
+powercut: install powercut-deps
+	$(VENV_PYTHON) tests/kernels/powercut.py --cuts $(POWERCUT_CUTS)
