@@ -18,8 +18,10 @@ VENV_PYTHON := $(VENV)/bin/python
 #   man-db, groff-base      `man -l` renders the man pages to check them (tests/test_manpages.py); Debian's
 #                           minimal images and containers leave both out
 #   openssl                 throwaway CA and certificates for the TLS tests of serve (tests/certificates.py)
+#   zsh, fish               the shipped zsh and fish completions are loaded and run in their shells
+#                           (tests/test_manpages.py)
 # Without root they are not installed: the tests that need them skip and say why (under CI=true a skip fails).
-TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus man-db groff-base openssl
+TEST_PACKAGES := clang libclang-rt-dev cppcheck prometheus man-db groff-base openssl zsh fish
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)

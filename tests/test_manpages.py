@@ -4,7 +4,8 @@ copies are current):
 
 - every page renders with `man -l`, and every subcommand and option that --help shows appears in
   the rendered pages;
-- the bash completion loads in bash and completes subcommands, options and option values;
+- the bash, zsh and fish completions load in their shell and complete subcommands, options and
+  option values (zsh in a pseudo-terminal: tests/shells/zsh_complete.zsh);
 - `make install-man-completion` puts each file where distributions look, under DESTDIR/PREFIX;
 - a new option of a subcommand appears in both without editing either generator.
 """
@@ -73,25 +74,54 @@ def test_the_main_page_lists_every_subcommand_module():
         assert f"taskstats-fast-{name}(1)" in text
 
 
-def _complete(*words):
-    """What bash offers for the last word of ``taskstats-fast WORDS`` (COMP_WORDS as bash sets it)."""
-    if shutil.which("bash") is None:
-        unavailable("bash is not installed")
+COMPLETION = os.path.join(ROOT, "contrib", "completion")
+ZSH_COMPLETE = os.path.join(ROOT, "tests", "shells", "zsh_complete.zsh")
+
+
+def _shell(name):
+    if shutil.which(name) is None:
+        unavailable(f"{name} is not installed (Debian package {name}: `make test` installs it as root)")
+
+
+def _complete_bash(words):
     script = ('source "$1"; shift; COMP_WORDS=(taskstats-fast "$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); '
               'complete -p taskstats-fast >/dev/null && _taskstats_fast && printf "%s\\n" "${COMPREPLY[@]}"')
-    run = subprocess.run(["bash", "--norc", "-c", script, "complete", BASH, *words], capture_output=True,
-                         text=True, cwd="/")
+    return ["bash", "--norc", "-c", script, "complete", BASH, *words]
+
+
+def _complete_zsh(words):
+    return ["zsh", "-f", ZSH_COMPLETE, COMPLETION, " ".join(["taskstats-fast", *words])]
+
+
+def _complete_fish(words):
+    script = f"source {os.path.join(COMPLETION, 'taskstats-fast.fish')}; complete -C $argv[1]"
+    return ["fish", "--no-config", "-c", script, " ".join(["taskstats-fast", *words])]
+
+
+SHELLS = {"bash": _complete_bash, "zsh": _complete_zsh, "fish": _complete_fish}
+
+
+def _complete(shell, *words):
+    """What SHELL offers for the last word of ``taskstats-fast WORDS`` (an empty last word: a new one)."""
+    _shell(shell)
+    run = subprocess.run(SHELLS[shell](words), capture_output=True, text=True, cwd="/", timeout=60)
     assert run.returncode == 0 and not run.stderr, run.stderr
-    return run.stdout.split()
+    # fish prints "candidate<TAB>description"
+    return sorted({line.split("\t")[0] for line in run.stdout.splitlines() if line.strip()})
 
 
-def test_bash_completes_subcommands_options_and_values():
-    assert _complete("re") == ["record"]
-    assert set(_complete("")) >= {"pid", "tgid", "snapshot", "record", "summary", "top", "serve", "--version"}
-    assert "--seconds" in _complete("record", "--se")
-    assert "--seconds" not in _complete("summary", "--se")
-    assert _complete("record", "--format", "pa") == ["parquet"]
-    assert "usr" in _complete("summary", "u")           # a path: file names
+@pytest.mark.parametrize("shell", sorted(SHELLS))
+def test_each_shell_completes_subcommands_options_and_values(shell):
+    assert _complete(shell, "re") == ["record"]
+    assert set(_complete(shell, "")) >= {"pid", "tgid", "snapshot", "record", "summary", "top", "serve"}
+    assert "--version" in _complete(shell, "--v")
+    assert "--seconds" in _complete(shell, "record", "--se")
+    assert "--seconds" not in _complete(shell, "summary", "--se")
+    assert _complete(shell, "record", "--format", "pa") == ["parquet"]
+    assert "command" in _complete(shell, "top", "--group", "")
+    assert "usr" in [w.rstrip("/") for w in _complete(shell, "summary", "u")]    # a path: file names
+    assert "usr" in [w.rstrip("/") for w in _complete(shell, "record", "-o", "u")]
+    assert _complete(shell, "record", "--seconds", "u") == []                  # a number: no file names
 
 
 def test_make_install_man_completion_puts_files_where_distributions_look(tmp_path):

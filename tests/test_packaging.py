@@ -177,7 +177,7 @@ def test_the_sdist_holds_every_source_and_test_file(dists):
         shipped = {n[len(top) + 1:] for n in tar.getnames()}
     wanted = [f for f in source_files()
               if f.split("/")[0] in ("csrc", "tests", "bench", "contrib", "taskstats_fast")
-              or f in ("LICENSE", "README.md", "pyproject.toml", "setup.py", "Makefile")]
+              or f in ("LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.py", "Makefile")]
     assert not [f for f in wanted if f not in shipped]
     # the files whose absence broke the sdist before
     assert {"csrc/build_ffi.py", "tests/conftest.py", "tests/wire.py"} <= shipped

@@ -9,14 +9,14 @@ _taskstats_fast() {
     case "$command" in
         pid)
             case "$prev" in
-                --timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --timeout) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help --json --timeout" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))
             ;;
         tgid)
             case "$prev" in
-                --timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --timeout) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help --json --timeout" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))
@@ -33,19 +33,19 @@ _taskstats_fast() {
             case "$prev" in
                 -o|--output) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --format) COMPREPLY=($(compgen -W "parquet arrow npy csv" -- "$cur")); return ;;
-                --seconds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --cpus) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --shards) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --rcvbuf) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --rotate-mb) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --rotate-seconds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --keep-days) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --max-total-mb) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --flush-records) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --flush-seconds) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --user) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --group) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --seconds) COMPREPLY=(); return ;;
+                --cpus) COMPREPLY=(); return ;;
+                --shards) COMPREPLY=(); return ;;
+                --rcvbuf) COMPREPLY=(); return ;;
+                --rotate-mb) COMPREPLY=(); return ;;
+                --rotate-seconds) COMPREPLY=(); return ;;
+                --keep-days) COMPREPLY=(); return ;;
+                --max-total-mb) COMPREPLY=(); return ;;
+                --flush-records) COMPREPLY=(); return ;;
+                --flush-seconds) COMPREPLY=(); return ;;
+                --user) COMPREPLY=(); return ;;
+                --group) COMPREPLY=(); return ;;
+                --interval) COMPREPLY=(); return ;;
                 --by) COMPREPLY=($(compgen -W "task process" -- "$cur")); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help -o --output --format --seconds --cpus --shards --rcvbuf --rotate-mb --rotate-seconds --keep-days --max-total-mb --flush-records --flush-seconds --status --no-status --user --group --interval --by" -- "$cur"))
@@ -53,7 +53,7 @@ _taskstats_fast() {
             ;;
         summary)
             case "$prev" in
-                --top) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --top) COMPREPLY=(); return ;;
                 --plot) COMPREPLY=($(compgen -f -- "$cur")); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help --top --json --plot" -- "$cur"))
@@ -61,32 +61,32 @@ _taskstats_fast() {
             ;;
         top)
             case "$prev" in
-                -n|--iterations) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                -d|--delay) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -n|--iterations) COMPREPLY=(); return ;;
+                -d|--delay) COMPREPLY=(); return ;;
                 -g|--group) COMPREPLY=($(compgen -W "process thread cgroup user command" -- "$cur")); return ;;
                 -s|--sort) COMPREPLY=($(compgen -W "cpu cpu_delay blkio_delay swapin_delay freepages_delay thrashing_delay compact_delay wpcopy_delay irq_delay read write exits tasks" -- "$cur")); return ;;
-                -f|--filter) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                -p|--pid) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                -u|--user) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                -w|--width) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -f|--filter) COMPREPLY=(); return ;;
+                -p|--pid) COMPREPLY=(); return ;;
+                -u|--user) COMPREPLY=(); return ;;
+                -w|--width) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help -b --batch -n --iterations -d --delay -g --group -s --sort -f --filter -p --pid -u --user -t --tree -w --width" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))
             ;;
         serve)
             case "$prev" in
-                --listen) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --interval) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --max-commands) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --max-cgroups) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --listen) COMPREPLY=(); return ;;
+                --interval) COMPREPLY=(); return ;;
+                --max-commands) COMPREPLY=(); return ;;
+                --max-cgroups) COMPREPLY=(); return ;;
                 --config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --max-groups) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --forget-after) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-groups) COMPREPLY=(); return ;;
+                --forget-after) COMPREPLY=(); return ;;
                 --web-config) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --max-connections) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --idle-timeout) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --user) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-                --group) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-connections) COMPREPLY=(); return ;;
+                --idle-timeout) COMPREPLY=(); return ;;
+                --user) COMPREPLY=(); return ;;
+                --group) COMPREPLY=(); return ;;
             esac
             COMPREPLY=($(compgen -W "-h --help --listen --interval --max-commands --max-cgroups --config --max-groups --forget-after --web-config --max-connections --idle-timeout --user --group" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))

@@ -34,8 +34,10 @@ def _bash_function(root: Command) -> str:
             if option.flags and option.metavar:
                 if option.choices:
                     reply = f'COMPREPLY=($(compgen -W "{" ".join(option.choices)}" -- "$cur"))'
-                else:
+                elif option.takes_file:
                     reply = 'COMPREPLY=($(compgen -f -- "$cur"))'
+                else:
+                    reply = "COMPREPLY=()"
                 lines.append(f"                {'|'.join(option.flags)}) {reply}; return ;;")
         lines += ["            esac",
                   f'            COMPREPLY=($(compgen -W "{" ".join(words)}" -- "$cur"))',
@@ -53,13 +55,12 @@ def _zsh_quote(text: str) -> str:
 def _zsh_specs(command: Command) -> List[str]:
     specs = []
     for option in command.options:
+        action = f"({' '.join(option.choices)})" if option.choices else "_files" if option.takes_file else " "
         if option.positional:
-            action = f"({' '.join(option.choices)})" if option.choices else "_files"
             specs.append(f"'*:{_zsh_quote(option.metavar or '')}:{action}'")
             continue
         value = ""
         if option.metavar:
-            action = f"({' '.join(option.choices)})" if option.choices else "_files"
             value = f":{_zsh_quote(option.metavar)}:{action}"
         help_ = _zsh_quote(option.help.split(". ")[0][:70])
         for flag in option.flags:
@@ -72,9 +73,11 @@ def zsh(root: Command) -> str:
     described = " ".join(f"'{s.word}:{_zsh_quote(s.summary)}'" for s in root.subcommands)
     lines = [f"#compdef {root.word}", f"# zsh completion of {root.word}: {HEADER}", f"{fn}() {{",
              "    local -a commands", f"    commands=({described})",
+             # _arguments succeeds whenever it offers an option, which would hide the subcommands
              "    if (( CURRENT == 2 )); then",
-             f"        _arguments {' '.join(_zsh_specs(root))} && return",
-             "        _describe 'command' commands", "        return", "    fi",
+             f"        if [[ $PREFIX == -* ]]; then _arguments {' '.join(_zsh_specs(root))}; "
+             "else _describe 'command' commands; fi",
+             "        return", "    fi",
              "    shift words; (( CURRENT-- ))", '    case "${words[1]}" in']
     for sub in root.subcommands:
         lines.append(f"        {sub.word}) _arguments {' '.join(_zsh_specs(sub))} ;;")
@@ -88,8 +91,10 @@ def _fish_line(prog: str, condition: str, option: Option) -> str:
         parts.append(f"-l {flag[2:]}" if flag.startswith("--") else f"-s {flag[1:]}")
     if option.choices:
         parts.append(f"-x -a '{' '.join(option.choices)}'")
-    elif option.metavar:
+    elif option.takes_file:
         parts.append("-r -F")
+    elif option.metavar:
+        parts.append("-x")
     if option.help:
         parts.append("-d '" + option.help.split(". ")[0][:70].replace("\\", "\\\\").replace("'", "\\'") + "'")
     return " ".join(parts)
@@ -105,6 +110,8 @@ def fish(root: Command) -> str:
     lines += [_fish_line(prog, f"not __fish_seen_subcommand_from {words}", o) for o in root.options if o.flags]
     for sub in root.subcommands:
         lines += [_fish_line(prog, f"__fish_seen_subcommand_from {sub.word}", o) for o in sub.options if o.flags]
+        if any(o.positional and o.takes_file for o in sub.options):
+            lines.append(f"complete -c {prog} -n '__fish_seen_subcommand_from {sub.word}' -F")
     return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,11 @@ class Command:
         return self.name.split()[-1]
 
 
+# The metavars that name a path: shells complete file names for these values and for no others
+# (a count, a number of seconds or a CPU list has no file to offer).
+PATH_METAVARS = frozenset({"PATH", "FILE", "PNG", "DIR"})
+
+
 def describe(parser: argparse.ArgumentParser, summary: str = "") -> Command:
     """``parser`` and its subparsers as a Command tree."""
     options, subcommands = [], []
@@ -76,7 +81,7 @@ def _option(action: argparse.Action, formatter: argparse.HelpFormatter) -> Optio
             metavar = action.dest
     choices = tuple(str(c) for c in action.choices) if action.choices else ()
     return Option(tuple(action.option_strings), metavar, choices, " ".join(help_.split()),
-                  takes_value and not choices)
+                  takes_value and not choices and metavar in PATH_METAVARS)
 
 
 def walk(command: Command) -> List[Command]:
