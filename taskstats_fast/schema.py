@@ -51,12 +51,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = ["Column", "ColumnKind", "Clock", "Schema", "TableSchema", "RowSchema", "COLUMNS",
            "COLUMN_BY_NAME", "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema",
            "file_schema", "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES",
-           "ROW_COLUMNS", "row_columns", "schema_of", "wait_status_columns"]
+           "ROW_COLUMNS", "column_name", "row_columns", "schema_of", "wait_status_columns"]
 
 #: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
 DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
 
-_UNIT_SUFFIX = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes"}
+_UNIT_SUFFIX = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes",
+                "%": "_pct", "bytes/s": "_bytes_per_s"}
 #: The categories of the ``kind`` column (code 0 = KIND_PID, 1 = KIND_TGID).
 KIND_CATEGORIES: Tuple[str, ...] = ("pid", "tgid")
 _KIND_VALUES = (layout.KIND_PID, layout.KIND_TGID)
@@ -620,6 +621,28 @@ ROW_COLUMNS: Dict[str, Tuple[str, str, str]] = {
     "exited": ("exited", "", "of those, exited inside the interval"),
     **{f"{r}_{k}_us": (f"{r}_{k}_us", "us", f"{r} pressure stall time, {k} tasks stalled")
        for r in ("cpu", "io", "memory", "irq") for k in ("some", "full")},
+    # the figures of a ``top`` row that no row layout holds (``top -b --format json|csv``)
+    "grouping": ("grouping", "", "what one row sums: process, thread, cgroup, user or command"),
+    "lost": ("lost", "", "exit messages the kernel dropped during the interval (0: complete)"),
+    "processes": ("processes", "", "processes summed into the row (top folds short-lived "
+                  "processes of one command into one row; 1: not folded)"),
+    "user": ("user", "", "the user name of ac_uid (the number where it has none)"),
+    "cpu_pct": ("cpu_pct", "%", "CPU time (cpu_ns) over the interval, % of one CPU"),
+    **{f"{c.name}_delay_pct": (f"{c.name}_delay_pct", "%",
+                               f"time waiting {c.waiting}, % of the interval")
+       for c in layout.DELAY_CLASSES},
+    "read_bytes_per_s": ("read_bytes_per_s", "bytes/s", "bytes read from storage per second "
+                         "over the interval"),
+    "write_bytes_per_s": ("write_bytes_per_s", "bytes/s", "bytes written to storage per second "
+                          "over the interval"),
+    "process_state": ("process_state", "", "the state letter of /proc/PID/stat when the row "
+                      "was drawn (R, S, D, Z, T, I, ...)"),
+    "rss_bytes": ("rss_bytes", "bytes", "resident memory when the row was drawn "
+                  "(/proc/PID/statm)"),
+    "cpu_time_us": ("cpu_time_us", "us", "CPU time since the process began, when the row was "
+                    "drawn (/proc/PID/stat utime + stime, top's TIME+)"),
+    "cmdline": ("cmdline", "", "the command line, arguments joined by spaces (/proc/PID/cmdline; "
+                "empty for kernel threads)"),
 }
 _ROW_CLOCKS = {"ac_btime64": Clock.SECONDS}
 
@@ -661,6 +684,16 @@ class RowSchema(TableSchema):
             out[col.name] = (converter.numpy(col, fields, None, raw_strings)
                              if col.kind is ColumnKind.STR else converter.numpy(col, fields, None))
         return out
+
+
+def column_name(field: str) -> str:
+    """The column name the one naming table gives ``field`` (a row layout's field, a ``DTYPE``
+    field, or a figure of ``top``'s rows); a field it does not name is an error."""
+    if field in ROW_COLUMNS:
+        return ROW_COLUMNS[field][0]
+    if field in COLUMN_FOR_FIELD:
+        return COLUMN_FOR_FIELD[field]
+    raise KeyError(f"{field!r} has no column in the naming table (schema.ROW_COLUMNS)")
 
 
 def row_columns(field: str, kind: np.dtype, *, dictionary: bool = False) -> List[Column]:

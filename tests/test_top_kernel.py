@@ -5,6 +5,9 @@ emulator."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shutil
@@ -314,5 +317,73 @@ def test_screen_shows_only_the_pids_and_user_asked_for(columns, lines, sleepers)
             assert int(uid) == 65534, row
         term.press("q")
         assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+# ---- --format json|csv: what a script reads -----------------------------------------------------
+def test_batch_json_and_csv_of_a_spinner_agree_with_proc():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        out = subprocess.run([*CLI, "top", "-b", "-n", "3", "-d", "0.5", "-p", str(spinner.pid),
+                              "--format", "json"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        objects = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(objects) == 3
+        with open(f"/proc/{spinner.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu_us_now = (int(fields[11]) + int(fields[12])) * 1e6 / os.sysconf("SC_CLK_TCK")
+        last = objects[-1]["rows"]
+        assert [r["ac_tgid"] for r in last] == [spinner.pid] and last[0]["ac_comm"].startswith("python")
+        assert 0 < last[0]["cpu_pct"] <= 101 and last[0]["process_state"] in "RS"
+        # TIME+ read when the row was printed: below what /proc says a moment later
+        assert 0 < last[0]["cpu_time_us"] <= cpu_us_now + 20_000
+        csv_out = subprocess.run([*CLI, "top", "-n", "2", "-d", "0.5", "-p", str(spinner.pid),
+                                  "--format", "csv"], capture_output=True, text=True, timeout=60)
+        assert csv_out.returncode == 0, csv_out.stderr
+        rows = list(csv.DictReader(io.StringIO(csv_out.stdout)))
+        assert [int(r["ac_tgid"]) for r in rows] == [spinner.pid, spinner.pid]
+        assert set(rows[0]) == {"interval_start", "interval_end", "lost", *last[0]}
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def _table_header(text):
+    return next(line for line in text.splitlines() if line.rstrip().endswith("COMMAND"))
+
+
+@pytest.mark.parametrize("columns,lines", SIZES)
+def test_the_column_chooser_hides_and_shows_columns_and_sorts(columns, lines):
+    from taskstats_fast.live import top
+    term = Terminal([*CLI, "top", "-d", "0.5"], columns=columns, lines=lines)
+    try:
+        term.wait_for(lambda t: "COMMAND" in t and "CPU%" in _table_header(t), "the table")
+        term.press("F")
+        screen = term.wait_for(lambda t: "top: columns" in t and "> [x] CPU%" in t, "the chooser")
+        text = screen.splitlines()
+        assert len(text) == lines and all(len(line) <= columns for line in text)
+        assert "[sort]" in next(line for line in text if "CPU%" in line)
+        term.press(" ")                                     # hide CPU%
+        term.wait_for(lambda t: "> [ ] CPU%" in t, "CPU% unticked")
+        term.press(KEYS["down"] * top.COLUMN_KEYS.index("read") + "s")  # sort by RD/s
+        term.wait_for(lambda t: "> [x] RD/s" in t and "[sort]" in
+                      next(line for line in t.splitlines() if "RD/s" in line), "RD/s the sort column")
+        term.press(KEYS["down"] * (len(top.COLUMN_KEYS) - top.COLUMN_KEYS.index("read")) + " ")
+        term.wait_for(lambda t: "> [ ] USER" in t, "USER unticked")
+        term.press("q")                                     # q leaves the chooser, not top
+        screen = term.wait_for(lambda t: "COMMAND" in t and "top: columns" not in t, "the table again")
+        head = _table_header(screen)
+        assert "CPU%" not in head and "USER" not in head and "RD/s" in head and "RES" in head, head
+        assert "sort read desc" in screen
+        term.press("F" + KEYS["end"] + KEYS["up"] * (len(top.PROCESS_COLUMNS) - 1))
+        term.wait_for(lambda t: "> [ ] USER" in t, "the cursor back on USER")
+        term.press(" \r")                                   # show USER again; Enter leaves
+        screen = term.wait_for(lambda t: "COMMAND" in t and "top: columns" not in t
+                               and "USER" in _table_header(t), "USER shown again")
+        assert term.proc.poll() is None
+        term.press("q")
+        assert term.wait_exit() == 0, term.text()
     finally:
         term.close()

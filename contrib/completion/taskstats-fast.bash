@@ -69,8 +69,10 @@ _taskstats_fast() {
                 -p|--pid) COMPREPLY=(); return ;;
                 -u|--user) COMPREPLY=(); return ;;
                 -w|--width) COMPREPLY=(); return ;;
+                --format) COMPREPLY=($(compgen -W "text json csv" -- "$cur")); return ;;
+                --columns) COMPREPLY=(); return ;;
             esac
-            COMPREPLY=($(compgen -W "-h --help -b --batch -n --iterations -d --delay -g --group -s --sort -f --filter -p --pid -u --user -t --tree -w --width" -- "$cur"))
+            COMPREPLY=($(compgen -W "-h --help -b --batch -n --iterations -d --delay -g --group -s --sort -f --filter -p --pid -u --user -t --tree -w --width --format --columns" -- "$cur"))
             [[ "$cur" == -* || ${#COMPREPLY[@]} -gt 0 ]] || COMPREPLY=($(compgen -f -- "$cur"))
             ;;
         serve)

@@ -55,6 +55,8 @@ complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -s p -l pid -x -
 complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -s u -l user -x -d 'only tasks of this user (name or uid)'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -s t -l tree -d 'process tree: each process above its children (key V)'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -s w -l width -x -d 'batch mode: fit the table to COLUMNS characters (default: every column'
+complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -l format -x -a 'text json csv' -d 'batch output: text (default), json (one object per interval, one per l'
+complete -c taskstats-fast -n '__fish_seen_subcommand_from top' -l columns -x -d 'show only these columns (key F chooses on the screen): cpu, cpu_delay,'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from serve' -s h -l help -d 'show this help message and exit'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from serve' -l listen -x -d 'address to serve on (default: 127.0.0.1:9456, this host only: command '
 complete -c taskstats-fast -n '__fish_seen_subcommand_from serve' -l interval -x -d 'seconds per accounting interval: how fresh the counters are at a scrap'

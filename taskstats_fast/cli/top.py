@@ -15,7 +15,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..live import top
+    from ..live import top, top_formats
     p = add_command(
         subparsers, "top", help="live view: CPU, delays and I/O per process, thread, cgroup, user or command",
         description="Every interval, what each process (or thread, cgroup, user, command) used: CPU %, "
@@ -26,7 +26,9 @@ def add_parser(subparsers: Any) -> None:
         epilog="examples:\n"
                "  taskstats-fast top                      the live screen (h: keys, q: quit)\n"
                "  taskstats-fast top -g command           short-lived commands summed by name\n"
-               "  taskstats-fast top -b -n 5 -d 2         five 2-second intervals as text\n")
+               "  taskstats-fast top -b -n 5 -d 2         five 2-second intervals as text\n"
+               "  taskstats-fast top -b -n 5 --format json one JSON object per interval, for scripts\n"
+               "  taskstats-fast top --columns cpu,blkio_delay,read,write,user,res\n")
     p.add_argument("-b", "--batch", action="store_true",
                    help="print each interval as plain text instead of the screen (for logs, "
                         "scripts and tests); groups that did nothing are left out")
@@ -50,6 +52,12 @@ def add_parser(subparsers: Any) -> None:
                    help="process tree: each process above its children (key V)")
     p.add_argument("-w", "--width", type=positive_int, metavar="COLUMNS",
                    help="batch mode: fit the table to COLUMNS characters (default: every column)")
+    p.add_argument("--format", choices=tuple(top_formats.FORMATS), default="text",
+                   help="batch output: text (default), json (one object per interval, one per "
+                        "line) or csv (a header, then a line per row); json and csv imply -b")
+    p.add_argument("--columns", type=_column_list, metavar="KEY,...",
+                   help="show only these columns (key F chooses on the screen): "
+                        + ", ".join(top.CHOOSABLE))
     p.set_defaults(run=run)
 
 
@@ -61,6 +69,18 @@ def _pid_list(text: str) -> Tuple[int, ...]:
     if not pids or min(pids) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of process ids")
     return pids
+
+
+def _column_list(text: str) -> frozenset:
+    """The columns *not* named in ``text`` (``TopState.hidden``)."""
+    from ..live import top
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in top.CHOOSABLE]
+    if unknown or not keys:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or repr(text)}: not a column; the columns are "
+            + ", ".join(top.CHOOSABLE))
+    return frozenset(top.CHOOSABLE) - set(keys)
 
 
 def _uid(user: Optional[str]) -> Optional[int]:
@@ -76,15 +96,19 @@ def _uid(user: Optional[str]) -> Optional[int]:
 
 def run(args: argparse.Namespace) -> int:
     from ..accounting import Accounting
-    from ..live import header, top
+    from ..live import header, top, top_formats
     state = top.TopState(grouping="process" if args.tree else args.group, sort=args.sort,
-                         filter=args.filter, pids=args.pid, uid=_uid(args.user), tree=args.tree)
+                         filter=args.filter, pids=args.pid, uid=_uid(args.user), tree=args.tree,
+                         hidden=args.columns or frozenset())
+    args.batch = args.batch or args.format != "text"
     if not args.batch and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("top without -b needs a terminal; use -b for plain text")
     system = header.SystemHeader()   # its first sample starts the first interval's CPU modes
     with Accounting(interval=args.delay) as accounting:
         if args.batch:
-            sink = top.TopSink(state, out=sys.stdout, width=args.width, system=system)
+            printer = top_formats.FORMATS[args.format](state, width=args.width)
+            sink = top.TopSink(state, out=sys.stdout, width=args.width, system=system,
+                               printer=printer)
             try:
                 for interval in top.intervals(accounting):
                     sink.write(interval)

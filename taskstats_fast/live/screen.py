@@ -29,6 +29,10 @@ _BACKSPACE = (8, 127, curses.KEY_BACKSPACE)
 #: The keys that scroll the table, by the names ``TopState.press`` knows them by.
 _SCROLL_KEYS = {curses.KEY_UP: "up", curses.KEY_DOWN: "down", curses.KEY_PPAGE: "pgup",
                 curses.KEY_NPAGE: "pgdn", curses.KEY_HOME: "home", curses.KEY_END: "end"}
+#: The other keys ``TopState.press`` knows by name.
+_NAMED_KEYS = {curses.KEY_F2: "f2", _ESC: "esc", **{k: "enter" for k in _ENTER}}
+#: Escape alone should leave the column chooser at once, not after curses' default second.
+_ESCAPE_DELAY_MS = 25
 
 
 class _Screen:
@@ -50,6 +54,8 @@ class _Screen:
             curses.curs_set(0)
         except curses.error:
             pass   # a terminal that cannot hide the cursor still works
+        if hasattr(curses, "set_escdelay"):
+            curses.set_escdelay(_ESCAPE_DELAY_MS)
         self.window.timeout(int(FIRST_POLL_SECONDS * 1000))
         self.draw()
         while not self.stopped():
@@ -65,13 +71,14 @@ class _Screen:
                 continue
             if self.prompt is not None:
                 self.edit_prompt(key)
-            elif key == ord("q"):
+            elif key == ord("q") and not self.state.choosing:
                 return
-            elif key in (ord("/"), ord("f")) and not self.state.help:
+            elif key in (ord("/"), ord("f")) and not (self.state.help or self.state.choosing):
                 self.prompt = ""
             else:
                 was_paused = self.state.paused
-                name = _SCROLL_KEYS.get(key) or (chr(key) if 0 <= key < 256 else "")
+                name = (_SCROLL_KEYS.get(key) or _NAMED_KEYS.get(key)
+                        or (chr(key) if 0 <= key < 256 else ""))
                 self.state.press(name, visible=self.visible_keys(), page=self.table_rows())
                 if was_paused and not self.state.paused and self.sink.wait(0):
                     self.shown, self.system = self.sink.latest_frame()
@@ -96,12 +103,13 @@ class _Screen:
     def visible_keys(self) -> List[str]:
         height, width = self.window.getmaxyx()
         return [c.key for c in top.fit_columns(width - 1, self.state.grouping, self.state.sort,
-                                               self.reserved())]
+                                               self.reserved(), self.state.hidden)]
 
     def reserved(self) -> int:
         """Room the process columns take (process and thread views with a procfs)."""
         shows = self.sink.procfs is not None and self.state.grouping in ("process", "thread")
-        return len(top.PROCESS_HEADER) + 1 if shows else 0
+        header = top.process_header(self.state)
+        return len(header) + 1 if shows and header else 0
 
     def draw(self) -> None:
         height, width = self.window.getmaxyx()
@@ -111,7 +119,7 @@ class _Screen:
             self.window.addnstr(0, 0, "terminal too small", max(width, 1))
             self.window.refresh()
             return
-        if self.shown is None and not self.state.help:
+        if self.shown is None and not (self.state.help or self.state.choosing):
             lines = [self.waiting, "", "h: help  q: quit"]
         else:
             lines = top.render(self.shown, self.state, width=width, height=height - 1,
@@ -120,7 +128,10 @@ class _Screen:
         self.window.erase()
         for y, line in enumerate(lines[:height - 1]):
             self.window.addnstr(y, 0, line, width)
-        if self.shown is not None and not self.state.help:
+        if self.state.choosing:
+            self.window.chgat(min(lines.index("") + 1 + self.chooser_offset(lines), height - 2), 0,
+                              width, curses.A_REVERSE)
+        elif self.shown is not None and not self.state.help:
             self.highlight(lines, width)
         if self.prompt is not None:
             self.window.addnstr(height - 1, 0, f"filter (name or cgroup, Enter/Esc): {self.prompt}", width,
@@ -129,13 +140,19 @@ class _Screen:
             self.window.addnstr(height - 1, 0, top.STATUS_LINE, width, curses.A_DIM)
         self.window.refresh()
 
+    def chooser_offset(self, lines: List[str]) -> int:
+        """The chooser's cursor line below its title."""
+        body = lines[lines.index("") + 1:]
+        return next((i for i, line in enumerate(body) if line.startswith(">")), 0)
+
     def highlight(self, lines: List[str], width: int) -> None:
         """The table's header line in reverse video, the sort column's header in bold too."""
         row = lines.index("") + 1 if "" in lines else None
         if row is None or row >= len(lines):
             return
         self.window.chgat(row, 0, min(len(lines[row]), width), curses.A_REVERSE)
-        span = top.sort_column_span(width, self.state.grouping, self.state.sort, self.reserved())
+        span = top.sort_column_span(width, self.state.grouping, self.state.sort, self.reserved(),
+                                    self.state.hidden)
         if span is not None and span[1] <= width:
             self.window.chgat(row, span[0], span[1] - span[0], curses.A_REVERSE | curses.A_BOLD)
 

@@ -21,7 +21,7 @@ import dataclasses
 import pwd
 import threading
 import time
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -32,9 +32,11 @@ from . import header as _header
 from . import procfs as _procfs
 
 __all__ = ["GROUPINGS", "Column", "columns", "TopState", "TopTable", "build_table", "fit_columns",
-           "render", "render_header", "render_table", "sort_column_span", "column_values", "TopSink",
+           "render", "render_header", "render_table", "batch_table", "user_name", "sort_column_span",
+           "column_values", "TopSink",
            "HELP_LINES", "STATUS_LINE", "MARKS", "COLUMNS", "COLUMN_KEYS", "DELAYACCT_OFF_BANNER",
-           "FIRST_INTERVAL_SECONDS", "intervals"]
+           "FIRST_INTERVAL_SECONDS", "intervals", "ProcessColumn", "PROCESS_COLUMNS", "CHOOSABLE",
+           "shown_columns", "shown_process_columns", "process_header", "chooser_lines"]
 
 #: The groupings, in the order ``g`` cycles through them, with their one-key shortcuts.
 GROUPINGS: Tuple[str, ...] = ("process", "thread", "cgroup", "user", "command")
@@ -53,7 +55,8 @@ MARKS: Tuple[Tuple[str, str], ...] = (
 class Column:
     """One numeric column.  ``key`` names it for sorting (``--sort``); ``fit_rank``: lower ranks
     are kept first when the screen is narrow; ``unit``: 'pct' (value is a percentage), 'rate'
-    (bytes/s) or 'count'."""
+    (bytes/s) or 'count'; ``field``: its entry in the one naming table (``schema.ROW_COLUMNS``),
+    the name ``--format json|csv`` gives it."""
 
     key: str
     header: str
@@ -61,6 +64,7 @@ class Column:
     fit_rank: int
     unit: str
     doc: str
+    field: str
 
 
 def _delay_classes():
@@ -78,24 +82,50 @@ def _delay_columns() -> List[Column]:
         header = cls.short + "%"
         out.append(Column(f"{cls.name}_delay", header, max(6, len(header)),
                           {0: 1, 1: 5}.get(rank, 6 + rank), "pct",
-                          f"time waiting {cls.waiting}, % of the interval"))
+                          f"time waiting {cls.waiting}, % of the interval", f"{cls.name}_delay_pct"))
     return out
 
 
 def columns() -> Tuple[Column, ...]:
     """Every numeric column, in screen order (before the name column)."""
     return (
-        Column("cpu", "CPU%", 6, 0, "pct", "CPU time (cpu_ns), % of one CPU over the interval"),
+        Column("cpu", "CPU%", 6, 0, "pct", "CPU time (cpu_ns), % of one CPU over the interval",
+               "cpu_pct"),
         *_delay_columns(),
-        Column("read", "RD/s", 6, 2, "rate", "bytes read from storage per second"),
-        Column("write", "WR/s", 6, 3, "rate", "bytes written to storage per second"),
-        Column("exits", "EXITS", 5, 4, "count", "tasks (threads) that exited inside the interval"),
-        Column("tasks", "TASKS", 5, 20, "count", "tasks (threads) seen in the interval"),
+        Column("read", "RD/s", 6, 2, "rate", "bytes read from storage per second", "read_bytes_per_s"),
+        Column("write", "WR/s", 6, 3, "rate", "bytes written to storage per second",
+               "write_bytes_per_s"),
+        Column("exits", "EXITS", 5, 4, "count", "tasks (threads) that exited inside the interval",
+               "exited"),
+        Column("tasks", "TASKS", 5, 20, "count", "tasks (threads) seen in the interval", "tasks"),
     )
 
 
 COLUMNS: Tuple[Column, ...] = columns()
 COLUMN_KEYS: Tuple[str, ...] = tuple(c.key for c in COLUMNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessColumn:
+    """One column of what /proc says of a process or thread row (process and thread views),
+    read for the rows drawn only.  ``left``: left-aligned."""
+
+    key: str
+    header: str
+    width: int
+    left: bool
+    doc: str
+
+
+PROCESS_COLUMNS: Tuple[ProcessColumn, ...] = (
+    ProcessColumn("user", "USER", 8, True, "the task's user"),
+    ProcessColumn("state", "S", 1, True, "state now: R running, S sleeping, D disk, Z zombie, T stopped"),
+    ProcessColumn("nice", "NI", 3, False, "nice value now"),
+    ProcessColumn("res", "RES", 6, False, "resident memory now"),
+    ProcessColumn("time", "TIME+", 9, False, "CPU time since the process began (min:s.hundredths)"),
+)
+#: Every column the chooser (key F) shows and hides, by key, in its order.
+CHOOSABLE: Tuple[str, ...] = COLUMN_KEYS + tuple(c.key for c in PROCESS_COLUMNS)
 #: The interval counters the columns are made of (the rest are not summed).
 _SUMMED: Tuple[str, ...] = ("cpu_ns", *(f"{c}_delay_total" for c in _delay_class_names()),
                             "read_bytes", "write_bytes")
@@ -124,6 +154,9 @@ class TopState:
     tree: bool = False        # process view: children under their parent (htop's F5, top's V)
     fold: bool = True         # process view: short-lived processes of one command in one row
     cmdline: bool = False     # full command lines instead of command names (top's 'c')
+    hidden: FrozenSet[str] = frozenset()  # the columns chosen away (``CHOOSABLE`` keys)
+    choosing: bool = False    # the column chooser is on screen (key F, htop's F2)
+    chooser_row: int = 0      # the chooser's cursor, an index into ``CHOOSABLE``
 
     def scroll_by(self, key: str, page: int) -> bool:
         """Scroll keys (arrows, PgUp/PgDn, Home/End); ``page``: table rows on screen."""
@@ -145,6 +178,8 @@ class TopState:
         if self.help:
             self.help = False
             return True
+        if self.choosing:
+            return self.press_chooser(key)
         if self.scroll_by(key, page):
             return True
         if key in ("h", "?"):
@@ -155,6 +190,8 @@ class TopState:
             self.per_cpu = not self.per_cpu
         elif key == "C":
             self.cmdline = not self.cmdline
+        elif key in ("F", "f2"):
+            self.choosing = True
         elif key == "V":
             self.tree = not self.tree
             self.grouping = "process"
@@ -176,6 +213,58 @@ class TopState:
         return True
 
 
+    def press_chooser(self, key: str) -> bool:
+        """A key on the column chooser: up/down move, space (or d) shows or hides the column
+        under the cursor, s sorts by it, and F, q, Esc or Enter go back to the table."""
+        if key in ("up", "down", "home", "end", "pgup", "pgdn"):
+            step = {"up": -1, "down": 1, "pgup": -5, "pgdn": 5, "home": -_END, "end": _END}[key]
+            self.chooser_row = min(max(self.chooser_row + step, 0), len(CHOOSABLE) - 1)
+        elif key in (" ", "d"):
+            self.hidden = self.hidden ^ {CHOOSABLE[self.chooser_row]}
+        elif key == "s" and CHOOSABLE[self.chooser_row] in COLUMN_KEYS:
+            self.sort = CHOOSABLE[self.chooser_row]
+            self.descending = True
+        elif key in ("F", "f2", "q", "esc", "enter"):
+            self.choosing = False
+        else:
+            return False
+        return True
+
+
+def shown_columns(state: TopState) -> List[Column]:
+    """The numeric columns ``state`` shows (all but those chosen away)."""
+    return [c for c in COLUMNS if c.key not in state.hidden]
+
+
+def shown_process_columns(state: TopState) -> List[str]:
+    """The keys of the process columns ``state`` shows."""
+    return [c.key for c in PROCESS_COLUMNS if c.key not in state.hidden]
+
+
+def process_header(state: TopState) -> str:
+    """The header of the process columns ``state`` shows ("" for none)."""
+    return " ".join(c.header.ljust(c.width) if c.left else c.header.rjust(c.width)
+                    for c in PROCESS_COLUMNS if c.key not in state.hidden)
+
+
+def chooser_lines(state: TopState, height: Optional[int] = None) -> List[str]:
+    """The column chooser's screen: one line per column, ``[x]`` shown, ``>`` the cursor
+    (a window of ``height`` lines around it when they do not all fit)."""
+    heads = {c.key: (c.header, c.doc) for c in COLUMNS}
+    heads.update({c.key: (c.header, c.doc + " (process and thread views)") for c in PROCESS_COLUMNS})
+    lines = []
+    for i, key in enumerate(CHOOSABLE):
+        header, doc = heads[key]
+        sort = "  [sort]" if key == state.sort else ""
+        lines.append(f"{'>' if i == state.chooser_row else ' '} [{' ' if key in state.hidden else 'x'}] "
+                     f"{header:<7} {doc}{sort}")
+    title = ["taskstats-fast top: columns", "up/down move, space show/hide, s sort by it, "
+             "F or q or Enter: back", ""]
+    room = len(lines) if height is None else max(height - len(title), 1)
+    first = min(max(state.chooser_row - room // 2, 0), max(len(lines) - room, 0))
+    return title + lines[first:first + room]
+
+
 #: ``scroll`` past any table: clamped to the last page when drawn.
 _END = 1 << 62
 
@@ -184,7 +273,7 @@ _SORT_KEYS = {"P": "cpu", "Q": "cpu_delay", "B": "blkio_delay", "R": "read", "W"
               "X": "exits", "N": "tasks"}
 
 #: The last line of the interactive screen.
-STATUS_LINE = "h help  q quit  g group  < > sort  r reverse  / filter  V tree  arrows scroll"
+STATUS_LINE = "h help  q quit  g group  < > sort  r reverse  / filter  V tree  F columns"
 
 HELP_LINES: Tuple[str, ...] = (
     "taskstats-fast top: keys",
@@ -195,6 +284,7 @@ HELP_LINES: Tuple[str, ...] = (
     "  P Q B R W X N  sort by CPU% / runq / blkio / read/s / write/s / exits / tasks",
     "  arrows PgUp PgDn Home End   scroll the table",
     "  V              process tree (children under their parent) / flat",
+    "  F  F2          choose the columns shown (and the sort column)",
     "  C              full command lines / command names",
     "  1              CPU modes per CPU / all CPUs together",
     "  / f            filter by name or cgroup text (Enter applies, Esc cancels)",
@@ -231,6 +321,7 @@ class TopTable:
     processes: Optional[np.ndarray] = None   # processes folded into each row (1: not folded)
     uids: Optional[np.ndarray] = None        # each row's user (process and thread views)
     prefixes: Optional[List[str]] = None     # the tree's indentation, already in ``names``
+    rows: Optional[np.ndarray] = None        # the groups' rows (``Interval.by`` fields) in order
 
 
 def _comm_text(comm: np.ndarray) -> List[str]:
@@ -269,7 +360,7 @@ def column_values(groups: np.ndarray, seconds: float) -> np.ndarray:
     return out
 
 
-def _user_name(uid: int, cache: Dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate cache
+def user_name(uid: int, cache: Dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate cache
     if uid not in cache:
         try:
             cache[uid] = pwd.getpwuid(uid).pw_name
@@ -322,7 +413,7 @@ def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> To
                     marks=_marks(shown), tasks=total, exits=exits, shown_tasks=len(tasks),
                     groups=len(groups), processes=processes[rank],
                     uids=shown["ac_uid"] if state.grouping in ("process", "thread") else None,
-                    prefixes=prefixes[:len(names)] if prefixes is not None else None)
+                    prefixes=prefixes[:len(names)] if prefixes is not None else None, rows=shown)
 
 
 def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
@@ -402,7 +493,7 @@ def _names(grouping: str, groups: np.ndarray, cgroups: Mapping[int, str]) -> Lis
     if grouping == "cgroup":
         names = [cgroups.get(c, f"cgroup {c}" if c else "?") for c in groups["cgroup_id"].tolist()]
     elif grouping == "user":
-        names = [_user_name(u) for u in groups["ac_uid"].tolist()]
+        names = [user_name(u) for u in groups["ac_uid"].tolist()]
     else:
         names = [s or "?" for s in _comm_text(groups["ac_comm"])]
     return [n if n.isprintable() else _printable(n) for n in names]
@@ -430,26 +521,28 @@ def _compact_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def fit_columns(width: Optional[int], grouping: str, sort: str, reserved: int = 0) -> List[Column]:
-    """The numeric columns that fit ``width`` characters beside the id, ``reserved`` characters
-    (the process columns) and a name of at least ``MIN_NAME_WIDTH``; the sort column always
-    stays.  ``None``: all of them."""
+def fit_columns(width: Optional[int], grouping: str, sort: str, reserved: int = 0,
+                hidden: FrozenSet[str] = frozenset()) -> List[Column]:
+    """The numeric columns, less the ``hidden`` ones, that fit ``width`` characters beside the
+    id, ``reserved`` characters (the process columns) and a name of at least
+    ``MIN_NAME_WIDTH``; the sort column stays while it is not hidden.  ``None``: all of them."""
+    candidates = [c for c in COLUMNS if c.key not in hidden]
     if width is None:
-        return list(COLUMNS)
+        return candidates
     room = width - MIN_NAME_WIDTH - 2 - reserved - (ID_WIDTH + 1 if grouping in _ID_HEADER else 0)
     chosen: List[Column] = []
-    for col in sorted(COLUMNS, key=lambda c: (c.key != sort, c.fit_rank)):
+    for col in sorted(candidates, key=lambda c: (c.key != sort, c.fit_rank)):
         if col.width + 1 <= room:
             chosen.append(col)
             room -= col.width + 1
     return [c for c in COLUMNS if c in chosen]
 
 
-def sort_column_span(width: Optional[int], grouping: str, sort: str,
-                     reserved: int = 0) -> Optional[Tuple[int, int]]:
+def sort_column_span(width: Optional[int], grouping: str, sort: str, reserved: int = 0,
+                     hidden: FrozenSet[str] = frozenset()) -> Optional[Tuple[int, int]]:
     """Where the sort column's header sits in the line ``render_table`` draws: (start, end)."""
     pos = ID_WIDTH + 1 if grouping in _ID_HEADER else 0
-    for col in fit_columns(width, grouping, sort, reserved):
+    for col in fit_columns(width, grouping, sort, reserved, hidden):
         if col.key == sort:
             return pos, pos + col.width
         pos += col.width + 1
@@ -460,8 +553,9 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
                  rows: Optional[int] = None, process_cells: Optional[List[str]] = None) -> List[str]:
     """The column header line and one line per group (at most ``rows``); ``process_cells``: the
     process columns of each row, put between the numbers and the name."""
-    reserved = len(PROCESS_HEADER) + 1 if process_cells is not None else 0
-    cols = fit_columns(width, table.grouping, state.sort, reserved)
+    header = process_header(state)
+    reserved = len(header) + 1 if process_cells is not None else 0
+    cols = fit_columns(width, table.grouping, state.sort, reserved, state.hidden)
     index = [COLUMN_KEYS.index(c.key) for c in cols]
     has_id = table.grouping in _ID_HEADER
     heads = []
@@ -470,7 +564,7 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
     for c in cols:
         heads.append(c.header.rjust(c.width))
     if process_cells is not None:
-        heads.append(PROCESS_HEADER)
+        heads.append(header)
     heads.append("  " + _NAME_HEADER[table.grouping])
     lines = [" ".join(heads)]
     count = len(table.names) if rows is None else min(rows, len(table.names))
@@ -493,9 +587,9 @@ def render_table(table: TopTable, state: TopState, width: Optional[int],
     return lines
 
 
-#: The process columns (process and thread views, when /proc can be read): the figures of the
-#: rows on screen only, read when they are drawn.
-PROCESS_HEADER = f"{'USER':<8} S {'NI':>3} {'RES':>6} {'TIME+':>9}"
+#: The process columns (process and thread views, when /proc can be read), all shown: the
+#: figures of the rows on screen only, read when they are drawn.
+PROCESS_HEADER = process_header(TopState())
 
 
 def _time_plus(seconds: float) -> str:
@@ -504,20 +598,25 @@ def _time_plus(seconds: float) -> str:
     return f"{hundredths // 6000}:{hundredths // 100 % 60:02d}.{hundredths % 100:02d}"
 
 
-def process_cells(table: TopTable, procfs: _procfs.ProcFS) -> List[str]:
-    """The process columns of each row of ``table`` (``PROCESS_HEADER``): user, state, nice,
-    resident memory, CPU time.  Rows with no process (folded, or gone since) show dashes."""
+def process_cells(table: TopTable, procfs: _procfs.ProcFS,
+                  state: Optional[TopState] = None) -> List[str]:
+    """The process columns ``state`` shows (default: all, ``PROCESS_HEADER``) of each row of
+    ``table``: user, state, nice, resident memory, CPU time.  Rows with no process (folded, or
+    gone since) show dashes."""
+    shown = [c for c in PROCESS_COLUMNS if state is None or c.key not in state.hidden]
+    keys = {c.key for c in shown}
     out = []
     threads = table.grouping == "thread"
     uids = table.uids.tolist() if table.uids is not None else [None] * len(table.names)
     for pid, uid in zip(table.ids.tolist(), uids):
-        user = _user_name(uid) if uid is not None else ""
-        sample = procfs.process(pid, pid if threads else None) if pid > 0 else None
-        if sample is None:
-            out.append(f"{user[:8]:<8} - {'-':>3} {'-':>6} {'-':>9}")
-        else:
-            out.append(f"{user[:8]:<8} {sample.state} {sample.nice:>3} "
-                       f"{_compact_bytes(sample.rss_bytes):>6} {_time_plus(sample.cpu_seconds):>9}")
+        cells = {"user": user_name(uid)[:8] if uid is not None else ""}
+        sample = (procfs.process(pid, pid if threads else None)
+                  if pid > 0 and keys - {"user"} else None)
+        if sample is not None:
+            cells.update(state=sample.state, nice=str(sample.nice),
+                         res=_compact_bytes(sample.rss_bytes), time=_time_plus(sample.cpu_seconds))
+        out.append(" ".join(cells.get(c.key, "-").ljust(c.width) if c.left
+                            else cells.get(c.key, "-").rjust(c.width) for c in shown))
     return out
 
 
@@ -552,7 +651,7 @@ def render_header(interval, table: TopTable, state: TopState,
     if state.pids:
         view += ", pids " + ",".join(map(str, state.pids))
     if state.uid is not None:
-        view += f", user {_user_name(state.uid)}"
+        view += f", user {user_name(state.uid)}"
     if state.filter:
         view += f", filter '{state.filter}': {table.shown_tasks} tasks"
     view += f", {table.groups} groups"
@@ -575,16 +674,14 @@ def render(interval, state: TopState, *, width: Optional[int] = None,
     the screen (``None``: every column / every row that had any activity); ``system``: the
     system header's samples (None: no system lines); ``procfs``: where the process columns and
     command lines of the rows shown are read (None: no process columns)."""
-    if state.help:
-        lines = list(HELP_LINES)
+    if state.help or state.choosing:
+        lines = list(HELP_LINES) if state.help else chooser_lines(state, height)
         return [line[:width] for line in lines] if width else lines
-    limit = None if height is None else min(state.scroll, _END) + max(height, 0)
-    table = build_table(interval, state, limit=limit)
+    if height is None:
+        table = batch_table(interval, state)
+    else:
+        table = build_table(interval, state, limit=min(state.scroll, _END) + max(height, 0))
     header = render_header(interval, table, state, system)
-    if height is None and not (state.tree or state.pids):
-        # batch: leave out groups that did nothing (not from a tree, nor processes asked for)
-        active = (table.values[:, :-1] != 0).any(axis=1) | (np.array(table.marks) != " ")
-        table = _take(table, np.flatnonzero(active))
     if height is None:
         rows = None
     else:
@@ -596,13 +693,24 @@ def render(interval, state: TopState, *, width: Optional[int] = None,
             header[view] += f", rows {state.scroll + 1}-{state.scroll + len(table.names)}"
     cells = None
     if procfs is not None and table.grouping in ("process", "thread"):
-        cells = process_cells(table, procfs)
+        if shown_process_columns(state):
+            cells = process_cells(table, procfs, state)
         if state.cmdline:
             table = dataclasses.replace(table, names=_command_lines(table, procfs))
     lines = header + [""] + render_table(table, state, width, rows, cells)
     if width is not None:
         lines = [line[:width] for line in lines]
     return lines
+
+
+def batch_table(interval, state: TopState) -> TopTable:
+    """The table batch mode prints: every group, less those that did nothing in the interval
+    (not from a tree, nor of the processes asked for)."""
+    table = build_table(interval, state)
+    if state.tree or state.pids:
+        return table
+    active = (table.values[:, :-1] != 0).any(axis=1) | (np.array(table.marks) != " ")
+    return _take(table, np.flatnonzero(active))
 
 
 def _command_lines(table: TopTable, procfs: _procfs.ProcFS) -> List[str]:
@@ -622,6 +730,7 @@ def _take(table: TopTable, index: np.ndarray) -> TopTable:
                                marks=[table.marks[i] for i in index],
                                processes=None if table.processes is None else table.processes[index],
                                uids=None if table.uids is None else table.uids[index],
+                               rows=None if table.rows is None else table.rows[index],
                                prefixes=None if table.prefixes is None else
                                [table.prefixes[i] for i in index])
 
@@ -643,16 +752,20 @@ def intervals(accounting, first: float = FIRST_INTERVAL_SECONDS) -> Iterator:
 # ---- the sink ---------------------------------------------------------------------------------------
 class TopSink:
     """The Sink of the top view: keeps the newest interval for a screen to draw (``latest``,
-    ``wait``), or, given ``out``, prints each interval as plain text at once (batch mode)."""
+    ``wait``), or, given ``out``, prints each interval at once (batch mode): as plain text, or
+    as ``printer`` makes it (``printer(interval, system view, procfs, first)`` -> text; the
+    formats of ``top_formats.py``)."""
 
     def __init__(self, state: Optional[TopState] = None, *, out: Optional[TextIO] = None,
-                 width: Optional[int] = None, system: Optional[_header.SystemHeader] = None):
+                 width: Optional[int] = None, system: Optional[_header.SystemHeader] = None,
+                 printer: Optional[Callable[..., str]] = None):
         self.state = state or TopState()
         #: samples /proc for the system lines at each interval (None: no system lines)
         self.system = system
         self._latest_system: Optional[_header.SystemView] = None
         self._out = out
         self._width = width
+        self._printer = printer or self._text
         self._lock = threading.Lock()
         self._latest = None
         self._intervals = 0
@@ -668,9 +781,12 @@ class TopSink:
             self._rows += len(interval.tasks)
         self._new.set()
         if self._out is not None:
-            text = "\n".join(render(interval, self.state, width=self._width, system=view,
-                                     procfs=self.procfs))
-            self._out.write(("\n" if self._intervals > 1 else "") + text + "\n")
+            self._out.write(self._printer(interval, view, self.procfs, self._intervals == 1))
+
+    def _text(self, interval, view: Optional[_header.SystemView],
+              procfs: Optional[_procfs.ProcFS], first: bool) -> str:
+        text = "\n".join(render(interval, self.state, width=self._width, system=view, procfs=procfs))
+        return ("" if first else "\n") + text + "\n"
 
     def latest(self):
         """The newest interval written (None before the first); clears what ``wait`` waits on."""
