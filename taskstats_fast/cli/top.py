@@ -27,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
                "  taskstats-fast top                      the live screen (h: keys, q: quit)\n"
                "  taskstats-fast top -g command           short-lived commands summed by name\n"
                "  taskstats-fast top -b -n 5 -d 2         five 2-second intervals as text\n"
-               "  taskstats-fast top -b -n 5 --format json one JSON object per interval, for scripts\n"
+               "  taskstats-fast top -n 5 --format json   one JSON object per interval (batch)\n"
                "  taskstats-fast top --columns cpu,blkio_delay,read,write,user,res\n")
     p.add_argument("-b", "--batch", action="store_true",
                    help="print each interval as plain text instead of the screen (for logs, "
