@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict
 
-from conftest import unavailable
+from under_ci import unavailable
 
 
 def _openssl(*args: str, cwd: Path) -> None:

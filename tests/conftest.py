@@ -1,4 +1,5 @@
-"""Shared test plumbing.
+"""Shared test plumbing: the kernel-test gate and the fixtures more than one test module uses
+(helper functions live in modules named by what they hold: wire.py, cgroup_workload.py, ...).
 
 Kernel tests (``@pytest.mark.kernel``) talk to the running kernel's TASKSTATS interface and
 need root.  Where they cannot run they skip with the reason, except under CI (``CI=true``),
@@ -11,40 +12,16 @@ import glob
 import os
 import shutil
 import subprocess
-from typing import NoReturn
+import sys
+import tempfile
 
 import pytest
 
-UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from taskstats_fast.kernel import privileges
 
-
-def _kernel_unavailable_reason():
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) for TASKSTATS queries"
-    try:
-        from taskstats_fast.kernel import netlink
-        netlink.resolve_family()
-    except Exception as e:  # any failure here is a reason, reported verbatim
-        return f"TASKSTATS is not usable here: {e}"
-    return None
-
-
-def unavailable(why: str) -> NoReturn:
-    """A test whose tools or privileges are missing here: skip with the reason, fail under CI=true
-    (CI runs `make test` as root, which installs every tool the suite needs)."""
-    if UNDER_CI:
-        pytest.fail(why, pytrace=False)
-    pytest.skip(why)
-
-
-_REASON = "unchecked"
-
-
-def kernel_unavailable_reason():
-    global _REASON
-    if _REASON == "unchecked":
-        _REASON = _kernel_unavailable_reason()
-    return _REASON
+from as_nobody import USER, nobody_env, nobody_identity, package_parent, remove_package_copy
+from cgroup_workload import Group
+from under_ci import UNDER_CI, kernel_unavailable_reason, unavailable
 
 
 def pytest_runtest_setup(item):
@@ -87,3 +64,55 @@ def asan_harness(tmp_path_factory):
     plan = d / "plan.bin"
     plan.write_bytes(bytes(ffi.buffer(PLAN)))
     return exe, plan
+
+
+@pytest.fixture
+def cgroup(request):
+    """Makes cgroup v2 groups of the test's own (``cgroup()`` names one after the test), removed
+    afterwards with whatever still runs in them."""
+    groups = []
+
+    def make(name: str = request.node.name[:40]) -> Group:
+        g = Group(name.replace("[", "-").replace("]", ""))
+        groups.append(g)
+        return g
+    yield make
+    for g in groups:
+        g.remove()
+
+
+@pytest.fixture(scope="module")
+def python_for_nobody(tmp_path_factory):
+    """An interpreter with numpy and cffi whose files `nobody` can read (the package comes from
+    PYTHONPATH: a readable copy)."""
+    nobody = nobody_identity()
+    if privileges.unreadable_for(nobody, [package_parent()]):
+        unavailable(f"user {USER} cannot read {package_parent()}, a copy of the package under test")
+    probe = ("import sysconfig, numpy, cffi; print(sysconfig.get_paths()['stdlib']); "
+             "print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])")
+
+    def readable(python):
+        run = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=nobody_env())
+        return run.returncode == 0 and privileges.unreadable_for(nobody, run.stdout.split()) is None
+
+    if readable(sys.executable):
+        yield sys.executable
+        remove_package_copy()
+        return
+    base = "/usr/bin/python3"
+    if not os.path.exists(base) or privileges.unreadable_for(nobody, [base]):
+        unavailable(f"neither {sys.executable} nor {base} is readable by {USER}")
+    parent = tempfile.mkdtemp(prefix="tsf-venv-", dir="/tmp")
+    os.chmod(parent, 0o755)
+    env = os.path.join(parent, "env")
+    try:
+        subprocess.run([base, "-m", "venv", "--without-pip", env], check=True)
+        python = os.path.join(env, "bin", "python")
+        run = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "numpy", "cffi"],
+                             capture_output=True, text=True, env=nobody_env())
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert readable(python)
+        yield python
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+        remove_package_copy()

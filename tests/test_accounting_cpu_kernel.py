@@ -21,7 +21,6 @@ import pytest
 import taskstats_fast as tsf
 from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import EXITED, FLAG_RECONCILED
-from test_accounting_kernel import cgroup  # noqa: F401 (a fixture, used by name)
 
 pytestmark = pytest.mark.kernel
 
@@ -114,7 +113,7 @@ def figures(rows, truth_us):
 
 
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
-def test_short_lived_cpu_per_command_matches_wait4(cgroup, workload):  # noqa: F811
+def test_short_lived_cpu_per_command_matches_wait4(cgroup, workload):
     for _ in range(3):
         # a fork storm elsewhere can overflow the sockets; a run with our exits lost says nothing
         group = cgroup()
@@ -152,7 +151,7 @@ while any(t.is_alive() for t in long):      # short-lived threads all along
 """
 
 
-def _per_interval(cgroup, argv, key):  # noqa: F811
+def _per_interval(cgroup, argv, key):
     """Run ``argv`` alone in a cgroup: per whole interval, (what ``key`` selects of the rows, as
     summed cpu_ns in us, the cgroup's own cpu.stat delta in us)."""
     for _ in range(3):
@@ -175,7 +174,7 @@ def _per_interval(cgroup, argv, key):  # noqa: F811
     return pairs
 
 
-def test_per_cgroup_every_interval_matches_cpu_stat(cgroup):  # noqa: F811
+def test_per_cgroup_every_interval_matches_cpu_stat(cgroup):
     pairs = _per_interval(cgroup, ["sh", "-c", BURNER_AND_CHURN, "sh", "4"],
                           lambda t, pid: np.ones(len(t), bool))
     ratios = [a / u for a, u in pairs]
@@ -185,7 +184,7 @@ def test_per_cgroup_every_interval_matches_cpu_stat(cgroup):  # noqa: F811
     assert all(0.98 <= r <= 1.02 for r in ratios), pairs
 
 
-def test_per_process_multi_threaded_every_interval_matches_cpu_stat(cgroup):  # noqa: F811
+def test_per_process_multi_threaded_every_interval_matches_cpu_stat(cgroup):
     pairs = _per_interval(cgroup, [sys.executable, "-c", MULTI_THREADED, "3"],
                           lambda t, pid: t["ac_tgid"] == pid)
     ratios = [a / u for a, u in pairs]

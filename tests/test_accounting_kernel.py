@@ -8,119 +8,23 @@ are removed afterwards; ``kernel.task_delayacct`` is restored.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import BORN, EXACT, EXITED, FLAG_DELAYACCT_OFF, INHERITED
 
+from cgroup_workload import ROOT, WORKLOAD, run_until_empty
+
 pytestmark = pytest.mark.kernel
-
-ROOT = cgroupfs.find_cgroup2()
-
-# A churn of short-lived children (each a few ms of CPU) beside a long-running burner; every
-# child's pid goes to the log.  Runs in the cgroup it was started in.
-WORKLOAD = r"""
-log=$1; seconds=$2
-( while :; do :; done ) & burner=$!; echo $burner >> "$log"
-end=$(( $(date +%s) + seconds ))
-while [ "$(date +%s)" -lt "$end" ]; do
-    ( i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done ) & echo $! >> "$log"
-    wait $!
-done
-kill $burner
-wait
-"""
-
-
-class Group:
-    """A cgroup v2 group of our own: start processes in it, read its cpu.stat, remove it."""
-
-    def __init__(self, name: str):
-        if ROOT is None:
-            pytest.skip("no cgroup v2 hierarchy is mounted")
-        self.path = os.path.join(ROOT, f"tsf-acct-{name}-{os.getpid()}-{time.monotonic_ns()}")
-        os.mkdir(self.path)
-        self.id = os.stat(self.path).st_ino
-        self.procs: list = []
-
-    def popen(self, argv, **kw) -> subprocess.Popen:
-        procs = os.path.join(self.path, "cgroup.procs")
-
-        def enter():
-            with open(procs, "w") as f:
-                f.write("0")
-        p = subprocess.Popen(argv, preexec_fn=enter, **kw)
-        self.procs.append(p)
-        return p
-
-    def usage_usec(self) -> int:
-        with open(os.path.join(self.path, "cpu.stat")) as f:
-            return int(f.readline().split()[1])
-
-    def empty(self) -> bool:
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            return not f.read().strip()
-
-    def wait_empty(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.empty():
-            assert time.monotonic() < deadline, "the test cgroup did not empty"
-            time.sleep(0.02)
-
-    def remove(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        with open(os.path.join(self.path, "cgroup.procs")) as f:
-            for pid in f.read().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                os.rmdir(self.path)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-
-@pytest.fixture
-def cgroup(request):
-    groups = []
-
-    def make(name: str = request.node.name[:40]) -> Group:
-        g = Group(name.replace("[", "-").replace("]", ""))
-        groups.append(g)
-        return g
-    yield make
-    for g in groups:
-        g.remove()
 
 
 def _ours(iv, group) -> np.ndarray:
     return iv.tasks[iv.tasks["cgroup_id"] == group.id]
-
-
-def _run_until_empty(acct, group, intervals):
-    """Intervals until the group has emptied, and one more so every exit is in."""
-    out = list(intervals)
-    while not group.empty():
-        out.append(acct.next())
-    out.append(acct.next())
-    return out
 
 
 def test_conservation_against_cgroup_cpu_stat(cgroup, tmp_path):
@@ -133,7 +37,7 @@ def test_conservation_against_cgroup_cpu_stat(cgroup, tmp_path):
         with tsf.Accounting(interval=1.0) as acct:
             assert group.usage_usec() == 0
             group.popen(["sh", "-c", WORKLOAD, "sh", str(log), "3"])
-            ivs = _run_until_empty(acct, group, [acct.next() for _ in range(3)])
+            ivs = run_until_empty(acct, group, [acct.next() for _ in range(3)])
         if sum(iv.lost for iv in ivs) == 0:
             break
     assert sum(iv.lost for iv in ivs) == 0, "exit messages lost in three runs"
@@ -183,7 +87,7 @@ for t in long: t.join()
 """
     with tsf.Accounting(interval=0.5) as acct:
         proc = group.popen([sys.executable, "-c", code, str(log)])
-        ivs = _run_until_empty(acct, group, [acct.next()])
+        ivs = run_until_empty(acct, group, [acct.next()])
         proc.wait()
     usage = group.usage_usec()
     rows = np.concatenate([_ours(iv, group) for iv in ivs])

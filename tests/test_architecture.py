@@ -1,7 +1,9 @@
 """The package's shape, checked from its source: layers import only downward, the module import
 graph has no cycle (function-level imports included, so none can hide one), no subpackage
 imports a name from the package's root facade, one module talks to the C extension, and no
-class or function outgrows what one reader can hold.
+class or function outgrows what one reader can hold.  The tests keep their own shape: no test
+module imports another (shared fixtures live in tests/conftest.py, shared helpers in modules named
+by what they hold).
 
 The layers, bottom first (``LAYERS``), are the design notes' diagram: a module may import its
 own layer's modules and any lower layer's, never a higher one's.
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from typing import Dict, List, Set, Tuple
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "taskstats_fast")
+TESTS = os.path.join(ROOT, "tests")
 
 #: Bottom first.  A module's layer is the first entry that is its name or a package prefix of it.
 LAYERS: Tuple[Tuple[str, ...], ...] = (
@@ -172,3 +176,40 @@ def test_no_class_or_function_outgrows_a_reader():
                 oversize.add((rel, node.name))
     assert oversize - OVERSIZE_ALLOWED == set(), "over the size limit"
     assert OVERSIZE_ALLOWED - oversize == set(), "split: remove it from OVERSIZE_ALLOWED"
+
+
+#: An import of a module pytest collects (``test_*.py``, ``bench_*.py``), anywhere in a file: in
+#: code, in a function, or in the source of a child process a test runs from a string.
+TEST_MODULE_IMPORT = re.compile(
+    r"^\s*(?:from\s+(?:tests\.|bench\.)?((?:test|bench)_\w+)\s+import\b"
+    r"|import\s+(?:tests\.|bench\.)?((?:test|bench)_\w+)\b)"
+    r"|import_module\(\s*[\"'](?:tests\.|bench\.)?((?:test|bench)_\w+)", re.MULTILINE)
+
+
+def test_no_test_module_imports_another():
+    """A test module importing another runs that module's import-time work and ties the two
+    together (moving a test breaks the other); what several share lives in conftest.py or a
+    helpers module."""
+    bad = []
+    for directory, _, names in os.walk(TESTS):
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            if not name.endswith(".py") or path == os.path.abspath(__file__):  # this file: the examples below
+                continue
+            text = open(path, encoding="utf-8").read()
+            for match in TEST_MODULE_IMPORT.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                target = next(g for g in match.groups() if g)
+                bad.append(f"{os.path.relpath(path, ROOT)}:{line} imports the test module {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_test_module_import_check_sees_every_form():
+    """The check above finds an import at the top, in a function and in a child's source."""
+    for text in ("from test_exporter import parse\n", "    from test_top import burst\n",
+                 "import test_codec\n", 'script = """\nfrom tests.test_journal import x\n"""\n',
+                 'm = importlib.import_module("test_codec")\n'):
+        assert TEST_MODULE_IMPORT.search(text), text
+    for text in ("from testing import x\n", "import wire\n", "from sample_records import batch\n",
+                 "# the test_top module\n"):
+        assert not TEST_MODULE_IMPORT.search(text), text

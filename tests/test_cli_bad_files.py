@@ -10,7 +10,7 @@ import sys
 
 from taskstats_fast import recording
 
-from test_read_records import exact_records
+from sample_records import exact_records
 
 CLI = [sys.executable, "-m", "taskstats_fast"]
 

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import unavailable
+from under_ci import unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRIB = os.path.join(ROOT, "contrib")

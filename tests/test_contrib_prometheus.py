@@ -20,10 +20,12 @@ import pytest
 
 pytest.importorskip("yaml")
 import yaml  # noqa: E402
-from conftest import unavailable  # noqa: E402
-from test_prometheus_server import _free_port, _prometheus_binary, _query  # noqa: E402
+from under_ci import unavailable  # noqa: E402
 
 from taskstats_fast.accounting import cgroupfs  # noqa: E402
+
+from exposition import readme_metric_table  # noqa: E402
+from prometheus_api import free_port, prometheus_binary, query  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "contrib", "prometheus", "taskstats-fast.rules.yml")
@@ -77,9 +79,8 @@ def test_promtool_unit_tests_every_alert():
 
 
 def test_the_dashboard_uses_only_metrics_serve_exposes():
-    from test_exporter import _readme_metric_table
     documented = set()
-    for name in _readme_metric_table():
+    for name in readme_metric_table():
         for grouping in ("cgroup", "command", "group"):
             documented.add(name.replace("GROUP", grouping))
     documented |= {d[:-len("_total")] for d in documented if d.endswith("_total")}
@@ -120,7 +121,7 @@ def _start_serve():
 
 
 def _start_prometheus(tmp_path, target):
-    port = _free_port()
+    port = free_port()
     shutil.copy(RULES, tmp_path / "rules.yml")
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
@@ -128,7 +129,7 @@ def _start_prometheus(tmp_path, target):
         "scrape_configs:\n  - job_name: taskstats\n    static_configs:\n"
         f"      - targets: ['{target}']\n")
     log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen([_prometheus_binary(), f"--config.file={tmp_path / 'prometheus.yml'}",
+    proc = subprocess.Popen([prometheus_binary(), f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
                              "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     return proc, log, f"http://127.0.0.1:{port}"
@@ -165,14 +166,14 @@ def test_every_dashboard_expression_and_recording_rule_returns_data_from_a_real_
             still = []
             for title, expr in missing:
                 try:
-                    if not _query(base, expr):
+                    if not query(base, expr):
                         still.append((title, expr))
                 except OSError:        # not listening yet
                     still.append((title, expr))
             missing = still
             time.sleep(1)
         assert not missing, f"no data for {len(missing)} of {len(expressions)} expressions: {missing}"
-        unit = _query(base, 'unit:taskstats_cpu_usage_seconds:rate5m{unit=~"docker-.*"}')
+        unit = query(base, 'unit:taskstats_cpu_usage_seconds:rate5m{unit=~"docker-.*"}')
         assert unit and float(unit[0]["value"][1]) > 0, unit     # the shell loop's CPU, by its unit
     finally:
         workload.kill()

@@ -22,8 +22,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from taskstats_fast import __version__  # noqa: E402
-from taskstats_fast.accounting.interval import (BORN, DELAY_CLASSES, EXITED, PSI_DTYPE,  # noqa: E402
-                                                Interval, Pressure)
+from taskstats_fast.accounting.interval import (BORN, DELAY_CLASSES, EXITED, Interval)
 from taskstats_fast.errors import ListenError  # noqa: E402
 from taskstats_fast.live.exporter import (OPENMETRICS_FORMAT, OTHER, TEXT_FORMAT, Grouping, ListenerCounters,  # noqa: E402
                                           PrometheusExporter, negotiate)
@@ -31,47 +30,11 @@ from taskstats_fast.live.cgroup_labels import LABEL_NAMES  # noqa: E402
 from taskstats_fast.live.server import MetricsServer, parse_listen  # noqa: E402
 from taskstats_fast.layout import DELAY_CLASS_BY_NAME  # noqa: E402
 
-CGROUPS = {100: "/", 101: "/system.slice", 102: "/user.slice/user-0.slice", 103: "/system.slice"}
-
-
-def parse(body: bytes, derived: bool = False):
-    """{sample name: {frozenset(labels): value}} and {family name: type}; the labels derived from
-    a cgroup path (unit, container_id, pod_uid) are left out unless ``derived``."""
-    samples: dict = defaultdict(dict)
-    types = {}
-    for fam in text_string_to_metric_families(body.decode()):
-        types[fam.name] = fam.type
-        for s in fam.samples:
-            key = frozenset((k, v) for k, v in s.labels.items() if derived or k not in LABEL_NAMES)
-            assert key not in samples[s.name], f"duplicate series {s.name}{s.labels}"
-            samples[s.name][key] = s.value
-    return samples, types
-
+from exposition import parse, readme_metric_table  # noqa: E402
+from random_intervals import CGROUPS, random_interval  # noqa: E402
 
 def scrape(exporter, accept=None):
     return parse(exporter.exposition(accept)[0])[0]
-
-
-def random_interval(rng, n=300, comms=("sh", "ls", "make", "cc1", "python3"), index=0, lost=0):
-    comm = rng.choice([c.encode() for c in comms], n)
-    state = rng.choice([0, BORN, EXITED, BORN | EXITED], n)
-    columns = {
-        "ac_pid": rng.integers(1, 1 << 22, n), "ac_comm": comm, "state": state,
-        "cgroup_id": rng.choice(list(CGROUPS) + [0, 999], n),
-        "ac_utime": rng.integers(0, 50_000, n), "ac_stime": rng.integers(0, 20_000, n),
-        "cpu_ns": rng.integers(0, 10**8, n),
-        "read_bytes": rng.integers(0, 1 << 20, n), "write_bytes": rng.integers(0, 1 << 20, n),
-    }
-    for c in DELAY_CLASSES:
-        columns[f"{c}_count"] = rng.integers(0, 100, n)
-        columns[f"{c}_delay_total"] = rng.integers(0, 10**8, n)
-    psi = Pressure(np.zeros(1, PSI_DTYPE)[0], np.zeros(len(CGROUPS), PSI_DTYPE), ("cpu", "io", "memory"))
-    psi.cgroups["cgroup_id"] = list(CGROUPS)
-    for field in PSI_DTYPE.names[1:]:
-        psi.system[field] = rng.integers(0, 10**6)
-        psi.cgroups[field] = rng.integers(0, 10**6, len(CGROUPS))
-    return Interval.from_arrays(index * 10**9, (index + 1) * 10**9, columns, cgroups=CGROUPS, psi=psi,
-                                lost=lost, delayacct=True, index=index)
 
 
 def expected_by(intervals, key):
@@ -509,22 +472,6 @@ def test_gauges_are_the_live_tasks_at_the_interval_end():
     assert samples["taskstats_command_processes"][frozenset({("command", "db")})] == 1
 
 
-def _readme_metric_table():
-    """{metric name with GROUP: (type, label names, has GROUP's labels)} from the README's table."""
-    import pathlib
-    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    section = text[text.index("## Prometheus exporter"):]
-    table = section[section.index("| metric | type | labels | what |"):]
-    rows = {}
-    for line in table.splitlines()[2:]:
-        if not line.startswith("|"):
-            break
-        name, typ, labels = (cell.strip() for cell in line.strip("|").split("|")[:3])
-        listed = {label.strip().strip("`") for label in labels.split(",") if label.strip()}
-        rows[name.strip("`")] = (typ, listed - {"GROUP"}, "GROUP" in listed)
-    return rows
-
-
 def test_the_readme_table_lists_every_metric_with_its_type_and_labels():
     exporter = PrometheusExporter(grouping=Grouping(lambda rows, paths: ["g"] * len(rows)),
                                   listener_counters=lambda: ListenerCounters(0, 0, 0))
@@ -532,7 +479,7 @@ def test_the_readme_table_lists_every_metric_with_its_type_and_labels():
     samples, types = parse(exporter.exposition()[0], derived=True)
     group_labels = {"cgroup": {"cgroup", *LABEL_NAMES}, "command": {"command"}, "group": {"groupname"}}
     expected = {}
-    for name, (typ, extra, grouped) in _readme_metric_table().items():
+    for name, (typ, extra, grouped) in readme_metric_table().items():
         for grouping in (group_labels if "GROUP" in name else
                          [g for g in group_labels if name.startswith(f"taskstats_{g}_")] or [None]):
             family = name.replace("GROUP", grouping or "")

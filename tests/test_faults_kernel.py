@@ -33,7 +33,7 @@ from taskstats_fast import layout
 from taskstats_fast.kernel import cpumask, lifetime, netlink
 from taskstats_fast._native import NOTE_DTYPE, PLAN, ffi, lib
 
-from test_listener_kernel import cpumask_request
+from raw_cpumask import cpumask_request
 
 WATCHDOG_S = 60
 CPU1_ONLINE = "/sys/devices/system/cpu/cpu1/online"

@@ -20,8 +20,8 @@ import taskstats_fast as tsf
 from taskstats_fast import recording
 from taskstats_fast.recording import FileSink
 
-from conftest import unavailable
-from test_recording import batch
+from under_ci import unavailable
+from sample_records import batch
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import UNDER_CI, unavailable
+from under_ci import UNDER_CI, unavailable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz"))
 import run_fuzz  # noqa: E402

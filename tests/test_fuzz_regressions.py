@@ -21,7 +21,7 @@ import taskstats_fast as tsf
 import reference
 from taskstats_fast._native import NOTE_ERROR, ffi
 
-from conftest import unavailable
+from under_ci import unavailable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "..", "csrc")

@@ -20,11 +20,12 @@ import urllib.request
 import numpy as np
 import pytest
 from certificates import make_certificates
-from test_exporter import random_interval
 
 from taskstats_fast.live import webconfig
 from taskstats_fast.live.exporter import PrometheusExporter
 from taskstats_fast.live.server import MAX_HEAD_BYTES, MetricsServer, parse_request, BadRequest
+
+from random_intervals import random_interval
 
 bcrypt = pytest.importorskip("bcrypt")
 
@@ -195,7 +196,7 @@ _RESETTER = r"""
 import sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from test_exporter import random_interval
+from random_intervals import random_interval
 from taskstats_fast.live import webconfig
 from taskstats_fast.live.exporter import PrometheusExporter
 from taskstats_fast.live.server import MetricsServer

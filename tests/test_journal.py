@@ -19,28 +19,15 @@ from taskstats_fast.recording import FileSink, interval_schema
 from taskstats_fast.recording import durable
 from taskstats_fast.recording.durable import OutputInUseError
 
-from test_recording import batch
+from sample_records import batch, interval_batch, interval_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def interval_batch(n, by="task", start=0):
-    rows = np.zeros(n, interval_schema(by).dtype)
-    rows["interval_start"] = 1_800_000_000_000_000_000 + start
-    rows["interval_end"] = rows["interval_start"] + 10**9
-    rows[_key(by)] = np.arange(start, start + n)
-    return rows
-
-
-def _key(kind):
-    return "ac_tgid" if kind == "process" else "ac_pid"
 
 
 _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {here!r})
-    from test_recording import batch
-    from test_journal import interval_batch
+    from sample_records import batch, interval_batch
     from taskstats_fast.recording import FileSink, interval_schema
     kind, fmt, path, batches = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     schema = interval_schema(kind) if kind != "exits" else None
@@ -87,7 +74,7 @@ def test_a_killed_recording_reads_in_place_and_is_recovered_once(tmp_path, fmt, 
     assert meta["records"] == flushed
     assert not [n for _, _, names in os.walk(root) for n in names if n.startswith(".")]
     again = recording.read_records(str(root))
-    key = _key(kind)
+    key = interval_key(kind)
     assert len(again) == flushed and len(np.unique(again[key])) == flushed   # exactly once
 
 

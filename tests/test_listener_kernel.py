@@ -9,7 +9,6 @@ accounts for strangers through the per-CPU sequence numbers.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import json
 import os
@@ -26,123 +25,16 @@ import pytest
 
 import taskstats_fast as tsf
 from taskstats_fast.kernel import cpumask, lifetime, listener as listener_mod, netlink, receive_buffer
-from taskstats_fast._native import NOTE_ACK, NOTE_ERROR, ffi, lib
 from taskstats_fast.errors import CpumaskError, NamespaceError, PermissionDeniedError
+
+from child_exits import EMPTY, clean_markers, collect, has_pids, pid_records, reap, spawn
+from raw_cpumask import cpumask_request
 
 pytestmark = pytest.mark.kernel
 
-_libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_NAME = 15
 CPUS = cpumask.online()
 PYTHON = sys.executable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMPTY = np.zeros(0, tsf.DTYPE)
-
-
-def set_comm(name: str) -> None:
-    _libc.prctl(PR_SET_NAME, name.encode(), 0, 0, 0)
-
-
-def spawn(code: int, name: str, *, threads: int = 0, cpu=None) -> int:
-    """A child that names itself ``name`` (its threads ``name.1``, ...) and exits with ``code``
-    once every thread is running (so exit_group ends them all)."""
-    pid = os.fork()
-    if pid:
-        return pid
-    try:
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-        set_comm(name)
-        if threads:
-            started = threading.Barrier(threads + 1)
-
-            def worker(i):
-                set_comm(f"{name}.{i}")
-                started.wait()
-                threading.Event().wait()
-
-            for i in range(1, threads + 1):
-                threading.Thread(target=worker, args=(i,), daemon=True).start()
-            started.wait()
-        os._exit(code)
-    except BaseException:
-        os._exit(255)
-
-
-def reap(pids):
-    for pid in pids:
-        os.waitpid(pid, 0)
-
-
-def collect(listener, done, timeout=5.0):
-    """Batches until ``done(records)`` or the timeout."""
-    parts = [EMPTY]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = listener.read(timeout=0.1)
-        if len(batch):
-            parts.append(batch)
-            if done(np.concatenate(parts)):
-                break
-    return np.concatenate(parts)
-
-
-def ours(recs):
-    """The PID records in ``recs`` of our children themselves.  The parent check matters (other
-    processes may reuse a pid while we listen), and so does the group-leader one: a child's
-    threads also carry our pid as their parent, and a later child may reuse an exited thread's id."""
-    return recs[(recs["kind"] == tsf.KIND_PID) & (recs["ac_ppid"] == os.getpid())
-                & (recs["ac_pid"] == recs["ac_tgid"])]
-
-
-def pid_records(recs, pids):
-    """The pids, sorted, of the PID records in ``recs`` that are our children among ``pids``."""
-    mine = ours(recs)["ac_pid"]
-    want = set(pids)
-    return sorted(p for p in mine.tolist() if p in want)
-
-
-def has_pids(pids):
-    """Whether records hold a PID record of each of our children ``pids``."""
-    want = set(pids)
-    return lambda recs: want <= set(pid_records(recs, want))
-
-
-def drops_by_cpu(listener):
-    """Each CPU's socket drop counter, read from the kernel now (one socket per CPU)."""
-    return {s.cpus[0]: s.dropped for s in listener.stats.shards}
-
-
-def clean_markers(listener, cpus, name, *, tries=20, timeout=5.0):
-    """One marker child exits on each CPU of ``cpus``, to mark a point in that CPU's sequence.
-
-    Returns ``({cpu: (seq, drops, pids)}, records read)``: the marker's seq, the CPU socket's drop
-    counter at the moment of the marker's message, and every marker pid spawned on that CPU (the
-    one that counted last).  The drop counter is read before and after each marker: if other
-    processes' exits overflowed the socket in between, nobody can tell whether those drops came
-    before or after the marker's message (nor whether the marker itself was dropped), so the
-    marker exits again until one has a bracket without drops, where the counter is exact."""
-    found, spawned, parts = {}, {cpu: [] for cpu in cpus}, [EMPTY]
-    for _ in range(tries):
-        todo = [cpu for cpu in cpus if cpu not in found]
-        if not todo:
-            break
-        pre = drops_by_cpu(listener)
-        pids = {spawn(0, name, cpu=cpu): cpu for cpu in todo}
-        for pid, cpu in pids.items():
-            spawned[cpu].append(pid)
-        reap(pids)
-        done = has_pids(pids)
-        got = collect(listener, lambda r, pre=pre, done=done: done(r) or drops_by_cpu(listener) != pre,
-                      timeout=timeout)
-        post = drops_by_cpu(listener)
-        parts.append(got)
-        for rec in ours(got):
-            cpu = pids.get(int(rec["ac_pid"]))
-            if cpu is not None and pre[cpu] == post[cpu] and int(rec["shard"]) == cpu:
-                found[cpu] = (int(rec["seq"]), post[cpu], spawned[cpu])
-    assert len(found) == len(cpus), f"no marker without drops around it on CPUs {set(cpus) - set(found)}"
-    return found, np.concatenate(parts)
 
 
 def pinned(cpu):
@@ -341,34 +233,6 @@ def _stray_traffic(ports):
         for s in socks:
             cpumask_request(s, cpumask.format(cpumask.possible()), register=False)
             s.close()
-
-
-def cpumask_request(sock, mask, *, register):
-    """(De)register a plain socket for ``mask`` and wait for the ACK, skipping exit messages.
-    ENOBUFS means the socket overflowed (other processes flood it with exits), and the ACK may be
-    among what the kernel dropped: ask again ((de)registering twice is harmless)."""
-    family = netlink.resolve_family().id
-    raw = mask.encode()
-    buf = bytearray(128)
-    sock.setblocking(True)
-    sock.settimeout(5)
-    for _ in range(20):
-        seq = netlink.next_seq()
-        n = lib.tsf_build_cpumask(ffi.from_buffer(buf), len(buf), family, seq, 1 if register else 0,
-                                  raw, len(raw))
-        sock.send(bytes(buf[:n]))
-        while True:
-            try:
-                data = sock.recv(65536)
-            except OSError as e:
-                if e.errno == errno.ENOBUFS:
-                    break                      # the ACK may be lost: send again
-                raise
-            for note in tsf.parse(data).notes:
-                if int(note["seq"]) == seq and int(note["kind"]) in (NOTE_ACK, NOTE_ERROR):
-                    assert int(note["kind"]) == NOTE_ACK, f"kernel refused: errno {int(note['code'])}"
-                    return
-    raise AssertionError("no ACK: the socket overflowed every time")
 
 
 def test_stale_port_check_detects_a_listener_closed_without_deregistering():

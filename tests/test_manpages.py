@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from conftest import unavailable
+from under_ci import unavailable
 from taskstats_fast.cli import SUBCOMMANDS, build_parser, completion, manpage
 from taskstats_fast.cli.parsers import describe, walk
 

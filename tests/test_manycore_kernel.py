@@ -17,7 +17,7 @@ import pytest
 import taskstats_fast as tsf
 from taskstats_fast.kernel import cpumask, netlink
 
-from test_listener_kernel import clean_markers, collect, has_pids, reap, spawn
+from child_exits import clean_markers, collect, has_pids, reap, spawn
 
 pytestmark = pytest.mark.kernel
 

@@ -37,7 +37,7 @@ import zipfile
 
 import pytest
 
-from conftest import kernel_unavailable_reason, unavailable
+from under_ci import kernel_unavailable_reason, unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "csrc"))

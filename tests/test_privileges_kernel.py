@@ -29,79 +29,22 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from conftest import unavailable
 from taskstats_fast import DTYPE
 from taskstats_fast.errors import UnknownUserError
 from taskstats_fast.recording import system_metadata
 from taskstats_fast.kernel import privileges
 
+from as_nobody import (GROUP, USER, nobody_env, nobody_identity, remove_package_copy,
+                       status_fields)
+from under_ci import unavailable
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(privileges.__file__)))
-_COPY = {}
-
-
-def package_parent():
-    """A copy of the package under test (built extension included) where every user can read
-    it: a checkout under /root, or a CI workspace, may not be."""
-    if "path" not in _COPY:
-        parent = tempfile.mkdtemp(prefix="tsf-package-", dir="/tmp")
-        os.chmod(parent, 0o755)
-        shutil.copytree(PACKAGE, os.path.join(parent, "taskstats_fast"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        _COPY["path"] = parent
-    return _COPY["path"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _remove_the_package_copy():
     yield
-    if "path" in _COPY:
-        shutil.rmtree(_COPY.pop("path"), ignore_errors=True)
-USER, GROUP = "nobody", "nogroup"
-
-
-def _nobody():
-    try:
-        pwd.getpwnam(USER)
-        grp.getgrnam(GROUP)
-    except KeyError:
-        unavailable(f"this machine has no user {USER!r} and group {GROUP!r} to switch to")
-    return privileges.resolve_identity(USER, GROUP)
-
-
-@pytest.fixture(scope="module")
-def python_for_nobody(tmp_path_factory):
-    """An interpreter with numpy and cffi whose files `nobody` can read (the package comes from
-    PYTHONPATH: a readable copy)."""
-    nobody = _nobody()
-    if privileges.unreadable_for(nobody, [package_parent()]):
-        unavailable(f"user {USER} cannot read {package_parent()}, a copy of the package under test")
-    probe = ("import sysconfig, numpy, cffi; print(sysconfig.get_paths()['stdlib']); "
-             "print(sysconfig.get_paths()['purelib']); print(sysconfig.get_paths()['platlib'])")
-
-    def readable(python):
-        run = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=_env())
-        return run.returncode == 0 and privileges.unreadable_for(nobody, run.stdout.split()) is None
-
-    if readable(sys.executable):
-        yield sys.executable
-        return
-    base = "/usr/bin/python3"
-    if not os.path.exists(base) or privileges.unreadable_for(nobody, [base]):
-        unavailable(f"neither {sys.executable} nor {base} is readable by {USER}")
-    parent = tempfile.mkdtemp(prefix="tsf-venv-", dir="/tmp")
-    os.chmod(parent, 0o755)
-    env = os.path.join(parent, "env")
-    try:
-        subprocess.run([base, "-m", "venv", "--without-pip", env], check=True)
-        python = os.path.join(env, "bin", "python")
-        run = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "numpy", "cffi"],
-                             capture_output=True, text=True, env=_env())
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert readable(python)
-        yield python
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
+    remove_package_copy()
 
 
 @pytest.fixture
@@ -109,16 +52,10 @@ def nobody_dir():
     """A directory `nobody` may write in (pytest's tmp_path is under a 0700 directory)."""
     path = tempfile.mkdtemp(prefix="tsf-nobody-", dir="/tmp")
     os.chmod(path, 0o755)
-    nobody = _nobody()
+    nobody = nobody_identity()
     os.chown(path, nobody.uid, nobody.gid)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = package_parent()
-    return env
 
 
 # ---- without the kernel -------------------------------------------------------------------
@@ -131,7 +68,7 @@ def test_an_unknown_user_or_group_is_named():
 
 
 def test_a_user_resolves_to_its_ids_and_groups():
-    nobody = _nobody()
+    nobody = nobody_identity()
     entry = pwd.getpwnam(USER)
     assert (nobody.user, nobody.uid, nobody.gid) == (USER, entry.pw_uid, grp.getgrnam(GROUP).gr_gid)
     assert nobody.gid in nobody.groups
@@ -154,7 +91,7 @@ def open_dir():
 
 
 def test_a_directory_the_user_cannot_search_is_found(open_dir):
-    nobody = _nobody()
+    nobody = nobody_identity()
     closed = os.path.join(open_dir, "closed")
     os.makedirs(os.path.join(closed, "inside"))
     os.chmod(closed, 0o700)
@@ -167,7 +104,7 @@ def test_switching_refuses_when_the_user_could_not_import_afterwards(open_dir):
     """The check that keeps a service from dying at its first import after the switch."""
     if os.geteuid() != 0:
         unavailable("needs root to try a switch")
-    _nobody()
+    nobody_identity()
     closed = os.path.join(open_dir, "python")
     os.mkdir(closed, 0o700)
     script = ("import os, sys; from taskstats_fast.kernel import privileges\n"
@@ -177,7 +114,7 @@ def test_switching_refuses_when_the_user_could_not_import_afterwards(open_dir):
               "except privileges.PrivilegeDropError as e:\n"
               "    print(e); sys.exit(0 if os.getuid() == 0 else 1)\n"
               "sys.exit(2)\n")
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env())
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=nobody_env())
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"user 'nobody' could not read {closed}, where this Python imports from" in run.stdout
 
@@ -219,13 +156,9 @@ print(json.dumps({"status": status, "missing": sorted(pids - seen), "query": que
 """
 
 
-def _status_fields(text):
-    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
-
-
 def _run_library(python, directory, *keep):
     run = subprocess.run([python, "-c", _LIBRARY_SCRIPT, directory, *keep], capture_output=True, text=True,
-                         env=_env(), timeout=60)
+                         env=nobody_env(), timeout=60)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert out["close_warnings"] == []
@@ -235,8 +168,8 @@ def _run_library(python, directory, *keep):
 @pytest.mark.kernel
 def test_after_the_switch_records_keep_arriving_as_nobody_with_no_capabilities(python_for_nobody, nobody_dir):
     out = _run_library(python_for_nobody, nobody_dir)
-    status = _status_fields(out["status"])
-    nobody = _nobody()
+    status = status_fields(out["status"])
+    nobody = nobody_identity()
     assert status["Uid"].split() == [str(nobody.uid)] * 4
     assert status["Gid"].split() == [str(nobody.gid)] * 4
     for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
@@ -251,8 +184,8 @@ def test_after_the_switch_records_keep_arriving_as_nobody_with_no_capabilities(p
 @pytest.mark.kernel
 def test_keeping_cap_net_admin_keeps_queries_working(python_for_nobody, nobody_dir):
     out = _run_library(python_for_nobody, nobody_dir, "CAP_NET_ADMIN")
-    status = _status_fields(out["status"])
-    assert status["Uid"].split()[1] == str(_nobody().uid)
+    status = status_fields(out["status"])
+    assert status["Uid"].split()[1] == str(nobody_identity().uid)
     for caps in ("CapPrm", "CapEff", "CapBnd"):
         assert int(status[caps], 16) == 1 << 12, caps
     assert int(status["CapAmb"], 16) == 0 and int(status["CapInh"], 16) == 0
@@ -265,15 +198,15 @@ def test_switching_with_other_threads_running_is_refused():
               "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
               "try:\n    privileges.drop_privileges('nobody', 'nogroup')\n"
               "except privileges.PrivilegeDropError as e:\n    print(e)\n")
-    _nobody()
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env())
+    nobody_identity()
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=nobody_env())
     assert "before starting threads" in run.stdout, run.stdout + run.stderr
 
 
 @pytest.mark.kernel
 def test_record_with_user_writes_as_that_user_and_holds_no_capabilities(python_for_nobody, nobody_dir):
     dataset = os.path.join(nobody_dir, "exits")
-    nobody = _nobody()
+    nobody = nobody_identity()
     # a complete file 40 days old, which --keep-days 30 deletes (as the user) after a rotation
     host = f"host={urllib.parse.quote(system_metadata()['hostname'], safe='')}"
     old = os.path.join(dataset, host, "date=2020-01-01", "part-old.npy")
@@ -285,13 +218,13 @@ def test_record_with_user_writes_as_that_user_and_holds_no_capabilities(python_f
     proc = subprocess.Popen([python_for_nobody, "-m", "taskstats_fast", "record", "--user", USER, "--group", GROUP,
                              "-o", dataset, "--format", "npy", "--rotate-seconds", "1", "--no-status",
                              "--keep-days", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=nobody_env())
     try:
         status = {}
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:   # wait for the switch, seen from outside
             with open(f"/proc/{proc.pid}/status") as f:
-                status = _status_fields(f.read())
+                status = status_fields(f.read())
             if status["Uid"].split()[0] != "0":
                 break
             time.sleep(0.05)
@@ -320,7 +253,7 @@ def test_record_with_user_writes_as_that_user_and_holds_no_capabilities(python_f
 
 def test_group_without_user_is_a_usage_error():
     run = subprocess.run([sys.executable, "-m", "taskstats_fast", "record", "--group", GROUP, "--seconds", "1",
-                          "-o", "/nonexistent/x"], capture_output=True, text=True, env=_env())
+                          "-o", "/nonexistent/x"], capture_output=True, text=True, env=nobody_env())
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == "taskstats-fast: --group needs --user"
 
@@ -329,7 +262,8 @@ def test_an_unknown_user_is_one_line_before_anything_is_written(tmp_path):
     if os.geteuid() != 0:
         unavailable("needs root: the listener opens before the switch")
     run = subprocess.run([sys.executable, "-m", "taskstats_fast", "record", "--user", "tsf-no-such-user",
-                          "--seconds", "1", "-o", str(tmp_path / "x")], capture_output=True, text=True, env=_env())
+                          "--seconds", "1", "-o", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=nobody_env())
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == ["taskstats-fast: --user/--group: no such user: 'tsf-no-such-user' "
                                                "(give a name from /etc/passwd or a numeric uid)"]
@@ -341,7 +275,7 @@ def test_switching_needs_root(python_for_nobody):
     script = ("import os\nfrom taskstats_fast.kernel import privileges\nos.setresuid(65534, 65534, 65534)\n"
               "try:\n    privileges.drop_privileges('nobody', 'nogroup')\n"
               "except privileges.PrivilegeDropError as e:\n    print(e)\n")
-    run = subprocess.run([python_for_nobody, "-c", script], capture_output=True, text=True, env=_env())
+    run = subprocess.run([python_for_nobody, "-c", script], capture_output=True, text=True, env=nobody_env())
     assert "switching to user 'nobody' needs root (running as uid 65534)" in run.stdout, run.stdout + run.stderr
 
 
@@ -352,7 +286,7 @@ def test_record_with_user_into_a_directory_the_user_cannot_write_is_one_line(pyt
     dataset = os.path.join(open_dir, "exits")          # open_dir: root's, mode 0755
     run = subprocess.run([python_for_nobody, "-m", "taskstats_fast", "record", "--user", USER, "--group", GROUP,
                           "-o", dataset, "--format", "npy", "--seconds", "5", "--no-status"],
-                         capture_output=True, text=True, env=_env(), timeout=60)
+                         capture_output=True, text=True, env=nobody_env(), timeout=60)
     assert run.returncode == 1, run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("taskstats-fast: ") and open_dir in last and "Traceback" not in run.stderr

@@ -9,57 +9,29 @@ Under CI the binary must be there (``make test`` installs it); elsewhere a missi
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
 pytest.importorskip("prometheus_client")
-from conftest import UNDER_CI  # noqa: E402
 
 from taskstats_fast.accounting.interval import BORN, EXITED, Interval  # noqa: E402
 from taskstats_fast.live.exporter import PrometheusExporter  # noqa: E402
 from taskstats_fast.live.server import MetricsServer  # noqa: E402
 
-
-def _prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        message = "the prometheus binary is not installed (apt-get install prometheus; make test does)"
-        if UNDER_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _query(base: str, expr: str):
-    url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        answer = json.load(reply)
-    assert answer["status"] == "success", answer
-    return answer["data"]["result"]
+from prometheus_api import free_port, prometheus_binary, query  # noqa: E402
 
 
 def test_prometheus_scrapes_the_exporter(tmp_path):
-    binary = _prometheus_binary()
+    binary = prometheus_binary()
     exporter = PrometheusExporter()
     exporter.write(Interval.from_arrays(0, 10**9, {
         "ac_comm": [b"promtest", b"promtest", b"other-cmd"], "state": [EXITED, BORN | EXITED, 0],
         "cpu_ns": [1_500_000_000, 500_000_000, 1], "cgroup_id": [5, 5, 6]}, cgroups={5: "/prom.slice", 6: "/"}))
     with MetricsServer(exporter, "127.0.0.1", 0) as server:
-        port = _free_port()
+        port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
@@ -76,7 +48,7 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
             while time.monotonic() < deadline:
                 assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
                 try:
-                    result = _query(base, 'taskstats_command_task_exits_total{command="promtest"}')
+                    result = query(base, 'taskstats_command_task_exits_total{command="promtest"}')
                 except OSError:    # not listening yet
                     result = []
                 if result:
@@ -85,9 +57,9 @@ def test_prometheus_scrapes_the_exporter(tmp_path):
             assert result, "Prometheus never stored the counter: " + (tmp_path / "prometheus.log").read_text()[-2000:]
             assert float(result[0]["value"][1]) == 2
             assert result[0]["metric"]["job"] == "taskstats"
-            cpu = _query(base, 'sum(taskstats_cgroup_cpu_usage_seconds_total{cgroup="/prom.slice"})')
+            cpu = query(base, 'sum(taskstats_cgroup_cpu_usage_seconds_total{cgroup="/prom.slice"})')
             assert float(cpu[0]["value"][1]) == pytest.approx(2.0)
-            health = _query(base, 'up{job="taskstats"}')
+            health = query(base, 'up{job="taskstats"}')
             assert float(health[0]["value"][1]) == 1
         finally:
             proc.terminate()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from certificates import make_certificates
-from test_prometheus_server import _free_port, _prometheus_binary, _query
+from prometheus_api import free_port, prometheus_binary, query
 
 bcrypt = pytest.importorskip("bcrypt")
 pytest.importorskip("yaml")
@@ -22,7 +22,7 @@ def _wait_for(base, expr, proc, log, seconds=90):
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-2000:]
         try:
-            result = _query(base, expr)
+            result = query(base, expr)
         except OSError:    # not listening yet
             result = []
         if result:
@@ -43,7 +43,7 @@ def _stop(proc, timeout=20):
 
 @pytest.mark.kernel
 def test_prometheus_scrapes_serve_over_tls_with_basic_auth(tmp_path):
-    binary = _prometheus_binary()
+    binary = prometheus_binary()
     certs = make_certificates(tmp_path / "certs")
     hashed = bcrypt.hashpw(b"scrape-secret", bcrypt.gensalt(10)).decode()
     web = tmp_path / "web.yml"
@@ -64,7 +64,7 @@ def test_prometheus_scrapes_serve_over_tls_with_basic_auth(tmp_path):
         config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
                           + job.format(name="taskstats", ca=certs["ca.pem"], password="scrape-secret", target=target)
                           + job.format(name="intruder", ca=certs["ca.pem"], password="guess", target=target))
-        port = _free_port()
+        port = free_port()
         log = tmp_path / "prometheus.log"
         with open(log, "wb") as out:
             prometheus = subprocess.Popen([binary, f"--config.file={config}",
@@ -76,9 +76,9 @@ def test_prometheus_scrapes_serve_over_tls_with_basic_auth(tmp_path):
         assert float(intervals[0]["value"][1]) > 0
         up = _wait_for(base, "up", prometheus, log)
         _wait_for(base, 'up{job="intruder"}', prometheus, log)
-        up = {r["metric"]["job"]: float(r["value"][1]) for r in _query(base, "up")}
+        up = {r["metric"]["job"]: float(r["value"][1]) for r in query(base, "up")}
         assert up == {"taskstats": 1.0, "intruder": 0.0}, up
-        samples = _query(base, 'count({job="taskstats", __name__=~"taskstats_.+"})')
+        samples = query(base, 'count({job="taskstats", __name__=~"taskstats_.+"})')
         assert float(samples[0]["value"][1]) > 10
     finally:
         if prometheus is not None:

@@ -24,39 +24,10 @@ from taskstats_fast import layout, recording
 from taskstats_fast import schema as columns
 from taskstats_fast.recording import FORMAT, FORMATS
 
-from wire import aggr, sample_values, stats, taskstats_msg
+from sample_records import exact_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "data", "recordings-0.1.0")
-BTIME = 1_795_706_314
-
-
-def exact_records():
-    """One record of every struct version 4..17 with distinct non-zero values in every field it
-    carries (as the kernel would fill them: ac_btime is ac_btime64 clamped to 32 bits, a
-    timespec's nanoseconds are below 1e9), a TGID record, a newer-than-known version, a u64
-    counter above 2**63, a UTF-8 command name, and receive times with nanoseconds."""
-    msgs = []
-    for i, version in enumerate(range(layout.MIN_VERSION, layout.MAX_VERSION + 1)):
-        values = sample_values(version, seed=i + 1)
-        values["ac_comm"] = f"t{version}-ünï".encode()
-        if "ac_btime" in values:
-            values["ac_btime"] = BTIME + i
-        if "ac_btime64" in values:
-            values["ac_btime64"] = BTIME + i
-        for name in list(values):
-            if name.endswith("_delay_max_ts_sec"):
-                values[name] = BTIME + 100 + i
-            elif name.endswith("_delay_max_ts_nsec"):
-                values[name] = 123_456_789 - i
-        msgs.append(taskstats_msg(aggr(1 + i % 2, 100 + i, stats(version, values)), seq=i))
-    msgs.append(taskstats_msg(aggr(1, 999, stats(21, {"ac_utime": (1 << 64) - 5,
-                                                      "ac_btime": BTIME, "ac_btime64": BTIME},
-                                                 layout_version=17)), seq=77))
-    records = tsf.decode(b"".join(msgs)).copy()
-    records["time_ns"] = 1_795_706_400_123_456_789 + np.arange(len(records)) * 1_001
-    records["shard"] = np.arange(len(records))
-    return records
 
 
 def same(a, b):

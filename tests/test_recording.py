@@ -15,17 +15,7 @@ import pytest
 import taskstats_fast as tsf
 from taskstats_fast import recording
 
-from wire import aggr, stats, taskstats_msg
-
-
-def batch(n, *, start=0, comm=b"job", version=16, time_ns=1_800_000_000_000_000_000):
-    """``n`` PID records with pids start..start+n-1, distinct utimes, received at ``time_ns``+i."""
-    msgs = b"".join(taskstats_msg(aggr(1, start + i, stats(version, {
-        "ac_pid": start + i, "ac_comm": comm, "ac_utime": 10 * (start + i),
-        "ac_exitcode": (start + i) % 256 << 8})), seq=start + i) for i in range(n))
-    recs = tsf.decode(msgs).copy()
-    recs["time_ns"] = time_ns + np.arange(n)
-    return recs
+from sample_records import batch
 
 
 def data_files(root):

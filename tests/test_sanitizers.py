@@ -1,8 +1,8 @@
 """The C codec under AddressSanitizer and UBSan.
 
 tests/c/parse_harness.c is built together with csrc/ using -fsanitize=address,undefined and
-run over every malformed case of test_codec, every real capture, every truncation of each
-capture and seeded random corruptions.  Any out-of-bounds read, misaligned access or undefined
+run over every malformed case of tests/malformed_messages.py, every real capture, every
+truncation of each capture and seeded random corruptions.  Any out-of-bounds read, misaligned access or undefined
 arithmetic aborts the harness and fails the test.
 """
 
@@ -14,9 +14,7 @@ import random
 import struct
 import subprocess
 
-
-
-import test_codec
+import malformed_messages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(HERE, "..", "csrc")
@@ -34,11 +32,11 @@ def _messages(data):
 
 
 def corpus():
-    cases = {f"malformed_{k}": test_codec.GOOD + v[0] + test_codec.GOOD2
-             for k, v in test_codec.MALFORMED.items()}
+    cases = {f"malformed_{k}": malformed_messages.GOOD + v[0] + malformed_messages.GOOD2
+             for k, v in malformed_messages.MALFORMED.items()}
     # alone, so the fault sits at the very end of the heap buffer
-    cases.update({f"malformed_alone_{k}": v[0] for k, v in test_codec.MALFORMED.items()})
-    cases.update({f"framing_{k}": test_codec.GOOD + v[0] for k, v in test_codec.FRAMING.items()})
+    cases.update({f"malformed_alone_{k}": v[0] for k, v in malformed_messages.MALFORMED.items()})
+    cases.update({f"framing_{k}": malformed_messages.GOOD + v[0] for k, v in malformed_messages.FRAMING.items()})
     rng = random.Random(20261126)
     for path in CAPTURES:
         data = open(path, "rb").read()

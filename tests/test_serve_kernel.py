@@ -21,8 +21,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-from test_accounting_kernel import WORKLOAD, _run_until_empty, cgroup  # noqa: F401 (a fixture, used by name)
-from test_privileges_kernel import GROUP, USER, _env, _nobody, _status_fields, python_for_nobody  # noqa: F401
 
 import taskstats_fast as tsf
 from taskstats_fast.accounting import cgroupfs
@@ -31,6 +29,9 @@ from taskstats_fast.live.cgroup_labels import LABEL_NAMES
 from taskstats_fast.live.exporter import PrometheusExporter
 from taskstats_fast.live.server import MetricsServer
 from taskstats_fast.live.service import MetricsService
+
+from as_nobody import GROUP, USER, nobody_env, nobody_identity, status_fields
+from cgroup_workload import WORKLOAD, run_until_empty
 
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
@@ -159,7 +160,7 @@ def test_a_bad_listen_address_is_a_usage_error():
 
 
 @pytest.mark.kernel
-def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  # noqa: F811 (the fixture)
+def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):
     """A test cgroup runs a burner and a churn of short children: the cgroup's counters, as a
     scrape shows them, are the sums of Accounting's rows for that cgroup, and the CPU is the
     cgroup's own cpu.stat within accounting's tolerance."""
@@ -168,7 +169,7 @@ def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  
     exporter = PrometheusExporter()
     with tsf.Accounting(interval=1.0) as acct, MetricsServer(exporter, "127.0.0.1", 0) as server:
         group.popen(["sh", "-c", WORKLOAD, "sh", str(log), "3"])
-        intervals = _run_until_empty(acct, group, [acct.next() for _ in range(3)])
+        intervals = run_until_empty(acct, group, [acct.next() for _ in range(3)])
         for iv in intervals:
             exporter.write(iv)
         samples = _samples(server.url)
@@ -192,16 +193,16 @@ def test_a_known_workload_counts_what_accounting_attributes(cgroup, tmp_path):  
 
 
 @pytest.mark.kernel
-def test_serve_as_nobody_keeps_only_cap_net_admin_and_keeps_counting(python_for_nobody):  # noqa: F811
+def test_serve_as_nobody_keeps_only_cap_net_admin_and_keeps_counting(python_for_nobody):
     proc = subprocess.Popen([python_for_nobody, "-m", "taskstats_fast", "serve", "--listen", "127.0.0.1:0",
                              "--interval", "0.5", "--user", USER, "--group", GROUP],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=nobody_env())
     try:
         line = proc.stderr.readline()
         url = line[line.index("http://"):line.index("/metrics")] + "/metrics"
         assert "running as user nobody" in proc.stderr.readline()
         with open(f"/proc/{proc.pid}/status") as f:
-            status = _status_fields(f.read())
+            status = status_fields(f.read())
         deadline = time.monotonic() + 30
         while _intervals(_samples(url)) < 3:     # looks after the switch: the queries still work
             assert proc.poll() is None and time.monotonic() < deadline
@@ -210,7 +211,7 @@ def test_serve_as_nobody_keeps_only_cap_net_admin_and_keeps_counting(python_for_
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    nobody = _nobody()
+    nobody = nobody_identity()
     assert status["Uid"].split() == [str(nobody.uid)] * 4
     for caps in ("CapPrm", "CapEff", "CapBnd"):
         assert int(status[caps], 16) == 1 << 12, caps    # CAP_NET_ADMIN alone

@@ -18,7 +18,7 @@ import taskstats_fast as tsf
 from taskstats_fast import recording
 from taskstats_fast.recording import FileSink, SinkStats, record
 
-from test_recording import batch
+from sample_records import batch
 
 
 class FakeListener:

@@ -22,7 +22,7 @@ import sys
 
 import pytest
 
-from conftest import unavailable
+from under_ci import unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "csrc")

@@ -12,33 +12,11 @@ import numpy as np
 import pytest
 
 from taskstats_fast import layout
-from taskstats_fast.accounting.interval import BORN, EXITED, PSI_DTYPE, Interval, Pressure
+from taskstats_fast.accounting.interval import BORN, EXITED, PSI_DTYPE, Pressure
 from taskstats_fast.live import top
 from taskstats_fast.recording import Sink
 from terminal import Terminal
-
-SECOND = 1_000_000_000
-START = 1_700_000_000 * SECOND
-CGROUPS = {1: "/", 5: "/system.slice/ssh.service", 9: "/user.slice/session-1.scope"}
-
-
-def interval(rows, *, seconds=1.0, **kw):
-    """An Interval from a list of row dicts (missing fields are zero)."""
-    names = sorted({k for r in rows for k in r})
-    columns = {k: [r.get(k, 0) for r in rows] for k in names}
-    kw.setdefault("cgroups", CGROUPS)
-    return Interval.from_arrays(START, START + int(seconds * SECOND), columns, n=len(rows), **kw)
-
-
-def task(pid, tgid=None, comm=b"sh", **fields):
-    return {"ac_pid": pid, "ac_tgid": tgid or pid, "ac_comm": comm, **fields}
-
-
-def burst(first_pid, count, comm=b"burstcmd", cgroup=9):
-    """``count`` short-lived commands, each born and exited inside the interval."""
-    return [task(first_pid + i, comm=comm, cpu_ns=4_000_000, state=BORN | EXITED, cgroup_id=cgroup)
-            for i in range(count)]
-
+from top_intervals import CGROUPS, burst, interval, task
 
 def col(name):
     return top.COLUMN_KEYS.index(name)
@@ -407,7 +385,7 @@ def test_the_sink_prints_each_interval_in_batch_mode_and_keeps_the_latest():
 SCREEN_PROGRAM = """
 import sys, threading, time
 sys.path.insert(0, {tests!r})
-from test_top import burst, interval, task
+from top_intervals import burst, interval, task
 from taskstats_fast.live import screen, top
 sink, stop = top.TopSink(), threading.Event()
 def feed():

@@ -5,7 +5,7 @@
 Builds the target with clang -fsanitize=fuzzer,address,undefined against csrc/tsf_codec.c, with
 the real copy plan embedded (bytes of taskstats_fast._native.PLAN written into a generated
 header), seeds a corpus under the work directory (default /tmp/tsf_fuzz) with every real capture,
-each of its datagrams alone, and the synthetic messages of tests/test_codec.py and tests/wire.py
+each of its datagrams alone, and the synthetic messages of tests/malformed_messages.py and tests/wire.py
 (every struct version 4-17, version 0 TGID, newer versions), then runs N fuzzer processes
 sharing that corpus for SECONDS and prints executions, coverage (cov/ft) and any crash.  Exits 1
 when a process crashed (the input is kept as DIR/artifacts/crash-*; keep it as a regression case
@@ -38,7 +38,7 @@ DEFAULT_WORKDIR = "/tmp/tsf_fuzz"
 MAX_LEN = 8192  # room for a dozen exit datagrams in one input
 
 if TESTS not in sys.path:
-    sys.path.insert(0, TESTS)  # wire.py and test_codec.py live there
+    sys.path.insert(0, TESTS)  # wire.py and malformed_messages.py live there
 
 
 def find_clang() -> Optional[str]:
@@ -121,17 +121,17 @@ def capture_seeds() -> Dict[str, bytes]:
 
 def synthetic_seeds() -> Dict[str, bytes]:
     """Every message shape the codec tests build, and every struct version."""
-    import test_codec
+    import malformed_messages
     import wire
     from taskstats_fast import layout
     from wire import aggr, error_msg, done_msg, nla, nlmsg, genl, stats, taskstats_msg, u32
 
     out: Dict[str, bytes] = {}
-    for k, (bad, _, _) in test_codec.MALFORMED.items():
-        out[f"malformed_{k}"] = test_codec.GOOD + bad + test_codec.GOOD2
+    for k, (bad, _, _) in malformed_messages.MALFORMED.items():
+        out[f"malformed_{k}"] = malformed_messages.GOOD + bad + malformed_messages.GOOD2
         out[f"malformed_alone_{k}"] = bad
-    for k, (bad, _) in test_codec.FRAMING.items():
-        out[f"framing_{k}"] = test_codec.GOOD + bad
+    for k, (bad, _) in malformed_messages.FRAMING.items():
+        out[f"framing_{k}"] = malformed_messages.GOOD + bad
     for v in range(layout.MIN_VERSION, layout.MAX_VERSION + 1):
         values = wire.sample_values(v, seed=v)
         out[f"v{v}_pid"] = taskstats_msg(aggr(1, 4242, stats(v, values)), seq=v)
