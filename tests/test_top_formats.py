@@ -13,7 +13,8 @@ import pytest
 from taskstats_fast import schema
 from taskstats_fast.accounting.interval import BORN
 from taskstats_fast.live import top, top_formats
-from test_top import CGROUPS, START, burst, interval, task
+
+from top_intervals import CGROUPS, START, burst, interval, task
 
 
 def _rows():
