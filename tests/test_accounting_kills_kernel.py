@@ -6,6 +6,12 @@ a second time in about 7% of cases (its exit record arrived before the look's re
 Here a farm process forks sleepers that each burn a known stretch of CPU first; the test kills
 them at planned offsets around the looks (which it schedules itself with ``next(deadline=)``)
 and the farm reaps them, reporting each one's ``ru_utime + ru_stime`` from ``wait4``.
+
+It also guards the reconciliation's split (accounting/reconcile.py): a sleeper's exit record
+carries about none of the CPU its death cost (its clock last moved when it went to sleep), so
+what its cgroup's cpu.stat says the exits used must go back to them one exit at a time.  Split in
+proportion to the records, under load it all went to the one or two whose clock happened to
+move, charged up to 1.19x.
 """
 
 from __future__ import annotations
@@ -110,7 +116,7 @@ def _run(group):
 
 
 def _campaign(make_cgroup):
-    charged, truth, exits, offsets, runs, lost = {}, {}, {}, [], 0, 0
+    charged, truth, offsets, runs, lost = {}, {}, [], 0, 0
     while len(charged) < 200 and runs < 4:
         # a fork storm elsewhere on the machine can overflow the sockets (lost > 0): a process
         # whose exit row is missing then may be among the lost and is not judged; the others are
@@ -126,7 +132,6 @@ def _campaign(make_cgroup):
                 key = (runs, pid)
                 charged[key] = int(mine["cpu_ns"].sum()) // 1000
                 truth[key] = wait4_us[pid]
-                exits[key] = n_exits
     ratios = np.array([charged[k] / truth[k] for k in charged])
     offsets = np.array(offsets)
     near = np.count_nonzero(np.abs(offsets) <= 5)
@@ -135,19 +140,16 @@ def _campaign(make_cgroup):
           f"from the nearest look's start, {near} within 5 ms; charged/wait4 median {np.median(ratios):.3f}, range "
           f"{ratios.min():.3f}-{ratios.max():.3f}; never two exit rows")
     assert len(ratios) >= 200, "too few processes with their exit row in four runs"
-    return {k: (charged[k], truth[k]) for k, x in zip(charged, ratios) if not 0.9 <= x <= 1.1}
+    return {k: (charged[k], truth[k]) for k in charged}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open in issue 18: run inside the whole suite, 1-3 of 208 killed processes are charged "
-    "1.10-1.14x their wait4 CPU (alone: 0.94-1.07x); a double count (~2x) still fails first"))
 def test_kills_around_looks_are_charged_once(cgroup):
-    bad = _campaign(cgroup)
-    # a process charged twice shows at ~2x: that fails at once.  One just outside the 10% band
-    # (seen once in a quiet CI run: 1 of 208 at 1.105x) is the estimate's noise, not a double
-    # count: the whole campaign is run again and must then be inside the band everywhere.
-    assert all(c / t < 1.5 for c, t in bad.values()), f"charged twice (us against wait4 us): {bad}"
-    if bad:
-        print(f"outside 0.9-1.1 in the first campaign, run again: {bad}")
-        bad = _campaign(cgroup)
+    # wait4's ru_utime + ru_stime of a reaped child is its scheduler clock at the end, exit path
+    # included, to the microsecond: the exact figure for each process, compared as it is.  Each
+    # one burnt 20 ms and then spent a few hundred us dying, so a process charged twice shows at
+    # ~2x; that is checked first, on its own, and fails at once.
+    pairs = _campaign(cgroup)
+    twice = {k: v for k, v in pairs.items() if v[0] >= 1.5 * v[1]}
+    assert not twice, f"charged twice (us against wait4 us): {twice}"
+    bad = {k: v for k, v in pairs.items() if not 0.9 <= v[0] / v[1] <= 1.1}
     assert not bad, f"charged (us) against wait4 (us), outside 0.9-1.1: {bad}"

@@ -38,7 +38,7 @@ end sighting left without an exit record: its exit message was lost (``Interval.
 those).
 
 CPU.  ``cpu_ns`` is the scheduler's clock (the ``cpu_run_virtual_total`` delta) for every row,
-exited or not; reconcile.py then scales exited rows to their cgroup's ``cpu.stat``.  Chosen by
+exited or not; reconcile.py then makes exited rows up to their cgroup's ``cpu.stat``.  Chosen by
 measurement against ``wait4`` (tests/test_accounting_cpu_kernel.py; README "Interval
 accounting" has the figures): at exit that clock is stale by the task's last stretch on the CPU,
 so it is a lower bound, and it was the closest field for 2 ms spinners, threaded processes and

@@ -4,10 +4,23 @@ Owns the per-cgroup correction of ``cpu_ns``.  A cgroup's ``cpu.stat`` ``usage_u
 the scheduler charges every task's runtime to it, including tasks born and dead between two
 looks and the stretch after a task's exit record was built.  Its *own* usage over an interval
 is its delta minus its child cgroups' deltas.  Live tasks' ``cpu_ns`` is the scheduler's clock
-read at the looks, so it is exact too; an exited task's is an estimate (an exit record's clock
-stops early, its ticks are samples).  So the exited tasks of a cgroup share what its live tasks
-do not explain, in proportion to their estimates, and are flagged ``FLAG_RECONCILED``; the raw
-kernel fields (``ac_utime``, ``ac_stime``, ``cpu_run_virtual_total``) are left as they were.
+read at the looks, so it is exact too; an exited task's is an estimate that can only be low:
+its exit record carries the clock as last updated (at the task's last tick, preemption or clock
+read), so it misses the task's last stretch on the CPU, its exit path up to the record included,
+and whatever the exit path did after the record.
+
+What live tasks and the estimates leave of the cgroup's own usage is therefore what the exits
+missed, and it is shared out **per exit, in equal parts**, not in proportion to the estimates:
+each exit misses one such stretch, whose size has nothing to do with how much CPU the task
+used in the interval.  A sleeper killed between two looks has an estimate of about zero (its
+clock last moved when it went to sleep) and misses its whole exit path; shared in proportion,
+the exits of an interval all went to the one or two whose clock happened to move (preempted
+during the exit under load, or queried by a look after their record), which were charged up to
+15% over their ``wait4`` CPU.  Where live tasks and estimates together already exceed the
+usage (a task moved in, or its start charged to the cgroup it was forked in), the estimates are
+scaled down in proportion instead, never below zero.  Reconciled rows carry
+``FLAG_RECONCILED``; the raw kernel fields (``ac_utime``, ``ac_stime``,
+``cpu_run_virtual_total``) are left as they were.
 
 Not reconciled, and why:
 * the root cgroup: on cgroup v2 its ``cpu.stat`` is summed from the per-CPU tick counters
@@ -15,9 +28,11 @@ Not reconciled, and why:
   scheduler's clock;
 * a cgroup that lost a child cgroup during the interval: the child's usage up to its removal is
   unknown, so the parent's own usage is too;
-* a cgroup whose live tasks already explain all of its usage (nothing is left to share), or
-  where the share would scale the estimates by more than ``MAX_FACTOR`` (tasks moved between
-  cgroups, or exit messages were lost: the estimates are then the better figure).
+* a cgroup whose live tasks already explain all of its usage (nothing is left to share), and
+  shares that are implausible for what an exit can miss (tasks moved between cgroups, or exit
+  messages were lost: the estimates are then the better figure): more than ``MAX_EXIT_SHARE_NS``
+  per exit and more than ``MAX_FACTOR - 1`` times the estimates, or a scale-down below
+  ``1 / MAX_FACTOR``.
 """
 
 from __future__ import annotations
@@ -29,10 +44,14 @@ import numpy as np
 from .cgroupfs import CgroupLook
 from .interval import EXITED, FLAG_RECONCILED
 
-__all__ = ["own_usage_delta", "reconcile", "MAX_FACTOR"]
+__all__ = ["own_usage_delta", "reconcile", "MAX_FACTOR", "MAX_EXIT_SHARE_NS"]
 
-#: The largest factor (and the inverse of the smallest) the share may scale estimates by.
+#: The largest factor the estimates may be scaled down by (its inverse), and, less one, the
+#: largest multiple of them the exits may be given on top when that exceeds the per-exit bound.
 MAX_FACTOR = 16.0
+#: The most one exit is believed to miss: a scheduler tick of CPU at the slowest tick rate
+#: (HZ=100) before the exit record, its clock not updated meanwhile, plus room for the exit path.
+MAX_EXIT_SHARE_NS = 20_000_000
 
 
 def own_usage_delta(start: CgroupLook, end: CgroupLook) -> Dict[int, int]:
@@ -54,7 +73,7 @@ def own_usage_delta(start: CgroupLook, end: CgroupLook) -> Dict[int, int]:
 
 
 def reconcile(rows: np.ndarray, start: CgroupLook, end: CgroupLook) -> Dict[int, int]:
-    """Scale the exited rows' ``cpu_ns`` per cgroup (see the module docstring), in place;
+    """Correct the exited rows' ``cpu_ns`` per cgroup (see the module docstring), in place;
     returns each cgroup's own usage delta (µs) where it is known."""
     own = own_usage_delta(start, end)
     if not own or not len(rows):
@@ -68,12 +87,21 @@ def reconcile(rows: np.ndarray, start: CgroupLook, end: CgroupLook) -> Dict[int,
     exited = (rows["state"] & EXITED) != 0
     cpu = rows["cpu_ns"].astype(np.float64)
     live = np.bincount(at[hit & ~exited], weights=cpu[hit & ~exited], minlength=len(ids))
-    estimated = np.bincount(at[hit & exited], weights=cpu[hit & exited], minlength=len(ids))
+    mine = hit & exited
+    estimated = np.bincount(at[mine], weights=cpu[mine], minlength=len(ids))
+    exits = np.bincount(at[mine], minlength=len(ids))
+    unexplained = own_ns - live                 # what the exits used, by the cgroup's count
+    missed = unexplained - estimated            # what their records did not see
     with np.errstate(divide="ignore", invalid="ignore"):
-        factor = (own_ns - live) / estimated
-    usable = (estimated > 0) & (factor >= 1 / MAX_FACTOR) & (factor <= MAX_FACTOR)
-    pick = np.flatnonzero(hit & exited & usable[at])
+        per_exit = missed / exits
+        factor = unexplained / estimated
+    add = (exits > 0) & (missed >= 0) & \
+        ((per_exit <= MAX_EXIT_SHARE_NS) | (missed <= (MAX_FACTOR - 1) * estimated))
+    shrink = (estimated > 0) & (missed < 0) & (factor >= 1 / MAX_FACTOR)
+    pick = np.flatnonzero(mine & (add | shrink)[at])
     if len(pick):
-        rows["cpu_ns"][pick] = np.rint(cpu[pick] * factor[at[pick]]).astype(np.uint64)
+        step, scale = np.where(add, per_exit, 0.0), np.where(shrink, factor, 1.0)
+        fixed = cpu[pick] * scale[at[pick]] + step[at[pick]]
+        rows["cpu_ns"][pick] = np.rint(fixed).astype(np.uint64)
         rows["flags"][pick] |= FLAG_RECONCILED
     return own
