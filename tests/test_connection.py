@@ -1,4 +1,5 @@
-"""Byte-level tests of taskstats_fast.kernel.connection and taskstats_fast.kernel.delayacct: no kernel needed.
+"""Byte-level tests of taskstats_fast.kernel.connection, its parts (queries, snapshot_rows,
+cgroupstats) and taskstats_fast.kernel.delayacct: no kernel needed.
 
 A fake kernel (a thread on the far end of an AF_UNIX datagram socketpair) answers the
 Connection's GET requests with messages built by tests/wire.py, so the bulk machinery (round
@@ -20,7 +21,7 @@ import pytest
 
 import wire
 from fakekernel import QueryKernel
-from taskstats_fast.kernel import connection as conn_mod
+from taskstats_fast.kernel import cgroupstats, queries, snapshot_rows
 from taskstats_fast import layout
 from taskstats_fast.kernel import netlink
 from taskstats_fast import _native
@@ -45,24 +46,24 @@ def test_round_fits_in_receive_buffer(rcvbuf, truesize):
 
 def test_round_size_respects_cap_and_send_buffer():
     assert requests_in_flight(8 << 20, 1280, cap=100) == 100
-    assert requests_in_flight(8 << 20, 1280) == conn_mod.MAX_IN_FLIGHT
+    assert requests_in_flight(8 << 20, 1280) == queries.MAX_IN_FLIGHT
     # the request datagram must stay under sndbuf - 32 bytes
     n = requests_in_flight(8 << 20, 1280, sndbuf=4096, cap=10_000)
-    assert n * conn_mod.REQUEST_SIZE <= 4096 - 32 and n > 100
+    assert n * queries.REQUEST_SIZE <= 4096 - 32 and n > 100
     with pytest.raises(ValueError):
         requests_in_flight(0, 1280)
 
 
 def test_requests_are_built_with_consecutive_seqs():
     ids = np.array([5, 1, 4_000_000_000, 0], np.uint32)
-    raw = _native.build_get(FAMILY.id, 2**32 - 2, conn_mod.ATTR_TGID, ids)
+    raw = _native.build_get(FAMILY.id, 2**32 - 2, _native.ATTR_TGID, ids)
     assert len(raw) == 4 * 28
     for i, ident in enumerate(ids.tolist()):
         length, mtype, flags, seq, port, cmd, version, _, alen, atype, value = struct.unpack_from(
             "=IHHIIBBHHHI", raw, 28 * i)
         assert (length, mtype, flags, port, cmd, version) == (28, FAMILY.id, 1, 0, 1, 1)
         assert (seq - (2**32 - 2)) & 0xFFFFFFFF == i
-        assert (alen, atype, value) == (8, conn_mod.ATTR_TGID, ident)
+        assert (alen, atype, value) == (8, _native.ATTR_TGID, ident)
 
 
 def test_a_lookup_straddling_the_seq_wrap_maps_every_reply(fake, monkeypatch):
@@ -76,13 +77,13 @@ def test_a_lookup_straddling_the_seq_wrap_maps_every_reply(fake, monkeypatch):
                                       ([1.5], TypeError), (["1"], TypeError)])
 def test_ids_are_validated(bad, exc):
     with pytest.raises(exc):
-        conn_mod._as_ids(bad, "pids")
+        queries.as_ids(bad, "pids")
 
 
 def test_ids_accept_iterables():
-    assert conn_mod._as_ids((i for i in [3, 1, 2]), "pids").tolist() == [3, 1, 2]
-    assert conn_mod._as_ids(range(1, 4), "pids").dtype == np.uint32
-    assert conn_mod._as_ids([], "pids").size == 0
+    assert queries.as_ids((i for i in [3, 1, 2]), "pids").tolist() == [3, 1, 2]
+    assert queries.as_ids(range(1, 4), "pids").dtype == np.uint32
+    assert queries.as_ids([], "pids").size == 0
 
 
 # ---- a fake kernel (tests/fakekernel.py) ---------------------------------------------------------
@@ -378,32 +379,32 @@ def test_delayacct_without_the_switch(monkeypatch, tmp_path):
 # ---- messages ------------------------------------------------------------------------------------
 def test_permission_hint_names_a_user_namespace(monkeypatch):
     initial = {"user": True}
-    monkeypatch.setattr(conn_mod.namespaces, "in_initial", initial.get)
-    assert "CAP_NET_ADMIN" in conn_mod._permission_hint()
-    assert "user namespace" not in conn_mod._permission_hint()
+    monkeypatch.setattr(queries.namespaces, "in_initial", initial.get)
+    assert "CAP_NET_ADMIN" in queries.permission_hint()
+    assert "user namespace" not in queries.permission_hint()
     initial["user"] = False    # a child namespace
-    assert "non-initial user namespace" in conn_mod._permission_hint()
+    assert "non-initial user namespace" in queries.permission_hint()
     initial.clear()            # cannot be told: say what is generally true
-    assert "CAP_NET_ADMIN" in conn_mod._permission_hint()
+    assert "CAP_NET_ADMIN" in queries.permission_hint()
 
 
 def test_missing_hint_names_a_pid_namespace(monkeypatch):
     initial = {"pid": True}
-    monkeypatch.setattr(conn_mod.namespaces, "in_initial", initial.get)
-    assert "namespace" not in conn_mod._missing_hint()
+    monkeypatch.setattr(queries.namespaces, "in_initial", initial.get)
+    assert "namespace" not in queries.missing_hint()
     initial["pid"] = False
-    assert "non-initial pid namespace" in conn_mod._missing_hint()
+    assert "non-initial pid namespace" in queries.missing_hint()
 
 
 def test_cgroup_error_message_tells_v2_from_non_cgroup(tmp_path, monkeypatch):
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        assert conn_mod._fs_magic(fd) not in (None, conn_mod._CGROUP_SUPER_MAGIC,
-                                              conn_mod._CGROUP2_SUPER_MAGIC)
-        text = conn_mod._cgroup_einval_message("/x", fd)
+        assert cgroupstats.fs_magic(fd) not in (None, cgroupstats.CGROUP_SUPER_MAGIC,
+                                              cgroupstats.CGROUP2_SUPER_MAGIC)
+        text = cgroupstats.cgroup_einval_message("/x", fd)
         assert "/x is not a cgroup directory" in text and "cgroup v1" in text
-        monkeypatch.setattr(conn_mod, "_fs_magic", lambda fd: conn_mod._CGROUP2_SUPER_MAGIC)
-        text = conn_mod._cgroup_einval_message("/x", fd)
+        monkeypatch.setattr(cgroupstats, "fs_magic", lambda fd: cgroupstats.CGROUP2_SUPER_MAGIC)
+        text = cgroupstats.cgroup_einval_message("/x", fd)
         assert "/x is a cgroup v2 directory" in text and "mount -t cgroup" in text
     finally:
         os.close(fd)
@@ -440,7 +441,7 @@ def test_process_rows_carry_the_process_not_the_leader_thread(fake):
     tids = np.array([10, 11, 12, 20, 31, 30], np.uint32)
     owners = np.array([10, 10, 10, 20, 30, 30], np.uint32)
     pids = np.array([10, 20, 30], np.uint32)
-    got = conn_mod.process_rows(pids, tids, owners, conn.pids(tids), conn.tgids(pids))
+    got = snapshot_rows.process_rows(pids, tids, owners, conn.pids(tids), conn.tgids(pids))
     assert got.found.tolist() == [True, True, False] and got.missing.tolist() == [30]
     ten, twenty = got.records
     # times, context switches, delays: the TGID record, exited threads included
@@ -459,7 +460,7 @@ def test_process_rows_carry_the_process_not_the_leader_thread(fake):
 
 
 def test_every_column_of_a_process_row_has_one_source():
-    rules = conn_mod.PROCESS_COLUMNS
+    rules = snapshot_rows.PROCESS_COLUMNS
     assert set(rules.values()) == {"tgid", "sum", "max", "min"}
     assert set(rules) <= set(layout.RECORD_FIELDS)
     # the kernel's TGID record fills exactly what "tgid" takes, plus per-thread extremes
@@ -474,13 +475,13 @@ def test_workers_split_a_lookup_over_sockets_and_keep_its_order(fake):
     ids = np.arange(1, 4001, dtype=np.uint32)[::-1].copy()
     one = conn.pids(ids)
     two = conn.pids(ids, workers=2)
-    assert len(conn._helpers) == 1                       # one extra socket, kept
+    assert len(conn._parallel.helpers) == 1                       # one extra socket, kept
     assert (one.found == two.found).all() and (one.ids == two.ids).all()
     assert one.records["id"].tolist() == two.records["id"].tolist() == ids[ids % 3 == 2].tolist()
     snap_ids = conn.tgids(ids, workers=3)
     assert snap_ids.records["kind"].tolist() == [layout.KIND_TGID] * len(one.records)
     conn.close()
-    assert all(h.closed for h in conn._helpers) or conn._helpers == []
+    assert all(h.closed for h in conn._parallel.helpers) or conn._parallel.helpers == []
 
 
 def test_workers_must_be_positive(fake):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
-from taskstats_fast.kernel import connection as conn_mod, netlink
+from taskstats_fast.kernel import netlink, queries, snapshot_rows
 from taskstats_fast.errors import NoSuchTaskError
 
 pytestmark = pytest.mark.kernel
@@ -251,7 +251,7 @@ def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
     with tsf.Connection(rcvbuf=16384, warn_delayacct=False) as small:
         assert small.rcvbuf <= 64 * 1024
         got = small.pids(ids)
-        assert small.in_flight * small._reply_truesize <= small.rcvbuf
+        assert small.in_flight * small._channel.reply_truesize <= small.rcvbuf
         assert small.in_flight < 64  # so the batch took hundreds of rounds
         counters = small.counters
     assert got.missing.tolist() == [dead.pid] * (50_000 // 4)
@@ -264,7 +264,7 @@ def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
 def test_a_round_of_thousands_of_esrch_replies_loses_none():
     with open("/proc/sys/kernel/pid_max") as f:
         pid_max = int(f.read())
-    n = conn_mod.MAX_IN_FLIGHT * 3
+    n = queries.MAX_IN_FLIGHT * 3
     ids = np.arange(pid_max + 1, pid_max + 1 + n, dtype=np.uint32)  # no such pids
     with tsf.Connection(rcvbuf=16 << 20, warn_delayacct=False) as big:
         big.max_in_flight = n
@@ -280,7 +280,7 @@ def test_replies_the_kernel_drops_are_requested_again():
     ids = np.resize(np.array([os.getpid(), 1], np.uint32), 3000)
     with tsf.Connection(rcvbuf=16384, warn_delayacct=False) as small:
         small.pid(os.getpid())     # calibrate, then lie: rounds now overflow the buffer
-        small._reply_truesize = 16
+        small._channel.reply_truesize = 16
         assert small.in_flight > 100
         got = small.pids(ids)
         counters = small.counters
@@ -319,13 +319,13 @@ def test_snapshot_of_processes_and_threads(conn):
 def test_snapshot_counts_tasks_that_exit_before_the_query(conn, monkeypatch):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    listed = conn_mod._list_tasks
+    listed = snapshot_rows.list_tasks
 
     def with_the_dead(threads):
         tids, owners = listed(threads)
         return np.append(tids, np.uint32(dead.pid)), np.append(owners, np.uint32(dead.pid))
 
-    monkeypatch.setattr(conn_mod, "_list_tasks", with_the_dead)
+    monkeypatch.setattr(snapshot_rows, "list_tasks", with_the_dead)
     for snap in (conn.snapshot(), conn.snapshot(threads=True), conn.snapshot(aggregate=True)):
         missing = snap.missing.tolist()
         assert dead.pid in missing
