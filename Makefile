@@ -27,7 +27,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-instal
 missing_test_packages = $(shell for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)
 
 .PHONY: build-deps test-deps system-deps venv install test bench demo matrix matrix-deps fuzz soak clean-venv wheel man-completion install-man-completion \
-	crash powercut powercut-deps
+	crash powercut powercut-deps bench-surfaces
 
 build-deps:
 	@missing=""; \
@@ -116,6 +116,12 @@ install-man-completion:
 
 bench: install
 	$(VENV_PYTHON) -m pytest bench --benchmark-enable -p no:cacheprovider
+
+# Issue 20's speed goals in one run (root): a 10,000-series scrape against the exporter before
+# issue 20, serve's CPU per interval against Accounting's, top's first screen.
+bench-surfaces: install
+	$(VENV_PYTHON) -m pytest -s bench/bench_exporter.py bench/bench_top.py::test_first_screen \
+		--benchmark-enable -p no:cacheprovider
 
 # Install, record every task that exits for 10 seconds into the Parquet dataset ./exits/ (needs
 # root), then summarise it. A few hundred short commands run meanwhile so that an idle machine
