@@ -111,3 +111,33 @@ def test_an_interval_with_no_rows_is_still_one_json_object():
     obj = json.loads(_print("json", [interval([])]))
     assert obj["rows"] == [] and obj["tasks"] == 0
     assert obj["interval_start"] == "2023-11-14T22:13:20.000000Z" and START % 10**9 == 0
+
+
+def _readme_table():
+    """{column name: unit} from the README's table of top's json/csv columns."""
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("## Live view: `taskstats-fast top`"):]
+    table = section[section.index("| column | in | unit | what |"):]
+    out = {}
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        name, _where, unit, what = (cell.strip() for cell in line.strip("|").split("|")[:4])
+        names = re.findall(r"`(\w+_delay_pct)`", what) if name == "`<class>_delay_pct`" else [name.strip("`")]
+        out.update({n: unit for n in names})
+    return out
+
+
+def test_the_readme_table_lists_every_column_the_formats_write_with_its_unit():
+    state = top.TopState()
+    fields = set(top_formats.interval_fields())
+    for grouping in top.GROUPINGS:
+        fields |= set(top_formats.row_fields(grouping, state, procfs=True))
+    written = {}
+    for field in fields:
+        name = schema.column_name(field)
+        written[name] = (schema.ROW_COLUMNS[field][1] if field in schema.ROW_COLUMNS
+                         else schema.COLUMN_BY_NAME[name].unit)
+    assert _readme_table() == written
