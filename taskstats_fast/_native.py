@@ -467,7 +467,7 @@ class Query:
         n = len(ids)
         drain.ensure_notes(in_flight + drain.nslots)
         self._drain = drain
-        self._reqbuf = np.zeros(in_flight * GET_REQUEST_SIZE, np.uint8)
+        self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round
         self.ids = np.ascontiguousarray(ids, np.uint32)
         self.state = np.zeros(n, np.uint8)
         self.out = np.empty(n + ROWS_PER_DATAGRAM, layout.DTYPE)

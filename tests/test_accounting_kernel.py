@@ -250,3 +250,37 @@ def test_without_cgroup_v2_every_thread_is_listed_without_attribution():
     assert (iv.tasks["cgroup_id"] == 0).all() and (iv.tasks["attribution"] == 0).all()
     assert threading.get_native_id() in iv.tasks["ac_pid"]
     assert len(iv.tasks) > 10
+
+
+def test_files_kept_open_between_looks_read_what_is_there_now():
+    """Accounting keeps each look's files open and rereads them from offset 0: a cgroup made,
+    filled, emptied and removed between looks, and the delay accounting switch flipped, are
+    seen as a fresh open would see them."""
+    if ROOT is None or tsf.delayacct_enabled() is None:
+        pytest.skip("needs cgroup v2 and the kernel.task_delayacct switch")
+    files = cgroupfs.OpenFiles()
+    first = cgroupfs.look(ROOT, files=files)
+    group = Group("openfiles")
+    sleeper = group.popen(["sleep", "30"])
+    seen = cgroupfs.look(ROOT, files=files)
+    assert group.id in seen.paths
+    assert seen.cgroup_of(np.array([sleeper.pid], np.uint32))[0] == group.id
+    sleeper.kill()
+    sleeper.wait()
+    group.wait_empty()
+    emptied = cgroupfs.look(ROOT, files=files)
+    files.sweep()                       # as Accounting does after each look
+    assert sleeper.pid not in emptied.tids[emptied.tid_cgroup == group.id]
+    assert any(path.startswith(group.path + "/") for path in files.kept)
+    group.remove()
+    gone = cgroupfs.look(ROOT, files=files)
+    files.sweep()
+    assert group.id not in gone.paths
+    assert not any(path.startswith(group.path + "/") for path in files.kept)
+    with tsf.delay_accounting(False):
+        assert tsf.delayacct_enabled(files.read) is False
+    with tsf.delay_accounting(True):
+        assert tsf.delayacct_enabled(files.read) is True
+    assert len(first.tids) and files.kept
+    files.close()
+    assert files.kept == []

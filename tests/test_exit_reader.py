@@ -161,3 +161,20 @@ def test_a_cut_returns_what_the_sockets_held_at_the_call(fake):
         assert reader.records == 308
     finally:
         reader.stop()
+
+
+def test_a_cut_wakes_nobody(fake):
+    """The caller's thread empties the sockets at a cut: an idle interval wakes the reader
+    thread not once."""
+    reader = ExitReader(fake, room=65536)
+    try:
+        reader.cut()
+        time.sleep(0.1)
+        woken = reader.wakeups
+        for _ in range(3):
+            assert reader.cut() == []
+        fake.add(5)
+        assert sum(len(b) for b in reader.cut()) == 5      # read here, not by the thread
+        assert reader.wakeups - woken <= 1                  # the thread may see readiness once
+    finally:
+        reader.stop()

@@ -13,7 +13,7 @@ are counted once.
             print(iv.by("cgroup"))
 
 Only the public API of the streams is used (``Connection.pids``/``snapshot``, ``ExitListener.read``
-and ``stats``), so they can change inside without touching this module.
+and ``lost``), so they can change inside without touching this module.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Accounting:
         self._listener = listener
         self._listener_options = listener_options
         self._look: Optional[Look] = None
+        self._files = cgroupfs.OpenFiles()
         self._reader: Optional[ExitReader] = None
         self._lost_at_look = 0
         self._next_deadline = 0.0
@@ -91,7 +92,7 @@ class Accounting:
             if self._connection is None:
                 self._connection = Connection(warn_delayacct=False)
             self.closed = False
-            self._lost_at_look = self._listener.stats.lost
+            self._lost_at_look = self._listener.lost
             self._reader = ExitReader(self._listener, self._listener.room or _EVENTS_PER_SOCKET)
             self._look = self._take_look()
             self._reader.cut()    # exits before the first look belong to no interval
@@ -107,6 +108,7 @@ class Accounting:
         if self._reader is not None:
             self._reader.stop()
             self._reader = None
+        self._files.close()
         if self._own_listener and self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -144,7 +146,7 @@ class Accounting:
         start = self._look
         closing = self._take_look()
         batches = reader.cut()                    # the exits that raced the look are in
-        lost_now = listener.stats.lost
+        lost_now = listener.lost
         exits = np.concatenate(batches) if batches else np.zeros(0, layout.DTYPE)
         rows, self._look = merge(start, closing, exits)
         own_usage = reconcile(rows, start.cgroups, closing.cgroups)
@@ -167,14 +169,16 @@ class Accounting:
     def _take_look(self) -> Look:
         assert self._connection is not None
         began = time.time_ns()
-        delayacct = delayacct_enabled()
-        cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure)
+        files = self._files
+        delayacct = delayacct_enabled(files.read)
+        cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure, files=files)
         if self.cgroup_root:
             records = self._connection.pids(cgroups.tids, workers=self.workers).records
         else:
             records = self._connection.snapshot(threads=True, workers=self.workers).records
         if self.cgroup_root:
-            cgroups.read_usage()     # after the queries: close to the cut of the exit stream
+            cgroups.read_usage(files)   # after the queries: close to the cut of the exit stream
+        files.sweep()
         return Look.of(began, records, cgroups, delayacct)
 
 

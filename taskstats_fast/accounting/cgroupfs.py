@@ -8,8 +8,11 @@ One look reads, per cgroup directory, ``cgroup.threads`` (every thread id in it:
 cgroup instead of one ``/proc/PID/cgroup`` read per task) and its ``{cpu,io,memory,irq}.pressure``;
 the thread ids of all cgroups are parsed in one numpy call.  After the look's queries,
 ``read_usage`` reads each cgroup's ``cpu.stat`` ``usage_usec``: the exact CPU of every task that
-ran in it or below it (the reconciliation's reference, see reconcile.py).  A cgroup's id is its directory's
-inode number, the id BPF tools and ``name_to_handle_at`` use.  Kernel threads sit in the root.
+ran in it or below it (the reconciliation's reference, see reconcile.py).  A cgroup's id is its
+directory's inode number, the id BPF tools and ``name_to_handle_at`` use.  Kernel threads sit in
+the root.  ``OpenFiles`` keeps the files a look reads open between looks and reads them again
+from offset 0 (the kernel regenerates a seq_file read from the start), so a look costs reads,
+not opens and closes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 
 from .interval import PSI_DTYPE, PSI_RESOURCES
 
-__all__ = ["find_cgroup2", "CgroupLook", "look", "read_pressure_totals", "SYSTEM_PRESSURE_DIR"]
+__all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "look", "read_pressure_totals",
+           "SYSTEM_PRESSURE_DIR"]
 
 MOUNTINFO = "/proc/self/mountinfo"
 SYSTEM_PRESSURE_DIR = "/proc/pressure"
@@ -75,6 +79,73 @@ def _read(path: str) -> bytes:
         os.close(fd)
 
 
+class OpenFiles:
+    """Files read at every look, kept open and read again with ``pread`` from offset 0.
+
+    At most ``limit`` files stay open (a host with thousands of cgroups must not run this
+    process out of descriptors); the others are opened and closed per read.  A kept file that
+    fails (its cgroup was removed: ENODEV; or the path now names a new cgroup) is closed and
+    opened again once, so the error a caller sees is the one a fresh open gives."""
+
+    def __init__(self, limit: int = 256):
+        self.limit = int(limit)
+        self._fds: Dict[str, int] = {}
+        self._used: set = set()
+
+    def read(self, path: str) -> bytes:
+        self._used.add(path)
+        fd = self._fds.get(path)
+        if fd is not None:
+            try:
+                return _pread_all(fd)
+            except OSError:
+                self._forget(path)
+        if len(self._fds) >= self.limit:
+            return _read(path)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = _pread_all(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[path] = fd
+        return data
+
+    def sweep(self) -> None:
+        """Close the files not read since the last sweep (their cgroups are gone)."""
+        for path in [p for p in self._fds if p not in self._used]:
+            self._forget(path)
+        self._used = set()
+
+    @property
+    def kept(self) -> List[str]:
+        """The paths of the files held open now."""
+        return list(self._fds)
+
+    def _forget(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for path in list(self._fds):
+            self._forget(path)
+
+
+def _pread_all(fd: int) -> bytes:
+    chunk = os.pread(fd, _READ_CHUNK, 0)
+    if len(chunk) < _READ_CHUNK:
+        return chunk
+    chunks = [chunk]
+    offset = len(chunk)
+    while True:
+        chunk = os.pread(fd, _READ_CHUNK, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
 def _totals(text: bytes) -> Tuple[int, int]:
     """(some, full) ``total=`` µs of one pressure file (full is 0 where the kernel has none)."""
     some = full = 0
@@ -91,12 +162,13 @@ def _totals(text: bytes) -> Tuple[int, int]:
 
 
 def read_pressure_totals(directory: str, out: np.void, resources: Optional[List[str]] = None,
-                         suffix: str = ".pressure") -> None:
+                         suffix: str = ".pressure", files: Optional[OpenFiles] = None) -> None:
     """Fill ``out`` (a PSI_DTYPE row) with the ``total=`` counters of ``directory``'s pressure
     files; ``resources`` collects the names of the files that exist and read."""
+    read = _read if files is None else files.read
     for resource in PSI_RESOURCES:
         try:
-            some, full = _totals(_read(f"{directory}/{resource}{suffix}"))
+            some, full = _totals(read(f"{directory}/{resource}{suffix}"))
         except OSError:   # absent (no irq time accounting), PSI off, or the cgroup went away
             continue
         out[f"{resource}_some_us"] = some
@@ -126,12 +198,13 @@ class CgroupLook:
     #: cpu.stat usage_usec of each cgroup, read by ``read_usage`` (absent: not read, or gone)
     usage_us: Dict[int, int] = field(default_factory=dict)
 
-    def read_usage(self) -> None:
+    def read_usage(self, files: Optional[OpenFiles] = None) -> None:
         """Read every cgroup's cpu.stat ``usage_usec`` (its tasks' and its descendants')."""
         base = self.root.rstrip("/")
+        read = _read if files is None else files.read
         for ino, rel in self.paths.items():
             try:
-                text = _read(f"{base}{'' if rel == '/' else rel}/cpu.stat")
+                text = read(f"{base}{'' if rel == '/' else rel}/cpu.stat")
             except OSError:         # removed since the walk
                 continue
             if text.startswith(b"usage_usec "):
@@ -154,13 +227,17 @@ def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarr
     return out
 
 
-def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
-    """Walk the hierarchy at ``root`` (None: no cgroup v2, only system pressure is read)."""
+def look(root: Optional[str], *, pressure: bool = True,
+         files: Optional[OpenFiles] = None) -> CgroupLook:
+    """Walk the hierarchy at ``root`` (None: no cgroup v2, only system pressure is read);
+    ``files`` keeps what it reads open for the next look."""
     now = time.time_ns()
     result = CgroupLook(now, root or "")
     system_resources: List[str] = []
+    read = _read if files is None else files.read
     if pressure:
-        read_pressure_totals(SYSTEM_PRESSURE_DIR, result.system_psi, system_resources, suffix="")
+        read_pressure_totals(SYSTEM_PRESSURE_DIR, result.system_psi, system_resources, suffix="",
+                             files=files)
     result.resources = tuple(system_resources)
     if not root:
         return result
@@ -172,7 +249,7 @@ def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
     while stack:
         directory, rel, ino, parent = stack.pop()
         try:
-            blob = _read(directory + "/cgroup.threads")
+            blob = read(directory + "/cgroup.threads")
             children = [e for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)]
         except OSError:        # removed while we walked (ENOENT/ENODEV): it had no threads
             continue
@@ -184,7 +261,7 @@ def look(root: Optional[str], *, pressure: bool = True) -> CgroupLook:
         if pressure:
             psi[0] = 0
             psi[0]["cgroup_id"] = ino
-            read_pressure_totals(directory, psi[0])
+            read_pressure_totals(directory, psi[0], files=files)
             psi_rows.append(psi[0].copy())
         base = "" if rel == "/" else rel
         stack.extend((e.path, f"{base}/{e.name}", e.inode(), ino) for e in children)

@@ -2,19 +2,20 @@
 due, and hands everything received up to a cut to the interval being closed.
 
 Owns the wake-up schedule.  The reader does not wait inside ``read`` on a timer: it sleeps on a
-pipe of its own (``cut`` and ``stop`` write to it) and wakes for one of three reasons:
+pipe of its own (``stop`` writes to it) and wakes for one of two reasons:
 
-* an interval ends (``cut``): empty every socket, hand the batches over;
 * exits arrive after a quiet spell: the listener's fd turns readable with the first one; the
   reader then lets the burst gather for ``FIRST_GATHER`` seconds and empties the sockets;
 * while exits keep coming: when the fullest socket may be a quarter full at the rate seen in the
   last stretch (``FILL_TARGET`` of the smallest socket's room), never later than ``MAX_SLEEP``.
 
-A stretch that brought nothing sends the reader back to waiting on readiness, so an idle
-interval costs one wake-up (the cut), and a steady trickle a handful per interval, however many
-exits it brings.  ``MAX_SLEEP`` bounds how far a storm that starts during a long sleep can fill a
-socket: Accounting's sockets hold ``4 * DEFAULT_EVENTS_PER_CPU`` messages, and one CPU cannot
-produce them that fast.
+An interval's end (``cut``) wakes nobody: the caller's thread empties the sockets itself, after
+any read the reader thread has begun (one lock covers a read and the hand-over of its batch), so
+everything received before the call is in the cut, once.  A stretch that brought nothing sends
+the reader back to waiting on readiness, so an idle interval costs no wake-up at all, and a
+steady trickle a handful per interval, however many exits it brings.  ``MAX_SLEEP`` bounds how
+far a storm that starts during a long sleep can fill a socket: Accounting's sockets hold
+``4 * DEFAULT_EVENTS_PER_CPU`` messages, and one CPU cannot produce them that fast.
 
 ``clock`` and ``wait`` are seams for tests: ``wait(fds, timeout)`` returns whether any of ``fds``
 became readable (``timeout`` None: no limit).
@@ -63,10 +64,8 @@ class ExitReader:
         self._room = max(1, int(room))
         self._clock = clock
         self._wait = wait
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # a read and the hand-over of its batch
         self._batches: List[np.ndarray] = []
-        self._cut_requested = threading.Event()
-        self._cut_done = threading.Event()
         self._stopping = False
         self._error: Optional[BaseException] = None
         #: times the thread woke (for tests and benches)
@@ -96,30 +95,21 @@ class ExitReader:
                 if quiet:
                     self._sleep([self._wake_r, self._listener_fd], None)
                     since = clock()
-                    if not self._due():
+                    if not self._stopping:
                         self._sleep([self._wake_r], FIRST_GATHER)
                 else:
                     self._sleep([self._wake_r], self._next_sleep(rate))
                 if self._stopping:
                     break
-                cutting = self._cut_requested.is_set()
-                if cutting:
-                    self._cut_requested.clear()
-                got = self._read_all()
+                with self._lock:
+                    got = self._read_all()
                 now = clock()
                 rate = got / max(now - since, _MIN_SLEEP)
                 since = now
                 quiet = got == 0
-                if cutting:
-                    self._cut_done.set()
         except BaseException as e:   # surfaces in cut(); a closed listener ends the thread
             if not self._stopping:
                 self._error = e
-        finally:
-            self._cut_done.set()
-
-    def _due(self) -> bool:
-        return self._stopping or self._cut_requested.is_set()
 
     def _next_sleep(self, rate: float) -> float:
         """Until the fullest socket may be FILL_TARGET full, if all ``rate`` went to it."""
@@ -128,7 +118,7 @@ class ExitReader:
         return min(MAX_SLEEP, max(_MIN_SLEEP, FILL_TARGET * self._room / rate))
 
     def _sleep(self, fds: Sequence[int], timeout: Optional[float]) -> None:
-        if self._due():
+        if self._stopping:
             return
         self._wait(fds, timeout)
         self.wakeups += 1
@@ -139,14 +129,13 @@ class ExitReader:
             pass
 
     def _read_all(self) -> int:
-        """Everything the sockets hold now."""
+        """Everything the sockets hold now, into the batches (under ``_lock``)."""
         got = 0
         while True:
             batch = self._listener.read(timeout=0)
             got += len(batch)
             if len(batch):
-                with self._lock:
-                    self._batches.append(batch)
+                self._batches.append(batch)
             # one read empties every socket unless the record array filled: a batch well short
             # of it means they ran dry, and a second read would only find that out again
             if len(batch) < self._dry_below:
@@ -162,16 +151,12 @@ class ExitReader:
 
     # -- the caller's side -------------------------------------------------------------------
     def cut(self) -> List[np.ndarray]:
-        """The batches received so far, including all the sockets hold at this call."""
-        self._cut_done.clear()
-        self._cut_requested.set()
-        self._poke()
-        while not self._cut_done.wait(0.2):
-            if not self._thread.is_alive():
-                break
+        """The batches received so far, including all the sockets hold at this call (read here,
+        in the caller's thread, once a read the reader thread began has handed its batch over)."""
         if self._error is not None:
             raise self._error
         with self._lock:
+            self._read_all()
             out, self._batches = self._batches, []
         return out
 

@@ -265,15 +265,21 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     next interval's opening look: the ledger (see the module docstring)."""
     # an exit record in this interval was filled after the opening look began: one filled
     # earlier was in the sockets when the previous interval was cut, so it is that interval's
-    exits = _unique_exits(sightings(exits, look_ns=start.time_ns))
     ends = end.records
-
-    # 1. an exit record and the closing look's sighting of the same task become one
-    x_to_end, ledger = _fold(exits, ends)
-    end_folded = np.zeros(len(ends), bool)
-    end_folded[x_to_end[x_to_end >= 0]] = True
-    live_at = np.flatnonzero(~end_folded)
-    live = ends[live_at]
+    if len(exits):
+        exits = _unique_exits(sightings(exits, look_ns=start.time_ns))
+        # 1. an exit record and the closing look's sighting of the same task become one
+        x_to_end, ledger = _fold(exits, ends)
+        end_folded = np.zeros(len(ends), bool)
+        end_folded[x_to_end[x_to_end >= 0]] = True
+        live_at = np.flatnonzero(~end_folded)
+        live = ends[live_at]
+    else:       # an idle interval: none of the folding's passes over the look
+        exits = ends[:0]
+        x_to_end = np.zeros(0, np.int64)
+        ledger = ends.copy()
+        live_at = np.arange(len(ends))
+        live = ends
 
     # 2. the end sightings: exit records, then live threads
     seen = np.concatenate([exits, live]) if len(exits) else live
@@ -312,13 +318,15 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     rows["state"] = np.where(is_exit, EXITED, 0) | np.where(matched, 0, BORN)
 
     pids = seen["ac_pid"]
-    sorted_pids = np.sort(pids)
-    dup = np.zeros(n, bool)
-    if n > 1:
+    if nx:      # a look's pids are unique: only an exit can share a pid with another row
+        sorted_pids = np.sort(pids)
         twice = sorted_pids[1:][sorted_pids[1:] == sorted_pids[:-1]]
-        dup = np.isin(pids, twice)
-    in_start = lookup(starts["ac_pid"], np.ones(len(starts), np.uint8), pids).astype(bool)
-    flags[dup | (~matched & in_start)] |= FLAG_PID_REUSED
+        if len(twice):
+            flags[np.isin(pids, twice)] |= FLAG_PID_REUSED
+    unmatched = np.flatnonzero(~matched)
+    if len(unmatched):
+        in_start = lookup(starts["ac_pid"], np.ones(len(starts), np.uint8), pids[unmatched])
+        flags[unmatched[in_start != 0]] |= FLAG_PID_REUSED
     if start.delayacct is False or end.delayacct is False:
         flags |= FLAG_DELAYACCT_OFF
         for name in _SWITCHED_DELTAS:
@@ -345,6 +353,9 @@ def _attribute(rows: np.ndarray, is_exit: np.ndarray, matched: np.ndarray,
 
     # born and dead between two looks: the thread group's cgroup, else the parent's
     todo = cg == 0
+    if not todo.any():
+        rows["cgroup_id"] = cg
+        return
     tgid, ppid = rows["ac_tgid"], rows["ac_ppid"]
     for look in (end.cgroups, start.cgroups):
         for parent in (np.where(tgid != pids, tgid, 0), ppid):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from .. import layout
 
@@ -44,11 +44,14 @@ class DelayAccountingOffWarning(RuntimeWarning):
     """Records were read while delay accounting was off: most delay fields are zero."""
 
 
-def delayacct_enabled() -> Optional[bool]:
+def delayacct_enabled(read: Optional[Callable[[str], bytes]] = None) -> Optional[bool]:
     """Is ``kernel.task_delayacct`` on?  ``None`` when the kernel has no such switch (built
     without CONFIG_TASK_DELAY_ACCT, or older than 5.14, where delay accounting is on unless the
-    kernel was booted with ``nodelayacct``)."""
+    kernel was booted with ``nodelayacct``).  ``read(path)``: how to read the switch's file
+    (a reader that keeps it open between calls); default: open, read, close."""
     try:
+        if read is not None:
+            return read(SYSCTL_PATH).strip() not in (b"0", b"")
         with open(SYSCTL_PATH, "rb") as f:
             return f.read().strip() not in (b"0", b"")
     except FileNotFoundError:

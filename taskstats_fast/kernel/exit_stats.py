@@ -94,6 +94,11 @@ class LossAccounting:
             self._final_drops = (self.drops() if read_kernel
                                  else [src.drops for src in self._sources])
 
+    def lost(self) -> int:
+        """``stats().lost`` alone: the drop counters and truncations, without building every
+        shard's figures (Accounting reads it at every look)."""
+        return sum(self.drops()) + sum(src.truncated for src in self._sources)
+
     def stats(self, delivered: int, discarded: int) -> ListenerStats:
         drops = self.drops()
         shards = []

@@ -251,6 +251,13 @@ class ExitListener:
             raise ValueError("the listener did not open")
         return self._accounting.stats(self._reader.delivered, self._reader.discarded)
 
+    @property
+    def lost(self) -> int:
+        """``stats.lost`` (exit messages lost so far), read without the rest of ``stats``."""
+        if self._accounting is None:
+            raise ValueError("the listener did not open")
+        return self._accounting.lost()
+
     # -- closing -----------------------------------------------------------------------------
     def close(self) -> None:
         """Deregister every socket, then close it (idempotent; safe from any thread: a read
