@@ -21,6 +21,9 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
              interval (each agent's own cgroup) at the machine as it is, +1,000 processes and
              +5,000 threads; the table prints CPU per interval per process (bench/peers.py).
              Goal: <= 1.0x top.  The peers are Debian packages installed here when missing.
+             Beside them, the ceiling: "kernel floor (C)" is bench/query_floor.c's CPU for one
+             look's TASKSTATS GETs (every thread the cgroup walk lists, nothing else), so the
+             table shows where the kernel's per-GET cost alone exceeds top's /proc reading.
 
 Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
                                         [--rounds 3] [--only per_exit --only peers ...]
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -202,25 +206,52 @@ PEER_LOADS = {"as is": ("none", 0), "+1,000 processes": ("processes", 1000),
               "+5,000 threads": ("threads", 5000)}
 
 
+FLOOR_AGENT = "kernel floor (C)"
+
+
+def build_query_floor(tmp: str) -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise SystemExit("the benchmark compiles bench/query_floor.c with cc: install a C compiler")
+    exe = os.path.join(tmp, "query_floor")
+    subprocess.run([cc, "-O2", "-pthread", "-o", exe, os.path.join(HERE, "query_floor.c")], check=True)
+    return exe
+
+
+def floor_ms_per_look(exe: str, root: str, repeats: int = 7) -> float:
+    """CPU (ms) bench/query_floor.c spends on one look's GETs: every thread the walk lists."""
+    tids = cgroupfs.look(root, pressure=False).tids
+    with tempfile.NamedTemporaryFile(suffix=".pids") as f, tsf.Connection(warn_delayacct=False) as conn:
+        tids.astype("uint32").tofile(f.name)
+        line = subprocess.run([exe, str(conn.family.id), "1024", str(repeats), f.name],
+                              capture_output=True, text=True, check=True).stdout
+    fields = dict(kv.split("=", 1) for kv in line.split())
+    return float(fields["median_cpu_ns_per_lookup"]) * len(tids) / 1e6
+
+
 def bench_peers(rounds: int) -> Dict:
     """Each agent's CPU per 1 s interval (its own cgroup's cpu.stat) at each load, agents
-    interleaved, medians of ``rounds``; see bench/peers.py."""
+    interleaved, medians of ``rounds``; see bench/peers.py.  The kernel floor is measured at
+    each load too, ``rounds`` times after the agents (median)."""
     root = cgroupfs.find_cgroup2()
     if not root:
         return dict(skipped="no cgroup v2 mounted: the agents' CPU comes from their cgroups")
     missing = peers.ensure_packages()
     out: Dict = dict(missing=missing, loads={})
-    for label, kind in PEER_LOADS.items():
-        stop = _load(kind)
-        try:
-            tasks = peers.count_tasks()
-            ms = peers.measure(root, rounds)
-            tasks_after = peers.count_tasks()
-        finally:
-            stop()
-        out["loads"][label] = dict(
-            processes=(tasks["processes"] + tasks_after["processes"]) // 2,
-            threads=(tasks["threads"] + tasks_after["threads"]) // 2, ms_per_interval=ms)
+    with tempfile.TemporaryDirectory() as tmp:
+        floor = build_query_floor(tmp)
+        for label, kind in PEER_LOADS.items():
+            stop = _load(kind)
+            try:
+                tasks = peers.count_tasks()
+                ms = peers.measure(root, rounds)
+                ms[FLOOR_AGENT] = statistics.median(floor_ms_per_look(floor, root) for _ in range(rounds))
+                tasks_after = peers.count_tasks()
+            finally:
+                stop()
+            out["loads"][label] = dict(
+                processes=(tasks["processes"] + tasks_after["processes"]) // 2,
+                threads=(tasks["threads"] + tasks_after["threads"]) // 2, ms_per_interval=ms)
     return out
 
 

@@ -13,7 +13,8 @@
  * the pids on a socket of their own, started together each repeat; a repeat's time is until the
  * last one finishes (the kernel serialises TASKSTATS GETs under genl_mutex: this measures what
  * a second socket and thread can still gain).  Prints one line of key=value pairs: lookups per repeat,
- * records and errors of the last repeat, and ns/lookup of every repeat (min and median first).
+ * records and errors of the last repeat, ns/lookup of every repeat (min and median first), and the
+ * median CPU (user + sys, getrusage, every thread) per lookup of a repeat.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +52,15 @@ static void build(uint8_t *p, uint16_t family, uint32_t seq, uint32_t pid)
     memcpy(p + 8, &seq, 4); memcpy(p + 12, &port, 4);
     p[16] = 1; p[17] = 1; p[18] = 0; p[19] = 0;             /* CMD_GET, version 1 */
     memcpy(p + 20, &alen, 2); memcpy(p + 22, &atype, 2); memcpy(p + 24, &pid, 4);
+}
+
+/* CPU (user + sys) of the whole process so far, every thread included. */
+static uint64_t cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
+           ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -196,11 +207,12 @@ int main(int argc, char **argv)
             return 1;
     }
     uint64_t *times = calloc((size_t)repeats, sizeof *times);
+    uint64_t *cpus = calloc((size_t)repeats, sizeof *cpus);
     size_t records = 0, errors = 0;
 
     for (int r = 0; r < repeats; r++) {
         pthread_t tid[MAX_THREADS];
-        uint64_t t0 = now_ns();
+        uint64_t t0 = now_ns(), c0 = cpu_ns();
         for (int t = 0; t < nthreads; t++) {
             workers[t].first = seq0 + (uint32_t)(r * n) + (uint32_t)(n * (size_t)t / (size_t)nthreads);
             if (nthreads == 1)
@@ -220,6 +232,7 @@ int main(int argc, char **argv)
             errors += workers[t].errors;
         }
         times[r] = now_ns() - t0;
+        cpus[r] = cpu_ns() - c0;
     }
     printf("lookups=%zu records=%zu errors=%zu threads=%d", n, records, errors, nthreads);
     uint64_t *sorted = malloc((size_t)repeats * sizeof *sorted);
@@ -229,6 +242,7 @@ int main(int argc, char **argv)
            (double)sorted[repeats / 2] / n);
     for (int r = 0; r < repeats; r++)
         printf("%s%.1f", r ? "," : "", (double)times[r] / n);
-    printf("\n");
+    qsort(cpus, (size_t)repeats, sizeof *cpus, cmp_u64);
+    printf(" median_cpu_ns_per_lookup=%.1f\n", (double)cpus[repeats / 2] / n);
     return 0;
 }

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
+from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import BORN, EXACT, EXITED, FLAG_DELAYACCT_OFF, INHERITED
 
-from cgroup_workload import ROOT, WORKLOAD, run_until_empty
+from cgroup_workload import ROOT, WORKLOAD, Group, run_until_empty
 
 pytestmark = pytest.mark.kernel
 
