@@ -15,13 +15,15 @@ from taskstats_fast.accounting import cgroupfs
 ROOT = cgroupfs.find_cgroup2()
 
 # A churn of short-lived children (each a few ms of CPU) beside a long-running burner; every
-# child's pid goes to the log.  Runs in the cgroup it was started in.
+# child's pid goes to the log.  Runs in the cgroup it was started in, for $2 seconds and until it
+# has started at least $3 children (a loaded host starts far fewer in the same time).
 WORKLOAD = r"""
-log=$1; seconds=$2
+log=$1; seconds=$2; least=${3:-0}; n=0
 ( while :; do :; done ) & burner=$!; echo $burner >> "$log"
 end=$(( $(date +%s) + seconds ))
-while [ "$(date +%s)" -lt "$end" ]; do
+while [ "$(date +%s)" -lt "$end" ] || [ $n -lt "$least" ]; do
     ( i=0; while [ $i -lt 1500 ]; do i=$((i+1)); done ) & echo $! >> "$log"
+    n=$((n+1))
     wait $!
 done
 kill $burner

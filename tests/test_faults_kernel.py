@@ -160,18 +160,35 @@ def test_a_storm_of_signals_runs_every_handler_and_loses_no_exit():
     ticks = []
     old = signal.signal(signal.SIGALRM, lambda signum, frame: ticks.append(signum))
     try:
-        with tsf.ExitListener() as listener:
-            signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
-            pids, got, t0 = [], [], time.monotonic()
-            while time.monotonic() - t0 < 1.0:
-                pids.append(spawn(len(pids) % 100))
-                got.append(listener.read(timeout=0.05))
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            recs = np.concatenate(got + [collect(listener, pids)])
-            recs = recs[(recs["kind"] == tsf.KIND_PID) & np.isin(recs["ac_pid"], pids)]
-            assert_each_once(recs, pids)
-            codes = {int(r["ac_pid"]): int(r["ac_exitcode"]) >> 8 for r in recs}
-            assert all(codes[p] == i % 100 for i, p in enumerate(pids))
+        for _ in range(2):        # both within the watchdog's minute
+            with tsf.ExitListener() as listener:
+                signal.setitimer(signal.ITIMER_REAL, 0.001, 0.001)
+                pids, got, t0 = [], [], time.monotonic()
+                # at least a second, and until 100 handlers ran: signals that arrive while the
+                # process waits for a CPU coalesce into one, so a loaded host needs longer
+                while time.monotonic() - t0 < 1.0 or \
+                        (len(ticks) <= 100 and time.monotonic() - t0 < 10):
+                    pids.append(spawn(len(pids) % 100))
+                    got.append(listener.read(timeout=0.05))
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                recs = np.concatenate(got)
+                missing = set(pids) - set(ours(recs)["ac_pid"].tolist())
+                recs = np.concatenate([recs, collect(listener, missing, timeout=15)])
+                lost = listener.stats.lost
+            recs = ours(recs[(recs["kind"] == tsf.KIND_PID) & np.isin(recs["ac_pid"], pids)])
+            # a fork storm elsewhere can overflow the sockets (lost says so): run it again then
+            if len(recs) == len(pids) or not lost:
+                break
+        # exit codes per pid, as spawned and as recorded (a fork storm elsewhere wraps the pids
+        # so fast that two of ours may share one)
+        spawned: dict = {}
+        for i, p in enumerate(pids):
+            spawned.setdefault(p, []).append(i % 100)
+        recorded: dict = {}
+        for r in recs:
+            recorded.setdefault(int(r["ac_pid"]), []).append(int(r["ac_exitcode"]) >> 8)
+        assert {p: sorted(c) for p, c in recorded.items()} == \
+            {p: sorted(c) for p, c in spawned.items()}, f"lost {lost}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)

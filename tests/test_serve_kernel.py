@@ -55,12 +55,10 @@ def _intervals(samples: dict) -> float:
     return samples[("taskstats_intervals_total", frozenset())]
 
 
-@pytest.mark.kernel
-def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
-    command = f"tsfflood{os.getpid() % 10**7}"
-    exe = tmp_path / command
-    shutil.copy(shutil.which("true") or "/bin/true", exe)
-    floods = 2000
+def _flood_under_scrapes(exe, floods: int):
+    """Run ``floods`` copies of ``exe`` one after the other while 8 threads scrape /metrics:
+    (scrape failures, every exit count a scrape saw, the samples after the flood, scrapes)."""
+    command = exe.name
     stop = threading.Event()
     with MetricsService("127.0.0.1", 0, interval=0.5) as service:
         runner = threading.Thread(target=service.run, args=(stop,))
@@ -83,32 +81,52 @@ def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
         try:
             for t in scrapers:
                 t.start()
-            # exits before accounting's first look belong to no interval: start after one has ended
-            deadline = time.monotonic() + 30
+            # exits before accounting's first look belong to no interval: start after one has
+            # ended (the deadlines are conditions waited for: a loaded host is slow, not wrong)
+            deadline = time.monotonic() + 120
             while _intervals(_samples(service.url)) < 1:
-                assert time.monotonic() < deadline, "no interval ended in 30 s"
+                assert time.monotonic() < deadline, "no interval ended in 120 s"
                 time.sleep(0.05)
             subprocess.run(["sh", "-c", f'i=0; while [ $i -lt {floods} ]; do "{exe}"; i=$((i+1)); done'],
-                           check=True, timeout=300)
+                           check=True, timeout=600)
             # every exit is counted at the end of the interval it fell in: wait for two more
             after = _intervals(_samples(service.url))
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120
             while _intervals(_samples(service.url)) < after + 2:
-                assert time.monotonic() < deadline, "no interval ended in 30 s"
+                assert time.monotonic() < deadline, "no interval ended in 120 s"
                 time.sleep(0.1)
             final = _samples(service.url)
         finally:
             stop.set()
             for t in scrapers:
                 t.join()
-            runner.join(timeout=30)
+            runner.join(timeout=60)
+        return failures, seen, final, service.exporter.counts().scrapes
+
+
+def _lost(samples: dict) -> float:
+    return samples[("taskstats_interval_lost_exits_total", frozenset())] + \
+        samples[("taskstats_listener_lost_messages_total", frozenset())]
+
+
+@pytest.mark.kernel
+def test_concurrent_scrapes_during_an_exit_flood_lose_no_exits(tmp_path):
+    command = f"tsfflood{os.getpid() % 10**7}"
+    exe = tmp_path / command
+    shutil.copy(shutil.which("true") or "/bin/true", exe)
+    floods = 2000
+    for _ in range(3):
+        # the listener hears every exit on the machine: a fork storm elsewhere can overflow its
+        # sockets, and then our count cannot be judged (lost says so); such a run is repeated
+        failures, seen, final, scrapes = _flood_under_scrapes(exe, floods)
+        if failures or not _lost(final):
+            break
     assert not failures, failures
     assert len(seen) > 20, "the scrapers hardly ran"
-    assert final[("taskstats_interval_lost_exits_total", frozenset())] == 0
-    assert final[("taskstats_listener_lost_messages_total", frozenset())] == 0
+    assert _lost(final) == 0, "exits lost in three runs"
     assert _exits(final, command) == floods
     assert any(0 < v < floods for v in seen), "no scrape saw the flood half way"
-    assert service.exporter.counts().scrapes >= len(seen)
+    assert scrapes >= len(seen)
 
 
 def _serve(*args: str) -> subprocess.Popen:
