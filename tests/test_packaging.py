@@ -43,6 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "csrc"))
 import build_ffi  # noqa: E402
 
+from taskstats_fast import _version  # noqa: E402
+
 CAPTURE = os.path.join("tests", "data", "captures", "6.12")
 # what a user's checkout never holds: built or installed things
 _NOT_SOURCE = re.compile(r"(^|/)(\.git|\.venv|build|dist|__pycache__|[^/]*\.egg-info)(/|$)|\.(so|o|pyc)$")
@@ -124,6 +126,7 @@ def test_the_metadata_names_licence_links_and_classifiers(dists):
                 member, = [m for m in tar.getmembers() if m.name.count("/") == 1 and m.name.endswith("/PKG-INFO")]
                 metadata = tar.extractfile(member).read().decode()
         headers = metadata.split("\n\n", 1)[0]
+        assert re.search(rf"^Version: {re.escape(_version.__version__)}$", headers, re.M), dist.name
         assert re.search(r"^License-Expression: MIT$", headers, re.M), dist.name
         assert re.search(r"^License-File: LICENSE$", headers, re.M)
         assert not re.search(r"^(License:|Classifier: License ::)", headers, re.M)  # the SPDX expression only
