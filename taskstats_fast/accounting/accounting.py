@@ -18,7 +18,6 @@ and ``lost``), so they can change inside without touching this module.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Iterator, Optional
 
@@ -48,7 +47,9 @@ class Accounting:
     ``interval``: seconds between looks (the schedule does not drift; if a look overruns, the
     next one is taken at once).  ``cgroup_root``: where cgroup v2 is mounted (``AUTO``: found in
     mountinfo; None: no attribution).  ``pressure``: read PSI.  ``workers``: sockets and
-    threads each look's bulk query runs on (``Connection.pids(workers=)``; default: one per CPU).
+    threads each look's bulk query runs on (``Connection.pids(workers=)``; default 1: the
+    kernel serialises TASKSTATS GETs under ``genl_mutex``, the family having no
+    ``parallel_ops``, so a second thread buys little time and costs CPU per look).
     ``connection``/``listener``: use these instead of opening a ``Connection`` and an
     ``ExitListener()`` (they are then not closed here).  ``listener_options`` go to
     ``ExitListener`` when this class opens it.
@@ -62,8 +63,8 @@ class Accounting:
         self.interval = float(interval)
         self.cgroup_root = cgroupfs.find_cgroup2() if cgroup_root == AUTO else (cgroup_root or None)
         self.pressure = bool(pressure)
-        #: sockets and threads of each look's bulk query (default: one per online CPU)
-        self.workers = max(1, int(workers if workers is not None else (os.cpu_count() or 1)))
+        #: sockets and threads of each look's bulk query (default 1, see the class docstring)
+        self.workers = max(1, int(workers if workers is not None else 1))
         self._own_connection = connection is None
         self._own_listener = listener is None
         self._connection = connection
