@@ -7,15 +7,20 @@ exit older than the last flush (``--flush-seconds`` plus a margin): what fsync s
 How (the approach of /work/shared/kernels/krun.sh, self-contained here so CI needs only this
 repository): a Debian kernel package and busybox-static are unpacked under $KROOT; an
 initramfs mounts this machine's / read-only over virtiofs, the disk image (a sparse file on the
-host, mkfs.ext4'd once) as /dev/vda at /tmp/disk inside that root, and chroots into it.  There a
-producer (tests/crash/kill9.py --produce) forks children with known names and logs each exit to
-the second serial port, which qemu writes to a host file as it arrives, once ``record`` has
-said it is recording.  The host cuts the power, copies the image, runs ``e2fsck -fy`` on the
-copy (journal replay and check) and reads it back with ``debugfs rdump``; the next boot mounts
-the original (the guest kernel replays its journal) and ``record`` starts on the same
-directory, recovering what the cut left (a cut during that start-up lands in the recovery).
-The last boot stops ``record`` with SIGTERM and powers off cleanly; everything must be there,
-exactly once.
+host, mkfs.ext4'd once) as /dev/vda at /tmp/disk inside that root, and chroots into it.  There
+``record`` and a producer (tests/crash/kill9.py --produce) start together: the producer forks
+children with known names and logs each exit to the second serial port, which qemu writes to a
+host file as it arrives; the job marks there, in the guest's clock, when ``record`` said it was
+recording.  The host cuts the power (SIGKILL to qemu) at a random moment, a quarter of the time
+before that mark (Python's start-up, registration, and the recovery of the last cut), copies the
+image, runs ``e2fsck -fy`` on the copy (journal replay and check) and reads it back with
+``debugfs rdump``: every data file under a final name must read whole, and the readers must
+find every exit logged after the mark and older than the cut by the flush window plus a margin,
+exactly once.  The next boot mounts the original (the guest kernel replays its journal) and
+``record`` starts on the same directory, recovering what the cut left; after it the earlier
+boots' exits must all still be there exactly once.  Configurations get runs of consecutive
+boots (``--formats``).  The last boot stops the producer, then ``record`` with SIGTERM, and
+powers off cleanly; every exit logged must be there, exactly once.
 
 What a cut loses: the guest's page cache, and whatever it had not yet sent to the virtual disk.
 Writes the guest had sent survive (qemu's default writeback cache is the host's page cache,
@@ -41,7 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -51,9 +56,20 @@ import kill9  # noqa: E402  (the producer and the exactly-once check)
 KERNEL = "linux-image-6.12.117+deb12-cloud-amd64"
 BUSYBOX = "busybox-static"
 READY = "POWERCUT-READY"
+STOPPED = "POWERCUT-PRODUCER-STOPPED"
 #: record's flush window and the margin on top, in guest seconds (the guest's clock: under TCG
 #: it runs slower than the host's, and the flush timer runs on it)
 WINDOW_SECONDS = kill9.FLUSH_SECONDS + 2.0
+#: the start line comes just after the listener registered
+START_LAG_SECONDS = 0.5
+#: a cut lands up to this many host seconds after record said it was recording
+CUT_WITHIN_SECONDS = 6.0
+#: the share of cuts aimed at start-up (imports, the recovery of the last cut, registration)
+EARLY_SHARE = 0.25
+#: how long the clean last boot records before it stops
+CLEAN_SECONDS = 4
+IMAGE_MB = 64
+BOOT_TIMEOUT = 240.0
 CONFIGS = (
     ("parquet", ("--format", "parquet", "--rotate-seconds", "2")),
     ("npy", ("--format", "npy", "--rotate-seconds", "3")),
@@ -70,6 +86,7 @@ def fetch(kroot: str, package: str) -> str:
         return dest
     debs = os.path.join(kroot, "debs")
     os.makedirs(debs, exist_ok=True)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
     subprocess.run(["apt-get", "download", package], cwd=debs, check=True,
                    stdout=subprocess.DEVNULL)
     deb = next(p for p in sorted(glob.glob(os.path.join(debs, "*.deb")), key=os.path.getmtime,
@@ -115,23 +132,29 @@ sync
 poweroff -f
 """
 
-# Run in the guest's chroot (dash): record first; once it says it is recording, the producer.
+# Run in the guest's chroot (dash).  The producer starts with record, not after it: under TCG
+# each Python start-up takes many seconds, and the two overlap.  Exits before record says it is
+# recording are not expected; the guest's monotonic clock (= /proc/uptime here, no suspend)
+# marks that moment on the producer's serial port, so host and guest times never mix.
 JOB = r"""cd {repo} || exit 9
+up() {{ cut -d' ' -f1 /proc/uptime; }}
+{py} tests/crash/kill9.py --produce {nonce} --rate {rate} --log /dev/ttyS1 &
+prod=$!
 {py} -m taskstats_fast record -o /tmp/disk/{name} --no-status {args} 2> /tmp/record.err &
 rec=$!
 while ! grep -q "recording every" /tmp/record.err 2> /dev/null; do
   kill -0 $rec 2> /dev/null || break
   sleep 0.1
 done
+echo "{ready} $(up)" > /dev/ttyS1
 cat /tmp/record.err > /dev/console
-echo {ready} > /dev/ttyS1
-{py} tests/crash/kill9.py --produce {nonce} --rate {rate} --log /dev/ttyS1 &
-prod=$!
 {finish}
 """
-# the last boot: stop cleanly after a while, then the init unmounts and powers off
-FINISH_CLEAN = """sleep {seconds}; kill -TERM $rec; wait $rec; echo "POWERCUT: record rc=$?" > /dev/console
-kill -TERM $prod; wait $prod; cat /tmp/record.err > /dev/console"""
+# the last boot: the producer stops first, so that every exit it logged must be recorded; then
+# record stops on SIGTERM (writing what it holds), and the init unmounts and powers off
+FINISH_CLEAN = """sleep {seconds}; kill -TERM $prod; wait $prod; echo "{stopped} $(up)" > /dev/ttyS1
+sleep 1; kill -TERM $rec; wait $rec; echo "POWERCUT: record rc=$?" > /dev/console
+cat /tmp/record.err > /dev/console"""
 FINISH_NEVER = "wait $rec"
 
 
@@ -168,19 +191,21 @@ class Boot:
     config: str
     nonce: str
     clean: bool
-    ready_at: Optional[float] = None      #: host monotonic time READY arrived
-    cut_at: Optional[float] = None        #: host monotonic time of the SIGKILL (None: clean)
+    ready_after: Optional[float] = None   #: host seconds from qemu's start to READY
+    cut_after: Optional[float] = None     #: host seconds from qemu's start to the cut (clean: None)
     seconds: float = 0.0                  #: host wall time of the boot
+    record_rc: Optional[int] = None       #: the clean boot's record exit status
     console_tail: List[str] = field(default_factory=list)
 
 
 class Guest:
     """One qemu boot of the kernel with the disk image and the host's root (virtiofs)."""
 
-    def __init__(self, work: str, kdir: str, initrd: str, image: str, smp: int, mem: int):
+    def __init__(self, work: str, kdir: str, initrd: str, image: str, smp: int, mem: int,
+                 cpu: str):
         self.work, self.kdir, self.base_initrd, self.image = work, kdir, initrd, image
         self.initrd = os.path.join(work, "initrd-job.gz")
-        self.smp, self.mem = smp, mem
+        self.smp, self.mem, self.cpu = smp, mem, cpu
         self.vmlinuz = glob.glob(os.path.join(kdir, "boot", "vmlinuz-*"))[0]
 
     def start(self, tag: str):
@@ -203,7 +228,7 @@ class Guest:
                     mhz = int(float(line.split(":")[1]))
                     break
         qemu = subprocess.Popen([
-            "qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-m", str(self.mem),
+            "qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", self.cpu, "-m", str(self.mem),
             "-smp", str(self.smp), "-display", "none", "-no-reboot", "-nodefaults",
             "-kernel", self.vmlinuz, "-initrd", self.initrd,
             "-append", f"console=ttyS0 panic=-1 quiet lpj={mhz * 1000000 // 250}",
@@ -247,24 +272,29 @@ def check_image(image: str, work: str, tag: str) -> Dict:
     """fsck a copy of the image (journal replay and full check) and dump its files."""
     copy = os.path.join(work, "check.img")
     subprocess.run(["cp", "--sparse=always", image, copy], check=True)
-    fsck = subprocess.run(["e2fsck", "-fy", copy], capture_output=True, text=True)
+    # the journal replayed alone (what a mount does), then a full read-only check that must
+    # find nothing: a clean image is one whose journal replay leaves no error to correct
+    subprocess.run(["e2fsck", "-y", "-E", "journal_only", copy], capture_output=True)
+    fsck = subprocess.run(["e2fsck", "-fn", copy], capture_output=True, text=True)
     dump = os.path.join(work, f"disk-{tag}")
     shutil.rmtree(dump, ignore_errors=True)
     os.makedirs(dump)
     subprocess.run(["debugfs", "-R", f"rdump / {dump}", copy], capture_output=True, check=True)
     os.unlink(copy)
-    # e2fsck: 0 clean, 1 errors corrected (a replayed journal alone gives 0), >= 4 uncorrected
+    # e2fsck -n: 0 clean, 4 errors found
     return {"fsck_code": fsck.returncode, "fsck_tail": fsck.stdout.strip().splitlines()[-2:],
             "dump": dump}
 
 
-def files_read_completely(directory: str) -> List[str]:
-    """Each data file under a final name, read alone: the problems (none when all read whole)."""
+def files_read_completely(directory: str) -> Tuple[int, List[str]]:
+    """Each data file under a final name, read alone: how many, and the problems (none when
+    all read whole)."""
     from taskstats_fast import recording
-    problems = []
+    problems: List[str] = []
     if not os.path.isdir(directory):
-        return problems
-    for path in recording.find_files(directory):
+        return 0, problems
+    paths = recording.find_files(directory)
+    for path in paths:
         try:
             rows = recording.read_records(path)
             meta = recording.read_metadata(path)
@@ -274,20 +304,29 @@ def files_read_completely(directory: str) -> List[str]:
         if "records" in meta and meta["records"] != len(rows):
             problems.append(f"{os.path.relpath(path, directory)}: metadata says {meta['records']} "
                             f"records, {len(rows)} read")
-    return problems
+    return len(paths), problems
 
 
 def exits_of(serial: str, nonce: str) -> Dict[bytes, float]:
     """comm -> guest monotonic seconds, from the producer's lines on the second serial port."""
-    lines = _text(serial).splitlines()
+    text = _text(serial).replace("\r", "")
+    # the last line may be cut mid-way by the power cut: only lines that ended are kept
+    lines = text.split("\n")[:-1]
     tmp = tempfile.NamedTemporaryFile("w", delete=False)
     with tmp:
-        # the last line may be cut mid-way by the power cut: read_log keeps complete lines only
-        tmp.write("\n".join(ln.strip("\r") for ln in lines if ln and ln[0].isdigit()) + "\n")
+        tmp.write("".join(ln + "\n" for ln in lines if ln and ln[0].isdigit()))
     try:
         return kill9.read_log(tmp.name, nonce)
     finally:
         os.unlink(tmp.name)
+
+
+def mark_of(serial: str, mark: str) -> Optional[float]:
+    """The guest's monotonic seconds the job wrote after ``mark`` on the producer's port."""
+    for line in _text(serial).replace("\r", "").split("\n")[:-1]:
+        if line.startswith(mark + " "):
+            return float(line.split()[1])
+    return None
 
 
 def _text(path: str) -> str:
@@ -298,33 +337,43 @@ def _text(path: str) -> str:
         return ""
 
 
-def run_boot(guest: Guest, image: str, boot: Boot, args: Sequence[str], py: str, rng: random.Random,
-             rate: float, timeout: float, log) -> None:
-    finish = FINISH_CLEAN.format(seconds=6) if boot.clean else FINISH_NEVER
+def run_boot(guest: Guest, boot: Boot, args: Sequence[str], py: str, rng: random.Random,
+             rate: float, timeout: float, ready_after: List[float], log) -> None:
+    """One boot: record (and recover) on the disk, then the power cut at a random moment, or
+    on the last boot the clean stop.  A quarter of the cuts land before record says it is
+    recording (Python's start-up and the recovery of what the last cut left); the rest at a
+    random moment of the recording, rotations included."""
+    finish = FINISH_CLEAN.format(seconds=CLEAN_SECONDS, stopped=STOPPED) if boot.clean \
+        else FINISH_NEVER
     job = JOB.format(repo=REPO, py=py, name=boot.config, args=" ".join(args), ready=READY,
                      nonce=boot.nonce, rate=rate, finish=finish)
     with_job(guest.base_initrd, job, guest.initrd)
     tag = f"{boot.index:02d}"
     started = time.monotonic()
     qemu, vfs = guest.start(tag)
-    early = not boot.clean and rng.random() < 0.25   # cut during record's start-up / recovery
+    cut_in: Optional[float] = None   # host seconds after READY (or after the mount: early)
+    early = not boot.clean and rng.random() < EARLY_SHARE
     try:
         deadline = started + timeout
+        mounted_at: Optional[float] = None
         while time.monotonic() < deadline and qemu.poll() is None:
-            text = _text(guest.serial(tag))
-            if boot.ready_at is None and READY in text:
-                boot.ready_at = time.monotonic()
-                if not boot.clean:
-                    time.sleep(rng.uniform(2.0, 10.0))
+            now = time.monotonic()
+            if boot.ready_after is None and READY in _text(guest.serial(tag)):
+                boot.ready_after = round(now - started, 1)
+                if not boot.clean and not early:
+                    ready_after.append(boot.ready_after)
+                    cut_in = rng.uniform(0.2, CUT_WITHIN_SECONDS)
+                    time.sleep(cut_in)
                     break
-            if early and "POWERCUT: mounted" in _text(guest.console(tag)):
-                time.sleep(rng.uniform(0.5, 15.0))   # python's start-up and record's recovery
-                if READY in _text(guest.serial(tag)):
-                    boot.ready_at = time.monotonic()
+            if early and mounted_at is None and "POWERCUT: mounted" in _text(guest.console(tag)):
+                mounted_at = now
+                # up to the usual start-up time: into the imports, the recovery, registration
+                cut_in = rng.uniform(0.5, sorted(ready_after)[len(ready_after) // 2])
+            if early and mounted_at is not None and now >= mounted_at + cut_in:
                 break
-            time.sleep(0.1)
-        if not boot.clean:
-            boot.cut_at = time.monotonic()
+            time.sleep(0.05)
+        if not boot.clean and qemu.poll() is None:
+            boot.cut_after = round(time.monotonic() - started, 1)
             qemu.send_signal(signal.SIGKILL)
         qemu.wait(timeout=max(10.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -335,95 +384,127 @@ def run_boot(guest: Guest, image: str, boot: Boot, args: Sequence[str], py: str,
         vfs.terminate()
         vfs.wait(timeout=10)
     boot.seconds = round(time.monotonic() - started, 1)
-    boot.console_tail = _text(guest.console(tag)).splitlines()[-6:]
+    console = _text(guest.console(tag))
+    boot.console_tail = console.splitlines()[-6:]
+    for line in console.splitlines():
+        if line.startswith("POWERCUT: record rc="):
+            boot.record_rc = int(line.split("=")[1])
 
 
 def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, rate: float,
-             smp: int, mem: int, log=print) -> Dict:
+             smp: int, mem: int, cpu: str, configs: Sequence[Tuple[str, Sequence[str]]],
+             log=print) -> Dict:
+    """``cuts`` cut boots and one clean one.  Each configuration gets a run of consecutive
+    boots, so that every cut is followed by a record start on the same directory, which must
+    recover it (the last cut of a run but the last one is checked with the readers only)."""
     rng = random.Random(seed)
     kdir = fetch(kroot, kernel)
     busybox = fetch(kroot, BUSYBOX)
     initrd = build_initrd(out, busybox, modules(kdir, ["virtio_blk"]), kdir)
     image = os.path.join(out, "disk.img")
     with open(image, "wb") as f:
-        f.truncate(256 << 20)
+        f.truncate(IMAGE_MB << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
-    guest = Guest(out, kdir, initrd, image, smp, mem)
+    guest = Guest(out, kdir, initrd, image, smp, mem, cpu)
     boots: List[Boot] = []
     checks: List[Dict] = []
+    ready_after: List[float] = [30.0]
     started = time.monotonic()
     for i in range(cuts + 1):
-        name, args = CONFIGS[i % len(CONFIGS)] if i < cuts else CONFIGS[(i - 1) % len(CONFIGS)]
+        name, args = configs[min(i * len(configs) // max(cuts, 1), len(configs) - 1)]
         boot = Boot(i, name, f"{i:02x}", clean=(i == cuts))
-        run_boot(guest, image, boot, args, py, rng, rate, timeout=300, log=log)
+        run_boot(guest, boot, args, py, rng, rate, BOOT_TIMEOUT, ready_after, log)
         boots.append(boot)
         checks.append(check_boot(guest, image, out, boot, boots))
         c = checks[-1]
-        log(f"powercut: boot {i:2d} {name:8} {'clean' if boot.clean else 'cut'} "
-            f"ready={'yes' if boot.ready_at else 'no '} {boot.seconds:5.1f} s  fsck={c['fsck_code']} "
-            f"unreadable={len(c['unreadable'])} expected={c['expected']} once={c['once']} "
-            f"lost={c['missing']} dup={c['duplicated']} {'ok' if c['ok'] else 'FAIL'}")
+        log(f"powercut: boot {i:2d} {name:8} "
+            + (f"clean stop rc={boot.record_rc}" if boot.clean else
+               f"cut at {boot.cut_after:5.1f} s" if boot.cut_after is not None else "no cut")
+            + f", ready at {boot.ready_after or '-':>5} s, {boot.seconds:5.1f} s: fsck={c['fsck_code']} "
+            f"files={c['files']} unreadable={len(c['unreadable'])} expected={c['expected']} "
+            f"once={c['once']} lost={c['missing']} dup={c['duplicated']} "
+            f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
     final = checks[-1]
-    return {"cuts": cuts, "seed": seed, "kernel": kernel, "seconds": round(time.monotonic() - started, 1),
-            "cuts_before_ready": sum(1 for b in boots if not b.clean and b.ready_at is None),
+    cut_boots = [b for b in boots if not b.clean]
+    return {"cuts": sum(1 for b in cut_boots if b.cut_after is not None), "seed": seed,
+            "kernel": kernel, "seconds": round(time.monotonic() - started, 1),
+            "cuts_before_ready": sum(1 for b in cut_boots if b.ready_after is None),
             "boots": [b.__dict__ for b in boots], "checks": checks,
-            "ok": all(c["ok"] for c in checks),
+            "ok": all(c["ok"] for c in checks) and len(cut_boots) == cuts,
             "totals": {"checked": sum(c["expected"] for c in checks),
                        "once": sum(c["once"] for c in checks),
                        "lost": sum(c["missing"] for c in checks),
                        "duplicated": sum(c["duplicated"] for c in checks),
+                       "files": sum(c["files"] for c in checks),
                        "unreadable_files": sum(len(c["unreadable"]) for c in checks),
-                       "fsck_uncorrected": sum(1 for c in checks if c["fsck_code"] >= 4),
+                       "fsck_unclean": sum(1 for c in checks if c["fsck_code"] != 0),
+                       "exits_recovered": final["once"], "final_expected": final["expected"],
                        "final_ok": final["ok"]}}
+
+
+def expected_of(boot: Boot, serial: str) -> Dict[bytes, float]:
+    """The exits of ``boot`` its recording must hold: logged after record said it was
+    recording (plus the start line's lag), and older than the cut by the flush window plus a
+    margin; on the clean boot every exit the producer logged before it stopped."""
+    exits = exits_of(serial, boot.nonce)
+    ready = mark_of(serial, READY)
+    if ready is None:
+        return {}
+    if boot.clean:
+        last = mark_of(serial, STOPPED) or 0.0
+    else:   # the cut came after the last thing the guest wrote to the port
+        last = max([ready, *exits.values()]) - WINDOW_SECONDS
+    return {c: t for c, t in exits.items() if ready + START_LAG_SECONDS <= t <= last}
 
 
 def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[Boot]) -> Dict:
     """After boot ``boot``: the disk fscks, its final-named files read whole, and every exit of
-    every boot so far that its recording was up long enough to flush is in it exactly once."""
+    every boot so far on its configuration is in the recording exactly once: the cut boot's
+    own as the readers find them, the earlier ones after this boot's record start recovered
+    what they left."""
     tag = f"{boot.index:02d}"
     disk = check_image(image, out, tag)
     result = {"boot": boot.index, "config": boot.config, "fsck_code": disk["fsck_code"],
-              "fsck_tail": disk["fsck_tail"], "unreadable": [], "expected": 0, "once": 0,
-              "missing": 0, "duplicated": 0, "damaged": [], "error": None}
-    for name, _ in CONFIGS:
-        result["unreadable"] += files_read_completely(os.path.join(disk["dump"], name))
-    # the exits this boot's config must hold: of every boot on it so far, those older than its
-    # last flush (a cut) or all (the clean stop)
+              "fsck_tail": disk["fsck_tail"], "unreadable": [], "files": 0, "expected": 0,
+              "once": 0, "missing": 0, "duplicated": 0, "damaged": [], "error": None}
+    for name in sorted(os.listdir(disk["dump"])):
+        if name != "lost+found":
+            n, problems = files_read_completely(os.path.join(disk["dump"], name))
+            result["files"] += n
+            result["unreadable"] += problems
     for earlier in (b for b in boots if b.config == boot.config):
-        exits = exits_of(guest.serial(f"{earlier.index:02d}"), earlier.nonce)
-        if not exits:
-            continue
-        last = max(exits.values())
-        keep = {c: t for c, t in exits.items()
-                if earlier.clean or t <= last - WINDOW_SECONDS}
-        # a later boot that got to recording has recovered the earlier one's leftovers; the
-        # boot's own (or one nothing recovered) may be crashed parts readers skip and name
-        recovered = earlier is not boot and boot.ready_at is not None
-        config = kill9.Config(earlier.config, ())
-        check = kill9.check_directory(config, os.path.join(disk["dump"], boot.config),
+        keep = expected_of(earlier, guest.serial(f"{earlier.index:02d}"))
+        recovered = earlier is not boot and boot.ready_after is not None
+        check = kill9.check_directory(kill9.Config(earlier.config, ()),
+                                      os.path.join(disk["dump"], boot.config),
                                       kill9.RESTARTED if recovered else kill9.AS_LEFT, keep,
                                       earlier.nonce)
         for key in ("expected", "once", "missing", "duplicated"):
             result[key] += getattr(check, key)
         result["damaged"] += check.damaged
-        if not check.ok:
-            result["error"] = check.error or f"boot {earlier.index}: {check.missing} lost, " \
-                f"{check.duplicated} duplicated"
-    result["ok"] = (disk["fsck_code"] < 4 and not result["unreadable"]
+        if not check.ok or check.missing:   # a power cut: the readers must find it all too
+            result["error"] = result["error"] or check.error or (
+                f"boot {earlier.index}: {check.missing} lost, {check.duplicated} duplicated, "
+                f"{len(check.damaged)} damaged ({'; '.join(check.damaged[:2])}) "
+                f"e.g. {', '.join(check.missing_examples[:3])}")
+    if boot.clean and boot.record_rc != 0:
+        result["error"] = result["error"] or f"the clean stop's record exited {boot.record_rc}"
+    result["ok"] = (disk["fsck_code"] == 0 and not result["unreadable"]
                     and result["error"] is None)
-    if boot.index % 4 != 3 and not boot.clean:
-        shutil.rmtree(disk["dump"], ignore_errors=True)   # keep a few dumps to look at
+    if result["ok"]:
+        shutil.rmtree(disk["dump"], ignore_errors=True)   # a failing one stays to look at
     return result
 
 
 def report(result: Dict) -> str:
     t = result["totals"]
-    return (f"power-cut campaign under {result['kernel']}: {result['cuts']} cuts "
-            f"({result['cuts_before_ready']} before record was recording) in {result['seconds']} s; "
-            f"{t['checked']:,} exit checks, {t['once']:,} readable exactly once, {t['lost']:,} lost, "
-            f"{t['duplicated']:,} duplicated; {t['unreadable_files']} unreadable final files; "
-            f"{t['fsck_uncorrected']} fsck runs left errors; final clean boot "
-            f"{'ok' if t['final_ok'] else 'FAILED'}")
+    return (f"power-cut campaign under {result['kernel']}: {'ok' if result['ok'] else 'FAILED'}; "
+            f"{result['cuts']} cuts ({result['cuts_before_ready']} before record was recording) "
+            f"in {result['seconds']} s (seed {result['seed']}); {t['files']} final files read "
+            f"({t['unreadable_files']} unreadable), {t['fsck_unclean']} images not fsck "
+            f"clean; {t['checked']:,} exit checks, {t['once']:,} readable exactly once, "
+            f"{t['lost']:,} lost, {t['duplicated']:,} duplicated; after the clean restart "
+            f"{t['exits_recovered']:,} of {t['final_expected']:,} exits there")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -437,11 +518,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--python", default=os.path.abspath(sys.executable),
                    help="the interpreter the guest runs, with taskstats_fast installed (default: "
                         "this one; not under /tmp, which the guest does not share)")
-    p.add_argument("--rate", type=float, default=40.0, help="exits per second in the guest")
-    p.add_argument("--smp", type=int, default=2)
-    p.add_argument("--mem", type=int, default=1024)
+    p.add_argument("--formats", default=",".join(c[0] for c in CONFIGS),
+                   help="configurations, in order (default: %(default)s)")
+    p.add_argument("--rate", type=float, default=20.0, help="exits per second in the guest")
+    p.add_argument("--smp", type=int, default=1)
+    p.add_argument("--mem", type=int, default=512)
+    p.add_argument("--cpu", default="Nehalem", help="qemu -cpu (default: %(default)s)")
     p.add_argument("--json", help="also write the result as JSON here")
     args = p.parse_args(argv)
+    known = dict(CONFIGS)
+    configs = [(f, known[f]) for f in args.formats.split(",") if f in known]
+    if not configs or len(configs) != len(args.formats.split(",")) or args.cuts < 1:
+        print(f"powercut: --formats takes some of {', '.join(known)}, --cuts at least 1",
+              file=sys.stderr)
+        return 2
     missing = [t for t in ("qemu-system-x86_64", "cpio", "depmod", "e2fsck", "debugfs", "mkfs.ext4")
                if shutil.which(t) is None] + \
         ([] if os.path.exists("/usr/lib/qemu/virtiofsd") else ["virtiofsd"])
@@ -449,11 +539,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"powercut: needs root and {', '.join(missing) or 'nothing else'} "
               "(make powercut-deps)", file=sys.stderr)
         return 2
+    # The guest shares this root read-only and runs with PYTHONDONTWRITEBYTECODE: without
+    # bytecode caches it compiles every module of ours at every start, which under TCG costs
+    # more than all the rest of the start-up.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "taskstats_fast"),
+                    os.path.join(REPO, "tests", "crash")], check=True)
     seed = args.seed if args.seed is not None else int(time.time())
     out = args.out or tempfile.mkdtemp(prefix="tsf-powercut-", dir="/var/tmp")
     os.makedirs(out, exist_ok=True)
     result = campaign(args.cuts, seed, out, args.kroot, args.kernel, args.python, args.rate,
-                      args.smp, args.mem, log=lambda s: print(s, file=sys.stderr, flush=True))
+                      args.smp, args.mem, args.cpu, configs,
+                      log=lambda s: print(s, file=sys.stderr, flush=True))
     print(report(result))
     if args.json:
         with open(args.json, "w") as f:
