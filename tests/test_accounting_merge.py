@@ -287,3 +287,18 @@ def test_a_pid_reused_right_after_its_exit_is_a_new_task():
     rows, _ = merge(start, end, exits)
     assert sorted(rows["ac_utime"].tolist()) == [20, 40]
     assert row(rows, 74, BORN)["ac_utime"] == 20
+
+
+def test_every_row_of_a_task_carries_the_start_of_its_first_sighting():
+    """The kernel's ac_btime is floor(now) - floor(elapsed): a later record of the same task may
+    say a second more.  Rows keep the first, through live intervals and the exit."""
+    first = rec(40, T0, 2.5)                                        # says T0 - 3 s
+    later = rec(40, T1, 3.5, utime=10)
+    later["ac_btime64"] = later["ac_btime"] = first["ac_btime64"] + 1    # the jitter
+    start = look(T0, first, {40: 7})
+    rows, nxt = merge(start, look(T1, later, {40: 7}), cat())
+    assert row(rows, 40)["ac_btime64"] == first["ac_btime64"][0]
+    dead = rec(40, T1 + S // 2, 4.0, utime=20, exitcode=9)
+    dead["ac_btime64"] = dead["ac_btime"] = first["ac_btime64"] + 1
+    rows, nxt = merge(nxt, look(T1 + S, cat(), {}), dead)
+    assert row(rows, 40, EXITED)["ac_btime64"] == first["ac_btime64"][0]

@@ -37,6 +37,10 @@ sighting itself (born inside the interval, so all of it belongs here).  A ledger
 end sighting left without an exit record: its exit message was lost (``Interval.lost`` counts
 those).
 
+Start.  The kernel's ``ac_btime`` is ``floor(now) - floor(elapsed)``, so two records of one task
+can disagree by a second, and rows grouped by (tgid, start) would split a process in two.  Every
+row carries the start of its task's first sighting in this ``Accounting``, which the ledger keeps.
+
 CPU.  ``cpu_ns`` is the scheduler's clock (the ``cpu_run_virtual_total`` delta) for every row,
 exited or not; reconcile.py then makes exited rows up to their cgroup's ``cpu.stat``.  Chosen by
 measurement against ``wait4`` (tests/test_accounting_cpu_kernel.py; README "Interval
@@ -301,6 +305,11 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     for name in IDENTITY_FIELDS + LEVEL_FIELDS + ("ac_btime64",):
         rows[name] = seen[name]
     rows["ac_exitcode"][:nx] = exits["ac_exitcode"]
+    # one start per task (see "Start" in the module docstring)
+    rows["ac_btime64"][matched] = starts["ac_btime64"][s_at[matched]]
+    ledger["ac_btime64"][live_at] = rows["ac_btime64"][nx:]
+    folded = np.flatnonzero(x_to_end >= 0)
+    ledger["ac_btime64"][x_to_end[folded]] = rows["ac_btime64"][folded]
     base = np.zeros_like(counters)
     base[matched] = starts["mono"][s_at[matched], :len(DELTA_FIELDS)]
     block = summed_block(rows)                          # cpu_ns, then DELTA_FIELDS

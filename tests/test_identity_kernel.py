@@ -1,0 +1,157 @@
+"""Who and where in recorded interval rows, on the real kernel: a process is (tgid, start), and a
+row names its cgroup's path even after the cgroup is gone.
+
+Both run the real ``record --interval`` command, per task and per process, while the test makes
+the events happen, then read the recordings back with ``read_frame`` as a pandas user would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taskstats_fast import recording
+
+from cgroup_workload import ROOT
+
+pytestmark = pytest.mark.kernel
+
+CLI = [sys.executable, "-m", "taskstats_fast"]
+INTERVAL = "0.5"
+# Takes the name argv[1], says so, and sleeps until killed (or argv[2] seconds).
+NAMED = ("import sys, time\n"
+         "open('/proc/self/comm', 'w').write(sys.argv[1])\n"
+         "print('named', flush=True)\n"
+         "time.sleep(float(sys.argv[2]))\n")
+
+
+def _recorders(tmp_path):
+    """A ``record`` per task and one per process, each past its first look."""
+    procs = {}
+    for by in ("task", "process"):
+        out = tmp_path / f"{by}.npy"
+        p = subprocess.Popen([*CLI, "record", "--interval", INTERVAL, "--by", by, "-o", str(out)],
+                             stderr=subprocess.PIPE, text=True)
+        procs[by] = (p, out)
+    for p, _ in procs.values():
+        assert p.stderr is not None
+        line = p.stderr.readline()
+        assert "recording every" in line, line
+    time.sleep(2 * float(INTERVAL))       # the first look is behind it
+    return procs
+
+
+def _stop(procs):
+    """Two more intervals (the last exits are cut into one), then SIGTERM: each flushes."""
+    time.sleep(3 * float(INTERVAL))
+    frames = {}
+    for by, (p, out) in procs.items():
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        frames[by] = recording.read_frame(str(out))
+    return frames
+
+
+def _named(argv_prefix, comm, seconds=60.0, **kw):
+    p = subprocess.Popen([*argv_prefix, sys.executable, "-c", NAMED, comm, str(seconds)],
+                         stdout=subprocess.PIPE, text=True, **kw)
+    assert p.stdout is not None and p.stdout.readline() == "named\n"
+    return p
+
+
+def _with_pid(pid, comm, attempts=500):
+    """``_named`` with exactly ``pid`` (via ns_last_pid), or None (every fork on the machine
+    races the write)."""
+    for _ in range(attempts):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        p = subprocess.Popen([sys.executable, "-c", NAMED, comm, "1.5"], stdout=subprocess.PIPE,
+                             text=True)
+        if p.pid == pid:
+            assert p.stdout is not None and p.stdout.readline() == "named\n"
+            return p
+        p.kill()
+        p.wait()
+        p.stdout.close()  # type: ignore[union-attr]
+    return None
+
+
+def test_a_pid_wrap_puts_two_commands_under_one_tgid_and_start_keeps_them_apart(tmp_path):
+    first_comm, second_comm = f"tsfwA{os.getpid() % 10**6}", f"tsfwB{os.getpid() % 10**6}"
+    procs = _recorders(tmp_path)
+    try:
+        first = _named([], first_comm)
+        time.sleep(1.5)                   # seen by looks; and the next start is seconds later
+        first.kill()
+        first.wait()
+        first.stdout.close()  # type: ignore[union-attr]
+        second = _with_pid(first.pid, second_comm)
+        if second is None:
+            pytest.fail("could not get the same pid again in 500 tries (machine too busy forking)")
+        second.wait()
+        second.stdout.close()  # type: ignore[union-attr]
+        frames = _stop(procs)
+    finally:
+        for p, _ in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for by, frame in frames.items():
+        ours = frame[frame["ac_comm"].isin([first_comm, second_comm])]
+        assert set(ours["ac_tgid"]) == {first.pid}, (by, ours[["ac_tgid", "ac_comm"]])
+        assert set(ours["ac_comm"]) == {first_comm, second_comm}, by
+        # the README's per-process grouping: (tgid, start).  Each group holds one of the two
+        # commands (a row seen before its process renamed itself says "python": the same
+        # process), and each command is one group: its rows agree on its start.
+        groups = ours.groupby(["ac_tgid", "ac_btime"])["ac_comm"]
+        assert (groups.nunique() == 1).all(), (by, groups.unique())
+        starts = ours.groupby("ac_comm")["ac_btime"].unique()
+        assert all(len(s) == 1 for s in starts), (by, starts)   # one start per command
+        assert starts[first_comm][0] < starts[second_comm][0], (by, starts)
+
+
+@pytest.mark.skipif(ROOT is None, reason="no cgroup v2 hierarchy is mounted")
+def test_a_cgroups_path_is_in_its_rows_after_the_cgroup_is_removed(tmp_path):
+    assert ROOT is not None
+    name = f"tsf-gone-{os.getpid()}-{time.monotonic_ns()}"
+    path = os.path.join(ROOT, name)
+    os.mkdir(path)
+    comm = f"tsfgone{os.getpid() % 10**5}"
+    procs = _recorders(tmp_path)
+    try:
+        def enter():
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write("0")
+        proc = _named([], comm, preexec_fn=enter)
+        time.sleep(3 * float(INTERVAL))   # listed in the cgroup by looks
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.rmdir(path)            # gone before the recordings are read
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the cgroup did not empty in 30 s"
+                time.sleep(0.05)
+        frames = _stop(procs)
+    finally:
+        for p, _ in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if os.path.isdir(path):
+            os.rmdir(path)
+    assert not os.path.exists(path)
+    for by, frame in frames.items():
+        ours = frame[frame["ac_comm"] == comm]
+        assert len(ours) >= 2, (by, len(ours))
+        assert set(ours["cgroup"].astype(str)) == {f"/{name}"}, (by, set(ours["cgroup"]))
+        assert (ours["cgroup_id"] != 0).all()
