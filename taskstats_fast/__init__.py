@@ -10,7 +10,7 @@ Decoding::
 
 from __future__ import annotations
 
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import numpy as np
 
@@ -43,6 +43,13 @@ __all__ = [
     "ExitListener", "ListenerStats", "ShardStats", "ForeignNetnsWarning", "cpumask",
     "Accounting", "Interval", "TASK_DTYPE",
 ]
+
+if TYPE_CHECKING:  # the lazy names below with their real types, for mypy and editors; loaded at first use
+    from .accounting import TASK_DTYPE, Interval
+    from .accounting.accounting import Accounting
+    from .kernel.listener import ExitListener, ForeignNetnsWarning, ListenerStats, ShardStats
+    from .recording.reading import read_frame, read_records
+    from .schema import to_arrow, to_pandas
 
 #: Names loaded on first use, so ``import taskstats_fast`` stays light: name -> module.
 _LAZY = {"Accounting": ".accounting", "Interval": ".accounting", "TASK_DTYPE": ".accounting",

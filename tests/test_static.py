@@ -4,7 +4,8 @@
 - cppcheck finds nothing in csrc/ and the C test drivers (warning, performance, portability;
   a finding may be silenced only inline, ``// cppcheck-suppress ID`` with the reason beside it);
 - ruff (pyproject.toml [tool.ruff]) finds nothing in the repository;
-- mypy (pyproject.toml [tool.mypy]) finds nothing in the taskstats_fast package.
+- mypy (pyproject.toml [tool.mypy]) finds nothing in the taskstats_fast package nor in
+  tests/typed/readme_example.py, the README's API used with types that are not Any.
 
 The tools come from `make test`: gcc, clang and cppcheck from SYSTEM_PACKAGES, ruff and mypy
 from the test extra.  Missing tools skip the checks here and fail them under CI=true.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import importlib.metadata
 import os
 import re
 import shutil
@@ -100,3 +102,31 @@ def mypy_findings() -> collections.Counter:
 def test_mypy_finds_nothing():
     found = mypy_findings()
     assert not found, "mypy findings:\n" + "\n".join(f"{f}: {m} (x{n})" for (f, m), n in found.items())
+
+
+def test_the_readme_api_has_real_types_for_a_typed_caller(tmp_path):
+    """What the README shows, seen by mypy from outside the package: DataFrames, arrays and
+    Intervals, not Any (tests/typed/readme_example.py pins each with assert_type; this probe
+    shows mypy can tell, which needs pandas' stubs from the test extra)."""
+    try:
+        importlib.metadata.version("pandas-stubs")
+    except importlib.metadata.PackageNotFoundError:
+        unavailable("pandas-stubs is not installed (the test extra has it: make install)")
+    probe = tmp_path / "probe.py"
+    probe.write_text("import taskstats_fast as tsf\n"
+                     "reveal_type(tsf.read_frame('exits'))\n"
+                     "reveal_type(tsf.read_records('exits'))\n"
+                     "reveal_type(tsf.Accounting(interval=1.0).next().by('process', frame=True))\n")
+    run = subprocess.run(_python_tool("mypy") + ["--no-incremental", "--no-error-summary", str(probe)],
+                         capture_output=True, text=True, cwd=ROOT)
+    revealed = re.findall(r'Revealed type is "([^"]+)"', run.stdout)
+    assert revealed == ["pandas.core.frame.DataFrame", "numpy.ndarray[tuple[Any, ...], numpy.dtype[Any]]",
+                        "pandas.core.frame.DataFrame"], run.stdout + run.stderr
+
+
+def test_the_typed_readme_example_runs_on_the_shipped_dataset():
+    dataset = os.path.join(ROOT, "tests", "data", "recordings-0.1.0", "dataset-parquet")
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "typed", "readme_example.py"), dataset],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split(maxsplit=1)[1].strip() == "['fixture-host']", run.stdout

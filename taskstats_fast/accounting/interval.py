@@ -32,12 +32,16 @@ Contract (other modules and the live surfaces build on it; names marked *fixed* 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple, Union,
+                    overload)
 
 import numpy as np
 
 from .. import layout
 from ..schema import require, to_pandas
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas
 
 __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
@@ -254,7 +258,14 @@ class Interval:
                 f"exits={self.exits} cgroups={len(self.cgroups)} lost={self.lost}>")
 
     # -- grouping ----------------------------------------------------------------------------
-    def by(self, key: str, *, frame: Optional[bool] = None):
+    @overload
+    def by(self, key: str, *, frame: Literal[False]) -> np.ndarray: ...
+    @overload
+    def by(self, key: str, *, frame: Literal[True]) -> "pandas.DataFrame": ...
+    @overload
+    def by(self, key: str, *, frame: None = None) -> "Union[pandas.DataFrame, np.ndarray]": ...
+
+    def by(self, key: str, *, frame: Optional[bool] = None) -> "Union[pandas.DataFrame, np.ndarray]":
         """The rows summed per ``key`` ("process", "cgroup", "user", "command", "thread").
 
         Deltas are summed, levels (hiwater_*) take the maximum; ``tasks``, ``born`` and
@@ -276,7 +287,7 @@ class Interval:
             return grouped
         return self.frame(grouped)
 
-    def frame(self, rows: Optional[np.ndarray] = None) -> Any:
+    def frame(self, rows: Optional[np.ndarray] = None) -> "pandas.DataFrame":
         """``rows`` (default: ``tasks``; or an ``Interval.by(..., frame=False)`` result) as a
         pandas DataFrame under the one naming table's column names and units (``ac_utime_us``,
         ``cpu_delay_total_ns``, ``ac_btime`` as a UTC timestamp, int64 counters, the decoded
@@ -285,7 +296,7 @@ class Interval:
         rows = self.tasks if rows is None else rows
         df = to_pandas(rows)
         if "cgroup_id" in df:
-            position = df.columns.get_loc("cgroup_id") + 1
+            position = list(df.columns).index("cgroup_id") + 1
             paths = cgroup_paths(rows["cgroup_id"], self.cgroups)
             df.insert(position, "cgroup", require("pandas", "pandas", "Interval.frame()").Categorical(
                 [p.decode("utf-8", "replace") for p in paths]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from .interval_rows import schema_of_metadata
 from .metadata import check_format_version
 from .paths import PathOrPaths, _paths, find_files, is_dataset_path
 from .recovery import Leftover, find_leftovers, leftovers_of_file
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pandas
 
 __all__ = ["find_files", "read_metadata", "Recordings", "DamagedRecordingWarning",
            "read_records", "read_frame", "read_table", "read_columns", "is_dataset_path",
@@ -231,7 +234,7 @@ def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarra
     return _read(Recordings(paths), skip_damaged)
 
 
-def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "Any":
+def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "pandas.DataFrame":
     """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``, plus the
     dataset's hive partition columns (``host``, ``date``) where its files sit in partitions.
     For an interval recording, one row per task (or process) and interval, with
