@@ -198,3 +198,107 @@ def test_rotation_keeps_its_own_time_not_the_flush_timer(tmp_path):
         time.sleep(0.02)
     files = sink.close()
     assert 4 <= len(files) <= 5, len(files)
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_a_torn_last_batch_recovers_every_complete_one_at_every_byte(tmp_path, fmt):
+    from taskstats_fast import schema as table_schema
+    entry = recording.formats.FORMAT[fmt]
+    path = str(tmp_path / f".part{entry.extension}.inprogress")
+    writer = entry.writer(path, table_schema.DEFAULT)
+    source = durable.journal_path(path) if fmt == "parquet" else path
+    sizes, snapshots = [], []
+    for i in range(3):
+        writer.write(batch(2, start=2 * i))
+        writer.sync()
+        with open(source, "rb") as f:
+            snapshots.append(f.read())
+        sizes.append(len(snapshots[-1]))
+    data = snapshots[-1]
+    writer.abort()
+    if fmt == "parquet":
+        open(path, "wb").close()   # the Parquet file without its footer
+    # every cut inside the last batch: the two complete batches, the tail counted as torn
+    step = 1 if sizes[2] - sizes[1] < 4096 else 7    # Arrow batches: every 7th byte, and the ends
+    cuts = sorted(set(range(sizes[1], sizes[2], step)) | {sizes[1], sizes[2] - 1})
+    for cut in cuts:
+        with open(source, "wb") as f:
+            f.write(data[:cut])
+        torn = []
+        rows = np.concatenate(list(entry.partial_reader(path, table_schema.DEFAULT, None, torn)))
+        complete = _complete_end(fmt, data, sizes, cut)   # npy and CSV: whole rows count too
+        assert rows["ac_pid"].tolist() == list(range(len(rows))), cut
+        assert len(rows) == 4 + (complete > sizes[1]) * (1 + (complete == sizes[2])), cut
+        assert sum(torn) == cut - complete, cut
+    with open(source, "wb") as f:
+        f.write(data)
+    assert len(np.concatenate(list(entry.partial_reader(path, table_schema.DEFAULT)))) == 6
+    if fmt == "npy":   # killed after the rows were appended, before the header counted them
+        header = len(data) - 6 * table_schema.DEFAULT.dtype.itemsize
+        with open(source, "r+b") as f:
+            f.write(snapshots[1][:header])
+        torn = []
+        assert len(np.concatenate(list(entry.partial_reader(path, table_schema.DEFAULT, None,
+                                                            torn)))) == 4
+        assert sum(torn) == sizes[2] - sizes[1]
+
+
+def _complete_end(fmt, data, sizes, cut):
+    """Where the last complete record or batch before ``cut`` ends."""
+    if fmt == "npy":
+        row = (sizes[2] - sizes[1]) // 2
+        return sizes[1] + (cut - sizes[1]) // row * row
+    if fmt == "csv":
+        return data.rfind(b"\n", 0, cut) + 1
+    return sizes[1]
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_a_torn_first_batch_or_header_is_an_empty_leftover_never_refused(tmp_path, fmt):
+    from taskstats_fast import schema as table_schema
+    root = tmp_path / "rec"
+    entry = recording.formats.FORMAT[fmt]
+    directory = root / "host=h" / "date=2026-12-02"
+    directory.mkdir(parents=True)
+    path = str(directory / f".part-x{entry.extension}.inprogress")
+    writer = entry.writer(path, table_schema.DEFAULT)
+    source = durable.journal_path(path) if fmt == "parquet" else path
+    writer.write(batch(2))
+    writer.sync()
+    with open(source, "rb") as f:
+        data = f.read()
+    writer.abort()
+    # before the first complete record (npy, CSV) or batch (Arrow IPC)
+    limit = {"npy": len(data) - table_schema.DEFAULT.dtype.itemsize,
+             "csv": data.index(b"\n", data.index(b"\n") + 1) + 1}.get(fmt, len(data))
+    for cut in sorted(set(range(0, limit, 61)) | {0, limit - 1}):
+        with open(source, "wb") as f:
+            f.write(data[:cut])
+        if fmt == "parquet":
+            open(path, "wb").close()
+        torn = []
+        assert not list(entry.partial_reader(path, table_schema.DEFAULT, None, torn)), cut
+        assert 0 < sum(torn) <= cut if cut else not torn, cut   # after the schema, if whole
+    sink = FileSink(str(root), fmt, hostname="h")
+    assert sink.recovery.empty == [path] and not sink.recovery.unreadable
+    assert 0 < sink.recovery.torn_bytes <= limit - 1
+    sink.close()
+    assert not [n for _, _, names in os.walk(root) for n in names if n.startswith(".")]
+
+
+def test_a_torn_recovery_counts_its_tail_in_the_metadata(tmp_path):
+    root = tmp_path / "rec"
+    sink = FileSink(str(root), "npy", hostname="h")
+    sink.write(batch(5))
+    sink.flush()
+    tmp = sink._part.tmp_path
+    with open(tmp, "ab") as f:
+        f.write(b"\0" * 13)   # a row cut short by the kill
+    os.close(sink._part._lock)   # as a kill would release it
+    sink._part._lock = None
+    fresh = FileSink(str(root), "npy", hostname="h")
+    ((published, count),) = fresh.recovery.recovered
+    assert count == 5 and fresh.recovery.torn_bytes == 13
+    assert recording.read_metadata(published)["recovered_torn_bytes"] == 13
+    fresh.close()
+    sink._part._writer.abort()

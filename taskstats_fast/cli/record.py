@@ -179,7 +179,12 @@ def say_recovery(result: Any) -> None:
         where = [p for p, _ in result.recovered]
         say(f"recovered {result.records:,} records that an earlier run left unfinished "
             f"(killed or crashed) into {len(where)} file(s) marked recovered: "
-            + (os.path.commonpath(where) if len(where) > 1 else where[0]))
+            + (os.path.commonpath(where) if len(where) > 1 else where[0])
+            + (f" (dropped {result.torn_bytes:,} bytes of torn tails)" if result.torn_bytes
+               else ""))
+    if result.empty:
+        say(f"removed {len(result.empty):,} file(s) an earlier run left before its first "
+            "complete record")
     for path, why in result.unreadable:
         say(f"warning: could not recover {path}: {why}")
 

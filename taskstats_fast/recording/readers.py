@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -125,13 +125,17 @@ def _decode_metadata(path: str, raw: Dict[bytes, bytes]) -> Dict[str, Any]:
 
 # ---- npy ------------------------------------------------------------------------------------
 def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None, *,
-             partial: bool = False) -> Iterator[np.ndarray]:
+             partial: bool = False, torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
     """Any structured array with the recording's fields: today's DTYPE as it is, older (or
     newer) record dtypes field by field.  The header is parsed here, never by ``np.load``
     with pickles: an npy file holding anything else is refused, not unpickled.  ``partial``:
     a file in progress or left by a crash, read up to the smaller of its header's count and
     the complete rows its size holds."""
     with open(path, "rb") as f:
+        if partial and _torn_npy_header(f):
+            _count_torn(torn, os.fstat(f.fileno()).st_size)
+            return
+        f.seek(0)
         if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
             raise NotARecordingError(path, "not an npy file (no NUMPY magic bytes)")
         f.seek(0)
@@ -148,8 +152,10 @@ def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
                                  "taskstats_fast records")
     _check_columns(path, dtype.names, schema, f"its dtype ({len(dtype.names)} fields)")
     if partial:
-        held = (os.path.getsize(path) - offset) // dtype.itemsize if dtype.itemsize else 0
+        size = os.path.getsize(path)
+        held = (size - offset) // dtype.itemsize if dtype.itemsize else 0
         shape = (max(0, min(shape[0], held)),)
+        _count_torn(torn, size - offset - shape[0] * dtype.itemsize)
         if not shape[0]:
             return
     try:
@@ -160,51 +166,107 @@ def read_npy(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = 
         yield schema.records_from_array(np.asarray(array[lo:lo + CHUNK_RECORDS]))
 
 
-def read_npy_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
-                     ) -> Iterator[np.ndarray]:
-    """An npy file in progress (or left by a crash), up to its last complete row."""
-    return read_npy(path, schema, columns, partial=True)
+def _torn_npy_header(f: Any) -> bool:
+    """Whether ``f`` holds the start of an npy header and nothing more: a file killed before
+    its header was complete, which holds no row (not a damaged file)."""
+    head = f.read(10)
+    if len(head) < 10:
+        return _NPY_MAGIC.startswith(head[:6])
+    if not head.startswith(_NPY_MAGIC):
+        return False
+    header_length = int.from_bytes(head[8:10], "little") if head[6] == 1 else None
+    if header_length is None:   # version 2/3: a 4-byte length
+        more = f.read(2)
+        if len(more) < 2:
+            return True
+        header_length = int.from_bytes(head[8:10] + more, "little")
+    return len(f.read(header_length)) < header_length
+
+
+def _count_torn(torn: Optional[List[int]], dropped: int) -> None:
+    """Add the bytes past the last complete row or batch (a write the crash cut short)."""
+    if torn is not None and dropped > 0:
+        torn.append(dropped)
+
+
+def read_npy_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None,
+                     torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
+    """An npy file in progress (or left by a crash), up to its last complete row: the header's
+    count is the commit mark (rows past it, or a row cut short, are a torn tail, counted in
+    ``torn``), and a header cut short holds no row."""
+    return read_npy(path, schema, columns, partial=True, torn=torn)
 
 
 def read_parquet_partial(path: str, schema: TableSchema,
-                         columns: Optional[Sequence[str]] = None) -> Iterator[np.ndarray]:
+                         columns: Optional[Sequence[str]] = None,
+                         torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
     """A Parquet file in progress: its journal (an Arrow IPC stream), the Parquet file having
     no footer yet.  Without a journal (a crash of a version that wrote none) it is damaged."""
     journal = journal_path(path)
     if not os.path.exists(journal):
         raise NotARecordingError(path, "a Parquet file left unfinished without a journal: its "
                                  "rows cannot be read (delete it)")
-    return _read_stream(journal, 0, schema, columns)
+    return _read_stream(journal, 0, schema, columns, torn)
 
 
-def read_arrow_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
-                       ) -> Iterator[np.ndarray]:
+def read_arrow_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None,
+                       torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
     """An Arrow IPC file in progress: after its 8 magic bytes it is an IPC stream, read batch
     by batch up to the last complete one."""
-    return _read_stream(path, 8, schema, columns)
+    return _read_stream(path, 8, schema, columns, torn)
+
+
+_ARROW_MAGIC = b"ARROW1\0\0"
+
+
+def _torn_stream_start(head: bytes, size: int, offset: int) -> bool:
+    """Whether a stream of ``size`` bytes starting with ``head`` ends before its first message
+    (the schema) is complete: the magic (``offset`` bytes of it), then a message framed as
+    0xFFFFFFFF, a little-endian int32 length and that many bytes.  A stream cut there holds no
+    batch; one whose schema is complete but unreadable is damaged instead."""
+    if size < offset:
+        return _ARROW_MAGIC.startswith(head)
+    if head[:offset] != _ARROW_MAGIC[:offset]:
+        return False
+    frame = head[offset:offset + 8]
+    if not b"\xff\xff\xff\xff".startswith(frame[:4]):
+        return False
+    if len(frame) < 8:
+        return True
+    return size < offset + 8 + int.from_bytes(frame[4:], "little", signed=True)
 
 
 def _read_stream(path: str, offset: int, schema: TableSchema,
-                 columns: Optional[Sequence[str]]) -> Iterator[np.ndarray]:
-    """The IPC stream at ``offset`` of ``path``, up to its last complete batch."""
+                 columns: Optional[Sequence[str]], torn: Optional[List[int]] = None
+                 ) -> Iterator[np.ndarray]:
+    """The IPC stream at ``offset`` of ``path``, up to its last complete batch (what follows
+    it, a write the crash cut short, is counted in ``torn``)."""
     import pyarrow as pa
     try:
         with pa.memory_map(path) as source:
             data = source.read_buffer()
+            head = data.slice(0, min(data.size, offset + 8)).to_pybytes()
+            if _torn_stream_start(head, data.size, offset):
+                _count_torn(torn, data.size)
+                return
             if offset and data.slice(0, 6).to_pybytes() != b"ARROW1":
                 raise NotARecordingError(path, "not an Arrow IPC file in progress (no magic)")
-            reader = pa.ipc.open_stream(data.slice(offset))
+            stream = pa.BufferReader(data.slice(offset))
+            reader = pa.ipc.open_stream(stream)
             names = reader.schema.names
             _check_columns(path, names, schema, "its table")
             wanted = _wanted(names, columns, schema)
+            complete = stream.tell()
             while True:
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
-                    return
+                    break
                 except _arrow_errors():   # the batch the crash cut short
-                    return
+                    break
+                complete = stream.tell()
                 yield schema.records_from_table(pa.Table.from_batches([batch]).select(wanted))
+            _count_torn(torn, data.size - offset - complete)
     except _arrow_errors() as e:
         raise NotARecordingError(path, f"not a readable Arrow IPC stream in progress ({e})"
                                  ) from None
@@ -239,13 +301,15 @@ def no_partial_metadata(path: str) -> Dict[str, Any]:
 
 
 # ---- CSV ------------------------------------------------------------------------------------
-def read_csv_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None
-                     ) -> Iterator[np.ndarray]:
-    """A CSV file in progress, up to its last complete line."""
+def read_csv_partial(path: str, schema: TableSchema, columns: Optional[Sequence[str]] = None,
+                     torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
+    """A CSV file in progress, up to its last complete line (the rest, a line the crash cut
+    short, is counted in ``torn``)."""
     import pyarrow as pa
     with open(path, "rb") as f:
         data = f.read()
     end = data.rfind(b"\n")
+    _count_torn(torn, len(data) - end - 1)
     if end < 0:
         return iter(())
     return read_csv(path, schema, columns, source=pa.BufferReader(data[:end + 1]))

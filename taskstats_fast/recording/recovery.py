@@ -8,7 +8,12 @@ on a directory or file, publishes the readable part of each leftover nobody hold
 metadata says ``recovered`` and counts what was recovered, then removes the leftover.  Every
 step follows the ``durable`` rules, so a crash during recovery is recovered the next time, and
 a leftover whose rows are already in a published file (a crash between publish and clean-up)
-is removed, never published twice.  ``Recordings`` reads leftovers in place, without recovery.
+is removed, never published twice.  The rule: a leftover is recovered up to its last complete
+record (npy: the rows its header counts) or batch (Arrow and the Parquet journal: IPC
+messages; CSV: lines); a torn tail after it, the write a kill cut short, is dropped and its
+bytes counted (``recovered_torn_bytes``); a leftover holding no complete record (killed before
+its first) is removed and counted, never refused.  ``Recordings`` reads leftovers in place,
+without recovery.
 """
 
 from __future__ import annotations
@@ -62,14 +67,15 @@ class Leftover:
     def size(self) -> int:
         return sum(os.stat(p).st_size for p in self.remnants if os.path.exists(p))
 
-    def chunks(self, schema: TableSchema, columns: Optional[Sequence[str]] = None
-               ) -> Iterator[np.ndarray]:
-        """Its rows up to the last fsync (nothing when only clean-up is left)."""
+    def chunks(self, schema: TableSchema, columns: Optional[Sequence[str]] = None,
+               torn: Optional[List[int]] = None) -> Iterator[np.ndarray]:
+        """Its rows up to its last complete record or batch (nothing when only clean-up is
+        left); the bytes of a torn tail after it are added to ``torn``."""
         path = self.in_progress
         if path is None:
             return iter(())
         assert self.fmt.partial_reader is not None
-        return self.fmt.partial_reader(path, schema, columns)
+        return self.fmt.partial_reader(path, schema, columns, torn)
 
     def metadata(self) -> Dict[str, Any]:
         """What it opened with, and what its rows are: ``in_progress`` True."""
@@ -163,6 +169,10 @@ class RecoveryResult:
     recovered: List[Tuple[str, int]] = field(default_factory=list)
     removed: List[str] = field(default_factory=list)
     unreadable: List[Tuple[str, str]] = field(default_factory=list)
+    #: bytes of torn tails dropped (a write the crash cut short, after the last complete one)
+    torn_bytes: int = 0
+    #: leftovers removed because they held no complete record (killed before the first)
+    empty: List[str] = field(default_factory=list)
 
     @property
     def records(self) -> int:
@@ -198,10 +208,16 @@ def recover(leftover: Leftover, result: RecoveryResult, *, in_dataset: bool) -> 
             remove_durably(leftover.remnants)
             result.removed += leftover.remnants
             return
+        torn: List[int] = []
         try:
-            published = _publish_recovered(leftover, source, in_dataset=in_dataset)
+            published = _publish_recovered(leftover, source, torn, in_dataset=in_dataset)
         except NotARecordingError as e:
             result.unreadable.append((source, e.why))
+            return
+        result.torn_bytes += sum(torn)
+        if published is None:   # not one complete record: nothing to publish
+            remove_durably(leftover.remnants)
+            result.empty.append(source)
             return
         remove_durably(p for p in leftover.remnants if p != published[0])
         result.recovered.append(published)
@@ -210,7 +226,8 @@ def recover(leftover: Leftover, result: RecoveryResult, *, in_dataset: bool) -> 
             os.close(lock)
 
 
-def _publish_recovered(leftover: Leftover, source: str, *, in_dataset: bool) -> Tuple[str, int]:
+def _publish_recovered(leftover: Leftover, source: str, torn: List[int], *, in_dataset: bool
+                       ) -> Optional[Tuple[str, int]]:
     schema = schema_of(leftover)
     target = _target(leftover)
     opening = leftover.metadata()
@@ -219,17 +236,21 @@ def _publish_recovered(leftover: Leftover, source: str, *, in_dataset: bool) -> 
     stopped: Optional[str] = None
     try:
         try:
-            for chunk in leftover.chunks(schema):
+            for chunk in leftover.chunks(schema, torn=torn):
                 part.write(chunk)
         except NotARecordingError as e:
             if not part.stats.records:
                 raise
             stopped = e.why   # damaged further in: what came before is published
+        if not part.stats.records:
+            part.abort()
+            return None
         meta = system_metadata(**{**getattr(schema, "metadata", {}), **opening})
         meta.pop("in_progress", None)
         meta.update(part.stats.as_metadata())
         finished = utc(int(leftover.modified * 1e9))
         meta.update(recovered=True, recovered_records=part.stats.records,
+                    recovered_torn_bytes=sum(torn),
                     recovered_from=os.path.basename(source), recovered_at=utc(time.time_ns()),
                     file_started=meta.get("first_record"), file_finished=finished,
                     window_started=meta.get("first_record"), window_finished=finished)

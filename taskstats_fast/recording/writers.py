@@ -41,6 +41,7 @@ class NpyWriter:
         self._file = open(path, "wb")
         self._header_size = len(_npy_header(0, self._dtype)) + 24   # room for the count to grow
         self._file.write(_npy_header(0, self._dtype, self._header_size))
+        self._file.flush()   # the header at once: a kill before the first batch leaves no torn one
 
     def write(self, records: np.ndarray) -> None:
         self._file.write(np.ascontiguousarray(records).data.cast("B"))
@@ -104,6 +105,7 @@ class ParquetWriter:
             journal_schema = schema.file_schema().with_metadata({METADATA_KEY: opening_metadata})
             self._journal_writer = pa.ipc.new_stream(
                 self._journal, journal_schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+            self._journal.flush()   # its schema at once, as the other formats' headers
             self._writer = pq.ParquetWriter(path, schema.file_schema(), compression="zstd",
                                             store_schema=False)
         except BaseException:
@@ -225,6 +227,7 @@ class CsvWriter:
         self._file = open(path, "wb")
         try:
             self._writer = pacsv.CSVWriter(self._file, schema.file_schema())
+            self._file.flush()
         except BaseException:
             self._file.close()
             raise

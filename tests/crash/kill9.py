@@ -43,7 +43,7 @@ CLI = [sys.executable, "-m", "taskstats_fast"]
 STARTED = "recording every"
 #: record's flush window (--flush-seconds' default) and the slack a loaded machine needs on top
 FLUSH_SECONDS = 1.0
-MARGIN_SECONDS = 1.0
+MARGIN_SECONDS = 2.0
 #: a kill lands this long after a start, or earlier, counts as one during start-up/recovery
 RECOVERY_SECONDS = 1.5
 #: the share of kills aimed at start-up (where a run recovers what the last one left)
@@ -166,6 +166,8 @@ class Recorder:
 
 
 AS_LEFT, RESTARTED = "after the last kill", "after a clean restart"
+#: the crash window each SIGKILL of an exit-stream run showed (``crash_windows``)
+WINDOWS: List[float] = []
 
 
 # ---- checking a directory --------------------------------------------------------------------
@@ -180,6 +182,7 @@ class Check:
     damaged: List[str] = field(default_factory=list)
     error: Optional[str] = None
     missing_examples: List[str] = field(default_factory=list)
+    present: set = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -235,6 +238,7 @@ def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, f
     _, counts = np.unique(keys, return_counts=True) if len(keys) else (None, np.zeros(0))
     check.duplicated = int((counts > 1).sum())
     present = set(ours["ac_comm"].tolist())
+    check.present = present
     missing = [c for c in expected if c not in present]
     check.missing = len(missing)
     check.once = len(expected) - len(missing)
@@ -276,13 +280,30 @@ def campaign(kills: int, seed: int, out: str, rate: float, log=print) -> Dict:
     final = [c for c in checks if c.when == RESTARTED]
     totals = {"checked": sum(c.expected for c in final), "once": sum(c.once for c in final),
               "lost": sum(c.missing for c in final), "duplicated": sum(c.duplicated for c in final)}
+    windows = sorted(WINDOWS)
+    totals["window_max"] = windows[-1] if windows else 0.0
+    totals["window_median"] = windows[len(windows) // 2] if windows else 0.0
+    totals["kills_losing_any"] = sum(1 for w in windows if w > 0)
     return {"kills": kills, "totals": totals, "seed": seed, "seconds": round(time.monotonic() - started, 1),
             "producer_exits": len(exits), "kills_during_startup_or_recovery": early,
-            "checks": [c.__dict__ | {"ok": c.ok} for c in checks],
+            "checks": [{k: v for k, v in c.__dict__.items() if k != "present"} | {"ok": c.ok}
+                       for c in checks],
             "ok": all(c.ok for c in checks),
             "runs": {name: [{"started": round(r.started, 2), "ready": r.ready and round(r.ready, 2),
                              "ended": round(r.ended, 2), "how": r.how, "code": r.code,
                              "stderr": r.stderr[-4:]} for r in rs] for name, rs in runs.items()}}
+
+
+def crash_windows(runs: Sequence[Run], exits: Dict[bytes, float], present: set) -> List[float]:
+    """For each SIGKILL: how far back from the kill the exits it lost reach (the oldest exit
+    logged while that run listened and missing after the restart), 0 when it lost none."""
+    windows = []
+    for r in runs:
+        if r.how != "SIGKILL" or r.ready is None or r.ended is None:
+            continue
+        lost = [t for c, t in exits.items() if r.ready + 0.5 <= t <= r.ended and c not in present]
+        windows.append(round(r.ended - min(lost), 3) if lost else 0.0)
+    return windows
 
 
 def _final_checks(runs: Dict[str, List[Run]], out: str, nonce: str, exits_log: str) -> List[Check]:
@@ -302,11 +323,27 @@ def _final_checks(runs: Dict[str, List[Run]], out: str, nonce: str, exits_log: s
         time.sleep(0.2)
         expected = expected_exits(runs[config.name], read_log(exits_log, nonce), config.window)
         check = check_directory(config, directory, RESTARTED, expected, nonce)
+        if not config.interval:   # interval rows appear only at an interval's end
+            WINDOWS.extend(crash_windows(runs[config.name][:-1], read_log(exits_log, nonce),
+                                         check.present))
         if final.code != 0:
             check.error = (check.error or "") + f"restart exited {final.code}: " + \
                 " | ".join(final.stderr[-3:])
         checks.append(check)
     return checks
+
+
+def summary_line(result: Dict) -> str:
+    """The one line a CI log shows: verdict and figures."""
+    t = result["totals"]
+    return (f"kill9: {'PASS' if result['ok'] else 'FAIL'}: {result['kills']} kills in "
+            f"{result['seconds']} s (seed {result['seed']}, "
+            f"{result['kills_during_startup_or_recovery']} in start-up/recovery), "
+            f"{t['checked']:,} exits older than {FLUSH_SECONDS:g}+{MARGIN_SECONDS:g} s checked: "
+            f"{t['once']:,} exactly once, {t['lost']:,} lost, {t['duplicated']:,} duplicated; "
+            f"crash window median {t['window_median']:.2f} s, max {t['window_max']:.2f} s "
+            f"({t['kills_losing_any']} of the exit-stream kills lost the exits of their last "
+            "moments)")
 
 
 def report(result: Dict) -> str:
@@ -349,6 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     result = campaign(args.kills, seed, out, args.rate, log=lambda s: print(s, file=sys.stderr))
     result["out"] = out
     print(report(result))
+    print(summary_line(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
