@@ -74,3 +74,50 @@ def test_readme_python_block_runs_as_written(line, source, tmp_path):
             churn.kill()
             churn.wait()
     assert run.returncode == 0, f"README.md:{line} failed as written:\n{source}\n{run.stderr[-3000:]}"
+
+
+def _table_columns():
+    """Every column name a table of this package has: exits and snapshots (``to_pandas`` of
+    ``DTYPE`` records), interval rows per task and per process, and the hive partition columns."""
+    import numpy as np
+
+    import taskstats_fast as tsf
+    from taskstats_fast.recording import interval_schema
+
+    names = set(tsf.to_pandas(np.zeros(1, tsf.DTYPE)).columns) | {"host", "date"}
+    for kind in ("task", "process"):
+        rows = interval_schema(kind)
+        names |= set(rows.to_pandas(np.zeros(1, rows.dtype)).columns)
+    return names
+
+
+def test_every_column_a_readme_query_names_is_a_table_column():
+    """The README's DuckDB queries use the one naming convention: each name that is not SQL (a
+    function, a named argument, an alias the query defines) is a column of the tables we write."""
+    pytest.importorskip("pandas")
+    columns = _table_columns()
+    queries = [(line, source) for lang, line, source in readme_blocks() if lang == "sql"]
+    assert queries
+    bad = []
+    for line, source in queries:
+        code = re.sub(r"--[^\n]*|'[^']*'", "", source)
+        aliases = set(re.findall(r"\bAS\s+(\w+)", code, re.IGNORECASE))
+        functions = set(re.findall(r"\b(\w+)\s*\(", code))
+        arguments = set(re.findall(r"[(,]\s*(\w+)\s*=", code))          # read_parquet(..., hive_partitioning = true)
+        sql = aliases | functions | arguments | {"true", "false"}
+        for name in sorted(set(re.findall(r"\b[a-z][a-z0-9_]*\b", code)) - sql):
+            if name not in columns:
+                bad.append(f"README.md:{line}: {name}")
+    assert not bad, "not a column of any table: " + ", ".join(bad)
+
+
+def test_the_readme_per_process_query_groups_by_host_pid_and_start():
+    """A pid alone merges the unrelated processes a pid wrap puts under it (issue 19): a process
+    is (host, ac_tgid, ac_btime)."""
+    per_process = [source for lang, _, source in readme_blocks() if lang == "sql" and "ac_tgid" in source]
+    assert per_process
+    for source in per_process:
+        grouped = re.search(r"GROUP BY\s+(.*?)(?:\s+ORDER BY|\s+LIMIT|;|$)", source, re.DOTALL | re.IGNORECASE)
+        assert grouped, source
+        keys = {k.strip() for k in grouped.group(1).split(",")}
+        assert {"host", "ac_tgid", "ac_btime"} <= keys, source
