@@ -426,6 +426,9 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
             f"once={c['once']} lost={c['missing']} dup={c['duplicated']} "
             f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
     final = checks[-1]
+    # each check covers every earlier boot of its configuration: the last one per
+    # configuration counts each exit once
+    last_per_config = list({c["config"]: c for c in checks}.values())
     cut_boots = [b for b in boots if not b.clean]
     return {"cuts": sum(1 for b in cut_boots if b.cut_after is not None), "seed": seed,
             "kernel": kernel, "seconds": round(time.monotonic() - started, 1),
@@ -439,6 +442,9 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                        "files": sum(c["files"] for c in checks),
                        "unreadable_files": sum(len(c["unreadable"]) for c in checks),
                        "fsck_unclean": sum(1 for c in checks if c["fsck_code"] != 0),
+                       "exits": sum(c["expected"] for c in last_per_config),
+                       "exits_once": sum(c["once"] for c in last_per_config),
+                       "exits_lost": sum(c["missing"] for c in last_per_config),
                        "exits_recovered": final["once"], "final_expected": final["expected"],
                        "final_ok": final["ok"]}}
 
@@ -504,9 +510,10 @@ def report(result: Dict) -> str:
             f"{result['cuts']} cuts ({result['cuts_before_ready']} before record was recording) "
             f"in {result['seconds']} s (seed {result['seed']}); {t['files']} final files read "
             f"({t['unreadable_files']} unreadable), {t['fsck_unclean']} images not fsck "
-            f"clean; {t['checked']:,} exit checks, {t['once']:,} readable exactly once, "
-            f"{t['lost']:,} lost, {t['duplicated']:,} duplicated; after the clean restart "
-            f"{t['exits_recovered']:,} of {t['final_expected']:,} exits there")
+            f"clean; {t['exits']:,} exits expected, {t['exits_once']:,} there exactly once, "
+            f"{t['exits_lost']:,} lost, {t['duplicated']:,} duplicated ({t['checked']:,} checks "
+            f"over all cuts, {t['lost']:,} missing); after the clean stop "
+            f"{t['exits_recovered']:,} of its configuration's {t['final_expected']:,}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
