@@ -13,17 +13,17 @@ build on it, and it imports none of them.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
 from ..accounting.interval import (CGROUP_PATH_BYTES, TASK_DTYPE, Interval, cgroup_paths, group_dtype,
                                    group_rows)
 from ..schema import RowSchema, TableSchema
-from .metadata import utc
+from .metadata import FileStats, StatsColumns
 
 __all__ = ["INTERVAL_ROWS", "BY", "row_dtype", "interval_schema", "interval_rows",
-           "schema_of_metadata", "IntervalStats"]
+           "schema_of_metadata", "INTERVAL_STATS"]
 
 #: The ``rows`` metadata value of files holding interval rows.
 INTERVAL_ROWS = "interval"
@@ -51,35 +51,17 @@ def row_dtype(by: str = "task") -> np.dtype:
     return np.dtype(fields)
 
 
-class IntervalStats:
-    """What one file's interval rows add up to (its metadata): rows, intervals, time span."""
-
-    def __init__(self) -> None:
-        self.records = 0
-        self.starts: set = set()
-        self.first_ns: Optional[int] = None
-        self.last_ns: Optional[int] = None
-
-    def add(self, rows: np.ndarray) -> None:
-        if not len(rows):
-            return
-        self.records += len(rows)
-        self.starts.update(int(s) for s in np.unique(rows["interval_start"]))
-        lo, hi = int(rows["interval_start"].min()), int(rows["interval_end"].max())
-        self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
-        self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
-
-    def as_metadata(self) -> Dict[str, Any]:
-        return {"records": self.records, "intervals": len(self.starts),
-                "first_interval_start": utc(self.first_ns), "last_interval_end": utc(self.last_ns),
-                "first_record_ns": self.first_ns, "last_record_ns": self.last_ns}
+#: What a file of interval rows adds up to: the intervals, from the first start to the last end.
+INTERVAL_STATS = StatsColumns("interval_start", "interval_end", "first_interval_start",
+                              "last_interval_end", "interval_start",
+                              lambda starts: {"intervals": len(starts)}, kinds=False)
 
 
 @functools.lru_cache(maxsize=None)
 def interval_schema(by: str = "task") -> RowSchema:
     """The ``columns`` schema of interval rows ``by`` task or process (for ``FileSink`` and the
     readers)."""
-    return RowSchema(row_dtype(by), required=_TIME_FIELDS, stats=IntervalStats,
+    return RowSchema(row_dtype(by), required=_TIME_FIELDS, stats=functools.partial(FileStats, INTERVAL_STATS),
                      metadata={"rows": INTERVAL_ROWS, "by": by, "source": "accounting intervals"})
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .. import layout
 from .._version import __version__
 from ..errors import NewerFormatError
 
-__all__ = ["METADATA_KEY", "FORMAT_VERSION", "system_metadata", "FileStats", "utc",
+__all__ = ["METADATA_KEY", "FORMAT_VERSION", "system_metadata", "FileStats", "StatsColumns", "RECORD_STATS", "utc",
            "check_format_version", "NewerFormatError", "stats_for"]
 
 #: Schema metadata key (Parquet/Arrow) holding the file's metadata as JSON.
@@ -85,42 +86,68 @@ def system_metadata(**extra: Any) -> Dict[str, Any]:
     return meta
 
 
-class FileStats:
-    """What a file's records add up to, updated batch by batch (vectorised per batch)."""
+@dataclass(frozen=True)
+class StatsColumns:
+    """Which columns of a kind of rows ``FileStats`` reads, and the metadata keys it writes.
 
-    def __init__(self) -> None:
+    ``first``/``last``: the columns whose least and greatest non-zero values bound the time the
+    file's rows cover, named ``first_key``/``last_key`` in the metadata (ISO; the ``*_ns`` keys
+    are always ``first_record_ns``/``last_record_ns``); ``distinct``: a column whose distinct
+    values ``describe`` turns into metadata; ``kinds``: count PID and TGID records apart."""
+
+    first: str
+    last: str
+    first_key: str
+    last_key: str
+    distinct: str
+    describe: Callable[[List[int]], Dict[str, Any]]
+    kinds: bool
+
+
+def _struct_versions(versions: List[int]) -> Dict[str, Any]:
+    return {"taskstats_version": versions[-1] if versions else None, "taskstats_versions": versions}
+
+
+#: Exit records and snapshots: stamped ``time_ns`` when received, of one or more struct versions.
+RECORD_STATS = StatsColumns("time_ns", "time_ns", "first_record", "last_record", "version",
+                            _struct_versions, kinds=True)
+
+
+class FileStats:
+    """What a file's rows add up to, updated batch by batch (vectorised per batch): how many,
+    the time they cover and what ``columns`` (a ``StatsColumns``) asks for besides."""
+
+    def __init__(self, columns: StatsColumns = RECORD_STATS) -> None:
+        self.columns = columns
         self.records = 0
         self.pid_records = 0
         self.tgid_records = 0
-        self.versions: set = set()
+        self.distinct: set = set()
         self.first_ns: Optional[int] = None
         self.last_ns: Optional[int] = None
 
-    def add(self, records: np.ndarray) -> None:
-        if not len(records):
+    def add(self, rows: np.ndarray) -> None:
+        if not len(rows):
             return
-        self.records += len(records)
-        kind = records["kind"]
-        self.pid_records += int(np.count_nonzero(kind == layout.KIND_PID))
-        self.tgid_records += int(np.count_nonzero(kind == layout.KIND_TGID))
-        self.versions.update(int(v) for v in np.unique(records["version"]))
-        times = records["time_ns"]
-        times = times[times != 0]
-        if len(times):
-            lo, hi = int(times.min()), int(times.max())
+        c = self.columns
+        self.records += len(rows)
+        if c.kinds:
+            kind = rows["kind"]
+            self.pid_records += int(np.count_nonzero(kind == layout.KIND_PID))
+            self.tgid_records += int(np.count_nonzero(kind == layout.KIND_TGID))
+        self.distinct.update(int(v) for v in np.unique(rows[c.distinct]))
+        first, last = rows[c.first], rows[c.last]
+        first, last = first[first != 0], last[last != 0]
+        if len(first):
+            lo = int(first.min())
             self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
+        if len(last):
+            hi = int(last.max())
             self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
 
     def as_metadata(self) -> Dict[str, Any]:
-        versions = sorted(self.versions)
-        return {
-            "records": self.records,
-            "pid_records": self.pid_records,
-            "tgid_records": self.tgid_records,
-            "taskstats_version": versions[-1] if versions else None,
-            "taskstats_versions": versions,
-            "first_record": utc(self.first_ns),
-            "last_record": utc(self.last_ns),
-            "first_record_ns": self.first_ns,
-            "last_record_ns": self.last_ns,
-        }
+        c = self.columns
+        kinds = {"pid_records": self.pid_records, "tgid_records": self.tgid_records} if c.kinds else {}
+        return {"records": self.records, **kinds, **c.describe(sorted(self.distinct)),
+                c.first_key: utc(self.first_ns), c.last_key: utc(self.last_ns),
+                "first_record_ns": self.first_ns, "last_record_ns": self.last_ns}

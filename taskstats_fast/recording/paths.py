@@ -13,7 +13,7 @@ from typing import Iterable, List, Union
 from ..errors import NotARecordingError
 from .formats import format_of_path, known_extensions, require_regular_file
 
-__all__ = ["PathOrPaths", "is_dataset_path", "find_files"]
+__all__ = ["PathOrPaths", "is_dataset_path", "path_list", "find_files"]
 
 PathOrPaths = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
@@ -23,7 +23,8 @@ def is_dataset_path(path: str) -> bool:
     return os.path.isdir(path) or format_of_path(path) is None
 
 
-def _paths(paths: PathOrPaths) -> List[str]:
+def path_list(paths: PathOrPaths) -> List[str]:
+    """``paths`` (one path or several) as a list of strings."""
     if isinstance(paths, (str, os.PathLike)):
         return [os.fspath(paths)]
     return [os.fspath(p) for p in paths]
@@ -33,7 +34,7 @@ def find_files(paths: PathOrPaths) -> List[str]:
     """The recorded data files named by ``paths`` (files, or directories searched recursively,
     skipping hidden, ``_``-prefixed and in-progress files), sorted within each directory."""
     out: List[str] = []
-    for path in _paths(paths):
+    for path in path_list(paths):
         if os.path.isdir(path):
             for directory, subdirs, names in os.walk(path):
                 subdirs[:] = sorted(d for d in subdirs if not d.startswith((".", "_")))

@@ -24,7 +24,7 @@ from .. import schema as _columns
 from .formats import format_of_path, known_extensions
 from .interval_rows import schema_of_metadata
 from .metadata import check_format_version
-from .paths import PathOrPaths, _paths, find_files, is_dataset_path
+from .paths import PathOrPaths, find_files, is_dataset_path, path_list
 from .recovery import Leftover, find_leftovers, leftovers_of_file
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -74,7 +74,7 @@ class Recordings:
     file_rows: List[Tuple[str, int]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        named = _paths(self.paths)
+        named = path_list(self.paths)
         # a single file not there yet (its recording in progress, or crashed) reads from its
         # leftover; directories read their leftovers after the complete files
         self.leftovers: List[Leftover] = [lo for p in named if not os.path.exists(p)
