@@ -12,7 +12,7 @@ read.  Two kinds of recording are told apart by their metadata (``source``):
   counts (a snapshot holds either kind, never both), the rows are *tasks*, and there is no rate.
 * an **interval recording** (``record --interval``, metadata ``rows: "interval"``): what every
   task (or process) used in each interval; nothing in it is an exit.  The tables rank commands,
-  processes and cgroups by what they used over the whole window (``summarize_intervals``).
+  processes and cgroups by what they used over the whole window.
 
 The window is what the files' metadata says they cover (``window_started`` .. ``window_finished``,
 else ``file_started`` .. ``file_finished`` for files written before those keys existed), not the
@@ -33,7 +33,7 @@ from .paths import PathOrPaths
 from .reading import Recordings, columns_of
 
 __all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "Summary", "summarize",
-           "summarize_columns", "summarize_interval_columns", "recording_window", "recording_windows", "EXITS",
+           "summarize_columns", "recording_window", "recording_windows", "EXITS",
            "SNAPSHOT", "INTERVALS"]
 
 #: ``Summary["kind"]`` of a recording of the exit stream, of a snapshot, of intervals.
@@ -173,8 +173,7 @@ def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cols = columns_of(recordings, names, skip_damaged=True)
-    summary = (summarize_interval_columns if intervals else summarize_columns)(
-        cols, top=top, metadata=recordings.metadata)
+    summary = summarize_columns(cols, top=top, metadata=recordings.metadata)
     summary["damaged"] = [{"path": path, "error": str(error)}
                           for path, error in recordings.damaged]
     summary["files"] += len(recordings.damaged)
@@ -183,60 +182,98 @@ def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
 
 def summarize_columns(cols: Columns, *, top: int = 10,
                       metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
-    """The ``Summary`` of columns already read (``read_columns(paths, SUMMARY_COLUMNS)``);
-    ``metadata``: the files' metadata (kind of recording, window, hosts, loss totals)."""
-    kind = _kind_of(metadata)
+    """The ``Summary`` of columns already read: ``SUMMARY_COLUMNS`` of exit records or a
+    snapshot, or ``INTERVAL_SUMMARY_COLUMNS`` of an interval recording (told apart by its
+    ``interval_start`` column); ``metadata``: the files' metadata (kind of recording, window,
+    hosts, loss totals).  Commands are ranked by CPU, each delay class and I/O; an interval
+    recording also ranks ``processes`` and ``cgroups`` by CPU with their summed delays."""
+    kind = INTERVALS if "interval_start" in cols else _kind_of(metadata)
+    counted = _COUNTED[kind]
+    # an exit recording sums its PID records only: a TGID record counts its threads again
+    rows = cols["kind"][0] == 0 if kind == EXITS else None
+    v = {name: values if rows is None else values[rows] for name, (values, _) in cols.items()}
+    valid = {name: ok if ok is None or rows is None else ok[rows] for name, (_, ok) in cols.items()}
+    comm = np.where(v["ac_comm"] == "", "?", v["ac_comm"])
+    # interval rows repeat a task once per interval: there a command counts its distinct tasks
+    commands = _Ranking(comm, v.get("ac_pid", v.get("ac_tgid")) if kind == INTERVALS else None,
+                        counted, "comm", top)
+    user, system = commands.sum(v["ac_utime_us"]) * 1e3, commands.sum(v["ac_stime_us"]) * 1e3
+    cpu_total = commands.sum(v["cpu_ns"]) if "cpu_ns" in v else user + system
+    cpu = commands.table(cpu_total, {"cpu_ns": cpu_total, "user_ns": user, "system_ns": system,
+                                     f"cpu_per_{counted[:-1]}_ns":
+                                         cpu_total / np.maximum(commands.tasks, 1)})
+    io = {k: commands.sum(v[k]) for k in
+          ("read_bytes", "write_bytes", "read_char_bytes", "write_char_bytes")}
+    io_rows = commands.table(np.sum(list(io.values()), axis=0), io)
+    delays: Dict[str, List[Dict[str, Any]]] = {}
+    for cls in (c.name for c in layout.DELAY_CLASSES):
+        count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total_ns"])
+        top_name = f"{cls}_delay_max_ns"
+        mx = None if top_name not in v else _max_by(commands.inverse, commands.n, np.where(
+            valid[top_name] if valid[top_name] is not None else True, v[top_name], -1))
+        delays[cls] = commands.table(total, {"delays": count, "total_ns": total,
+                                             "average_ns": total / np.maximum(count, 1), "max_ns": mx})
+    head = _interval_head(v, commands, metadata) if kind == INTERVALS else \
+        _record_head(cols, v, kind, commands, metadata)
+    summary = Summary(**head, **_files_part(metadata), cpu=cpu, io=io_rows, delays=delays, top=top,
+                      **(_group_rankings(v, comm, top) if kind == INTERVALS else {}))
+    summary.columns = None if kind == INTERVALS else cols
+    return summary
+
+
+def _record_head(cols: Columns, v: Mapping[str, np.ndarray], kind: str, commands: "_Ranking",
+                 metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """What a summary of exit records or a snapshot says first: counts, window, exit rate."""
     counted = _COUNTED[kind]
     codes = cols["kind"][0]
-    rows = np.ones(len(codes), bool) if kind == SNAPSHOT else codes == 0
-    comm = np.where(cols["ac_comm"][0][rows] == "", "?", cols["ac_comm"][0][rows])
-    names, inverse = np.unique(comm, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    n = len(names)
-    per_command = np.bincount(inverse, minlength=n)
-    times = cols["time"][0][rows]
-    times = times[~np.isnat(times)]
+    times = v["time"][~np.isnat(v["time"])]
     first = int(times.min().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
     last = int(times.max().astype("datetime64[ns]").astype(np.int64)) if len(times) else None
     window = _window_part(metadata, first, last)
-    seconds = window["seconds"]
+    counted_total = len(v["kind"])
+    return dict(kind=kind, counted=counted, records=int(len(codes)), **{counted: counted_total},
+                tgid_records=int((codes == 1).sum()), commands=commands.n, **window,
+                exits_per_second=(counted_total / window["seconds"]
+                                  if kind == EXITS and window["seconds"] > 0 else None),
+                first=_iso_ns(first), last=_iso_ns(last))
 
-    def pick(name: str) -> Tuple[np.ndarray, np.ndarray]:
-        values, valid = cols[name]
-        return values[rows], (np.ones(int(rows.sum()), bool) if valid is None else valid[rows])
 
-    def table(key: np.ndarray, fields: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
-        order = np.argsort(-key, kind="stable")[:top]
-        return [{"comm": str(names[i]), counted: int(per_command[i]),
-                 **{k: (None if v[i] < 0 else float(v[i])) for k, v in fields.items()}}
-                for i in order if key[i] > 0]
+def _interval_head(v: Mapping[str, np.ndarray], commands: "_Ranking",
+                   metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """What a summary of interval rows says first: tasks (or processes, for ``by: process``
+    recordings) counted once however many intervals hold them, the intervals, the window."""
+    by_process = any(m.get("by") == "process" for m in metadata)
+    starts = v["interval_start"][~np.isnat(v["interval_start"])]
+    ends = v["interval_end"][~np.isnat(v["interval_end"])]
+    first = int(starts.min().astype(np.int64)) if len(starts) else None
+    last = int(ends.max().astype(np.int64)) if len(ends) else None
+    return dict(kind=INTERVALS, counted="tasks", by="process" if by_process else "task",
+                records=len(v["ac_comm"]), tasks=int(len(np.unique(v["ac_tgid"]))) if by_process else
+                int(commands.tasks.sum()), tgid_records=0, commands=commands.n,
+                intervals=int(len(np.unique(starts))), **_window_part(metadata, first, last),
+                exits_per_second=None, first=_iso_ns(first), last=_iso_ns(last))
 
-    utime = _sum_by(inverse, n, pick("ac_utime_us")[0]) * 1e3
-    stime = _sum_by(inverse, n, pick("ac_stime_us")[0]) * 1e3
-    cpu = table(utime + stime, {"cpu_ns": utime + stime, "user_ns": utime, "system_ns": stime,
-                                f"cpu_per_{counted[:-1]}_ns": (utime + stime)
-                                / np.maximum(per_command, 1)})
-    io = {k: _sum_by(inverse, n, pick(k)[0]) for k in
-          ("read_bytes", "write_bytes", "read_char_bytes", "write_char_bytes")}
-    io_rows = table(io["read_bytes"] + io["write_bytes"] + io["read_char_bytes"]
-                    + io["write_char_bytes"], io)
-    delays: Dict[str, List[Dict[str, Any]]] = {}
+
+def _group_rankings(v: Mapping[str, np.ndarray], comm: np.ndarray, top: int
+                    ) -> Dict[str, List[Dict[str, Any]]]:
+    """``processes`` and ``cgroups`` of interval rows ranked by CPU, with their summed delays."""
+    who = v["ac_tgid"]
+    cpu_ns = v["cpu_ns"].astype(np.float64)
+    delay_total = np.zeros(len(comm))
     for cls in (c.name for c in layout.DELAY_CLASSES):
-        count = _sum_by(inverse, n, pick(f"{cls}_count")[0])
-        total = _sum_by(inverse, n, pick(f"{cls}_delay_total_ns")[0])
-        mx_values, mx_valid = pick(f"{cls}_delay_max_ns")
-        mx = _max_by(inverse, n, np.where(mx_valid, mx_values, -1))
-        delays[cls] = table(total, {"delays": count, "total_ns": total,
-                                    "average_ns": total / np.maximum(count, 1), "max_ns": mx})
-    counted_total = int(rows.sum())
-    summary = Summary(
-        kind=kind, counted=counted, records=int(len(codes)), **{counted: counted_total},
-        tgid_records=int((codes == 1).sum()), commands=n, **window,
-        exits_per_second=(counted_total / seconds if kind == EXITS and seconds > 0 else None),
-        first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
-        cpu=cpu, io=io_rows, delays=delays, top=top)
-    summary.columns = cols
-    return summary
+        delay_total += v[f"{cls}_delay_total_ns"]
+    ranked: Dict[str, List[Dict[str, Any]]] = {}
+    for name, key in (("processes", who), ("cgroups", v["cgroup_id"])):
+        group = _Ranking(key, who, "processes", "tgid" if name == "processes" else "cgroup_id",
+                         top)
+        cpu_of = group.sum(cpu_ns)
+        rows = group.table(cpu_of, {"cpu_ns": cpu_of, "delay_ns": group.sum(delay_total)})
+        if name == "processes":
+            names_of = dict(zip(who.tolist(), comm.tolist()))
+            for row in rows:
+                row["comm"] = names_of[row["tgid"]]
+        ranked[name] = rows
+    return ranked
 
 
 def _files_part(metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -252,12 +289,18 @@ def _files_part(metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 class _Ranking:
-    """Rows grouped by one key, ranked: ``table(order_by, fields)`` gives the top groups."""
+    """Rows grouped by one key, ranked: ``table(order_by, fields)`` gives the top groups.
+    ``tasks`` counts each group's distinct values of it (None: its rows)."""
 
-    def __init__(self, key: np.ndarray, tasks: np.ndarray, counted: str, name: str, top: int):
+    def __init__(self, key: np.ndarray, tasks: Optional[np.ndarray], counted: str, name: str,
+                 top: int):
         self.names, inverse = np.unique(key, return_inverse=True)
         self.inverse = inverse.reshape(-1)
         self.n = len(self.names)
+        if tasks is None:   # every row is its own task (an exit, a snapshot's task)
+            self.tasks = np.bincount(self.inverse, minlength=self.n)
+            self.counted, self.name, self.top = counted, name, top
+            return
         pairs = np.unique(np.stack([self.inverse, tasks.astype(np.int64)]), axis=1) \
             if len(key) else np.zeros((2, 0), np.int64)
         self.tasks = np.bincount(pairs[0], minlength=self.n)
@@ -278,55 +321,3 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def summarize_interval_columns(cols: Columns, *, top: int = 10,
-                               metadata: Sequence[Mapping[str, Any]] = ()) -> Summary:
-    """The ``Summary`` of an interval recording's columns (``INTERVAL_SUMMARY_COLUMNS``):
-    commands ranked by CPU (``cpu_ns``, user and system from the tick-sampled times), each delay
-    class and I/O over the window; ``processes`` and ``cgroups`` ranked by CPU with their summed
-    delays.  ``tasks`` counts distinct tasks (or processes, for ``by: process`` recordings)."""
-    v = {name: values for name, (values, _) in cols.items()}
-    by_process = any(m.get("by") == "process" for m in metadata)
-    comm = np.where(v["ac_comm"] == "", "?", v["ac_comm"])
-    who = v["ac_tgid"]
-    commands = _Ranking(comm, v.get("ac_pid", who), "tasks", "comm", top)
-    cpu_ns = v["cpu_ns"].astype(np.float64)
-    user, system = commands.sum(v["ac_utime_us"]) * 1e3, commands.sum(v["ac_stime_us"]) * 1e3
-    cpu_total = commands.sum(cpu_ns)
-    cpu = commands.table(cpu_total, {"cpu_ns": cpu_total, "user_ns": user, "system_ns": system,
-                                     "cpu_per_task_ns": cpu_total / np.maximum(commands.tasks, 1)})
-    io = {"read_bytes": commands.sum(v["read_bytes"]), "write_bytes": commands.sum(v["write_bytes"]),
-          "read_char_bytes": commands.sum(v["read_char_bytes"]),
-          "write_char_bytes": commands.sum(v["write_char_bytes"])}
-    io_rows = commands.table(np.sum(list(io.values()), axis=0), io)
-    delays: Dict[str, List[Dict[str, Any]]] = {}
-    delay_total = np.zeros(len(comm))
-    for cls in (c.name for c in layout.DELAY_CLASSES):
-        count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total_ns"])
-        delay_total += v[f"{cls}_delay_total_ns"]
-        delays[cls] = commands.table(total, {"delays": count, "total_ns": total,
-                                             "average_ns": total / np.maximum(count, 1),
-                                             "max_ns": None})
-    ranked: Dict[str, List[Dict[str, Any]]] = {}
-    for name, key in (("processes", who), ("cgroups", v["cgroup_id"])):
-        group = _Ranking(key, who, "processes", "tgid" if name == "processes" else "cgroup_id",
-                         top)
-        cpu_of = group.sum(cpu_ns)
-        rows = group.table(cpu_of, {"cpu_ns": cpu_of, "delay_ns": group.sum(delay_total)})
-        if name == "processes":
-            names_of = dict(zip(who.tolist(), comm.tolist()))
-            for row in rows:
-                row["comm"] = names_of[row["tgid"]]
-        ranked[name] = rows
-    starts = v["interval_start"][~np.isnat(v["interval_start"])]
-    ends = v["interval_end"][~np.isnat(v["interval_end"])]
-    first = int(starts.min().astype(np.int64)) if len(starts) else None
-    last = int(ends.max().astype(np.int64)) if len(ends) else None
-    summary = Summary(
-        kind=INTERVALS, counted="tasks", by="process" if by_process else "task",
-        records=len(comm), tasks=int(len(np.unique(who))) if by_process else
-        int(commands.tasks.sum()), tgid_records=0, commands=commands.n,
-        intervals=int(len(np.unique(starts))), **_window_part(metadata, first, last),
-        exits_per_second=None, first=_iso_ns(first), last=_iso_ns(last), **_files_part(metadata),
-        cpu=cpu, io=io_rows, delays=delays, top=top, **ranked)
-    summary.columns = None
-    return summary
