@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 from .common import (EXIT_OK, PROG, UsageError, add_command, add_privilege_options,
                      check_privilege_options, drop_privileges_as_asked, non_negative_float,
@@ -192,8 +192,6 @@ def say_recovery(result: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import recording
     from ..kernel import cpumask
-    from ..kernel.listener import ExitListener
-    from ..report import format_bytes
 
     check_privilege_options(args)
     if args.cpus is not None:   # first: a bad or huge list is one line before anything is opened
@@ -201,6 +199,31 @@ def run(args: argparse.Namespace) -> int:
     if args.interval is None and getattr(args, "by", "task") != "task":
         raise UsageError("--by process groups accounting intervals: give --interval SECS too")
     fmt = recording.detect_format(args.output, args.format)
+    sink_options = _sink_options(args)
+    recording.require_format(fmt)
+    # A real file is created (and removed) where the output goes before the listener
+    # registers: an unwritable output fails now, not after the first flush, and leaves nothing.
+    recording.check_writable(args.output)
+    signals = SignalStop()
+    deadline: List[float] = []   # --seconds count from the recording loop's first look
+
+    def stop() -> bool:
+        if args.seconds and not deadline:
+            deadline.append(time.monotonic() + args.seconds)
+        return signals.event.is_set() or bool(deadline and time.monotonic() >= deadline[0])
+
+    try:
+        if getattr(args, "interval", None) is not None:
+            return _run_intervals(args, fmt, stop, signals.stopped_by, **sink_options)
+        return _run_exits(args, fmt, stop, signals.stopped_by, **sink_options)
+    finally:
+        signals.restore()
+
+
+def _sink_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The ``FileSink`` options of ``record``'s arguments: rotation and retention, which only a
+    dataset directory has (a single file given them is a usage error)."""
+    from .. import recording
     dataset = recording.is_dataset_path(args.output)
     if not dataset and (args.rotate_mb or args.rotate_seconds):
         raise UsageError(f"{args.output} is a single file, which does not rotate: give a "
@@ -214,17 +237,18 @@ def run(args: argparse.Namespace) -> int:
         max_total_bytes=None if args.max_total_mb is None else int(args.max_total_mb * 1024 * 1024))
     rotate_mb = DEFAULT_ROTATE_MB if args.rotate_mb is None else args.rotate_mb
     rotate_seconds = DEFAULT_ROTATE_SECONDS if args.rotate_seconds is None else args.rotate_seconds
-    rotate_bytes = int(rotate_mb * 1024 * 1024) if dataset else None
-    rotate_seconds = rotate_seconds if dataset else None
-    recording.require_format(fmt)
-    # A real file is created (and removed) where the output goes before the listener
-    # registers: an unwritable output fails now, not after the first flush, and leaves nothing.
-    recording.check_writable(args.output)
-    if getattr(args, "interval", None) is not None:
-        return _run_intervals(args, fmt, rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
-                              retention=retention)
-    signals = SignalStop()
-    stop, stopped_by = signals.event, signals.stopped_by
+    return dict(rotate_bytes=int(rotate_mb * 1024 * 1024) if dataset else None,
+                rotate_seconds=rotate_seconds if dataset else None, retention=retention,
+                flush_records=args.flush_records, flush_seconds=args.flush_seconds)
+
+
+def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], stopped_by: List[str],
+               **sink_options: Any) -> int:
+    """``record``: the exit stream into files until --seconds or a signal."""
+    from .. import recording
+    from ..kernel import cpumask
+    from ..kernel.listener import ExitListener
+
     listener = None
     status = StatusLine(sys.stderr, args.status)
     try:
@@ -232,57 +256,63 @@ def run(args: argparse.Namespace) -> int:
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
         drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
         cpus = cpumask.format(listener.cpus)
-        recorder = recording.FileSink(args.output, fmt, rotate_bytes=rotate_bytes,
-                                      rotate_seconds=rotate_seconds,
-                                      flush_records=args.flush_records,
-                                      flush_seconds=args.flush_seconds,
+        recorder = recording.FileSink(args.output, fmt,
                                       metadata={"source": "exit stream", "cpus": cpus,
                                                 "nr_cpus": len(listener.cpus),
-                                                "sockets": len(listener.shards)},
-                                      retention=retention)
+                                                "sockets": len(listener.shards)}, **sink_options)
         say_recovery(recorder.recovery)
         # Files are written on another thread: a Parquet row group can take a second to
         # compress, and the sockets must keep being drained meanwhile.
         sink = recording.BackgroundWriter(recorder)
         where = (os.path.join(args.output, f"host={recorder.hostname}",
                               f"date={time.strftime('%Y-%m-%d', time.gmtime())}", "")
-                 if dataset else args.output)
-        until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
-        say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {until}")
+                 if recording.is_dataset_path(args.output) else args.output)
+        say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {_until(args)}")
 
         def progress(so_far: recording.RecordResult) -> None:
             status.update(time.monotonic(), so_far.received, so_far.kernel_lost,
                           so_far.sink.bytes, so_far.sink.buffered, so_far.elapsed)
 
-        deadline = time.monotonic() + args.seconds if args.seconds else None
-        result = recording.record(
-            listener, sink, stop=lambda: stop.is_set() or (
-                deadline is not None and time.monotonic() >= deadline),
-            progress=progress if status.enabled else None, progress_seconds=status.interval)
+        result = recording.record(listener, sink, stop=stop,
+                                  progress=progress if status.enabled else None,
+                                  progress_seconds=status.interval)
     except BaseException:
         status.clear()
         if listener is not None:
             listener.close()
         raise
-    finally:
-        signals.restore()
     status.clear()
-    files, written = result.sink.files, result.sink.written
-    elapsed = result.elapsed
-    reason = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    elapsed, written = result.elapsed, result.sink.written
     rate = written / elapsed if elapsed > 0 else 0.0
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    say(f"recorded {written:,} records in {elapsed:.1f} s ({rate:,.1f}/s){reason}"
-        f" to {len(files)} file(s), {format_bytes(result.sink.bytes)}: "
-        + (os.path.commonpath(files) if len(files) > 1 else files[0])
-        + f"; this process used {usage.ru_utime + usage.ru_stime:.2f} s of CPU")
-    if result.kernel_lost or result.discarded:
-        say(f"lost {result.kernel_lost:,} exit messages (receive buffer full: raise --rcvbuf, or "
-            f"read faster) and {result.discarded:,} records that arrived while closing")
+    lost = (f"lost {result.kernel_lost:,} exit messages (receive buffer full: raise --rcvbuf, or "
+            f"read faster) and {result.discarded:,} records that arrived while closing"
+            if result.kernel_lost or result.discarded else None)
+    return _say_closing(
+        args, recorder, result.sink, stopped_by,
+        f"recorded {written:,} records in {elapsed:.1f} s ({rate:,.1f}/s)",
+        f"; this process used {usage.ru_utime + usage.ru_stime:.2f} s of CPU", lost,
+        received=result.received, what=f"all {written:,} records received")
+
+
+def _until(args: argparse.Namespace) -> str:
+    return f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
+
+
+def _say_closing(args: argparse.Namespace, recorder: Any, stats: Any, stopped_by: List[str],
+                 recorded: str, tail: str, lost: Optional[str], *, received: int, what: str) -> int:
+    """The closing account of a recording: what was written where, what was lost and what
+    retention deleted; "nothing was lost" only when that was checked."""
+    from ..report import format_bytes
+    files = stats.files
+    reason = f" (stopped by {stopped_by[0]})" if stopped_by else ""
+    say(f"{recorded}{reason} to {len(files)} file(s), {format_bytes(stats.bytes)}: "
+        + (os.path.commonpath(files) if len(files) > 1 else files[0]) + tail)
+    if lost:
+        say(lost)
     say_deleted(recorder, files)
-    if _all_kept(result.received, written, result.sink.lost, files, recorder.deleted) \
-            and not (result.kernel_lost or result.discarded):
-        say(f"nothing was lost: all {written:,} records received are in complete files")
+    if not lost and _all_kept(received, stats.written, stats.lost, files, recorder.deleted):
+        say(f"nothing was lost: {what} are in complete files")
     say(f"next: {PROG} summary {args.output}")
     return EXIT_OK
 
@@ -305,45 +335,28 @@ def say_deleted(sink: Any, files: Any) -> None:
 
 
 
-def _run_intervals(args: argparse.Namespace, fmt: str, **sink_options: Any) -> int:
+def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
+                   stopped_by: List[str], **sink_options: Any) -> int:
     """``record --interval``: accounting intervals into files until --seconds or a signal."""
     from .. import recording
     from ..accounting import Accounting
-    from ..recording import interval_schema, record_intervals
-    from ..report import format_bytes
 
-    signals = SignalStop()
-    stop, stopped_by = signals.event, signals.stopped_by
     listener_options = {k: v for k, v in (("cpus", args.cpus), ("shards", args.shards),
                                           ("rcvbuf", args.rcvbuf)) if v is not None}
     accounting = Accounting(interval=args.interval, **listener_options)
     try:
         accounting.open()   # first: without privilege nothing is left on disk
         drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))   # looks keep querying
-        sink = recording.FileSink(args.output, fmt, flush_records=args.flush_records,
-                                  flush_seconds=args.flush_seconds,
-                                  schema=interval_schema(args.by),
+        sink = recording.FileSink(args.output, fmt, schema=recording.interval_schema(args.by),
                                   metadata={"interval_seconds": args.interval}, **sink_options)
         say_recovery(sink.recovery)
-        until = f"for {args.seconds:g} s" if args.seconds else "until Ctrl-C"
         say(f"recording every {args.interval:g} s what each {args.by} used to {args.output} "
-            f"({fmt}), {until}")
-        deadline = time.monotonic() + args.seconds if args.seconds else None
-        result = record_intervals(accounting, sink, stop=lambda: stop.is_set() or (
-            deadline is not None and time.monotonic() >= deadline), by=args.by)
+            f"({fmt}), {_until(args)}")
+        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by)
     finally:
         accounting.close()
-        signals.restore()
-    files = result.sink.files
-    reason = f" (stopped by {stopped_by[0]})" if stopped_by else ""
-    say(f"recorded {result.intervals:,} intervals, {result.rows:,} rows in {result.elapsed:.1f} s"
-        f"{reason} to {len(files)} file(s), {format_bytes(result.sink.bytes)}: "
-        + (os.path.commonpath(files) if len(files) > 1 else files[0]))
-    if result.lost:
-        say(f"lost {result.lost:,} exit messages (tasks that ended unseen)")
-    say_deleted(sink, files)
-    if not result.lost and _all_kept(result.rows, result.sink.written, result.sink.lost, files,
-                                     sink.deleted):
-        say(f"nothing was lost: all {result.rows:,} rows are in complete files")
-    say(f"next: {PROG} summary {args.output}")
-    return EXIT_OK
+    lost = f"lost {result.lost:,} exit messages (tasks that ended unseen)" if result.lost else None
+    return _say_closing(args, sink, result.sink, stopped_by,
+                        f"recorded {result.intervals:,} intervals, {result.rows:,} rows in "
+                        f"{result.elapsed:.1f} s", "", lost,
+                        received=result.rows, what=f"all {result.rows:,} rows")
