@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Optional, Union
 from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
 
-__all__ = ["record", "RecordResult", "Stop", "stop_check"]
+__all__ = ["record", "RecordResult", "Stop", "stop_check", "not_written_error"]
 
 #: When to stop: a ``threading.Event`` (set it), a callable returning True, or a deadline on
 #: the ``time.monotonic()`` clock; None runs until the listener is closed or KeyboardInterrupt.
@@ -72,6 +72,20 @@ def _loss_counters(stats: Any) -> Dict[str, int]:
     return {"received": stats.received, "lost": stats.lost, "dropped": stats.dropped,
             "truncated": stats.truncated, "overruns": stats.overruns,
             "discarded": stats.discarded}
+
+
+def not_written_error(failure: WriteFailedError, result: Any, sink: SinkStats,
+                      handed: str) -> WriteFailedError:
+    """``failure`` (a sink that could not write) again with the exact counts: how many of what
+    was ``handed`` to the sink were not written and how many are in complete files; the
+    recording's ``result`` rides along as ``error.result``."""
+    error = WriteFailedError(
+        failure.errno or 0,
+        f"{failure.strerror}: {sink.lost:,} of the {handed} were not written; "
+        f"{sink.written:,} are in {len(sink.files)} complete file(s)",
+        not_written=sink.lost)
+    error.result = result  # type: ignore[attr-defined]
+    return error
 
 
 def record(listener: Any, sink: Sink, stop: Stop = None, *,
@@ -143,14 +157,8 @@ def record(listener: Any, sink: Sink, stop: Stop = None, *,
             failure = failure or e
     final = result(stopped, stopped_by or "stop")
     if failure is not None:
-        error = WriteFailedError(
-            failure.errno or 0,
-            f"{failure.strerror}: {final.not_written:,} of the {received:,} records received "
-            f"were not written; {final.sink.written:,} are in {len(final.sink.files)} complete "
-            f"file(s)",
-            not_written=final.not_written)
-        error.result = final  # type: ignore[attr-defined]
-        raise error from failure
+        raise not_written_error(failure, final, final.sink, f"{received:,} records received") \
+            from failure
     if interrupted is not None:
         raise interrupted
     return final

@@ -10,7 +10,7 @@ from typing import Any, Callable, NoReturn, Optional
 
 from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
-from .driver import Stop, stop_check
+from .driver import Stop, not_written_error, stop_check
 from .interval_rows import interval_rows, row_dtype
 
 __all__ = ["record_intervals", "IntervalRecordResult"]
@@ -91,10 +91,4 @@ def _close_after(sink: Sink, failure: WriteFailedError,
         pass
     final = result("error")
     handed = final.sink.written + final.sink.lost + final.sink.buffered
-    error = WriteFailedError(
-        failure.errno or 0,
-        f"{failure.strerror}: {final.sink.lost:,} of the {handed:,} interval rows were not "
-        f"written; {final.sink.written:,} are in {len(final.sink.files)} complete file(s)",
-        not_written=final.sink.lost)
-    error.result = final  # type: ignore[attr-defined]
-    raise error from failure
+    raise not_written_error(failure, final, final.sink, f"{handed:,} interval rows") from failure
