@@ -208,9 +208,7 @@ def summarize_columns(cols: Columns, *, top: int = 10,
     delays: Dict[str, List[Dict[str, Any]]] = {}
     for cls in (c.name for c in layout.DELAY_CLASSES):
         count, total = commands.sum(v[f"{cls}_count"]), commands.sum(v[f"{cls}_delay_total_ns"])
-        top_name = f"{cls}_delay_max_ns"
-        mx = None if top_name not in v else _max_by(commands.inverse, commands.n, np.where(
-            valid[top_name] if valid[top_name] is not None else True, v[top_name], -1))
+        mx = _delay_max(commands, v, valid, f"{cls}_delay_max_ns")
         delays[cls] = commands.table(total, {"delays": count, "total_ns": total,
                                              "average_ns": total / np.maximum(count, 1), "max_ns": mx})
     head = _interval_head(v, commands, metadata) if kind == INTERVALS else \
@@ -219,6 +217,16 @@ def summarize_columns(cols: Columns, *, top: int = 10,
                       **(_group_rankings(v, comm, top) if kind == INTERVALS else {}))
     summary.columns = None if kind == INTERVALS else cols
     return summary
+
+
+def _delay_max(commands: "_Ranking", v: Mapping[str, np.ndarray],
+               valid: Mapping[str, Optional[np.ndarray]], name: str) -> Optional[np.ndarray]:
+    """The largest delay of one class per command (-1: none known), where the rows have it."""
+    if name not in v:
+        return None
+    ok = valid[name]
+    values = v[name] if ok is None else np.where(ok, v[name], -1)
+    return _max_by(commands.inverse, commands.n, values)
 
 
 def _record_head(cols: Columns, v: Mapping[str, np.ndarray], kind: str, commands: "_Ranking",
