@@ -302,3 +302,18 @@ def test_a_torn_recovery_counts_its_tail_in_the_metadata(tmp_path):
     assert recording.read_metadata(published)["recovered_torn_bytes"] == 13
     fresh.close()
     sink._part._writer.abort()
+
+
+def test_a_batch_that_waited_in_the_queue_is_flushed_by_when_it_arrived(tmp_path):
+    # a rotation finishing a file on a starved CPU keeps later batches queued: the flush
+    # deadline counts from their hand-over, so they are fsynced at once, not a window later
+    root = str(tmp_path / "rec")
+    sink = FileSink(root, "parquet", flush_seconds=30)
+    sink.write(batch(3), arrived=time.monotonic() - 31)
+    assert len(recording.read_records(root)) == 3
+    sink.write(batch(2, start=10))
+    assert len(recording.read_records(root)) == 3     # a fresh batch waits for its window
+    writer = recording.BackgroundWriter(sink)
+    writer.write(batch(4, start=20))
+    writer.close()
+    assert len(recording.read_records(root)) == 9

@@ -194,9 +194,13 @@ class FileSink:
         self._closed = False
 
     # -- the Sink protocol -----------------------------------------------------------------
-    def write(self, records: np.ndarray, *, copy: bool = True) -> None:
+    def write(self, records: np.ndarray, *, copy: bool = True,
+              arrived: Optional[float] = None) -> None:
         """Queue a batch and write out what is due (an empty batch: only what is due).
-        ``copy=False`` takes ownership of ``records`` instead of copying it."""
+        ``copy=False`` takes ownership of ``records`` instead of copying it.  ``arrived``: when
+        the batch was handed over (``time.monotonic()``), if earlier than now (it waited in
+        ``BackgroundWriter``'s queue, e.g. while a rotation finished a file): the flush
+        deadline counts from then, so a slow rotation does not stretch the crash window."""
         if self._closed:
             raise ValueError("write to a closed FileSink")
         if len(records) and records.dtype != self.schema.dtype:   # an empty array is a tick
@@ -210,7 +214,7 @@ class FileSink:
             self._pending.append(np.array(records, copy=True) if copy else records)
             self._pending_records += len(records)
             if self._unsynced_since is None:
-                self._unsynced_since = time.monotonic()
+                self._unsynced_since = min(time.monotonic(), arrived or float("inf"))
             if self._part_started is None:
                 self._part_started = self._unsynced_since
                 self._part_day = _utc_day()
@@ -499,9 +503,10 @@ class BackgroundWriter:
         self._queued = 0
         self._error: Optional[BaseException] = None
         self._reported = False
-        # a FileSink copies by default; the arrays queued here are already private
-        self._write = (functools.partial(sink.write, copy=False) if isinstance(sink, FileSink)
-                       else sink.write)
+        # a FileSink copies by default (the arrays queued here are already private), and
+        # counts its flush deadline from when a batch was queued here
+        self._write: Any = (functools.partial(sink.write, copy=False) if isinstance(sink, FileSink)
+                            else lambda batch, arrived: sink.write(batch))
         self._thread = threading.Thread(target=self._run, name="taskstats-fast writer",
                                         daemon=True)
         self._thread.start()
@@ -548,7 +553,7 @@ class BackgroundWriter:
             while self._queued >= self.max_queued_records and self._error is None:
                 self._room.wait(0.5)
             self._queued += len(batch)
-        self._queue.put(("write", batch))
+        self._queue.put(("write", (batch, time.monotonic())))
         self._check()
 
     def update_counters(self, counters: Mapping[str, int]) -> None:
@@ -579,11 +584,12 @@ class BackgroundWriter:
             op, arg = self._queue.get()
             try:
                 if op == "write":
+                    batch, arrived = arg
                     try:
-                        self._write(arg)
+                        self._write(batch, arrived=arrived)
                     finally:
                         with self._room:
-                            self._queued -= len(arg)
+                            self._queued -= len(batch)
                             self._room.notify_all()
                 elif op == "counters":
                     if isinstance(self.sink, CountingSink):
