@@ -103,8 +103,11 @@ class ParquetWriter:
         self._journal = open(journal_path(path), "wb")
         try:
             journal_schema = schema.file_schema().with_metadata({METADATA_KEY: opening_metadata})
+            # on this thread: handing each column's buffers to pyarrow's pool to compress
+            # costs more CPU than compressing them (and a pool is a hazard for a forking user)
             self._journal_writer = pa.ipc.new_stream(
-                self._journal, journal_schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+                self._journal, journal_schema,
+                options=pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False))
             self._journal.flush()   # its schema at once, as the other formats' headers
             self._writer = pq.ParquetWriter(path, schema.file_schema(), compression="zstd",
                                             store_schema=False)
