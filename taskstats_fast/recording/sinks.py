@@ -197,10 +197,8 @@ class FileSink:
     def write(self, records: np.ndarray, *, copy: bool = True,
               arrived: Optional[float] = None) -> None:
         """Queue a batch and write out what is due (an empty batch: only what is due).
-        ``copy=False`` takes ownership of ``records`` instead of copying it.  ``arrived``: when
-        the batch was handed over (``time.monotonic()``), if earlier than now (it waited in
-        ``BackgroundWriter``'s queue, e.g. while a rotation finished a file): the flush
-        deadline counts from then, so a slow rotation does not stretch the crash window."""
+        ``copy=False``: take ``records`` over.  ``arrived``: when it was queued (monotonic; a
+        BackgroundWriter's), which the flush deadline counts from."""
         if self._closed:
             raise ValueError("write to a closed FileSink")
         if len(records) and records.dtype != self.schema.dtype:   # an empty array is a tick
