@@ -102,9 +102,11 @@ class Format:
     schema_metadata: Optional[Callable[[str], Dict[str, Any]]] = None
 
     def require(self, purpose: str) -> None:
-        """Raise ``MissingExtraError`` unless this format's extra is installed."""
+        """Raise ``MissingExtraError`` unless this format's extra is installed; imports what its
+        writer needs, so none of it is imported while records wait for their first flush."""
         if self.extra is not None:
-            require("pyarrow", self.extra, f"{purpose} {self.name} files")
+            for module in ("pyarrow", *getattr(self.writer, "MODULES", ())):
+                require(module, self.extra, f"{purpose} {self.name} files")
 
     def read_metadata(self, path: str) -> Dict[str, Any]:
         """The metadata of the file at ``path``; every read of a file starts here, so this is

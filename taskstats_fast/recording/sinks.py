@@ -52,7 +52,7 @@ from ..schema import TableSchema
 from ..sink import CountingSink, Sink, SinkStats
 from .durable import OutputLock
 from .formats import FORMAT, Format, detect_format, require_format
-from .metadata import system_metadata, utc
+from .metadata import stats_for, system_metadata, utc
 from .parts import Part
 from .paths import is_dataset_path
 from .recovery import RecoveryResult, recover_leftovers
@@ -110,6 +110,15 @@ def _write_error(error: BaseException) -> Tuple[int, str]:
 
 
 # ---- a recording ---------------------------------------------------------------------------
+def _load_what_a_batch_needs(fmt: Format, schema: TableSchema) -> None:
+    """A dry run of one batch's work, on no file. pyarrow imports pandas on the first table it
+    builds, numpy its masked arrays on the first unique(): left to the first batch, they took
+    seconds of the flush window on a slow or loaded host, with that batch on no disk meanwhile."""
+    stats_for(schema).add(np.zeros(1, schema.dtype))
+    if fmt.extra is not None:
+        schema.file_table(np.zeros(0, schema.dtype))
+
+
 class FileSink:
     """Writes a stream of ``DTYPE`` batches to files, rotating them; a ``Sink`` and a context
     manager.
@@ -146,6 +155,7 @@ class FileSink:
                              "files in; give a path without an extension (or drop --rotate-*)")
         # Fail now, not at the first flush (which may be minutes in, on another thread).
         prepare_output(path)
+        _load_what_a_batch_needs(self.format, self.schema)
         self.rotate_bytes = rotate_bytes or None
         self.rotate_seconds = rotate_seconds or None
         self.flush_records = max(1, int(flush_records))

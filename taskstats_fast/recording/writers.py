@@ -16,7 +16,7 @@ writer serves which format is the registry's (``formats.FORMAT``).  Arrow-based 
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -33,6 +33,9 @@ class NpyWriter:
     a file cut short (crash, full disk) still loads up to its last complete batch: the file in
     progress is its own journal.  Readers of a file in progress trust the smaller of the
     header's count and the rows the file's size holds."""
+
+    #: the modules it writes with, imported when a sink is made (``Format.require``)
+    MODULES: Tuple[str, ...] = ()
 
     def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         self.path = path
@@ -90,6 +93,9 @@ class ParquetWriter:
     stream of the same table, whose schema carries the opening metadata; fsynced by ``sync``),
     which readers and recovery read after a crash and which is removed once the Parquet file
     is published.  The table is built once per batch, for the journal and the row group."""
+
+    #: the modules it writes with, imported when a sink is made (``Format.require``)
+    MODULES: Tuple[str, ...] = ("pyarrow", "pyarrow.parquet")
 
     row_group_records = 65536
 
@@ -174,6 +180,9 @@ class ArrowWriter:
     padded to ``ARROW_METADATA_ROOM`` bytes, and ``finish`` overwrites both copies (the stream's
     schema and the footer's) with the final metadata, in place: closing never copies."""
 
+    #: the modules it writes with, imported when a sink is made (``Format.require``)
+    MODULES: Tuple[str, ...] = ("pyarrow",)
+
     def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         import pyarrow as pa
         self.path = path
@@ -223,6 +232,9 @@ class ArrowWriter:
 class CsvWriter:
     """CSV with a header row (the metadata goes to a JSON sidecar).  The file in progress is
     its own journal: readers of a file in progress stop at its last complete line."""
+
+    #: the modules it writes with, imported when a sink is made (``Format.require``)
+    MODULES: Tuple[str, ...] = ("pyarrow", "pyarrow.csv")
 
     def __init__(self, path: str, schema: Any = columns.DEFAULT, opening_metadata: str = "{}"):
         import pyarrow.csv as pacsv
