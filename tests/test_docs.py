@@ -4,12 +4,13 @@ and must be current."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from taskstats_fast import layout
+from taskstats_fast import _version, layout
 from taskstats_fast import schema as frames
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +94,16 @@ def test_man_pages_and_completions_are_current(directory, generate):
         f"{directory}/ is stale (an option changed): run `make man-completion` and commit the result"
     extra = set(os.listdir(os.path.join(ROOT, directory))) - set(wanted)
     assert not extra, f"{directory}/ holds files the parser no longer makes: {sorted(extra)}"
+
+
+def test_the_changelog_heads_this_version_and_links_every_release():
+    """The newest release in CHANGELOG.md is the version the package says it is, each release
+    has a date and a link, and nothing is listed under Unreleased that a release left behind."""
+    with open(os.path.join(ROOT, "CHANGELOG.md"), encoding="utf-8") as f:
+        text = f.read()
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\](?: - (\d{4}-\d{2}-\d{2}))?$", text, re.M)
+    assert releases and releases[0][0] == _version.__version__, (releases[:1], _version.__version__)
+    assert all(date for _, date in releases[:-1]), "every release after the first has a date"
+    for version, _ in releases:
+        assert re.search(rf"^\[{re.escape(version)}\]: https://\S+$", text, re.M), version
+    assert text.index("## [Unreleased]") < text.index(f"## [{releases[0][0]}]")
