@@ -105,3 +105,14 @@ def test_an_unknown_extension_is_refused_with_one_line(tmp_path):
     res = run("snapshot", "-o", str(tmp_path / "s.xyz"))
     assert res.returncode == 2 and "'.xyz'" in res.stderr
     assert res.stderr.count("\n") == 1 and os.listdir(tmp_path) == []
+
+
+def test_building_the_command_line_loads_no_server():
+    """Every subcommand builds the whole parser at start: `top`'s first screen must not wait for
+    the exporter, the HTTP server and asyncio, which only `serve` runs."""
+    script = ("import sys; from taskstats_fast.cli import build_parser; build_parser(); "
+              "print(sorted(m for m in ('asyncio', 'taskstats_fast.live.server', 'taskstats_fast.live.exporter', "
+              "'taskstats_fast.live.service') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", run.stdout

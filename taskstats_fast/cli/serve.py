@@ -28,10 +28,9 @@ def _listen_address(text: str) -> Tuple[str, int]:
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..live.exporter import (DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS,
-                                 OTHER)
-    from ..live.server import DEFAULT_LISTEN
-    from ..live.service import DEFAULT_INTERVAL
+    from ..live.defaults import (DEFAULT_FORGET_AFTER, DEFAULT_INTERVAL, DEFAULT_LISTEN, DEFAULT_MAX_CGROUPS,
+                                 DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS)
+    from ..live.series import OTHER
     p = add_command(
         subparsers, "serve", help="serve per-cgroup and per-command counters to Prometheus (/metrics)",
         description="Count what every task uses (CPU, each delay class, I/O bytes, exits), tasks that "
@@ -80,7 +79,7 @@ def _grouping(path: Optional[str]) -> Any:
 
 
 def _add_http_options(p: argparse.ArgumentParser) -> None:
-    from ..live.server import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+    from ..live.defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
     g = p.add_argument_group("HTTP")
     g.add_argument("--web-config", metavar="FILE",
                    help="TLS and basic-auth settings in the Prometheus exporter-toolkit format (the "

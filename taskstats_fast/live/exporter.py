@@ -38,6 +38,7 @@ from .._version import __version__
 from ..accounting import interval as _interval
 from ..schema import require
 from ..sink import SinkStats
+from .defaults import DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS
 from .cgroup_labels import cgroup_labels
 from .exposition import (OPENMETRICS_FORMAT, TEXT_FORMAT, ExpositionFormat, Samples, negotiate, render,
                          scalar)
@@ -54,11 +55,6 @@ __all__ = ["PrometheusExporter", "ExporterCounts", "ListenerCounters", "Expositi
 UNKNOWN_CGROUP = "unknown"
 #: The root cgroup's series: every task of the host (pinned: never capped or forgotten).
 ROOT_CGROUP = "/"
-DEFAULT_MAX_COMMANDS = 200
-DEFAULT_MAX_CGROUPS = 1000
-DEFAULT_MAX_GROUPS = 1000
-#: Seconds without a task after which a group's series leaves /metrics.
-DEFAULT_FORGET_AFTER = 600.0
 
 _PSI_KINDS = ("some", "full")
 # divisors to seconds; a division (not a product with 1e-6) keeps 1821653 µs printing as 1.821653

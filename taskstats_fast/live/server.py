@@ -40,21 +40,13 @@ from email.utils import formatdate
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import ListenError
+from .defaults import DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS
 from .webconfig import BasicAuth, WebConfig
 
 __all__ = ["MetricsServer", "HttpCounts", "parse_listen", "parse_request", "BadRequest", "DEFAULT_LISTEN",
            "DEFAULT_MAX_CONNECTIONS", "DEFAULT_IDLE_TIMEOUT", "DEFAULT_WORKERS", "BACKLOG", "MAX_HEAD_BYTES",
            "MAX_PENDING_BYTES"]
 
-#: Loopback by default: command names and cgroup paths say what runs on the host, and a
-#: Prometheus on the same host (or an SSH tunnel, or a reverse proxy) reaches it there.
-DEFAULT_LISTEN = "127.0.0.1:9456"
-#: Open connections at most; beyond, the longest-idle one is closed.  Well below the usual
-#: 1024 open files, with room for the netlink sockets and files of the process.
-DEFAULT_MAX_CONNECTIONS = 512
-#: Seconds a connection may wait for its next complete request (or take to read a response):
-#: longer than Prometheus's default scrape interval of 15 s, so its keep-alive connection stays.
-DEFAULT_IDLE_TIMEOUT = 30.0
 #: Threads that render /metrics and check passwords.
 DEFAULT_WORKERS = 4
 #: The listen queue: a burst of scrapes, or an accept loop busy with many clients, waits there.

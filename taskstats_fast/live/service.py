@@ -19,15 +19,13 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Union
 
+from .defaults import DEFAULT_INTERVAL
 from .exporter import (DEFAULT_FORGET_AFTER, DEFAULT_MAX_CGROUPS, DEFAULT_MAX_COMMANDS, DEFAULT_MAX_GROUPS,
                        ExporterCounts, Grouping, PrometheusExporter)
 from .server import MetricsServer
 
 __all__ = ["MetricsService", "DEFAULT_INTERVAL"]
 
-#: Seconds per accounting interval: a scrape sees counters at most this old.  Prometheus
-#: scrapes every 15 s by default, so three intervals land between two scrapes.
-DEFAULT_INTERVAL = 5.0
 
 
 class MetricsService:
