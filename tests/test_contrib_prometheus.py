@@ -1,6 +1,7 @@
 """contrib/prometheus (recording rules and alerts) and contrib/grafana (the dashboard):
 ``promtool check rules``; ``promtool test rules`` with a case for every alert; and a real
-Prometheus (Debian's, installed by ``make test``) scraping a real ``serve`` with the rules loaded,
+Prometheus (Debian's, installed by ``make test``) scraping a real ``serve`` over TLS with basic
+auth (``--web-config``, as beyond loopback) with the rules loaded,
 where every PromQL expression of the dashboard and every recording rule, run through its HTTP
 API, returns data.  A workload runs in a cgroup shaped like a docker scope, so the unit and
 container panels have something to show."""
@@ -24,6 +25,7 @@ from under_ci import unavailable  # noqa: E402
 
 from taskstats_fast.accounting import cgroupfs  # noqa: E402
 
+from certificates import make_certificates  # noqa: E402
 from exposition import readme_metric_table  # noqa: E402
 from prometheus_api import free_port, prometheus_binary, query  # noqa: E402
 
@@ -112,21 +114,35 @@ def _remove_cgroups(*paths):
                 time.sleep(0.05)
 
 
-def _start_serve():
+PASSWORD = "scrape-secret"
+
+
+def _start_serve(tmp_path):
+    """serve as an operator beyond loopback runs it: TLS and a bcrypt basic-auth user."""
+    bcrypt = pytest.importorskip("bcrypt")
+    certs = make_certificates(tmp_path / "certs")
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {certs['server.pem']}\n  key_file: {certs['server.key']}\n"
+                   f"basic_auth_users:\n  prometheus: '{hashed}'\n")
     proc = subprocess.Popen([sys.executable, "-m", "taskstats_fast", "serve", "--listen", "127.0.0.1:0",
-                             "--interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--interval", "1", "--web-config", str(web)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
-    assert "serving http://" in line, line + proc.stderr.read()
-    return proc, line[line.index("http://") + len("http://"):line.index("/metrics")]
+    assert "serving https://" in line, line + proc.stderr.read()
+    return proc, line[line.index("https://") + len("https://"):line.index("/metrics")], certs["ca.pem"]
 
 
-def _start_prometheus(tmp_path, target):
+def _start_prometheus(tmp_path, target, ca):
     port = free_port()
     shutil.copy(RULES, tmp_path / "rules.yml")
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
         "rule_files: [rules.yml]\n"
-        "scrape_configs:\n  - job_name: taskstats\n    static_configs:\n"
+        "scrape_configs:\n  - job_name: taskstats\n    scheme: https\n"
+        f"    tls_config:\n      ca_file: {ca}\n"
+        f"    basic_auth:\n      username: prometheus\n      password: {PASSWORD}\n"
+        "    static_configs:\n"
         f"      - targets: ['{target}']\n")
     log = open(tmp_path / "prometheus.log", "wb")
     proc = subprocess.Popen([prometheus_binary(), f"--config.file={tmp_path / 'prometheus.yml'}",
@@ -155,8 +171,8 @@ def test_every_dashboard_expression_and_recording_rule_returns_data_from_a_real_
     workload = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"], preexec_fn=enter)
     serve = prometheus = log = None
     try:
-        serve, target = _start_serve()
-        prometheus, log, base = _start_prometheus(tmp_path, target)
+        serve, target, ca = _start_serve(tmp_path)
+        prometheus, log, base = _start_prometheus(tmp_path, target, ca)
         expressions = dashboard_expressions() + [(r["record"], r["record"]) for r in _rules() if "record" in r]
         missing = list(expressions)
         deadline = time.monotonic() + 120
