@@ -196,11 +196,16 @@ def test_batch_header_figures_agree_with_proc():
     before = _proc_cpu_ticks()
     res = subprocess.run([*CLI, "top", "-b", "-n", "2", "-d", "0.5", "-w", "200"], capture_output=True,
                          text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    _check_header(intervals(res.stdout)[1].splitlines(), before)
+
+
+def _check_header(block, before):
+    """The header lines of one screen or batch interval (``block``: its lines, the first one the
+    title) against /proc read now, and /proc/stat's CPU ticks read ``before`` it started."""
     after, memory, threads = _proc_cpu_ticks(), _meminfo_kb(), _threads_now()
     with open("/proc/loadavg") as f:
         load = [float(v) for v in f.read().split()[:3]]
-    assert res.returncode == 0, res.stderr
-    block = intervals(res.stdout)[1].splitlines()
     tasks, cpu, mem, swap = block[1:5]
     # Tasks: P, T thr; R running, D blocked, S sleeping  load a b c
     got = re.match(r"Tasks: (\d+), (\d+) thr; (\d+) running, (\d+) blocked, (\d+) sleeping  "
@@ -276,6 +281,7 @@ def sleepers():
 
 @pytest.mark.parametrize("columns,lines", SIZES)
 def test_screen_scrolls_every_row_and_shows_the_header(columns, lines):
+    cpu_before = _proc_cpu_ticks()
     term = Terminal([*CLI, "top", "-d", "0.5"], columns=columns, lines=lines)
     try:
         screen = term.wait_for(lambda t: _rows_shown(t) is not None, "a scrollable table")
@@ -283,6 +289,8 @@ def test_screen_scrolls_every_row_and_shows_the_header(columns, lines):
         assert len(text) == lines and all(len(line) <= columns for line in text)
         assert text[1].startswith("Tasks: ") and text[2].startswith("%Cpu(s):")
         assert text[3].startswith("MiB Mem :") and text[4].startswith("MiB Swap:")
+        if columns >= 100:       # at 80 columns the load averages are cut off
+            _check_header(text, cpu_before)
         first, last, groups = _rows_shown(screen)
         page = last - first + 1
         assert first == 1 and page == len(_table(screen)) and groups > page
