@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from . import build_parser
 from .parsers import Command, Option, describe, walk
@@ -91,13 +91,19 @@ def write(directory: str, files: Dict[str, str]) -> None:
             f.write(text)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def write_generated(module: str, generate: Callable[[], Dict[str, str]],
+                    argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m MODULE DIRECTORY``: write what ``generate`` makes into DIRECTORY."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m taskstats_fast.cli.manpage DIRECTORY", file=sys.stderr)
+        print(f"usage: python -m {module} DIRECTORY", file=sys.stderr)
         return 2
-    write(args[0], pages())
+    write(args[0], generate())
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return write_generated("taskstats_fast.cli.manpage", pages, argv)
 
 
 if __name__ == "__main__":
