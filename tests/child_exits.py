@@ -1,11 +1,13 @@
-"""Children that exit on cue (``spawn``: a name, an exit code, threads, a CPU) and the reads that
-find their exit records among everyone else's on the machine (``collect``, ``has_pids``), with
-drop-free markers in each CPU's sequence (``clean_markers``)."""
+"""Children that exit on cue (``spawn``: a name, an exit code, threads, a CPU; ``spawn_exits``:
+short shell commands run one after another) and the reads that find their exit records among
+everyone else's on the machine (``collect``, ``has_pids``), with drop-free markers in each CPU's
+sequence (``clean_markers``)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 import threading
 import time
 
@@ -122,3 +124,14 @@ def clean_markers(listener, cpus, name, *, tries=20, timeout=5.0):
                 found[cpu] = (int(rec["seq"]), post[cpu], spawned[cpu])
     assert len(found) == len(cpus), f"no marker without drops around it on CPUs {set(cpus) - set(found)}"
     return found, np.concatenate(parts)
+
+
+def spawn_exits(n: int, code: int) -> list:
+    """Run ``n`` short processes that exit with ``code``, one after another; return their pids."""
+    pids = []
+    for _ in range(n):
+        child = subprocess.Popen(["sh", "-c", f"exit {code}"])
+        child.wait()
+        assert child.returncode == code
+        pids.append(child.pid)
+    return pids

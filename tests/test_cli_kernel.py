@@ -23,6 +23,7 @@ import urllib.parse
 
 import pyarrow.dataset as ds
 import pytest
+from child_exits import spawn_exits
 
 import taskstats_fast as tsf
 from taskstats_fast import recording
@@ -59,17 +60,6 @@ def start_record(*args, cwd=None):
     proc.kill()
     out, err = proc.communicate()
     pytest.fail(f"record did not start: {''.join(seen)}{err}")
-
-
-def spawn_exits(n, code):
-    """Run ``n`` short processes that exit with ``code``; return their pids."""
-    pids = []
-    for _ in range(n):
-        child = subprocess.Popen(["sh", "-c", f"exit {code}"])
-        child.wait()
-        assert child.returncode == code
-        pids.append(child.pid)
-    return pids
 
 
 def children(pids, ppids, exitcodes):

@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from child_exits import spawn_exits
 
 from taskstats_fast import recording
 
@@ -43,15 +44,6 @@ def wait_line(stream, needle, timeout=60):
     finally:
         sel.close()
     pytest.fail(f"no line with {needle!r}: {''.join(seen)}")
-
-
-def spawn_exits(n, code):
-    pids = []
-    for _ in range(n):
-        child = subprocess.Popen(["sh", "-c", f"exit {code}"])
-        child.wait()
-        pids.append(child.pid)
-    return pids
 
 
 def recorded_children(path, pids):
