@@ -7,6 +7,7 @@ the events happen, then read the recordings back with ``read_frame`` as a pandas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,20 +31,28 @@ NAMED = ("import sys, time\n"
          "time.sleep(float(sys.argv[2]))\n")
 
 
+@contextlib.contextmanager
 def _recorders(tmp_path):
-    """A ``record`` per task and one per process, each past its first look."""
+    """A ``record`` per task and one per process, each past its first look; any still running
+    when the block ends (a failed test) is killed."""
     procs = {}
-    for by in ("task", "process"):
-        out = tmp_path / f"{by}.npy"
-        p = subprocess.Popen([*CLI, "record", "--interval", INTERVAL, "--by", by, "-o", str(out)],
-                             stderr=subprocess.PIPE, text=True)
-        procs[by] = (p, out)
-    for p, _ in procs.values():
-        assert p.stderr is not None
-        line = p.stderr.readline()
-        assert "recording every" in line, line
-    time.sleep(2 * float(INTERVAL))       # the first look is behind it
-    return procs
+    try:
+        for by in ("task", "process"):
+            out = tmp_path / f"{by}.npy"
+            p = subprocess.Popen([*CLI, "record", "--interval", INTERVAL, "--by", by, "-o", str(out)],
+                                 stderr=subprocess.PIPE, text=True)
+            procs[by] = (p, out)
+        for p, _ in procs.values():
+            assert p.stderr is not None
+            line = p.stderr.readline()
+            assert "recording every" in line, line
+        time.sleep(2 * float(INTERVAL))       # the first look is behind it
+        yield procs
+    finally:
+        for p, _ in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def _stop(procs):
@@ -84,8 +93,7 @@ def _with_pid(pid, comm, attempts=500):
 
 def test_a_pid_wrap_puts_two_commands_under_one_tgid_and_start_keeps_them_apart(tmp_path):
     first_comm, second_comm = f"tsfwA{os.getpid() % 10**6}", f"tsfwB{os.getpid() % 10**6}"
-    procs = _recorders(tmp_path)
-    try:
+    with _recorders(tmp_path) as procs:
         first = _named([], first_comm)
         time.sleep(1.5)                   # seen by looks; and the next start is seconds later
         first.kill()
@@ -97,11 +105,6 @@ def test_a_pid_wrap_puts_two_commands_under_one_tgid_and_start_keeps_them_apart(
         second.wait()
         second.stdout.close()  # type: ignore[union-attr]
         frames = _stop(procs)
-    finally:
-        for p, _ in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     for by, frame in frames.items():
         ours = frame[frame["ac_comm"].isin([first_comm, second_comm])]
         assert set(ours["ac_tgid"]) == {first.pid}, (by, ours[["ac_tgid", "ac_comm"]])
@@ -123,30 +126,26 @@ def test_a_cgroups_path_is_in_its_rows_after_the_cgroup_is_removed(tmp_path):
     path = os.path.join(ROOT, name)
     os.mkdir(path)
     comm = f"tsfgone{os.getpid() % 10**5}"
-    procs = _recorders(tmp_path)
     try:
-        def enter():
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
-                f.write("0")
-        proc = _named([], comm, preexec_fn=enter)
-        time.sleep(3 * float(INTERVAL))   # listed in the cgroup by looks
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                os.rmdir(path)            # gone before the recordings are read
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the cgroup did not empty in 30 s"
-                time.sleep(0.05)
-        frames = _stop(procs)
+        with _recorders(tmp_path) as procs:
+            def enter():
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write("0")
+            proc = _named([], comm, preexec_fn=enter)
+            time.sleep(3 * float(INTERVAL))   # listed in the cgroup by looks
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()  # type: ignore[union-attr]
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    os.rmdir(path)            # gone before the recordings are read
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the cgroup did not empty in 30 s"
+                    time.sleep(0.05)
+            frames = _stop(procs)
     finally:
-        for p, _ in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
         if os.path.isdir(path):
             os.rmdir(path)
     assert not os.path.exists(path)
