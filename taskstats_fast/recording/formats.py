@@ -105,7 +105,7 @@ class Format:
         """Raise ``MissingExtraError`` unless this format's extra is installed; imports what its
         writer needs, so none of it is imported while records wait for their first flush."""
         if self.extra is not None:
-            for module in ("pyarrow", *getattr(self.writer, "MODULES", ())):
+            for module in getattr(self.writer, "MODULES", ("pyarrow",)):
                 require(module, self.extra, f"{purpose} {self.name} files")
 
     def read_metadata(self, path: str) -> Dict[str, Any]:
