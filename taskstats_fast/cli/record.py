@@ -167,6 +167,17 @@ class StatusLine:
             self.stream.write(text)
             self.stream.flush()
 
+    def progress_options(self) -> Dict[str, Any]:
+        """The recording loop's ``progress`` options that keep this line current (none when it
+        is off)."""
+        if not self.enabled:
+            return {}
+
+        def progress(so_far: Any) -> None:   # a recording.RecordResult
+            self.update(time.monotonic(), so_far.received, so_far.kernel_lost,
+                        so_far.sink.bytes, so_far.sink.buffered, so_far.elapsed)
+        return {"progress": progress, "progress_seconds": self.interval}
+
     def clear(self) -> None:
         if self.enabled and self.tty and self._width:
             self._write("\r" + " " * self._width + "\r")
@@ -269,13 +280,7 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
                  if recording.is_dataset_path(args.output) else args.output)
         say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {_until(args)}")
 
-        def progress(so_far: recording.RecordResult) -> None:
-            status.update(time.monotonic(), so_far.received, so_far.kernel_lost,
-                          so_far.sink.bytes, so_far.sink.buffered, so_far.elapsed)
-
-        result = recording.record(listener, sink, stop=stop,
-                                  progress=progress if status.enabled else None,
-                                  progress_seconds=status.interval)
+        result = recording.record(listener, sink, stop=stop, **status.progress_options())
     except BaseException:
         status.clear()
         if listener is not None:
@@ -344,6 +349,7 @@ def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
     listener_options = {k: v for k, v in (("cpus", args.cpus), ("shards", args.shards),
                                           ("rcvbuf", args.rcvbuf)) if v is not None}
     accounting = Accounting(interval=args.interval, **listener_options)
+    status = StatusLine(sys.stderr, args.status)
     try:
         accounting.open()   # first: without privilege nothing is left on disk
         drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))   # looks keep querying
@@ -352,8 +358,10 @@ def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
         say_recovery(sink.recovery)
         say(f"recording every {args.interval:g} s what each {args.by} used to {args.output} "
             f"({fmt}), {_until(args)}")
-        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by)
+        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by,
+                                            **status.progress_options())
     finally:
+        status.clear()
         accounting.close()
     lost = f"lost {result.lost:,} exit messages (tasks that ended unseen)" if result.lost else None
     return _say_closing(args, sink, result.sink, stopped_by,

@@ -1,11 +1,14 @@
-"""``record()``: drive an exit listener into a sink until told to stop.
+"""The recording loop, once: ``drive`` hands the batches of a ``BatchSource`` to a sink until
+told to stop, and ``record()`` is it for an exit listener (``record_intervals`` in
+``intervals`` is it for an ``Accounting``).
 
-This is the recording loop of ``taskstats-fast record`` as a library function: read batches
-from the listener, hand them to the sink (an empty batch when nothing arrived, so time-driven
-sinks can rotate), keep the sink's copy of the listener's loss counters current, and at the end
-``listener.stop()`` (which deregisters and returns every record still queued) so that every
-record received lands in the sink.  The caller owns the listener and the sink's construction;
-``record`` closes the sink.
+The loop reads batches from the source (an empty batch is a tick, so time-driven sinks can
+rotate), keeps the sink's copy of the source's loss counters current, calls ``progress`` for a
+status line, and at the end asks the source for what it still holds (``finish``: an exit
+listener's queued records, an accounting's interval in progress) so that every row the source
+produced lands in the sink.  Stopping, a full disk (the exact counts of what was not written),
+an interrupt and any other error are handled here and nowhere else.  The caller owns the source
+and the sink's construction; the loop closes the sink.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Union
+
+import numpy as np
 
 from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
 
-__all__ = ["record", "RecordResult", "Stop", "stop_check", "not_written_error"]
+__all__ = ["record", "drive", "BatchSource", "RecordResult", "Stop", "stop_check",
+           "not_written_error"]
 
 #: When to stop: a ``threading.Event`` (set it), a callable returning True, or a deadline on
 #: the ``time.monotonic()`` clock; None runs until the listener is closed or KeyboardInterrupt.
@@ -26,7 +32,7 @@ Stop = Union[threading.Event, Callable[[], bool], float, None]
 
 #: How often the loop looks at ``stop`` and hands the sink a tick while no record arrives.
 POLL_SECONDS = 0.25
-#: How often the sink's copy of the listener's loss counters is refreshed.
+#: How often the sink's copy of the source's loss counters is refreshed.
 COUNTERS_SECONDS = 1.0
 
 
@@ -34,12 +40,13 @@ COUNTERS_SECONDS = 1.0
 class RecordResult:
     """What a recording did, for the caller to print.  Also what ``progress`` receives.
 
-    ``received``: records the listener delivered (all handed to the sink); ``sink``: the
-    sink's ``SinkStats`` (``sink.lost`` counts records received but not written);
-    ``kernel_lost``: exit messages the kernel dropped or truncated (``listener.stats().lost``);
-    ``discarded``: records that arrived while closing; ``elapsed``: seconds from start to the
-    stop; ``stopped_by``: what ended it ("stop", "deadline", "error" or "interrupt");
-    ``listener``: the listener's last stats.
+    ``received``: rows the source delivered (all handed to the sink: exit records, or interval
+    rows); ``sink``: the sink's ``SinkStats`` (``sink.lost`` counts rows received but not
+    written); ``kernel_lost``: exit messages the kernel dropped or truncated (an exit stream:
+    ``listener.stats().lost``; intervals: summed over them); ``discarded``: records that arrived
+    while closing; ``elapsed``: seconds from start to the stop; ``stopped_by``: what ended it
+    ("stop", "deadline", "error" or "interrupt"; "running" while in progress); ``listener``: the
+    listener's last stats (exit streams); ``intervals``: intervals written (interval recordings).
     """
 
     received: int
@@ -49,11 +56,44 @@ class RecordResult:
     elapsed: float
     stopped_by: str
     listener: Any = None
+    intervals: int = 0
 
     @property
     def not_written(self) -> int:
-        """Records received but not written (the sink lost them: a full disk)."""
+        """Rows received but not written (the sink lost them: a full disk)."""
         return self.sink.lost
+
+    @property
+    def rows(self) -> int:
+        """``received``, under the name interval recordings give it."""
+        return self.received
+
+    @property
+    def lost(self) -> int:
+        """``kernel_lost``, under the name interval recordings give it."""
+        return self.kernel_lost
+
+
+class BatchSource(Protocol):
+    """What ``drive`` reads: batches of rows, loss counters, and what is left at the end."""
+
+    #: what its rows are, for the full-disk message ("records received", "interval rows")
+    noun: str
+    #: the longest ``read`` may wait before the loop looks at ``stop`` again
+    poll_seconds: float
+
+    def read(self, timeout: float) -> Optional[np.ndarray]:
+        """The next batch within ``timeout`` seconds: rows, an empty array (a tick for the
+        sink) or None (nothing to hand over yet)."""
+
+    def finish(self, stopped_by: str) -> Optional[np.ndarray]:
+        """Stop, returning the rows still held (None: none) for the sink."""
+
+    def counters(self) -> Mapping[str, int]:
+        """The loss counters a ``CountingSink`` keeps (in each file's metadata)."""
+
+    def outcome(self) -> Dict[str, Any]:
+        """``RecordResult`` fields only the source knows (``kernel_lost``, ``discarded``, …)."""
 
 
 def stop_check(stop: Stop) -> Callable[[], Optional[str]]:
@@ -66,12 +106,6 @@ def stop_check(stop: Stop) -> Callable[[], Optional[str]]:
         return lambda: "stop" if stop() else None
     deadline = float(stop)
     return lambda: "deadline" if time.monotonic() >= deadline else None
-
-
-def _loss_counters(stats: Any) -> Dict[str, int]:
-    return {"received": stats.received, "lost": stats.lost, "dropped": stats.dropped,
-            "truncated": stats.truncated, "overruns": stats.overruns,
-            "discarded": stats.discarded}
 
 
 def not_written_error(failure: WriteFailedError, result: Any, sink: SinkStats,
@@ -88,77 +122,122 @@ def not_written_error(failure: WriteFailedError, result: Any, sink: SinkStats,
     return error
 
 
+class _Run:
+    """One run of the loop: what it counted, and when its counters and progress are due."""
+
+    def __init__(self, source: BatchSource, sink: Sink, progress_seconds: float):
+        self.source, self.sink = source, sink
+        self.counting = isinstance(sink, CountingSink)
+        self.started = time.monotonic()
+        self.received = 0
+        self.next_counters = self.started + COUNTERS_SECONDS
+        self.next_progress = self.started + min(progress_seconds, 1.0)
+
+    def hand(self, batch: Optional[np.ndarray]) -> None:
+        """``batch`` to the sink (a fresh array: handed over without a copy)."""
+        if batch is not None:
+            self.received += len(batch)
+            self.sink.write(batch)
+
+    def update_counters(self) -> None:
+        if self.counting:
+            self.sink.update_counters(self.source.counters())  # type: ignore[attr-defined]
+
+    def result(self, now: float, reason: str) -> RecordResult:
+        return RecordResult(received=self.received, sink=self.sink.stats(),
+                            elapsed=now - self.started, stopped_by=reason,
+                            **{"kernel_lost": 0, "discarded": 0, **self.source.outcome()})
+
+
+def drive(source: BatchSource, sink: Sink, stop: Stop = None, *,
+          progress: Optional[Callable[[RecordResult], None]] = None,
+          progress_seconds: float = 0.5) -> RecordResult:
+    """Hand ``source``'s batches to ``sink`` until ``stop`` says so, then hand it what the
+    source still holds (``finish``), close the sink and return a ``RecordResult``.
+
+    ``progress(result_so_far)`` is called every ``progress_seconds`` (for a status line).
+    When the sink cannot write (``WriteFailedError``, e.g. a full disk), the recording stops:
+    what the source still holds goes to the sink too (which counts it as not written), the sink
+    is closed, and a ``WriteFailedError`` is raised whose message says how many rows received
+    were not written (``not_written``; the result is its ``result``).  KeyboardInterrupt also
+    stops cleanly, and is raised again after the sink is closed; so is any other error of the
+    source or the sink.
+    """
+    should_stop = stop_check(stop)
+    deadline = None if stop is None or isinstance(stop, threading.Event) or callable(stop) \
+        else float(stop)
+    run = _Run(source, sink, progress_seconds)
+    stopped_by: Optional[str] = None
+    failure: Optional[WriteFailedError] = None
+    interrupted: Optional[BaseException] = None   # raised again once the sink is closed
+    try:
+        while (stopped_by := should_stop()) is None:
+            wait = source.poll_seconds if deadline is None else \
+                max(0.0, min(source.poll_seconds, deadline - time.monotonic()))
+            run.hand(source.read(wait))
+            now = time.monotonic()
+            if now >= run.next_counters:
+                run.update_counters()
+                run.next_counters = now + COUNTERS_SECONDS
+            if progress is not None and now >= run.next_progress:
+                progress(run.result(now, "running"))
+                run.next_progress = now + progress_seconds
+    except WriteFailedError as e:
+        failure, stopped_by = e, "error"
+    except (KeyboardInterrupt, Exception) as e:   # stop and close all the same, then re-raise
+        interrupted, stopped_by = e, "interrupt" if isinstance(e, KeyboardInterrupt) else "error"
+    stopped, reason = time.monotonic(), stopped_by or "stop"
+    tail = source.finish(reason)
+    for step in (lambda: run.hand(tail), run.update_counters, sink.close):
+        try:
+            step()
+        except WriteFailedError as e:
+            failure = failure or e
+    final = run.result(stopped, reason)
+    if failure is not None:
+        raise not_written_error(failure, final, final.sink,
+                                f"{run.received:,} {source.noun}") from failure
+    if interrupted is not None:
+        raise interrupted
+    return final
+
+
+def _loss_counters(stats: Any) -> Dict[str, int]:
+    return {"received": stats.received, "lost": stats.lost, "dropped": stats.dropped,
+            "truncated": stats.truncated, "overruns": stats.overruns,
+            "discarded": stats.discarded}
+
+
+class _ExitSource:
+    """An ``ExitListener`` as a ``BatchSource``: ``finish`` is ``listener.stop()``, which
+    deregisters and hands back everything still queued on the sockets, including exits that
+    raced the deregistration."""
+
+    noun = "records received"
+    poll_seconds = POLL_SECONDS
+
+    def __init__(self, listener: Any):
+        self.listener = listener
+
+    def read(self, timeout: float) -> Optional[np.ndarray]:
+        return self.listener.read(timeout=timeout)   # a fresh array, empty when none arrived
+
+    def finish(self, stopped_by: str) -> Optional[np.ndarray]:
+        return self.listener.stop()
+
+    def counters(self) -> Mapping[str, int]:
+        return _loss_counters(self.listener.stats)
+
+    def outcome(self) -> Dict[str, Any]:
+        stats = self.listener.stats
+        return {"kernel_lost": stats.lost, "discarded": stats.discarded, "listener": stats}
+
+
 def record(listener: Any, sink: Sink, stop: Stop = None, *,
            progress: Optional[Callable[[RecordResult], None]] = None,
            progress_seconds: float = 0.5) -> RecordResult:
     """Drive ``listener`` (an ``ExitListener``: ``read``, ``stop``, ``stats``) into ``sink``
     until ``stop`` says so, then stop the listener, hand the sink every record still queued,
-    close the sink and return a ``RecordResult``.
-
-    ``progress(result_so_far)`` is called every ``progress_seconds`` (for a status line).
-    When the sink cannot write (``WriteFailedError``, e.g. a full disk), the recording stops:
-    the records still queued go to the sink too (which counts them as not written), the sink is
-    closed, and a ``WriteFailedError`` is raised whose message says how many records received
-    were not written (``not_written``; the result is its ``result``).  KeyboardInterrupt also
-    stops cleanly, and is raised again after the sink is closed; so is any other error of the
-    listener or the sink.
-    """
-    should_stop = stop_check(stop)
-    counting = isinstance(sink, CountingSink)
-    started = time.monotonic()
-    received = 0
-    stopped_by: Optional[str] = None
-    failure: Optional[WriteFailedError] = None
-    interrupted: Optional[BaseException] = None   # raised again once the sink is closed
-    next_counters = started + COUNTERS_SECONDS
-    next_progress = started + min(progress_seconds, 1.0)
-    deadline = None if stop is None or isinstance(stop, threading.Event) or callable(stop) \
-        else float(stop)
-
-    def result(now: float, reason: str) -> RecordResult:
-        stats = listener.stats
-        return RecordResult(received=received, sink=sink.stats(), kernel_lost=stats.lost,
-                            discarded=stats.discarded, elapsed=now - started, stopped_by=reason,
-                            listener=stats)
-
-    try:
-        while stopped_by is None:
-            now = time.monotonic()
-            stopped_by = should_stop()
-            if stopped_by is not None:
-                break
-            wait = POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - now))
-            batch = listener.read(timeout=wait)   # a fresh array: handed over without a copy
-            received += len(batch)
-            sink.write(batch)
-            now = time.monotonic()
-            if counting and now >= next_counters:
-                sink.update_counters(_loss_counters(listener.stats))  # type: ignore[attr-defined]
-                next_counters = now + COUNTERS_SECONDS
-            if progress is not None and now >= next_progress:
-                progress(result(now, "running"))
-                next_progress = now + progress_seconds
-    except WriteFailedError as e:
-        failure, stopped_by = e, "error"
-    except (KeyboardInterrupt, Exception) as e:   # stop and close all the same, then re-raise
-        interrupted, stopped_by = e, "interrupt" if isinstance(e, KeyboardInterrupt) else "error"
-    stopped = time.monotonic()
-    # stop() deregisters and hands back everything still queued on the sockets, including
-    # exits that raced the deregistration: they go to the sink like the rest.
-    tail = listener.stop()
-    received += len(tail)
-    for step in (lambda: sink.write(tail),
-                 lambda: counting and sink.update_counters(  # type: ignore[attr-defined]
-                     _loss_counters(listener.stats)),
-                 sink.close):
-        try:
-            step()
-        except WriteFailedError as e:
-            failure = failure or e
-    final = result(stopped, stopped_by or "stop")
-    if failure is not None:
-        raise not_written_error(failure, final, final.sink, f"{received:,} records received") \
-            from failure
-    if interrupted is not None:
-        raise interrupted
-    return final
+    close the sink and return a ``RecordResult`` (``drive``: progress, a full disk, errors)."""
+    return drive(_ExitSource(listener), sink, stop, progress=progress,
+                 progress_seconds=progress_seconds)

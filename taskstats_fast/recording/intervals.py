@@ -1,94 +1,83 @@
-"""``record_intervals()``: the loop that drives an ``Accounting`` into a sink, one batch of
-interval rows (``interval_rows``) per interval, until told to stop.
+"""``record_intervals()``: the recording loop (``driver.drive``) over an ``Accounting``, one
+batch of interval rows (``interval_rows``) per interval, until told to stop.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
-from ..errors import WriteFailedError
-from ..sink import CountingSink, Sink, SinkStats
-from .driver import Stop, not_written_error, stop_check
+import numpy as np
+
+from ..sink import Sink
+from .driver import RecordResult, Stop, drive
 from .interval_rows import interval_rows, row_dtype
 
 __all__ = ["record_intervals", "IntervalRecordResult"]
 
-
-@dataclass(frozen=True)
-class IntervalRecordResult:
-    """What ``record_intervals`` did: ``intervals`` and ``rows`` written to the sink, ``lost``
-    (exit messages the kernel dropped, summed over the intervals), ``sink`` its last stats,
-    ``elapsed`` seconds, ``stopped_by`` ("stop", "deadline", "interrupt" or "error")."""
-
-    intervals: int
-    rows: int
-    lost: int
-    sink: SinkStats
-    elapsed: float
-    stopped_by: str
-
+#: What ``record_intervals`` returns: a ``RecordResult`` whose ``intervals`` and ``rows`` count
+#: what went to the sink and whose ``lost`` sums the exit messages the kernel dropped.
+IntervalRecordResult = RecordResult
 
 _SLICE = 0.1   # how often the wait for an interval's end looks at ``stop``
 
 
+class _IntervalSource:
+    """An ``Accounting`` as a ``BatchSource``: ``read`` waits (in slices) for the end of the
+    interval and returns its rows; ``finish`` closes the interval in progress early when the
+    recording was stopped during it, so that the recording covers the whole time it ran."""
+
+    noun = "interval rows"
+    poll_seconds = _SLICE
+
+    def __init__(self, accounting: Any, by: str):
+        row_dtype(by)   # refuse a bad ``by`` before opening anything
+        self.accounting, self.by = accounting, by
+        self.intervals = self.lost = 0
+        accounting.open()
+        self.next_end = time.monotonic() + accounting.interval
+        self.in_progress = False   # waited since the last interval was closed
+
+    def read(self, timeout: float) -> Optional[np.ndarray]:
+        now = time.monotonic()
+        if now < self.next_end:
+            time.sleep(max(0.0, min(timeout, self.next_end - now)))
+            self.in_progress = True
+            if time.monotonic() < self.next_end:
+                return None
+        rows = self._close()
+        self.next_end = max(self.next_end + self.accounting.interval, time.monotonic())
+        return rows
+
+    def _close(self) -> np.ndarray:
+        iv = self.accounting.next(deadline=time.monotonic())
+        self.intervals, self.lost = self.intervals + 1, self.lost + iv.lost
+        self.in_progress = False
+        return interval_rows(iv, self.by)
+
+    def finish(self, stopped_by: str) -> Optional[np.ndarray]:
+        # after an error or an interrupt the accounting's state is not known: nothing more
+        if self.in_progress and stopped_by in ("stop", "deadline"):
+            return self._close()
+        return None
+
+    def counters(self) -> Mapping[str, int]:
+        return {"lost": self.lost}
+
+    def outcome(self) -> Dict[str, Any]:
+        return {"kernel_lost": self.lost, "intervals": self.intervals}
+
+
 def record_intervals(accounting: Any, sink: Sink, stop: Stop = None, *, by: str = "task",
-                     progress: Optional[Callable[[IntervalRecordResult], None]] = None
-                     ) -> IntervalRecordResult:
+                     progress: Optional[Callable[[RecordResult], None]] = None,
+                     progress_seconds: float = 0.5) -> RecordResult:
     """Drive ``accounting`` (an ``Accounting``) into ``sink`` (e.g. ``FileSink(path,
     schema=interval_schema(by))``): every ``accounting.interval`` seconds the interval's rows
     (``interval_rows(iv, by)``) go to the sink, until ``stop`` (as for ``record()``) says so;
     then the interval in progress is closed early and written too, so the recording covers the
     whole time it ran.  Closes the sink (not the accounting).  ``progress(result_so_far)`` is
-    called after each interval.  An error (or KeyboardInterrupt) closes the sink and is raised.
+    called every ``progress_seconds``; a full disk, an error or KeyboardInterrupt are handled
+    as by ``record()`` (``drive``).
     """
-    row_dtype(by)   # refuse a bad ``by`` before opening anything
-    should_stop = stop_check(stop)
-    counting = isinstance(sink, CountingSink)
-    accounting.open()
-    started = now = time.monotonic()
-    intervals = rows = lost = 0
-    stopped_by: Optional[str] = None
-    next_end = started + accounting.interval
-
-    def result(reason: str) -> IntervalRecordResult:
-        return IntervalRecordResult(intervals, rows, lost, sink.stats(),
-                                    time.monotonic() - started, reason)
-
-    try:
-        while stopped_by is None:
-            while (now := time.monotonic()) < next_end:
-                stopped_by = should_stop()
-                if stopped_by is not None:
-                    break
-                time.sleep(min(_SLICE, next_end - now))
-            iv = accounting.next(deadline=now)
-            batch = interval_rows(iv, by)
-            intervals, rows, lost = intervals + 1, rows + len(batch), lost + iv.lost
-            if counting:
-                sink.update_counters({"lost": lost})  # type: ignore[attr-defined]
-            sink.write(batch)
-            next_end = max(next_end + accounting.interval, time.monotonic())
-            if progress is not None:
-                progress(result("running"))
-            stopped_by = stopped_by or should_stop()
-    except WriteFailedError as failure:   # a full disk: close, then say what was not written
-        _close_after(sink, failure, result)
-    except BaseException:
-        sink.close()
-        raise
-    sink.close()
-    return result(stopped_by)
-
-
-def _close_after(sink: Sink, failure: WriteFailedError,
-                 result: Callable[[str], IntervalRecordResult]) -> NoReturn:
-    """Close ``sink`` after ``failure`` and raise it again with the exact counts."""
-    try:
-        sink.close()
-    except WriteFailedError:
-        pass
-    final = result("error")
-    handed = final.sink.written + final.sink.lost + final.sink.buffered
-    raise not_written_error(failure, final, final.sink, f"{handed:,} interval rows") from failure
+    return drive(_IntervalSource(accounting, by), sink, stop, progress=progress,
+                 progress_seconds=progress_seconds)
