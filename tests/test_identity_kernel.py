@@ -17,6 +17,7 @@ import time
 import pytest
 
 from taskstats_fast import recording
+from taskstats_fast.accounting import Accounting
 
 from cgroup_workload import ROOT
 
@@ -29,6 +30,12 @@ NAMED = ("import sys, time\n"
          "open('/proc/self/comm', 'w').write(sys.argv[1])\n"
          "print('named', flush=True)\n"
          "time.sleep(float(sys.argv[2]))\n")
+# The same with a second thread, started after the rename so that it bears the name too.
+THREADED = ("import sys, threading, time\n"
+            "open('/proc/self/comm', 'w').write(sys.argv[1])\n"
+            "threading.Thread(target=time.sleep, args=(float(sys.argv[2]),), daemon=True).start()\n"
+            "print('named', flush=True)\n"
+            "time.sleep(float(sys.argv[2]))\n")
 
 
 @contextlib.contextmanager
@@ -70,6 +77,13 @@ def _stop(procs):
 def _named(argv_prefix, comm, seconds=60.0, **kw):
     p = subprocess.Popen([*argv_prefix, sys.executable, "-c", NAMED, comm, str(seconds)],
                          stdout=subprocess.PIPE, text=True, **kw)
+    assert p.stdout is not None and p.stdout.readline() == "named\n"
+    return p
+
+
+def _named_threaded(comm, seconds=60.0):
+    p = subprocess.Popen([sys.executable, "-c", THREADED, comm, str(seconds)],
+                         stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdout.readline() == "named\n"
     return p
 
@@ -154,3 +168,59 @@ def test_a_cgroups_path_is_in_its_rows_after_the_cgroup_is_removed(tmp_path):
         assert len(ours) >= 2, (by, len(ours))
         assert set(ours["cgroup"].astype(str)) == {f"/{name}"}, (by, set(ours["cgroup"]))
         assert (ours["cgroup_id"] != 0).all()
+
+
+def test_a_pid_wrap_inside_one_interval_is_two_processes(tmp_path):
+    """Two processes under one tgid in ONE interval (the first, with two threads, killed; the
+    second given its pid through ns_last_pid): ``Interval.by("process")`` and the recorded
+    per-process rows are one group per process, each holding one command, with its own task
+    count; the per-task rows keep them apart by (tgid, start) too."""
+    first_comm, second_comm = f"tsf1A{os.getpid() % 10**6}", f"tsf1B{os.getpid() % 10**6}"
+    recorders = {}
+    with Accounting(interval=3600) as accounting:
+        try:
+            for by in ("task", "process"):   # one interval: closed early by SIGTERM
+                out = tmp_path / f"{by}.npy"
+                p = subprocess.Popen([*CLI, "record", "--interval", "3600", "--by", by,
+                                      "-o", str(out)], stderr=subprocess.PIPE, text=True)
+                recorders[by] = (p, out)
+            for p, _ in recorders.values():
+                line = p.stderr.readline()  # type: ignore[union-attr]
+                assert "recording every" in line, line   # past its first look
+            first = _named_threaded(first_comm)
+            time.sleep(1.1)                  # the next start is a second later
+            first.kill()
+            first.wait()
+            first.stdout.close()  # type: ignore[union-attr]
+            second = _with_pid(first.pid, second_comm)
+            if second is None:
+                pytest.fail("could not get the same pid again in 500 tries (machine too busy forking)")
+            second.wait()
+            second.stdout.close()  # type: ignore[union-attr]
+            time.sleep(0.3)                  # the exit messages are in the sockets
+            iv = accounting.next(deadline=time.monotonic())
+            frames = {}
+            for by, (p, out) in recorders.items():
+                p.send_signal(signal.SIGTERM)
+                _, err = p.communicate(timeout=120)
+                assert p.returncode == 0, err
+                frames[by] = recording.read_frame(str(out))
+        finally:
+            for p, _ in recorders.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    expected = {first_comm: 2, second_comm: 1}   # tasks per command: our own threads
+    groups = iv.by("process", frame=False)
+    ours = groups[groups["ac_tgid"] == first.pid]
+    assert {c.decode(): int(n) for c, n in zip(ours["ac_comm"], ours["tasks"])} == expected, ours
+    assert len(ours) == 2 and ours["ac_btime64"][0] < ours["ac_btime64"][1]
+    rows = frames["process"]
+    assert rows["interval_start"].nunique() == 1          # one interval, as in memory
+    ours_rows = rows[rows["ac_tgid"] == first.pid]
+    assert dict(zip(ours_rows["ac_comm"], ours_rows["tasks"])) == expected, ours_rows
+    for by, frame in frames.items():   # the README's per-process grouping: (tgid, start)
+        mine = frame[frame["ac_tgid"] == first.pid]
+        assert set(mine["ac_comm"]) == set(expected), (by, mine[["ac_pid", "ac_comm"]])
+        per_start = mine.groupby(["ac_tgid", "ac_btime"])["ac_comm"]
+        assert (per_start.nunique() == 1).all(), (by, per_start.unique())

@@ -155,7 +155,7 @@ PSI_DTYPE: np.dtype = np.dtype(
     + [(f"{r}_{kind}_us", "u8") for r in PSI_RESOURCES for kind in ("some", "full")])
 
 GROUP_KEYS: Dict[str, Tuple[str, ...]] = {
-    "process": ("ac_tgid",),
+    "process": ("ac_tgid", "ac_btime64"),   # a process is (tgid, start): see _processes
     "cgroup": ("cgroup_id",),
     "user": ("ac_uid",),
     "command": ("ac_comm",),
@@ -269,9 +269,11 @@ class Interval:
         """The rows summed per ``key`` ("process", "cgroup", "user", "command", "thread").
 
         Deltas are summed, levels (hiwater_*) take the maximum; ``tasks``, ``born`` and
-        ``exited`` count rows.  Per process, ``ac_comm``/``ac_uid``/``ac_btime``/``cgroup_id``
-        are the leader's when it is among the rows (else the first row's): (``ac_tgid``,
-        ``ac_btime``) tells a process from a later one that reused its id.  Returns a pandas
+        ``exited`` count rows.  A process is (``ac_tgid``, start): when its id was reused inside
+        the interval, the two processes are two groups.  Per process,
+        ``ac_comm``/``ac_uid``/``ac_btime``/``cgroup_id`` are the leader's when it is among the
+        rows (else the earliest row's), so (``ac_tgid``, ``ac_btime``) also tells a process
+        from one that reused its id in another interval.  Returns a pandas
         DataFrame under the table column names (``frame()``; ``frame=None`` and pandas
         installed, or ``frame=True``) or a numpy structured array of the rows' field names
         (``frame=False``).
@@ -316,6 +318,46 @@ def group_dtype(key: str) -> np.dtype:
     return np.dtype(fields)
 
 
+def _run_starts(rows: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """Where each run of equal ``keys`` begins in sorted ``rows``."""
+    change = np.zeros(len(rows), bool)
+    change[0] = True
+    for k in keys:
+        change[1:] |= rows[k][1:] != rows[k][:-1]
+    return np.flatnonzero(change)
+
+
+def _processes(tasks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``tasks`` ordered by process, and where each process begins.  A process is (tgid,
+    start): its tgid was reused inside the interval when more than one leader (``ac_pid ==
+    ac_tgid``) has it, and then each leader begins a process.  A thread belongs to the latest
+    of its tgid's leaders that started no later than it did (a pid is reused only after its
+    whole thread group is gone, so an earlier process's threads all started before the next
+    leader), a thread still alive to the last leader, a thread older than every leader (its
+    start a second early: ``ac_btime`` jitters) to the first.  The leader heads its process's
+    rows, so its identity is the group's."""
+    leader = tasks["ac_pid"] == tasks["ac_tgid"]
+    tasks = tasks[np.lexsort((~leader, tasks["ac_btime64"], tasks["ac_tgid"]))]
+    leader = tasks["ac_pid"] == tasks["ac_tgid"]
+    leader_count = leader.astype(np.int64)
+    tgid_starts = _run_starts(tasks, ("ac_tgid",))
+    if (np.add.reduceat(leader_count, tgid_starts) <= 1).all():
+        return tasks, tgid_starts   # no tgid reused inside the interval: one process per tgid
+    run = np.repeat(np.arange(len(tgid_starts)), np.diff(np.append(tgid_starts, len(tasks))))
+    counted = np.cumsum(leader_count)
+    before_run = np.append(0, counted)[tgid_starts]      # leaders before each tgid's rows
+    process = counted - before_run[run]                  # leaders of its tgid so far
+    leaders = np.add.reduceat(leader_count, tgid_starts)[run]
+    alive = (tasks["state"] & EXITED) == 0
+    process = np.maximum(np.where(alive & ~leader, leaders, process), 1)
+    order = np.lexsort((~leader, process, tasks["ac_tgid"]))
+    tasks, process = tasks[order], process[order]
+    change = np.zeros(len(tasks), bool)
+    change[0] = True
+    change[1:] = (tasks["ac_tgid"][1:] != tasks["ac_tgid"][:-1]) | (process[1:] != process[:-1])
+    return tasks, np.flatnonzero(change)
+
+
 def group_rows(tasks: np.ndarray, key: str, *, fields: Optional[Sequence[str]] = None) -> np.ndarray:
     """``tasks`` summed per ``key`` (see ``Interval.by``), in numpy: one sort, then
     ``np.add.reduceat`` per field (exact in uint64, unlike bincount's float weights).
@@ -328,17 +370,10 @@ def group_rows(tasks: np.ndarray, key: str, *, fields: Optional[Sequence[str]] =
     if len(tasks) == 0:
         return np.zeros(0, out_dtype)
     if key == "process":
-        # the leader first inside each group, so its identity is the group's
-        not_leader = (tasks["ac_pid"] != tasks["ac_tgid"]).astype(np.uint8)
-        order = np.lexsort((not_leader, tasks["ac_tgid"]))
+        rows, starts = _processes(tasks)
     else:
-        order = np.lexsort(tuple(tasks[k] for k in reversed(keys)))
-    rows = tasks[order]
-    change = np.zeros(len(rows), bool)
-    change[0] = True
-    for k in keys:
-        change[1:] |= rows[k][1:] != rows[k][:-1]
-    starts = np.flatnonzero(change)
+        rows = tasks[np.lexsort(tuple(tasks[k] for k in reversed(keys)))]
+        starts = _run_starts(rows, keys)
     out = np.zeros(len(starts), out_dtype)
     for name in out_dtype.names or ():
         if name in TASK_FIELDS and name not in SUMMED_FIELDS + LEVEL_FIELDS:
