@@ -44,7 +44,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "PLAN", "ffi", "lib"]
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -513,6 +513,100 @@ class Query:
     def records(self) -> np.ndarray:
         """The records kept so far, in arrival order (``row_index`` maps them to requests)."""
         return self.out[:self.rows]
+
+
+class JoinResult(NamedTuple):
+    """What ``Join.run`` wrote: the interval's rows, the next ledger, which rows to keep (None:
+    all) and how many rows have no cgroup yet (the caller resolves those by inheritance)."""
+    rows: np.ndarray
+    ledger: np.ndarray
+    keep: Optional[np.ndarray]
+    unresolved: int
+
+
+_JOIN_ARRAYS = ("identity", "s_level", "zero_when_off")
+
+
+def _held(held: list, cdata: Any) -> Any:
+    """``cdata``, kept alive in ``held``: a struct field pointing into a buffer does not."""
+    held.append(cdata)
+    return cdata
+
+
+class Join:
+    """The accounting merge's join in the C core (``tsf_join``), for one pair of dtypes.
+
+    ``plan`` names every field of ``struct tsf_join_plan``: numbers, lists for the arrays and
+    ``copy`` as (src, dst, len) triples; the caller derives it from its dtypes (accounting/merge.py
+    owns the rules; this class only checks and moves buffers)."""
+
+    def __init__(self, sighting_dtype: np.dtype, row_dtype: np.dtype, plan: dict):
+        self.sighting_dtype, self.row_dtype = np.dtype(sighting_dtype), np.dtype(row_dtype)
+        p = self._plan = ffi.new("struct tsf_join_plan *")
+        p.sighting_size, p.row_size = self.sighting_dtype.itemsize, self.row_dtype.itemsize
+        for name, value in plan.items():
+            if name == "copy":
+                p.n_copies = len(value)
+                for i, (src, dst, length) in enumerate(value):
+                    p.copy[i].src, p.copy[i].dst, p.copy[i].len = src, dst, length
+            elif name in _JOIN_ARRAYS:
+                for i, v in enumerate(value):
+                    getattr(p, name)[i] = v
+            else:
+                setattr(p, name, value)
+        p.n_identity, p.n_levels = len(plan["identity"]), len(plan["s_level"])
+        rc = lib.tsf_join_plan_check(p)
+        if rc < 0:
+            raise ValueError(f"tsf_join plan: {strerror(rc)}")
+        self._args = ffi.new("struct tsf_join_args *")
+
+    def _sightings(self, a: np.ndarray, what: str, held: list, writable: bool = False) -> Any:
+        if a.dtype != self.sighting_dtype or not a.flags.c_contiguous or (writable and not a.flags.writeable):
+            raise ValueError(f"{what} must be C-contiguous{' writeable' if writable else ''} sightings")
+        return _held(held, ffi.from_buffer("uint8_t[]", a, require_writable=writable))
+
+    @staticmethod
+    def _cgroups(c: Any, tids: np.ndarray, cgroups: np.ndarray, keep: list) -> None:
+        tids = np.ascontiguousarray(tids, np.uint32)
+        cgroups = np.ascontiguousarray(cgroups, np.uint64)
+        if len(tids) != len(cgroups):
+            raise ValueError("each thread id needs one cgroup id")
+        keep += (tids, cgroups)
+        c.tids = _held(keep, ffi.from_buffer("uint32_t[]", tids))
+        c.cgroup = _held(keep, ffi.from_buffer("uint64_t[]", cgroups))
+        c.n = len(tids)
+
+    def run(self, start: np.ndarray, ends: np.ndarray, exits: np.ndarray, start_ns: int,
+            start_cgroups: Tuple[np.ndarray, np.ndarray], end_cgroups: Tuple[np.ndarray, np.ndarray],
+            delayacct_off: bool) -> JoinResult:
+        """Join the ledger ``start``, the closing look ``ends`` and ``exits`` (sightings, sorted by
+        pid; ``exits`` is folded in place); the cgroups are (sorted tids, cgroup ids) per look."""
+        ns, ne, nx = len(start), len(ends), len(exits)
+        rows = np.empty(nx + ne, self.row_dtype)
+        ledger = np.empty(ne, self.sighting_dtype)
+        keep = np.empty(nx + ne, np.uint8)
+        work = np.empty(ns + 3 * ne + 2 * nx, np.int64)
+        held: list = []
+        a = self._args
+        a.start, a.n_start = self._sightings(start, "start", held), ns
+        a.ends, a.n_end = self._sightings(ends, "ends", held), ne
+        a.exits, a.n_exit = self._sightings(exits, "exits", held, True), nx
+        a.start_ns = start_ns
+        self._cgroups(a.start_cg, *start_cgroups, held)
+        self._cgroups(a.end_cg, *end_cgroups, held)
+        a.delayacct_off = bool(delayacct_off)
+        a.rows = _held(held, ffi.from_buffer("uint8_t[]", rows, require_writable=True))
+        a.ledger = _held(held, ffi.from_buffer("uint8_t[]", ledger, require_writable=True))
+        a.keep = _held(held, ffi.from_buffer("uint8_t[]", keep, require_writable=True))
+        a.work = _held(held, ffi.from_buffer("int64_t[]", work, require_writable=True))
+        a.rows_cap, a.ledger_cap, a.work_len = len(rows), ne, len(work)
+        rc = lib.tsf_join(self._plan, a)
+        del held           # the buffers lived through the call
+        if rc < 0:
+            raise ValueError(f"tsf_join: {strerror(rc)}")
+        n = a.n_rows
+        return JoinResult(rows[:n], ledger, keep[:n].view(bool) if a.n_dropped else None,
+                          a.n_unresolved)
 
 
 def build_info() -> str:

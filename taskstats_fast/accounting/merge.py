@@ -1,7 +1,11 @@
 """The merge: two looks and the exit records between them -> one row per task, as deltas.
 
-Owns how tasks are matched across time and which cgroup gets a task's time.  Everything is
-numpy over whole arrays (sorts, searchsorted, masks): no Python loop per task.
+Owns how tasks are matched across time and which cgroup gets a task's time.  The rules below
+run twice over: ``merge`` hands the join to the C core (csrc/tsf_join.c, one pass over the rows:
+numpy's per-call cost, not the rows, was what an interval's merge spent), and
+``reference_merge`` is the same rules in numpy over whole arrays, the oracle that
+tests/test_accounting_join.py holds the C pass to, row for row.  Inheriting a cgroup (below)
+stays numpy in both: it runs only for tasks born and dead between two looks.
 
 Identity.  A task is its pid *and* its birth.  No record carries the birth exactly (``ac_btime``
 is "now minus elapsed" in whole seconds and jitters by one), but every record bounds it: a look's
@@ -67,14 +71,14 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .. import layout
+from .. import _native, layout
 from ..kernel.delayacct import DELAYACCT_FIELDS
 from .cgroupfs import CgroupLook, lookup
 from .interval import (BORN, DELTA_FIELDS, EXACT, EXITED, FLAG_DELAYACCT_OFF, FLAG_NO_START,
-                       FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, TASK_DTYPE,
-                       summed_block)
+                       FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, SUMMED_FIELDS,
+                       TASK_DTYPE, summed_block)
 
-__all__ = ["Look", "merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BIRTH_TOLERANCE_NS"]
+__all__ = ["Look", "merge", "reference_merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BIRTH_TOLERANCE_NS"]
 
 #: How far apart two birth ranges of one task may seem (ns): ``ac_etime`` is truncated to µs and
 #: measured on the kernel's monotonic clock, the ranges' ends on CLOCK_REALTIME.
@@ -264,9 +268,54 @@ def _no_start_share(seen: np.ndarray, start_ns: int) -> np.ndarray:
     return np.clip(since / np.maximum(elapsed_ns, 1.0), 0.0, 1.0)
 
 
+def _join_plan() -> dict:
+    """Where tsf_join (csrc/tsf_join.c) finds each field of a sighting and puts each of a row."""
+    s = {name: f[1] for name, f in (SIGHTING_DTYPE.fields or {}).items()}
+    t = {name: f[1] for name, f in (TASK_DTYPE.fields or {}).items()}
+    copied = IDENTITY_FIELDS + LEVEL_FIELDS + ("ac_btime64",)
+    assert all(SIGHTING_DTYPE[n].itemsize == TASK_DTYPE[n].itemsize for n in copied)
+    assert all(SIGHTING_DTYPE[n].itemsize == 8 for n in LEVEL_FIELDS + ("time_ns", "ac_btime64"))
+    assert SUMMED_FIELDS == ("cpu_ns",) + DELTA_FIELDS and _MONOTONE[:len(DELTA_FIELDS)] == DELTA_FIELDS
+    return dict(
+        s_mono=s["mono"], n_mono=len(_MONOTONE), n_counters=len(DELTA_FIELDS),
+        elapsed_word=_MONOTONE.index("ac_etime"), cpu_word=DELTA_FIELDS.index("cpu_run_virtual_total"),
+        identity=[int(i) for i in _IDENTITY_COLUMNS], s_level=[s[n] for n in LEVEL_FIELDS],
+        s_pid=s["ac_pid"], s_time_ns=s["time_ns"], s_btime64=s["ac_btime64"],
+        s_exitcode=s["ac_exitcode"], s_birth_lo=s["birth_lo"], s_birth_ns=s["birth_ns"],
+        s_exited=s["exited"],
+        copy=[(s[n], t[n], TASK_DTYPE[n].itemsize) for n in copied],
+        r_btime64=t["ac_btime64"], r_exitcode=t["ac_exitcode"], r_cgroup=t["cgroup_id"],
+        r_state=t["state"], r_attribution=t["attribution"], r_flags=t["flags"], r_summed=t["cpu_ns"],
+        zero_when_off=[int(n in _SWITCHED_DELTAS) for n in DELTA_FIELDS],
+        tolerance_ns=BIRTH_TOLERANCE_NS, state_born=BORN, state_exited=EXITED,
+        attribution_exact=EXACT, flag_no_start=FLAG_NO_START, flag_pid_reused=FLAG_PID_REUSED,
+        flag_delayacct_off=FLAG_DELAYACCT_OFF)
+
+
+_JOIN = _native.Join(SIGHTING_DTYPE, TASK_DTYPE, _join_plan())
+
+
 def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     """The rows of the interval between ``start`` and ``end`` (TASK_DTYPE), and ``end`` as the
-    next interval's opening look: the ledger (see the module docstring)."""
+    next interval's opening look: the ledger (see the module docstring).  The join runs in the
+    C core (csrc/tsf_join.c), in one pass; ``reference_merge`` is the same rules in numpy."""
+    ends = end.records
+    # an exit record in this interval was filled after the opening look began (see below)
+    seen_exits = _unique_exits(sightings(exits, look_ns=start.time_ns)) if len(exits) else ends[:0]
+    joined = _JOIN.run(start.records, ends, seen_exits, start.time_ns,
+                       (start.cgroups.tids, start.cgroups.tid_cgroup),
+                       (end.cgroups.tids, end.cgroups.tid_cgroup),
+                       start.delayacct is False or end.delayacct is False)
+    rows = joined.rows
+    if joined.unresolved:
+        _inherit(rows, rows["cgroup_id"].copy(), start, end)
+    if joined.keep is not None:
+        rows = rows[joined.keep]
+    return rows, Look(end.time_ns, joined.ledger, end.cgroups, end.delayacct)
+
+
+def reference_merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
+    """``merge`` in numpy over whole arrays: the reference tsf_join is tested against."""
     # an exit record in this interval was filled after the opening look began: one filled
     # earlier was in the sockets when the previous interval was cut, so it is that interval's
     ends = end.records
@@ -359,8 +408,13 @@ def _attribute(rows: np.ndarray, is_exit: np.ndarray, matched: np.ndarray,
     at_start = is_exit & matched & (cg == 0)
     cg[at_start] = start.cgroups.cgroup_of(pids[at_start])
     rows["attribution"][cg != 0] = EXACT
+    _inherit(rows, cg, start, end)
 
-    # born and dead between two looks: the thread group's cgroup, else the parent's
+
+def _inherit(rows: np.ndarray, cg: np.ndarray, start: Look, end: Look) -> None:
+    """Rows with no cgroup yet (``cg`` 0: born and dead between two looks) get their thread
+    group's, else their parent's; then ``cgroup_id`` is ``cg``."""
+    pids = rows["ac_pid"]
     todo = cg == 0
     if not todo.any():
         rows["cgroup_id"] = cg

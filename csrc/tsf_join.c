@@ -1,0 +1,349 @@
+/* tsf_join.c: one pass over two looks and the exits between them (see tsf_join.h).
+ *
+ * The rules are merge.py's, step for step, so that the numpy reference there and this pass give
+ * the same rows: fold each exit with the closing look's sighting of its task, match every end
+ * sighting to the ledger, then write each row's deltas, flags, state and exact cgroup.
+ */
+#include <string.h>
+
+#include "tsf_codec.h"
+#include "tsf_join.h"
+
+static inline uint64_t u64_at(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline int64_t i64_at(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t u32_at(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void put_i64(uint8_t *p, int64_t v) { memcpy(p, &v, 8); }
+
+static int field_fits(uint32_t off, uint32_t len, uint32_t size)
+{
+    return len <= size && off <= size - len;
+}
+
+int tsf_join_plan_check(const struct tsf_join_plan *p)
+{
+    uint32_t s = p ? p->sighting_size : 0;
+    if (!p || !s || !p->row_size || p->n_mono > TSF_JOIN_MAX_WORDS || p->n_counters > p->n_mono ||
+        p->n_identity > TSF_JOIN_MAX_WORDS || p->n_levels > TSF_JOIN_MAX_LEVELS ||
+        p->n_copies > TSF_JOIN_MAX_COPIES || p->elapsed_word >= p->n_mono ||
+        p->cpu_word >= p->n_counters || !field_fits(p->s_mono, 8 * p->n_mono, s))
+        return TSF_E_PLAN;
+    for (uint32_t i = 0; i < p->n_identity; i++)
+        if (p->identity[i] >= p->n_mono)
+            return TSF_E_PLAN;
+    for (uint32_t i = 0; i < p->n_levels; i++)
+        if (!field_fits(p->s_level[i], 8, s))
+            return TSF_E_PLAN;
+    const uint32_t eights[] = {p->s_time_ns, p->s_btime64, p->s_birth_lo, p->s_birth_ns, p->s_exited};
+    for (unsigned i = 0; i < sizeof eights / sizeof eights[0]; i++)
+        if (!field_fits(eights[i], 8, s))
+            return TSF_E_PLAN;
+    if (!field_fits(p->s_pid, 4, s) || !field_fits(p->s_exitcode, 4, s))
+        return TSF_E_PLAN;
+    for (uint32_t i = 0; i < p->n_copies; i++)
+        if (!field_fits(p->copy[i].src, p->copy[i].len, s) ||
+            !field_fits(p->copy[i].dst, p->copy[i].len, p->row_size))
+            return TSF_E_PLAN;
+    if (!field_fits(p->r_btime64, 8, p->row_size) || !field_fits(p->r_exitcode, 4, p->row_size) ||
+        !field_fits(p->r_cgroup, 8, p->row_size) || !field_fits(p->r_state, 1, p->row_size) ||
+        !field_fits(p->r_attribution, 1, p->row_size) || !field_fits(p->r_flags, 1, p->row_size) ||
+        !field_fits(p->r_summed, 8 * (1 + p->n_counters), p->row_size))
+        return TSF_E_PLAN;
+    return 0;
+}
+
+/* Index of pid in n sightings sorted by unique pid, or -1. */
+static int64_t find_pid(const struct tsf_join_plan *p, const uint8_t *rows, uint32_t n, uint32_t pid)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        uint32_t at = u32_at(rows + (size_t)mid * p->sighting_size + p->s_pid);
+        if (at < pid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < n && u32_at(rows + (size_t)lo * p->sighting_size + p->s_pid) == pid)
+        return lo;
+    return -1;
+}
+
+static uint64_t cgroup_of(const struct tsf_join_cgroups *cg, uint32_t tid)
+{
+    uint32_t lo = 0, hi = cg->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (cg->tids[mid] < tid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < cg->n && cg->tids[lo] == tid ? cg->cgroup[lo] : 0;
+}
+
+/* merge._match's test: overlapping birth ranges, and counters that moved one way (only grew
+ * when `ordered`: every ref sighting was filled before `seen`). */
+static int same_task(const struct tsf_join_plan *p, const uint8_t *seen, const uint8_t *ref, int ordered)
+{
+    if (!(i64_at(seen + p->s_birth_lo) <= i64_at(ref + p->s_birth_ns) + p->tolerance_ns) ||
+        !(i64_at(ref + p->s_birth_lo) <= i64_at(seen + p->s_birth_ns) + p->tolerance_ns))
+        return 0;
+    int grew = 1, shrank = 1;
+    for (uint32_t i = 0; i < p->n_identity; i++) {
+        uint32_t off = p->s_mono + 8 * p->identity[i];
+        uint64_t later = u64_at(seen + off), earlier = u64_at(ref + off);
+        grew &= later >= earlier;
+        shrank &= later <= earlier;
+    }
+    return grew || (!ordered && shrank);
+}
+
+static int strictly_sorted(const struct tsf_join_plan *p, const uint8_t *rows, uint32_t n, int allow_equal)
+{
+    for (uint32_t i = 1; i < n; i++) {
+        uint32_t a = u32_at(rows + (size_t)(i - 1) * p->sighting_size + p->s_pid);
+        uint32_t b = u32_at(rows + (size_t)i * p->sighting_size + p->s_pid);
+        if (b < a || (b == a && !allow_equal))
+            return 0;
+    }
+    return 1;
+}
+
+static int tids_sorted(const struct tsf_join_cgroups *cg)
+{
+    if (cg->n && (!cg->tids || !cg->cgroup))
+        return 0;
+    for (uint32_t i = 1; i < cg->n; i++)
+        if (cg->tids[i] <= cg->tids[i - 1])
+            return 0;
+    return 1;
+}
+
+static int check_args(const struct tsf_join_plan *p, const struct tsf_join_args *a)
+{
+    uint64_t rows = (uint64_t)a->n_exit + a->n_end;
+    uint64_t work = (uint64_t)a->n_start + 3 * (uint64_t)a->n_end + 2 * (uint64_t)a->n_exit;
+    if ((a->n_start && !a->start) || (a->n_end && !a->ends) || (a->n_exit && !a->exits) ||
+        (rows && (!a->rows || !a->keep)) || (a->n_end && !a->ledger) || (work && !a->work))
+        return TSF_E_ARG;
+    if (a->rows_cap < rows || a->ledger_cap < a->n_end || a->work_len < work)
+        return TSF_E_NOSPACE;
+    if (!strictly_sorted(p, a->start, a->n_start, 0) || !strictly_sorted(p, a->ends, a->n_end, 0) ||
+        !strictly_sorted(p, a->exits, a->n_exit, 1) || !tids_sorted(&a->start_cg) ||
+        !tids_sorted(&a->end_cg))
+        return TSF_E_ARG;
+    return 0;
+}
+
+#define SIGHT(base, i) ((base) + (size_t)(i) * p->sighting_size)
+
+/* merge._fold: each exit with the closing look's sighting of its task (the latest-born exit
+ * of a pid wins), folded counter by counter into the exit; x_to_end[i]: its end, or -1.
+ * end_row[j]: the row of end j (-1: folded into an exit, no row of its own). */
+static uint32_t fold(const struct tsf_join_plan *p, struct tsf_join_args *a, int64_t *x_to_end,
+                     int64_t *end_row)
+{
+    for (uint32_t j = 0; j < a->n_end; j++)
+        end_row[j] = -1;                       /* here: the exit claiming end j */
+    for (uint32_t i = 0; i < a->n_exit; i++) {
+        const uint8_t *x = SIGHT(a->exits, i);
+        int64_t j = find_pid(p, a->ends, a->n_end, u32_at(x + p->s_pid));
+        x_to_end[i] = -1;
+        if (j < 0 || !same_task(p, x, SIGHT(a->ends, j), 0))
+            continue;
+        int64_t best = end_row[j];
+        if (best < 0 || i64_at(x + p->s_birth_ns) > i64_at(SIGHT(a->exits, best) + p->s_birth_ns))
+            end_row[j] = i;
+    }
+    for (uint32_t j = 0; j < a->n_end; j++)
+        if (end_row[j] >= 0)
+            x_to_end[end_row[j]] = j;
+    memcpy(a->ledger, a->ends, (size_t)a->n_end * p->sighting_size);
+    for (uint32_t i = 0; i < a->n_exit; i++) {
+        uint8_t *x = SIGHT(a->exits, i);
+        int64_t j = x_to_end[i];
+        if (j >= 0) {
+            const uint8_t *e = SIGHT(a->ends, j);
+            for (uint32_t w = 0; w < p->n_mono; w++) {
+                uint32_t off = p->s_mono + 8 * w;
+                if (u64_at(e + off) > u64_at(x + off))
+                    put_u64(x + off, u64_at(e + off));
+            }
+            for (uint32_t l = 0; l < p->n_levels; l++)
+                if (u64_at(e + p->s_level[l]) > u64_at(x + p->s_level[l]))
+                    put_u64(x + p->s_level[l], u64_at(e + p->s_level[l]));
+            if (i64_at(e + p->s_birth_lo) > i64_at(x + p->s_birth_lo))
+                put_i64(x + p->s_birth_lo, i64_at(e + p->s_birth_lo));
+            if (i64_at(e + p->s_birth_ns) < i64_at(x + p->s_birth_ns))
+                put_i64(x + p->s_birth_ns, i64_at(e + p->s_birth_ns));
+        }
+        put_i64(x + p->s_exited, 1);
+        if (j >= 0)
+            memcpy(SIGHT(a->ledger, j), x, p->sighting_size);
+    }
+    uint32_t n = a->n_exit;
+    for (uint32_t j = 0; j < a->n_end; j++)
+        end_row[j] = end_row[j] >= 0 ? -1 : (int64_t)n++;
+    return n;
+}
+
+/* The sighting behind row k: exits first, then the closing look's unfolded sightings. */
+static const uint8_t *row_sighting(const struct tsf_join_plan *p, const struct tsf_join_args *a,
+                                   const int64_t *row_end, uint32_t k)
+{
+    return k < a->n_exit ? SIGHT(a->exits, k) : SIGHT(a->ends, row_end[k - a->n_exit]);
+}
+
+/* merge.merge's step 3: the same task in the ledger, at most one row per ledger entry (its exit
+ * record first, then the earliest born).  s_at[k]: the entry, -2 (its pid is there, but another
+ * task's), or -1. */
+static void match_ledger(const struct tsf_join_plan *p, const struct tsf_join_args *a, uint32_t n,
+                         const int64_t *row_end, int64_t *claim, int64_t *s_at)
+{
+    for (uint32_t j = 0; j < a->n_start; j++)
+        claim[j] = -1;
+    for (uint32_t k = 0; k < n; k++) {
+        const uint8_t *s = row_sighting(p, a, row_end, k);
+        int64_t j = find_pid(p, a->start, a->n_start, u32_at(s + p->s_pid));
+        s_at[k] = j < 0 ? -1 : -2;
+        if (j < 0 || !same_task(p, s, SIGHT(a->start, j), 1))
+            continue;
+        s_at[k] = j;
+        int64_t best = claim[j];
+        if (best >= 0) {
+            int exit_k = k < a->n_exit, exit_best = best < a->n_exit;
+            if (exit_best && !exit_k)
+                continue;
+            if (exit_best == exit_k && !(i64_at(s + p->s_birth_ns) <
+                                         i64_at(row_sighting(p, a, row_end, best) + p->s_birth_ns)))
+                continue;
+        }
+        claim[j] = k;
+    }
+    for (uint32_t k = 0; k < n; k++)
+        if (s_at[k] >= 0 && claim[s_at[k]] != k)
+            s_at[k] = -2;
+}
+
+/* The share of a sighting's lifetime after start_ns (merge._no_start_share). */
+static double no_start_share(const struct tsf_join_plan *p, const uint8_t *s, int64_t start_ns)
+{
+    double elapsed = (double)u64_at(s + p->s_mono + 8 * p->elapsed_word) * 1000;
+    double since = (double)((int64_t)u64_at(s + p->s_time_ns) - start_ns);
+    double share = since / (elapsed > 1.0 ? elapsed : 1.0);
+    return share < 0.0 ? 0.0 : share > 1.0 ? 1.0 : share;
+}
+
+static void write_row(const struct tsf_join_plan *p, const struct tsf_join_args *a, uint8_t *r,
+                      uint32_t k, const uint8_t *s, int64_t j)
+{
+    const uint8_t *base = j >= 0 ? SIGHT(a->start, j) : NULL;
+    uint8_t flags = 0, state = 0;
+    memset(r, 0, p->row_size);
+    for (uint32_t c = 0; c < p->n_copies; c++)
+        memcpy(r + p->copy[c].dst, s + p->copy[c].src, p->copy[c].len);
+    if (k < a->n_exit) {
+        memcpy(r + p->r_exitcode, s + p->s_exitcode, 4);
+        state |= p->state_exited;
+    }
+    if (base)
+        memcpy(r + p->r_btime64, base + p->s_btime64, 8);
+    else
+        state |= p->state_born;
+    int no_start = !base && i64_at(s + p->s_birth_ns) < a->start_ns;
+    double share = no_start ? no_start_share(p, s, a->start_ns) : 1.0;
+    uint8_t *block = r + p->r_summed;
+    for (uint32_t w = 0; w < p->n_counters; w++) {
+        uint64_t now = u64_at(s + p->s_mono + 8 * w);
+        uint64_t was = base ? u64_at(base + p->s_mono + 8 * w) : 0;
+        uint64_t delta = now - (was < now ? was : now);
+        if (no_start)
+            delta = (uint64_t)((double)delta * share);
+        put_u64(block + 8 * (1 + w), delta);
+    }
+    memcpy(block, block + 8 * (1 + p->cpu_word), 8);     /* cpu_ns: the scheduler's clock */
+    if (no_start)
+        flags |= p->flag_no_start;
+    if (a->delayacct_off) {
+        flags |= p->flag_delayacct_off;
+        for (uint32_t w = 0; w < p->n_counters; w++)
+            if (p->zero_when_off[w])
+                put_u64(block + 8 * (1 + w), 0);
+    }
+    r[p->r_flags] = flags;
+    r[p->r_state] = state;
+}
+
+/* merge._attribute's exact part: the closing look's cgroup for a task it listed (live, or an
+ * exit folded with its sighting there), else the opening look's for an exit it had. */
+static int attribute(const struct tsf_join_plan *p, const struct tsf_join_args *a, uint8_t *r,
+                     uint32_t pid, int exited, int folded, int matched)
+{
+    uint64_t cg = !exited || folded ? cgroup_of(&a->end_cg, pid) : 0;
+    if (!cg && exited && matched)
+        cg = cgroup_of(&a->start_cg, pid);
+    put_u64(r + p->r_cgroup, cg);
+    if (cg)
+        r[p->r_attribution] = p->attribution_exact;
+    return cg == 0;
+}
+
+/* Rows that share a pid (two exits of it, or an exit and a live sighting): FLAG_PID_REUSED. */
+static void flag_shared_pids(const struct tsf_join_plan *p, struct tsf_join_args *a,
+                             const int64_t *end_row)
+{
+    for (uint32_t i = 0; i < a->n_exit; i++) {
+        uint32_t pid = u32_at(SIGHT(a->exits, i) + p->s_pid);
+        if (i > 0 && u32_at(SIGHT(a->exits, i - 1) + p->s_pid) == pid) {
+            a->rows[(size_t)i * p->row_size + p->r_flags] |= p->flag_pid_reused;
+            a->rows[(size_t)(i - 1) * p->row_size + p->r_flags] |= p->flag_pid_reused;
+        }
+        int64_t j = find_pid(p, a->ends, a->n_end, pid);
+        if (j >= 0 && end_row[j] >= 0) {
+            a->rows[(size_t)i * p->row_size + p->r_flags] |= p->flag_pid_reused;
+            a->rows[(size_t)end_row[j] * p->row_size + p->r_flags] |= p->flag_pid_reused;
+        }
+    }
+}
+
+int tsf_join(const struct tsf_join_plan *p, struct tsf_join_args *a)
+{
+    int rc;
+    if (!a || (rc = tsf_join_plan_check(p)) < 0 || (rc = check_args(p, a)) < 0)
+        return a ? rc : TSF_E_ARG;
+    /* work: claim[n_start] end_row[n_end] x_to_end[n_exit] s_at[n_exit + n_end] inv[n_end] */
+    int64_t *claim = a->work, *end_row = claim + a->n_start, *x_to_end = end_row + a->n_end;
+    int64_t *s_at = x_to_end + a->n_exit, *inv = s_at + a->n_exit + a->n_end;
+    uint32_t n = fold(p, a, x_to_end, end_row);
+    for (uint32_t j = 0; j < a->n_end; j++)     /* row n_exit + m is end inv[m] */
+        if (end_row[j] >= 0)
+            inv[end_row[j] - a->n_exit] = j;
+    match_ledger(p, a, n, inv, claim, s_at);
+    a->n_rows = n;
+    a->n_dropped = 0;
+    a->n_unresolved = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const uint8_t *s = row_sighting(p, a, inv, k);
+        int64_t j = s_at[k] >= 0 ? s_at[k] : -1;
+        uint8_t *r = a->rows + (size_t)k * p->row_size;
+        write_row(p, a, r, k, s, j);
+        if (s_at[k] == -2)
+            r[p->r_flags] |= p->flag_pid_reused;
+        /* an exited ledger entry is final: a zombie listed again, or a repeated exit */
+        int already = j >= 0 && i64_at(SIGHT(a->start, j) + p->s_exited) != 0;
+        a->keep[k] = !already;
+        a->n_dropped += already;
+        uint8_t *entry = k < a->n_exit ? (x_to_end[k] >= 0 ? SIGHT(a->ledger, x_to_end[k]) : NULL)
+                                       : SIGHT(a->ledger, inv[k - a->n_exit]);
+        if (entry) {                            /* one start per task: the ledger carries it */
+            memcpy(entry + p->s_btime64, r + p->r_btime64, 8);
+            if (already && k >= a->n_exit)
+                put_i64(entry + p->s_exited, 1);
+        }
+        a->n_unresolved += attribute(p, a, r, u32_at(s + p->s_pid), k < a->n_exit,
+                                     k < a->n_exit && x_to_end[k] >= 0, j >= 0);
+    }
+    flag_shared_pids(p, a, end_row);
+    return 0;
+}

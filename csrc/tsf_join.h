@@ -1,0 +1,74 @@
+/* tsf_join: the accounting merge's join of two looks and the exit records between them, in one
+ * pass (taskstats_fast/accounting/merge.py owns the rules and keeps them in numpy as the
+ * reference the tests compare against).
+ *
+ * Rows are the caller's numpy records: *sightings* (merge.SIGHTING_DTYPE) and *task rows*
+ * (interval.TASK_DTYPE).  The plan (struct tsf_join_plan) says where each field lives; the
+ * Python layer writes it once from its dtypes and tsf_join_plan_check validates it.  Nothing
+ * here allocates: the caller owns every buffer, including the scratch.  Returns 0 or a
+ * negative TSF_E_* code (tsf_codec.h).
+ */
+#ifndef TSF_JOIN_H
+#define TSF_JOIN_H
+
+#include <stdint.h>
+
+/* cffi:begin */
+#define TSF_JOIN_MAX_WORDS 64     /* monotone words of a sighting */
+#define TSF_JOIN_MAX_COPIES 32    /* fields copied from a sighting into its task row */
+#define TSF_JOIN_MAX_LEVELS 8     /* u64 levels folded by maximum */
+
+struct tsf_join_copy { uint32_t src, dst, len; };
+
+struct tsf_join_plan {
+    uint32_t sighting_size, row_size;          /* bytes of one sighting / one task row */
+    /* sighting: the monotone block (u64 words; the first n_counters are the delta counters),
+     * then single fields (byte offsets) */
+    uint32_t s_mono, n_mono, n_counters;
+    uint32_t elapsed_word, cpu_word;           /* ac_etime, cpu_run_virtual_total in the block */
+    uint32_t n_identity;                       /* words compared to tell a task from a reused pid */
+    uint32_t identity[TSF_JOIN_MAX_WORDS];
+    uint32_t n_levels;
+    uint32_t s_level[TSF_JOIN_MAX_LEVELS];     /* u64 levels: the later is the larger */
+    uint32_t s_pid, s_time_ns, s_btime64, s_exitcode, s_birth_lo, s_birth_ns, s_exited;
+    /* task row: copies from the sighting, then our own fields */
+    uint32_t n_copies;
+    struct tsf_join_copy copy[TSF_JOIN_MAX_COPIES];
+    uint32_t r_btime64, r_exitcode, r_cgroup, r_state, r_attribution, r_flags;
+    uint32_t r_summed;                         /* u64 cpu_ns, then the n_counters deltas */
+    uint8_t zero_when_off[TSF_JOIN_MAX_WORDS]; /* counters kernel.task_delayacct=0 leaves 0 */
+    int64_t tolerance_ns;                      /* slack of two birth ranges (merge.py) */
+    uint8_t state_born, state_exited, attribution_exact;
+    uint8_t flag_no_start, flag_pid_reused, flag_delayacct_off;
+};
+
+/* A look's cgroup walk: sorted unique thread ids and each one's cgroup id. */
+struct tsf_join_cgroups {
+    const uint32_t *tids;
+    const uint64_t *cgroup;
+    uint32_t n;
+};
+
+struct tsf_join_args {
+    const uint8_t *start; uint32_t n_start;   /* the ledger: sightings sorted by unique pid */
+    const uint8_t *ends; uint32_t n_end;      /* the closing look: sorted by unique pid */
+    uint8_t *exits; uint32_t n_exit;          /* exit sightings sorted by pid; folded in place */
+    int64_t start_ns;                         /* when the opening look began */
+    struct tsf_join_cgroups start_cg, end_cg;
+    uint8_t delayacct_off;
+    /* out: task rows (capacity n_exit + n_end), the next ledger (n_end sightings),
+     * keep[row] (0: an exited ledger entry seen again: drop it), and scratch */
+    uint8_t *rows; uint32_t rows_cap;
+    uint8_t *ledger; uint32_t ledger_cap;
+    uint8_t *keep;
+    int64_t *work; uint32_t work_len;         /* n_start + 3 * n_end + 2 * n_exit */
+    /* results */
+    uint32_t n_rows, n_dropped, n_unresolved; /* rows; of them to drop; with no cgroup */
+};
+
+int tsf_join_plan_check(const struct tsf_join_plan *plan);
+/* The interval's rows (see merge.py's opening comment): 0, or a negative TSF_E_* code. */
+int tsf_join(const struct tsf_join_plan *plan, struct tsf_join_args *args);
+/* cffi:end */
+
+#endif

@@ -1,0 +1,218 @@
+"""The merge's join in the C core (csrc/tsf_join.c via accounting.merge.merge) against its numpy
+reference (merge.reference_merge): the same rows and the same ledger, byte for byte, over
+randomised intervals of records encoded here: pid reuse, tasks missing from a look (NO_START),
+exits between looks, exits racing a look (listed in it too), repeated exit records, exits of an
+earlier interval, zombies listed again, cgroup moves and delay accounting switched off.  Two
+intervals are chained so the second opens on a ledger with exited entries.  No kernel needed."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskstats_fast import _native, layout
+from taskstats_fast.accounting import cgroupfs
+from taskstats_fast.accounting import merge as merge_module
+from taskstats_fast.accounting.interval import FLAG_NO_START, FLAG_PID_REUSED
+from taskstats_fast.accounting.merge import SIGHTING_DTYPE, Look, merge, reference_merge
+
+S = 1_000_000_000
+T0 = 1_700_000_000 * S
+MS = 1_000_000
+
+
+class Task:
+    """One task: a pid, a birth, maybe a death, counters that grow at its own rates."""
+
+    def __init__(self, rng, pid, born_ns, dies_ns):
+        self.pid, self.born, self.dies = pid, born_ns, dies_ns
+        self.tgid = pid if rng.random() < 0.7 else int(rng.integers(1, 40))
+        self.ppid = int(rng.integers(1, 40))
+        self.rates = rng.integers(0, 2000, 8)            # per ms
+        self.rss = int(rng.integers(100, 5000))
+        self.exitcode = int(rng.choice([0, 9, 256]))
+        # listed by looks until reaped: mostly at once, sometimes a zombie for a while
+        self.reaped = dies_ns + int(rng.integers(0, 5 * MS) if rng.random() < 0.8 else
+                                    rng.integers(0, 2 * S)) if dies_ns is not None else None
+
+    def record(self, seen_ns, rng):
+        at = seen_ns if self.dies is None else min(seen_ns, self.dies)
+        ms = max(0, at - self.born) // MS
+        r = np.zeros(1, layout.DTYPE)
+        r["kind"], r["layout"], r["version"] = layout.KIND_PID, 16, 16
+        r["ac_pid"], r["id"], r["ac_tgid"], r["ac_ppid"] = self.pid, self.pid, self.tgid, self.ppid
+        r["time_ns"], r["ac_etime"] = seen_ns, max(0, seen_ns - self.born) // 1000
+        jitter = int(rng.integers(0, 2))                  # ac_btime is floor(now) - floor(elapsed)
+        r["ac_btime64"] = r["ac_btime"] = self.born // S + jitter
+        r["ac_exitcode"] = self.exitcode if self.dies is not None and seen_ns >= self.dies else 0
+        r["ac_comm"] = f"t{self.pid}".encode()
+        r["hiwater_rss"] = self.rss + ms // 100
+        for name, rate in zip(("ac_utime", "ac_stime", "cpu_run_virtual_total", "cpu_run_real_total",
+                               "nvcsw", "read_char", "blkio_delay_total", "ac_minflt"), self.rates):
+            r[name] = ms * int(rate)
+        return r
+
+
+def _world(rng, times):
+    """Tasks over the looks' span, few pids so that they are reused."""
+    tasks = []
+    for pid in range(2, 2 + int(rng.integers(1, 14))):
+        t = times[0] - int(rng.integers(0, 20 * S))
+        while t < times[-1] + S and len(tasks) < 60:
+            dies = None if rng.random() < 0.3 else t + int(rng.integers(1 * MS, 3 * S))
+            if dies is not None and rng.random() < 0.4:     # around a look
+                dies = max(t + MS, int(rng.choice(times)) + int(rng.integers(-5 * MS, 5 * MS)))
+            tasks.append(Task(rng, pid, t, dies))
+            if dies is None:
+                break
+            t = dies + int(rng.integers(0, 300 * MS))      # the pid is free again
+    return tasks
+
+
+def _look(rng, tasks, t_ns, delayacct):
+    """What a look beginning at t_ns lists: live tasks and recent zombies (some missed), each
+    queried a few ms in, and where the walk saw them."""
+    recs, where = [], {}
+    for task in tasks:
+        zombie = task.dies is not None and task.dies <= t_ns < task.reaped
+        alive = task.born <= t_ns and (task.dies is None or task.dies > t_ns or zombie)
+        if not alive or rng.random() < 0.1:               # missed: moved during the walk, raced
+            continue
+        if any(r["ac_pid"][0] == task.pid for r in recs):
+            continue
+        recs.append(task.record(t_ns + int(rng.integers(0, 3 * MS)), rng))
+        if rng.random() < 0.9:
+            where[task.pid] = int(rng.integers(1, 5))
+    tids = np.array(sorted(where), np.uint32)
+    cg = cgroupfs.CgroupLook(t_ns, "/cg", {c: f"/{c}" for c in set(where.values())}, tids,
+                             np.array([where[t] for t in sorted(where)], np.uint64))
+    records = np.concatenate(recs) if recs else np.zeros(0, layout.DTYPE)
+    return Look.of(t_ns, records[rng.permutation(len(records))], cg, delayacct)
+
+
+def _exits(rng, tasks, lo_ns, hi_ns):
+    """Exit records received in (lo, hi]: some filled before lo (an earlier interval's), some
+    repeated."""
+    recs = []
+    for task in tasks:
+        if task.dies is None:
+            continue
+        received = task.dies + int(rng.integers(0, 15 * MS))
+        if lo_ns < received <= hi_ns:
+            r = task.record(received, rng)
+            recs.append(r)
+            if rng.random() < 0.1:
+                recs.append(r.copy())
+    if recs and rng.random() < 0.2:
+        recs.append(recs[0].copy())                       # a repeat across intervals
+    if rng.random() < 0.1 and recs:
+        recs[0]["kind"] = layout.KIND_TGID                # a TGID record: not a task
+    records = np.concatenate(recs) if recs else np.zeros(0, layout.DTYPE)
+    return records[rng.permutation(len(records))]
+
+
+def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    """Field by field (a copy of aligned records may leave the padding between fields unset)."""
+    assert a.dtype == b.dtype and len(a) == len(b), (what, len(a), len(b))
+    for name in a.dtype.names:
+        assert np.array_equal(a[name], b[name]), (what, name, a[name], b[name])
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_the_c_join_gives_the_reference_rows(seed):
+    rng = np.random.default_rng(seed)
+    times = [T0 + i * S + int(rng.integers(0, 50 * MS)) for i in range(3)]
+    tasks = _world(rng, times)
+    switch = [None, True, False]
+    looks = [_look(rng, tasks, t, switch[int(rng.integers(0, 3))] if rng.random() < 0.3 else True)
+             for t in times]
+    exits = [_exits(rng, tasks, times[i] - 20 * MS, times[i + 1] + 10 * MS) for i in range(2)]
+    c_open = ref_open = looks[0]
+    for i in range(2):
+        c_rows, c_next = merge(c_open, looks[i + 1], exits[i].copy())
+        r_rows, r_next = reference_merge(ref_open, looks[i + 1], exits[i].copy())
+        _same(c_rows, r_rows, f"rows of interval {i}")
+        _same(c_next.records, r_next.records, f"ledger after interval {i}")
+        c_open, ref_open = c_next, r_next
+
+
+def _sightings(pids):
+    out = np.zeros(len(pids), SIGHTING_DTYPE)
+    out["ac_pid"] = pids
+    return out
+
+
+def test_unsorted_or_short_inputs_are_refused_not_read():
+    join = merge_module._JOIN
+    no_cg = (np.zeros(0, np.uint32), np.zeros(0, np.uint64))
+    with pytest.raises(ValueError, match="invalid argument"):
+        join.run(_sightings([3, 2]), _sightings([]), _sightings([]), T0, no_cg, no_cg, False)
+    with pytest.raises(ValueError, match="invalid argument"):     # a look's pids are unique
+        join.run(_sightings([]), _sightings([2, 2]), _sightings([]), T0, no_cg, no_cg, False)
+    with pytest.raises(ValueError, match="invalid argument"):     # exits sorted, repeats allowed
+        join.run(_sightings([]), _sightings([]), _sightings([4, 4, 1]), T0, no_cg, no_cg, False)
+    unsorted_cg = (np.array([5, 1], np.uint32), np.array([1, 1], np.uint64))
+    with pytest.raises(ValueError, match="invalid argument"):
+        join.run(_sightings([]), _sightings([1]), _sightings([]), T0, no_cg, unsorted_cg, False)
+    with pytest.raises(ValueError, match="one cgroup id"):
+        join.run(_sightings([]), _sightings([1]), _sightings([]), T0, no_cg,
+                 (np.array([1], np.uint32), np.zeros(0, np.uint64)), False)
+    with pytest.raises(ValueError, match="sightings"):
+        join.run(np.zeros(1, layout.DTYPE), _sightings([]), _sightings([]), T0, no_cg, no_cg, False)
+
+
+def test_a_plan_outside_its_rows_is_refused():
+    plan = dict(merge_module._join_plan())
+    plan["s_birth_ns"] = SIGHTING_DTYPE.itemsize            # one word past the end
+    with pytest.raises(ValueError, match="copy plan"):
+        _native.Join(SIGHTING_DTYPE, merge_module.TASK_DTYPE, plan)
+    plan = dict(merge_module._join_plan())
+    plan["copy"] = plan["copy"] + [(0, merge_module.TASK_DTYPE.itemsize - 4, 8)]
+    with pytest.raises(ValueError, match="copy plan"):
+        _native.Join(SIGHTING_DTYPE, merge_module.TASK_DTYPE, plan)
+
+
+def _record(pid, received_ns, elapsed_ns, utime):
+    r = np.zeros(1, layout.DTYPE)
+    r["kind"], r["layout"], r["version"] = layout.KIND_PID, 16, 16
+    r["ac_pid"], r["id"], r["ac_tgid"], r["ac_ppid"] = pid, pid, pid, 1
+    r["time_ns"], r["ac_etime"] = received_ns, elapsed_ns // 1000
+    r["ac_btime64"] = r["ac_btime"] = (received_ns - elapsed_ns) // S
+    r["ac_utime"] = r["cpu_run_virtual_total"] = utime
+    return r
+
+
+def _cg_look(t_ns, records, tids=()):
+    tids = np.array(tids, np.uint32)
+    cg = cgroupfs.CgroupLook(t_ns, "/cg", {7: "/7"}, tids, np.full(len(tids), 7, np.uint64))
+    return Look.of(t_ns, records, cg, True)
+
+
+def _both(start, end, exits):
+    c_rows, c_next = merge(start, end, exits.copy())
+    r_rows, r_next = reference_merge(start, end, exits.copy())
+    _same(c_rows, r_rows, "rows")
+    _same(c_next.records, r_next.records, "ledger")
+    return c_rows
+
+
+def test_an_exit_claims_its_ledger_entry_before_a_live_sighting_that_also_fits():
+    # the ledger's birth range overlaps the exit's and the live sighting's; those two do not
+    # overlap each other, so they were not folded: the exit is the task, the live one a reuse
+    start = _cg_look(T0, _record(50, T0 + 3 * MS, 5 * S, 100), [50])
+    exit_ = _record(50, T0 + S // 2, 5 * S + S // 2 + MS, 150)
+    end = _cg_look(T0 + S, _record(50, T0 + S + MS, 6 * S - 4 * MS, 200), [50])
+    rows = _both(start, end, exit_)
+    assert rows["state"].tolist() == [2, 1]          # EXITED, then BORN
+    assert rows["ac_utime"][0] == 50                 # the exit's growth over the ledger
+    assert rows["flags"][1] == FLAG_NO_START | FLAG_PID_REUSED    # charged a share, not 200
+
+
+def test_of_two_exits_as_late_born_the_first_folds_with_the_closing_sighting():
+    start = _cg_look(T0, _record(51, T0, 3 * S, 100), [51])
+    end = _cg_look(T0 + S, _record(51, T0 + S + MS, 4 * S + MS, 140), [51])
+    exits = np.concatenate([_record(51, T0 + S + 5 * MS, 4 * S + 5 * MS, 150),
+                            _record(51, T0 + S + 5 * MS, 4 * S + 5 * MS, 160)])
+    rows = _both(start, end, exits)
+    assert rows["ac_utime"][0] == 50 and rows["flags"][1] & FLAG_NO_START   # the second: a share
