@@ -107,6 +107,7 @@ class ParquetWriter:
         self._pending: List[Any] = []
         self._pending_rows = 0
         self._journal = open(journal_path(path), "wb")
+        self._file: Any = None
         try:
             journal_schema = schema.file_schema().with_metadata({METADATA_KEY: opening_metadata})
             # on this thread: handing each column's buffers to pyarrow's pool to compress
@@ -115,9 +116,14 @@ class ParquetWriter:
                 self._journal, journal_schema,
                 options=pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False))
             self._journal.flush()   # its schema at once, as the other formats' headers
-            self._writer = pq.ParquetWriter(path, schema.file_schema(), compression="zstd",
-                                            store_schema=False)
+            # the file opened here, not by pyarrow: if its first bytes do not fit (a full
+            # disk), the writer raises half-made and only this handle can close the fd
+            self._file = pa.OSFile(path, "wb")
+            self._writer = pq.ParquetWriter(self._file, schema.file_schema(),
+                                            compression="zstd", store_schema=False)
         except BaseException:
+            if self._file is not None:
+                _close_quietly(self._file)
             _close_quietly(self._journal)
             unlink_quietly(journal_path(path))
             raise
@@ -146,6 +152,7 @@ class ParquetWriter:
         self._write_group()
         self._writer.add_key_value_metadata({METADATA_KEY: metadata_json})
         self._writer.close()
+        self._file.close()   # a file handed to pyarrow's writer is the caller's to close
         fsync_path(self.path)
         self._journal_writer.close()
         self._journal.close()
@@ -155,6 +162,7 @@ class ParquetWriter:
 
     def abort(self) -> None:
         _close_quietly(self._writer)
+        _close_quietly(self._file)
         _close_quietly(self._journal_writer)
         _close_quietly(self._journal)
         unlink_quietly(journal_path(self.path))
