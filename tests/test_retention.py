@@ -139,6 +139,7 @@ def test_file_sink_applies_it_after_each_rotation_and_keeps_the_current_file(tmp
             sink.write(_batch(64, written))
             written += 64
             sink.tick()
+            sink.wait_finished()   # rotation finishes files (and applies retention) off-thread
             complete, other = complete_files(root)
             # after a rotation the total fits again; in between it can grow by one file's worth
             assert sum(f.size for f in complete) + other <= limit + 60_000 + 64 * layout.DTYPE.itemsize

@@ -40,8 +40,7 @@ import os
 import tempfile
 import time
 import urllib.parse
-import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -51,8 +50,9 @@ from ..errors import WriteFailedError
 from ..schema import TableSchema
 from ..sink import CountingSink, Sink, SinkStats
 from .durable import OutputLock
+from .finishing import FinishedFiles
 from .formats import FORMAT, Format, detect_format, require_format
-from .metadata import stats_for, system_metadata, utc
+from .metadata import stats_for, system_metadata
 from .parts import Part
 from .paths import is_dataset_path
 from .recovery import RecoveryResult, recover_leftovers
@@ -119,6 +119,17 @@ def _load_what_a_batch_needs(fmt: Format, schema: TableSchema) -> None:
         schema.file_table(np.zeros(0, schema.dtype))
 
 
+def _check_single_file_options(path: str, dataset: bool, rotating: bool,
+                               retention: Optional[RetentionPolicy]) -> None:
+    """Rotation and retention need a dataset directory: refuse them for a single file."""
+    if not dataset and rotating:
+        raise ValueError(f"{path} is a single file: rotation needs a directory to put the "
+                         "files in; give a path without an extension (or drop --rotate-*)")
+    if retention is not None and retention.active and not dataset:
+        raise ValueError(f"{path} is a single file: retention (--keep-days / --max-total-mb) "
+                         "deletes old files of a dataset; give a path without an extension")
+
+
 class FileSink:
     """Writes a stream of ``DTYPE`` batches to files, rotating them; a ``Sink`` and a context
     manager.
@@ -150,9 +161,8 @@ class FileSink:
         self.format: Format = require_format(self.fmt)
         self.root = path
         self.dataset = is_dataset_path(path)
-        if not self.dataset and (rotate_bytes or rotate_seconds):
-            raise ValueError(f"{path} is a single file: rotation needs a directory to put the "
-                             "files in; give a path without an extension (or drop --rotate-*)")
+        _check_single_file_options(path, self.dataset, bool(rotate_bytes or rotate_seconds),
+                                   retention)
         # Fail now, not at the first flush (which may be minutes in, on another thread).
         prepare_output(path)
         _load_what_a_batch_needs(self.format, self.schema)
@@ -163,9 +173,6 @@ class FileSink:
         self.metadata = system_metadata(**{**getattr(self.schema, "metadata", {}),
                                            **(metadata or {})})
         self.hostname = hostname or self.metadata["hostname"]
-        if retention is not None and retention.active and not self.dataset:
-            raise ValueError(f"{path} is a single file: retention (--keep-days / --max-total-mb) "
-                             "deletes old files of a dataset; give a path without an extension")
         self.retention = retention if retention is not None and retention.active else None
         self._lock: Optional[OutputLock] = None if self.dataset else OutputLock(path)
         try:
@@ -175,18 +182,13 @@ class FileSink:
         except BaseException:
             self._release_lock()
             raise
-        #: set once retention had to keep a file over the size cap (the newest)
-        self.retention_over_cap = False
-        #: files that retention deleted, and crash leftovers it aged out
-        self.deleted: List[str] = []
-        self.aged_out: List[str] = []
-        self.files: List[str] = []
+        self._finished = FinishedFiles(self.metadata, self._host_directory(), self.retention)
+        #: the files finished, in order; files that retention deleted, and crash leftovers
+        #: it aged out
+        self.files: List[str] = self._finished.files
+        self.deleted: List[str] = self._finished.deleted
+        self.aged_out: List[str] = self._finished.aged_out
         self.records_written = 0
-        self.bytes_finished = 0
-        # The time each file covers: from the sink's start (the first file) or the previous
-        # file's end, to its own end; contiguous, so summaries and plots span the recording
-        # window, not just the first and last record in it.
-        self._window_started_ns = time.time_ns()
         self.not_written = 0
         self.error: Optional[WriteFailedError] = None
         self._pending: List[np.ndarray] = []
@@ -197,9 +199,6 @@ class FileSink:
         #: when the current file's time began (its first record), None until one arrives
         self._part_started: Optional[float] = None
         self._part_day: Optional[str] = None
-        self._counters: Dict[str, int] = {}
-        self._counters_baseline: Dict[str, int] = {}   # counters when the last file finished
-        self._not_written_baseline = 0
         self._sequence = 0
         self._closed = False
 
@@ -218,13 +217,16 @@ class FileSink:
             self.not_written += len(records)   # reported once already: only counted now
             return
         if len(records):
-            self._rotate_if_due(time.monotonic())   # these arrived after a deadline passed
+            now = time.monotonic()
+            self._rotate_if_due(now)   # these came after a deadline passed
             self._pending.append(np.array(records, copy=True) if copy else records)
             self._pending_records += len(records)
             if self._unsynced_since is None:
-                self._unsynced_since = min(time.monotonic(), arrived or float("inf"))
+                self._unsynced_since = min(now, arrived or float("inf"))
             if self._part_started is None:
-                self._part_started = self._unsynced_since
+                # now, not at arrival: batches queued behind a slow rotation would each find
+                # their file due at once (one batch a file, each rotation slower than the last)
+                self._part_started = now
                 self._part_day = _utc_day()
         self.tick()
 
@@ -282,15 +284,18 @@ class FileSink:
             lock.release()
 
     def _close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:   # the files still being finished are done (or accounted for) first
+            self._finished.finisher.stop()
+            self._account_for_finishing()
         if self.error is not None:
             self.not_written += self._pending_records
             self._pending, self._pending_records = [], 0
             if self.dataset:
                 self._leave_a_note()
             return
-        unaccounted = any(v != self._counters_baseline.get(k, 0) for k, v in self._counters.items())
-        if self._part is None and (not self.files or unaccounted):
+        if self._part is None and (not self.files or self._finished.unaccounted):
             # an empty recording still leaves a file with its metadata, and a loss after the
             # last file finished still lands in one
             self._guarded(self._open_part)
@@ -301,19 +306,20 @@ class FileSink:
         part = self._part   # one read: another thread may be rotating (BackgroundWriter)
         return SinkStats(written=self.records_written, buffered=self._pending_records,
                          lost=self.not_written, files=tuple(self.files),
-                         bytes=self.bytes_finished + (part.bytes_on_disk if part else 0),
+                         bytes=self._finished.bytes + (part.bytes_on_disk if part else 0),
                          error=None if self.error is None else str(self.error.strerror))
 
     # -- the rest of the recorder ----------------------------------------------------------
     def update_counters(self, counters: Mapping[str, int]) -> None:
         """Cumulative counters of the source (e.g. ``received``, ``lost``, ``overruns``)."""
-        self._counters = {k: int(v) for k, v in counters.items()}
+        self._finished.counters = {k: int(v) for k, v in counters.items()}
 
     def tick(self) -> None:
         """Write buffered records and rotate if one of the limits is reached (call it now and
         then when no records arrive, so quiet recordings still rotate on time)."""
         if self.error is not None:
             return
+        self._account_for_finishing()
         now = time.monotonic()
         self._rotate_if_due(now)
         # the oldest record not yet fsynced decides: on disk within flush_seconds of arrival;
@@ -324,7 +330,12 @@ class FileSink:
             self._write_out(sync=False)
         if self._part is not None and self.rotate_bytes and \
                 self._part.bytes_on_disk >= self.rotate_bytes:
-            self._guarded(self._finish_part)
+            self._guarded(self._rotate)
+
+    def wait_finished(self) -> None:
+        """Return once every file rotated out so far is finished (off this thread)."""
+        self._finished.finisher.wait()
+        self._account_for_finishing()
 
     @property
     def current_path(self) -> Optional[str]:
@@ -357,9 +368,20 @@ class FileSink:
         except Exception as e:
             self._fail(e, 0)
 
-    def _fail(self, error: BaseException, batch_records: int) -> None:
+    def _account_for_finishing(self) -> None:
+        """Files that failed to finish in the background: their records are not written
+        (each partial file removed), and the first failure is the sink's write failure."""
+        lost, first = self._finished.take_failures()
+        self.records_written -= lost
+        self.not_written += lost
+        if first is not None and self.error is None:
+            self._fail(first[1], 0, failed=first[0])
+
+    def _fail(self, error: BaseException, batch_records: int, *,
+              failed: Optional[Part] = None) -> None:
         """A write failed: remove the partial file, count every record not in a finished file,
-        and raise the one error the caller sees."""
+        and raise the one error the caller sees (naming ``failed``, a file that failed to
+        finish, or else the file in progress)."""
         part, self._part = self._part, None
         in_part = part.stats.records if part is not None else 0
         if part is not None:
@@ -369,7 +391,8 @@ class FileSink:
         self._pending, self._pending_records = [], 0
         self._unsynced_since = None
         code, text = _write_error(error)
-        where = self.root if part is None else f"{part.path} (the partial file was removed)"
+        named = failed or part
+        where = self.root if named is None else f"{named.path} (the partial file was removed)"
         self.error = WriteFailedError(code, f"{where}: {text}")
         raise self.error from error
 
@@ -389,7 +412,7 @@ class FileSink:
             return
         self._write_out(sync=False)
         if self._part is not None:
-            self._guarded(self._finish_part)
+            self._guarded(self._rotate)
         self._part_started = None
 
     def _age_due(self, now: float) -> bool:
@@ -424,62 +447,39 @@ class FileSink:
         self._part_day = _utc_day()
         return self._part
 
-    def _finish_part(self) -> None:
+    def _rotate(self) -> None:
+        self._finish_part(in_background=True)
+
+    def _finish_part(self, *, in_background: bool = False) -> None:
+        """Fix the current file's metadata and finish it here, once the files handed over
+        before it are done; or (``in_background``: a rotation) fsync its journal and hand it to
+        the finisher, so the next records go to a new file, fsynced on their own time."""
         part = self._part
         assert part is not None
-        meta = dict(self.metadata)
-        meta.update(part.stats.as_metadata())
-        meta["file_started"] = utc(part.opened_ns)
+        if in_background:
+            part.sync()
         finished_ns = time.time_ns()
-        meta["file_finished"] = utc(finished_ns)
-        meta["window_started"] = utc(self._window_started_ns)
-        meta["window_finished"] = meta["file_finished"]
-        meta["sequence"] = len(self.files)
-        for key, value in self._counters.items():
-            meta[key] = value - self._counters_baseline.get(key, 0)
-            meta[f"{key}_since_start"] = value
-        meta["not_written"] = self.not_written - self._not_written_baseline
-        meta["not_written_since_start"] = self.not_written
-        if self.error is not None:
-            meta["write_error"] = str(self.error.strerror)
-        path = part.finish(meta)
+        meta = self._finished.describe(part, finished_ns, self.not_written, None if self.error
+                                       is None else str(self.error.strerror))
+        if not in_background:
+            self._finished.finisher.wait()
+            self._account_for_finishing()
+            self._finished.publish(part, meta)   # raises with the part current: _fail removes it
         self._part = None
+        self._finished.closed(finished_ns, self.not_written)
         self._part_started = time.monotonic() if self._pending_records else None
-        if not self._pending_records:   # the file's finish fsynced everything handed over
+        if not self._pending_records:   # the file's journal holds everything handed over
             self._unsynced_since = None
-        self._window_started_ns = finished_ns
-        self._counters_baseline = dict(self._counters)
-        self._not_written_baseline = self.not_written
-        self.files.append(path)
-        self.bytes_finished += os.path.getsize(path)
-        if self.retention is not None:
-            self._apply_retention()
+        if in_background:
+            self._finished.hand_over(part, meta)
 
     def _host_directory(self) -> str:
         return os.path.join(self.root, f"host={urllib.parse.quote(self.hostname, safe='')}")
 
-    def _apply_retention(self) -> None:
-        """After a rotation: delete this host's oldest complete files beyond the limits (never
-        the file being written, which is not complete). A file that cannot be deleted is a
-        warning, not the end of the recording."""
-        assert self.retention is not None
-        result = self.retention.apply(self._host_directory(), protected=self.files[-1:])
-        self.deleted += result.deleted
-        self.aged_out += result.aged_out
-        _warn_retention(result, self.files[-1], self.retention.max_total_bytes,
-                        once=not self.retention_over_cap)
-        self.retention_over_cap = self.retention_over_cap or result.over_cap
-
-
-def _warn_retention(result: Any, newest: str, cap: Optional[int], *, once: bool) -> None:
-    """What retention could not do, as warnings (the cap below one file: once)."""
-    if result.over_cap and once:
-        warnings.warn(f"retention: {newest} alone is over the size cap ({cap:,} bytes): the "
-                      "newest file is kept (raise --max-total-mb or lower --rotate-mb)",
-                      RuntimeWarning, stacklevel=3)
-    for error in result.errors:
-        warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",
-                      RuntimeWarning, stacklevel=3)
+    @property
+    def retention_over_cap(self) -> bool:
+        """Retention had to keep a file over the size cap (the newest)."""
+        return self._finished.over_cap
 
 
 #: The name 0.1.0 gave the file sink.
