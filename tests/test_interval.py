@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import taskstats_fast as tsf
+from taskstats_fast import accounting as accounting_package
 from taskstats_fast.accounting import interval as iv_mod
 from taskstats_fast.accounting.interval import (BORN, EXACT, EXITED, TASK_DTYPE, Interval,
                                                 group_rows)
@@ -115,6 +116,8 @@ def test_pressure_lookup():
 def test_package_exports_lazily():
     assert tsf.Interval is Interval
     assert tsf.TASK_DTYPE is TASK_DTYPE
+    assert set(accounting_package.__all__) <= set(dir(accounting_package))   # tab completion
+    assert accounting_package.Accounting is tsf.Accounting
 
 
 @pytest.mark.parametrize("key", list(iv_mod.GROUP_KEYS))

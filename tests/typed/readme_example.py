@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import taskstats_fast as tsf
+import taskstats_fast.accounting
 from taskstats_fast import recording
 from taskstats_fast.accounting.interval import Interval
 
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
         assert_type(iv.by("process", frame=False), np.ndarray)
         assert_type(iv.frame(), pd.DataFrame)
         assert_type(acct.next(), Interval)
+        # the same class reached through the subpackage (a lazy name there too), not Any
+        assert_type(taskstats_fast.accounting.Accounting(interval=1.0), tsf.Accounting)
+        assert_type(taskstats_fast.accounting.Accounting(interval=1.0).next(), Interval)
         assert_type(next(iter(acct)), Interval)
         assert_type(iv.tasks, np.ndarray)
 
