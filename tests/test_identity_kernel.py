@@ -188,7 +188,7 @@ def test_a_pid_wrap_inside_one_interval_is_two_processes(tmp_path):
                 line = p.stderr.readline()  # type: ignore[union-attr]
                 assert "recording every" in line, line   # past its first look
             first = _named_threaded(first_comm)
-            time.sleep(1.1)                  # the next start is a second later
+            time.sleep(4)   # the next start is seconds later: more than ac_btime's jitter
             first.kill()
             first.wait()
             first.stdout.close()  # type: ignore[union-attr]

@@ -56,21 +56,24 @@ def test_by_process_leader_first_even_when_listed_last():
 
 
 def test_by_process_is_tgid_and_start_when_a_tgid_is_reused_inside_the_interval():
-    # tgid 10: process "old" (leader started at 100, a thread at 99 -- ac_btime jitters -- and
-    # one at 103, all exited), then "new" reusing 10 (leader at 105, exited; a thread at 104
-    # still alive, which only the live leader's process can have); tgid 20 is one process.
+    # tgid 10: process "old" (leader started at 100, a thread at 99 -- ac_btime reads a second
+    # late, the leader's did -- and one at 103, all exited), then "new" reusing 10 (leader at
+    # 107, exited; an exited thread at 106, a second before it, and one at 104 still alive,
+    # which only the live leader's process can have); tgid 20 is one process.
     iv = Interval.from_arrays(0, 1, {
-        "ac_pid": [12, 10, 10, 11, 13, 20, 21], "ac_tgid": [10, 10, 10, 10, 10, 20, 20],
-        "ac_comm": [b"old", b"new", b"old", b"old", b"new", b"db", b"db"],
-        "ac_btime64": [103, 105, 100, 99, 104, 50, 49],
-        "state": [EXITED, BORN | EXITED, EXITED, EXITED, BORN, 0, 0],
-        "ac_utime": [1, 10, 100, 1000, 10_000, 5, 5]})
+        "ac_pid": [12, 10, 10, 11, 13, 14, 20, 21], "ac_tgid": [10, 10, 10, 10, 10, 10, 20, 20],
+        "ac_comm": [b"old", b"new", b"old", b"old", b"new", b"new", b"db", b"db"],
+        "ac_btime64": [103, 107, 100, 99, 104, 106, 50, 49],
+        "state": [EXITED, BORN | EXITED, EXITED, EXITED, BORN, BORN | EXITED, 0, 0],
+        "ac_utime": [1, 10, 100, 1000, 10_000, 100_000, 5, 5]})
     g = iv.by("process", frame=False)
     assert g[["ac_tgid", "ac_comm", "ac_btime64", "tasks"]].tolist() == [
-        (10, b"old", 100, 3), (10, b"new", 105, 2), (20, b"db", 50, 2)]
-    assert g["ac_utime"].tolist() == [1101, 10_010, 10]
+        (10, b"old", 100, 3), (10, b"new", 107, 3), (20, b"db", 50, 2)]
+    assert g["ac_utime"].tolist() == [1101, 110_010, 10]
     rows = iv_mod.group_rows(iv.tasks, "process", fields=("ac_utime",))   # top's narrow form
-    assert rows["ac_utime"].tolist() == [1101, 10_010, 10]
+    assert rows["ac_utime"].tolist() == [1101, 110_010, 10]
+    start = iv_mod.process_starts(iv.tasks["ac_tgid"], iv.tasks["ac_pid"], iv.tasks["ac_btime64"])
+    assert start.tolist() == [100, 107, 100, 100, 100, 107, 50, 50]   # 104 alive: unknown here
 
 
 @pytest.mark.parametrize("key,expected", [("cgroup", [33, 2**62 + 82]), ("user", [33, 2**62 + 82]),

@@ -105,6 +105,27 @@ def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
     assert "interval recording" in plot.stderr
 
 
+@pytest.mark.parametrize("by", intervals.BY)
+def test_summary_keeps_a_reused_tgid_apart(tmp_path, by):
+    # tgid 30 is "true" (with a thread started a second before its leader: ac_btime jitters)
+    # in the first interval, then "dd" started later under the same id in the second
+    def one(k, comm, start, cpu):
+        return Interval.from_arrays(T0 + k * 10**9, T0 + (k + 1) * 10**9, {
+            "ac_pid": [30, 31], "ac_tgid": [30, 30], "ac_comm": [comm, comm],
+            "ac_btime64": [start, start - 1], "cpu_ns": [cpu, cpu], "cgroup_id": [7, 7]})
+    out = tmp_path / "ds"
+    with recording.FileSink(str(out), "npy", schema=intervals.interval_schema(by)) as sink:
+        sink.write(intervals.interval_rows(one(0, b"true", T0 // 10**9 - 5, 1), by))
+        sink.write(intervals.interval_rows(one(1, b"dd", T0 // 10**9 + 1, 10**9), by))
+    s = recording.summarize(str(out))
+    assert [(r["tgid"], r["comm"], r["cpu_ns"]) for r in s["processes"]] == \
+        [(30, "dd", 2e9), (30, "true", 2.0)]
+    assert s["processes"][0]["start"].startswith("2025-12-01T12:00:01")
+    assert s["cgroups"][0]["processes"] == 2
+    if by == "process":
+        assert s["tasks"] == 2   # processes, counted once each
+
+
 def test_by_process_without_interval_is_one_usage_line(tmp_path):
     run = subprocess.run([*CLI, "record", "--by", "process", "--seconds", "1", "-o",
                           str(tmp_path / "x")], capture_output=True, text=True, timeout=60)

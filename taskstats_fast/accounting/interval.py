@@ -48,6 +48,7 @@ __all__ = [
     "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block",
     "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
     "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "FLAG_RECONCILED", "GROUP_KEYS",
+    "process_starts",
     "Pressure", "Interval",
 ]
 
@@ -327,34 +328,56 @@ def _run_starts(rows: np.ndarray, keys: Sequence[str]) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def process_starts(tgid: np.ndarray, pid: np.ndarray, btime: np.ndarray,
+                   alive: Optional[np.ndarray] = None) -> np.ndarray:
+    """The start (``ac_btime``, s) of the process each row belongs to, so that (tgid, start)
+    is a process even where its tgid was reused: a leader's (``pid == tgid``) is its own; a
+    thread's is that of the latest leader of its tgid that started no later than it did (a pid
+    is reused only after its whole thread group is gone, so an earlier process's threads all
+    started before the next leader), else the first leader's.  ``ac_btime`` is whole seconds
+    and can read a second late (``floor(now) - floor(elapsed)``), so a thread can seem to start
+    a second before its leader: a leader that seems to start at most a second after a thread
+    counts as no later (an earlier process's thread started within about two seconds of the
+    next one's start is then taken for the next one's).  A thread still ``alive`` at the end of
+    an interval can only be the last leader's.  0 where the tgid has no leader among the rows."""
+    tgid, btime = tgid.astype(np.uint64), btime.astype(np.uint64)
+    key = (tgid << np.uint64(32)) | btime              # starts fit 32 bits until 2106
+    leaders = np.unique(key[pid == tgid])
+    if not len(leaders):
+        return np.zeros(len(key), np.uint64)
+    low = np.uint64(2**32 - 1)
+
+    def of_tgid(at: np.ndarray) -> np.ndarray:   # leader ``at`` valid and of the row's tgid?
+        inside = (at >= 0) & (at < len(leaders))
+        return inside & ((leaders[np.clip(at, 0, len(leaders) - 1)] >> np.uint64(32)) == tgid)
+
+    latest = np.searchsorted(leaders, key + np.uint64(1), side="right") - 1   # a second late
+    first = np.searchsorted(leaders, tgid << np.uint64(32))
+    last = np.searchsorted(leaders, (tgid + np.uint64(1)) << np.uint64(32)) - 1
+    if alive is not None:
+        latest = np.where(alive & (pid != tgid), last, latest)
+    chosen = np.where(of_tgid(latest), latest, first)
+    return np.where(of_tgid(chosen), leaders[np.clip(chosen, 0, len(leaders) - 1)] & low,
+                    np.uint64(0))
+
+
 def _processes(tasks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``tasks`` ordered by process, and where each process begins.  A process is (tgid,
-    start): its tgid was reused inside the interval when more than one leader (``ac_pid ==
-    ac_tgid``) has it, and then each leader begins a process.  A thread belongs to the latest
-    of its tgid's leaders that started no later than it did (a pid is reused only after its
-    whole thread group is gone, so an earlier process's threads all started before the next
-    leader), a thread still alive to the last leader, a thread older than every leader (its
-    start a second early: ``ac_btime`` jitters) to the first.  The leader heads its process's
-    rows, so its identity is the group's."""
+    """``tasks`` ordered by process (tgid, start: ``process_starts``), and where each process
+    begins; the leader heads its process's rows (then the earliest), so its identity is the
+    group's."""
     leader = tasks["ac_pid"] == tasks["ac_tgid"]
-    tasks = tasks[np.lexsort((~leader, tasks["ac_btime64"], tasks["ac_tgid"]))]
+    tasks = tasks[np.lexsort((tasks["ac_btime64"], ~leader, tasks["ac_tgid"]))]
     leader = tasks["ac_pid"] == tasks["ac_tgid"]
-    leader_count = leader.astype(np.int64)
     tgid_starts = _run_starts(tasks, ("ac_tgid",))
-    if (np.add.reduceat(leader_count, tgid_starts) <= 1).all():
+    if (np.add.reduceat(leader.astype(np.int64), tgid_starts) <= 1).all():
         return tasks, tgid_starts   # no tgid reused inside the interval: one process per tgid
-    run = np.repeat(np.arange(len(tgid_starts)), np.diff(np.append(tgid_starts, len(tasks))))
-    counted = np.cumsum(leader_count)
-    before_run = np.append(0, counted)[tgid_starts]      # leaders before each tgid's rows
-    process = counted - before_run[run]                  # leaders of its tgid so far
-    leaders = np.add.reduceat(leader_count, tgid_starts)[run]
-    alive = (tasks["state"] & EXITED) == 0
-    process = np.maximum(np.where(alive & ~leader, leaders, process), 1)
-    order = np.lexsort((~leader, process, tasks["ac_tgid"]))
-    tasks, process = tasks[order], process[order]
+    start = process_starts(tasks["ac_tgid"], tasks["ac_pid"], tasks["ac_btime64"],
+                           alive=(tasks["state"] & EXITED) == 0)
+    order = np.lexsort((tasks["ac_btime64"], ~leader, start, tasks["ac_tgid"]))
+    tasks, start = tasks[order], start[order]
     change = np.zeros(len(tasks), bool)
     change[0] = True
-    change[1:] = (tasks["ac_tgid"][1:] != tasks["ac_tgid"][:-1]) | (process[1:] != process[:-1])
+    change[1:] = (tasks["ac_tgid"][1:] != tasks["ac_tgid"][:-1]) | (start[1:] != start[:-1])
     return tasks, np.flatnonzero(change)
 
 

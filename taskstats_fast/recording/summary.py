@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import layout
+from ..accounting.interval import process_starts
 from .paths import PathOrPaths
 from .reading import Recordings, columns_of
 
@@ -186,7 +187,9 @@ def summarize_columns(cols: Columns, *, top: int = 10,
     snapshot, or ``INTERVAL_SUMMARY_COLUMNS`` of an interval recording (told apart by its
     ``interval_start`` column); ``metadata``: the files' metadata (kind of recording, window,
     hosts, loss totals).  Commands are ranked by CPU, each delay class and I/O; an interval
-    recording also ranks ``processes`` and ``cgroups`` by CPU with their summed delays."""
+    recording also ranks ``processes`` (``tgid``, its ``start``, ``comm``) and ``cgroups`` by CPU
+    with their summed delays; a task is (pid, start) and a process (tgid, start) there, so a
+    reused id is counted and ranked as another one."""
     kind = INTERVALS if "interval_start" in cols else _kind_of(metadata)
     counted = _COUNTED[kind]
     # an exit recording sums its PID records only: a TGID record counts its threads again
@@ -195,7 +198,7 @@ def summarize_columns(cols: Columns, *, top: int = 10,
     valid = {name: ok if ok is None or rows is None else ok[rows] for name, (_, ok) in cols.items()}
     comm = np.where(v["ac_comm"] == "", "?", v["ac_comm"])
     # interval rows repeat a task once per interval: there a command counts its distinct tasks
-    commands = _Ranking(comm, v.get("ac_pid", v.get("ac_tgid")) if kind == INTERVALS else None,
+    commands = _Ranking(comm, _identities(v)[0] if kind == INTERVALS else None,
                         counted, "comm", top)
     user, system = commands.sum(v["ac_utime_us"]) * 1e3, commands.sum(v["ac_stime_us"]) * 1e3
     cpu_total = commands.sum(v["cpu_ns"]) if "cpu_ns" in v else user + system
@@ -256,16 +259,36 @@ def _interval_head(v: Mapping[str, np.ndarray], commands: "_Ranking",
     first = int(starts.min().astype(np.int64)) if len(starts) else None
     last = int(ends.max().astype(np.int64)) if len(ends) else None
     return dict(kind=INTERVALS, counted="tasks", by="process" if by_process else "task",
-                records=len(v["ac_comm"]), tasks=int(len(np.unique(v["ac_tgid"]))) if by_process else
+                records=len(v["ac_comm"]), tasks=int(len(np.unique(_identities(v)[1]))) if by_process else
                 int(commands.tasks.sum()), tgid_records=0, commands=commands.n,
                 intervals=int(len(np.unique(starts))), **_window_part(metadata, first, last),
                 exits_per_second=None, first=_iso_ns(first), last=_iso_ns(last))
 
 
+_START_BITS = np.uint64(32)   # an identity is id << 32 | start (s): starts fit until 2106
+
+
+def _identities(v: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Each interval row's task and process as one uint64 each, id << 32 | start, so that a
+    pid reused by a later task or process is another one: a task is (pid, ``ac_btime``); a
+    process is (tgid, its leader's start), which rows per process carry as their ``ac_btime``
+    and rows per task get from ``process_starts``.  Files without ``ac_btime``: ids alone."""
+    tgid = v["ac_tgid"].astype(np.uint64)
+    pid = v["ac_pid"].astype(np.uint64) if "ac_pid" in v else tgid   # rows per process: no pid
+    if "ac_btime" not in v:
+        return pid << _START_BITS, tgid << _START_BITS
+    btime = v["ac_btime"]
+    btime = np.where(np.isnat(btime), np.datetime64(0, "s"), btime) \
+        .astype("datetime64[s]").astype(np.int64).clip(0).astype(np.uint64)
+    start = btime if "ac_pid" not in v else process_starts(tgid, pid, btime)
+    return (pid << _START_BITS) | btime, (tgid << _START_BITS) | start
+
+
 def _group_rankings(v: Mapping[str, np.ndarray], comm: np.ndarray, top: int
                     ) -> Dict[str, List[Dict[str, Any]]]:
-    """``processes`` and ``cgroups`` of interval rows ranked by CPU, with their summed delays."""
-    who = v["ac_tgid"]
+    """``processes`` (each a tgid and its start: a reused tgid is another process) and
+    ``cgroups`` of interval rows ranked by CPU, with their summed delays."""
+    who = _identities(v)[1]
     cpu_ns = v["cpu_ns"].astype(np.float64)
     delay_total = np.zeros(len(comm))
     for cls in (c.name for c in layout.DELAY_CLASSES):
@@ -279,7 +302,10 @@ def _group_rankings(v: Mapping[str, np.ndarray], comm: np.ndarray, top: int
         if name == "processes":
             names_of = dict(zip(who.tolist(), comm.tolist()))
             for row in rows:
-                row["comm"] = names_of[row["tgid"]]
+                key = row["tgid"]
+                start = key & int(2**32 - 1)
+                row.update(tgid=key >> int(_START_BITS), comm=names_of[key],
+                           start=_iso_ns(start * 10**9) if start else None)
         ranked[name] = rows
     return ranked
 
