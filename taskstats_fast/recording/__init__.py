@@ -8,11 +8,12 @@ Where things live (each module opens with what it owns):
 * ``metadata`` the metadata object every file carries and the schema-version check
 * ``paths``    which files a path names (datasets, single files)
 * ``sinks``    ``FileSink`` (one file or a rotating dataset); the protocol is ``taskstats_fast.sink``
-* ``driver``   ``record(listener, sink, stop=...)``, the recording loop
+* ``driver``   the recording loop, once (``drive``: a batch source into a sink until told to
+  stop), and ``record(listener, sink, stop=...)``, it over an exit listener
 * ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
 * ``summary``  ``summarize``: what a recording adds up to (top commands, window, losses)
 * ``interval_rows`` accounting intervals as rows on disk: their schema (a leaf)
-* ``intervals`` ``record_intervals``, the loop that drives an ``Accounting`` into a sink
+* ``intervals`` ``record_intervals``, the same loop over an ``Accounting``
 
 Importing this package needs numpy only; pyarrow and pandas are imported when used.
 """
