@@ -268,6 +268,10 @@ def _summary_head(s: Mapping[str, Any]) -> List[str]:
                 f"(per {s['by']}; usage, not exits)")
         when = (f"recorded {s['window_start']} → {s['window_end']} ({s['seconds']:.1f} s)"
                 if s["window_start"] else "no times")
+    elif s["kind"] == "pressure":
+        what = f"pressure stalls (PSI) of {s['intervals']:,} accounting intervals"
+        when = (f"recorded {s['window_start']} → {s['window_end']} ({s['seconds']:.1f} s)"
+                if s["window_start"] else "no times")
     elif s["kind"] == "snapshot":
         what = f"{s[counted]:,} live tasks (processes or threads) of {s['commands']:,} commands"
         when = f"snapshot taken {s['window_end'] or s['last'] or 'at an unknown time'}"
@@ -284,7 +288,7 @@ def _summary_head(s: Mapping[str, Any]) -> List[str]:
     out = [f"{s['records']:,} records: {what}; {s['files']} file(s)", when]
     if s["hosts"]:
         out.append(f"hosts: {', '.join(s['hosts'])}")
-    if s["kind"] != "snapshot":
+    if s["kind"] not in ("snapshot", "pressure"):
         out.append(f"lost while recording: {s['lost']:,} "
                    f"{'exit messages' if s['kind'] == 'intervals' else 'records'}, "
                    f"{s['overruns']:,} "
@@ -293,11 +297,40 @@ def _summary_head(s: Mapping[str, Any]) -> List[str]:
                       else ""))
     if s["damaged"]:
         out.append(f"not read: {len(s['damaged'])} damaged file(s), named below")
-    if False in s["delayacct_enabled"]:
+    if False in s["delayacct_enabled"] and s["kind"] != "pressure":
         out.append("note: delay accounting was off while (some of) this was recorded: only "
                    "run-queue (cpu) delays are filled; `sysctl kernel.task_delayacct=1` turns the "
                    "rest on")
     return out + [""]
+
+
+#: The stalls a summary shows: every one the kernel keeps (irq has no "some": one CPU's IRQ
+#: time stalls every task on it).
+_PSI_SHOWN = ("cpu_some", "cpu_full", "io_some", "io_full", "memory_some", "memory_full", "irq_full")
+
+
+def _pressure_lines(pressure: Optional[Mapping[str, Any]], top: int) -> List[str]:
+    """The PSI part of an interval recording's summary: the system's stall as % of the time its
+    rows cover, and the cgroups that stalled most (none: the dataset keeps no PSI rows)."""
+    if not pressure:
+        return ["no pressure stalls (PSI) recorded: a single file, or recorded before they were", ""]
+    out = []
+    system = pressure["system"]
+    if system is not None:
+        out += [f"Pressure stall (PSI) of the system, % of the {pressure['seconds']:.1f} s its "
+                f"{pressure['intervals']:,} intervals cover (some: at least one task stalled; "
+                "full: all non-idle tasks at once)",
+                "  " + "  ".join(f"{name.replace('_', ' ')} {system[name + '_pct']:.2f}%"
+                                 for name in _PSI_SHOWN if system[name + "_pct"] is not None), ""]
+    out += _table(f"Top {top} cgroups by pressure stall (PSI some, summed over the resources), "
+                  "% of the time each was seen",
+                  ["cgroup", "seconds", *(n.replace("_", " ") for n in _PSI_SHOWN)],
+                  [[r["cgroup"], f"{r['seconds']:.1f}",
+                    *(f"{r[n + '_pct']:.2f}%" if r[n + "_pct"] is not None else "n/a"
+                      for n in _PSI_SHOWN)] for r in pressure["cgroups"]])
+    if not pressure["cgroups"]:
+        out[-1:] = ["  (no cgroup below the root stalled)", ""]
+    return out
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
@@ -306,6 +339,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     counted = s["counted"]
     per = counted[:-1]
     out = _summary_head(s)
+    if s["kind"] == "pressure":
+        return "\n".join(out + _pressure_lines(s["pressure"], s["top"])).rstrip() + "\n"
     top = s["top"]
     cpu_heading = ("CPU time (cpu_ns: the scheduler's clock; user and system are tick samples)"
                    if s["kind"] == "intervals" else "CPU time (ac_utime + ac_stime)")
@@ -342,6 +377,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                       [[str(r["cgroup_id"]), f"{r['processes']:,}",
                         format_duration_ns(r["cpu_ns"]), format_duration_ns(r["delay_ns"])]
                        for r in s["cgroups"]])
+        out += _pressure_lines(s.get("pressure"), top)
     return "\n".join(out).rstrip() + "\n"
 
 

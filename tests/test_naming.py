@@ -1,5 +1,5 @@
 """The one naming table: every column of every table kind (exit records, snapshots, interval rows
-per task and per process, ``Interval.by`` groups, pressure rows) takes its name, unit and type
+per task and per process, ``Interval.by`` groups, pressure rows in memory and recorded) takes its name, unit and type
 from one place, so the same name means the same quantity, unit and type everywhere; and the
 decoded exit status (``exit_code``, ``exit_signal``, ``core_dumped``) beside the raw status.
 """
@@ -18,6 +18,7 @@ import taskstats_fast as tsf
 from taskstats_fast import schema
 from taskstats_fast.accounting.interval import GROUP_KEYS, PSI_DTYPE, TASK_DTYPE, Interval, group_dtype
 from taskstats_fast.recording.interval_rows import BY, interval_schema
+from taskstats_fast.recording.psi_rows import psi_schema
 
 UNIT_SUFFIXES = {"us": "_us", "ns": "_ns", "KB": "_kb", "MB*us": "_mb_us", "bytes": "_bytes"}
 
@@ -30,6 +31,7 @@ def every_table():
     for key in GROUP_KEYS:
         yield f"Interval.by({key!r})", schema.schema_of(np.zeros(0, group_dtype(key)))
     yield "pressure rows", schema.schema_of(np.zeros(0, PSI_DTYPE))
+    yield "recorded PSI rows", psi_schema()
 
 
 def test_same_name_same_unit_kind_and_type_in_every_table():

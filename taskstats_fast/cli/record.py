@@ -356,15 +356,38 @@ def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
         sink = recording.FileSink(args.output, fmt, schema=recording.interval_schema(args.by),
                                   metadata={"interval_seconds": args.interval}, **sink_options)
         say_recovery(sink.recovery)
+        psi = _psi_sink(args, fmt, sink_options)
         say(f"recording every {args.interval:g} s what each {args.by} used to {args.output} "
-            f"({fmt}), {_until(args)}")
-        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by,
+            f"({fmt}), {_until(args)}"
+            + (f"; pressure stalls (PSI) to {psi.root}" if psi is not None else
+               "; no pressure stalls (PSI): a single file holds one kind of rows"))
+        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by, psi=psi,
                                             **status.progress_options())
     finally:
         status.clear()
         accounting.close()
     lost = f"lost {result.lost:,} exit messages (tasks that ended unseen)" if result.lost else None
+    pressure = psi.stats() if psi is not None else None
+    psi_rows = pressure.written + pressure.lost if pressure is not None else 0
+    if pressure is not None and pressure.lost:   # its failure stopped the recording: not here
+        lost = (lost + "; " if lost else "") + f"{pressure.lost:,} of {psi_rows:,} PSI rows were not written"
     return _say_closing(args, sink, result.sink, stopped_by,
                         f"recorded {result.intervals:,} intervals, {result.rows:,} rows in "
-                        f"{result.elapsed:.1f} s", "", lost,
-                        received=result.rows, what=f"all {result.rows:,} rows")
+                        f"{result.elapsed:.1f} s",
+                        f" (and {psi_rows:,} PSI rows)" if pressure is not None else "",
+                        lost, received=result.rows, what=f"all {result.rows:,} rows"
+                        + (f" and {psi_rows:,} PSI rows" if pressure is not None else ""))
+
+
+def _psi_sink(args: argparse.Namespace, fmt: str, sink_options: Dict[str, Any]) -> Any:
+    """The sink of an interval recording's pressure stalls: a dataset of its own inside the
+    output dataset (``psi_rows``), with the same rotation, retention and flush; None for a
+    single-file output."""
+    from .. import recording
+    where = recording.psi_path(args.output)
+    if where is None:
+        return None
+    psi = recording.FileSink(where, fmt, schema=recording.psi_schema(),
+                             metadata={"interval_seconds": args.interval}, **sink_options)
+    say_recovery(psi.recovery)
+    return psi

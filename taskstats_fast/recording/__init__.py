@@ -13,6 +13,8 @@ Where things live (each module opens with what it owns):
 * ``reading``  ``read_records``/``read_frame``/``read_metadata``: files and datasets back
 * ``summary``  ``summarize``: what a recording adds up to (top commands, window, losses)
 * ``interval_rows`` accounting intervals as rows on disk: their schema (a leaf)
+* ``psi_rows`` the intervals' pressure stalls as rows on disk, and where a dataset keeps them (a leaf)
+* ``row_kinds`` which kind of rows a file holds, from its metadata or its column names
 * ``intervals`` ``record_intervals``, the same loop over an ``Accounting``
 
 Importing this package needs numpy only; pyarrow and pandas are imported when used.
@@ -27,6 +29,7 @@ from .formats import (EXTENSIONS, FORMAT, FORMATS, Format, MetadataPlace, defaul
 from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
 from ..sink import CountingSink, Sink, SinkStats
 from .interval_rows import interval_schema
+from .psi_rows import psi_path, psi_schema
 from .paths import find_files, is_dataset_path
 from .reading import (DamagedRecordingWarning, Recordings, columns_of, read_columns, read_frame,
                       read_metadata, read_records, read_table)
@@ -44,5 +47,5 @@ __all__ = [
     "system_metadata", "find_files", "read_metadata", "read_records", "read_frame", "read_table",
     "read_columns", "columns_of", "Recordings", "is_dataset_path", "DamagedRecordingWarning",
     "NotARecordingError", "NewerFormatError", "WriteFailedError", "RetentionPolicy",
-    "record_intervals", "interval_schema", "INTERVALS",
+    "record_intervals", "interval_schema", "INTERVALS", "psi_schema", "psi_path",
 ]

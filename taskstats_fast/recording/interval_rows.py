@@ -13,17 +13,17 @@ build on it, and it imports none of them.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 
 from ..accounting.interval import (CGROUP_PATH_BYTES, TASK_DTYPE, Interval, cgroup_paths, group_dtype,
                                    group_rows)
-from ..schema import RowSchema, TableSchema
+from ..schema import RowSchema
 from .metadata import FileStats, StatsColumns
 
 __all__ = ["INTERVAL_ROWS", "BY", "row_dtype", "interval_schema", "interval_rows",
-           "schema_of_metadata", "INTERVAL_STATS"]
+           "INTERVAL_STATS"]
 
 #: The ``rows`` metadata value of files holding interval rows.
 INTERVAL_ROWS = "interval"
@@ -63,13 +63,6 @@ def interval_schema(by: str = "task") -> RowSchema:
     readers)."""
     return RowSchema(row_dtype(by), required=_TIME_FIELDS, stats=functools.partial(FileStats, INTERVAL_STATS),
                      metadata={"rows": INTERVAL_ROWS, "by": by, "source": "accounting intervals"})
-
-
-def schema_of_metadata(metadata: Mapping[str, Any]) -> Optional[TableSchema]:
-    """The schema of a file with this metadata when it holds interval rows (None: records)."""
-    if metadata.get("rows") != INTERVAL_ROWS:
-        return None
-    return interval_schema(str(metadata.get("by", "task")))
 
 
 def interval_rows(iv: Interval, by: str = "task") -> np.ndarray:

@@ -22,10 +22,11 @@ import numpy as np
 from ..errors import NotARecordingError, TaskstatsError
 from .. import schema as _columns
 from .formats import format_of_path, known_extensions
-from .interval_rows import schema_of_metadata
 from .metadata import check_format_version
 from .paths import PathOrPaths, find_files, is_dataset_path, path_list
+from .psi_rows import PSI_ROWS, psi_paths, psi_schema
 from .recovery import Leftover, find_leftovers, leftovers_of_file
+from .row_kinds import rows_name, schema_of_metadata
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
@@ -160,12 +161,12 @@ class Recordings:
     def _schema_for(self, path: str, meta: Dict[str, Any]) -> _columns.TableSchema:
         if self._chosen and self.schema is not None:
             return self.schema
-        found = schema_of_metadata(meta) or _columns.DEFAULT
+        found = schema_of_metadata(meta)
         if self.schema is None:
             self.schema = found
         elif found is not self.schema:
-            raise MixedRowsError(f"{path} holds {_rows_name(found)}, the files before it "
-                                 f"{_rows_name(self.schema)}: read them separately")
+            raise MixedRowsError(f"{path} holds {rows_name(found)}, the files before it "
+                                 f"{rows_name(self.schema)}: read them separately")
         return self.schema
 
     def peek_schema(self) -> _columns.TableSchema:
@@ -177,13 +178,13 @@ class Recordings:
             fmt = format_of_path(path)
             try:
                 if fmt is not None:
-                    return schema_of_metadata(fmt.read_metadata(path)) or _columns.DEFAULT
+                    return schema_of_metadata(fmt.read_metadata(path))
             except (TaskstatsError, ImportError):
                 continue
         for leftover in self.leftovers:
             try:
                 if leftover.in_progress is not None:
-                    return schema_of_metadata(leftover.metadata()) or _columns.DEFAULT
+                    return schema_of_metadata(leftover.metadata())
             except (TaskstatsError, ImportError, OSError):
                 continue
         return _columns.DEFAULT
@@ -205,11 +206,6 @@ class MixedRowsError(TaskstatsError, ValueError):
     """The files of one read hold different kinds of rows (exit records and interval rows)."""
 
 
-def _rows_name(schema: _columns.TableSchema) -> str:
-    meta = getattr(schema, "metadata", {})
-    return f"interval rows by {meta['by']}" if "by" in meta else "taskstats records"
-
-
 def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
     records = recordings.records()
     for _, error in recordings.damaged:
@@ -219,7 +215,19 @@ def _read(recordings: Recordings, skip_damaged: bool) -> np.ndarray:
     return records
 
 
-def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarray:
+def _of_kind(paths: PathOrPaths, kind: Optional[str]) -> Recordings:
+    """The recordings to read: ``paths`` (``kind`` None: the rows their files hold), or the PSI
+    datasets of the interval datasets ``paths`` (``kind="psi"``; none for an old dataset)."""
+    if kind is None:
+        return Recordings(paths)
+    if kind != PSI_ROWS:
+        raise ValueError(f"kind is None (the rows the files hold) or {PSI_ROWS!r} (the "
+                         f"pressure stalls an interval dataset keeps), not {kind!r}")
+    return Recordings(psi_paths(paths), schema=psi_schema())
+
+
+def read_records(paths: PathOrPaths, *, skip_damaged: bool = False,
+                 kind: Optional[str] = None) -> np.ndarray:
     """Every record of ``paths`` (recorded files of any format, or dataset directories) as one
     ``DTYPE`` array, exactly as they were recorded (an interval recording: one array of
     ``intervals.row_dtype(by)`` rows).  Files written by older versions load
@@ -229,17 +237,22 @@ def read_records(paths: PathOrPaths, *, skip_damaged: bool = False) -> np.ndarra
     ``skip_damaged=True`` the others are read and each damaged file is named in a
     ``DamagedRecordingWarning``.  A file written by a newer, incompatible version raises
     ``NewerFormatError``.  npy files need only numpy; the other formats need
-    ``taskstats_fast[arrow]``.
+    ``taskstats_fast[arrow]``.  ``kind="psi"``: the PSI rows (``psi_rows.PSI_ROW_DTYPE``) that
+    the interval datasets ``paths`` keep under ``_psi/`` (none, for a dataset recorded before
+    PSI was).
     """
-    return _read(Recordings(paths), skip_damaged)
+    return _read(_of_kind(paths, kind), skip_damaged)
 
 
-def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False) -> "pandas.DataFrame":
+def read_frame(paths: PathOrPaths, *, skip_damaged: bool = False,
+               kind: Optional[str] = None) -> "pandas.DataFrame":
     """``to_pandas(read_records(paths))``: the recording as a pandas ``DataFrame``, plus the
     dataset's hive partition columns (``host``, ``date``) where its files sit in partitions.
     For an interval recording, one row per task (or process) and interval, with
-    ``interval_start`` and ``interval_end`` columns (UTC), named by the one naming table."""
-    recordings = Recordings(paths)
+    ``interval_start`` and ``interval_end`` columns (UTC), named by the one naming table.
+    ``kind="psi"``: the interval datasets' pressure stalls instead, one row per cgroup and
+    interval (the root ``cgroup`` "/" holding the system's), stall deltas in µs."""
+    recordings = _of_kind(paths, kind)
     records = _read(recordings, skip_damaged)
     frame = recordings.rows_schema.to_pandas(records)
     for key, values in hive_columns(recordings.file_rows).items():

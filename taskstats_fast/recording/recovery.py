@@ -27,13 +27,12 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from ..errors import NotARecordingError
-from .. import schema as _columns
 from ..schema import TableSchema
 from .durable import journal_path, remove_durably, try_lock
 from .formats import Format, format_of_path
-from .interval_rows import BY, interval_schema, schema_of_metadata
 from .metadata import system_metadata, utc
 from .parts import IN_PROGRESS, RECOVERING, Part
+from .row_kinds import metadata_of_names, schema_of_metadata
 
 __all__ = ["Leftover", "find_leftovers", "leftovers_of_file", "recover", "RecoveryResult",
            "recover_leftovers"]
@@ -82,7 +81,7 @@ class Leftover:
         path = self.in_progress
         meta: Dict[str, Any] = dict(self.fmt.partial_metadata(path)) if path else {}
         if "rows" not in meta and path is not None:
-            meta.update(_rows_of_names(_names_of(path, self.fmt)))
+            meta.update(metadata_of_names(_names_of(path, self.fmt), _table_names))
         meta["in_progress"] = True
         return meta
 
@@ -103,18 +102,6 @@ def _names_of(path: str, fmt: Format) -> Tuple[str, ...]:
     except (OSError, ValueError, SyntaxError, UnicodeDecodeError):
         pass
     return ()
-
-
-def _rows_of_names(names: Sequence[str]) -> Dict[str, Any]:
-    """The metadata keys saying what rows these names are (interval rows by task or process)."""
-    wanted = set(names)
-    if "interval_start" not in wanted:
-        return {}
-    for by in BY:
-        schema = interval_schema(by)
-        if wanted == set(schema.dtype.names or ()) or wanted == set(_table_names(schema)):
-            return dict(schema.metadata)
-    return dict(interval_schema("task").metadata)
 
 
 def _table_names(schema: TableSchema) -> Tuple[str, ...]:
@@ -158,7 +145,7 @@ def leftovers_of_file(path: str) -> List[Leftover]:
 
 
 def schema_of(leftover: Leftover) -> TableSchema:
-    return schema_of_metadata(leftover.metadata()) or _columns.DEFAULT
+    return schema_of_metadata(leftover.metadata())
 
 
 @dataclass

@@ -12,7 +12,9 @@ read.  Two kinds of recording are told apart by their metadata (``source``):
   counts (a snapshot holds either kind, never both), the rows are *tasks*, and there is no rate.
 * an **interval recording** (``record --interval``, metadata ``rows: "interval"``): what every
   task (or process) used in each interval; nothing in it is an exit.  The tables rank commands,
-  processes and cgroups by what they used over the whole window.
+  processes and cgroups by what they used over the whole window, and, from the PSI rows the
+  dataset keeps (``psi_rows``), says how much of the window the system stalled and which
+  cgroups stalled most (``pressure``).
 
 The window is what the files' metadata says they cover (``window_started`` .. ``window_finished``,
 else ``file_started`` .. ``file_finished`` for files written before those keys existed), not the
@@ -31,16 +33,20 @@ import numpy as np
 from .. import layout
 from ..accounting.interval import process_starts
 from .paths import PathOrPaths
+from .psi_rows import PSI_STALL_FIELDS, SYSTEM_CGROUP, psi_paths, psi_schema
 from .reading import Recordings, columns_of
 
-__all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "Summary", "summarize",
+__all__ = ["SUMMARY_COLUMNS", "INTERVAL_SUMMARY_COLUMNS", "PSI_SUMMARY_COLUMNS", "Summary",
+           "summarize", "summarize_pressure",
            "summarize_columns", "recording_window", "recording_windows", "EXITS",
-           "SNAPSHOT", "INTERVALS"]
+           "SNAPSHOT", "INTERVALS", "PRESSURE"]
 
 #: ``Summary["kind"]`` of a recording of the exit stream, of a snapshot, of intervals.
 EXITS = "exits"
 SNAPSHOT = "snapshot"
 INTERVALS = "intervals"
+#: ``Summary["kind"]`` of the PSI rows of an interval dataset named by themselves (``DIR/_psi``).
+PRESSURE = "pressure"
 #: What the rows of each kind are called (``Summary["counted"]``, the key of each row's count).
 _COUNTED = {EXITS: "exits", SNAPSHOT: "tasks", INTERVALS: "tasks"}
 
@@ -60,6 +66,9 @@ INTERVAL_SUMMARY_COLUMNS: Tuple[str, ...] = (
     *(name for c in layout.DELAY_CLASSES for name in (f"{c.name}_count", f"{c.name}_delay_total_ns")),
 )
 
+#: Columns ``summarize`` reads from the PSI rows an interval dataset keeps (``psi_rows``).
+PSI_SUMMARY_COLUMNS: Tuple[str, ...] = ("interval_start", "interval_end", "cgroup", *PSI_STALL_FIELDS)
+
 Columns = Mapping[str, Tuple[np.ndarray, Optional[np.ndarray]]]
 
 
@@ -76,7 +85,10 @@ class Summary(dict):
     ``first``/``last`` (ISO times of the first and last record), ``hosts``, ``files``,
     ``damaged`` (``[{"path", "error"}]`` of files that could not be read), ``lost``,
     ``overruns``, ``not_written``, ``delayacct_enabled``, and the tables ``cpu``, ``io`` and
-    ``delays[class]`` (lists of row dicts, largest first).
+    ``delays[class]`` (lists of row dicts, largest first).  An interval recording's also has
+    ``pressure`` (``summarize_pressure``: None when its dataset keeps no PSI rows); the PSI rows
+    summarised by themselves are kind ``"pressure"``, with the files, the window and
+    ``pressure`` only.
 
     ``columns`` (an attribute, not a key) holds the columns read, for ``report.plot_summary``.
     """
@@ -167,6 +179,8 @@ def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
     read is skipped and listed in ``Summary["damaged"]`` (the others are still summed); a file
     written by a newer, incompatible version raises ``NewerFormatError``."""
     schema = Recordings(paths).peek_schema()
+    if schema is psi_schema():   # a PSI dataset named by itself (``DIR/_psi``)
+        return _pressure_summary(Recordings(paths, schema=schema), top)
     intervals = "interval_start" in schema.by_name
     names = tuple(n for n in INTERVAL_SUMMARY_COLUMNS + ("ac_pid",) if n in schema.by_name) \
         if intervals else SUMMARY_COLUMNS
@@ -178,7 +192,63 @@ def summarize(paths: PathOrPaths, *, top: int = 10) -> Summary:
     summary["damaged"] = [{"path": path, "error": str(error)}
                           for path, error in recordings.damaged]
     summary["files"] += len(recordings.damaged)
+    if intervals:
+        pressure = _pressure_summary(Recordings(psi_paths(paths), schema=psi_schema()), top)
+        summary["pressure"] = pressure["pressure"]
+        summary["damaged"] += pressure["damaged"]
     return summary
+
+
+def _pressure_summary(recordings: Recordings, top: int) -> Summary:
+    """The ``Summary`` of PSI rows alone (kind ``"pressure"``): the files, the window, and
+    ``pressure`` (``summarize_pressure``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cols = columns_of(recordings, PSI_SUMMARY_COLUMNS, skip_damaged=True)
+    starts, ends = cols["interval_start"][0], cols["interval_end"][0]
+    first = int(starts.min().astype(np.int64)) if len(starts) else None
+    last = int(ends.max().astype(np.int64)) if len(ends) else None
+    files = _files_part(recordings.metadata)
+    files["files"] += len(recordings.damaged)
+    files["damaged"] = [{"path": path, "error": str(error)} for path, error in recordings.damaged]
+    return Summary(kind=PRESSURE, counted="intervals", records=len(starts),
+                   intervals=int(len(np.unique(starts))), **_window_part(recordings.metadata, first, last),
+                   first=_iso_ns(first), last=_iso_ns(last), **files, top=top,
+                   pressure=summarize_pressure(cols, top=top))
+
+
+def summarize_pressure(cols: Columns, *, top: int = 10) -> Optional[Dict[str, Any]]:
+    """What PSI rows (``PSI_SUMMARY_COLUMNS``) add up to, None when there are none (a dataset
+    recorded before PSI was, or a single file): ``seconds`` the intervals of the system's rows
+    cover, ``intervals``, ``system`` the system's stall per field (``<field>`` µs and
+    ``<field>_pct`` of ``seconds``), and ``cgroups``, the ``top`` cgroups by some-stall
+    summed over the resources, each with the same per field over the time its own rows cover."""
+    paths = cols["cgroup"][0]
+    if not len(paths):
+        return None
+    covered = (cols["interval_end"][0] - cols["interval_start"][0]).astype("timedelta64[us]") \
+        .astype(np.float64)
+    ranking = _Ranking(paths, None, "intervals", "cgroup", top)
+    seconds = ranking.sum(covered)
+    stalls = {f: ranking.sum(cols[f][0]) for f in PSI_STALL_FIELDS}
+    some = np.sum([stalls[f] for f in PSI_STALL_FIELDS if f.endswith("_some_us")], axis=0)
+
+    def figures(i: int) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"seconds": float(seconds[i]) / 1e6}
+        for f in PSI_STALL_FIELDS:
+            out[f] = int(stalls[f][i])
+            out[f"{f[:-3]}_pct"] = 100.0 * stalls[f][i] / seconds[i] if seconds[i] > 0 else None
+        return out
+
+    system = np.flatnonzero(ranking.names == SYSTEM_CGROUP)
+    others = np.flatnonzero(ranking.names != SYSTEM_CGROUP)
+    ranked = others[np.argsort(-some[others], kind="stable")][:top]
+    starts = cols["interval_start"][0]
+    return dict(intervals=int(len(np.unique(starts))),
+                seconds=float(seconds[system[0]]) / 1e6 if len(system) else 0.0,
+                system=figures(int(system[0])) if len(system) else None,
+                cgroups=[{"cgroup": str(ranking.names[i]), **figures(int(i))} for i in ranked
+                         if some[i] > 0])
 
 
 def summarize_columns(cols: Columns, *, top: int = 10,
