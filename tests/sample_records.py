@@ -1,6 +1,6 @@
 """Records built for tests, with known values: exit records of every struct version
 (``exact_records``), runs of PID records (``batch``) and interval rows of each kind
-(``interval_batch``)."""
+(``interval_batch``: by task or process, or PSI rows)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 import taskstats_fast as tsf
 from taskstats_fast import layout
-from taskstats_fast.recording import interval_schema
+from taskstats_fast.recording import interval_schema, psi_schema
 
 from wire import aggr, sample_values, stats, taskstats_msg
 
@@ -53,8 +53,16 @@ def batch(n, *, start=0, comm=b"job", version=16, time_ns=1_800_000_000_000_000_
     return recs
 
 
+def row_schema(kind):
+    """The schema of a kind of rows: "exits" (None: DTYPE records), "task", "process", "psi"."""
+    if kind == "exits":
+        return None
+    return psi_schema() if kind == "psi" else interval_schema(kind)
+
+
 def interval_batch(n, by="task", start=0):
-    rows = np.zeros(n, interval_schema(by).dtype)
+    """``n`` rows of one interval of a kind ("task", "process" or "psi"), keyed start..start+n-1."""
+    rows = np.zeros(n, row_schema(by).dtype)
     rows["interval_start"] = 1_800_000_000_000_000_000 + start
     rows["interval_end"] = rows["interval_start"] + 10**9
     rows[interval_key(by)] = np.arange(start, start + n)
@@ -62,4 +70,4 @@ def interval_batch(n, by="task", start=0):
 
 
 def interval_key(kind):
-    return "ac_tgid" if kind == "process" else "ac_pid"
+    return {"process": "ac_tgid", "psi": "cgroup_id"}.get(kind, "ac_pid")

@@ -19,7 +19,7 @@ from taskstats_fast.recording import FileSink, interval_schema
 from taskstats_fast.recording import durable
 from taskstats_fast.recording.durable import OutputInUseError
 
-from sample_records import batch, interval_batch, interval_key
+from sample_records import batch, interval_batch, interval_key, row_schema
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -27,10 +27,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 _CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {here!r})
-    from sample_records import batch, interval_batch
-    from taskstats_fast.recording import FileSink, interval_schema
+    from sample_records import batch, interval_batch, row_schema
+    from taskstats_fast.recording import FileSink
     kind, fmt, path, batches = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    schema = interval_schema(kind) if kind != "exits" else None
+    schema = row_schema(kind)
     sink = FileSink(path, fmt, flush_records=10**9, flush_seconds=0.05, schema=schema)
     for i in range(batches):
         rows = batch(40, start=40 * i) if schema is None else interval_batch(40, kind, 40 * i)
@@ -55,7 +55,7 @@ def _killed_recorder(kind, fmt, path, batches=5):
     return 40 * batches
 
 
-@pytest.mark.parametrize("kind", ["exits", "task", "process"])
+@pytest.mark.parametrize("kind", ["exits", "task", "process", "psi"])
 @pytest.mark.parametrize("fmt", recording.FORMATS)
 def test_a_killed_recording_reads_in_place_and_is_recovered_once(tmp_path, fmt, kind):
     root = tmp_path / "rec"
@@ -65,7 +65,7 @@ def test_a_killed_recording_reads_in_place_and_is_recovered_once(tmp_path, fmt, 
     rows = recordings.records()
     assert len(rows) == flushed and not recordings.damaged and len(recordings.in_progress) == 1
     # a restart publishes it as a complete file saying so, and leaves no leftover
-    sink = FileSink(str(root), fmt, schema=None if kind == "exits" else interval_schema(kind))
+    sink = FileSink(str(root), fmt, schema=row_schema(kind))
     ((published, count),) = sink.recovery.recovered
     assert count == flushed
     sink.close()
