@@ -1,7 +1,8 @@
 """Every ```python block of README.md runs as written, each alone in a fresh interpreter: its
 imports are its own, nothing carries over from the block before.  A block runs in a directory
 that holds what the README says is there: ``exits/``, a recorded dataset (the 0.1.0 fixture's
-hive layout, tests/data/recordings-0.1.0/dataset-parquet), and ``capture.bin``, a real kernel's
+hive layout, tests/data/recordings-0.1.0/dataset-parquet), ``usage/``, an interval dataset with
+its PSI (tests/data/psi-format3/usage), and ``capture.bin``, a real kernel's
 exit messages (tests/data/captures/6.12/exit_threads.bin).  Blocks that talk to the kernel
 (a Connection, an ExitListener, Accounting) run as root, as CI does, with a churn of short
 commands beside them so that exits happen; elsewhere they skip, under CI they fail.
@@ -27,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 DATASET = os.path.join(ROOT, "tests", "data", "recordings-0.1.0", "dataset-parquet")
 CAPTURE = os.path.join(ROOT, "tests", "data", "captures", "6.12", "exit_threads.bin")
+USAGE = os.path.join(ROOT, "tests", "data", "psi-format3", "usage")
 KERNEL_NAMES = re.compile(r"\b(Connection|ExitListener|Accounting)\(")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 SECONDS = 120
@@ -60,6 +62,7 @@ def test_readme_python_block_runs_as_written(line, source, tmp_path):
         if reason:
             unavailable(f"README.md:{line} talks to the kernel: {reason}")
     shutil.copytree(DATASET, tmp_path / "exits")
+    shutil.copytree(USAGE, tmp_path / "usage")
     shutil.copyfile(CAPTURE, tmp_path / "capture.bin")
     script = tmp_path / "block.py"
     script.write_text(source)
@@ -78,15 +81,15 @@ def test_readme_python_block_runs_as_written(line, source, tmp_path):
 
 def _table_columns():
     """Every column name a table of this package has: exits and snapshots (``to_pandas`` of
-    ``DTYPE`` records), interval rows per task and per process, and the hive partition columns."""
+    ``DTYPE`` records), interval rows per task and per process, PSI rows, and the hive partition
+    columns."""
     import numpy as np
 
     import taskstats_fast as tsf
-    from taskstats_fast.recording import interval_schema
+    from taskstats_fast.recording import interval_schema, psi_schema
 
     names = set(tsf.to_pandas(np.zeros(1, tsf.DTYPE)).columns) | {"host", "date"}
-    for kind in ("task", "process"):
-        rows = interval_schema(kind)
+    for rows in (interval_schema("task"), interval_schema("process"), psi_schema()):
         names |= set(rows.to_pandas(np.zeros(1, rows.dtype)).columns)
     return names
 

@@ -309,3 +309,31 @@ def test_record_interval_cli_keeps_psi_and_summary_shows_it(tmp_path):
     single = subprocess.run([*CLI, "record", "--interval", "0.5", "--seconds", "0.6", "-o",
                              str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0 and "no pressure stalls (PSI)" in single.stderr
+
+
+# ---- fixtures: PSI files written by the version that added them, read by today's code ---------
+PSI_FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "psi-format3")
+
+
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_psi_fixtures_read_exactly(fmt):
+    if recording.FORMAT[fmt].extra:
+        pytest.importorskip("pyarrow")
+    expected = np.load(os.path.join(PSI_FIXTURES, "expected-psi.npy"))
+    back = tsf.read_records(os.path.join(PSI_FIXTURES, f"psi{recording.EXTENSIONS[fmt]}"))
+    assert back.dtype == PSI_ROW_DTYPE and len(back) == len(expected) == 9
+    for name in expected.dtype.names:
+        assert np.array_equal(back[name], expected[name]), name
+
+
+def test_psi_fixture_dataset_reads_both_kinds():
+    pytest.importorskip("pyarrow")
+    usage = os.path.join(PSI_FIXTURES, "usage")
+    expected = np.load(os.path.join(PSI_FIXTURES, "expected-psi.npy"))
+    back = tsf.read_records(usage, kind="psi")
+    for name in expected.dtype.names:
+        assert np.array_equal(back[name], expected[name]), name
+    assert len(tsf.read_records(usage)) == 6   # the interval rows: 2 tasks, 3 intervals
+    s = recording.summarize(usage)
+    assert s["kind"] == "intervals" and s["pressure"]["intervals"] == 3
+    assert s["pressure"]["system"]["cpu_some_us"] == 3 * 1_000 + 3
