@@ -161,11 +161,37 @@ def test_record_intervals_writes_each_intervals_psi_to_its_sink(tmp_path):
     rows = recording.FileSink(str(ds), "npy", schema=intervals.interval_schema("task"))
     psi = recording.FileSink(psi_path(str(ds)), "npy", schema=psi_schema())
     result = record_intervals(_FakeAccounting(), rows, stop=time.monotonic() + 0.35, psi=psi)
-    assert result.psi_rows == 3 * result.intervals and result.psi_sink.written == result.psi_rows
+    assert result.intervals >= 2 and psi.stats().written == 3 * result.intervals
     back = tsf.read_records(str(ds), kind="psi")
-    assert len(back) == result.psi_rows
+    assert len(back) == 3 * result.intervals and not psi.stats().lost
     assert len(np.unique(back["interval_start"])) == result.intervals
     assert psi.stats().files and rows.stats().files   # both closed, both published
+
+
+def test_a_psi_sink_that_cannot_write_stops_the_recording_with_its_counts(tmp_path):
+    class FullDisk:
+        def __init__(self):
+            self.handed, self.closed = 0, False
+
+        def write(self, batch):
+            self.handed += len(batch)
+            raise recording.WriteFailedError(28, "psi: No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+        def stats(self):
+            return recording.SinkStats(lost=self.handed)
+
+    rows = recording.FileSink(str(tmp_path / "usage"), "npy", schema=intervals.interval_schema("task"))
+    psi = FullDisk()
+    with pytest.raises(recording.WriteFailedError, match=r"3 of the 3 PSI rows were not written") as e:
+        record_intervals(_FakeAccounting(), rows, stop=time.monotonic() + 5, psi=psi)
+    assert psi.closed and rows.stats().files    # both closed; the interval rows handed are kept
+    assert "interval rows were not written" in str(e.value)
 
 
 # ---- the kernel: a throttled cgroup's own cpu.pressure, and /proc/pressure -------------------
