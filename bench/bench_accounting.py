@@ -27,6 +27,7 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
 
 Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
                                         [--rounds 3] [--only per_exit --only peers ...]
+                                        [--compare-tree DIR]
       python3 -m pytest bench/bench_accounting.py --benchmark-enable -s   (same, via pytest)
 Needs root.
 """
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -229,7 +230,7 @@ def floor_ms_per_look(exe: str, root: str, repeats: int = 7) -> float:
     return float(fields["median_cpu_ns_per_lookup"]) * len(tids) / 1e6
 
 
-def bench_peers(rounds: int) -> Dict:
+def bench_peers(rounds: int, compare_tree: Optional[str] = None) -> Dict:
     """Each agent's CPU per 1 s interval (its own cgroup's cpu.stat) at each load, agents
     interleaved, medians of ``rounds``; see bench/peers.py.  The kernel floor is measured at
     each load too, ``rounds`` times after the agents (median)."""
@@ -244,7 +245,7 @@ def bench_peers(rounds: int) -> Dict:
             stop = _load(kind)
             try:
                 tasks = peers.count_tasks()
-                ms = peers.measure(root, rounds)
+                ms = peers.measure(root, rounds, compare_tree=compare_tree)
                 ms[FLOOR_AGENT] = statistics.median(floor_ms_per_look(floor, root) for _ in range(rounds))
                 tasks_after = peers.count_tasks()
             finally:
@@ -344,6 +345,9 @@ def main(argv=None) -> Dict:
     ap.add_argument("--soak", type=float, default=60.0, help="seconds of the memory run")
     ap.add_argument("--extra-processes", type=int, default=1000,
                     help="sleeping processes added for the second psutil comparison")
+    ap.add_argument("--compare-tree", metavar="DIR",
+                    help="peers: also run Accounting from this source tree (extension built in "
+                         "place, e.g. a `git worktree` of an older commit): before and after in one run")
     args = ap.parse_args(argv)
     parts = {
         "psutil": lambda: bench_psutil(args.repeat, 0),
@@ -352,7 +356,7 @@ def main(argv=None) -> Dict:
         "cost": lambda: bench_cost(args.threads, args.repeat),
         "lossless": lambda: bench_lossless(args.storm),
         "memory": lambda: bench_memory(args.soak),
-        "peers": lambda: bench_peers(args.rounds),
+        "peers": lambda: bench_peers(args.rounds, args.compare_tree),
     }
     out = {}
     for name, part in parts.items():

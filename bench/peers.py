@@ -68,9 +68,18 @@ class Agent:
         self.name, self.argv, self.tick = name, argv, tick
 
 
-def agents(tmp: str) -> List[Agent]:
+#: The agent name of ``--compare-tree``: the same Accounting loop from another source tree.
+COMPARED = "taskstats_fast-compared"
+
+
+def agents(tmp: str, compare_tree: Optional[str] = None) -> List[Agent]:
+    """The agents; ``compare_tree``: also run taskstats_fast from that source tree (its
+    extension built in place), so two versions are measured in one run."""
     out = [Agent("taskstats_fast", [sys.executable, "-c", OURS]),
            Agent("top -b -d 1", ["top", "-b", "-d", "1"])]
+    if compare_tree:
+        out.insert(1, Agent(COMPARED, ["env", f"PYTHONPATH={os.path.abspath(compare_tree)}",
+                                       sys.executable, "-c", OURS]))
     if shutil.which("atop"):
         out.append(Agent("atop -P", ["atop", "-P", "PRG,PRC,PRM,PRD", "1"]))
     if shutil.which("pidstat"):
@@ -159,12 +168,13 @@ def count_tasks() -> Dict[str, int]:
     return dict(processes=processes, threads=threads)
 
 
-def measure(cgroup_root: str, rounds: int, warmup: float = 2.5, window: int = 5) -> Dict:
+def measure(cgroup_root: str, rounds: int, warmup: float = 2.5, window: int = 5,
+            compare_tree: Optional[str] = None) -> Dict:
     """{agent: median CPU ms per interval} on the machine as it is now."""
     with tempfile.TemporaryDirectory() as tmp:
         runs: Dict[str, List[float]] = {}
         for _ in range(rounds):
-            for agent in agents(tmp):
+            for agent in agents(tmp, compare_tree):
                 runs.setdefault(agent.name, []).append(
                     cpu_per_second(cgroup_root, agent, warmup, window))
     return {name: statistics.median(v) * 1e3 for name, v in runs.items()}

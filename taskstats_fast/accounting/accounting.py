@@ -183,20 +183,30 @@ class Accounting:
         return Look.of(began, records, cgroups, delayacct)
 
 
+#: PSI_DTYPE is one u8 word per field (cgroup_id first): rows are viewed as an (n, words) block,
+#: so a delta is one subtraction over all counters, not one per field.
+_PSI_WORDS = len(PSI_DTYPE.names or ())
+assert PSI_DTYPE.itemsize == 8 * _PSI_WORDS and all(
+    PSI_DTYPE[name] == np.uint64 for name in PSI_DTYPE.names or ())
+
+
+def _psi_words(rows: np.ndarray) -> np.ndarray:
+    return rows.view(np.uint64).reshape(len(rows), _PSI_WORDS)
+
+
 def _pressure_delta(start: Look, end: Look) -> Pressure:
     """Stall-time deltas: the system's, and each cgroup's seen at both looks."""
     a, b = start.cgroups, end.cgroups
-    system = np.zeros(1, PSI_DTYPE)[0]
-    fields = [f"{r}_{k}_us" for r in PSI_RESOURCES for k in ("some", "full")]
-    for name in fields:
-        system[name] = max(0, int(b.system_psi[name]) - int(a.system_psi[name]))
+    system = np.zeros(1, PSI_DTYPE)
+    before = np.frombuffer(a.system_psi, np.uint64)[1:]
+    after = np.frombuffer(b.system_psi, np.uint64)[1:]
+    _psi_words(system)[0, 1:] = after - np.minimum(before, after)
     common, ia, ib = np.intersect1d(a.psi["cgroup_id"], b.psi["cgroup_id"],
                                     assume_unique=True, return_indices=True)
     rows = np.zeros(len(common), PSI_DTYPE)
-    rows["cgroup_id"] = common
-    for name in fields:
-        before, after = a.psi[name][ia], b.psi[name][ib]
-        rows[name] = after - np.minimum(before, after)
+    words = _psi_words(rows)
+    words[:, 0] = common
+    before, after = _psi_words(a.psi)[ia, 1:], _psi_words(b.psi)[ib, 1:]
+    words[:, 1:] = after - np.minimum(before, after)
     resources = tuple(r for r in PSI_RESOURCES if r in a.resources and r in b.resources)
-    return Pressure(system, rows, resources)
-
+    return Pressure(system[0], rows, resources)

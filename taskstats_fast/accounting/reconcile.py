@@ -78,13 +78,15 @@ def reconcile(rows: np.ndarray, start: CgroupLook, end: CgroupLook) -> Dict[int,
     own = own_usage_delta(start, end)
     if not own or not len(rows):
         return own
+    exited = (rows["state"] & EXITED) != 0
+    if not exited.any():               # live rows are exact: nothing to correct
+        return own
     ids = np.array(sorted(own), np.uint64)
     own_ns = np.array([own[int(c)] for c in ids], np.float64) * 1000
     cg = rows["cgroup_id"]
     at = np.searchsorted(ids, cg)
     at[at == len(ids)] = 0
     hit = ids[at] == cg
-    exited = (rows["state"] & EXITED) != 0
     cpu = rows["cpu_ns"].astype(np.float64)
     live = np.bincount(at[hit & ~exited], weights=cpu[hit & ~exited], minlength=len(ids))
     mine = hit & exited
