@@ -1,15 +1,16 @@
-"""The accounting merge alone: the C join (``merge``) against its numpy reference
-(``reference_merge``, the merge as it was before the join moved into csrc/tsf_join.c), on the
-same synthetic looks, in the same run.
+"""The accounting merge alone: the C core (``merge``, ``sightings``) against its numpy reference
+(``reference_merge``, ``reference_sightings``: the merge as it was before the join moved into
+csrc/tsf_join.c), on the same synthetic looks, in the same run.
 
-Two intervals, each over --tasks threads seen by both looks:
-  idle   no exits: what every interval of a quiet host pays;
-  busy   --exits exit records between the looks: a tenth of them of tasks the opening look saw,
-         the rest born and dead inside (children of the look's tasks, so their cgroup is
-         inherited), one in ten also listed by the closing look (an exit racing it).
-Reported: CPU per merge (``time.thread_time``; merges interleaved, medians of --rounds) and, with
---instructions, instructions per merge under valgrind (this script run twice under it, with
---repeat merges and with none: the difference over --repeat).  valgrind is a bench-only tool.
+Over --tasks threads seen by both looks:
+  look   one look's records turned into sightings (``Look.of`` does it every interval);
+  idle   a merge without exits: what every interval of a quiet host pays;
+  busy   a merge of --exits exit records between the looks: a tenth of them of tasks the opening
+         look saw, the rest born and dead inside (children of the look's tasks, so their cgroup
+         is inherited), one in ten also listed by the closing look (an exit racing it).
+Reported: CPU per call (``time.thread_time``; merges interleaved, medians of --rounds) and, with
+--instructions, instructions per call under valgrind (this script run twice under it, with
+--repeat calls and with none: the difference over --repeat).  valgrind is a bench-only tool.
 
 Run:  python3 bench/bench_merge.py [--tasks 150] [--exits 400] [--rounds 2001] [--instructions]
       python3 -m pytest bench/bench_merge.py --benchmark-enable -s
@@ -33,12 +34,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from taskstats_fast import layout  # noqa: E402
 from taskstats_fast.accounting import cgroupfs  # noqa: E402
-from taskstats_fast.accounting.merge import Look, merge, reference_merge  # noqa: E402
+from taskstats_fast.accounting.merge import (Look, merge, reference_merge,  # noqa: E402
+                                             reference_sightings, sightings)
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 T1 = T0 + S
-MERGES: Dict[str, Callable] = {"C join": merge, "numpy reference": reference_merge}
+C, NUMPY = "C core", "numpy reference"
+#: {case: {implementation: fn(*case's arguments)}}
+RUNS: Dict[str, Dict[str, Callable]] = {
+    "look": {C: sightings, NUMPY: reference_sightings},
+    "idle": {C: merge, NUMPY: reference_merge},
+    "busy": {C: merge, NUMPY: reference_merge},
+}
 
 
 def _records(pids: np.ndarray, received_ns: np.ndarray, born_ns: np.ndarray,
@@ -57,14 +65,16 @@ def _records(pids: np.ndarray, received_ns: np.ndarray, born_ns: np.ndarray,
     return r
 
 
-def intervals(tasks: int, exits: int) -> Dict[str, Tuple[Look, Look, np.ndarray]]:
-    """{"idle": (start, end, exits), "busy": ...} over ``tasks`` threads in four cgroups."""
+def intervals(tasks: int, exits: int) -> Dict[str, tuple]:
+    """{"look": (records, look_ns), "idle": (start, end, exits), "busy": ...} over ``tasks``
+    threads in four cgroups."""
     pids = np.arange(1000, 1000 + tasks, dtype=np.uint32)
     born = np.full(tasks, T0 - 100 * S, np.int64)
     cg = cgroupfs.CgroupLook(T0, "/cg", {c: f"/{c}" for c in range(1, 5)}, pids,
                              (pids % 4 + 1).astype(np.uint64))
     ones = np.ones(tasks, np.uint32)
-    start = Look.of(T0, _records(pids, np.full(tasks, T0), born, ones), cg, True)
+    look_records = _records(pids, np.full(tasks, T0), born, ones)
+    start = Look.of(T0, look_records, cg, True)
     end = Look.of(T1, _records(pids, np.full(tasks, T1), born, ones), cg, True)
     rng = np.random.default_rng(0)
     old = exits // 10
@@ -90,17 +100,18 @@ def intervals(tasks: int, exits: int) -> Dict[str, Tuple[Look, Look, np.ndarray]
     busy_cg = cgroupfs.CgroupLook(T1, "/cg", cg.paths, busy_tids[order],
                                   (busy_tids[order] % 4 + 1).astype(np.uint64))
     busy_end = Look.of(T1, busy_end_records, busy_cg, True)
-    return {"idle": (start, end, np.zeros(0, layout.DTYPE)), "busy": (start, busy_end, x)}
+    return {"look": (look_records, T0), "idle": (start, end, np.zeros(0, layout.DTYPE)),
+            "busy": (start, busy_end, x)}
 
 
-def cpu_per_merge(cases, rounds: int) -> Dict[str, Dict[str, float]]:
-    """{case: {merge: median µs}}: every merge of every case in turn, ``rounds`` times."""
+def cpu_per_run(cases, rounds: int) -> Dict[str, Dict[str, float]]:
+    """{case: {implementation: median µs}}: each of every case in turn, ``rounds`` times."""
     runs: Dict[Tuple[str, str], List[float]] = {}
     for _ in range(rounds):
-        for case, (start, end, exits) in cases.items():
-            for name, fn in MERGES.items():
+        for case, arguments in cases.items():
+            for name, fn in RUNS[case].items():
                 t = time.thread_time()
-                fn(start, end, exits)
+                fn(*arguments)
                 runs.setdefault((case, name), []).append(time.thread_time() - t)
     out: Dict[str, Dict[str, float]] = {}
     for (case, name), v in runs.items():
@@ -117,13 +128,14 @@ def _instructions(argv: List[str]) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def instructions_per_merge(args) -> Dict[str, Dict[str, float]]:
-    """{case: {merge: instructions}}: (run with --repeat merges - run with none) / --repeat."""
+def instructions_per_run(args) -> Dict[str, Dict[str, float]]:
+    """{case: {implementation: instructions}}: (a run with --repeat calls - one with none) /
+    --repeat."""
     base = ["--tasks", str(args.tasks), "--exits", str(args.exits)]
     out: Dict[str, Dict[str, float]] = {}
-    for case in ("idle", "busy"):
-        for name in MERGES:
-            only = ["--case", case, "--merge", name]
+    for case, by in RUNS.items():
+        for name in by:
+            only = ["--case", case, "--implementation", name]
             empty = _instructions(base + only + ["--repeat", "0"])
             full = _instructions(base + only + ["--repeat", str(args.repeat)])
             out.setdefault(case, {})[name] = (full - empty) / args.repeat
@@ -133,8 +145,8 @@ def instructions_per_merge(args) -> Dict[str, Dict[str, float]]:
 def _table(title: str, figures: Dict[str, Dict[str, float]], unit: str) -> str:
     lines = [title]
     for case, by in figures.items():
-        ref, c = by["numpy reference"], by["C join"]
-        lines.append(f"  {case:<5} numpy reference {ref:>12,.1f} {unit}   C join {c:>12,.1f} {unit}"
+        ref, c = by[NUMPY], by[C]
+        lines.append(f"  {case:<5} {NUMPY} {ref:>12,.1f} {unit}   {C} {c:>12,.1f} {unit}"
                      f"   C/numpy {c / ref:.3f}x")
     return "\n".join(lines)
 
@@ -147,31 +159,30 @@ def main(argv=None) -> Dict:
     ap.add_argument("--instructions", action="store_true", help="also count them under valgrind")
     ap.add_argument("--repeat", type=int, default=20, help="merges per valgrind run")
     ap.add_argument("--case", help=argparse.SUPPRESS)
-    ap.add_argument("--merge", help=argparse.SUPPRESS)
+    ap.add_argument("--implementation", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     cases = intervals(args.tasks, args.exits)
-    if args.case:                   # one valgrind run: warm up once, then --repeat merges
-        fn = MERGES[args.merge]
-        start, end, exits = cases[args.case]
-        fn(start, end, exits)
+    if args.case:                   # one valgrind run: warm up once, then --repeat calls
+        fn, arguments = RUNS[args.case][args.implementation], cases[args.case]
+        fn(*arguments)
         for _ in range(args.repeat):
-            fn(start, end, exits)
+            fn(*arguments)
         return {}
-    result = {"cpu_us": cpu_per_merge(cases, args.rounds)}
-    print(_table(f"CPU per merge, {args.tasks} tasks ({args.exits} exits when busy), medians of "
+    result = {"cpu_us": cpu_per_run(cases, args.rounds)}
+    print(_table(f"CPU per call, {args.tasks} tasks ({args.exits} exits when busy), medians of "
                  f"{args.rounds}:", result["cpu_us"], "us"))
     if args.instructions:
         if not shutil.which("valgrind"):
             raise SystemExit("--instructions runs valgrind: install it (apt-get install valgrind)")
-        result["instructions"] = instructions_per_merge(args)
-        print(_table("Instructions per merge (valgrind):", result["instructions"], ""))
+        result["instructions"] = instructions_per_run(args)
+        print(_table("Instructions per call (valgrind):", result["instructions"], ""))
     return result
 
 
 def test_merge_bench():
     result = main(["--rounds", "201"])
-    for case in ("idle", "busy"):
-        assert result["cpu_us"][case]["C join"] > 0
+    for case in RUNS:
+        assert result["cpu_us"][case][C] > 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ static inline int64_t i64_at(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); re
 static inline uint32_t u32_at(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static inline void put_i64(uint8_t *p, int64_t v) { memcpy(p, &v, 8); }
+/* int64 arithmetic that wraps like numpy's (signed overflow is undefined in C): records are
+ * the kernel's, but nothing here trusts their values */
+static inline int64_t wadd(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+static inline int64_t wsub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+static inline int64_t wmul(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
 
 static int field_fits(uint32_t off, uint32_t len, uint32_t size)
 {
@@ -52,6 +57,65 @@ int tsf_join_plan_check(const struct tsf_join_plan *p)
     return 0;
 }
 
+int tsf_sighting_plan_check(const struct tsf_sighting_plan *p)
+{
+    uint32_t r = p ? p->record_size : 0, s = p ? p->sighting_size : 0;
+    if (!p || !r || !s || p->n_words > TSF_SIGHTING_MAX_WORDS || 8 * (uint64_t)p->n_words > s)
+        return TSF_E_PLAN;
+    for (uint32_t i = 0; i < p->n_words; i++)
+        if (!field_fits(8 * p->word[i], 8, r))
+            return TSF_E_PLAN;
+    if (!field_fits(p->r_kind, 1, r) || !field_fits(p->r_layout, 2, r) || !field_fits(p->r_btime, 4, r) ||
+        !field_fits(p->r_btime64, 8, r) || !field_fits(p->r_time_ns, 8, r) || !field_fits(p->r_etime, 8, r) ||
+        !field_fits(p->s_pid, 4, s) || !field_fits(p->s_btime, 8, s) || !field_fits(p->s_birth_lo, 8, s) ||
+        !field_fits(p->s_birth_ns, 8, s) || !field_fits(p->s_exited, 8, s))
+        return TSF_E_PLAN;
+    return 0;
+}
+
+/* merge.sightings: gather the words the merge keeps, then each task's birth range: no earlier
+ * than a second before ac_btime (floor(now) - floor(elapsed)) nor than look_ns - elapsed, no
+ * later than received - elapsed. */
+int64_t tsf_sightings(const struct tsf_sighting_plan *p, const uint8_t *records, uint32_t n,
+                      int has_look, int64_t look_ns, uint8_t *out, uint32_t cap, int *sorted)
+{
+    int rc = tsf_sighting_plan_check(p);
+    if (rc < 0)
+        return rc;
+    if ((n && (!records || !out)) || !sorted)
+        return TSF_E_ARG;
+    if (cap < n)
+        return TSF_E_NOSPACE;
+    uint32_t kept = 0, last_pid = 0;
+    *sorted = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *rec = records + (size_t)i * p->record_size;
+        if (rec[p->r_kind] != p->kind_pid)
+            continue;
+        uint8_t *s = out + (size_t)kept * p->sighting_size;
+        for (uint32_t w = 0; w < p->n_words; w++)
+            memcpy(s + 8 * w, rec + 8 * p->word[w], 8);
+        uint16_t layout;
+        memcpy(&layout, rec + p->r_layout, 2);
+        int64_t btime = layout >= p->btime64_since ? (int64_t)u64_at(rec + p->r_btime64)
+                                                   : (int64_t)u32_at(rec + p->r_btime);
+        int64_t elapsed_ns = wmul((int64_t)u64_at(rec + p->r_etime), 1000);
+        int64_t birth_lo = wmul(wsub(btime, 1), 1000000000LL);
+        if (has_look && wsub(look_ns, elapsed_ns) > birth_lo)
+            birth_lo = wsub(look_ns, elapsed_ns);
+        put_i64(s + p->s_btime, btime);
+        put_i64(s + p->s_birth_lo, birth_lo);
+        put_i64(s + p->s_birth_ns, wsub((int64_t)u64_at(rec + p->r_time_ns), elapsed_ns));
+        put_i64(s + p->s_exited, 0);
+        uint32_t pid = u32_at(s + p->s_pid);
+        if (kept && pid <= last_pid)
+            *sorted = 0;
+        last_pid = pid;
+        kept++;
+    }
+    return kept;
+}
+
 /* Index of pid in n sightings sorted by unique pid, or -1. */
 static int64_t find_pid(const struct tsf_join_plan *p, const uint8_t *rows, uint32_t n, uint32_t pid)
 {
@@ -86,8 +150,8 @@ static uint64_t cgroup_of(const struct tsf_join_cgroups *cg, uint32_t tid)
  * when `ordered`: every ref sighting was filled before `seen`). */
 static int same_task(const struct tsf_join_plan *p, const uint8_t *seen, const uint8_t *ref, int ordered)
 {
-    if (!(i64_at(seen + p->s_birth_lo) <= i64_at(ref + p->s_birth_ns) + p->tolerance_ns) ||
-        !(i64_at(ref + p->s_birth_lo) <= i64_at(seen + p->s_birth_ns) + p->tolerance_ns))
+    if (!(i64_at(seen + p->s_birth_lo) <= wadd(i64_at(ref + p->s_birth_ns), p->tolerance_ns)) ||
+        !(i64_at(ref + p->s_birth_lo) <= wadd(i64_at(seen + p->s_birth_ns), p->tolerance_ns)))
         return 0;
     int grew = 1, shrank = 1;
     for (uint32_t i = 0; i < p->n_identity; i++) {
@@ -230,7 +294,7 @@ static void match_ledger(const struct tsf_join_plan *p, const struct tsf_join_ar
 static double no_start_share(const struct tsf_join_plan *p, const uint8_t *s, int64_t start_ns)
 {
     double elapsed = (double)u64_at(s + p->s_mono + 8 * p->elapsed_word) * 1000;
-    double since = (double)((int64_t)u64_at(s + p->s_time_ns) - start_ns);
+    double since = (double)wsub((int64_t)u64_at(s + p->s_time_ns), start_ns);
     double share = since / (elapsed > 1.0 ? elapsed : 1.0);
     return share < 0.0 ? 0.0 : share > 1.0 ? 1.0 : share;
 }

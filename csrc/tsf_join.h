@@ -66,6 +66,25 @@ struct tsf_join_args {
     uint32_t n_rows, n_dropped, n_unresolved; /* rows; of them to drop; with no cgroup */
 };
 
+/* Where a sighting's words come from in a decoded record (layout.DTYPE), and where the
+ * computed ones go (merge.sightings says what they mean). */
+#define TSF_SIGHTING_MAX_WORDS 96
+struct tsf_sighting_plan {
+    uint32_t record_size, sighting_size;
+    uint32_t n_words;                          /* sighting word i is record word word[i] */
+    uint32_t word[TSF_SIGHTING_MAX_WORDS];
+    uint32_t r_kind, r_layout, r_btime, r_btime64, r_time_ns, r_etime;   /* record offsets */
+    uint8_t kind_pid;
+    uint16_t btime64_since;                    /* layouts from which ac_btime64 is filled */
+    uint32_t s_pid, s_btime, s_birth_lo, s_birth_ns, s_exited;          /* sighting offsets */
+};
+
+int tsf_sighting_plan_check(const struct tsf_sighting_plan *plan);
+/* The PID records of n records as sightings in out (capacity cap), in order; look_ns (when
+ * has_look) bounds their births from below.  Returns how many, or a negative TSF_E_* code;
+ * *sorted is 1 when their pids strictly increase. */
+int64_t tsf_sightings(const struct tsf_sighting_plan *plan, const uint8_t *records, uint32_t n,
+                      int has_look, int64_t look_ns, uint8_t *out, uint32_t cap, int *sorted);
 int tsf_join_plan_check(const struct tsf_join_plan *plan);
 /* The interval's rows (see merge.py's opening comment): 0, or a negative TSF_E_* code. */
 int tsf_join(const struct tsf_join_plan *plan, struct tsf_join_args *args);

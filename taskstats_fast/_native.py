@@ -44,7 +44,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "PLAN", "ffi", "lib"]
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -513,6 +513,42 @@ class Query:
     def records(self) -> np.ndarray:
         """The records kept so far, in arrival order (``row_index`` maps them to requests)."""
         return self.out[:self.rows]
+
+
+class Sightings:
+    """Decoded records (layout.DTYPE) as the merge's sightings, in the C core (``tsf_sightings``);
+    ``plan`` names every field of ``struct tsf_sighting_plan`` (``word`` a list)."""
+
+    def __init__(self, sighting_dtype: np.dtype, plan: dict):
+        self.dtype = np.dtype(sighting_dtype)
+        p = self._plan = ffi.new("struct tsf_sighting_plan *")
+        p.record_size, p.sighting_size = layout.DTYPE.itemsize, self.dtype.itemsize
+        for name, value in plan.items():
+            if name == "word":
+                p.n_words = len(value)
+                for i, v in enumerate(value):
+                    p.word[i] = v
+            else:
+                setattr(p, name, value)
+        rc = lib.tsf_sighting_plan_check(p)
+        if rc < 0:
+            raise ValueError(f"tsf_sightings plan: {strerror(rc)}")
+        self._sorted = ffi.new("int *")
+
+    def run(self, records: np.ndarray, look_ns: Optional[int] = None) -> Tuple[np.ndarray, bool]:
+        """The PID records of ``records`` as sightings, in order, and whether their pids strictly
+        increase."""
+        if records.dtype != layout.DTYPE:
+            raise TypeError("records must be a numpy array of taskstats_fast.DTYPE")
+        records = np.ascontiguousarray(records)
+        out = np.empty(len(records), self.dtype)
+        n = lib.tsf_sightings(self._plan, ffi.from_buffer("uint8_t[]", records), len(records),
+                              look_ns is not None, look_ns or 0,
+                              ffi.from_buffer("uint8_t[]", out, require_writable=True), len(out),
+                              self._sorted)
+        if n < 0:
+            raise ValueError(f"tsf_sightings: {strerror(n)}")
+        return (out if n == len(out) else out[:n]), bool(self._sorted[0])
 
 
 class JoinResult(NamedTuple):

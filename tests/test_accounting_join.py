@@ -216,3 +216,29 @@ def test_of_two_exits_as_late_born_the_first_folds_with_the_closing_sighting():
                             _record(51, T0 + S + 5 * MS, 4 * S + 5 * MS, 160)])
     rows = _both(start, end, exits)
     assert rows["ac_utime"][0] == 50 and rows["flags"][1] & FLAG_NO_START   # the second: a share
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.booleans())
+def test_the_c_sightings_are_the_reference_sightings(seed, with_look):
+    """Records of random bytes (any kind, layout, start and elapsed time, values that overflow
+    the birth arithmetic): the same sightings, the same order, as numpy's."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 40))
+    records = np.frombuffer(rng.bytes(n * layout.DTYPE.itemsize), layout.DTYPE).copy()
+    records["kind"] = rng.choice([layout.KIND_PID, layout.KIND_TGID, 7], n, p=[0.8, 0.1, 0.1])
+    records["layout"] = rng.integers(0, 20, n)
+    pids = rng.choice(["random", "ascending", "ascending with repeats"])
+    if pids != "random":                      # a bulk lookup's order, and a repeat in it
+        records["ac_pid"] = np.cumsum(rng.integers(pids == "ascending", 3, n))
+    if rng.random() < 0.5:                    # realistic times too, not only random words
+        records["time_ns"] = T0 + rng.integers(0, S, n)
+        records["ac_etime"] = rng.integers(0, 10**9, n)
+        records["ac_btime64"] = records["ac_btime"] = T0 // S - rng.integers(0, 1000, n)
+    look_ns = int(rng.integers(-2**63, 2**63 - 1)) if with_look and rng.random() < 0.2 else \
+        (T0 if with_look else None)
+    c = merge_module.sightings(records, look_ns)
+    ref = merge_module.reference_sightings(records, look_ns)
+    _same(c, ref, "sightings")
+    ordered = merge_module._SIGHTINGS.run(records, look_ns)[1]
+    assert ordered == bool(np.all(ref["ac_pid"][1:] > ref["ac_pid"][:-1]))

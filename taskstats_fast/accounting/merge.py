@@ -78,7 +78,8 @@ from .interval import (BORN, DELTA_FIELDS, EXACT, EXITED, FLAG_DELAYACCT_OFF, FL
                        FLAG_PID_REUSED, IDENTITY_FIELDS, INHERITED, LEVEL_FIELDS, SUMMED_FIELDS,
                        TASK_DTYPE, summed_block)
 
-__all__ = ["Look", "merge", "reference_merge", "sightings", "birth_ns", "SIGHTING_DTYPE", "BIRTH_TOLERANCE_NS"]
+__all__ = ["Look", "merge", "reference_merge", "sightings", "reference_sightings", "birth_ns",
+           "SIGHTING_DTYPE", "BIRTH_TOLERANCE_NS"]
 
 #: How far apart two birth ranges of one task may seem (ns): ``ac_etime`` is truncated to µs and
 #: measured on the kernel's monotonic clock, the ranges' ends on CLOCK_REALTIME.
@@ -140,11 +141,32 @@ def _plan_sighting() -> Tuple[np.ndarray, np.dtype]:
 _SIGHTING_WORDS, SIGHTING_DTYPE = _plan_sighting()
 
 
+def _sighting_plan() -> dict:
+    """Where tsf_sightings (csrc/tsf_join.c) takes each word of a sighting from."""
+    r = {name: f[1] for name, f in (layout.DTYPE.fields or {}).items()}
+    s = {name: f[1] for name, f in (SIGHTING_DTYPE.fields or {}).items()}
+    assert s["mono"] == 0 and _MONOTONE[-1] == "ac_etime"
+    return dict(word=[int(w) for w in _SIGHTING_WORDS], r_kind=r["kind"], r_layout=r["layout"],
+                r_btime=r["ac_btime"], r_btime64=r["ac_btime64"], r_time_ns=r["time_ns"],
+                r_etime=r["ac_etime"], kind_pid=layout.KIND_PID, btime64_since=_BTIME64_SINCE,
+                s_pid=s["ac_pid"], s_btime=s["btime"], s_birth_lo=s["birth_lo"],
+                s_birth_ns=s["birth_ns"], s_exited=s["exited"])
+
+
+_SIGHTINGS = _native.Sightings(SIGHTING_DTYPE, _sighting_plan())
+
+
 def sightings(records: np.ndarray, look_ns: Optional[int] = None) -> np.ndarray:
-    """The PID records of ``records`` (DTYPE) as SIGHTING_DTYPE rows, in the same order.
+    """The PID records of ``records`` (DTYPE) as SIGHTING_DTYPE rows, in the same order (in the
+    C core; ``reference_sightings`` is the same in numpy).
 
     ``look_ns``: the earliest moment the kernel can have filled them (for a look's records, when
     it began), which bounds their task's birth from below (None: only ``ac_btime`` does)."""
+    return _SIGHTINGS.run(records, None if look_ns is None else int(look_ns))[0]
+
+
+def reference_sightings(records: np.ndarray, look_ns: Optional[int] = None) -> np.ndarray:
+    """``sightings`` in numpy: the reference tsf_sightings is tested against."""
     records = np.ascontiguousarray(records)
     n, width = len(records), len(_SIGHTING_WORDS)
     words = records.view(np.uint64).reshape(n, layout.DTYPE.itemsize // 8)
@@ -177,10 +199,9 @@ class Look:
     def of(cls, time_ns: int, records: np.ndarray, cgroups: CgroupLook,
            delayacct: Optional[bool]) -> "Look":
         """A Look from DTYPE records (a bulk lookup answers in the order asked: usually sorted)."""
-        seen = sightings(records, look_ns=time_ns)
-        pids = seen["ac_pid"]
-        if not np.all(pids[1:] > pids[:-1]):
-            seen = seen[np.argsort(pids, kind="stable")]
+        seen, ordered = _SIGHTINGS.run(records, int(time_ns))
+        if not ordered:
+            seen = seen[np.argsort(seen["ac_pid"], kind="stable")]
             keep = np.ones(len(seen), bool)
             keep[1:] = seen["ac_pid"][1:] != seen["ac_pid"][:-1]
             seen = seen[keep]
@@ -301,7 +322,8 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     C core (csrc/tsf_join.c), in one pass; ``reference_merge`` is the same rules in numpy."""
     ends = end.records
     # an exit record in this interval was filled after the opening look began (see below)
-    seen_exits = _unique_exits(sightings(exits, look_ns=start.time_ns)) if len(exits) else ends[:0]
+    seen_exits = _unique_exits(sightings(exits, look_ns=start.time_ns)) if len(exits) \
+        else ends[:0]
     joined = _JOIN.run(start.records, ends, seen_exits, start.time_ns,
                        (start.cgroups.tids, start.cgroups.tid_cgroup),
                        (end.cgroups.tids, end.cgroups.tid_cgroup),
@@ -320,7 +342,7 @@ def reference_merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarr
     # earlier was in the sockets when the previous interval was cut, so it is that interval's
     ends = end.records
     if len(exits):
-        exits = _unique_exits(sightings(exits, look_ns=start.time_ns))
+        exits = _unique_exits(reference_sightings(exits, look_ns=start.time_ns))
         # 1. an exit record and the closing look's sighting of the same task become one
         x_to_end, ledger = _fold(exits, ends)
         end_folded = np.zeros(len(ends), bool)
