@@ -120,9 +120,11 @@ def cpu_per_run(cases, rounds: int) -> Dict[str, Dict[str, float]]:
 
 
 def _instructions(argv: List[str]) -> int:
+    # a fixed hash seed: the interpreter's own start-up then counts the same in both runs
     run = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
                           "--cachegrind-out-file=/dev/null", sys.executable, __file__] + argv,
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONHASHSEED="0"))
     found = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
     assert found, run.stderr[-2000:]
     return int(found.group(1).replace(",", ""))
@@ -157,7 +159,7 @@ def main(argv=None) -> Dict:
     ap.add_argument("--exits", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2001)
     ap.add_argument("--instructions", action="store_true", help="also count them under valgrind")
-    ap.add_argument("--repeat", type=int, default=20, help="merges per valgrind run")
+    ap.add_argument("--repeat", type=int, default=300, help="calls per valgrind run")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--implementation", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

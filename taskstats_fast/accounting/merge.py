@@ -321,7 +321,8 @@ def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
     next interval's opening look: the ledger (see the module docstring).  The join runs in the
     C core (csrc/tsf_join.c), in one pass; ``reference_merge`` is the same rules in numpy."""
     ends = end.records
-    # an exit record in this interval was filled after the opening look began (see below)
+    # an exit record in this interval was filled after the opening look began: one filled
+    # earlier was in the sockets when the previous interval was cut, so it is that interval's
     seen_exits = _unique_exits(sightings(exits, look_ns=start.time_ns)) if len(exits) \
         else ends[:0]
     joined = _JOIN.run(start.records, ends, seen_exits, start.time_ns,
