@@ -15,7 +15,8 @@ cleanly (which recovers everything).
 
 The rule checked: every exit logged while a run had its listener registered, and older than
 the kill by more than the flush window plus a margin, is in the recording exactly once; no
-exit is recorded twice (interval rows: no task twice in one interval).
+exit is recorded twice (interval rows: no task twice in one interval; their PSI rows under
+``_psi``: no cgroup twice in one interval, and some after the clean restart).
 
     tests/crash/kill9.py [--kills N] [--seed S] [--out DIR] [--json FILE]
 
@@ -237,6 +238,8 @@ def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, f
         keys = ours["ac_comm"]
     _, counts = np.unique(keys, return_counts=True) if len(keys) else (None, np.zeros(0))
     check.duplicated = int((counts > 1).sum())
+    if config.interval:
+        _check_psi(check, out, when)
     present = set(ours["ac_comm"].tolist())
     check.present = present
     missing = [c for c in expected if c not in present]
@@ -244,6 +247,28 @@ def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, f
     check.once = len(expected) - len(missing)
     check.missing_examples = [f"{m.decode()}@{expected[m]:.2f}" for m in sorted(missing)[:5]]
     return check
+
+
+def _check_psi(check: Check, out: str, when: str) -> None:
+    """The PSI rows an interval recording keeps in ``out/_psi``: none twice (a cgroup once per
+    interval), damaged files named as for the interval rows, and some after the clean restart
+    (its run records whole intervals)."""
+    import numpy as np
+    from taskstats_fast import recording
+    from taskstats_fast.recording.psi_rows import psi_path, psi_schema
+    where = psi_path(out)
+    if where is None or not os.path.isdir(where):
+        if when == RESTARTED:
+            check.error = f"{out} has no PSI dataset after a clean run"
+        return
+    found = recording.Recordings(where, schema=psi_schema())
+    rows = found.records()
+    check.damaged += [f"{p}: {e}" for p, e in found.damaged]
+    pairs = np.unique(np.stack([rows["interval_start"], rows["cgroup_id"]]), axis=1).shape[1] \
+        if len(rows) else 0
+    check.duplicated += len(rows) - pairs
+    if when == RESTARTED and not (rows["cgroup"] == b"/").any():
+        check.error = f"{where}: no system PSI row after a clean run"
 
 
 # ---- the campaign ----------------------------------------------------------------------------
