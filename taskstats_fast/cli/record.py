@@ -97,7 +97,8 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--interval", type=positive_float, metavar="SECS",
                    help="instead of exits, record what every task used in each SECS-second "
                         "interval (deltas of CPU, delays, I/O; one row per task and interval, "
-                        "stamped interval_start/interval_end)")
+                        "stamped interval_start/interval_end); into a directory, each interval's "
+                        "pressure stalls (PSI) too, per cgroup and system-wide, under PATH/_psi")
     g.add_argument("--by", choices=("task", "process"), default="task",
                    help="with --interval: one row per task (thread), or per process with its "
                         "threads summed (default: %(default)s)")

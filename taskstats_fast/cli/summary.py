@@ -19,7 +19,10 @@ def add_parser(subparsers: Any) -> None:
                                 "commands by CPU time, by each delay class and by I/O. In an "
                                 "exit recording (`record`) the rows are exits (PID records, one "
                                 "per exited thread) over the recording window; in a snapshot "
-                                "they are the live tasks at that moment. A file that cannot be "
+                                "they are the live tasks at that moment; an interval recording (`record --interval`) "
+                                "also shows its pressure stalls (PSI, kept under DIR/_psi): the "
+                                "system's as % of the time covered and the cgroups that stalled "
+                                "most. A file that cannot be "
                                 "read is named and skipped, the others are summarised, and the "
                                 "exit code is 1.")
     p.add_argument("paths", nargs="+", metavar="PATH",
