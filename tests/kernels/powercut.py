@@ -72,7 +72,7 @@ CLEAN_SECONDS = 4
 IMAGE_MB = 64
 BOOT_TIMEOUT = 240.0
 CONFIGS = (
-    ("parquet", ("--format", "parquet", "--rotate-seconds", "2")),
+    ("parquet", ("--format", "parquet", "--rotate-seconds", "1")),
     ("npy", ("--format", "npy", "--rotate-seconds", "3")),
     ("arrow", ("--format", "arrow")),
     ("csv", ("--format", "csv", "--rotate-seconds", "2")),
@@ -134,14 +134,17 @@ poweroff -f
 """
 
 # Run in the guest's chroot (dash).  The producer starts with record, not after it: under TCG
-# each Python start-up takes many seconds, and the two overlap.  Exits before record says it is
+# each Python start-up takes many seconds, and the two overlap.  record runs with pandas hidden:
+# it never uses it, but pyarrow imports it to ask whether an array is a pandas one, which under
+# TCG was the biggest part of each boot (python -X importtime in the guest).  Exits before record says it is
 # recording are not expected; the guest's monotonic clock (= /proc/uptime here, no suspend)
 # marks that moment on the producer's serial port, so host and guest times never mix.
 JOB = r"""cd {repo} || exit 9
 up() {{ cut -d' ' -f1 /proc/uptime; }}
+mkdir -p /tmp/nopandas/pandas && echo "raise ImportError('{nopandas}')" > /tmp/nopandas/pandas/__init__.py
 {py} tests/crash/kill9.py --produce {nonce} --rate {rate} --log /dev/ttyS1 &
 prod=$!
-{py} -m taskstats_fast record -o /tmp/disk/{name} --no-status {args} 2> /tmp/record.err &
+PYTHONPATH=/tmp/nopandas {py} -m taskstats_fast record -o /tmp/disk/{name} --no-status {args} 2> /tmp/record.err &
 rec=$!
 while ! grep -q "recording every" /tmp/record.err 2> /dev/null; do
   kill -0 $rec 2> /dev/null || break
@@ -210,12 +213,14 @@ class Guest:
         self.vmlinuz = glob.glob(os.path.join(kdir, "boot", "vmlinuz-*"))[0]
 
     def start(self, tag: str):
+        # cache=always: the shared root does not change while the guest runs, so the guest
+        # keeps what it looked up (every Python import is many lookups)
         sock = os.path.join(self.work, "vfs.sock")
         for p in (sock, self.console(tag), self.serial(tag)):
             if os.path.exists(p):
                 os.unlink(p)
         vfs = subprocess.Popen(["/usr/lib/qemu/virtiofsd", f"--socket-path={sock}", "-o",
-                                "source=/", "-o", "cache=auto", "-o", "sandbox=chroot"],
+                                "source=/", "-o", "cache=always", "-o", "sandbox=chroot"],
                                stdout=subprocess.DEVNULL, stderr=open(
                                    os.path.join(self.work, "virtiofsd.log"), "a"))
         deadline = time.monotonic() + 10
@@ -346,8 +351,8 @@ def run_boot(guest: Guest, boot: Boot, args: Sequence[str], py: str, rng: random
     random moment of the recording, rotations included."""
     finish = FINISH_CLEAN.format(seconds=CLEAN_SECONDS, stopped=STOPPED) if boot.clean \
         else FINISH_NEVER
-    job = JOB.format(repo=REPO, py=py, name=boot.config, args=" ".join(args), ready=READY,
-                     nonce=boot.nonce, rate=rate, finish=finish)
+    job = JOB.format(repo=REPO, py=py, nopandas="hidden in the power-cut guest", name=boot.config,
+                     args=" ".join(args), ready=READY, nonce=boot.nonce, rate=rate, finish=finish)
     with_job(guest.base_initrd, job, guest.initrd)
     tag = f"{boot.index:02d}"
     started = time.monotonic()
@@ -423,13 +428,14 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                f"cut at {boot.cut_after:5.1f} s" if boot.cut_after is not None else "no cut")
             + f", ready at {boot.ready_after or '-':>5} s, {boot.seconds:5.1f} s: fsck={c['fsck_code']} "
             f"files={c['files']} unreadable={len(c['unreadable'])} expected={c['expected']} "
-            f"once={c['once']} lost={c['missing']} dup={c['duplicated']} "
+            f"once={c['once']} lost={c['missing']} dup={c['duplicated']} window={c['window']} "
             f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
     final = checks[-1]
     # each check covers every earlier boot of its configuration: the last one per
     # configuration counts each exit once
     last_per_config = list({c["config"]: c for c in checks}.values())
     cut_boots = [b for b in boots if not b.clean]
+    windows = sorted(c["window"] for c in checks if c["window"] is not None)
     return {"cuts": sum(1 for b in cut_boots if b.cut_after is not None), "seed": seed,
             "kernel": kernel, "seconds": round(time.monotonic() - started, 1),
             "cuts_before_ready": sum(1 for b in cut_boots if b.ready_after is None),
@@ -446,6 +452,9 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                        "exits_once": sum(c["once"] for c in last_per_config),
                        "exits_lost": sum(c["missing"] for c in last_per_config),
                        "exits_recovered": final["once"], "final_expected": final["expected"],
+                       "window_median": windows[len(windows) // 2] if windows else 0.0,
+                       "window_max": windows[-1] if windows else 0.0,
+                       "cuts_losing_any": sum(1 for w in windows if w > 0),
                        "final_ok": final["ok"]}}
 
 
@@ -464,6 +473,19 @@ def expected_of(boot: Boot, serial: str) -> Dict[bytes, float]:
     return {c: t for c, t in exits.items() if ready + START_LAG_SECONDS <= t <= last}
 
 
+def crash_window(boot: Boot, serial: str, present: set) -> Optional[float]:
+    """How far back from the cut the exits it lost reach: from the last thing the guest wrote
+    to the producer's port to the oldest exit logged while recording that the disk, as the cut
+    left it, does not hold (0: none lost; None: the cut came before record was recording)."""
+    exits = exits_of(serial, boot.nonce)
+    ready = mark_of(serial, READY)
+    if ready is None:
+        return None
+    last = max([ready, *exits.values()])
+    lost = [t for c, t in exits.items() if t >= ready + START_LAG_SECONDS and c not in present]
+    return round(last - min(lost), 2) if lost else 0.0
+
+
 def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[Boot]) -> Dict:
     """After boot ``boot``: the disk fscks, its final-named files read whole, and every exit of
     every boot so far on its configuration is in the recording exactly once: the cut boot's
@@ -473,7 +495,8 @@ def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[B
     disk = check_image(image, out, tag)
     result = {"boot": boot.index, "config": boot.config, "fsck_code": disk["fsck_code"],
               "fsck_tail": disk["fsck_tail"], "unreadable": [], "files": 0, "expected": 0,
-              "once": 0, "missing": 0, "duplicated": 0, "damaged": [], "error": None}
+              "once": 0, "missing": 0, "duplicated": 0, "damaged": [], "error": None,
+              "window": None}
     for name in sorted(os.listdir(disk["dump"])):
         if name != "lost+found":
             n, problems = files_read_completely(os.path.join(disk["dump"], name))
@@ -488,6 +511,8 @@ def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[B
                                       earlier.nonce)
         for key in ("expected", "once", "missing", "duplicated"):
             result[key] += getattr(check, key)
+        if earlier is boot and not boot.clean:
+            result["window"] = crash_window(boot, guest.serial(tag), check.present)
         result["damaged"] += check.damaged
         if not check.ok or check.missing:   # a power cut: the readers must find it all too
             result["error"] = result["error"] or check.error or (
@@ -513,7 +538,9 @@ def report(result: Dict) -> str:
             f"clean; {t['exits']:,} exits expected, {t['exits_once']:,} there exactly once, "
             f"{t['exits_lost']:,} lost, {t['duplicated']:,} duplicated ({t['checked']:,} checks "
             f"over all cuts, {t['lost']:,} missing); after the clean stop "
-            f"{t['exits_recovered']:,} of its configuration's {t['final_expected']:,}")
+            f"{t['exits_recovered']:,} of its configuration's {t['final_expected']:,}; crash "
+            f"window (how far back a cut's lost exits reach) median {t['window_median']:.2f} s, "
+            f"max {t['window_max']:.2f} s, {t['cuts_losing_any']} cut(s) losing any")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
