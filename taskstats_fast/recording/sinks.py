@@ -37,6 +37,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import queue
 import tempfile
 import time
 import urllib.parse
@@ -500,9 +501,10 @@ class BackgroundWriter:
     """
 
     _STOP = object()
+    #: the most records queued writes are joined into, for one ``write`` of the sink
+    COALESCE_RECORDS = 1 << 16
 
     def __init__(self, sink: Any, *, max_queued_records: int = 1 << 20):
-        import queue
         import threading
         self.sink = sink
         self.max_queued_records = max(1, int(max_queued_records))
@@ -587,18 +589,51 @@ class BackgroundWriter:
         self._check()
         return list(self.sink.stats().files)
 
-    def _run(self) -> None:
-        while True:
-            op, arg = self._queue.get()
+    def _take_queued_writes(self, first: Tuple[np.ndarray, float]) -> Tuple[
+            List[np.ndarray], float, Optional[Tuple[str, Any]]]:
+        """``first`` and every write queued right behind it (up to ``COALESCE_RECORDS``), and
+        the next other operation if one stopped it: a writer that fell behind (a slow or
+        starved CPU) catches up in one write and one fsync, instead of one per batch, each
+        slower than the batches arrive."""
+        batches, arrived = [first[0]], first[1]
+        records = len(first[0])
+        dtype = first[0].dtype if records else None
+        while records < self.COALESCE_RECORDS:
             try:
-                if op == "write":
-                    batch, arrived = arg
-                    try:
-                        self._write(batch, arrived=arrived)
-                    finally:
-                        with self._room:
-                            self._queued -= len(batch)
-                            self._room.notify_all()
+                op, arg = self._queue.get_nowait()
+            except queue.Empty:
+                return batches, arrived, None
+            if op != "write" or (dtype is not None and len(arg[0]) and arg[0].dtype != dtype):
+                return batches, arrived, (op, arg)   # other rows than these: a write of its own
+            if dtype is None and len(arg[0]):
+                dtype = arg[0].dtype
+            batches.append(arg[0])
+            records += len(arg[0])
+        return batches, arrived, None
+
+    def _write_joined(self, batches: List[np.ndarray], arrived: float) -> None:
+        rows = [b for b in batches if len(b)]   # empty ones are ticks
+        if len(rows) > 1:   # into one array of the rows' dtype (concatenate keeps its padding)
+            batch = np.empty(sum(len(b) for b in rows), rows[0].dtype)
+            np.concatenate(rows, out=batch)
+        else:
+            batch = rows[0] if rows else batches[0]
+        try:
+            self._write(batch, arrived=arrived)
+        finally:
+            with self._room:
+                self._queued -= sum(len(b) for b in batches)
+                self._room.notify_all()
+
+    def _run(self) -> None:
+        held: Optional[Tuple[str, Any]] = None
+        while True:
+            op, arg = held if held is not None else self._queue.get()
+            held = None
+            try:
+                if op == "write":   # held: what stopped the joining, kept if this raises
+                    batches, arrived, held = self._take_queued_writes(arg)
+                    self._write_joined(batches, arrived)
                 elif op == "counters":
                     if isinstance(self.sink, CountingSink):
                         self.sink.update_counters(arg)
