@@ -306,3 +306,39 @@ def test_files_kept_open_between_looks_read_what_is_there_now():
     assert len(first.tids) and files.kept
     files.close()
     assert files.kept == []
+
+
+HOLD_THREADS = r"""
+import sys, threading
+threading.stack_size(64 * 1024)
+stop = threading.Event()
+for _ in range(int(sys.argv[1])):
+    threading.Thread(target=stop.wait, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_files_kept_open_list_every_thread_of_a_cgroup_past_a_page():
+    """cgroup.threads is a seq_file, read a buffer at a time: a look through kept files lists
+    the 1,500 threads of a cgroup as a fresh open does (it once stopped after the first page)."""
+    if ROOT is None:
+        pytest.skip("needs cgroup v2")
+    group = Group("manythreads")
+    holder = group.popen([sys.executable, "-c", HOLD_THREADS, "1500"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        files = cgroupfs.OpenFiles()
+        for _ in range(2):                          # the first open, then the reread
+            kept = cgroupfs.look(ROOT, pressure=False, files=files)
+            fresh = cgroupfs.look(ROOT, pressure=False)
+            ours = kept.tids[kept.tid_cgroup == group.id]
+            assert len(ours) == 1501
+            assert ours.tolist() == fresh.tids[fresh.tid_cgroup == group.id].tolist()
+        files.close()
+    finally:
+        holder.stdin.close()
+        holder.wait()
+        group.wait_empty()
+        group.remove()

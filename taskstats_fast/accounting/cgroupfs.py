@@ -133,8 +133,11 @@ class OpenFiles:
 
 
 def _pread_all(fd: int) -> bytes:
+    # until pread returns nothing: a short read is not the end of a kernel file (cgroup.threads
+    # is a seq_file, read a buffer at a time: stopping at the first short read lost every thread
+    # past its first page)
     chunk = os.pread(fd, _READ_CHUNK, 0)
-    if len(chunk) < _READ_CHUNK:
+    if not chunk:
         return chunk
     chunks = [chunk]
     offset = len(chunk)
