@@ -26,6 +26,9 @@ class SinkStats:
     buffered: int = 0         #: handed over, not yet written
     lost: int = 0             #: handed over and never to be written (``error`` says why)
     files: Tuple[str, ...] = ()   #: finished files (file sinks)
+    #: of ``written``, the records in files left in progress after a failed write (file
+    #: sinks: fsynced, read in place, published by the next recording's recovery)
+    unpublished: int = 0
     bytes: int = 0            #: bytes written out (file sinks: on disk, the current file too)
     error: Optional[str] = None   #: why records were lost (None: nothing was)
 

@@ -85,7 +85,11 @@ def test_a_killed_single_file_recording_is_recovered(tmp_path, fmt):
     assert len(recording.read_records(str(path))) == flushed   # read in place
     sink = FileSink(str(path))
     assert sink.recovery.records == flushed
-    sink.close()
+    ((recovered, _),) = sink.recovery.recovered
+    sink.close()   # writes the file's own name: the recovered rows are beside it, kept
+    assert recovered != str(path) and recording.read_metadata(recovered)["recovered"]
+    assert len(recording.read_records(recovered)) == flushed
+    assert len(recording.read_records(str(path))) == 0
 
 
 def test_records_are_on_disk_within_flush_seconds_even_when_few_arrive(tmp_path):

@@ -111,12 +111,15 @@ def stop_check(stop: Stop) -> Callable[[], Optional[str]]:
 def not_written_error(failure: WriteFailedError, result: Any, sink: SinkStats,
                       handed: str) -> WriteFailedError:
     """``failure`` (a sink that could not write) again with the exact counts: how many of what
-    was ``handed`` to the sink were not written and how many are in complete files; the
+    was ``handed`` to the sink were not written and how many are in complete files (and in
+    files left unfinished, for the next start's recovery); the
     recording's ``result`` rides along as ``error.result``."""
     error = WriteFailedError(
         failure.errno or 0,
         f"{failure.strerror}: {sink.lost:,} of the {handed} were not written; "
-        f"{sink.written:,} are in {len(sink.files)} complete file(s)",
+        f"{sink.written - sink.unpublished:,} are in {len(sink.files)} complete file(s)"
+        + (f" and {sink.unpublished:,} in a file left unfinished, read in place and published "
+           "by the next record on this output" if sink.unpublished else ""),
         not_written=sink.lost)
     error.result = result  # type: ignore[attr-defined]
     return error

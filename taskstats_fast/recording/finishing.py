@@ -161,14 +161,15 @@ class FinishedFiles:
         if self.retention is not None:
             self.finisher.submit(self.apply_retention, None)
 
-    def take_failures(self) -> Tuple[int, Optional[Tuple[Optional[Part], BaseException]]]:
-        """The files that failed to finish in the background since the last call, each
-        partial file removed: how many records they held, and the first (part, error)."""
+    def take_failures(self) -> Tuple[int, List[Tuple[Part, int]],
+                                     Optional[Tuple[Optional[Part], BaseException]]]:
+        """The files that failed to finish in the background since the last call, each left
+        in progress with what its fsynced journal holds (``Part.keep``, for recovery): how
+        many of their records are not kept, (part, records kept) of each, and the first
+        (part, error)."""
         failed = self.finisher.failures()
-        for part, _ in failed:
-            if part is not None:
-                part.abort()
-        return (sum(part.stats.records for part, _ in failed if part is not None),
+        kept = [(part, part.keep()) for part, _ in failed if part is not None]
+        return (sum(part.stats.records - rows for part, rows in kept), kept,
                 failed[0] if failed else None)
 
     def _publish(self, part: Part, meta: Dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ holds and our readers read it in place.  While it is open its writer holds an fl
 which tells recovery it is not a crash's leftover.  ``finish`` completes and fsyncs it, writes
 and fsyncs the metadata sidecar (formats that keep one), renames it into place and fsyncs the
 directory (``durable``).  A failure at any step raises, and the file is not published.
+After a failed write (a full disk) ``keep`` leaves it in progress, cut back to its last
+complete write and fsynced, for ``recovery`` to publish; ``abort`` removes it.
 """
 
 from __future__ import annotations
@@ -104,6 +106,22 @@ class Part:
         finally:
             unlink_quietly(self.tmp_path)
             self._release()
+
+    def keep(self) -> int:
+        """Close without publishing after a failed write or finish, leaving the file readable
+        in progress up to its last complete write, fsynced (or, when that fsync fails, up to
+        its last good one), and unlocked: a leftover for ``recovery``.  Returns the rows it
+        holds; the rest of what was written is not.  One holding no row is removed."""
+        try:
+            kept = int(self._writer.keep())
+        except OSError:   # it vanished: nothing of it is on disk
+            kept = 0
+        finally:
+            self._release()
+        if not kept:
+            unlink_quietly(self.tmp_path)
+            unlink_quietly(journal_path(self.tmp_path))
+        return kept
 
     def _release(self) -> None:
         if self._lock is not None:

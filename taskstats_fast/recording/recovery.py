@@ -173,14 +173,32 @@ def _published_by_recovery(path: str, fmt: Format) -> bool:
         return False
 
 
-def _target(leftover: Leftover) -> str:
-    """Where to publish: its own name, unless a file is there (a single-file output rewritten
-    since): then ``STEM.recovered-TIME.EXT`` beside it."""
-    if not os.path.exists(leftover.final):
+def _target(leftover: Leftover, *, in_dataset: bool) -> str:
+    """Where to publish: a part of a dataset under its own name; a single file's leftover
+    beside it as ``STEM.recovered-TIME.EXT``, since the recording that recovers it then writes
+    the file's own name (published there, it was replaced by that recording's file)."""
+    if in_dataset and not os.path.exists(leftover.final):
         return leftover.final
+    target = first = _recovered_name(leftover)
+    stem, ext = os.path.splitext(first)
+    n = 1
+    while os.path.exists(target):
+        target, n = f"{stem}-{n}{ext}", n + 1
+    return target
+
+
+def _recovered_name(leftover: Leftover) -> str:
+    """``STEM.recovered-TIME.EXT``, TIME the leftover's last change (which recovery does not
+    change: a crash between publishing and removing the leftover finds the same name)."""
     stem, ext = os.path.splitext(leftover.final)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(leftover.modified))
     return f"{stem}.recovered-{stamp}{ext}"
+
+
+def _published_before(leftover: Leftover, *, in_dataset: bool) -> bool:
+    """Its rows are published already: recovery crashed before removing it."""
+    published = leftover.final if in_dataset else _recovered_name(leftover)
+    return os.path.exists(published) and _published_by_recovery(published, leftover.fmt)
 
 
 def recover(leftover: Leftover, result: RecoveryResult, *, in_dataset: bool) -> None:
@@ -190,8 +208,7 @@ def recover(leftover: Leftover, result: RecoveryResult, *, in_dataset: bool) -> 
     if source is not None and lock is None:
         return   # a live recorder's file (or it was just published)
     try:
-        if source is None or (os.path.exists(leftover.final)
-                              and _published_by_recovery(leftover.final, leftover.fmt)):
+        if source is None or _published_before(leftover, in_dataset=in_dataset):
             remove_durably(leftover.remnants)
             result.removed += leftover.remnants
             return
@@ -216,7 +233,7 @@ def recover(leftover: Leftover, result: RecoveryResult, *, in_dataset: bool) -> 
 def _publish_recovered(leftover: Leftover, source: str, torn: List[int], *, in_dataset: bool
                        ) -> Optional[Tuple[str, int]]:
     schema = schema_of(leftover)
-    target = _target(leftover)
+    target = _target(leftover, in_dataset=in_dataset)
     opening = leftover.metadata()
     part = Part(target, leftover.fmt, schema=schema, suffix=RECOVERING,
                 sidecar_path=leftover.fmt.metadata.sidecar_path(target, in_dataset=in_dataset))

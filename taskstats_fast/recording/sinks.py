@@ -25,11 +25,15 @@ Durability: what ``write`` received is written to the file in progress and fsync
 fsync (``Recordings`` reads it; a restart's ``recovery`` publishes it as a ``recovered`` file).
 Finished files, sidecars and deletions follow the fsync rules of ``durable``.
 
-When a write fails (a full disk), the file being written is removed, never published: a
-Parquet file cut short has no footer and cannot be read at all, so nothing in it could be
-recovered anyway.  Files finished before stay complete.  Every record handed over that is not
-in a finished file is counted (``stats().lost``), and the count goes into the metadata of one
-more (empty) file if the disk has room for it once the partial file is gone.
+When a write fails (a full disk), the file being written is never published half-made, and
+what it holds up to its last complete write stays: cut back to that write, fsynced and left in
+progress (``Part.keep``; a Parquet file keeps its journal), it reads in place and ``recovery``
+publishes it, at once when ``close`` finds room for that, else when the next recording starts
+there.  A file that failed to finish off the writer's thread is kept the same way (its journal
+was fsynced whole before).  Files finished before stay complete.  Every record handed over
+that is not on disk is counted (``stats().lost``; what was kept is ``written``, and
+``unpublished`` while left in progress), and the count goes into the metadata of one more
+(empty) file if the disk has room for it.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import stats_for, system_metadata
 from .parts import Part
 from .paths import is_dataset_path
-from .recovery import RecoveryResult, recover_leftovers
+from .recovery import RecoveryResult, leftovers_of_file, recover, recover_leftovers
 from .retention import RetentionPolicy
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
@@ -192,6 +196,8 @@ class FileSink:
         self.records_written = 0
         self.not_written = 0
         self.error: Optional[WriteFailedError] = None
+        #: (final name, records) of each file left in progress after a failed write
+        self.kept: List[Tuple[str, int]] = []
         self._pending: List[np.ndarray] = []
         self._pending_records = 0
         #: when the oldest record not yet fsynced arrived (None: all are on disk)
@@ -293,6 +299,7 @@ class FileSink:
         if self.error is not None:
             self.not_written += self._pending_records
             self._pending, self._pending_records = [], 0
+            self._publish_kept()
             if self.dataset:
                 self._leave_a_note()
             return
@@ -307,6 +314,7 @@ class FileSink:
         part = self._part   # one read: another thread may be rotating (BackgroundWriter)
         return SinkStats(written=self.records_written, buffered=self._pending_records,
                          lost=self.not_written, files=tuple(self.files),
+                         unpublished=sum(rows for _, rows in self.kept),
                          bytes=self._finished.bytes + (part.bytes_on_disk if part else 0),
                          error=None if self.error is None else str(self.error.strerror))
 
@@ -372,30 +380,55 @@ class FileSink:
     def _account_for_finishing(self) -> None:
         """Files that failed to finish in the background: their records are not written
         (each partial file removed), and the first failure is the sink's write failure."""
-        lost, first = self._finished.take_failures()
+        lost, kept, first = self._finished.take_failures()
         self.records_written -= lost
         self.not_written += lost
+        self.kept += [(part.path, rows) for part, rows in kept if rows]
         if first is not None and self.error is None:
             self._fail(first[1], 0, failed=first[0])
 
     def _fail(self, error: BaseException, batch_records: int, *,
               failed: Optional[Part] = None) -> None:
-        """A write failed: remove the partial file, count every record not in a finished file,
-        and raise the one error the caller sees (naming ``failed``, a file that failed to
-        finish, or else the file in progress)."""
+        """A write failed: keep the file in progress up to its last complete write (fsynced,
+        for recovery), count every record not on disk, and raise the one error the caller sees
+        (naming ``failed``, a file that failed to finish, or else the file in progress)."""
         part, self._part = self._part, None
         in_part = part.stats.records if part is not None else 0
-        if part is not None:
-            part.abort()
-        self.records_written -= in_part
-        self.not_written += in_part + batch_records + self._pending_records
+        kept = part.keep() if part is not None else 0
+        if kept:
+            self.kept.append((part.path, kept))   # type: ignore[union-attr]
+        self.records_written -= in_part - kept
+        self.not_written += in_part - kept + batch_records + self._pending_records
         self._pending, self._pending_records = [], 0
         self._unsynced_since = None
         code, text = _write_error(error)
         named = failed or part
-        where = self.root if named is None else f"{named.path} (the partial file was removed)"
+        where = self.root if named is None else named.path
+        if named is not None:
+            rows = dict(self.kept).get(named.path, 0)
+            where += (f" (left unfinished: its {rows:,} records up to the failure are kept in "
+                      f"{named.tmp_path})") if rows else " (the partial file was removed)"
         self.error = WriteFailedError(code, f"{where}: {text}")
         raise self.error from error
+
+    def _publish_kept(self) -> None:
+        """Publish the files left in progress by the failure (as ``recovery`` would at the
+        next start: a complete file marked ``recovered``), if the disk has room for that now;
+        what does not fit stays in progress, readable, for the next start."""
+        still: List[Tuple[str, int]] = []
+        for final, rows in self.kept:
+            result = RecoveryResult()
+            try:
+                for leftover in leftovers_of_file(final):
+                    recover(leftover, result, in_dataset=self.dataset)
+            except Exception:   # no room yet: the leftover is untouched
+                pass
+            if result.recovered:
+                self.files += [path for path, _ in result.recovered]
+                self._finished.bytes += sum(os.path.getsize(p) for p, _ in result.recovered)
+            else:
+                still.append((final, rows))
+        self.kept[:] = still
 
     def _leave_a_note(self) -> None:
         """One more file, empty, whose metadata says what was not written and why."""
@@ -547,8 +580,8 @@ class BackgroundWriter:
     def stats(self) -> SinkStats:
         inner = self.sink.stats()
         return SinkStats(written=inner.written, buffered=inner.buffered + self._queued,
-                         lost=inner.lost, files=inner.files, bytes=inner.bytes,
-                         error=inner.error)
+                         lost=inner.lost, files=inner.files, unpublished=inner.unpublished,
+                         bytes=inner.bytes, error=inner.error)
 
     def _check(self) -> None:
         if self._error is not None and not self._reported:

@@ -5,7 +5,9 @@ Each writer opens the (hidden, temporary) path it is given for the rows of ``sch
 ``DTYPE`` records by default), appends batches with ``write``, puts everything written so far
 on disk with ``sync`` (an fsync: the recording's flush), and ``finish(metadata)`` completes and
 fsyncs the file (embedding the metadata JSON where its format keeps it); ``published`` cleans up
-after the sink renamed it; ``abort`` closes without completing.  A failed fsync or close raises:
+after the sink renamed it; ``abort`` closes without completing; ``keep`` closes without completing
+and leaves the file readable in progress, cut back to its last complete write and fsynced (a
+write failed: what was written before stays, for ``recovery``).  A failed fsync or close raises:
 the sink counts the records as not written.  Every format's file in progress is readable up to
 its last ``sync`` by ``readers``' partial readers (Parquet's through its journal).  Publishing
 under the final name, rotation and sidecars are the sink's job (``sinks.FileSink``); which
@@ -25,7 +27,40 @@ from .. import schema as columns
 from .durable import fsync_path, journal_path, remove_durably, sync_file
 from .metadata import METADATA_KEY
 
-__all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter", "ARROW_METADATA_ROOM"]
+__all__ = ["NpyWriter", "ParquetWriter", "ArrowWriter", "CsvWriter", "ARROW_METADATA_ROOM",
+           "Marks"]
+
+
+class Marks:
+    """Where the file a writer keeps readable in progress (its journal) ended after its last
+    complete write and after its last fsync, and the rows it held then: where ``keep`` cuts
+    it back to after a failed write, whose tail may be torn."""
+
+    def __init__(self, path: str, start: int):
+        self.path = path
+        self.complete = self.synced = (start, 0)
+
+    def wrote(self, end: int, rows: int) -> None:
+        self.complete = (end, self.complete[1] + rows)
+
+    def sync(self, f: Any) -> None:
+        complete = self.complete
+        sync_file(f)
+        self.synced = complete
+
+    def keep(self, close: Any) -> int:
+        """``close`` the writer (whatever it still flushes is cut off), cut the journal back
+        to its last complete write and fsync it: the rows it holds.  When that fsync fails,
+        to its last good fsync instead (those rows were on disk before)."""
+        close()
+        for end, rows in (self.complete, self.synced):
+            try:
+                os.truncate(self.path, end)
+                fsync_path(self.path)
+                return rows
+            except OSError:
+                continue
+        return self.synced[1]
 
 
 class NpyWriter:
@@ -45,6 +80,7 @@ class NpyWriter:
         self._header_size = len(_npy_header(0, self._dtype)) + 24   # room for the count to grow
         self._file.write(_npy_header(0, self._dtype, self._header_size))
         self._file.flush()   # the header at once: a kill before the first batch leaves no torn one
+        self.marks = Marks(path, self._header_size)
 
     def write(self, records: np.ndarray) -> None:
         self._file.write(np.ascontiguousarray(records).data.cast("B"))
@@ -55,9 +91,10 @@ class NpyWriter:
         self._file.flush()
         self._file.seek(end)
         self.rows += len(records)
+        self.marks.wrote(end, len(records))
 
     def sync(self) -> None:
-        sync_file(self._file)
+        self.marks.sync(self._file)
 
     def finish(self, metadata_json: str) -> None:
         sync_file(self._file)
@@ -68,6 +105,17 @@ class NpyWriter:
 
     def abort(self) -> None:
         _close_quietly(self._file)
+
+    def keep(self) -> int:
+        def close() -> None:   # and the header counts the rows kept (in place: no new block)
+            _close_quietly(self._file)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, _npy_header(self.marks.complete[1], self._dtype,
+                                          self._header_size), 0)
+            finally:
+                os.close(fd)
+        return self.marks.keep(close)
 
 
 def _npy_header(rows: int, dtype: np.dtype, size: Optional[int] = None) -> bytes:
@@ -116,6 +164,7 @@ class ParquetWriter:
                 self._journal, journal_schema,
                 options=pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False))
             self._journal.flush()   # its schema at once, as the other formats' headers
+            self.marks = Marks(journal_path(path), self._journal.tell())
             # the file opened here, not by pyarrow: if its first bytes do not fit (a full
             # disk), the writer raises half-made and only this handle can close the fd
             self._file = pa.OSFile(path, "wb")
@@ -136,6 +185,7 @@ class ParquetWriter:
         self._pending_rows += len(records)
         if self._pending_rows >= self.row_group_records:
             self._write_group()
+        self.marks.wrote(self._journal.tell(), len(records))
 
     def _write_group(self) -> None:
         import pyarrow as pa
@@ -146,7 +196,7 @@ class ParquetWriter:
         self._writer.write_table(table, row_group_size=len(table))
 
     def sync(self) -> None:
-        sync_file(self._journal)
+        self.marks.sync(self._journal)
 
     def finish(self, metadata_json: str) -> None:
         self._write_group()
@@ -166,6 +216,20 @@ class ParquetWriter:
         _close_quietly(self._journal_writer)
         _close_quietly(self._journal)
         unlink_quietly(journal_path(self.path))
+
+    def keep(self) -> int:
+        """The journal stays; the Parquet file, unreadable without its footer, is emptied
+        (not removed: recovery finds a leftover by it), which frees its room."""
+        def close() -> None:
+            _close_quietly(self._writer)
+            _close_quietly(self._file)
+            _close_quietly(self._journal_writer)
+            _close_quietly(self._journal)
+            try:
+                os.truncate(self.path, 0)
+            except OSError:
+                pass
+        return self.marks.keep(close)
 
 
 #: Room kept in an Arrow file's schema for its metadata, so ``finish`` writes the final
@@ -201,16 +265,19 @@ class ArrowWriter:
             file_schema = schema.file_schema().with_metadata(
                 {METADATA_KEY.encode(): self._placeholder})
             self._writer = pa.ipc.new_file(self._file, file_schema)
+            self._file.flush()
         except BaseException:
             self._file.close()
             raise
+        self.marks = Marks(path, self._file.tell())
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
         self._file.flush()   # to the OS: readers and the size limit see it before the fsync
+        self.marks.wrote(self._file.tell(), len(records))
 
     def sync(self) -> None:
-        sync_file(self._file)
+        self.marks.sync(self._file)
 
     def finish(self, metadata_json: str) -> None:
         self._writer.close()
@@ -236,6 +303,9 @@ class ArrowWriter:
         _close_quietly(self._writer)
         _close_quietly(self._file)
 
+    def keep(self) -> int:
+        return self.marks.keep(self.abort)
+
 
 class CsvWriter:
     """CSV with a header row (the metadata goes to a JSON sidecar).  The file in progress is
@@ -254,13 +324,15 @@ class CsvWriter:
         except BaseException:
             self._file.close()
             raise
+        self.marks = Marks(path, self._file.tell())
 
     def write(self, records: np.ndarray) -> None:
         self._writer.write_table(self._schema.file_table(records))
         self._file.flush()   # to the OS: readers and the size limit see it before the fsync
+        self.marks.wrote(self._file.tell(), len(records))
 
     def sync(self) -> None:
-        sync_file(self._file)
+        self.marks.sync(self._file)
 
     def finish(self, metadata_json: str) -> None:
         self._writer.close()
@@ -273,6 +345,9 @@ class CsvWriter:
     def abort(self) -> None:
         _close_quietly(self._writer)
         _close_quietly(self._file)
+
+    def keep(self) -> int:
+        return self.marks.keep(self.abort)
 
 
 def _close_quietly(writer: Any) -> None:
