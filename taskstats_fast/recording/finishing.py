@@ -161,16 +161,20 @@ class FinishedFiles:
         if self.retention is not None:
             self.finisher.submit(self.apply_retention, None)
 
-    def take_failures(self) -> Tuple[int, List[Tuple[Part, int]],
-                                     Optional[Tuple[Optional[Part], BaseException]]]:
+    def take_failures(self, unfinished: Any
+                      ) -> Tuple[int, Optional[Tuple[Optional[Part], BaseException]]]:
         """The files that failed to finish in the background since the last call, each left
-        in progress with what its fsynced journal holds (``Part.keep``, for recovery): how
-        many of their records are not kept, (part, records kept) of each, and the first
-        (part, error)."""
+        in progress with what its fsynced journal holds (``unfinished.keep``, for recovery):
+        how many of their records are not kept, and the first (part, error)."""
         failed = self.finisher.failures()
-        kept = [(part, part.keep()) for part, _ in failed if part is not None]
-        return (sum(part.stats.records - rows for part, rows in kept), kept,
-                failed[0] if failed else None)
+        lost = sum(part.stats.records - unfinished.keep(part)
+                   for part, _ in failed if part is not None)
+        return lost, failed[0] if failed else None
+
+    def adopt(self, published: List[str]) -> None:
+        """Files published for the recording by others (recovery of its own leftovers)."""
+        self.files += published
+        self.bytes += sum(os.path.getsize(p) for p in published)
 
     def _publish(self, part: Part, meta: Dict[str, Any]) -> None:
         path = part.finish(meta)

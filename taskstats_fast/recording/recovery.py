@@ -35,7 +35,7 @@ from .parts import IN_PROGRESS, RECOVERING, Part
 from .row_kinds import metadata_of_names, schema_of_metadata
 
 __all__ = ["Leftover", "find_leftovers", "leftovers_of_file", "recover", "RecoveryResult",
-           "recover_leftovers"]
+           "recover_leftovers", "Unfinished"]
 
 _SUFFIXES = tuple(sorted((IN_PROGRESS, journal_path(IN_PROGRESS), RECOVERING,
                           journal_path(RECOVERING)), key=len, reverse=True))
@@ -276,3 +276,53 @@ def recover_leftovers(paths: Sequence[str], *, in_dataset: bool) -> RecoveryResu
         for leftover in (find_leftovers(path) if in_dataset else leftovers_of_file(path)):
             recover(leftover, result, in_dataset=in_dataset)
     return result
+
+
+
+class Unfinished:
+    """The files a recording that failed to write (a full disk) left in progress
+    (``Part.keep``) and the records each holds: read in place, published by ``publish`` as
+    soon as the disk has room (as the next start's recovery would)."""
+
+    def __init__(self) -> None:
+        #: (final name, records) of each one still in progress
+        self.kept: List[Tuple[str, int]] = []
+
+    def keep(self, part: Optional[Part]) -> int:
+        """``part.keep()``, remembered: the records it holds (0 without a part)."""
+        rows = part.keep() if part is not None else 0
+        if rows:
+            assert part is not None
+            self.kept.append((part.path, rows))
+        return rows
+
+    @property
+    def records(self) -> int:
+        return sum(rows for _, rows in self.kept)
+
+    def what_became_of(self, part: Part) -> str:
+        """``part``'s name and where its records are, for the failure's message."""
+        rows = dict(self.kept).get(part.path, 0)
+        if not rows:
+            return f"{part.path} (the partial file was removed)"
+        return (f"{part.path} (left unfinished: its {rows:,} records up to the failure are "
+                f"kept in {part.tmp_path})")
+
+    def publish(self, *, in_dataset: bool) -> List[str]:
+        """Recover each one if the disk has room now; the paths published.  The others stay
+        as they are, readable in place, for the next start."""
+        published: List[str] = []
+        still = []
+        for final, rows in self.kept:
+            result = RecoveryResult()
+            try:
+                for leftover in leftovers_of_file(final):
+                    recover(leftover, result, in_dataset=in_dataset)
+            except OSError:   # no room yet: the leftover is untouched
+                pass
+            if result.recovered:
+                published.append(result.recovered[0][0])
+            else:
+                still.append((final, rows))
+        self.kept = still
+        return published

@@ -60,7 +60,7 @@ from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import stats_for, system_metadata
 from .parts import Part
 from .paths import is_dataset_path
-from .recovery import RecoveryResult, leftovers_of_file, recover, recover_leftovers
+from .recovery import RecoveryResult, Unfinished, recover_leftovers
 from .retention import RetentionPolicy
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
@@ -122,6 +122,10 @@ def _load_what_a_batch_needs(fmt: Format, schema: TableSchema) -> None:
     stats_for(schema).add(np.zeros(1, schema.dtype))
     if fmt.extra is not None:
         schema.file_table(np.zeros(0, schema.dtype))
+
+
+def _row_name(schema: TableSchema) -> str:
+    return "taskstats_fast.DTYPE" if schema is columns.DEFAULT else "the schema's rows"
 
 
 def _check_single_file_options(path: str, dataset: bool, rotating: bool,
@@ -196,8 +200,8 @@ class FileSink:
         self.records_written = 0
         self.not_written = 0
         self.error: Optional[WriteFailedError] = None
-        #: (final name, records) of each file left in progress after a failed write
-        self.kept: List[Tuple[str, int]] = []
+        #: the files left in progress after a failed write, with what they hold
+        self.unfinished = Unfinished()
         self._pending: List[np.ndarray] = []
         self._pending_records = 0
         #: when the oldest record not yet fsynced arrived (None: all are on disk)
@@ -218,7 +222,7 @@ class FileSink:
         if self._closed:
             raise ValueError("write to a closed FileSink")
         if len(records) and records.dtype != self.schema.dtype:   # an empty array is a tick
-            raise TypeError(f"this FileSink writes arrays of {self._row_name()}, not "
+            raise TypeError(f"this FileSink writes arrays of {_row_name(self.schema)}, not "
                             f"{records.dtype}")
         if self.error is not None:
             self.not_written += len(records)   # reported once already: only counted now
@@ -299,7 +303,7 @@ class FileSink:
         if self.error is not None:
             self.not_written += self._pending_records
             self._pending, self._pending_records = [], 0
-            self._publish_kept()
+            self._finished.adopt(self.unfinished.publish(in_dataset=self.dataset))
             if self.dataset:
                 self._leave_a_note()
             return
@@ -314,7 +318,7 @@ class FileSink:
         part = self._part   # one read: another thread may be rotating (BackgroundWriter)
         return SinkStats(written=self.records_written, buffered=self._pending_records,
                          lost=self.not_written, files=tuple(self.files),
-                         unpublished=sum(rows for _, rows in self.kept),
+                         unpublished=self.unfinished.records,
                          bytes=self._finished.bytes + (part.bytes_on_disk if part else 0),
                          error=None if self.error is None else str(self.error.strerror))
 
@@ -368,9 +372,6 @@ class FileSink:
         self.close()
 
     # -- internals -------------------------------------------------------------------------
-    def _row_name(self) -> str:
-        return "taskstats_fast.DTYPE" if self.schema is columns.DEFAULT else "the schema's rows"
-
     def _guarded(self, step: Any) -> None:
         try:
             step()
@@ -380,10 +381,9 @@ class FileSink:
     def _account_for_finishing(self) -> None:
         """Files that failed to finish in the background: their records are not written
         (each partial file removed), and the first failure is the sink's write failure."""
-        lost, kept, first = self._finished.take_failures()
+        lost, first = self._finished.take_failures(self.unfinished)
         self.records_written -= lost
         self.not_written += lost
-        self.kept += [(part.path, rows) for part, rows in kept if rows]
         if first is not None and self.error is None:
             self._fail(first[1], 0, failed=first[0])
 
@@ -394,41 +394,16 @@ class FileSink:
         (naming ``failed``, a file that failed to finish, or else the file in progress)."""
         part, self._part = self._part, None
         in_part = part.stats.records if part is not None else 0
-        kept = part.keep() if part is not None else 0
-        if kept:
-            self.kept.append((part.path, kept))   # type: ignore[union-attr]
+        kept = self.unfinished.keep(part)
         self.records_written -= in_part - kept
         self.not_written += in_part - kept + batch_records + self._pending_records
         self._pending, self._pending_records = [], 0
         self._unsynced_since = None
         code, text = _write_error(error)
         named = failed or part
-        where = self.root if named is None else named.path
-        if named is not None:
-            rows = dict(self.kept).get(named.path, 0)
-            where += (f" (left unfinished: its {rows:,} records up to the failure are kept in "
-                      f"{named.tmp_path})") if rows else " (the partial file was removed)"
+        where = self.root if named is None else self.unfinished.what_became_of(named)
         self.error = WriteFailedError(code, f"{where}: {text}")
         raise self.error from error
-
-    def _publish_kept(self) -> None:
-        """Publish the files left in progress by the failure (as ``recovery`` would at the
-        next start: a complete file marked ``recovered``), if the disk has room for that now;
-        what does not fit stays in progress, readable, for the next start."""
-        still: List[Tuple[str, int]] = []
-        for final, rows in self.kept:
-            result = RecoveryResult()
-            try:
-                for leftover in leftovers_of_file(final):
-                    recover(leftover, result, in_dataset=self.dataset)
-            except Exception:   # no room yet: the leftover is untouched
-                pass
-            if result.recovered:
-                self.files += [path for path, _ in result.recovered]
-                self._finished.bytes += sum(os.path.getsize(p) for p, _ in result.recovered)
-            else:
-                still.append((final, rows))
-        self.kept[:] = still
 
     def _leave_a_note(self) -> None:
         """One more file, empty, whose metadata says what was not written and why."""
