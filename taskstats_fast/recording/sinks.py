@@ -379,8 +379,8 @@ class FileSink:
             self._fail(e, 0)
 
     def _account_for_finishing(self) -> None:
-        """Files that failed to finish in the background: their records are not written
-        (each partial file removed), and the first failure is the sink's write failure."""
+        """Files that failed to finish in the background: each left in progress with what its
+        journal holds (the rest not written), and the first failure is the sink's."""
         lost, first = self._finished.take_failures(self.unfinished)
         self.records_written -= lost
         self.not_written += lost
