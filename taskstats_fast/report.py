@@ -333,6 +333,23 @@ def _pressure_lines(pressure: Optional[Mapping[str, Any]], top: int) -> List[str
     return out
 
 
+def _second(iso: Optional[str]) -> str:
+    """An ISO UTC time to the second, as a table shows it ("?": not known)."""
+    if not iso:
+        return "?"
+    return _dt.datetime.fromisoformat(iso).astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cgroup_names(rows: Sequence[Mapping[str, Any]]) -> List[str]:
+    """What names each ranked cgroup in a table: its path, with its inode where another row
+    shows the same path (removed and made again), and the inode alone where no path is known
+    (files written before rows carried one)."""
+    paths = [r.get("cgroup") for r in rows]
+    return [f"cgroup_id {r['cgroup_id']}" if not path else
+            f"{path} (cgroup_id {r['cgroup_id']})" if paths.count(path) > 1 else path
+            for r, path in zip(rows, paths)]
+
+
 def format_summary(summary: Mapping[str, Any]) -> str:
     """``summary`` (``recording.summarize``) as text tables."""
     s = summary
@@ -369,14 +386,16 @@ def format_summary(summary: Mapping[str, Any]) -> str:
                     format_bytes(r["write_char_bytes"]), format_bytes(r["read_bytes"]),
                     format_bytes(r["write_bytes"])] for r in s["io"]])
     if s["kind"] == "intervals":
-        out += _table(f"Top {top} processes by CPU time", ["tgid", "comm", "cpu", "delays"],
-                      [[str(r["tgid"]), r["comm"], format_duration_ns(r["cpu_ns"]),
-                        format_duration_ns(r["delay_ns"])] for r in s["processes"]])
-        out += _table(f"Top {top} cgroups by CPU time (cgroup v2 inode)",
-                      ["cgroup_id", "processes", "cpu", "delays"],
-                      [[str(r["cgroup_id"]), f"{r['processes']:,}",
+        out += _table(f"Top {top} processes by CPU time (a process is its tgid and its start)",
+                      ["tgid", "started (UTC)", "comm", "cpu", "delays"],
+                      [[str(r["tgid"]), _second(r.get("start")), r["comm"],
                         format_duration_ns(r["cpu_ns"]), format_duration_ns(r["delay_ns"])]
-                       for r in s["cgroups"]])
+                       for r in s["processes"]])
+        out += _table(f"Top {top} cgroups by CPU time",
+                      ["cgroup", "processes", "cpu", "delays"],
+                      [[name, f"{r['processes']:,}",
+                        format_duration_ns(r["cpu_ns"]), format_duration_ns(r["delay_ns"])]
+                       for r, name in zip(s["cgroups"], _cgroup_names(s["cgroups"]))])
         out += _pressure_lines(s.get("pressure"), top)
     return "\n".join(out).rstrip() + "\n"
 

@@ -30,8 +30,8 @@ READ_SKEW = 0.05
 T0 = 1_764_590_400 * 10**9   # 2025-12-01T12:00:00Z
 
 
-def synthetic(k: int) -> Interval:
-    return Interval.from_arrays(T0 + k * 10**9, T0 + (k + 1) * 10**9, {
+def synthetic(k: int, cgroups=None) -> Interval:
+    return Interval.from_arrays(T0 + k * 10**9, T0 + (k + 1) * 10**9, cgroups=cgroups, columns={
         "ac_pid": [10, 11, 20], "ac_tgid": [10, 10, 20], "ac_comm": [b"web", b"web", b"db\xff"],
         "cgroup_id": [7, 7, 9], "cpu_ns": [5_000 + k, 6_000, 2**40], "ac_utime": [1, 2, 3],
         "cpu_delay_total": [100, 0, 300], "read_char": [4096, 0, 1], "state": [0, 1, 3],
@@ -94,8 +94,8 @@ def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
     assert "exits" not in s
     assert s["cpu"][0]["comm"] == "db\ufffd" and s["cpu"][0]["cpu_ns"] == 3 * 2**40
     assert [r["tgid"] for r in s["processes"]] == [20, 10]
-    assert s["cgroups"][0] == {"cgroup_id": 9, "processes": 1, "cpu_ns": 3 * 2**40,
-                               "delay_ns": 900.0}
+    assert s["cgroups"][0] == {"cgroup_id": 9, "cgroup": None, "processes": 1,
+                               "cpu_ns": 3 * 2**40, "delay_ns": 900.0}
     text = subprocess.run([*CLI, "summary", str(out)], capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
     assert "usage, not exits" in text.stdout and "task (thread) exits" not in text.stdout
@@ -103,6 +103,53 @@ def test_summary_of_intervals_ranks_usage_not_exits(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert plot.returncode == 2 and plot.stderr.count("\n") == 1, plot.stderr
     assert "interval recording" in plot.stderr
+
+
+@pytest.mark.parametrize("by", intervals.BY)
+def test_summary_names_cgroups_by_path(tmp_path, by):
+    # cgroup 9's path is known; 7's is not (its rows carry an empty path); 12 is another cgroup
+    # made again under 9's path after 9 was removed
+    out = tmp_path / "ds"
+    with recording.FileSink(str(out), "npy", schema=intervals.interval_schema(by)) as sink:
+        for k in range(3):
+            sink.write(intervals.interval_rows(synthetic(k, {9: "/db.slice"}), by))
+        again = Interval.from_arrays(T0 + 3 * 10**9, T0 + 4 * 10**9, cgroups={12: "/db.slice"},
+                                     columns={"ac_pid": [40], "ac_tgid": [40], "cgroup_id": [12],
+                                              "ac_comm": [b"db"], "cpu_ns": [10**9]})
+        sink.write(intervals.interval_rows(again, by))
+    s = recording.summarize(str(out))
+    assert [(r["cgroup_id"], r["cgroup"]) for r in s["cgroups"]] == \
+        [(9, "/db.slice"), (12, "/db.slice"), (7, None)]
+    run = subprocess.run([*CLI, "summary", "--json", str(out)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert [r["cgroup"] for r in json.loads(run.stdout)["cgroups"]] == \
+        ["/db.slice", "/db.slice", None]
+    text = recording_text(out)
+    table = text[text.index("cgroups by CPU time"):].splitlines()
+    assert table[1].split()[0] == "cgroup"
+    assert [line.split("  ")[1].strip() for line in table[2:5]] == \
+        ["/db.slice (cgroup_id 9)", "/db.slice (cgroup_id 12)", "cgroup_id 7"]
+
+
+def test_summary_of_interval_files_without_paths_names_cgroups_by_id():
+    # written before interval rows carried the cgroup's path (and their start)
+    fixture = os.path.join(os.path.dirname(__file__), "data", "recordings-format2",
+                           "intervals-task.parquet")
+    s = recording.summarize(fixture)
+    assert {r["cgroup"] for r in s["cgroups"]} == {None}
+    text = recording_text(fixture)
+    cgroups = text[text.index("cgroups by CPU time"):].splitlines()[2:4]
+    assert {line.split("  ")[1].strip() for line in cgroups} == {"cgroup_id 9", "cgroup_id 7"}
+    processes = text[text.index("processes by CPU time"):].splitlines()
+    assert processes[1].split()[:3] == ["tgid", "started", "(UTC)"]
+    assert all(line.split()[1] == "?" for line in processes[2:4])
+
+
+def recording_text(path) -> str:
+    run = subprocess.run([*CLI, "summary", str(path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
 
 
 @pytest.mark.parametrize("by", intervals.BY)
@@ -122,6 +169,11 @@ def test_summary_keeps_a_reused_tgid_apart(tmp_path, by):
         [(30, "dd", 2e9), (30, "true", 2.0)]
     assert s["processes"][0]["start"].startswith("2025-12-01T12:00:01")
     assert s["cgroups"][0]["processes"] == 2
+    # the text table tells the two apart by their start, to the second
+    text = recording_text(out)
+    rows = text[text.index("processes by CPU time"):].splitlines()[2:4]
+    assert [row.split()[:4] for row in rows] == [["30", "2025-12-01", "12:00:01", "dd"],
+                                                 ["30", "2025-12-01", "11:59:55", "true"]]
     if by == "process":
         assert s["tasks"] == 2   # processes, counted once each
 

@@ -364,7 +364,8 @@ def _group_rankings(v: Mapping[str, np.ndarray], comm: np.ndarray, top: int
     for cls in (c.name for c in layout.DELAY_CLASSES):
         delay_total += v[f"{cls}_delay_total_ns"]
     ranked: Dict[str, List[Dict[str, Any]]] = {}
-    for name, key in (("processes", who), ("cgroups", v["cgroup_id"])):
+    ids, paths = _cgroup_keys(v)
+    for name, key in (("processes", who), ("cgroups", ids)):
         group = _Ranking(key, who, "processes", "tgid" if name == "processes" else "cgroup_id",
                          top)
         cpu_of = group.sum(cpu_ns)
@@ -376,8 +377,24 @@ def _group_rankings(v: Mapping[str, np.ndarray], comm: np.ndarray, top: int
                 start = key & int(2**32 - 1)
                 row.update(tgid=key >> int(_START_BITS), comm=names_of[key],
                            start=_iso_ns(start * 10**9) if start else None)
+        else:
+            for row in rows:
+                row["cgroup"] = paths.get(row["cgroup_id"])
         ranked[name] = rows
     return ranked
+
+
+def _cgroup_keys(v: Mapping[str, np.ndarray]) -> Tuple[np.ndarray, Dict[int, str]]:
+    """Each interval row's cgroup id, and the path of each id where some row of it names one
+    (files written before rows carried ``cgroup``, and ids no path was found for, have none):
+    a cgroup is ranked by its id, so one removed and made again under the same path (a new
+    inode) stays another cgroup, and is shown by its path."""
+    ids = v["cgroup_id"]
+    if "cgroup" not in v or not len(ids):
+        return ids, {}
+    known = np.flatnonzero(v["cgroup"] != "")
+    unique, first = np.unique(ids[known], return_index=True)
+    return ids, {int(i): str(v["cgroup"][known[k]]) for i, k in zip(unique, first)}
 
 
 def _files_part(metadata: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
