@@ -154,8 +154,9 @@ soak: install
 	$(VENV_PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
 
 # The kill -9 campaign (tests/crash/kill9.py; needs root): record killed CRASH_KILLS times at
-# random moments, in every format and record --interval, with fast rotation and retention, each
-# time restarted on the same directory (which recovers what the kill left); every exit a
+# random moments, in every format and record --interval, with fast rotation and retention, the
+# configurations side by side, each restarted at once on its directory (which recovers what the
+# kill left); every exit a
 # producer caused and logged more than the flush window before a kill must be readable exactly
 # once. Prints a table per configuration and one summary line (kill9: PASS|FAIL, with the
 # figures and the measured crash window); exit 1 if anything was lost, duplicated or left

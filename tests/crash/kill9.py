@@ -6,12 +6,16 @@ A producer process forks children at a steady rate; each child names itself (its
 the kernel puts in the exit record) with the campaign's nonce and its sequence number, and exits.
 The producer logs every exit it caused (sequence, pid, when ``waitpid`` saw it) once the kernel
 has sent its exit message.  Meanwhile ``record`` runs in several configurations (every format,
-``record --interval``, fast rotation, retention at every rotation), each on its own directory,
-and is killed with SIGKILL at a random moment of its life, then started again on the same
-directory, which makes the next run recover what the last one left (a kill soon after a start
-lands in that recovery).  At the end each directory is read twice: as the last kill left it
-(readers must read crashed parts, or name each one they skip) and after one more run stopped
-cleanly (which recovers everything).
+``record --interval``, fast rotation, retention at every rotation), side by side, each on its
+own directory, and each is killed with SIGKILL at a random moment of its life, then started
+again at once on the same directory, which makes the next run recover what the last one left
+(a kill soon after a start lands in that recovery).  Side by side, every configuration
+listens for most of the campaign, so most of the exits the producer causes are checked in
+every directory (one configuration at a time, each heard only its share of them, and the
+short lives 60 kills in 3 minutes left it were mostly inside the unchecked window).  At the
+end each directory is read twice: as the last kill left it (readers must read crashed parts,
+or name each one they skip) and after one more run stopped cleanly (which recovers
+everything).
 
 The rule checked: every exit logged while a run had its listener registered, and older than
 the kill by more than the flush window plus a margin, is in the recording exactly once; no
@@ -49,6 +53,9 @@ MARGIN_SECONDS = 2.0
 RECOVERY_SECONDS = 1.5
 #: the share of kills aimed at start-up (where a run recovers what the last one left)
 EARLY_SHARE = 0.25
+#: how long a run records before its kill (uniform), the others: long enough for most of its
+#: exits to be older than the window, and for many rotations to land a kill in one
+LIFE_SECONDS = (1.5, 28.0)
 
 
 # ---- the producer: children with known names, every exit logged ------------------------------
@@ -184,6 +191,9 @@ class Check:
     error: Optional[str] = None
     missing_examples: List[str] = field(default_factory=list)
     present: set = field(default_factory=set, repr=False)
+    #: exits logged while a run listened (checked or not: the last window before a kill, which
+    #: a kill may lose, is not)
+    listened: int = 0
 
     @property
     def ok(self) -> bool:
@@ -272,6 +282,53 @@ def _check_psi(check: Check, out: str, when: str) -> None:
 
 
 # ---- the campaign ----------------------------------------------------------------------------
+class Life:
+    """What the configurations' threads share: the random source (one seed), the start-up
+    times seen (whose median guides the early kills), and the count of early kills."""
+
+    def __init__(self, seed: int):
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.ready_after = [2.0]
+        self.early = 0
+
+    def uniform(self, lo: float, hi: float) -> float:
+        with self._lock:
+            return self._rng.uniform(lo, hi)
+
+    def early_kill(self) -> bool:
+        with self._lock:
+            return self._rng.random() < EARLY_SHARE
+
+    def startup(self) -> float:
+        with self._lock:
+            return sorted(self.ready_after)[len(self.ready_after) // 2]
+
+    def ended(self, run: Run) -> None:
+        with self._lock:
+            if run.ready is not None:
+                self.ready_after.append(run.ready - run.started)
+            self.early += (run.ready is None or run.ended - run.ready < RECOVERY_SECONDS)
+
+
+def kill_repeatedly(config: Config, directory: str, kills: int, life: Life, runs: List[Run],
+                    log=print) -> None:
+    """``kills`` lives of ``record`` in ``config`` on ``directory``, each SIGKILLed at a random
+    moment (in start-up and recovery, or while recording) and restarted at once."""
+    for _ in range(kills):
+        rec = Recorder(config, directory)
+        if life.early_kill():   # in start-up: imports, recovery, registration
+            time.sleep(life.uniform(0.0, life.startup()))
+        elif rec.wait_ready(60):
+            time.sleep(life.uniform(*LIFE_SECONDS))
+        run = rec.end(signal.SIGKILL)
+        life.ended(run)
+        runs.append(run)
+        if run.code not in (-signal.SIGKILL,):
+            log(f"kill9: {config.name}: a run ended before its kill (code {run.code}): "
+                + " | ".join(run.stderr[-3:]))
+
+
 def campaign(kills: int, seed: int, out: str, rate: float, log=print) -> Dict:
     rng = random.Random(seed)
     nonce = f"{rng.randrange(36 ** 2):02x}"[:2]
@@ -279,41 +336,51 @@ def campaign(kills: int, seed: int, out: str, rate: float, log=print) -> Dict:
     producer = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--produce", nonce,
                                  "--rate", str(rate), "--log", exits_log])
     runs: Dict[str, List[Run]] = {c.name: [] for c in CONFIGS}
+    checks: Dict[str, List[Check]] = {c.name: [] for c in CONFIGS}
+    life = Life(seed)
     started = time.monotonic()
-    early = 0
-    ready_after = [2.0]   # how long start-up takes here (the median guides the early kills)
+    # the clean runs stop together, once every configuration had its kills: each directory
+    # listens until the campaign's end (the lives add up to different lengths)
+    all_killed = threading.Barrier(len(CONFIGS))
+
+    def one(index: int, config: Config) -> None:
+        share = kills // len(CONFIGS) + (index < kills % len(CONFIGS))
+        directory = os.path.join(out, config.name)
+        try:
+            kill_repeatedly(config, directory, share, life, runs[config.name], log)
+        except BaseException:
+            all_killed.abort()
+            raise
+        checks[config.name] = final_checks(config, runs[config.name], directory, nonce,
+                                           exits_log, all_killed)
+
+    threads = [threading.Thread(target=one, args=(i, c), name=c.name)
+               for i, c in enumerate(CONFIGS)]
     try:
-        for i in range(kills):
-            config = CONFIGS[i % len(CONFIGS)]
-            rec = Recorder(config, os.path.join(out, config.name))
-            if rng.random() < EARLY_SHARE:   # in start-up: imports, recovery, registration
-                time.sleep(rng.uniform(0.0, sorted(ready_after)[len(ready_after) // 2]))
-            elif rec.wait_ready(60):
-                ready_after.append(rec.run.ready - rec.run.started)
-                time.sleep(rng.uniform(0.1, 4.0))
-            run = rec.end(signal.SIGKILL)
-            early += (run.ready is None or run.ended - run.ready < RECOVERY_SECONDS)
-            runs[config.name].append(run)
-            if run.code not in (-signal.SIGKILL,):
-                log(f"kill9: {config.name}: run {i} ended before its kill (code {run.code}): "
-                    + " | ".join(run.stderr[-3:]))
-        checks = _final_checks(runs, out, nonce, exits_log)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     finally:
         producer.terminate()
         producer.wait(timeout=30)
     exits = read_log(exits_log, nonce)
-    final = [c for c in checks if c.when == RESTARTED]
+    all_checks = [c for name in runs for c in checks[name]]
+    final = [c for c in all_checks if c.when == RESTARTED]
     totals = {"checked": sum(c.expected for c in final), "once": sum(c.once for c in final),
-              "lost": sum(c.missing for c in final), "duplicated": sum(c.duplicated for c in final)}
+              "lost": sum(c.missing for c in final), "duplicated": sum(c.duplicated for c in final),
+              "listened": sum(c.listened for c in final)}
+    # of every exit the producer caused, in every directory: how many were checked
+    totals["coverage"] = totals["checked"] / max(1, len(exits) * len(final))
     windows = sorted(WINDOWS)
     totals["window_max"] = windows[-1] if windows else 0.0
     totals["window_median"] = windows[len(windows) // 2] if windows else 0.0
     totals["kills_losing_any"] = sum(1 for w in windows if w > 0)
     return {"kills": kills, "totals": totals, "seed": seed, "seconds": round(time.monotonic() - started, 1),
-            "producer_exits": len(exits), "kills_during_startup_or_recovery": early,
+            "producer_exits": len(exits), "kills_during_startup_or_recovery": life.early,
             "checks": [{k: v for k, v in c.__dict__.items() if k != "present"} | {"ok": c.ok}
-                       for c in checks],
-            "ok": all(c.ok for c in checks),
+                       for c in all_checks],
+            "ok": all(c.ok for c in all_checks) and len(final) == len(CONFIGS),
             "runs": {name: [{"started": round(r.started, 2), "ready": r.ready and round(r.ready, 2),
                              "ended": round(r.ended, 2), "how": r.how, "code": r.code,
                              "stderr": r.stderr[-4:]} for r in rs] for name, rs in runs.items()}}
@@ -331,30 +398,33 @@ def crash_windows(runs: Sequence[Run], exits: Dict[bytes, float], present: set) 
     return windows
 
 
-def _final_checks(runs: Dict[str, List[Run]], out: str, nonce: str, exits_log: str) -> List[Check]:
-    checks: List[Check] = []
-    for config in CONFIGS:
-        directory = os.path.join(out, config.name)
-        if not runs[config.name]:
-            continue
-        time.sleep(0.2)   # the producer's log is line-buffered: the last lines are in
-        expected = expected_exits(runs[config.name], read_log(exits_log, nonce), config.window)
-        checks.append(check_directory(config, directory, AS_LEFT, expected, nonce))
-        rec = Recorder(config, directory)   # the restart: recovers, records, stops cleanly
-        if rec.wait_ready(60):
-            time.sleep(config.interval + 2.0)
-        final = rec.end(signal.SIGTERM)
-        runs[config.name].append(final)
-        time.sleep(0.2)
-        expected = expected_exits(runs[config.name], read_log(exits_log, nonce), config.window)
-        check = check_directory(config, directory, RESTARTED, expected, nonce)
-        if not config.interval:   # interval rows appear only at an interval's end
-            WINDOWS.extend(crash_windows(runs[config.name][:-1], read_log(exits_log, nonce),
-                                         check.present))
-        if final.code != 0:
-            check.error = (check.error or "") + f"restart exited {final.code}: " + \
-                " | ".join(final.stderr[-3:])
-        checks.append(check)
+def final_checks(config: Config, runs: List[Run], directory: str, nonce: str,
+                 exits_log: str, all_killed: threading.Barrier) -> List[Check]:
+    """The directory as the last kill left it, then after one more run, which records until
+    ``all_killed`` (every configuration had its kills), then stops cleanly."""
+    time.sleep(0.2)   # the producer's log is line-buffered: the last lines are in
+    expected = expected_exits(runs, read_log(exits_log, nonce), config.window)
+    checks = [check_directory(config, directory, AS_LEFT, expected, nonce)]
+    rec = Recorder(config, directory)   # the restart: recovers, records, stops cleanly
+    try:
+        all_killed.wait(timeout=900)
+    except threading.BrokenBarrierError:   # another configuration failed: stop now
+        pass
+    if rec.wait_ready(60):
+        time.sleep(config.interval + 2.0)
+    final = rec.end(signal.SIGTERM)
+    runs.append(final)
+    time.sleep(0.2)
+    exits = read_log(exits_log, nonce)
+    expected = expected_exits(runs, exits, config.window)
+    check = check_directory(config, directory, RESTARTED, expected, nonce)
+    check.listened = len(expected_exits(runs, exits, 0.0, 0.0))
+    if not config.interval:   # interval rows appear only at an interval's end
+        WINDOWS.extend(crash_windows(runs[:-1], exits, check.present))
+    if final.code != 0:
+        check.error = (check.error or "") + f"restart exited {final.code}: " + \
+            " | ".join(final.stderr[-3:])
+    checks.append(check)
     return checks
 
 
@@ -364,7 +434,9 @@ def summary_line(result: Dict) -> str:
     return (f"kill9: {'PASS' if result['ok'] else 'FAIL'}: {result['kills']} kills in "
             f"{result['seconds']} s (seed {result['seed']}, "
             f"{result['kills_during_startup_or_recovery']} in start-up/recovery), "
-            f"{t['checked']:,} exits older than {FLUSH_SECONDS:g}+{MARGIN_SECONDS:g} s checked: "
+            f"{t['checked']:,} exits older than {FLUSH_SECONDS:g}+{MARGIN_SECONDS:g} s checked "
+            f"({t['coverage']:.0%} of the {result['producer_exits']:,} produced, in each of "
+            f"{len(CONFIGS)} directories): "
             f"{t['once']:,} exactly once, {t['lost']:,} lost, {t['duplicated']:,} duplicated; "
             f"crash window median {t['window_median']:.2f} s, max {t['window_max']:.2f} s "
             f"({t['kills_losing_any']} of the exit-stream kills lost the exits of their last "
