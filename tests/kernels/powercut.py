@@ -121,7 +121,9 @@ mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs 
 for m in $(cat /modules.load); do insmod "$m" || echo "POWERCUT: insmod $m failed"; done
 mount -t virtiofs -o ro hostroot /host || echo "POWERCUT: virtiofs mount failed"
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
+mkdir -p /hosttmp; mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp; mkdir -p /host/tmp/disk
+for p in @CARRY@; do mkdir -p "/host$p"; mount -o bind "/hosttmp${p#/tmp}" "/host$p" || echo "POWERCUT: bind $p failed"; done
 n=0; while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 if mount -t ext4 /dev/vda /host/tmp/disk; then echo "POWERCUT: mounted"; else echo "POWERCUT: mount failed"; fi
 cp /job.sh /host/tmp/job.sh
@@ -162,7 +164,20 @@ cat /tmp/record.err > /dev/console"""
 FINISH_NEVER = "wait $rec"
 
 
-def build_initrd(work: str, busybox: str, kos: Sequence[str], kdir: str) -> str:
+def carried(paths: Sequence[str]) -> List[str]:
+    """The host directories under /tmp that the guest must still see: its /tmp is a tmpfs of
+    its own (the shared root is read-only), which would hide a checkout or a venv there, as
+    CI's clean checkout may be."""
+    out = []
+    for path in paths:
+        path = os.path.abspath(path)
+        if path.startswith("/tmp/") and " " not in path and path not in out:
+            out.append(path)
+    return out
+
+
+def build_initrd(work: str, busybox: str, kos: Sequence[str], kdir: str,
+                 carry: Sequence[str] = ()) -> str:
     stage = os.path.join(work, "stage")
     shutil.rmtree(stage, ignore_errors=True)
     for d in ("bin", "proc", "sys", "dev", "tmp", "host", "etc"):
@@ -177,7 +192,7 @@ def build_initrd(work: str, busybox: str, kos: Sequence[str], kdir: str) -> str:
     with open(os.path.join(stage, "modules.load"), "w") as f:
         f.write("\n".join(loads) + "\n")
     with open(os.path.join(stage, "init"), "w") as f:
-        f.write(INIT)
+        f.write(INIT.replace("@CARRY@", " ".join(carry)))
     os.chmod(os.path.join(stage, "init"), 0o755)
     initrd = os.path.join(work, "initrd.gz")
     files = subprocess.run(["find", "."], cwd=stage, capture_output=True, check=True).stdout
@@ -406,7 +421,8 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
     rng = random.Random(seed)
     kdir = fetch(kroot, kernel)
     busybox = fetch(kroot, BUSYBOX)
-    initrd = build_initrd(out, busybox, modules(kdir, ["virtio_blk"]), kdir)
+    initrd = build_initrd(out, busybox, modules(kdir, ["virtio_blk"]), kdir,
+                          carried([REPO, os.path.dirname(os.path.dirname(py))]))
     image = os.path.join(out, "disk.img")
     with open(image, "wb") as f:
         f.truncate(IMAGE_MB << 20)
@@ -553,7 +569,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="where kernel packages are unpacked (default: $KROOT or /tmp/kern)")
     p.add_argument("--python", default=os.path.abspath(sys.executable),
                    help="the interpreter the guest runs, with taskstats_fast installed (default: "
-                        "this one; not under /tmp, which the guest does not share)")
+                        "this one; under /tmp it is bound into the guest's own /tmp)")
     p.add_argument("--formats", default=",".join(c[0] for c in CONFIGS),
                    help="configurations, in order (default: %(default)s)")
     p.add_argument("--rate", type=float, default=20.0, help="exits per second in the guest")
