@@ -243,12 +243,3 @@ def test_the_c_sightings_are_the_reference_sightings(seed, with_look):
     ordered = merge_module._SIGHTINGS.run(records, look_ns)[1]
     assert ordered == bool(np.all(ref["ac_pid"][1:] > ref["ac_pid"][:-1]))
 
-
-def test_exit_batches_joined_as_bytes_are_the_concatenated_records():
-    from taskstats_fast.accounting.accounting import joined_records
-    rng = np.random.default_rng(7)
-    batches = [np.frombuffer(rng.bytes(n * layout.DTYPE.itemsize), layout.DTYPE) for n in (3, 0, 5, 1)]
-    joined, reference = joined_records(batches), np.concatenate(batches)
-    assert joined.dtype == layout.DTYPE
-    _same(joined, reference, "joined batches")
-    assert len(joined_records([])) == 0 and joined_records([]).dtype == layout.DTYPE

@@ -19,7 +19,7 @@ and ``lost``), so they can change inside without touching this module.
 from __future__ import annotations
 
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -148,7 +148,7 @@ class Accounting:
         closing = self._take_look()
         batches = reader.cut()                    # the exits that raced the look are in
         lost_now = listener.lost
-        exits = joined_records(batches)
+        exits = layout.join_records(batches)
         rows, self._look = merge(start, closing, exits)
         own_usage = reconcile(rows, start.cgroups, closing.cgroups)
         iv = Interval(start.time_ns, closing.time_ns, rows,
@@ -192,15 +192,6 @@ assert PSI_DTYPE.itemsize == 8 * _PSI_WORDS and all(
 
 def _psi_words(rows: np.ndarray) -> np.ndarray:
     return rows.view(np.uint64).reshape(len(rows), _PSI_WORDS)
-
-
-def joined_records(batches: List[np.ndarray]) -> np.ndarray:
-    """The exit reader's batches as one DTYPE array, joined as bytes: numpy promotes a
-    structured dtype field by field, in Python, for every array it concatenates, which costs
-    far more per batch than the copy (DTYPE's holes are named, so the bytes are the records)."""
-    if not batches:
-        return np.zeros(0, layout.DTYPE)
-    return np.concatenate([np.ascontiguousarray(b).view(np.uint8) for b in batches]).view(layout.DTYPE)
 
 
 def _pressure_delta(start: Look, end: Look) -> Pressure:

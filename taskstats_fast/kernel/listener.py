@@ -54,7 +54,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from .. import _native
+from .. import _native, layout
 from ..errors import TaskstatsError
 from . import lifetime as lifetimes
 from . import netlink
@@ -302,7 +302,7 @@ class ExitListener:
             self._reader.stop_keeping()
         if not kept:
             return empty()
-        return kept[0] if len(kept) == 1 else np.concatenate(kept)
+        return kept[0] if len(kept) == 1 else layout.join_records(kept)
 
     def _close_in_child(self) -> None:
         """close() in a forked child: drop the child's copies of the fds and nothing else.  The

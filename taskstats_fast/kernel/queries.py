@@ -387,7 +387,7 @@ class ParallelLookups:
         futures = [self._pool.submit(helper.lookup, chunk, attr)
                    for helper, chunk in zip(helpers, chunks[1:])]
         parts = [self.main.lookup(chunks[0], attr)] + [f.result() for f in futures]
-        return Lookup(np.concatenate([p.records for p in parts]), ids,
+        return Lookup(layout.join_records([p.records for p in parts]), ids,
                       np.concatenate([p.found for p in parts]), sum(p.resent for p in parts))
 
     def _workers(self, n: int) -> List[QueryChannel]:

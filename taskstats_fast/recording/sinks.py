@@ -256,9 +256,8 @@ class FileSink:
             return
         if len(self._pending) == 1:
             batch = self._pending[0]
-        else:   # into a DTYPE array: np.concatenate alone would drop the dtype's tail padding
-            batch = np.empty(self._pending_records, self.schema.dtype)
-            np.concatenate(self._pending, out=batch)
+        else:
+            batch = layout.join_records(self._pending, self.schema.dtype)
         self._pending, self._pending_records = [], 0
         in_part = False   # once in the part's counts, _fail counts the batch with the part's
         try:
@@ -621,9 +620,8 @@ class BackgroundWriter:
 
     def _write_joined(self, batches: List[np.ndarray], arrived: float) -> None:
         rows = [b for b in batches if len(b)]   # empty ones are ticks
-        if len(rows) > 1:   # into one array of the rows' dtype (concatenate keeps its padding)
-            batch = np.empty(sum(len(b) for b in rows), rows[0].dtype)
-            np.concatenate(rows, out=batch)
+        if len(rows) > 1:
+            batch = layout.join_records(rows, rows[0].dtype)
         else:
             batch = rows[0] if rows else batches[0]
         try:
