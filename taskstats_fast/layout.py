@@ -409,8 +409,9 @@ TGID_FIELDS: FrozenSet[str] = frozenset(
 
 
 def join_records(arrays: Sequence[np.ndarray], dtype: Optional[np.dtype] = None) -> np.ndarray:
-    """``np.concatenate(arrays)`` of one-dimensional record arrays, into a fresh array of ``dtype`` (default: the first array's,
-    or DTYPE when there is none), joined as bytes when every array has that dtype.
+    """``np.concatenate(arrays)`` of one-dimensional record arrays, into a fresh array of
+    ``dtype`` (default: the first array's, or DTYPE when there is none), joined as bytes when
+    every array has that dtype.
 
     np.concatenate promotes a structured dtype field by field, in Python, on every call (with
     ``out=`` too), which costs far more than the copy for DTYPE's 95 fields.  The bytes of
@@ -424,7 +425,8 @@ def join_records(arrays: Sequence[np.ndarray], dtype: Optional[np.dtype] = None)
     if any(a.dtype != dtype for a in arrays):
         out = np.empty(sum(len(a) for a in arrays), dtype)
         return np.concatenate(arrays, out=out)
-    return np.concatenate([np.ascontiguousarray(a).view(np.uint8) for a in arrays]).view(dtype)
+    as_bytes = [np.ascontiguousarray(a).view(np.uint8) for a in arrays]
+    return np.concatenate(as_bytes).view(dtype)
 
 
 def field_version_table() -> Iterable[Tuple[str, str, str, int, str]]:
