@@ -123,7 +123,9 @@ mount -t virtiofs -o ro hostroot /host || echo "POWERCUT: virtiofs mount failed"
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /hosttmp; mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp; mkdir -p /host/tmp/disk
-for p in @CARRY@; do mkdir -p "/host$p"; mount -o bind "/hosttmp${p#/tmp}" "/host$p" || echo "POWERCUT: bind $p failed"; done
+for p in @CARRY@; do
+  mkdir -p "/host$p"; mount -o bind "/hosttmp${p#/tmp}" "/host$p" || echo "POWERCUT: bind $p failed"
+done
 n=0; while [ ! -b /dev/vda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 if mount -t ext4 /dev/vda /host/tmp/disk; then echo "POWERCUT: mounted"; else echo "POWERCUT: mount failed"; fi
 cp /job.sh /host/tmp/job.sh
