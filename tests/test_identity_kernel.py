@@ -105,19 +105,24 @@ def _with_pid(pid, comm, attempts=500):
     return None
 
 
+def _reuse_pid(first: subprocess.Popen, comm: str) -> None:
+    """Kill ``first``, then run a command named ``comm`` under the same pid, to its end."""
+    first.kill()
+    first.wait()
+    first.stdout.close()  # type: ignore[union-attr]
+    second = _with_pid(first.pid, comm)
+    if second is None:
+        pytest.fail("could not get the same pid again in 500 tries (machine too busy forking)")
+    second.wait()
+    second.stdout.close()  # type: ignore[union-attr]
+
+
 def test_a_pid_wrap_puts_two_commands_under_one_tgid_and_start_keeps_them_apart(tmp_path):
     first_comm, second_comm = f"tsfwA{os.getpid() % 10**6}", f"tsfwB{os.getpid() % 10**6}"
     with _recorders(tmp_path) as procs:
         first = _named([], first_comm)
         time.sleep(1.5)                   # seen by looks; and the next start is seconds later
-        first.kill()
-        first.wait()
-        first.stdout.close()  # type: ignore[union-attr]
-        second = _with_pid(first.pid, second_comm)
-        if second is None:
-            pytest.fail("could not get the same pid again in 500 tries (machine too busy forking)")
-        second.wait()
-        second.stdout.close()  # type: ignore[union-attr]
+        _reuse_pid(first, second_comm)
         frames = _stop(procs)
     for by, frame in frames.items():
         ours = frame[frame["ac_comm"].isin([first_comm, second_comm])]
@@ -189,14 +194,7 @@ def test_a_pid_wrap_inside_one_interval_is_two_processes(tmp_path):
                 assert "recording every" in line, line   # past its first look
             first = _named_threaded(first_comm)
             time.sleep(4)   # the next start is seconds later: more than ac_btime's jitter
-            first.kill()
-            first.wait()
-            first.stdout.close()  # type: ignore[union-attr]
-            second = _with_pid(first.pid, second_comm)
-            if second is None:
-                pytest.fail("could not get the same pid again in 500 tries (machine too busy forking)")
-            second.wait()
-            second.stdout.close()  # type: ignore[union-attr]
+            _reuse_pid(first, second_comm)
             time.sleep(0.3)                  # the exit messages are in the sockets
             iv = accounting.next(deadline=time.monotonic())
             frames = {}

@@ -23,6 +23,8 @@ from taskstats_fast import schema
 from taskstats_fast.recording import interval_rows as intervals
 from taskstats_fast.recording.intervals import record_intervals
 
+from scripted_accounting import ScriptedAccounting
+
 CLI = [sys.executable, "-m", "taskstats_fast"]
 #: how much of an interval span one task's reading may drift from the looks' timestamps: the
 #: time a look takes to reach it differs between looks (a loaded host slows some looks more)
@@ -186,19 +188,6 @@ def test_by_process_without_interval_is_one_usage_line(tmp_path):
 
 
 def test_record_intervals_writes_a_final_partial_interval():
-    class FakeAccounting:
-        interval = 0.2
-
-        def __init__(self):
-            self.calls = 0
-
-        def open(self):
-            return self
-
-        def next(self, deadline=None):
-            self.calls += 1
-            return synthetic(self.calls)
-
     class ListSink:
         def __init__(self):
             self.batches, self.closed = [], False
@@ -216,12 +205,12 @@ def test_record_intervals_writes_a_final_partial_interval():
             return recording.SinkStats(written=sum(map(len, self.batches)))
 
     sink = ListSink()
-    result = record_intervals(FakeAccounting(), sink, stop=time.monotonic() + 0.5,
+    result = record_intervals(ScriptedAccounting(synthetic, interval=0.2), sink, stop=time.monotonic() + 0.5,
                                         by="process")
     assert sink.closed and result.intervals == len(sink.batches) == 3   # 0.2, 0.4, then 0.5
     assert result.rows == 6 and result.stopped_by == "deadline"
     with pytest.raises(ValueError, match="per task or per process"):
-        record_intervals(FakeAccounting(), sink, by="cgroup")
+        record_intervals(ScriptedAccounting(synthetic, interval=0.2), sink, by="cgroup")
 
 
 def _schedstat_ns(pid: int) -> int:

@@ -27,6 +27,7 @@ from taskstats_fast.recording.psi_rows import (PSI_ROW_DTYPE, PSI_STALL_FIELDS, 
                                                psi_schema)
 
 from cgroup_workload import Group
+from scripted_accounting import ScriptedAccounting
 
 CLI = [sys.executable, "-m", "taskstats_fast"]
 T0 = 1_764_590_400 * 10**9   # 2025-12-01T12:00:00Z
@@ -142,25 +143,12 @@ def test_summary_says_the_systems_stall_and_ranks_cgroups(tmp_path):
     assert "Top 10 commands" not in report.format_summary(alone)
 
 
-class _FakeAccounting:
-    interval = 0.1
-
-    def __init__(self):
-        self.calls = 0
-
-    def open(self):
-        return self
-
-    def next(self, deadline=None):
-        self.calls += 1
-        return synthetic(self.calls)
-
 
 def test_record_intervals_writes_each_intervals_psi_to_its_sink(tmp_path):
     ds = tmp_path / "usage"
     rows = recording.FileSink(str(ds), "npy", schema=intervals.interval_schema("task"))
     psi = recording.FileSink(psi_path(str(ds)), "npy", schema=psi_schema())
-    result = record_intervals(_FakeAccounting(), rows, stop=time.monotonic() + 0.35, psi=psi)
+    result = record_intervals(ScriptedAccounting(synthetic), rows, stop=time.monotonic() + 0.35, psi=psi)
     assert result.intervals >= 2 and psi.stats().written == 3 * result.intervals
     back = tsf.read_records(str(ds), kind="psi")
     assert len(back) == 3 * result.intervals and not psi.stats().lost
@@ -189,7 +177,7 @@ def test_a_psi_sink_that_cannot_write_stops_the_recording_with_its_counts(tmp_pa
     rows = recording.FileSink(str(tmp_path / "usage"), "npy", schema=intervals.interval_schema("task"))
     psi = FullDisk()
     with pytest.raises(recording.WriteFailedError, match=r"3 of the 3 PSI rows were not written") as e:
-        record_intervals(_FakeAccounting(), rows, stop=time.monotonic() + 5, psi=psi)
+        record_intervals(ScriptedAccounting(synthetic), rows, stop=time.monotonic() + 5, psi=psi)
     assert psi.closed and rows.stats().files    # both closed; the interval rows handed are kept
     assert "interval rows were not written" in str(e.value)
 
