@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 import numpy as np
 
 from ..errors import NotARecordingError, TaskstatsError
+from .. import layout
 from .. import schema as _columns
 from .formats import format_of_path, known_extensions
 from .metadata import check_format_version
@@ -195,11 +196,7 @@ class Recordings:
         return self.schema if self.schema is not None else _columns.DEFAULT
 
     def records(self) -> np.ndarray:
-        parts = list(self.chunks())
-        out = np.empty(sum(len(p) for p in parts), self.rows_schema.dtype)
-        if parts:
-            np.concatenate(parts, out=out)
-        return out
+        return layout.join_records(list(self.chunks()), self.rows_schema.dtype)
 
 
 class MixedRowsError(TaskstatsError, ValueError):
