@@ -178,10 +178,91 @@ def test_a_sink_with_a_cap_below_one_file_keeps_the_file_it_closed_and_warns_onc
     root = str(tmp_path / "ds")
     sink = FileSink(root, "npy", rotate_bytes=1, flush_records=64,
                     retention=RetentionPolicy(max_total_bytes=1000))
-    with pytest.warns(RuntimeWarning, match="alone is over the size cap") as caught:
+    with pytest.warns(RuntimeWarning, match="is alone over the size cap") as caught:
         with sink:
             for i in range(4):
                 sink.write(_batch(64, 64 * i))
     assert len([w for w in caught if "size cap" in str(w.message)]) == 1
     assert find_files([root]) == sink.files[-1:]            # the newest stays
     assert len(sink.deleted) == 3
+
+
+def test_a_recording_directory_s_datasets_share_one_cap(tmp_path):
+    """An interval recording's rows (DIR/host=h) and its PSI (DIR/_psi/host=h) are one
+    directory to the cap: the oldest complete files go first whichever dataset they are in,
+    never the newest of either, nor a file being written."""
+    rows, psi = tmp_path / "ds" / "host=h", tmp_path / "ds" / "_psi" / "host=h"
+    ages = {"rows-a": 9, "psi-a": 8, "rows-b": 7, "psi-b": 1.5, "rows-c": 1}
+    path = {name: str((rows if name.startswith("rows") else psi) / "date=2026-11-30" /
+                      f"part-{name}.npy") for name in ages}
+    for name, age in ages.items():
+        _file(path[name], 1000, age)
+    _file(str(psi / "date=2026-11-30" / ".part-z.npy.inprogress"), 9000, 0, sidecar=False)
+    sizes = {name: os.path.getsize(p) + 2 for name, p in path.items()}   # + its "{}" sidecar
+    policy = RetentionPolicy(max_total_bytes=sizes["rows-b"] + sizes["psi-b"] + sizes["rows-c"])
+    result = policy.apply(str(rows), now=NOW, shared=[str(psi)])
+    assert sorted(result.deleted) == sorted([path["rows-a"], path["psi-a"]])
+    assert result.bytes_freed == sizes["rows-a"] + sizes["psi-a"] and not result.over_cap
+    # a cap below the newest file of each keeps both and says so; the PSI sink sees the same
+    result = RetentionPolicy(max_total_bytes=1).apply(str(psi), now=NOW, shared=[str(rows)])
+    assert result.deleted == [path["rows-b"]] and result.over_cap
+    assert {f.path for f in complete_files(str(rows))[0] + complete_files(str(psi))[0]} == \
+        {path["rows-c"], path["psi-b"]}
+    assert os.path.exists(psi / "date=2026-11-30" / ".part-z.npy.inprogress")
+
+
+def test_an_interval_recording_s_two_sinks_keep_the_directory_under_one_cap(tmp_path):
+    from taskstats_fast.accounting.interval import Interval
+    from taskstats_fast.recording import interval_rows as intervals
+    from taskstats_fast.recording.psi_rows import psi_path, psi_rows, psi_schema
+
+    root = str(tmp_path / "ds")
+    rotate, limit = 20_000, 120_000
+    policy = RetentionPolicy(max_total_bytes=limit)
+    sink = FileSink(root, "npy", rotate_bytes=rotate, flush_records=1, hostname="h",
+                    retention=policy, schema=intervals.interval_schema())
+    pressure = FileSink(psi_path(root), "npy", rotate_bytes=rotate, flush_records=1,
+                        hostname="h", retention=policy, schema=psi_schema())
+    n = 64
+    modified = {}   # each file's mtime when it was published
+    with sink, pressure:
+        for k in range(60):
+            iv = Interval.from_arrays(k * 10**9, (k + 1) * 10**9, cgroups={7: "/a"}, columns={
+                "ac_pid": np.arange(n), "ac_tgid": np.arange(n), "cgroup_id": [7] * n,
+                "cpu_ns": [k] * n})
+            sink.write(intervals.interval_rows(iv))
+            pressure.write(np.repeat(psi_rows(iv), 40))
+            for s in (sink, pressure):
+                s.tick()
+                s.wait_finished()
+                modified.update((p, os.stat(p).st_mtime_ns) for p in s.files
+                                if p not in modified and os.path.exists(p))
+            on_disk = sum(os.path.getsize(os.path.join(d, f))
+                          for d, _, names in os.walk(root) for f in names)
+            # after a rotation the directory fits again: beyond it, at most the file each sink
+            # is writing (its journal and the part, which the cap does not count)
+            assert on_disk <= limit + 4 * rotate, (k, on_disk)
+    assert sink.deleted and pressure.deleted          # both datasets gave up files
+    survivors = set(find_files([root])) | set(find_files([psi_path(root)]))
+    assert sink.files[-1] in survivors and pressure.files[-1] in survivors
+    complete = complete_files(os.path.join(root, "host=h"))[0] + \
+        complete_files(os.path.join(psi_path(root), "host=h"))[0]
+    assert sum(f.size for f in complete) <= limit
+    # the oldest went first across both: every survivor is newer than every deleted file
+    deleted = set(sink.deleted) | set(pressure.deleted)
+    assert max(modified[p] for p in deleted) <= min(modified[p] for p in survivors)
+
+
+def test_each_sink_of_an_interval_recording_finds_the_other_s_host_directory(tmp_path):
+    """The cap's scope, seen from either dataset: the rows' sink counts the PSI's files of the
+    same host, the PSI's sink the rows' (and a plain dataset only its own)."""
+    from taskstats_fast.recording.finishing import FinishedFiles
+    from taskstats_fast.recording.paths import host_directory
+    from taskstats_fast.recording.psi_rows import psi_path
+
+    root = str(tmp_path / "ds")
+    rows, psi = host_directory(root, "web 1"), host_directory(psi_path(root), "web 1")
+    policy = RetentionPolicy(max_total_bytes=1000)
+    assert FinishedFiles({}, rows, policy).shared == (psi,)
+    assert FinishedFiles({}, psi, policy).shared == (rows,)
+    assert FinishedFiles({}, rows, None).shared == ()

@@ -30,7 +30,7 @@ complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l rcvbuf -x 
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l rotate-mb -x -d 'start a new file when the current one reaches MB megabytes on disk; 0 '
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l rotate-seconds -x -d 'start a new file every S seconds, so finished files appear regularly; '
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l keep-days -x -d 'after each rotation, delete complete files of this host older than DAY'
-complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l max-total-mb -x -d 'after each rotation, delete this host\'s oldest complete files until it'
+complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l max-total-mb -x -d 'after each rotation, delete this host\'s oldest complete files until th'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l flush-records -x -d 'records held in memory at most before they are written out and fsynced'
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l flush-seconds -x -d 'write out and fsync what was received at least every S seconds: after '
 complete -c taskstats-fast -n '__fish_seen_subcommand_from record' -l status -d 'print the status line even when stderr is not a terminal (then as a fu'

@@ -62,9 +62,10 @@ def add_record_options(p: argparse.ArgumentParser, *, default_path: bool) -> Non
                    help="after each rotation, delete complete files of this host older than DAYS "
                         "days (never the file being written; directories only)")
     p.add_argument("--max-total-mb", type=positive_float, metavar="MB",
-                   help="after each rotation, delete this host's oldest complete files until its "
-                        "files take at most MB megabytes (the file being written counts but is "
-                        "never deleted; directories only)")
+                   help="after each rotation, delete this host's oldest complete files until they "
+                        "take at most MB megabytes, an interval recording's PSI under PATH/_psi "
+                        "counted with them (never the newest of either, nor the file being "
+                        "written; directories only)")
     p.add_argument("--flush-records", type=positive_int, default=65536, metavar="N",
                    help="records held in memory at most before they are written out and "
                         "fsynced (default: %(default)s)")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .metadata import utc
 from .parts import Part
+from .paths import sharing_host_directories
 from .retention import RetentionPolicy
 
 __all__ = ["Finisher", "FinishedFiles"]
@@ -98,6 +99,10 @@ class FinishedFiles:
                  retention: Optional[RetentionPolicy]):
         self.metadata = dict(metadata)
         self.host_directory = host_directory
+        #: this host's directories of the other datasets that share the retention cap (only
+        #: a dataset has retention: a single file has no host directory)
+        self.shared: Tuple[str, ...] = () if retention is None else tuple(
+            sharing_host_directories(host_directory))
         self.retention = retention
         self.files: List[str] = []
         self.bytes = 0
@@ -186,19 +191,24 @@ class FinishedFiles:
         the file being written, which is not complete, nor the one just closed). A file that
         cannot be deleted is a warning, not the end of the recording."""
         assert self.retention is not None
-        result = self.retention.apply(self.host_directory, protected=self.files[-1:])
+        result = self.retention.apply(self.host_directory, protected=self.files[-1:],
+                                      shared=self.shared)
         self.deleted += result.deleted
         self.aged_out += result.aged_out
         _warn_retention(result, self.files[-1] if self.files else self.host_directory,
-                        self.retention.max_total_bytes, once=not self.over_cap)
+                        self.retention.max_total_bytes, once=not self.over_cap,
+                        shared=any(os.path.isdir(d) for d in self.shared))
         self.over_cap = self.over_cap or result.over_cap
 
 
-def _warn_retention(result: Any, newest: str, cap: Optional[int], *, once: bool) -> None:
+def _warn_retention(result: Any, newest: str, cap: Optional[int], *, once: bool,
+                    shared: bool = False) -> None:
     """What retention could not do, as warnings (the cap below one file: once)."""
     if result.over_cap and once:
-        warnings.warn(f"retention: {newest} alone is over the size cap ({cap:,} bytes): the "
-                      "newest file is kept (raise --max-total-mb or lower --rotate-mb)",
+        what = (f"{newest} and the newest file of the directory's other dataset (its PSI, "
+                "under _psi) are" if shared else f"{newest} is")
+        warnings.warn(f"retention: {what} alone over the size cap ({cap:,} bytes): the "
+                      "newest file of each is kept (raise --max-total-mb or lower --rotate-mb)",
                       RuntimeWarning, stacklevel=3)
     for error in result.errors:
         warnings.warn(f"retention: could not delete {error.filename}: {error.strerror}",

@@ -27,15 +27,13 @@ import numpy as np
 from ..accounting.interval import CGROUP_PATH_BYTES, PSI_DTYPE, Interval, cgroup_paths
 from ..schema import RowSchema
 from .metadata import FileStats, StatsColumns
-from .paths import PathOrPaths, is_dataset_path, path_list
+from .paths import PSI_DIRECTORY, PathOrPaths, is_dataset_path, path_list
 
 __all__ = ["PSI_ROWS", "PSI_DIRECTORY", "PSI_ROW_DTYPE", "PSI_STALL_FIELDS", "PSI_STATS",
            "psi_schema", "psi_rows", "psi_path", "psi_paths", "SYSTEM_CGROUP"]
 
 #: The ``rows`` metadata value of files holding PSI rows.
 PSI_ROWS = "psi"
-#: Where, inside an interval dataset directory, its PSI dataset lives.
-PSI_DIRECTORY = "_psi"
 #: The ``cgroup`` of the row holding the system's stalls (/proc/pressure): the root.
 SYSTEM_CGROUP = "/"
 #: The stall-time fields, in ``PSI_DTYPE`` order.

@@ -14,13 +14,19 @@ their metadata sidecars, and never a file being written:
   oldest first until their total fits;
 - it never deletes the newest complete file, nor the ones it is told to protect (the file the
   sink just closed): a cap smaller than one file keeps that file and says so (``over_cap``);
+- one recording directory's datasets share its cap (``shared``: an interval recording's rows
+  and its PSI under ``_psi``, written by two sinks): their complete files are counted together
+  and deleted oldest first across both, never the newest of either (the last file its sink
+  closed);
 - directories it empties (an old ``date=`` partition) are removed, and every directory it
   deleted in is fsynced (``durable``).
 
 ``FileSink`` applies the policy after each rotation to its own host's part of the dataset
-(``host=HOST/``): recorders of several hosts writing into one shared dataset each manage their
-own files. A file that vanished meanwhile is skipped; other errors are returned, not raised, so
-a recording never stops because an old file could not be deleted.
+(``host=HOST/``), together with that host's part of the other dataset of its recording
+directory (``paths.sharing_host_directories``; ``FinishedFiles`` asks): recorders of several
+hosts writing into one shared dataset each manage their own files.  A file that vanished
+meanwhile is skipped; other errors are returned, not raised, so a recording never stops
+because an old file could not be deleted.
 """
 
 from __future__ import annotations
@@ -131,13 +137,24 @@ class RetentionPolicy:
         return doomed, total
 
     def apply(self, directory: str, now: Optional[float] = None,
-              protected: Collection[str] = ()) -> RetentionResult:
-        """Delete what the policy says under ``directory``; returns what it did."""
+              protected: Collection[str] = (), shared: Sequence[str] = ()) -> RetentionResult:
+        """Delete what the policy says under ``directory``; returns what it did.  The complete
+        files under the ``shared`` directories (another dataset of the same recording
+        directory, written by another sink) count against the same size cap and are deleted
+        oldest first with ``directory``'s, except the newest of each directory."""
         result = RetentionResult()
         if not self.active or not os.path.isdir(directory):
             return result
         now = time.time() if now is None else now
         files, _ = complete_files(directory)
+        top_of = dict.fromkeys((f.path for f in files), directory)
+        protected = set(protected) | {f.path for f in files[-1:]}
+        for other in (d for d in shared if os.path.isdir(d) and d != directory):
+            theirs, _ = complete_files(other)
+            protected.update(f.path for f in theirs[-1:])   # its newest: its writer's last close
+            top_of.update(dict.fromkeys((f.path for f in theirs), other))
+            files += theirs
+        files.sort(key=lambda f: (f.modified, f.path))
         doomed, kept_bytes = self.select(files, now, protected)
         result.over_cap = self.max_total_bytes is not None and kept_bytes > self.max_total_bytes
         touched: Set[str] = set()
@@ -148,7 +165,7 @@ class RetentionPolicy:
                 _unlink(file.sidecar, result.errors)
             result.deleted.append(file.path)
             result.bytes_freed += file.size
-            touched.add(_remove_emptied(os.path.dirname(file.path), directory))
+            touched.add(_remove_emptied(os.path.dirname(file.path), top_of[file.path]))
         if self.keep_days is not None:
             touched |= self._age_out(directory, now - self.keep_days * _DAY, result)
         for where in sorted(touched):

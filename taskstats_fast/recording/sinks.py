@@ -44,7 +44,6 @@ import os
 import queue
 import tempfile
 import time
-import urllib.parse
 from typing import Any, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -59,7 +58,7 @@ from .finishing import FinishedFiles
 from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import stats_for, system_metadata
 from .parts import Part
-from .paths import is_dataset_path
+from .paths import PartNames, host_directory, is_dataset_path, utc_day
 from .recovery import RecoveryResult, Unfinished, recover_leftovers
 from .retention import RetentionPolicy
 
@@ -184,14 +183,16 @@ class FileSink:
         self.hostname = hostname or self.metadata["hostname"]
         self.retention = retention if retention is not None and retention.active else None
         self._lock: Optional[OutputLock] = None if self.dataset else OutputLock(path)
+        own = host_directory(path, self.hostname)
         try:
             #: what earlier runs left unfinished here, published again (``recovery``)
             self.recovery: RecoveryResult = recover_leftovers(
-                [self._host_directory()] if self.dataset else [path], in_dataset=self.dataset)
+                [own] if self.dataset else [path], in_dataset=self.dataset)
         except BaseException:
             self._release_lock()
             raise
-        self._finished = FinishedFiles(self.metadata, self._host_directory(), self.retention)
+        self._finished = FinishedFiles(self.metadata, own, self.retention)
+        self._names = PartNames(own, self.format.extension)
         #: the files finished, in order; files that retention deleted, and crash leftovers
         #: it aged out
         self.files: List[str] = self._finished.files
@@ -210,7 +211,6 @@ class FileSink:
         #: when the current file's time began (its first record), None until one arrives
         self._part_started: Optional[float] = None
         self._part_day: Optional[str] = None
-        self._sequence = 0
         self._closed = False
 
     # -- the Sink protocol -----------------------------------------------------------------
@@ -238,7 +238,7 @@ class FileSink:
                 # now, not at arrival: batches queued behind a slow rotation would each find
                 # their file due at once (one batch a file, each rotation slower than the last)
                 self._part_started = now
-                self._part_day = _utc_day()
+                self._part_day = utc_day()
         self.tick()
 
     def flush(self) -> None:
@@ -429,21 +429,10 @@ class FileSink:
             return False
         if self.rotate_seconds and now - self._part_started >= self.rotate_seconds:
             return True
-        return self.dataset and self._part_day is not None and _utc_day() != self._part_day
+        return self.dataset and self._part_day is not None and utc_day() != self._part_day
 
     def _next_path(self) -> str:
-        if not self.dataset:
-            return self.root
-        day = _utc_day()
-        directory = os.path.join(self._host_directory(),
-                                 f"date={day}")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        while True:
-            name = f"part-{stamp}-{os.getpid()}-{self._sequence:04d}{self.format.extension}"
-            self._sequence += 1
-            path = os.path.join(directory, name)
-            if not os.path.exists(path):
-                return path
+        return self._names.next() if self.dataset else self.root
 
     def _open_part(self) -> Part:
         path = self._next_path()
@@ -452,7 +441,7 @@ class FileSink:
                           opening_metadata=self.metadata)
         if self._part_started is None:
             self._part_started = time.monotonic()
-        self._part_day = _utc_day()
+        self._part_day = utc_day()
         return self._part
 
     def _rotate(self) -> None:
@@ -480,9 +469,6 @@ class FileSink:
             self._unsynced_since = None
         if in_background:
             self._finished.hand_over(part, meta)
-
-    def _host_directory(self) -> str:
-        return os.path.join(self.root, f"host={urllib.parse.quote(self.hostname, safe='')}")
 
     @property
     def retention_over_cap(self) -> bool:
@@ -655,10 +641,6 @@ class BackgroundWriter:
                     self._room.notify_all()
                 if op is self._STOP:
                     return
-
-
-def _utc_day() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime())
 
 
 def write_file(path: str, records: np.ndarray, fmt: Optional[str] = None,
