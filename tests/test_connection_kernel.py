@@ -447,19 +447,21 @@ def test_connection_basics():
 
 _BUSY_THREADS = textwrap.dedent("""
     import sys, threading, time
+    # each worker says when it is done: a thread waiting for the GIL shows as asleep ("S") in
+    # /proc, so the threads' states cannot tell a finished worker from one not yet through
+    done = threading.Semaphore(0)
     def work():
         end = time.thread_time() + 0.15          # this thread's own CPU time
         while time.thread_time() < end:
             pass
         with open("/dev/zero", "rb") as f:       # 1 MiB of reads of its own
             f.read(1 << 20)
+        done.release()
         threading.Event().wait()
     ts = [threading.Thread(target=work, daemon=True) for _ in range(3)]
     [t.start() for t in ts]
-    while sum(t.native_id is not None for t in ts) < 3 or any(
-            open(f"/proc/self/task/{t.native_id}/stat").read().rsplit(")", 1)[1].split()[0] == "R"
-            for t in ts):
-        time.sleep(0.02)
+    for _ in ts:
+        done.acquire()
     print("ready", flush=True)
     sys.stdin.read()
 """)
