@@ -118,7 +118,7 @@ def not_written_error(failure: WriteFailedError, result: Any, sink: SinkStats,
         failure.errno or 0,
         f"{failure.strerror}: {sink.lost:,} of the {handed} were not written; "
         f"{sink.written - sink.unpublished:,} are in {len(sink.files)} complete file(s)"
-        + (f" and {sink.unpublished:,} in a file left unfinished, read in place and published "
+        + (f" and {sink.unpublished:,} in file(s) left unfinished, read in place and published "
            "by the next record on this output" if sink.unpublished else ""),
         not_written=sink.lost)
     error.result = result  # type: ignore[attr-defined]

@@ -23,7 +23,7 @@ from ..errors import TaskstatsError
 
 __all__ = ["fsync_directory", "make_directories", "fsync_path", "sync_file", "publish",
            "write_text_durably", "remove_durably", "try_lock", "journal_path", "OutputLock",
-           "OutputInUseError", "FSYNCS"]
+           "OutputInUseError", "NotPublishedError", "FSYNCS"]
 
 
 class _Counter:
@@ -81,10 +81,34 @@ def make_directories(directory: str) -> None:
         fsync_directory(os.path.dirname(created))
 
 
+class NotPublishedError(OSError):
+    """The directory fsync after renaming a file into place failed (``publish``): the file is
+    not published.  ``where``: the name it is under now, its hidden one again, or its final one
+    when renaming it back failed too (then a power cut may leave either name)."""
+
+    def __init__(self, error: OSError, final: str, where: str):
+        how = ("renamed back" if where != final else
+               "renaming it back failed too, so its name may not survive a power cut")
+        super().__init__(error.errno, f"{error.strerror} (the directory fsync after renaming "
+                         f"it into place; {how})", final)
+        self.where = where
+
+
 def publish(tmp: str, final: str) -> None:
-    """Rename the (already fsynced) ``tmp`` to ``final`` and fsync the directory."""
+    """Rename the (already fsynced) ``tmp`` to ``final`` and fsync the directory.  When that
+    fsync fails, ``final`` is not proven on disk: the file goes back to ``tmp`` (best effort:
+    either name leaves it readable once, ``recovery``) and ``NotPublishedError`` is raised."""
     os.replace(tmp, final)
-    fsync_directory(os.path.dirname(final))
+    try:
+        fsync_directory(os.path.dirname(final))
+    except OSError as e:
+        where = final
+        try:
+            os.replace(final, tmp)
+            where = tmp
+        except OSError:
+            pass
+        raise NotPublishedError(e, final, where) from e
 
 
 def write_text_durably(path: str, text: str) -> None:

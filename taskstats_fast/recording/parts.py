@@ -6,9 +6,11 @@ dataset readers such as pyarrow.dataset skip it); its writer keeps it readable u
 holds and our readers read it in place.  While it is open its writer holds an flock on it,
 which tells recovery it is not a crash's leftover.  ``finish`` completes and fsyncs it, writes
 and fsyncs the metadata sidecar (formats that keep one), renames it into place and fsyncs the
-directory (``durable``).  A failure at any step raises, and the file is not published.
-After a failed write (a full disk) ``keep`` leaves it in progress, cut back to its last
-complete write and fsynced, for ``recovery`` to publish; ``abort`` removes it.
+directory (``durable``).  A failure at any step raises, and the file is not published: when
+the directory fsync after the rename fails, the file goes back under its hidden name and its
+sidecar is removed (the metadata of no file).  After a failed write (a full disk) or finish
+``keep`` leaves it in progress, cut back to its last complete write and fsynced, for
+``recovery`` to publish; ``abort`` removes it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ..schema import TableSchema
-from .durable import (fsync_directory, journal_path, make_directories, publish, try_lock,
-                      write_text_durably)
+from .durable import (NotPublishedError, fsync_directory, journal_path, make_directories,
+                      publish, try_lock, write_text_durably)
 from .formats import Format
 from .metadata import stats_for
 from .writers import unlink_quietly
@@ -50,6 +52,9 @@ class Part:
         self.path = path
         self.sidecar_path = sidecar_path
         self.tmp_path = hidden_name(path, suffix)
+        #: where its rows are when it is not published: ``tmp_path``, or ``path`` when a
+        #: finish renamed it into place and could neither prove that name nor undo it
+        self.kept_in = self.tmp_path
         make_directories(os.path.dirname(path))
         self.stats = stats_for(schema)
         self.opened_ns = time.time_ns()
@@ -94,9 +99,18 @@ class Part:
         if self.sidecar_path:
             write_text_durably(self.sidecar_path,
                                json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        publish(self.tmp_path, self.path)
+        try:
+            publish(self.tmp_path, self.path)
+        except NotPublishedError as e:
+            self.kept_in = e.where
+            if self.sidecar_path and e.where != self.path:
+                _remove_quietly(self.sidecar_path)
+            raise
         self._release()
-        self._writer.published()
+        try:
+            self._writer.published()
+        except OSError:   # a journal whose file is published: recovery removes it, never rereads it
+            pass
         return self.path
 
     def abort(self) -> None:
@@ -111,7 +125,11 @@ class Part:
         """Close without publishing after a failed write or finish, leaving the file readable
         in progress up to its last complete write, fsynced (or, when that fsync fails, up to
         its last good one), and unlocked: a leftover for ``recovery``.  Returns the rows it
-        holds; the rest of what was written is not.  One holding no row is removed."""
+        holds; the rest of what was written is not.  One holding no row is removed.  One left
+        under its final name (``kept_in``) is complete and fsynced: all its rows, untouched."""
+        if self.kept_in == self.path:
+            self._release()
+            return self.stats.records
         try:
             kept = int(self._writer.keep())
         except OSError:   # it vanished: nothing of it is on disk
@@ -127,3 +145,11 @@ class Part:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+def _remove_quietly(path: str) -> None:
+    """Best effort: the directory it is in has just failed an fsync."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

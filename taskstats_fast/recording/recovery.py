@@ -305,8 +305,12 @@ class Unfinished:
         rows = dict(self.kept).get(part.path, 0)
         if not rows:
             return f"{part.path} (the partial file was removed)"
+        if part.kept_in == part.path:
+            return (f"{part.path} (its {rows:,} records are in it, complete, but its name is "
+                    f"not proven on disk: if a power cut drops it, the next start recovers "
+                    f"them from {part.tmp_path})")
         return (f"{part.path} (left unfinished: its {rows:,} records up to the failure are "
-                f"kept in {part.tmp_path})")
+                f"kept in {part.kept_in})")
 
     def publish(self, *, in_dataset: bool) -> List[str]:
         """Recover each one if the disk has room now; the paths published.  The others stay

@@ -53,7 +53,7 @@ from .. import schema as columns
 from ..errors import WriteFailedError
 from ..schema import TableSchema
 from ..sink import CountingSink, Sink, SinkStats
-from .durable import OutputLock
+from .durable import NotPublishedError, OutputLock
 from .finishing import FinishedFiles
 from .formats import FORMAT, Format, detect_format, require_format
 from .metadata import stats_for, system_metadata
@@ -104,6 +104,8 @@ def prepare_output(path: str) -> str:
 
 def _write_error(error: BaseException) -> Tuple[int, str]:
     """(errno, text) of a failed write: OSError's own, or pyarrow's "[errno N]" in its text."""
+    if isinstance(error, NotPublishedError):   # which fsync, and where the file went
+        return error.errno or errno.EIO, str(error.strerror)
     if isinstance(error, OSError) and error.errno:
         return error.errno, os.strerror(error.errno)
     text = str(error)
