@@ -265,6 +265,10 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
     listener = None
     status = StatusLine(sys.stderr, args.status)
     try:
+        # The sink's imports before the listener registers: from then on the sockets fill
+        # until the sink is made and the loop reads them, and at a high exit rate a second of
+        # imports there is more than the receive buffers hold.
+        recording.prepare_writing(fmt)
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
         drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
@@ -353,6 +357,7 @@ def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
     accounting = Accounting(interval=args.interval, **listener_options)
     status = StatusLine(sys.stderr, args.status)
     try:
+        recording.prepare_writing(fmt, recording.interval_schema(args.by))   # as _run_exits
         accounting.open()   # first: without privilege nothing is left on disk
         drop_privileges_as_asked(args, keep=("CAP_NET_ADMIN",))   # looks keep querying
         sink = recording.FileSink(args.output, fmt, schema=recording.interval_schema(args.by),

@@ -36,11 +36,13 @@ from .reading import (DamagedRecordingWarning, Recordings, columns_of, read_colu
 from .intervals import record_intervals
 from .retention import RetentionPolicy
 from .summary import INTERVALS, SUMMARY_COLUMNS, Summary, summarize, summarize_columns
-from .sinks import (BackgroundWriter, FileSink, Recorder, check_writable, prepare_output, write_file)
+from .sinks import (BackgroundWriter, FileSink, Recorder, check_writable, prepare_output,
+                    prepare_writing, write_file)
 
 __all__ = [
     "record", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",
-    "Recorder", "BackgroundWriter", "write_file", "prepare_output", "check_writable",
+    "Recorder", "BackgroundWriter", "write_file", "prepare_output", "prepare_writing",
+    "check_writable",
     "summarize", "summarize_columns", "Summary", "SUMMARY_COLUMNS",
     "FORMAT", "FORMATS", "EXTENSIONS", "Format", "MetadataPlace", "detect_format",
     "default_format", "format_of_path", "require_format", "FORMAT_VERSION", "METADATA_KEY",

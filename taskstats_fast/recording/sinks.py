@@ -63,7 +63,7 @@ from .recovery import RecoveryResult, Unfinished, recover_leftovers
 from .retention import RetentionPolicy
 
 __all__ = ["Sink", "SinkStats", "FileSink", "Recorder", "BackgroundWriter", "write_file",
-           "prepare_output", "check_writable", "CountingSink"]
+           "prepare_output", "prepare_writing", "check_writable", "CountingSink"]
 
 
 def _nearest_existing(path: str) -> str:
@@ -116,12 +116,16 @@ def _write_error(error: BaseException) -> Tuple[int, str]:
 
 
 # ---- a recording ---------------------------------------------------------------------------
-def _load_what_a_batch_needs(fmt: Format, schema: TableSchema) -> None:
-    """A dry run of one batch's work, on no file. pyarrow imports pandas on the first table it
-    builds, numpy its masked arrays on the first unique(): left to the first batch, they took
-    seconds of the flush window on a slow or loaded host, with that batch on no disk meanwhile."""
+def prepare_writing(fmt: str, schema: Optional[TableSchema] = None) -> None:
+    """A dry run of one batch's work in format ``fmt``, on no file (``FileSink`` makes one).
+    pyarrow imports pandas on the first table it builds, numpy its masked arrays on the first
+    unique(): left to the first batch, they took seconds of the flush window on a slow or loaded
+    host, with that batch on no disk meanwhile.  A recorder calls it before its exit listener
+    registers too: from then on nobody reads the sockets until the sink is made, and a quarter
+    second of imports there filled them at a full exit rate (what then arrives is lost)."""
+    schema = schema if schema is not None else columns.DEFAULT
     stats_for(schema).add(np.zeros(1, schema.dtype))
-    if fmt.extra is not None:
+    if require_format(fmt).extra is not None:
         schema.file_table(np.zeros(0, schema.dtype))
 
 
@@ -175,7 +179,7 @@ class FileSink:
                                    retention)
         # Fail now, not at the first flush (which may be minutes in, on another thread).
         prepare_output(path)
-        _load_what_a_batch_needs(self.format, self.schema)
+        prepare_writing(self.fmt, self.schema)
         self.rotate_bytes = rotate_bytes or None
         self.rotate_seconds = rotate_seconds or None
         self.flush_records = max(1, int(flush_records))
