@@ -8,9 +8,13 @@ cause exits; rounds interleave the two, and each reports its median over the rou
 * CPU per record written: the child's user + sys (``wait4``) less that of the same recorder
   run as long with no producers (start-up, imports and idle ticks: ~0.5 s that would otherwise
   swamp the per-record figure), over the records it wrote,
-* records lost (the kernel's drops and records not written; the run must have none),
-* fsyncs per minute at the default --flush-seconds (the durable recorder counts its own), all
-  of them: the window's journal fsyncs and the fixed ones (new directories, open and close).
+* records lost in each round (the kernel's drops and records not written; the run must have
+  none), and how many of them the kernel dropped outside the producers' window (sampled by the
+  child: other load on a shared machine, not the producers' exits),
+* fsyncs per minute at the default --flush-seconds (the child times every ``os.fsync`` and
+  tells files from directories) while the producers ran, and of them those of files (the steady
+  rate: the journal's one per flush window, however busy; the directories' are the dataset's
+  first file opening), and all of the run (its closing too).
 
 ``before`` is the package at ``BEFORE`` (``git archive``, with this checkout's compiled
 extension: the C code did not change in between); without git history it is left out.
@@ -31,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,15 +48,48 @@ from bench_exit_stream import build, finish_producers, start_producers  # noqa: 
 BEFORE = "780a064"
 
 _CHILD = """
-import atexit, runpy, sys
-try:
-    from taskstats_fast.recording import durable
-    atexit.register(lambda: print(f"fsyncs {durable.FSYNCS.count}", file=sys.stderr))
-except ImportError:
-    pass
+import atexit, runpy, sys, threading, time
+from taskstats_fast.kernel import listener
+import os, stat
+# when each fsync was made, and of what (a file: the journal's flush or a file finished; a
+# directory: a name created, renamed or removed)
+fsyncs = []
+real_fsync = os.fsync
+def timed_fsync(fd):
+    real_fsync(fd)
+    fsyncs.append((time.monotonic(), "d" if stat.S_ISDIR(os.fstat(fd).st_mode) else "f"))
+os.fsync = timed_fsync
+atexit.register(lambda: print("fsyncs " + " ".join(f"{t:.3f}{k}" for t, k in fsyncs),
+                              file=sys.stderr))
+# when the kernel's drop counter moved (CLOCK_MONOTONIC, shared with the bench): losses while
+# the producers ran are the recorder's; those after them, other load on this shared machine's
+losses = []
+opened = listener.ExitListener._open
+def sample(it):
+    seen = 0
+    while not it.closed:
+        try:
+            lost = it.stats.lost
+        except Exception:
+            return
+        if lost != seen:
+            losses.append((time.monotonic(), lost - seen))
+            seen = lost
+        time.sleep(0.05)
+def noting_open(self, *a, **k):
+    opened(self, *a, **k)
+    threading.Thread(target=sample, args=(self,), daemon=True).start()
+listener.ExitListener._open = noting_open
+atexit.register(lambda: print("losses " + " ".join(f"{t:.3f}:{n}" for t, n in losses),
+                              file=sys.stderr))
 sys.argv = ["taskstats-fast"] + sys.argv[1:]
 runpy.run_module("taskstats_fast", run_name="__main__")
 """
+
+#: What ``record`` says once its listener is registered and its loop is about to read.
+STARTED = "recording every task that exits"
+#: Seconds the recorder runs on after the producers stop (their last exits drain).
+SETTLE = 0.5
 
 
 def before_tree(tmp: str) -> Optional[str]:
@@ -69,25 +107,43 @@ def before_tree(tmp: str) -> Optional[str]:
 
 
 def run_one(tree: str, storm: Optional[str], fmt: str, seconds: float, tmp: str) -> Dict:
+    """One recorder child; the producers (if any) run from when it says it is recording until
+    ``SETTLE`` before its end, so their exits all fall inside its window."""
     out = tempfile.mkdtemp(dir=tmp, prefix=f"rec-{fmt}-")
     env = dict(os.environ, PYTHONPATH=tree)
     child = subprocess.Popen([sys.executable, "-c", _CHILD, "record", "-o", out, "--format", fmt,
-                              "--seconds", str(seconds), "--no-status"],
+                              "--seconds", str(seconds + SETTLE), "--no-status"],
                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
+    head = ""
+    while STARTED not in head:
+        line = child.stderr.readline()
+        if not line:
+            break
+        head += line
+    window = (time.monotonic(), None)
     caused = finish_producers(start_producers(storm, seconds)) if storm else 0
+    window = (window[0], time.monotonic() + SETTLE)
     _, status, usage = os.wait4(child.pid, 0)
-    err = child.stderr.read()
+    err = head + child.stderr.read()
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"record failed ({child.returncode}): {err}")
     written = int(re.search(r"recorded ([\d,]+) records", err).group(1).replace(",", ""))
     lost = re.search(r"lost ([\d,]+) exit messages .* and ([\d,]+) records", err)
-    fsyncs = re.search(r"fsyncs (\d+)", err)
+    synced = [(float(t[:-1]), t[-1]) for t in re.search(r"fsyncs(.*)", err).group(1).split()]
+    during = [kind for t, kind in synced if window[0] <= t <= window[1] - SETTLE]
     elapsed = float(re.search(r"records in ([\d.]+) s", err).group(1))
+    moments = [(float(t), int(n)) for t, n in re.findall(r"([\d.]+):(\d+)",
+                                                        re.search(r"losses(.*)", err).group(1))]
     shutil.rmtree(out, ignore_errors=True)
     return dict(written=written, caused=caused, cpu=usage.ru_utime + usage.ru_stime,
                 lost=0 if lost is None else sum(int(g.replace(",", "")) for g in lost.groups()),
-                fsyncs=None if fsyncs is None else int(fsyncs.group(1)), elapsed=elapsed)
+                # sampled every 50 ms: a loss in the window's last sample may be counted outside
+                lost_outside=sum(n for t, n in moments if not window[0] <= t <= window[1] + 0.1),
+                # all of them; of files and directories while the producers ran
+                fsyncs=len(synced), file_fsyncs=during.count("f"), dir_fsyncs=during.count("d"),
+                window=window[1] - SETTLE - window[0], elapsed=elapsed,
+                moments=[(round(t - window[0], 2), n) for t, n in moments])
 
 
 def measure(seconds: float, repeat: int, formats: List[str]) -> Dict[str, Dict[str, List[Dict]]]:
@@ -106,11 +162,11 @@ def measure(seconds: float, repeat: int, formats: List[str]) -> Dict[str, Dict[s
                     idle = run_one(tree, None, fmt, seconds, tmp)
                     busy["cpu"] -= idle["cpu"]
                     busy["written"] -= idle["written"]
-                    if busy["fsyncs"] is not None:   # all of them: on a shared machine the
-                        # "idle" run records other users' exits too, so it is no baseline
-                        busy["fsyncs_per_min"] = busy["fsyncs"] / busy["elapsed"] * 60
-                    else:
-                        busy["fsyncs_per_min"] = None
+                    # not less the idle run's fsyncs: on a shared machine it records other
+                    # users' exits too, so it is no baseline
+                    busy["fsyncs_per_min"] = (busy["file_fsyncs"] + busy["dir_fsyncs"]) \
+                        / busy["window"] * 60
+                    busy["file_fsyncs_per_min"] = busy["file_fsyncs"] / busy["window"] * 60
                     runs[fmt][variant].append(busy)
         return runs
     finally:
@@ -125,13 +181,25 @@ def report(runs: Dict[str, Dict[str, List[Dict]]]) -> str:
             ns = statistics.median(r["cpu"] / max(1, r["written"]) * 1e9 for r in rounds)
             per_record[variant] = ns
             rate = statistics.median(r["written"] for r in rounds)
-            fsyncs = [r["fsyncs_per_min"] for r in rounds if r["fsyncs_per_min"] is not None]
+            fsyncs = statistics.median(r["fsyncs_per_min"] for r in rounds)
+            files = statistics.median(r["file_fsyncs_per_min"] for r in rounds)
+            whole = statistics.median(r["fsyncs"] for r in rounds)
+            lost = "/".join(f"{r['lost']:,}" for r in rounds)
+            outside = "/".join(f"{r['lost_outside']:,}" for r in rounds)
             lines.append(f"{fmt:8} {variant:8} {ns:9.0f} ns CPU/record  {rate:>10,.0f} records  "
-                         f"lost {sum(r['lost'] for r in rounds):,}"
-                         + (f"  fsyncs/min {statistics.median(fsyncs):.0f}" if fsyncs else ""))
+                         f"lost {lost} (outside the producers' window {outside})"
+                         + (f"  fsyncs/min {fsyncs:.0f} while the producers ran ({files:.0f} of "
+                            f"files), {whole:.0f} in the whole run" if whole else ""))
         if "before" in per_record:
             lines.append(f"{fmt:8} durable / before: {per_record['durable'] / per_record['before']:.3f}x")
     return "\n".join(lines)
+
+
+def timeline(runs: Dict[str, Dict[str, List[Dict]]]) -> str:
+    """When each round's losses happened: (seconds after the producers started, messages)."""
+    return "\n".join(f"{fmt:8} {variant:8} round {i}: {r['moments']}"
+                     for fmt, variants in runs.items() for variant, rounds in variants.items()
+                     for i, r in enumerate(rounds) if r["moments"])
 
 
 def main(argv=None) -> None:
@@ -139,8 +207,13 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--formats", default="parquet,npy")
+    p.add_argument("--timeline", action="store_true",
+                   help="also print when each round's losses happened")
     args = p.parse_args(argv)
-    print(report(measure(args.seconds, args.repeat, args.formats.split(","))))
+    runs = measure(args.seconds, args.repeat, args.formats.split(","))
+    print(report(runs))
+    if args.timeline:
+        print(timeline(runs))
 
 
 def test_durability_cost():
