@@ -328,6 +328,43 @@ def test_nothing_is_imported_between_registering_and_the_first_read(tmp_path, fm
     assert "loaded in between: []" in done.stderr, done.stderr
 
 
+# Runs ``record`` with a recovery that takes 3 s (as a killed run's big file does) and says
+# when it begins.
+_SLOW_RECOVERY = """
+import runpy, sys, time
+from taskstats_fast.recording import sinks
+recover = sinks.recover_leftovers
+def slow_recovery(*a, **k):
+    print("recovering", file=sys.stderr, flush=True)
+    time.sleep(3)
+    return recover(*a, **k)
+sinks.recover_leftovers = slow_recovery
+sys.argv = ["taskstats-fast"] + sys.argv[1:]
+runpy.run_module("taskstats_fast", run_name="__main__")
+"""
+
+
+def test_exits_during_a_slow_recovery_are_recorded(tmp_path):
+    # The listener is registered before the sink recovers what a killed run left; sockets with
+    # room for a few dozen messages overflow unless they are read meanwhile.
+    out = tmp_path / "exits"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_RECOVERY, "record", "-o", str(out),
+                             "--format", "npy", "--rcvbuf", "16384", "--no-status"],
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "recovering" not in seen and proc.poll() is None:
+        seen += proc.stderr.readline()
+    pids = spawn_exits(150, 3)
+    while STARTED not in seen and proc.poll() is None:
+        seen += proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, seen + err
+    cols = recording.read_columns(recording.find_files([str(out)]), ["ac_pid", "ac_ppid"])
+    got = children(cols["ac_pid"][0].tolist(), cols["ac_ppid"][0].tolist(), cols["ac_pid"][0])
+    assert set(pids) <= set(got), seen + err
+
+
 # ---- summary ---------------------------------------------------------------------------------
 
 def test_summary_table_and_json(recorded):

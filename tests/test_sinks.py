@@ -171,3 +171,48 @@ def test_record_closes_the_sink_and_stops_the_listener_on_any_error():
     with pytest.raises(RuntimeError, match="a bug in a sink"):
         record(listener, sink, stop=time.monotonic() + 5)
     assert listener.stopped and sink.closed
+
+
+def _read_ahead_of(listener):
+    """A ReadAhead of ``listener``, once it has read every batch the listener had."""
+    ahead = recording.ReadAhead(listener)
+    deadline = time.monotonic() + 10
+    while listener.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return ahead
+
+
+def test_what_a_read_ahead_read_comes_first_and_in_order():
+    listener = FakeListener([batch(3), batch(4, start=3)], tail=batch(2, start=9))
+    ahead = _read_ahead_of(listener)
+    listener.batches.append(batch(2, start=7))   # arrives once the loop reads
+    sink = ListSink()
+    result = record(listener, sink, stop=time.monotonic() + 0.3, ahead=ahead)
+    got = np.concatenate([b["ac_pid"] for b in sink.batches if len(b)]).tolist()
+    assert got == list(range(11)) and result.received == 11 and sink.closed
+
+
+def test_a_recording_stopped_before_its_first_read_keeps_what_was_read_ahead():
+    listener = FakeListener([batch(3)], tail=batch(2, start=3))
+    ahead = _read_ahead_of(listener)
+    sink = ListSink()
+    result = record(listener, sink, stop=lambda: True, ahead=ahead)
+    got = np.concatenate([b["ac_pid"] for b in sink.batches if len(b)]).tolist()
+    assert got == list(range(5)) and result.received == 5 and listener.stopped
+
+
+def test_a_read_ahead_stops_at_its_bound_and_raises_what_stopped_it():
+    listener = FakeListener([batch(3), batch(3, start=3), batch(3, start=6)])
+    ahead = recording.ReadAhead(listener, max_records=4)
+    time.sleep(0.2)
+    assert [len(b) for b in ahead.take()] == [3, 3] and len(listener.batches) == 1
+
+    class Failing(FakeListener):
+        def read(self, timeout=None):
+            raise OSError(105, "receiving exit records: No buffer space available")
+
+    broken = Failing([])
+    ahead = recording.ReadAhead(broken)
+    with pytest.raises(OSError, match="No buffer space"):
+        record(broken, ListSink(), stop=time.monotonic() + 5, ahead=ahead)
+    assert broken.stopped

@@ -262,7 +262,7 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
     from ..kernel import cpumask
     from ..kernel.listener import ExitListener
 
-    listener = None
+    listener = ahead = None
     status = StatusLine(sys.stderr, args.status)
     try:
         # The sink's imports before the listener registers: from then on the sockets fill
@@ -271,6 +271,9 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
         recording.prepare_writing(fmt)
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
+        # Read from now on: making the sink recovers what a killed run left, seconds for a
+        # big file, and the sockets fill meanwhile.
+        ahead = recording.ReadAhead(listener)
         drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
         cpus = cpumask.format(listener.cpus)
         recorder = recording.FileSink(args.output, fmt,
@@ -286,9 +289,15 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
                  if recording.is_dataset_path(args.output) else args.output)
         say(f"recording every task that exits on CPUs {cpus} to {where} ({fmt}), {_until(args)}")
 
-        result = recording.record(listener, sink, stop=stop, **status.progress_options())
+        result = recording.record(listener, sink, stop=stop, ahead=ahead,
+                                  **status.progress_options())
     except BaseException:
         status.clear()
+        if ahead is not None:
+            try:
+                ahead.take()   # the recording did not start: what it read goes nowhere
+            except Exception:   # the error being raised says more
+                pass
         if listener is not None:
             listener.close()
         raise

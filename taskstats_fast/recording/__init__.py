@@ -23,7 +23,7 @@ Importing this package needs numpy only; pyarrow and pandas are imported when us
 from __future__ import annotations
 
 from ..errors import NewerFormatError, NotARecordingError, WriteFailedError
-from .driver import RecordResult, Stop, record
+from .driver import ReadAhead, RecordResult, Stop, record
 from .formats import (EXTENSIONS, FORMAT, FORMATS, Format, MetadataPlace, default_format,
                       detect_format, format_of_path, require_format)
 from .metadata import FORMAT_VERSION, METADATA_KEY, system_metadata
@@ -40,7 +40,7 @@ from .sinks import (BackgroundWriter, FileSink, Recorder, check_writable, prepar
                     prepare_writing, write_file)
 
 __all__ = [
-    "record", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",
+    "record", "ReadAhead", "RecordResult", "Stop", "Sink", "CountingSink", "SinkStats", "FileSink",
     "Recorder", "BackgroundWriter", "write_file", "prepare_output", "prepare_writing",
     "check_writable",
     "summarize", "summarize_columns", "Summary", "SUMMARY_COLUMNS",

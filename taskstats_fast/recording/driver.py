@@ -16,15 +16,16 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
+from .. import layout
 from ..errors import WriteFailedError
 from ..sink import CountingSink, Sink, SinkStats
 
 __all__ = ["record", "drive", "BatchSource", "RecordResult", "Stop", "stop_check",
-           "not_written_error"]
+           "not_written_error", "ReadAhead"]
 
 #: When to stop: a ``threading.Event`` (set it), a callable returning True, or a deadline on
 #: the ``time.monotonic()`` clock; None runs until the listener is closed or KeyboardInterrupt.
@@ -211,22 +212,78 @@ def _loss_counters(stats: Any) -> Dict[str, int]:
             "discarded": stats.discarded}
 
 
+class ReadAhead:
+    """Reads an exit listener on a thread of its own and keeps what it read, until ``take``:
+    for the time between the listener's registration and the recording loop's first read.
+    Making the sink takes that time, and a restart's recovery of what a killed run left (its
+    rows published again) takes seconds for a big file, while at a full exit rate the sockets
+    hold a fraction of one: unread, they fill and the kernel drops the rest.  Keeps at most
+    ``max_records`` (as many as a ``BackgroundWriter`` queues); past that it stops reading and
+    the kernel drops and counts what does not fit in the sockets."""
+
+    #: the longest ``take`` waits for a read in progress (it keeps what that read brings)
+    READ_SECONDS = 0.05
+
+    def __init__(self, listener: Any, max_records: int = 1 << 20):
+        self.listener = listener
+        self.max_records = max(1, int(max_records))
+        self._batches: List[np.ndarray] = []
+        self._records = 0
+        self._error: Optional[BaseException] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taskstats-fast read-ahead",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and self._records < self.max_records:
+                batch = self.listener.read(timeout=self.READ_SECONDS)
+                if len(batch):
+                    self._batches.append(batch)
+                    self._records += len(batch)
+        except BaseException as e:   # the loop's first read raises it, on its own thread
+            self._error = e
+
+    def take(self) -> List[np.ndarray]:
+        """Stop reading; the batches read so far, in order (raises what stopped the reading:
+        the listener's own error, which the recording loop's own read would have raised)."""
+        self._stop.set()
+        self._thread.join()
+        batches, self._batches = self._batches, []
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        return batches
+
+
 class _ExitSource:
     """An ``ExitListener`` as a ``BatchSource``: ``finish`` is ``listener.stop()``, which
     deregisters and hands back everything still queued on the sockets, including exits that
-    raced the deregistration."""
+    raced the deregistration.  With a ``ReadAhead``, what it read comes first."""
 
     noun = "records received"
     poll_seconds = POLL_SECONDS
 
-    def __init__(self, listener: Any):
+    def __init__(self, listener: Any, ahead: Optional[ReadAhead] = None):
         self.listener = listener
+        self._ahead = ahead
+        self._held: List[np.ndarray] = []
 
     def read(self, timeout: float) -> Optional[np.ndarray]:
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            self._held = ahead.take()[::-1]
+        if self._held:   # one batch a read, as they came: the writer joins them
+            return self._held.pop()
         return self.listener.read(timeout=timeout)   # a fresh array, empty when none arrived
 
     def finish(self, stopped_by: str) -> Optional[np.ndarray]:
-        return self.listener.stop()
+        if self._ahead is not None:   # stopped before the first read
+            self._held = self._ahead.take()[::-1]
+            self._ahead = None
+        rest = self.listener.stop()
+        return _joined(self._held[::-1] + ([rest] if rest is not None and len(rest) else []))
 
     def counters(self) -> Mapping[str, int]:
         return _loss_counters(self.listener.stats)
@@ -236,11 +293,19 @@ class _ExitSource:
         return {"kernel_lost": stats.lost, "discarded": stats.discarded, "listener": stats}
 
 
+def _joined(batches: List[np.ndarray]) -> Optional[np.ndarray]:
+    if not batches:
+        return None
+    return batches[0] if len(batches) == 1 else layout.join_records(batches)
+
+
 def record(listener: Any, sink: Sink, stop: Stop = None, *,
            progress: Optional[Callable[[RecordResult], None]] = None,
-           progress_seconds: float = 0.5) -> RecordResult:
+           progress_seconds: float = 0.5, ahead: Optional[ReadAhead] = None) -> RecordResult:
     """Drive ``listener`` (an ``ExitListener``: ``read``, ``stop``, ``stats``) into ``sink``
     until ``stop`` says so, then stop the listener, hand the sink every record still queued,
-    close the sink and return a ``RecordResult`` (``drive``: progress, a full disk, errors)."""
-    return drive(_ExitSource(listener), sink, stop, progress=progress,
+    close the sink and return a ``RecordResult`` (``drive``: progress, a full disk, errors).
+    ``ahead``: a ``ReadAhead`` of ``listener`` started before the sink was made; its records
+    come first."""
+    return drive(_ExitSource(listener, ahead), sink, stop, progress=progress,
                  progress_seconds=progress_seconds)
