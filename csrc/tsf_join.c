@@ -39,7 +39,8 @@ int tsf_join_plan_check(const struct tsf_join_plan *p)
     for (uint32_t i = 0; i < p->n_levels; i++)
         if (!field_fits(p->s_level[i], 8, s))
             return TSF_E_PLAN;
-    const uint32_t eights[] = {p->s_time_ns, p->s_btime64, p->s_birth_lo, p->s_birth_ns, p->s_exited};
+    const uint32_t eights[] = {p->s_time_ns, p->s_btime64, p->s_birth_lo, p->s_birth_ns, p->s_exited,
+                               p->s_btime};
     for (unsigned i = 0; i < sizeof eights / sizeof eights[0]; i++)
         if (!field_fits(eights[i], 8, s))
             return TSF_E_PLAN;
@@ -410,4 +411,84 @@ int tsf_join(const struct tsf_join_plan *p, struct tsf_join_args *a)
     }
     flag_shared_pids(p, a, end_row);
     return 0;
+}
+
+/* One exit's sort key: (pid, start second), then its index, so that any order of the keys is
+ * the stable one numpy's lexsort gives. */
+struct exit_key {
+    uint32_t pid, idx;
+    int64_t btime;
+};
+_Static_assert(2 * sizeof(struct exit_key) <= TSF_EXIT_ORDER_WORK, "two arrays of keys per exit");
+
+static int key_before(const struct exit_key *a, const struct exit_key *b)
+{
+    if (a->pid != b->pid)
+        return a->pid < b->pid;
+    if (a->btime != b->btime)
+        return a->btime < b->btime;
+    return a->idx < b->idx;
+}
+
+/* Sort n keys: insertion sort of short runs, then bottom-up merges between keys and tmp;
+ * returns whichever of the two holds the sorted keys. */
+#define EXIT_RUN 32
+static struct exit_key *sort_keys(struct exit_key *keys, struct exit_key *tmp, uint32_t n)
+{
+    for (uint32_t lo = 0; lo < n; lo += EXIT_RUN) {
+        uint32_t hi = n - lo < EXIT_RUN ? n : lo + EXIT_RUN;
+        for (uint32_t i = lo + 1; i < hi; i++) {
+            struct exit_key k = keys[i];
+            uint32_t j = i;
+            for (; j > lo && key_before(&k, &keys[j - 1]); j--)
+                keys[j] = keys[j - 1];
+            keys[j] = k;
+        }
+    }
+    struct exit_key *from = keys, *to = tmp;
+    for (uint64_t width = EXIT_RUN; width < n; width *= 2) {
+        for (uint64_t lo = 0; lo < n; lo += 2 * width) {
+            uint64_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            uint64_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                to[k++] = key_before(&from[j], &from[i]) ? from[j++] : from[i++];
+            while (i < mid)
+                to[k++] = from[i++];
+            while (j < hi)
+                to[k++] = from[j++];
+        }
+        struct exit_key *swap = from;
+        from = to;
+        to = swap;
+    }
+    return from;
+}
+
+int64_t tsf_exit_order(const struct tsf_join_plan *p, const uint8_t *exits, uint32_t n,
+                       uint8_t *out, uint32_t cap, uint8_t *work, uint64_t work_len)
+{
+    int rc = tsf_join_plan_check(p);
+    if (rc < 0)
+        return rc;
+    if (n && (!exits || !out || !work))
+        return TSF_E_ARG;
+    if (cap < n || work_len < (uint64_t)TSF_EXIT_ORDER_WORK * n)
+        return TSF_E_NOSPACE;
+    struct exit_key *keys = (struct exit_key *)(void *)work, *tmp = keys + n;
+    for (uint32_t i = 0; i < n; i++) {
+        keys[i].pid = u32_at(SIGHT(exits, i) + p->s_pid);
+        keys[i].btime = i64_at(SIGHT(exits, i) + p->s_btime);
+        keys[i].idx = i;
+    }
+    const struct exit_key *sorted = sort_keys(keys, tmp, n);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *x = SIGHT(exits, sorted[i].idx);
+        if (i + 1 < n && sorted[i + 1].pid == sorted[i].pid && sorted[i + 1].btime == sorted[i].btime &&
+            memcmp(x + p->s_mono, SIGHT(exits, sorted[i + 1].idx) + p->s_mono, 8 * (size_t)p->n_mono) == 0)
+            continue;                           /* a repeat of the next one: keep that */
+        memcpy(SIGHT(out, kept), x, p->sighting_size);
+        kept++;
+    }
+    return kept;
 }

@@ -31,6 +31,7 @@ struct tsf_join_plan {
     uint32_t n_levels;
     uint32_t s_level[TSF_JOIN_MAX_LEVELS];     /* u64 levels: the later is the larger */
     uint32_t s_pid, s_time_ns, s_btime64, s_exitcode, s_birth_lo, s_birth_ns, s_exited;
+    uint32_t s_btime;                          /* i64 start second: sorts and de-duplicates exits */
     /* task row: copies from the sighting, then our own fields */
     uint32_t n_copies;
     struct tsf_join_copy copy[TSF_JOIN_MAX_COPIES];
@@ -88,6 +89,14 @@ int64_t tsf_sightings(const struct tsf_sighting_plan *plan, const uint8_t *recor
 int tsf_join_plan_check(const struct tsf_join_plan *plan);
 /* The interval's rows (see merge.py's opening comment): 0, or a negative TSF_E_* code. */
 int tsf_join(const struct tsf_join_plan *plan, struct tsf_join_args *args);
+/* merge._unique_exits: the n exit sightings in order of (pid, start second), ties in their own
+ * order, each repeat of one exit record (the same pid, start second and monotone words as the
+ * next one) left out, copied into out (capacity cap sightings).  work is scratch of work_len
+ * bytes, at least TSF_EXIT_ORDER_WORK bytes per exit.  Returns how many were copied, or a
+ * negative TSF_E_* code. */
+#define TSF_EXIT_ORDER_WORK 32
+int64_t tsf_exit_order(const struct tsf_join_plan *plan, const uint8_t *exits, uint32_t n,
+                       uint8_t *out, uint32_t cap, uint8_t *work, uint64_t work_len);
 /* cffi:end */
 
 #endif

@@ -550,6 +550,24 @@ class Sightings:
             raise ValueError(f"tsf_sightings: {strerror(n)}")
         return (out if n == len(out) else out[:n]), bool(self._sorted[0])
 
+    def run_batches(self, batches: Sequence[np.ndarray], look_ns: Optional[int] = None) -> np.ndarray:
+        """``run`` over several record arrays (the exit reader's batches), their sightings one
+        after another in one array: the batches are never joined into one record array first."""
+        out = np.empty(sum(len(b) for b in batches), self.dtype)
+        dst = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        kept = 0
+        for records in batches:
+            if records.dtype != layout.DTYPE:
+                raise TypeError("records must be numpy arrays of taskstats_fast.DTYPE")
+            records = np.ascontiguousarray(records)
+            n = lib.tsf_sightings(self._plan, ffi.from_buffer("uint8_t[]", records), len(records),
+                                  look_ns is not None, look_ns or 0,
+                                  dst + kept * self.dtype.itemsize, len(out) - kept, self._sorted)
+            if n < 0:
+                raise ValueError(f"tsf_sightings: {strerror(n)}")
+            kept += n
+        return out if kept == len(out) else out[:kept]
+
 
 class JoinResult(NamedTuple):
     """What ``Join.run`` wrote: the interval's rows, the next ledger, which rows to keep (None:
@@ -611,6 +629,20 @@ class Join:
         c.tids = _held(keep, ffi.from_buffer("uint32_t[]", tids))
         c.cgroup = _held(keep, ffi.from_buffer("uint64_t[]", cgroups))
         c.n = len(tids)
+
+    def unique_exits(self, exits: np.ndarray) -> np.ndarray:
+        """``exits`` (sightings) sorted by (pid, start second), repeats of one exit record left
+        out (``tsf_exit_order``), in a new array."""
+        held: list = []
+        n = len(exits)
+        out = np.empty(n, self.sighting_dtype)
+        work = np.empty(n * lib.TSF_EXIT_ORDER_WORK, np.uint8)
+        kept = lib.tsf_exit_order(self._plan, self._sightings(exits, "exits", held), n,
+                                  ffi.from_buffer("uint8_t[]", out, require_writable=True), n,
+                                  ffi.from_buffer("uint8_t[]", work, require_writable=True), len(work))
+        if kept < 0:
+            raise ValueError(f"tsf_exit_order: {strerror(kept)}")
+        return out if kept == n else out[:kept]
 
     def run(self, start: np.ndarray, ends: np.ndarray, exits: np.ndarray, start_ns: int,
             start_cgroups: Tuple[np.ndarray, np.ndarray], end_cgroups: Tuple[np.ndarray, np.ndarray],

@@ -243,3 +243,27 @@ def test_the_c_sightings_are_the_reference_sightings(seed, with_look):
     ordered = merge_module._SIGHTINGS.run(records, look_ns)[1]
     assert ordered == bool(np.all(ref["ac_pid"][1:] > ref["ac_pid"][:-1]))
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_c_exit_order_is_the_reference_order(seed):
+    """Exit sightings of random bytes over few pids and start seconds, some repeated once or
+    more, some only nearly (one monotone word apart): sorted and de-duplicated in C exactly as
+    merge._unique_exits does, past one run of the C sort (up to 300 exits)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 300))
+    exits = np.frombuffer(rng.bytes(n * SIGHTING_DTYPE.itemsize), SIGHTING_DTYPE).copy()
+    exits["ac_pid"] = rng.integers(1, 12, n)
+    exits["btime"] = rng.integers(-2, 3, n) * (2**62 if rng.random() < 0.2 else 1)
+    exits["mono"] = rng.integers(0, 3, (n, exits["mono"].shape[1])) * (rng.random() < 0.5)
+    for _ in range(int(rng.integers(0, 4))):
+        if n:
+            twins = exits[rng.integers(0, n, int(rng.integers(1, n + 1)))].copy()
+            if rng.random() < 0.3:                       # nearly: one word apart
+                twins["mono"][:, int(rng.integers(0, twins["mono"].shape[1]))] += 1
+            both = np.empty(n + len(twins), SIGHTING_DTYPE)   # concatenate would repack the dtype
+            both[:n], both[n:] = exits, twins
+            exits, n = both[rng.permutation(len(both))], len(both)
+    _same(merge_module._JOIN.unique_exits(exits.copy()), merge_module._unique_exits(exits.copy()),
+          "exits")

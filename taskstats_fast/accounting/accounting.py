@@ -23,7 +23,6 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .. import layout
 from ..kernel.delayacct import delayacct_enabled
 from ..kernel import receive_buffer
 from . import cgroupfs
@@ -148,8 +147,7 @@ class Accounting:
         closing = self._take_look()
         batches = reader.cut()                    # the exits that raced the look are in
         lost_now = listener.lost
-        exits = layout.join_records(batches)
-        rows, self._look = merge(start, closing, exits)
+        rows, self._look = merge(start, closing, batches)
         own_usage = reconcile(rows, start.cgroups, closing.cgroups)
         iv = Interval(start.time_ns, closing.time_ns, rows,
                       cgroups={**start.cgroups.paths, **closing.cgroups.paths},

@@ -4,7 +4,10 @@ Owns how tasks are matched across time and which cgroup gets a task's time.  The
 run twice over: ``merge`` hands the join to the C core (csrc/tsf_join.c, one pass over the rows:
 numpy's per-call cost, not the rows, was what an interval's merge spent), and
 ``reference_merge`` is the same rules in numpy over whole arrays, the oracle that
-tests/test_accounting_join.py holds the C pass to, row for row.  Inheriting a cgroup (below)
+tests/test_accounting_join.py holds the C pass to, row for row.  The exits' order and
+de-duplication (``_unique_exits``) are C too (tsf_exit_order: numpy's lexsort and the gather of
+every exit's sighting by it were most of a busy interval's merge), and the exit reader's batches
+become sightings one by one, never joined into one record array.  Inheriting a cgroup (below)
 stays numpy in both: it runs only for tasks born and dead between two looks.
 
 Identity.  A task is its pid *and* its birth.  No record carries the birth exactly (``ac_btime``
@@ -67,7 +70,7 @@ managers start things) that also dies before the next look is attributed to its 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -303,7 +306,7 @@ def _join_plan() -> dict:
         identity=[int(i) for i in _IDENTITY_COLUMNS], s_level=[s[n] for n in LEVEL_FIELDS],
         s_pid=s["ac_pid"], s_time_ns=s["time_ns"], s_btime64=s["ac_btime64"],
         s_exitcode=s["ac_exitcode"], s_birth_lo=s["birth_lo"], s_birth_ns=s["birth_ns"],
-        s_exited=s["exited"],
+        s_exited=s["exited"], s_btime=s["btime"],
         copy=[(s[n], t[n], TASK_DTYPE[n].itemsize) for n in copied],
         r_btime64=t["ac_btime64"], r_exitcode=t["ac_exitcode"], r_cgroup=t["cgroup_id"],
         r_state=t["state"], r_attribution=t["attribution"], r_flags=t["flags"], r_summed=t["cpu_ns"],
@@ -316,15 +319,18 @@ def _join_plan() -> dict:
 _JOIN = _native.Join(SIGHTING_DTYPE, TASK_DTYPE, _join_plan())
 
 
-def merge(start: Look, end: Look, exits: np.ndarray) -> Tuple[np.ndarray, Look]:
+def merge(start: Look, end: Look,
+          exits: Union[np.ndarray, Sequence[np.ndarray]]) -> Tuple[np.ndarray, Look]:
     """The rows of the interval between ``start`` and ``end`` (TASK_DTYPE), and ``end`` as the
-    next interval's opening look: the ledger (see the module docstring).  The join runs in the
+    next interval's opening look: the ledger (see the module docstring).  ``exits``: the exit
+    records (DTYPE), one array or the exit reader's batches as they came.  The join runs in the
     C core (csrc/tsf_join.c), in one pass; ``reference_merge`` is the same rules in numpy."""
     ends = end.records
+    batches = [exits] if isinstance(exits, np.ndarray) else exits
     # an exit record in this interval was filled after the opening look began: one filled
     # earlier was in the sockets when the previous interval was cut, so it is that interval's
-    seen_exits = _unique_exits(sightings(exits, look_ns=start.time_ns)) if len(exits) \
-        else ends[:0]
+    seen_exits = _JOIN.unique_exits(_SIGHTINGS.run_batches(batches, start.time_ns)) \
+        if any(len(b) for b in batches) else ends[:0]
     joined = _JOIN.run(start.records, ends, seen_exits, start.time_ns,
                        (start.cgroups.tids, start.cgroups.tid_cgroup),
                        (end.cgroups.tids, end.cgroups.tid_cgroup),
