@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -515,6 +516,19 @@ class Query:
         return self.out[:self.rows]
 
 
+class _Scratch(threading.local):
+    """Buffers reused across calls, one set per thread: a large fresh array costs its pages'
+    zeroing on first touch (huge pages, for numpy's large arrays) every time, which was a third
+    of a busy interval's CPU.  What a call returns from one is valid until that thread's next
+    call; a buffer far larger than the need (after a storm) is let go."""
+
+    def get(self, name: str, n: int, dtype) -> np.ndarray:
+        have = self.__dict__.get(name)
+        if have is None or len(have) < n or (have.nbytes > 1 << 20 and len(have) > 8 * n):
+            have = self.__dict__[name] = np.empty(n + n // 4 + 16, dtype)
+        return have[:n]
+
+
 class Sightings:
     """Decoded records (layout.DTYPE) as the merge's sightings, in the C core (``tsf_sightings``);
     ``plan`` names every field of ``struct tsf_sighting_plan`` (``word`` a list)."""
@@ -534,6 +548,7 @@ class Sightings:
         if rc < 0:
             raise ValueError(f"tsf_sightings plan: {strerror(rc)}")
         self._sorted = ffi.new("int *")
+        self._scratch = _Scratch()
 
     def run(self, records: np.ndarray, look_ns: Optional[int] = None) -> Tuple[np.ndarray, bool]:
         """The PID records of ``records`` as sightings, in order, and whether their pids strictly
@@ -552,8 +567,9 @@ class Sightings:
 
     def run_batches(self, batches: Sequence[np.ndarray], look_ns: Optional[int] = None) -> np.ndarray:
         """``run`` over several record arrays (the exit reader's batches), their sightings one
-        after another in one array: the batches are never joined into one record array first."""
-        out = np.empty(sum(len(b) for b in batches), self.dtype)
+        after another in one array: the batches are never joined into one record array first.
+        The array is this thread's scratch, valid until its next call."""
+        out = self._scratch.get("sightings", sum(len(b) for b in batches), self.dtype)
         dst = ffi.from_buffer("uint8_t[]", out, require_writable=True)
         kept = 0
         for records in batches:
@@ -613,6 +629,7 @@ class Join:
         if rc < 0:
             raise ValueError(f"tsf_join plan: {strerror(rc)}")
         self._args = ffi.new("struct tsf_join_args *")
+        self._scratch = _Scratch()
 
     def _sightings(self, a: np.ndarray, what: str, held: list, writable: bool = False) -> Any:
         if a.dtype != self.sighting_dtype or not a.flags.c_contiguous or (writable and not a.flags.writeable):
@@ -632,11 +649,11 @@ class Join:
 
     def unique_exits(self, exits: np.ndarray) -> np.ndarray:
         """``exits`` (sightings) sorted by (pid, start second), repeats of one exit record left
-        out (``tsf_exit_order``), in a new array."""
+        out (``tsf_exit_order``), in this thread's scratch: valid until its next call."""
         held: list = []
         n = len(exits)
-        out = np.empty(n, self.sighting_dtype)
-        work = np.empty(n * lib.TSF_EXIT_ORDER_WORK, np.uint8)
+        out = self._scratch.get("exits", n, self.sighting_dtype)
+        work = self._scratch.get("order", n * lib.TSF_EXIT_ORDER_WORK, np.uint8)
         kept = lib.tsf_exit_order(self._plan, self._sightings(exits, "exits", held), n,
                                   ffi.from_buffer("uint8_t[]", out, require_writable=True), n,
                                   ffi.from_buffer("uint8_t[]", work, require_writable=True), len(work))
@@ -653,7 +670,7 @@ class Join:
         rows = np.empty(nx + ne, self.row_dtype)
         ledger = np.empty(ne, self.sighting_dtype)
         keep = np.empty(nx + ne, np.uint8)
-        work = np.empty(ns + 3 * ne + 2 * nx, np.int64)
+        work = self._scratch.get("join", ns + 3 * ne + 2 * nx, np.int64)
         held: list = []
         a = self._args
         a.start, a.n_start = self._sightings(start, "start", held), ns
