@@ -70,3 +70,24 @@ def test_walk_lists_every_thread_with_its_cgroup(tmp_path):
 def test_no_cgroup2_means_no_threads_but_system_pressure():
     seen = cgroupfs.look(None)
     assert seen.root == "" and len(seen.tids) == 0 and seen.paths == {}
+
+
+def test_a_file_made_in_one_piece_is_read_whole_with_one_call_or_more(tmp_path, monkeypatch):
+    """``read(one_piece=True)`` stops at a read shorter than asked for (one pread for a pressure
+    file); a file longer than one read is still read to its end."""
+    small, large = tmp_path / "cpu.pressure", tmp_path / "big"
+    _write(small, "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n")
+    _write(large, "x" * (3 * 65536 + 5))
+    calls = []
+    real = os.pread
+    monkeypatch.setattr(cgroupfs.os, "pread", lambda fd, n, at: calls.append(at) or real(fd, n, at))
+    files = cgroupfs.OpenFiles()
+    try:
+        for _ in range(2):                       # opened, then kept open
+            calls.clear()
+            assert files.read(str(small), one_piece=True).endswith(b"total=7\n") and calls == [0]
+        calls.clear()
+        assert files.read(str(small)) == small.read_bytes() and len(calls) == 2   # to the empty read
+        assert len(files.read(str(large), one_piece=True)) == 3 * 65536 + 5
+    finally:
+        files.close()

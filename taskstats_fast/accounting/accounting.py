@@ -169,7 +169,7 @@ class Accounting:
         assert self._connection is not None
         began = time.time_ns()
         files = self._files
-        delayacct = delayacct_enabled(files.read)
+        delayacct = delayacct_enabled(lambda path: files.read(path, one_piece=True))
         cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure, files=files)
         if self.cgroup_root:
             records = self._connection.pids(cgroups.tids, workers=self.workers).records
@@ -199,12 +199,15 @@ def _pressure_delta(start: Look, end: Look) -> Pressure:
     before = np.frombuffer(a.system_psi, np.uint64)[1:]
     after = np.frombuffer(b.system_psi, np.uint64)[1:]
     _psi_words(system)[0, 1:] = after - np.minimum(before, after)
-    common, ia, ib = np.intersect1d(a.psi["cgroup_id"], b.psi["cgroup_id"],
-                                    assume_unique=True, return_indices=True)
-    rows = np.zeros(len(common), PSI_DTYPE)
+    ids_a, ids_b = a.psi["cgroup_id"], b.psi["cgroup_id"]
+    if np.array_equal(ids_a, ids_b):      # the same cgroups at both looks: no intersection
+        common, before, after = ids_a, _psi_words(a.psi)[:, 1:], _psi_words(b.psi)[:, 1:]
+    else:
+        common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
+        before, after = _psi_words(a.psi)[ia, 1:], _psi_words(b.psi)[ib, 1:]
+    rows = np.empty(len(common), PSI_DTYPE)
     words = _psi_words(rows)
     words[:, 0] = common
-    before, after = _psi_words(a.psi)[ia, 1:], _psi_words(b.psi)[ib, 1:]
-    words[:, 1:] = after - np.minimum(before, after)
+    np.subtract(after, np.minimum(before, after), out=words[:, 1:])
     resources = tuple(r for r in PSI_RESOURCES if r in a.resources and r in b.resources)
     return Pressure(system[0], rows, resources)

@@ -92,19 +92,23 @@ class OpenFiles:
         self._fds: Dict[str, int] = {}
         self._used: set = set()
 
-    def read(self, path: str) -> bytes:
+    def read(self, path: str, *, one_piece: bool = False) -> bytes:
+        """The whole file.  ``one_piece``: the kernel makes it in one piece (a pressure file,
+        cpu.stat, a sysctl: one seq_file record, which a read returns whole when it fits), so a
+        read shorter than asked for is all of it and the read that would return nothing is
+        skipped; never for a file of many records such as cgroup.threads."""
         self._used.add(path)
         fd = self._fds.get(path)
         if fd is not None:
             try:
-                return _pread_all(fd)
+                return _pread_all(fd, one_piece)
             except OSError:
                 self._forget(path)
         if len(self._fds) >= self.limit:
             return _read(path)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = _pread_all(fd)
+            data = _pread_all(fd, one_piece)
         except BaseException:
             os.close(fd)
             raise
@@ -132,12 +136,12 @@ class OpenFiles:
             self._forget(path)
 
 
-def _pread_all(fd: int) -> bytes:
+def _pread_all(fd: int, one_piece: bool = False) -> bytes:
     # until pread returns nothing: a short read is not the end of a kernel file (cgroup.threads
     # is a seq_file, read a buffer at a time: stopping at the first short read lost every thread
-    # past its first page)
+    # past its first page), unless the file is made in one piece (OpenFiles.read)
     chunk = os.pread(fd, _READ_CHUNK, 0)
-    if not chunk:
+    if not chunk or (one_piece and len(chunk) < _READ_CHUNK):
         return chunk
     chunks = [chunk]
     offset = len(chunk)
@@ -168,16 +172,31 @@ def read_pressure_totals(directory: str, out: np.void, resources: Optional[List[
                          suffix: str = ".pressure", files: Optional[OpenFiles] = None) -> None:
     """Fill ``out`` (a PSI_DTYPE row) with the ``total=`` counters of ``directory``'s pressure
     files; ``resources`` collects the names of the files that exist and read."""
-    read = _read if files is None else files.read
-    for resource in PSI_RESOURCES:
+    words: List[int] = []
+    found = _pressure_words(directory, PSI_RESOURCES, words, suffix, files)
+    for resource, some, full in zip(PSI_RESOURCES, words[::2], words[1::2]):
+        if resource in found:
+            out[f"{resource}_some_us"] = some
+            out[f"{resource}_full_us"] = full
+    if resources is not None:
+        resources.extend(found)
+
+
+def _pressure_words(directory: str, resources: Tuple[str, ...], words: List[int], suffix: str,
+                    files: Optional[OpenFiles]) -> List[str]:
+    """Append (some, full) of each of ``resources`` to ``words`` (0, 0 where its file is absent
+    or unreadable); returns the resources whose files read."""
+    found: List[str] = []
+    for resource in resources:
         try:
-            some, full = _totals(read(f"{directory}/{resource}{suffix}"))
+            path = f"{directory}/{resource}{suffix}"
+            some, full = _totals(_read(path) if files is None else files.read(path, one_piece=True))
         except OSError:   # absent (no irq time accounting), PSI off, or the cgroup went away
+            words += (0, 0)
             continue
-        out[f"{resource}_some_us"] = some
-        out[f"{resource}_full_us"] = full
-        if resources is not None:
-            resources.append(resource)
+        words += (some, full)
+        found.append(resource)
+    return found
 
 
 @dataclass
@@ -204,10 +223,10 @@ class CgroupLook:
     def read_usage(self, files: Optional[OpenFiles] = None) -> None:
         """Read every cgroup's cpu.stat ``usage_usec`` (its tasks' and its descendants')."""
         base = self.root.rstrip("/")
-        read = _read if files is None else files.read
         for ino, rel in self.paths.items():
+            path = f"{base}{'' if rel == '/' else rel}/cpu.stat"
             try:
-                text = read(f"{base}{'' if rel == '/' else rel}/cpu.stat")
+                text = _read(path) if files is None else files.read(path, one_piece=True)
             except OSError:         # removed since the walk
                 continue
             if text.startswith(b"usage_usec "):
@@ -246,8 +265,10 @@ def look(root: Optional[str], *, pressure: bool = True,
         return result
     ids: List[int] = []
     blobs: List[bytes] = []
-    psi_rows: List[np.void] = []
-    psi = np.zeros(1, PSI_DTYPE)
+    psi_words: List[int] = []
+    # a cgroup has the pressure files the system has (both need the same kernel options), so
+    # a resource /proc/pressure lacks (irq, without irq time accounting) is not tried per cgroup
+    cgroup_resources = tuple(r for r in PSI_RESOURCES if r in system_resources)
     stack: List[Tuple[str, str, int, int]] = [(root, "/", os.stat(root).st_ino, 0)]
     while stack:
         directory, rel, ino, parent = stack.pop()
@@ -262,10 +283,8 @@ def look(root: Optional[str], *, pressure: bool = True,
         if parent:
             result.parent_of[ino] = parent
         if pressure:
-            psi[0] = 0
-            psi[0]["cgroup_id"] = ino
-            read_pressure_totals(directory, psi[0], files=files)
-            psi_rows.append(psi[0].copy())
+            psi_words.append(ino)
+            _pressure_words(directory, cgroup_resources, psi_words, ".pressure", files)
         base = "" if rel == "/" else rel
         stack.extend((e.path, f"{base}/{e.name}", e.inode(), ino) for e in children)
     counts = np.array([b.count(b"\n") for b in blobs], np.int64)
@@ -283,7 +302,14 @@ def look(root: Optional[str], *, pressure: bool = True,
     keep[1:] = tids_sorted[1:] != tids_sorted[:-1]
     result.tids = tids_sorted[keep].astype(np.uint32)
     result.tid_cgroup = cg_sorted[keep]
-    if psi_rows:
-        rows = np.array(psi_rows, PSI_DTYPE)
-        result.psi = rows[np.argsort(rows["cgroup_id"])]
+    if psi_words:
+        width = 1 + 2 * len(cgroup_resources)
+        got = np.array(psi_words, np.uint64).reshape(len(ids), width)
+        rows = np.zeros(len(ids), PSI_DTYPE)
+        words = rows.view(np.uint64).reshape(len(ids), -1)
+        words[:, 0] = got[:, 0]
+        for i, resource in enumerate(cgroup_resources):      # PSI_DTYPE's columns of each
+            at = 1 + 2 * PSI_RESOURCES.index(resource)
+            words[:, at:at + 2] = got[:, 1 + 2 * i:3 + 2 * i]
+        result.psi = rows[np.argsort(got[:, 0])]
     return result
