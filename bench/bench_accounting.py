@@ -27,7 +27,10 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
 
 Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
                                         [--rounds 3] [--only per_exit --only peers ...]
-                                        [--compare-tree DIR]
+                                        [--goals] [--compare-tree DIR]
+      --goals runs psutil, psutil_more, per_exit and peers and prints one line per cost goal of
+      issue 18 with its figure from this run (psutil's lines also give psutil over the kernel
+      floor alone: the most querying every thread can reach).
       python3 -m pytest bench/bench_accounting.py --benchmark-enable -s   (same, via pytest)
 Needs root.
 """
@@ -323,16 +326,53 @@ def bench_psutil(repeat: int, extra: int) -> Dict:
                 cpus.append(_cpu_of(lambda: box.append(acct.next(deadline=time.monotonic()))))
                 our_walls.append(time.perf_counter() - t)
         iv = box[-1]
+        processes = len(set(iv.tasks["ac_tgid"].tolist()))
+        floor = _floor_per_look(repeat) / processes
     finally:
         for p in sleepers:
             p.kill()
             p.wait()
-    processes = len(set(iv.tasks["ac_tgid"].tolist()))
     ours, our_wall = statistics.median(cpus) / processes, statistics.median(our_walls) / processes
     return dict(processes=processes, threads=len(iv.tasks), psutil_cpu_us_per_process=ps * 1e6,
                 accounting_cpu_us_per_process=ours * 1e6, ratio=ps / ours,
                 psutil_wall_us_per_process=ps_wall * 1e6,
-                accounting_wall_us_per_process=our_wall * 1e6, wall_ratio=ps_wall / our_wall)
+                accounting_wall_us_per_process=our_wall * 1e6, wall_ratio=ps_wall / our_wall,
+                floor_cpu_us_per_process=floor * 1e6, floor_ratio=ps / floor if floor else None)
+
+
+def _floor_per_look(repeats: int) -> float:
+    """CPU (s) of one look's TASKSTATS GETs alone (bench/query_floor.c), 0 without cgroup v2:
+    psutil's CPU over it is the most any agent that queries every thread can reach."""
+    root = cgroupfs.find_cgroup2()
+    if not root:
+        return 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        return floor_ms_per_look(build_query_floor(tmp), root, repeats) / 1e3
+
+
+GOAL_PARTS = ("psutil", "psutil_more", "per_exit", "peers")
+
+
+def goal_lines(out: Dict) -> List[str]:
+    """Issue 18's cost goals, each against what this run measured (only the parts it ran)."""
+    lines = []
+    for part, where in (("psutil", "as is"), ("psutil_more", "+extra processes")):
+        r = out.get(part, {})
+        if "ratio" in r:
+            lines.append(f"psutil {where} ({r['processes']} processes): {r['ratio']:.1f}x cheaper "
+                         f"(goal >= 20x); the kernel floor alone: {r['floor_ratio'] or float('nan'):.1f}x")
+    for name, r in out.get("per_exit", {}).items():
+        if isinstance(r, dict):
+            lines.append(f"per exit at {name} ({r['exits_per_interval']:.0f} exits/interval): "
+                         f"{r['added_us_per_exit']:.2f} us added, {r['lost']} lost (goal <= 5 us, 0 lost)")
+    for label, v in out.get("peers", {}).get("loads", {}).items():
+        ms = v["ms_per_interval"]
+        top, ours, floor = ms.get("top -b -d 1"), ms.get("taskstats_fast"), ms.get(FLOOR_AGENT)
+        if top and ours:
+            lines.append(f"vs top {label} ({v['processes']} processes): {ours / top:.2f}x top "
+                         f"(goal <= 1.0x); kernel floor {floor / top:.2f}x top, ours "
+                         f"{ours / floor:.2f}x the floor" if floor else f"vs top {label}: {ours / top:.2f}x")
+    return lines
 
 
 def main(argv=None) -> Dict:
@@ -341,6 +381,9 @@ def main(argv=None) -> Dict:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the per-exit run")
     ap.add_argument("--only", action="append", help="run only this part (repeatable)")
+    ap.add_argument("--goals", action="store_true",
+                    help=f"run the parts issue 18's cost goals need ({', '.join(GOAL_PARTS)}) and "
+                         "print each goal against its figure")
     ap.add_argument("--storm", type=float, default=5.0, help="seconds of exit storm")
     ap.add_argument("--soak", type=float, default=60.0, help="seconds of the memory run")
     ap.add_argument("--extra-processes", type=int, default=1000,
@@ -358,14 +401,17 @@ def main(argv=None) -> Dict:
         "memory": lambda: bench_memory(args.soak),
         "peers": lambda: bench_peers(args.rounds, args.compare_tree),
     }
+    only = (args.only or []) + (list(GOAL_PARTS) if args.goals else [])
     out = {}
     for name, part in parts.items():
-        if args.only and name not in args.only:
+        if only and name not in only:
             continue
         out[name] = r = part()
         print(f"{name:<12}", json.dumps(r), flush=True)
     if "peers" in out:
         print(peer_table(out["peers"]))
+    for line in goal_lines(out):
+        print("goal:", line)
     return out
 
 
