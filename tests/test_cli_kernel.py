@@ -296,13 +296,14 @@ def test_bare_command_records_to_the_default_place(tmp_path):
     assert "summary" in err    # tells the user what to do next
 
 
-# Runs ``record`` with a listener that notes which modules were loaded when it registered and
-# at its first read, and prints those loaded in between.
+# Runs ``record`` noting which modules were loaded when its listener registered and at the
+# recording loop's first read, and prints those loaded in between.
 _BETWEEN = """
 import runpy, sys
 from taskstats_fast.kernel import listener
+from taskstats_fast.recording import driver
 seen = {}
-opened, read = listener.ExitListener._open, listener.ExitListener.read
+opened, read = listener.ExitListener._open, driver._ExitSource.read
 def noting_open(self, *a, **k):
     opened(self, *a, **k)
     seen["registered"] = set(sys.modules)
@@ -311,7 +312,7 @@ def noting_read(self, *a, **k):
         seen["read"] = set(sys.modules)
         print("loaded in between:", sorted(seen["read"] - seen["registered"]), file=sys.stderr)
     return read(self, *a, **k)
-listener.ExitListener._open, listener.ExitListener.read = noting_open, noting_read
+listener.ExitListener._open, driver._ExitSource.read = noting_open, noting_read
 sys.argv = ["taskstats-fast"] + sys.argv[1:]
 runpy.run_module("taskstats_fast", run_name="__main__")
 """
@@ -319,8 +320,9 @@ runpy.run_module("taskstats_fast", run_name="__main__")
 
 @pytest.mark.parametrize("fmt", ["parquet", "npy", "arrow", "csv"])
 def test_nothing_is_imported_between_registering_and_the_first_read(tmp_path, fmt):
-    # Nobody reads the sockets in between: at a full exit rate they fill in a fraction of a
-    # second, and the sink's first-use imports (pyarrow's pandas) took longer than that.
+    # Only a read-ahead thread reads the sockets in between, and an import holds the GIL it
+    # needs: the sink's first-use imports (pyarrow's pandas) took longer than sockets hold at
+    # a full exit rate.
     done = subprocess.run([sys.executable, "-c", _BETWEEN, "record", "-o", str(tmp_path / "d"),
                            "--format", fmt, "--seconds", "0.2", "--no-status"],
                           capture_output=True, text=True, timeout=60)
