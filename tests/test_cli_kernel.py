@@ -320,9 +320,9 @@ runpy.run_module("taskstats_fast", run_name="__main__")
 
 @pytest.mark.parametrize("fmt", ["parquet", "npy", "arrow", "csv"])
 def test_nothing_is_imported_between_registering_and_the_first_read(tmp_path, fmt):
-    # Only a read-ahead thread reads the sockets in between, and an import holds the GIL it
-    # needs: the sink's first-use imports (pyarrow's pandas) took longer than sockets hold at
-    # a full exit rate.
+    # Only a read-ahead thread reads the sockets in between, and imports compete with it for
+    # the GIL: the sink's first-use imports (pyarrow's pandas) took longer than the sockets
+    # hold at a full exit rate.
     done = subprocess.run([sys.executable, "-c", _BETWEEN, "record", "-o", str(tmp_path / "d"),
                            "--format", fmt, "--seconds", "0.2", "--no-status"],
                           capture_output=True, text=True, timeout=60)

@@ -266,8 +266,7 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
     status = StatusLine(sys.stderr, args.status)
     try:
         # The sink's imports before the listener registers: from then on the sockets fill
-        # until the sink is made and the loop reads them, and at a high exit rate a second of
-        # imports there is more than the receive buffers hold.
+        # unless read, and the imports would compete with the read-ahead for the GIL.
         recording.prepare_writing(fmt)
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)

@@ -121,8 +121,8 @@ def prepare_writing(fmt: str, schema: Optional[TableSchema] = None) -> None:
     pyarrow imports pandas on the first table it builds, numpy its masked arrays on the first
     unique(): left to the first batch, they took seconds of the flush window on a slow or loaded
     host, with that batch on no disk meanwhile.  A recorder calls it before its exit listener
-    registers too: from then on nobody reads the sockets until the sink is made, and a quarter
-    second of imports there filled them at a full exit rate (what then arrives is lost)."""
+    registers too: the imports compete with its read-ahead for the GIL, and took longer than the
+    sockets hold at a full exit rate (what then arrives is lost)."""
     schema = schema if schema is not None else columns.DEFAULT
     stats_for(schema).add(np.zeros(1, schema.dtype))
     if require_format(fmt).extra is not None:
