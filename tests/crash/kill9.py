@@ -222,7 +222,9 @@ def expected_exits(runs: Sequence[Run], exits: Dict[bytes, float], window: float
 
 
 def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, float],
-                    nonce: str) -> Check:
+                    nonce: str, require_psi: Optional[bool] = None) -> Check:
+    """``out`` holds each exit ``expected`` once and nothing twice.  ``require_psi``: an
+    interval recording must have PSI rows (default: after a clean restart)."""
     import numpy as np
     from taskstats_fast import recording
     check = Check(config.name, when, expected=len(expected))
@@ -249,7 +251,7 @@ def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, f
     _, counts = np.unique(keys, return_counts=True) if len(keys) else (None, np.zeros(0))
     check.duplicated = int((counts > 1).sum())
     if config.interval:
-        _check_psi(check, out, when)
+        _check_psi(check, out, when == RESTARTED if require_psi is None else require_psi)
     present = set(ours["ac_comm"].tolist())
     check.present = present
     missing = [c for c in expected if c not in present]
@@ -259,7 +261,7 @@ def check_directory(config: Config, out: str, when: str, expected: Dict[bytes, f
     return check
 
 
-def _check_psi(check: Check, out: str, when: str) -> None:
+def _check_psi(check: Check, out: str, required: bool) -> None:
     """The PSI rows an interval recording keeps in ``out/_psi``: none twice (a cgroup once per
     interval), damaged files named as for the interval rows, and some after the clean restart
     (its run records whole intervals)."""
@@ -268,7 +270,7 @@ def _check_psi(check: Check, out: str, when: str) -> None:
     from taskstats_fast.recording.psi_rows import psi_path, psi_schema
     where = psi_path(out)
     if where is None or not os.path.isdir(where):
-        if when == RESTARTED:
+        if required:
             check.error = f"{out} has no PSI dataset after a clean run"
         return
     found = recording.Recordings(where, schema=psi_schema())
@@ -277,7 +279,7 @@ def _check_psi(check: Check, out: str, when: str) -> None:
     pairs = np.unique(np.stack([rows["interval_start"], rows["cgroup_id"]]), axis=1).shape[1] \
         if len(rows) else 0
     check.duplicated += len(rows) - pairs
-    if when == RESTARTED and not (rows["cgroup"] == b"/").any():
+    if required and not (rows["cgroup"] == b"/").any():
         check.error = f"{where}: no system PSI row after a clean run"
 
 

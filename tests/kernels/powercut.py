@@ -58,8 +58,9 @@ BUSYBOX = "busybox-static"
 READY = "POWERCUT-READY"
 STOPPED = "POWERCUT-PRODUCER-STOPPED"
 #: record's flush window and the margin on top, in guest seconds (the guest's clock: under TCG
-#: it runs slower than the host's, and the flush timer runs on it)
-WINDOW_SECONDS = kill9.FLUSH_SECONDS + 2.0
+#: it runs slower than the host's, and the flush timer runs on it); an interval recording's
+#: rows add their interval (``kill9.Config.window``: they are written as an interval closes)
+WINDOW_SECONDS = kill9.FLUSH_SECONDS + kill9.MARGIN_SECONDS
 #: the start line comes just after the listener registered
 START_LAG_SECONDS = 0.5
 #: a cut lands this many host seconds after record said it was recording: past the flush
@@ -72,10 +73,13 @@ CLEAN_SECONDS = 4
 IMAGE_MB = 64
 BOOT_TIMEOUT = 240.0
 CONFIGS = (
-    ("parquet", ("--format", "parquet", "--rotate-seconds", "1")),
-    ("npy", ("--format", "npy", "--rotate-seconds", "3")),
-    ("arrow", ("--format", "arrow")),
-    ("csv", ("--format", "csv", "--rotate-seconds", "2")),
+    kill9.Config("parquet", ("--format", "parquet", "--rotate-seconds", "1")),
+    kill9.Config("npy", ("--format", "npy", "--rotate-seconds", "3")),
+    kill9.Config("arrow", ("--format", "arrow")),
+    kill9.Config("csv", ("--format", "csv", "--rotate-seconds", "2")),
+    # the interval rows by task and their PSI (DIR/_psi), each a dataset of its own, rotating
+    kill9.Config("interval", ("--format", "parquet", "--interval", "1", "--rotate-seconds", "2"),
+                 interval=1.0),
 )
 
 
@@ -121,6 +125,7 @@ mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs 
 for m in $(cat /modules.load); do insmod "$m" || echo "POWERCUT: insmod $m failed"; done
 mount -t virtiofs -o ro hostroot /host || echo "POWERCUT: virtiofs mount failed"
 mount -t proc proc /host/proc; mount -t sysfs sysfs /host/sys; mount -t devtmpfs devtmpfs /host/dev
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup || echo "POWERCUT: cgroup2 mount failed"
 mkdir -p /hosttmp; mount -o bind /host/tmp /hosttmp
 mount -t tmpfs tmpfs /host/tmp; mkdir -p /host/tmp/disk
 for p in @CARRY@; do
@@ -311,12 +316,15 @@ def check_image(image: str, work: str, tag: str) -> Dict:
 
 def files_read_completely(directory: str) -> Tuple[int, List[str]]:
     """Each data file under a final name, read alone: how many, and the problems (none when
-    all read whole)."""
+    all read whole); an interval recording's PSI files (DIR/_psi) too."""
     from taskstats_fast import recording
+    from taskstats_fast.recording.psi_rows import psi_path
     problems: List[str] = []
     if not os.path.isdir(directory):
         return 0, problems
-    paths = recording.find_files(directory)
+    psi = psi_path(directory)
+    paths = recording.find_files(directory) + (
+        recording.find_files(psi) if psi is not None and os.path.isdir(psi) else [])
     for path in paths:
         try:
             rows = recording.read_records(path)
@@ -415,7 +423,7 @@ def run_boot(guest: Guest, boot: Boot, args: Sequence[str], py: str, rng: random
 
 
 def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, rate: float,
-             smp: int, mem: int, cpu: str, configs: Sequence[Tuple[str, Sequence[str]]],
+             smp: int, mem: int, cpu: str, configs: Sequence[kill9.Config],
              log=print) -> Dict:
     """``cuts`` cut boots and one clean one.  Each configuration gets a run of consecutive
     boots, so that every cut is followed by a record start on the same directory, which must
@@ -435,11 +443,12 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
     ready_after: List[float] = [30.0]
     started = time.monotonic()
     for i in range(cuts + 1):
-        name, args = configs[min(i * len(configs) // max(cuts, 1), len(configs) - 1)]
+        config = configs[min(i * len(configs) // max(cuts, 1), len(configs) - 1)]
+        name = config.name
         boot = Boot(i, name, f"{i:02x}", clean=(i == cuts))
-        run_boot(guest, boot, args, py, rng, rate, BOOT_TIMEOUT, ready_after, log)
+        run_boot(guest, boot, config.args, py, rng, rate, BOOT_TIMEOUT, ready_after, log)
         boots.append(boot)
-        checks.append(check_boot(guest, image, out, boot, boots))
+        checks.append(check_boot(guest, image, out, boot, boots, config))
         c = checks[-1]
         log(f"powercut: boot {i:2d} {name:8} "
             + (f"clean stop rc={boot.record_rc}" if boot.clean else
@@ -447,7 +456,8 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
             + f", ready at {boot.ready_after or '-':>5} s, {boot.seconds:5.1f} s: fsck={c['fsck_code']} "
             f"files={c['files']} unreadable={len(c['unreadable'])} expected={c['expected']} "
             f"once={c['once']} lost={c['missing']} dup={c['duplicated']} window={c['window']} "
-            f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
+            + (f"intervals={c['intervals']} psi_once={c['psi_once']} " if c["intervals"] else "")
+            + f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
     final = checks[-1]
     # each check covers every earlier boot of its configuration: the last one per
     # configuration counts each exit once
@@ -464,6 +474,8 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                        "lost": sum(c["missing"] for c in checks),
                        "duplicated": sum(c["duplicated"] for c in checks),
                        "files": sum(c["files"] for c in checks),
+                       "intervals": sum(c["intervals"] for c in checks),
+                       "psi_once": sum(c["psi_once"] for c in checks),
                        "unreadable_files": sum(len(c["unreadable"]) for c in checks),
                        "fsck_unclean": sum(1 for c in checks if c["fsck_code"] != 0),
                        "exits": sum(c["expected"] for c in last_per_config),
@@ -476,10 +488,11 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                        "final_ok": final["ok"]}}
 
 
-def expected_of(boot: Boot, serial: str) -> Dict[bytes, float]:
+def expected_of(boot: Boot, serial: str, window: float = WINDOW_SECONDS) -> Dict[bytes, float]:
     """The exits of ``boot`` its recording must hold: logged after record said it was
-    recording (plus the start line's lag), and older than the cut by the flush window plus a
-    margin; on the clean boot every exit the producer logged before it stopped."""
+    recording (plus the start line's lag), and older than the cut by ``window`` (the flush
+    window plus a margin, and an interval recording's interval); on the clean boot every exit
+    the producer logged before it stopped."""
     exits = exits_of(serial, boot.nonce)
     ready = mark_of(serial, READY)
     if ready is None:
@@ -487,7 +500,7 @@ def expected_of(boot: Boot, serial: str) -> Dict[bytes, float]:
     if boot.clean:
         last = mark_of(serial, STOPPED) or 0.0
     else:   # the cut came after the last thing the guest wrote to the port
-        last = max([ready, *exits.values()]) - WINDOW_SECONDS
+        last = max([ready, *exits.values()]) - window
     return {c: t for c, t in exits.items() if ready + START_LAG_SECONDS <= t <= last}
 
 
@@ -504,32 +517,61 @@ def crash_window(boot: Boot, serial: str, present: set) -> Optional[float]:
     return round(last - min(lost), 2) if lost else 0.0
 
 
-def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[Boot]) -> Dict:
+def psi_of_intervals(directory: str, expected: Dict[bytes, float]) -> Tuple[int, int]:
+    """An interval recording: the intervals whose rows hold an exit that must be there, and
+    how many of them have exactly one system PSI row (``cgroup`` "/") in DIR/_psi (written with
+    the interval's rows, as it closed, so fsynced within the same window)."""
+    import numpy as np
+    from taskstats_fast import recording
+    from taskstats_fast.recording.psi_rows import psi_path, psi_schema
+    rows = recording.Recordings(directory).records()
+    starts = set(rows["interval_start"][np.isin(rows["ac_comm"], list(expected))].tolist())
+    where = psi_path(directory)
+    if not starts or where is None or not os.path.isdir(where):
+        return len(starts), 0
+    psi = recording.Recordings(where, schema=psi_schema()).records()
+    values, counts = np.unique(psi["interval_start"][psi["cgroup"] == b"/"], return_counts=True)
+    once = {v for v, n in zip(values.tolist(), counts.tolist()) if n == 1}
+    return len(starts), len(starts & once)
+
+
+def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[Boot],
+               config: kill9.Config) -> Dict:
     """After boot ``boot``: the disk fscks, its final-named files read whole, and every exit of
     every boot so far on its configuration is in the recording exactly once: the cut boot's
     own as the readers find them, the earlier ones after this boot's record start recovered
-    what they left."""
+    what they left.  An interval recording: every exit in its interval's rows (a task once per
+    interval), and that interval's system PSI row there exactly once."""
     tag = f"{boot.index:02d}"
     disk = check_image(image, out, tag)
     result = {"boot": boot.index, "config": boot.config, "fsck_code": disk["fsck_code"],
               "fsck_tail": disk["fsck_tail"], "unreadable": [], "files": 0, "expected": 0,
               "once": 0, "missing": 0, "duplicated": 0, "damaged": [], "error": None,
-              "window": None}
+              "window": None, "intervals": 0, "psi_once": 0}
     for name in sorted(os.listdir(disk["dump"])):
         if name != "lost+found":
             n, problems = files_read_completely(os.path.join(disk["dump"], name))
             result["files"] += n
             result["unreadable"] += problems
+    directory = os.path.join(disk["dump"], boot.config)
     for earlier in (b for b in boots if b.config == boot.config):
-        keep = expected_of(earlier, guest.serial(f"{earlier.index:02d}"))
+        keep = expected_of(earlier, guest.serial(f"{earlier.index:02d}"), config.window)
         recovered = earlier is not boot and boot.ready_after is not None
-        check = kill9.check_directory(kill9.Config(earlier.config, ()),
-                                      os.path.join(disk["dump"], boot.config),
+        check = kill9.check_directory(config, directory,
                                       kill9.RESTARTED if recovered else kill9.AS_LEFT, keep,
-                                      earlier.nonce)
+                                      earlier.nonce, require_psi=boot.clean)
         for key in ("expected", "once", "missing", "duplicated"):
             result[key] += getattr(check, key)
-        if earlier is boot and not boot.clean:
+        if config.interval and check.ok and keep:
+            intervals, psi_once = psi_of_intervals(directory, keep)
+            result["intervals"] += intervals
+            result["psi_once"] += psi_once
+            if psi_once < intervals:
+                result["error"] = result["error"] or (
+                    f"boot {earlier.index}: {intervals - psi_once} of the {intervals} intervals "
+                    "holding an exit that must be there have no system PSI row, or several")
+        # the exit stream's window: interval rows wait for their interval's end (as kill9's)
+        if earlier is boot and not boot.clean and not config.interval:
             result["window"] = crash_window(boot, guest.serial(tag), check.present)
         result["damaged"] += check.damaged
         if not check.ok or check.missing:   # a power cut: the readers must find it all too
@@ -555,7 +597,8 @@ def report(result: Dict) -> str:
             f"({t['unreadable_files']} unreadable), {t['fsck_unclean']} images not fsck "
             f"clean; {t['exits']:,} exits expected, {t['exits_once']:,} there exactly once, "
             f"{t['exits_lost']:,} lost, {t['duplicated']:,} duplicated ({t['checked']:,} checks "
-            f"over all cuts, {t['lost']:,} missing); after the clean stop "
+            f"over all cuts, {t['lost']:,} missing; {t['intervals']:,} checks of an interval "
+            f"holding such an exit, {t['psi_once']:,} with its system PSI row once); after the clean stop "
             f"{t['exits_recovered']:,} of its configuration's {t['final_expected']:,}; crash "
             f"window (how far back a cut's lost exits reach) median {t['window_median']:.2f} s, "
             f"max {t['window_max']:.2f} s, {t['cuts_losing_any']} cut(s) losing any")
@@ -572,7 +615,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--python", default=os.path.abspath(sys.executable),
                    help="the interpreter the guest runs, with taskstats_fast installed (default: "
                         "this one; under /tmp it is bound into the guest's own /tmp)")
-    p.add_argument("--formats", default=",".join(c[0] for c in CONFIGS),
+    p.add_argument("--formats", default=",".join(c.name for c in CONFIGS),
                    help="configurations, in order (default: %(default)s)")
     p.add_argument("--rate", type=float, default=20.0, help="exits per second in the guest")
     p.add_argument("--smp", type=int, default=1)
@@ -580,8 +623,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--cpu", default="Nehalem", help="qemu -cpu (default: %(default)s)")
     p.add_argument("--json", help="also write the result as JSON here")
     args = p.parse_args(argv)
-    known = dict(CONFIGS)
-    configs = [(f, known[f]) for f in args.formats.split(",") if f in known]
+    known = {c.name: c for c in CONFIGS}
+    configs = [known[f] for f in args.formats.split(",") if f in known]
     if not configs or len(configs) != len(args.formats.split(",")) or args.cuts < 1:
         print(f"powercut: --formats takes some of {', '.join(known)}, --cuts at least 1",
               file=sys.stderr)
