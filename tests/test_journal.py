@@ -179,6 +179,29 @@ def test_a_directory_of_only_a_file_in_progress_reads_its_rows_kind(tmp_path):
     sink.close()
 
 
+@pytest.mark.parametrize("fmt", recording.FORMATS)
+def test_an_empty_leftover_beside_interval_rows_leaves_them_readable(tmp_path, fmt):
+    """A power cut right after a file was opened leaves it (Parquet: its journal) empty: its
+    header never reached the disk, so nothing says it held interval rows.  The power-cut
+    campaign found the whole dataset unreadable then ("holds taskstats records, the files
+    before it interval rows"); it holds no row, so the others read, and recovery removes it."""
+    root = tmp_path / "rec"
+    with FileSink(str(root), fmt, schema=interval_schema("task"), hostname="h") as sink:
+        sink.write(interval_batch(5))
+    directory = os.path.dirname(sink.files[0])
+    name = os.path.basename(sink.files[0]).replace("-0000", "-0001")
+    left = os.path.join(directory, f".{name}.inprogress")
+    open(left, "wb").close()
+    if fmt == "parquet":
+        open(durable.journal_path(left), "wb").close()
+    found = recording.Recordings(str(root))
+    assert np.array_equal(found.records()["ac_pid"], np.arange(5))
+    assert found.in_progress == [left] and not found.damaged
+    with FileSink(str(root), fmt, schema=interval_schema("task"), hostname="h") as again:
+        assert again.recovery.empty == [left]
+    assert len(recording.read_records(str(root))) == 5
+
+
 def test_a_busy_stream_costs_one_fsync_per_flush_window(tmp_path):
     sink = FileSink(str(tmp_path / "rec"), "npy", flush_records=10, flush_seconds=0.3)
     sink.write(batch(1))   # the file is open (its creation fsyncs its directories)

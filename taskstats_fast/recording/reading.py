@@ -140,7 +140,11 @@ class Recordings:
         leftover.fmt.require("reading")
         try:
             meta = leftover.metadata()
-            chunks = leftover.chunks(self._schema_for(path, meta), self.columns)
+            schema = self._leftover_schema(leftover, path, meta)
+            if schema is None:
+                self.in_progress.append(path)
+                return
+            chunks = leftover.chunks(schema, self.columns)
             first = next(chunks, None)
         except FileNotFoundError:
             if os.path.exists(leftover.final) and leftover.final not in self.files:
@@ -158,6 +162,19 @@ class Recordings:
         except (NotARecordingError, OSError) as e:
             self.damaged.append((path, e if isinstance(e, NotARecordingError)
                                  else NotARecordingError(path, str(e))))
+
+    def _leftover_schema(self, leftover: Leftover, path: str, meta: Dict[str, Any]
+                         ) -> Optional[_columns.TableSchema]:
+        """The schema to read a leftover with; None when it holds no row at all and its header
+        does not say what rows it was to hold: a power cut soon after a file was opened leaves
+        it (or its journal) empty, whose kind, unknown, must not make the rows of the other
+        files unreadable.  One holding rows of another kind still raises ``MixedRowsError``."""
+        try:
+            return self._schema_for(path, meta)
+        except MixedRowsError:
+            if next(leftover.chunks(schema_of_metadata(meta), self.columns), None) is None:
+                return None
+            raise
 
     def _schema_for(self, path: str, meta: Dict[str, Any]) -> _columns.TableSchema:
         if self._chosen and self.schema is not None:
