@@ -19,8 +19,12 @@ find every exit logged after the mark and older than the cut by the flush window
 exactly once.  The next boot mounts the original (the guest kernel replays its journal) and
 ``record`` starts on the same directory, recovering what the cut left; after it the earlier
 boots' exits must all still be there exactly once.  Configurations get runs of consecutive
-boots (``--formats``).  The last boot stops the producer, then ``record`` with SIGTERM, and
-powers off cleanly; every exit logged must be there, exactly once.
+boots (``--formats``): each format's exit stream, and ``record --interval`` (interval rows by
+task, and their PSI rows in DIR/_psi, each dataset checked the same way: every exit older than
+the window plus the interval in its interval's rows once, that interval's system PSI row once,
+as ``make crash`` checks its interval configurations).  The last boot stops the producer,
+then ``record`` with SIGTERM, and powers off cleanly; every exit logged must be there, exactly
+once.
 
 What a cut loses: the guest's page cache, and whatever it had not yet sent to the virtual disk.
 Writes the guest had sent survive (qemu's default writeback cache is the host's page cache,
@@ -64,7 +68,9 @@ WINDOW_SECONDS = kill9.FLUSH_SECONDS + kill9.MARGIN_SECONDS
 #: the start line comes just after the listener registered
 START_LAG_SECONDS = 0.5
 #: a cut lands this many host seconds after record said it was recording: past the flush
-#: window mostly (a cut inside it checks nothing of its boot), and across rotations
+#: window mostly (a cut inside it checks nothing of its boot), and across rotations; an
+#: interval recording's later by its interval (at the low end) and two (at the high end), as
+#: its rows are written an interval later
 CUT_AFTER_SECONDS = (1.0, 10.0)
 #: the share of cuts aimed at start-up (imports, the recovery of the last cut, registration)
 EARLY_SHARE = 0.25
@@ -369,7 +375,8 @@ def _text(path: str) -> str:
 
 
 def run_boot(guest: Guest, boot: Boot, args: Sequence[str], py: str, rng: random.Random,
-             rate: float, timeout: float, ready_after: List[float], log) -> None:
+             rate: float, timeout: float, ready_after: List[float], log,
+             cut_after: Tuple[float, float] = CUT_AFTER_SECONDS) -> None:
     """One boot: record (and recover) on the disk, then the power cut at a random moment, or
     on the last boot the clean stop.  A quarter of the cuts land before record says it is
     recording (Python's start-up and the recovery of what the last cut left); the rest at a
@@ -393,7 +400,7 @@ def run_boot(guest: Guest, boot: Boot, args: Sequence[str], py: str, rng: random
                 boot.ready_after = round(now - started, 1)
                 if not boot.clean and not early:
                     ready_after.append(boot.ready_after)
-                    cut_in = rng.uniform(*CUT_AFTER_SECONDS)
+                    cut_in = rng.uniform(*cut_after)
                     time.sleep(cut_in)
                     break
             if early and mounted_at is None and "POWERCUT: mounted" in _text(guest.console(tag)):
@@ -446,7 +453,9 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
         config = configs[min(i * len(configs) // max(cuts, 1), len(configs) - 1)]
         name = config.name
         boot = Boot(i, name, f"{i:02x}", clean=(i == cuts))
-        run_boot(guest, boot, config.args, py, rng, rate, BOOT_TIMEOUT, ready_after, log)
+        lo, hi = CUT_AFTER_SECONDS
+        run_boot(guest, boot, config.args, py, rng, rate, BOOT_TIMEOUT, ready_after, log,
+                 (lo + config.interval, hi + 2 * config.interval))
         boots.append(boot)
         checks.append(check_boot(guest, image, out, boot, boots, config))
         c = checks[-1]
@@ -455,8 +464,9 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                f"cut at {boot.cut_after:5.1f} s" if boot.cut_after is not None else "no cut")
             + f", ready at {boot.ready_after or '-':>5} s, {boot.seconds:5.1f} s: fsck={c['fsck_code']} "
             f"files={c['files']} unreadable={len(c['unreadable'])} expected={c['expected']} "
-            f"once={c['once']} lost={c['missing']} dup={c['duplicated']} window={c['window']} "
-            + (f"intervals={c['intervals']} psi_once={c['psi_once']} " if c["intervals"] else "")
+            f"once={c['once']} lost={c['missing']} dup={c['duplicated']} "
+            + (f"window={c['interval_window']} intervals={c['intervals']} "
+               f"psi_once={c['psi_once']} " if config.interval else f"window={c['window']} ")
             + f"{'ok' if c['ok'] else 'FAIL ' + str(c['error'] or '')}")
     final = checks[-1]
     # each check covers every earlier boot of its configuration: the last one per
@@ -464,6 +474,8 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
     last_per_config = list({c["config"]: c for c in checks}.values())
     cut_boots = [b for b in boots if not b.clean]
     windows = sorted(c["window"] for c in checks if c["window"] is not None)
+    interval_windows = sorted(c["interval_window"] for c in checks
+                              if c["interval_window"] is not None)
     return {"cuts": sum(1 for b in cut_boots if b.cut_after is not None), "seed": seed,
             "kernel": kernel, "seconds": round(time.monotonic() - started, 1),
             "cuts_before_ready": sum(1 for b in cut_boots if b.ready_after is None),
@@ -485,6 +497,8 @@ def campaign(cuts: int, seed: int, out: str, kroot: str, kernel: str, py: str, r
                        "window_median": windows[len(windows) // 2] if windows else 0.0,
                        "window_max": windows[-1] if windows else 0.0,
                        "cuts_losing_any": sum(1 for w in windows if w > 0),
+                       "interval_window_max": interval_windows[-1] if interval_windows else None,
+                       "interval_cuts": len(interval_windows),
                        "final_ok": final["ok"]}}
 
 
@@ -547,7 +561,7 @@ def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[B
     result = {"boot": boot.index, "config": boot.config, "fsck_code": disk["fsck_code"],
               "fsck_tail": disk["fsck_tail"], "unreadable": [], "files": 0, "expected": 0,
               "once": 0, "missing": 0, "duplicated": 0, "damaged": [], "error": None,
-              "window": None, "intervals": 0, "psi_once": 0}
+              "window": None, "interval_window": None, "intervals": 0, "psi_once": 0}
     for name in sorted(os.listdir(disk["dump"])):
         if name != "lost+found":
             n, problems = files_read_completely(os.path.join(disk["dump"], name))
@@ -570,9 +584,10 @@ def check_boot(guest: Guest, image: str, out: str, boot: Boot, boots: Sequence[B
                 result["error"] = result["error"] or (
                     f"boot {earlier.index}: {intervals - psi_once} of the {intervals} intervals "
                     "holding an exit that must be there have no system PSI row, or several")
-        # the exit stream's window: interval rows wait for their interval's end (as kill9's)
-        if earlier is boot and not boot.clean and not config.interval:
-            result["window"] = crash_window(boot, guest.serial(tag), check.present)
+        # the exit stream's window apart: interval rows wait for their interval's end too
+        if earlier is boot and not boot.clean:
+            result["interval_window" if config.interval else "window"] = crash_window(
+                boot, guest.serial(tag), check.present)
         result["damaged"] += check.damaged
         if not check.ok or check.missing:   # a power cut: the readers must find it all too
             result["error"] = result["error"] or check.error or (
@@ -601,7 +616,9 @@ def report(result: Dict) -> str:
             f"holding such an exit, {t['psi_once']:,} with its system PSI row once); after the clean stop "
             f"{t['exits_recovered']:,} of its configuration's {t['final_expected']:,}; crash "
             f"window (how far back a cut's lost exits reach) median {t['window_median']:.2f} s, "
-            f"max {t['window_max']:.2f} s, {t['cuts_losing_any']} cut(s) losing any")
+            f"max {t['window_max']:.2f} s, {t['cuts_losing_any']} cut(s) losing any"
+            + (f"; interval rows' (their interval included) max {t['interval_window_max']:.2f} s "
+               f"over {t['interval_cuts']} cut(s)" if t["interval_cuts"] else ""))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
