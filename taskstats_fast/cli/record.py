@@ -270,10 +270,11 @@ def _run_exits(args: argparse.Namespace, fmt: str, stop: Callable[[], bool], sto
         recording.prepare_writing(fmt)
         # The listener first: when it cannot register (no privilege) nothing is left on disk.
         listener = ExitListener(cpus=args.cpus, shards=args.shards, rcvbuf=args.rcvbuf)
-        # Read from now on: making the sink recovers what a killed run left, seconds for a
-        # big file, and the sockets fill meanwhile.
-        ahead = recording.ReadAhead(listener)
         drop_privileges_as_asked(args)   # the sockets are registered: no root needed from here on
+        # Read from now on (a thread: after the privileges, which are each thread's and refuse
+        # to drop while others run): making the sink recovers what a killed run left, seconds
+        # for a big file, and the sockets fill meanwhile.
+        ahead = recording.ReadAhead(listener)
         cpus = cpumask.format(listener.cpus)
         recorder = recording.FileSink(args.output, fmt,
                                       metadata={"source": "exit stream", "cpus": cpus,
