@@ -377,8 +377,14 @@ def _run_intervals(args: argparse.Namespace, fmt: str, stop: Callable[[], bool],
             f"({fmt}), {_until(args)}"
             + (f"; pressure stalls (PSI) to {psi.root}" if psi is not None else
                "; no pressure stalls (PSI): a single file holds one kind of rows"))
-        result = recording.record_intervals(accounting, sink, stop=stop, by=args.by, psi=psi,
-                                            **status.progress_options())
+        # Both written on threads of their own, as the exit stream is (_run_exits): a flush
+        # or a file opened on the loop's thread held back the next interval's close, and every
+        # exit since then waited in the sockets, on no disk (seconds on a starved CPU: the
+        # power-cut guest lost exits 9 s old)
+        result = recording.record_intervals(
+            accounting, recording.BackgroundWriter(sink), stop=stop, by=args.by,
+            psi=recording.BackgroundWriter(psi) if psi is not None else None,
+            **status.progress_options())
     finally:
         status.clear()
         accounting.close()
