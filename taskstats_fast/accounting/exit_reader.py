@@ -18,7 +18,8 @@ far a storm that starts during a long sleep can fill a socket: Accounting's sock
 ``4 * DEFAULT_EVENTS_PER_CPU`` messages, and one CPU cannot produce them that fast.
 
 ``clock`` and ``wait`` are seams for tests: ``wait(fds, timeout)`` returns whether any of ``fds``
-became readable (``timeout`` None: no limit).
+became readable (``timeout`` None: no limit); a wait that returns False drains nothing from the
+wake-up pipe.
 """
 
 from __future__ import annotations
@@ -45,10 +46,24 @@ _MIN_SLEEP = 0.001
 
 def poll_wait(fds: Sequence[int], timeout: Optional[float]) -> bool:
     """Wait until one of ``fds`` is readable or ``timeout`` (s) passes; True if one is."""
-    poller = select.poll()
-    for fd in fds:
-        poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
+    return _PollWait()(fds, timeout)
+
+
+class _PollWait:
+    """``poll_wait`` with one poll object per set of fds, made once: the reader waits on the
+    same two sets for its whole life."""
+
+    def __init__(self):
+        self._pollers: dict = {}
+
+    def __call__(self, fds: Sequence[int], timeout: Optional[float]) -> bool:
+        key = tuple(fds)
+        poller = self._pollers.get(key)
+        if poller is None:
+            poller = self._pollers[key] = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999))))
 
 
 class ExitReader:
@@ -59,11 +74,11 @@ class ExitReader:
     ``room``: exit messages the smallest socket's receive buffer holds."""
 
     def __init__(self, listener, room: int, *, clock: Callable[[], float] = time.monotonic,
-                 wait: Callable[[Sequence[int], Optional[float]], bool] = poll_wait):
+                 wait: Optional[Callable[[Sequence[int], Optional[float]], bool]] = None):
         self._listener = listener
         self._room = max(1, int(room))
         self._clock = clock
-        self._wait = wait
+        self._wait = wait if wait is not None else _PollWait()
         self._lock = threading.Lock()        # a read and the hand-over of its batch
         self._batches: List[np.ndarray] = []
         self._stopping = False
@@ -120,8 +135,10 @@ class ExitReader:
     def _sleep(self, fds: Sequence[int], timeout: Optional[float]) -> None:
         if self._stopping:
             return
-        self._wait(fds, timeout)
+        readable = self._wait(fds, timeout)
         self.wakeups += 1
+        if not readable:        # a timer's wake-up: nothing to drain from the pipe (and no
+            return              # BlockingIOError raised and caught on every one)
         try:
             while os.read(self._wake_r, 64):
                 pass
