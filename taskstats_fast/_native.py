@@ -518,9 +518,9 @@ class Query:
 
 class _Scratch(threading.local):
     """Buffers reused across calls, one set per thread: a large fresh array costs its pages'
-    zeroing on first touch (huge pages, for numpy's large arrays) every time, which was a third
-    of a busy interval's CPU.  What a call returns from one is valid until that thread's next
-    call; a buffer far larger than the need (after a storm) is let go."""
+    zeroing on first touch (huge pages, for numpy's large arrays) every time it is made.  What a
+    call returns from one is valid until that thread's next call; a buffer far larger than the
+    need (after a storm) is let go."""
 
     def get(self, name: str, n: int, dtype) -> np.ndarray:
         have = self.__dict__.get(name)
