@@ -1,9 +1,10 @@
 /* tsf_drain.c: poll + recvmmsg + parse over caller-owned sockets and buffers (tsf_drain.h).
  *
- * One call: probe every socket's readiness with poll, drain the ready ones round-robin one
- * recvmmsg batch at a time (decoding each datagram straight into the record space), and if too
- * little has arrived, wait in poll until it has or the timeout passes.  The GIL is released
- * around the call by cffi, so Python threads keep running while it waits.
+ * One call: wait in poll until a socket is readable (at once when data is queued), linger the
+ * first time if asked, then drain the ready sockets round-robin one recvmmsg batch at a time
+ * (decoding each datagram straight into the record space); if too little has arrived, wait
+ * again until it has or the timeout passes.  The GIL is released around the call by cffi, so
+ * Python threads keep running while it waits.
  */
 #define _GNU_SOURCE
 #include "tsf_drain.h"
@@ -213,6 +214,52 @@ static int ms_left(uint64_t deadline)
     return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+/* Sleep up to ms milliseconds, ending early when a wake fd becomes readable: only the wake
+ * fds are polled, so the sockets' wait queues carry no entry of ours meanwhile.  Sets res->woken
+ * or res->interrupted; returns -1 when poll failed otherwise. */
+static int linger_sleep(struct pollfd *wake, nfds_t nwake, int ms, struct tsf_drain_result *res)
+{
+    int rc = poll(nwake ? wake : NULL, nwake, ms);
+    if (rc < 0) {
+        if (errno == EINTR) {
+            res->interrupted = 1;
+            return 0;
+        }
+        res->error = errno;
+        return -1;
+    }
+    for (nfds_t i = 0; i < nwake; i++)
+        if (wake[i].revents)
+            res->woken = 1;
+    return 0;
+}
+
+/* Readiness from one poll: marks ready[], sets res->woken; returns how many sockets are ready,
+ * or -1 for a closed fd (POLLNVAL would make poll spin: hand it back). */
+static int scan_ready(const struct pollfd *pfd, struct tsf_source *src, size_t nsrc,
+                      uint8_t *ready, struct tsf_drain_result *res)
+{
+    int n = 0;
+    for (size_t i = 0; i < nsrc; i++) {
+        short ev = pfd[i].revents;
+        ready[i] = 0;
+        if (ev & POLLNVAL) {
+            src[i].error = EBADF;
+            res->error = EBADF;
+            return -1;
+        }
+        if (src[i].flags & TSF_SOURCE_WAKE) {
+            if (ev)
+                res->woken = 1;
+        } else if (ev & (POLLIN | POLLERR)) {
+            /* POLLERR on netlink means ENOBUFS is pending: the recv reads and counts it */
+            ready[i] = 1;
+            n++;
+        }
+    }
+    return n;
+}
+
 int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
               const struct tsf_drain_args *a, struct tsf_drain_result *res)
 {
@@ -225,18 +272,30 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
 
     struct drain_state st = {plan, a, res};
     struct pollfd pfd[nsrc ? nsrc : 1];
+    struct pollfd wake[nsrc ? nsrc : 1];
     uint8_t ready[nsrc ? nsrc : 1];
     uint64_t deadline = a->timeout_ms >= 0 ? now_ns(CLOCK_MONOTONIC) + (uint64_t)a->timeout_ms * 1000000u : 0;
     uint64_t want = a->min_records ? a->min_records : 1;
+    nfds_t nwake = 0;
+    size_t nsock = 0;
     int lingered = 0;
 
     for (size_t i = 0; i < nsrc; i++) {
         pfd[i].fd = src[i].fd;
         pfd[i].events = POLLIN;
         src[i].error = 0;
+        if (src[i].flags & TSF_SOURCE_WAKE) {
+            wake[nwake].fd = src[i].fd;
+            wake[nwake++].events = POLLIN;
+        } else {
+            nsock++;
+        }
     }
-    /* The first poll only probes which sockets have data; later ones wait. */
-    int wait_ms = 0;
+    /* Each turn: one poll that waits (returning at once when data is queued), then, the first
+     * time data is seen and a linger is asked for, the linger before any receive, then the
+     * drain.  A burst thus costs what the plain floor pays: poll, sleep, recvmmsg until empty;
+     * draining before the linger as well would add a receive per socket and a probe per call. */
+    int wait_ms = a->timeout_ms >= 0 ? a->timeout_ms : -1;
     for (;;) {
         int rc = poll(pfd, (nfds_t)nsrc, wait_ms);
         if (rc < 0) {
@@ -247,59 +306,46 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
             res->error = errno;
             return (int)res->records;
         }
-        for (size_t i = 0; i < nsrc; i++) {
-            short ev = pfd[i].revents;
-            ready[i] = 0;
-            if (ev & POLLNVAL) {  /* a closed fd would make poll spin: hand it back */
-                src[i].error = EBADF;
-                res->error = EBADF;
-                return (int)res->records;
-            }
-            if (src[i].flags & TSF_SOURCE_WAKE) {
-                if (ev)
-                    res->woken = 1;
-            } else if (ev & (POLLIN | POLLERR)) {
-                /* POLLERR on netlink means ENOBUFS is pending: the recv reads and counts it */
-                ready[i] = 1;
-            }
-        }
-        if (res->woken)
+        int nready = rc > 0 ? scan_ready(pfd, src, nsrc, ready, res) : 0;
+        if (nready < 0 || res->woken)
             return (int)res->records;
-        if (rc > 0 && drain_ready(&st, src, nsrc, ready) < 0)
-            return (int)res->records;
-
-        int done = res->records + res->notes >= want || !has_room(&st);
-        if (done) {
-            /* Linger: sleep (waking only for a wake fd or a socket error) so the next batch
-             * is gathered by one call instead of one wake-up per datagram. */
+        if (nready > 0 && !lingered && a->linger_ms > 0 && has_room(&st)) {
             int linger = a->linger_ms;
             if (a->timeout_ms >= 0) {
                 int left = ms_left(deadline);
                 linger = linger < left ? linger : left;
             }
-            if (lingered || linger <= 0 || !has_room(&st))
-                return (int)res->records;
             lingered = 1;
-            for (size_t i = 0; i < nsrc; i++)
-                pfd[i].events = (src[i].flags & TSF_SOURCE_WAKE) ? POLLIN : 0;
-            rc = poll(pfd, (nfds_t)nsrc, linger);
-            for (size_t i = 0; i < nsrc; i++)
-                pfd[i].events = POLLIN;
-            if (rc < 0 && errno == EINTR) {
-                res->interrupted = 1;
-                return (int)res->records;
+            if (linger > 0) {
+                if (linger_sleep(wake, nwake, linger, res) < 0)
+                    return (int)res->records;
+                /* sockets quiet at the first poll may have had data since: look again (a
+                 * drain of them all would cost a receive each) */
+                if ((size_t)nready < nsock && !res->interrupted) {
+                    rc = poll(pfd, (nfds_t)nsrc, 0);
+                    if (rc > 0) {
+                        int woken = res->woken;
+                        nready = scan_ready(pfd, src, nsrc, ready, res);
+                        res->woken |= woken;
+                        if (nready < 0)
+                            return (int)res->records;
+                    }
+                }
             }
-            wait_ms = 0;  /* probe again, drain what queued up, and return */
-            continue;
         }
+        /* woken or interrupted during the linger: take what was ready, then return */
+        if (nready > 0 && drain_ready(&st, src, nsrc, ready) < 0)
+            return (int)res->records;
+        if (res->woken || res->interrupted)
+            return (int)res->records;
+        if (res->records + res->notes >= want || !has_room(&st))
+            return (int)res->records;
         if (a->timeout_ms >= 0) {
             wait_ms = ms_left(deadline);
             if (wait_ms == 0) {
                 res->timed_out = 1;
                 return (int)res->records;
             }
-        } else {
-            wait_ms = -1;
         }
     }
 }

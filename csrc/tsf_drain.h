@@ -61,8 +61,10 @@ struct tsf_drain_args {
     struct tsf_note *notes;  /* notes_cap notes (kernel errors/ACKs, malformed parts) */
     int32_t timeout_ms;      /* wait for min_records: -1 forever, 0 never */
     uint16_t family;
-    uint16_t linger_ms;      /* once min_records are in, gather this long more (sleeping, so
-                                the kernel queues datagrams without waking us), then return */
+    uint16_t linger_ms;      /* the first time a socket is readable, sleep this long before
+                                receiving (waking only for a wake fd), so the kernel queues a
+                                burst that one drain then takes; then return once min_records
+                                are in */
     uint64_t min_records;    /* keep waiting (within timeout) until this many records or notes */
 };
 
@@ -78,7 +80,8 @@ struct tsf_drain_result {
 };
 
 /* Receive and decode from the sockets in src[0..nsrc) (TSF_SOURCE_WAKE entries are only
- * watched) until min_records records or notes are in (then linger_ms more), the record space is
+ * watched) until min_records records or notes are in (the first data lingers linger_ms before
+ * it is received), the record space is
  * nearly full, or the timeout passes.  Sockets are drained round-robin, one recvmmsg batch each
  * per turn, so a busy socket cannot starve the others.
  * Returns the records written (also in res->records) or a negative TSF_E_*. */

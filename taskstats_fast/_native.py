@@ -419,7 +419,8 @@ class Drain:
     def run(self, out: np.ndarray, start: int = 0, capacity: Optional[int] = None, *,
             timeout_ms: int = 0, min_records: int = 1, linger_ms: int = 0) -> int:
         """Receive and decode into ``out[start:start + capacity]`` (a writeable DTYPE array) until
-        ``min_records`` records or notes are in (then ``linger_ms`` more), the space is nearly
+        ``min_records`` records or notes are in (the first data waits ``linger_ms`` in the
+        socket before it is received, so a burst is one drain), the space is nearly
         full (``ROWS_PER_DATAGRAM`` rows left), or ``timeout_ms`` passes (-1: no limit).  The GIL
         is released meanwhile.  Returns the records written; ``last`` says why it returned."""
         if out is not self._out:
