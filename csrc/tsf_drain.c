@@ -21,6 +21,8 @@
 #define TSF_BATCH 64                /* datagrams per recvmmsg call */
 #define TSF_MAX_SOURCES 8192        /* pollfd array lives on the stack */
 #define TSF_RECORDS_PER_DATAGRAM 2  /* kernel datagrams hold a PID record, maybe a TGID one */
+#define TSF_BLIND_RECEIVES 4        /* after a linger, sockets this few that were quiet are
+                                       received from without a poll to look first */
 
 
 static uint64_t now_ns(clockid_t clock)
@@ -319,9 +321,13 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
             if (linger > 0) {
                 if (linger_sleep(wake, nwake, linger, res) < 0)
                     return (int)res->records;
-                /* sockets quiet at the first poll may have had data since: look again (a
-                 * drain of them all would cost a receive each) */
-                if ((size_t)nready < nsock && !res->interrupted) {
+                /* sockets quiet at the first poll may have had data since.  A few are
+                 * simply received from (one receive each, usually with data after a linger);
+                 * many are looked at again with one poll */
+                if (nsock - (size_t)nready <= TSF_BLIND_RECEIVES) {
+                    for (size_t i = 0; i < nsrc; i++)
+                        ready[i] = !(src[i].flags & TSF_SOURCE_WAKE);
+                } else if (!res->interrupted) {
                     rc = poll(pfd, (nfds_t)nsrc, 0);
                     if (rc > 0) {
                         int woken = res->woken;
@@ -348,4 +354,22 @@ int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
             }
         }
     }
+}
+
+int tsf_drain_into(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
+                   struct tsf_drain_args *a, struct tsf_drain_result *res,
+                   uint8_t *records, size_t nrecords, size_t start, uint32_t capacity,
+                   int32_t timeout_ms, uint32_t linger_ms)
+{
+    if (res)
+        memset(res, 0, sizeof *res);
+    if (!plan || !a || !res || (!records && nrecords) || start > nrecords ||
+        capacity > nrecords - start || linger_ms > UINT16_MAX)
+        return TSF_E_ARG;
+    a->records = records ? records + start * plan->record_size : NULL;
+    a->capacity = capacity;
+    a->timeout_ms = timeout_ms;
+    a->linger_ms = (uint16_t)linger_ms;
+    a->min_records = 1;
+    return tsf_drain(plan, src, nsrc, a, res);
 }

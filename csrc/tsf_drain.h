@@ -88,6 +88,17 @@ struct tsf_drain_result {
 int tsf_drain(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
               const struct tsf_drain_args *args, struct tsf_drain_result *res);
 
+/* tsf_drain with the per-call arguments passed in the call, for a caller that makes one call
+ * per read and pays for every field it sets: the record space is rows [start, start + capacity)
+ * of records (nrecords rows of plan->record_size bytes), waiting for one record or note.  Sets
+ * those fields of args (records, capacity, timeout_ms, linger_ms, min_records = 1) and runs
+ * tsf_drain.  Returns the records written or a negative TSF_E_* (a space outside records, or a
+ * linger that does not fit linger_ms). */
+int tsf_drain_into(const struct tsf_plan *plan, struct tsf_source *src, size_t nsrc,
+                   struct tsf_drain_args *args, struct tsf_drain_result *res,
+                   uint8_t *records, size_t nrecords, size_t start, uint32_t capacity,
+                   int32_t timeout_ms, uint32_t linger_ms);
+
 /* Refresh src->drops from the kernel (SO_MEMINFO); 0 or a negative errno. */
 int tsf_source_read_drops(struct tsf_source *src);
 

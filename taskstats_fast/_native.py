@@ -18,6 +18,7 @@ for tests and C harnesses only; package code calls the functions below.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import threading
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
@@ -442,6 +443,24 @@ class Drain:
         if rc < 0:
             raise RuntimeError(f"tsf_drain: {strerror(rc)}")
         return rc
+
+    @property
+    def result(self) -> Any:
+        """The C result struct itself (``records``, ``error``, ``woken``, ``timed_out``, ...): the
+        fields without ``last``'s conversions, for a caller that reads them on every call."""
+        return self._res
+
+    def receiver(self, out: np.ndarray) -> Any:
+        """A callable ``receive(start, capacity, timeout_ms, linger_ms) -> records`` that runs
+        like ``run(out, start, capacity, timeout_ms=..., min_records=1, linger_ms=...)`` as one
+        C call: no Python frame and no field set from Python per call (a reader that wakes every
+        few milliseconds finds each of those out of the CPU's caches).  C checks the bounds; a
+        negative return is a TSF_E_* code.  It keeps ``out`` (a writeable DTYPE array) alive."""
+        if out.dtype != layout.DTYPE:
+            raise TypeError("out must be a numpy array of taskstats_fast.DTYPE")
+        ptr = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        return functools.partial(lib.tsf_drain_into, PLAN, self._src, self._nsrc, self._args,
+                                 self._res, ptr, len(out))
 
 
 # ---- the bulk lookup loop ---------------------------------------------------------------------------

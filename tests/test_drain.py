@@ -182,6 +182,42 @@ def test_linger_is_bounded_by_the_timeout_and_skipped_when_nonblocking(pairs):
     assert time.monotonic() - t0 < 1.0
 
 
+def test_linger_comes_before_the_receive_and_takes_a_quiet_socket_too(pairs):
+    """The first readable socket starts the linger; a socket quiet then that gets data during
+    it is received from in the same call (no second wake-up for it)."""
+    (rx0, tx0), (rx1, tx1) = pairs(2)
+    tx0.send(exit_msg(1, 1))
+    t = _send_later(tx1, [exit_msg(2, 1)], 0.05)
+    d = Drain([rx0.fileno(), rx1.fileno()])
+    recs = d(timeout_ms=5000, linger_ms=400)
+    t.join()
+    assert sorted(recs["id"].tolist()) == [1, 2]
+    assert d.res.datagrams == 2
+
+
+def test_drain_into_decodes_into_the_rows_it_is_given(pairs):
+    (rx, tx), = pairs()
+    d = Drain([rx.fileno()], capacity=8)
+    for i in (1, 2, 3):
+        tx.send(exit_msg(i, i))
+    rows = ffi.from_buffer("uint8_t[]", d.records)
+    n = lib.tsf_drain_into(PLAN, d.src, d.nsrc, d.args, d.res, rows, 8, 4, 4, 1000, 0)
+    assert n == 3 == d.res.records
+    assert d.records["id"].tolist() == [0] * 4 + [1, 2, 3, 0]
+
+
+@pytest.mark.parametrize("start, capacity, linger", [(9, 0, 0), (8, 1, 0), (2, 7, 0),
+                                                     (0, 8, 1 << 16)])
+def test_drain_into_refuses_rows_outside_the_space(pairs, start, capacity, linger):
+    (rx, tx), = pairs()
+    d = Drain([rx.fileno()], capacity=8)
+    tx.send(exit_msg(1, 1))
+    rows = ffi.from_buffer("uint8_t[]", d.records)
+    assert lib.tsf_drain_into(PLAN, d.src, d.nsrc, d.args, d.res, rows, 8, start, capacity,
+                              0, linger) == lib.TSF_E_ARG
+    assert d.src[0].datagrams == 0
+
+
 def test_busy_socket_does_not_starve_the_others(pairs):
     (rx0, tx0), (rx1, tx1) = pairs(2)
     for i in range(300):

@@ -207,10 +207,14 @@ class ExitListener:
         A signal (KeyboardInterrupt) during the wait propagates; records already received stay
         for the next read.
         """
-        if self._life.closed:
+        life = self._life
+        if life.closed:
             raise ValueError("read from a closed ExitListener")
-        self._life.check_owner()
-        batch = self._open_reader().read(timeout, max_records, copy)
+        life.check_owner()
+        reader = self._reader
+        if reader is None:
+            raise ValueError("the listener did not open")
+        batch = reader.read(timeout, max_records, copy)
         return empty() if batch is None else batch
 
     def __iter__(self) -> Iterator[np.ndarray]:

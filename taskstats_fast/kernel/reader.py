@@ -56,12 +56,15 @@ class RecordReader:
         self.linger = float(linger)
         self._drain_obj = drain
         self._res = drain.last
+        self._res_c = drain.result
+        self._linger_ms = int(self.linger * 1000)
         self._lifetime = lifetime
         # reentrant: a signal handler that calls close() runs inside read(), on the same thread
         self.read_lock = threading.RLock()
         self._waiters: set = set()   # (loop, future) of async iterators waiting for data
         self._records = np.zeros(self.batch_size, layout.DTYPE)
         self._record_bytes = self._records.view(np.uint8)
+        self._receive = drain.receiver(self._records)
         self._head = 0               # rows [head, filled) are decoded and not yet delivered
         self._filled = 0
         self._in_flight = False      # a drain call whose result is not yet accounted
@@ -85,10 +88,12 @@ class RecordReader:
     def _drain(self, timeout_ms: int, capacity: int, linger_ms: int) -> None:
         self._flight_base = self._filled
         self._in_flight = True
-        self._drain_obj.run(self._records, self._filled, capacity, timeout_ms=timeout_ms,
-                            min_records=1, linger_ms=linger_ms)
+        n = self._receive(self._filled, capacity, timeout_ms, linger_ms)
         # a signal handler may raise right after the call: _settle() then does this later
-        self._filled = self._flight_base + self._res.records
+        if n < 0:
+            self._in_flight = False
+            raise RuntimeError(f"tsf_drain: C error {n}")
+        self._filled = self._flight_base + n
         self._in_flight = False
 
     # -- reading -----------------------------------------------------------------------------
@@ -99,18 +104,27 @@ class RecordReader:
 
     def read(self, timeout: Optional[float], max_records: Optional[int],
              copy: bool) -> Optional[np.ndarray]:
-        """The next batch, an empty one when ``timeout`` passed, None once closing."""
-        limit = self.batch_size if max_records is None else int(max_records)
-        if limit < 1:
-            raise ValueError("max_records must be at least 1")
-        limit = min(limit, self.batch_size)
+        """The next batch, an empty one when ``timeout`` passed, None once closing.
+
+        Written for the reader that wakes every few milliseconds: by then the CPU's caches hold
+        other work, and each Python call, property or C field access costs a miss of its own, so
+        the common path (nothing pending, one C call, records) makes one C call and few others."""
+        if max_records is None:
+            limit = self.batch_size
+        else:
+            limit = int(max_records)
+            if limit < 1:
+                raise ValueError("max_records must be at least 1")
+            limit = min(limit, self.batch_size)
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         life = self._lifetime
+        res = self._res_c
         with self.read_lock:
             while True:
                 if life.closed or life.closing:
                     return None
-                self._settle()
+                if self._in_flight:
+                    self._settle()
                 if self._head < self._filled:
                     return self._deliver(limit, copy)
                 self._head = self._filled = 0
@@ -120,14 +134,21 @@ class RecordReader:
                 if deadline is None:
                     timeout_ms = SIGNAL_CHECK_MS
                 else:
-                    timeout_ms = min(SIGNAL_CHECK_MS,
-                                     max(0, math.ceil((deadline - time.monotonic()) * 1000)))
-                linger_ms = int(self.linger * 1000) if timeout_ms != 0 else 0
-                self._drain(timeout_ms, max(limit, 2), linger_ms)
-                res = self._res
+                    left = deadline - time.monotonic()
+                    timeout_ms = (SIGNAL_CHECK_MS if left * 1000 >= SIGNAL_CHECK_MS
+                                  else max(0, math.ceil(left * 1000)))
+                self._flight_base = 0
+                self._in_flight = True
+                n = self._receive(0, limit if limit > 1 else 2, timeout_ms,
+                                  self._linger_ms if timeout_ms else 0)
+                if n < 0:
+                    self._in_flight = False
+                    raise RuntimeError(f"tsf_drain: C error {n}")
+                self._filled = n
+                self._in_flight = False
                 if res.error:
                     raise OSError(res.error, f"receiving exit records: {os.strerror(res.error)}")
-                if self._filled:
+                if n:
                     continue
                 if res.woken:
                     return None
