@@ -19,15 +19,21 @@ Listeners:
   tsf            ExitListener() defaults: per-CPU sockets, C drain + decode, linger, copy=True
   tsf view       ExitListener, read(copy=False): no per-batch copy
   tsf linger=0   ExitListener(linger=0): wake per readiness, like the plain floor
+  one C call per wake-up   a Python reader thread calling the listener's C drain once per
+                 wake-up and nothing else (Drain.receiver), timed the same way: the ceiling
+                 of any Python reader that calls C once per wake-up
   C floor        exit_floor: poll + recvmmsg + memcpy per datagram, per-CPU sockets, same linger
   C floor no-linger
   pure Python    per-CPU sockets, select.epoll, recv_into per datagram, reference.parse
 
 The C programs are compiled at run time with ``cc`` into a temp dir (no committed binaries).
 
-Each round runs every listener once (interleaved); each gets its median round's figures.
+Each round runs every listener once (interleaved); each gets its median round's figures, and
+its ratio to the C floor of each round is printed too (``rounds vs floor``, sorted).
 
 Run:  python3 bench/bench_exit_stream.py [--seconds 3] [--repeat 5]
+      python3 bench/bench_exit_stream.py --repeat 7 --only tsf --only "tsf view (copy=False)" \
+          --only "one C call per wake-up" --only "C floor"        (the goal's comparison)
       python3 -m pytest bench/bench_exit_stream.py --benchmark-enable -s   (same, via pytest)
 Needs root (CAP_NET_ADMIN) and a kernel with TASKSTATS.
 """
@@ -134,6 +140,52 @@ def run_tsf(exe: Dict[str, str], seconds: float, *, copy: bool = True, **kw) -> 
                 seq_gaps=stats.seq_gaps - before.seq_gaps, foreign=stats.seq_foreign - before.seq_foreign)
 
 
+def run_ceiling(exe: Dict[str, str], seconds: float) -> Dict:
+    """The least a Python reader can cost: per-CPU sockets like the listener's, and a reader
+    thread that makes one C call per wake-up (the listener's own drain: poll, linger, recvmmsg,
+    decode into a fixed array) and nothing else, each call timed with ``time.thread_time()``.
+    What ``read()`` costs above this is its Python; what this costs above the C floor is the
+    Python call itself and the decode."""
+    socks = _open_registered()
+    out = np.zeros(4096, tsf.DTYPE)
+    drain = _native.Drain(netlink.resolve_family().id, [s.fileno() for s in socks])
+    receive = drain.receiver(out)
+    linger_ms = int(listener_mod.DEFAULT_LINGER * 1000)
+    done = threading.Event()
+    res: Dict = {}
+
+    def reader() -> None:
+        received = wakeups = 0
+        in_call = 0.0
+        quiet_since = None
+        while True:
+            t = time.thread_time()
+            n = receive(0, len(out), 50, linger_ms)
+            in_call += time.thread_time() - t
+            wakeups += 1
+            received += max(n, 0)
+            if n > 0:
+                quiet_since = None
+            elif done.is_set():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > SETTLE:
+                    break
+        res.update(received=received, wakeups=wakeups, cpu_s=in_call)
+
+    try:
+        thread = threading.Thread(target=reader, name="bench ceiling")
+        thread.start()
+        procs = start_producers(exe["exit_storm"], seconds)
+        caused = finish_producers(procs)
+        done.set()
+        thread.join()
+        lost = sum(_drops(s) for s in socks)
+    finally:
+        _close_registered(socks)
+    return dict(caused=caused, seconds=seconds, received=res["received"], records=res["received"],
+                lost=lost, cpu_s=res["cpu_s"], wakeups=res["wakeups"])
+
+
 def run_floor(exe: Dict[str, str], seconds: float, *, linger_ms: int) -> Dict:
     family = netlink.resolve_family().id
     masks = [str(c) for c in cpumask.possible()]
@@ -159,9 +211,8 @@ def _drops(sock: socket.socket) -> int:
     return _native.read_drops(sock.fileno())
 
 
-def run_python(exe: Dict[str, str], seconds: float) -> Dict:
-    """The straightforward pure-Python listener: per-CPU sockets, epoll, one recv_into per
-    datagram, decoded by the pure-Python reference decoder."""
+def _open_registered() -> List[socket.socket]:
+    """One socket per possible CPU, sized and registered as the listener's are."""
     socks = []
     for cpu in cpumask.possible():
         s = netlink.open_socket()
@@ -169,6 +220,23 @@ def run_python(exe: Dict[str, str], seconds: float) -> Dict:
         _register(s, str(cpu), True)
         s.setblocking(False)
         socks.append(s)
+    return socks
+
+
+def _close_registered(socks: List[socket.socket]) -> None:
+    for s, cpu in zip(socks, cpumask.possible()):
+        s.setblocking(True)
+        try:
+            _register(s, str(cpu), False)
+        except Exception:
+            pass
+        s.close()
+
+
+def run_python(exe: Dict[str, str], seconds: float) -> Dict:
+    """The straightforward pure-Python listener: per-CPU sockets, epoll, one recv_into per
+    datagram, decoded by the pure-Python reference decoder."""
+    socks = _open_registered()
     ep = select.epoll()
     for s in socks:
         ep.register(s.fileno(), select.EPOLLIN)
@@ -207,13 +275,7 @@ def run_python(exe: Dict[str, str], seconds: float) -> Dict:
         lost = sum(_drops(s) for s in socks)
     finally:
         ep.close()
-        for s, cpu in zip(socks, cpumask.possible()):
-            s.setblocking(True)
-            try:
-                _register(s, str(cpu), False)
-            except Exception:
-                pass
-            s.close()
+        _close_registered(socks)
     return dict(caused=caused, seconds=seconds, received=received, records=records, lost=lost,
                 cpu_s=cpu, wakeups=wakeups)
 
@@ -238,6 +300,7 @@ VARIANTS: Dict[str, Callable] = {
     "tsf": lambda exe, s: run_tsf(exe, s),
     "tsf view (copy=False)": lambda exe, s: run_tsf(exe, s, copy=False),
     "tsf linger=0": lambda exe, s: run_tsf(exe, s, linger=0),
+    "one C call per wake-up": run_ceiling,
     "C floor": lambda exe, s: run_floor(exe, s, linger_ms=int(listener_mod.DEFAULT_LINGER * 1000)),
     "C floor no-linger": lambda exe, s: run_floor(exe, s, linger_ms=0),
     "pure Python": lambda exe, s: run_python(exe, s),
@@ -246,7 +309,8 @@ VARIANTS: Dict[str, Callable] = {
 
 def measure(seconds: float, repeat: int, only=None) -> Dict[str, Dict]:
     """Each round runs every listener once, in turn (interleaved, so a noisy spell on the
-    machine hits them all); each listener's figures are those of its median round."""
+    machine hits them all); each listener's figures are those of its median round, and
+    ``round_ratios`` its ns/event over the C floor's of the same round, round by round."""
     runs: Dict[str, List[Dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(tmp)
@@ -257,34 +321,43 @@ def measure(seconds: float, repeat: int, only=None) -> Dict[str, Dict]:
                 r = fn(exe, seconds)
                 r["ns_per_event"] = r["cpu_s"] * 1e9 / max(r["received"], 1)
                 runs.setdefault(name, []).append(r)
+    floor_rounds = [r["ns_per_event"] for r in runs.get("C floor", [])]
     results: Dict[str, Dict] = {}
     for name, rs in runs.items():
-        rs.sort(key=lambda r: r["ns_per_event"])
-        results[name] = dict(rs[(len(rs) - 1) // 2], rounds=len(rs),
-                             lost_total=sum(r["lost"] for r in rs))
+        ratios = sorted(r["ns_per_event"] / f for r, f in zip(rs, floor_rounds))
+        by_cost = sorted(rs, key=lambda r: r["ns_per_event"])
+        results[name] = dict(by_cost[(len(rs) - 1) // 2], rounds=len(rs),
+                             lost_total=sum(r["lost"] for r in rs), round_ratios=ratios)
     return results
 
 
 def report(results: Dict[str, Dict]) -> str:
     floor = results.get("C floor", {}).get("ns_per_event")
     floor0 = results.get("C floor no-linger", {}).get("ns_per_event")
-    lines = [f"{'listener':<24}{'exits/s':>10}{'caused':>9}{'received':>10}{'lost':>8}"
-             f"{'others':>8}{'wakeups':>9}{'CPU ns/ev':>11}{'vs floor':>10}{'vs floor0':>10}"
-             f"{'thread ns/ev':>14}"]
+    lines = [f"{'listener':<24}{'exits/s':>9}{'received':>10}{'lost':>8}{'others':>8}"
+             f"{'reads':>7}{'ev/read':>8}{'us/read':>8}{'CPU ns/ev':>10}{'vs floor':>9}"
+             f"{'vs floor0':>10}{'thread ns/ev':>13}  rounds vs floor"]
     for name, r in results.items():
         others = r["received"] + r["lost"] - r["caused"]
+        rounds = ", ".join(f"{x:.2f}" for x in r["round_ratios"])
         lines.append(
-            f"{name:<24}{r['caused'] / r['seconds']:>10.0f}{r['caused']:>9}{r['received']:>10}"
-            f"{r['lost']:>8}{others:>8}{r['wakeups']:>9}{r['ns_per_event']:>11.0f}"
-            f"{r['ns_per_event'] / floor if floor else float('nan'):>9.2f}x"
+            f"{name:<24}{r['caused'] / r['seconds']:>9.0f}{r['received']:>10}"
+            f"{r['lost']:>8}{others:>8}{r['wakeups']:>7}"
+            f"{r['received'] / max(r['wakeups'], 1):>8.0f}{r['cpu_s'] * 1e6 / max(r['wakeups'], 1):>8.0f}"
+            f"{r['ns_per_event']:>10.0f}"
+            f"{r['ns_per_event'] / floor if floor else float('nan'):>8.2f}x"
             f"{r['ns_per_event'] / floor0 if floor0 else float('nan'):>9.2f}x"
-            + (f"{r['thread_cpu_s'] * 1e9 / max(r['received'], 1):>14.0f}" if "thread_cpu_s" in r
-               else f"{'':>14}"))
+            + (f"{r['thread_cpu_s'] * 1e9 / max(r['received'], 1):>13.0f}" if "thread_cpu_s" in r
+               else f"{'':>13}")
+            + f"  {rounds} (lost over all rounds: {r['lost_total']})")
     cost = copy_cost_ns()
     lines.append(f"read(copy=True) extra copy: {cost['bytes']:.0f} ns/record as bytes "
                  f"({cost['structured']:.0f} ns as a structured-array copy), "
                  f"{tsf.DTYPE.itemsize} B records")
-    lines.append("others = received + lost - caused: exits of other processes during the run")
+    lines.append("others = received + lost - caused: exits of other processes during the run; "
+                 "reads = read() calls (C floor: wake-ups); us/read = CPU per call")
+    lines.append(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+                 f"on {os.cpu_count()} CPUs")
     return "\n".join(lines)
 
 
