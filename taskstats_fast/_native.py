@@ -462,6 +462,15 @@ class Drain:
         return functools.partial(lib.tsf_drain_into, PLAN, self._src, self._nsrc, self._args,
                                  self._res, ptr, len(out))
 
+    def fresh_receiver(self) -> Tuple[Any, Any]:
+        """``(rows_of, receive)`` for decoding straight into a new buffer on each call:
+        ``rows = rows_of(buf)`` takes a writeable uint8 array of whole records, then
+        ``receive(rows, nrecords, start, capacity, timeout_ms, linger_ms)`` runs like the
+        ``receiver`` callable into it.  Drop ``rows`` before resizing or freeing ``buf``."""
+        rows_of = functools.partial(ffi.from_buffer, "uint8_t[]", require_writable=True)
+        return rows_of, functools.partial(lib.tsf_drain_into, PLAN, self._src, self._nsrc,
+                                          self._args, self._res)
+
 
 # ---- the bulk lookup loop ---------------------------------------------------------------------------
 QUERY_PENDING, QUERY_FOUND, QUERY_MISSING = (lib.TSF_QUERY_PENDING, lib.TSF_QUERY_FOUND,

@@ -150,6 +150,36 @@ def test_read_returns_records_stamped_with_shard_and_seq(kernel):
         assert listener.stats.delivered == 3 and listener.stats.received == 3
 
 
+def test_a_copied_batch_owns_just_its_rows_and_outlives_later_reads(kernel):
+    """read() decodes into an array of its own, cut to the rows that came: holding many small
+    batches holds their rows, not a batch_size each; later reads do not touch it."""
+    k = kernel(1)
+    with k.listener(cpus="0", linger=0) as listener:
+        k.exit(0, pid=100, seq=1)
+        k.exit(0, pid=101, seq=2)
+        first = read_until(listener, 2)
+        held = listener.read(timeout=0)           # nothing: an empty batch
+        k.exit(0, pid=102, seq=3)
+        second = listener.read(timeout=1)
+        assert pids(first) == [100, 101] and held.size == 0 and pids(second) == [102]
+        owner = second.base if second.base is not None else second
+        assert owner.nbytes == second.nbytes == second.dtype.itemsize
+        k.exit(0, pid=103, seq=4)
+        view = listener.read(timeout=1, copy=False)
+        assert pids(view) == [103] and pids(second) == [102] and pids(first) == [100, 101]
+        assert listener.stats.delivered == 4
+
+
+def test_one_record_at_a_time_keeps_the_rest_for_the_next_read(kernel):
+    k = kernel(1)
+    with k.listener(cpus="0", linger=0) as listener:
+        for i in range(3):
+            k.exit(0, pid=100 + i, seq=1 + i)
+        time.sleep(0.1)
+        got = [listener.read(timeout=1, max_records=1) for _ in range(3)]
+        assert [pids(b) for b in got] == [[100], [101], [102]]
+
+
 def test_read_with_timeout_returns_empty_on_a_quiet_stream(kernel):
     k = kernel(1)
     with k.listener() as listener:

@@ -65,6 +65,13 @@ class RecordReader:
         self._records = np.zeros(self.batch_size, layout.DTYPE)
         self._record_bytes = self._records.view(np.uint8)
         self._receive = drain.receiver(self._records)
+        self._rows_of, self._receive_fresh = drain.fresh_receiver()
+        # read(copy=True) allocates batch_size rows per read and shrinks them to what came.  An
+        # allocation that large is mapped afresh per call (faulting in every page it decodes
+        # into) until the C library has seen one that size freed: that is this one.
+        primer = np.empty(self.batch_size * layout.DTYPE.itemsize, np.uint8)
+        del primer
+        self._flight_raw: Optional[np.ndarray] = None   # the fresh buffer of a call in flight
         self._head = 0               # rows [head, filled) are decoded and not yet delivered
         self._filled = 0
         self._in_flight = False      # a drain call whose result is not yet accounted
@@ -82,6 +89,11 @@ class RecordReader:
         """Account for a drain call that an exception (KeyboardInterrupt) cut off before its
         records were counted: they stay for the next read instead of being lost."""
         if self._in_flight:
+            raw = self._flight_raw
+            if raw is not None:      # decoded into a fresh buffer: its rows become pending
+                n = self._res.records * layout.DTYPE.itemsize
+                self._record_bytes[:n] = raw[:n]
+                self._flight_raw = None
             self._filled = self._flight_base + self._res.records   # idempotent
             self._in_flight = False
 
@@ -138,17 +150,24 @@ class RecordReader:
                     timeout_ms = (SIGNAL_CHECK_MS if left * 1000 >= SIGNAL_CHECK_MS
                                   else max(0, math.ceil(left * 1000)))
                 self._flight_base = 0
-                self._in_flight = True
-                n = self._receive(0, limit if limit > 1 else 2, timeout_ms,
-                                  self._linger_ms if timeout_ms else 0)
-                if n < 0:
+                linger_ms = self._linger_ms if timeout_ms else 0
+                if copy and limit > 1:
+                    # decode straight into the array the caller keeps: no copy of the batch
+                    fresh = self._read_fresh(limit, timeout_ms, linger_ms)
+                    if fresh is not None:
+                        return fresh
+                else:
+                    self._in_flight = True
+                    n = self._receive(0, limit if limit > 1 else 2, timeout_ms, linger_ms)
+                    if n < 0:
+                        self._in_flight = False
+                        raise RuntimeError(f"tsf_drain: C error {n}")
+                    # a signal handler may raise right after the call: _settle() then does this
+                    self._filled = n
                     self._in_flight = False
-                    raise RuntimeError(f"tsf_drain: C error {n}")
-                self._filled = n
-                self._in_flight = False
                 if res.error:
                     raise OSError(res.error, f"receiving exit records: {os.strerror(res.error)}")
-                if n:
+                if self._filled:
                     continue
                 if res.woken:
                     return None
@@ -156,6 +175,33 @@ class RecordReader:
                     return empty()
                 # interrupted by a signal: looping back runs its handler (KeyboardInterrupt
                 # propagates from here, with nothing lost); otherwise wait on
+
+    def _read_fresh(self, limit: int, timeout_ms: int, linger_ms: int) -> Optional[np.ndarray]:
+        """One drain into a new buffer of ``limit`` rows, cut to the rows received and returned
+        as the batch; None when there is none to return now (nothing came, an error, a close):
+        then whatever came is pending in the record array, as after any other drain."""
+        size = layout.DTYPE.itemsize
+        raw = np.empty(limit * size, np.uint8)
+        rows = self._rows_of(raw)
+        self._flight_raw = raw
+        self._in_flight = True
+        # until the batch is made, a signal handler that raises leaves the rows to _settle()
+        n = self._receive_fresh(rows, limit, 0, limit, timeout_ms, linger_ms)
+        del rows                     # no pointer into raw may outlive its resize
+        res = self._res_c
+        if n <= 0 or res.error or res.woken or self._lifetime.closing:
+            if n < 0:
+                self._flight_raw = None
+                self._in_flight = False
+                raise RuntimeError(f"tsf_drain: C error {n}")
+            self._settle()           # what came is pending, as after any other drain
+            return None
+        raw.resize(n * size, refcheck=False)     # realloc shrinks in place: the rows stay put
+        batch = np.ndarray((n,), layout.DTYPE, raw)
+        self.delivered += n
+        self._flight_raw = None
+        self._in_flight = False
+        return batch
 
     def batches(self, timeout: Optional[float]) -> Iterator[np.ndarray]:
         """Batches until closing; with a ``timeout``, an empty batch each time it passes quietly."""
