@@ -327,7 +327,9 @@ def measure(seconds: float, repeat: int, only=None) -> Dict[str, Dict]:
         ratios = sorted(r["ns_per_event"] / f for r, f in zip(rs, floor_rounds))
         by_cost = sorted(rs, key=lambda r: r["ns_per_event"])
         results[name] = dict(by_cost[(len(rs) - 1) // 2], rounds=len(rs),
-                             lost_total=sum(r["lost"] for r in rs), round_ratios=ratios)
+                             lost_total=sum(r["lost"] for r in rs), round_ratios=ratios,
+                             lossy=[(r["lost"], r["received"] + r["lost"] - r["caused"])
+                                    for r in rs if r["lost"]])
     return results
 
 
@@ -349,7 +351,9 @@ def report(results: Dict[str, Dict]) -> str:
             f"{r['ns_per_event'] / floor0 if floor0 else float('nan'):>9.2f}x"
             + (f"{r['thread_cpu_s'] * 1e9 / max(r['received'], 1):>13.0f}" if "thread_cpu_s" in r
                else f"{'':>13}")
-            + f"  {rounds} (lost over all rounds: {r['lost_total']})")
+            + f"  {rounds} (lost over all rounds: {r['lost_total']}"
+            + "".join(f"; a round lost {lost} with {others} others" for lost, others in r["lossy"])
+            + ")")
     cost = copy_cost_ns()
     lines.append(f"read(copy=True) extra copy: {cost['bytes']:.0f} ns/record as bytes "
                  f"({cost['structured']:.0f} ns as a structured-array copy), "
