@@ -557,6 +557,14 @@ class _Scratch(threading.local):
             have = self.__dict__[name] = np.empty(n + n // 4 + 16, dtype)
         return have[:n]
 
+    def struct(self, name: str, ctype: str) -> Any:
+        """This thread's C struct ``ctype`` (made once): the C call runs without the GIL, so
+        arguments or results shared between threads could be overwritten mid-call."""
+        have = self.__dict__.get(name)
+        if have is None:
+            have = self.__dict__[name] = ffi.new(ctype)
+        return have
+
 
 class Sightings:
     """Decoded records (layout.DTYPE) as the merge's sightings, in the C core (``tsf_sightings``);
@@ -576,7 +584,6 @@ class Sightings:
         rc = lib.tsf_sighting_plan_check(p)
         if rc < 0:
             raise ValueError(f"tsf_sightings plan: {strerror(rc)}")
-        self._sorted = ffi.new("int *")
         self._scratch = _Scratch()
 
     def run(self, records: np.ndarray, look_ns: Optional[int] = None) -> Tuple[np.ndarray, bool]:
@@ -586,13 +593,14 @@ class Sightings:
             raise TypeError("records must be a numpy array of taskstats_fast.DTYPE")
         records = np.ascontiguousarray(records)
         out = np.empty(len(records), self.dtype)
+        ordered = self._scratch.struct("sorted", "int *")
         n = lib.tsf_sightings(self._plan, ffi.from_buffer("uint8_t[]", records), len(records),
                               look_ns is not None, look_ns or 0,
                               ffi.from_buffer("uint8_t[]", out, require_writable=True), len(out),
-                              self._sorted)
+                              ordered)
         if n < 0:
             raise ValueError(f"tsf_sightings: {strerror(n)}")
-        return (out if n == len(out) else out[:n]), bool(self._sorted[0])
+        return (out if n == len(out) else out[:n]), bool(ordered[0])
 
     def run_batches(self, batches: Sequence[np.ndarray], look_ns: Optional[int] = None) -> np.ndarray:
         """``run`` over several record arrays (the exit reader's batches), their sightings one
@@ -607,7 +615,8 @@ class Sightings:
             records = np.ascontiguousarray(records)
             n = lib.tsf_sightings(self._plan, ffi.from_buffer("uint8_t[]", records), len(records),
                                   look_ns is not None, look_ns or 0,
-                                  dst + kept * self.dtype.itemsize, len(out) - kept, self._sorted)
+                                  dst + kept * self.dtype.itemsize, len(out) - kept,
+                                  self._scratch.struct("sorted", "int *"))
             if n < 0:
                 raise ValueError(f"tsf_sightings: {strerror(n)}")
             kept += n
@@ -657,7 +666,6 @@ class Join:
         rc = lib.tsf_join_plan_check(p)
         if rc < 0:
             raise ValueError(f"tsf_join plan: {strerror(rc)}")
-        self._args = ffi.new("struct tsf_join_args *")
         self._scratch = _Scratch()
 
     def _sightings(self, a: np.ndarray, what: str, held: list, writable: bool = False) -> Any:
@@ -701,7 +709,7 @@ class Join:
         keep = np.empty(nx + ne, np.uint8)
         work = self._scratch.get("join", ns + 3 * ne + 2 * nx, np.int64)
         held: list = []
-        a = self._args
+        a = self._scratch.struct("args", "struct tsf_join_args *")
         a.start, a.n_start = self._sightings(start, "start", held), ns
         a.ends, a.n_end = self._sightings(ends, "ends", held), ne
         a.exits, a.n_exit = self._sightings(exits, "exits", held, True), nx
