@@ -96,6 +96,18 @@ def finish_producers(procs: List[subprocess.Popen]) -> int:
     return sum(int(p.communicate()[0]) for p in procs)
 
 
+def read_while_producing(reader: Callable[[], None], name: str, exe: str, seconds: float,
+                         done: threading.Event) -> int:
+    """Run ``reader`` on a thread of its own while the producers run, then tell it they are
+    done (``done``) and wait for it: the exits the producers caused."""
+    thread = threading.Thread(target=reader, name=name)
+    thread.start()
+    caused = finish_producers(start_producers(exe, seconds))
+    done.set()
+    thread.join()
+    return caused
+
+
 # ---- listeners -----------------------------------------------------------------------------------
 
 def run_tsf(exe: Dict[str, str], seconds: float, *, copy: bool = True, **kw) -> Dict:
@@ -127,12 +139,7 @@ def run_tsf(exe: Dict[str, str], seconds: float, *, copy: bool = True, **kw) -> 
             out.update(records=records, reads=reads, read_cpu_s=in_read,
                        thread_cpu_s=time.thread_time() - start)
 
-        thread = threading.Thread(target=reader, name="bench reader")
-        thread.start()
-        procs = start_producers(exe["exit_storm"], seconds)
-        caused = finish_producers(procs)
-        done.set()
-        thread.join()
+        caused = read_while_producing(reader, "bench reader", exe["exit_storm"], seconds, done)
         stats = listener.stats
     return dict(caused=caused, seconds=seconds, received=stats.messages - before.messages,
                 records=out["records"], lost=stats.lost - before.lost, cpu_s=out["read_cpu_s"],
@@ -173,12 +180,7 @@ def run_ceiling(exe: Dict[str, str], seconds: float) -> Dict:
         res.update(received=received, wakeups=wakeups, cpu_s=in_call)
 
     try:
-        thread = threading.Thread(target=reader, name="bench ceiling")
-        thread.start()
-        procs = start_producers(exe["exit_storm"], seconds)
-        caused = finish_producers(procs)
-        done.set()
-        thread.join()
+        caused = read_while_producing(reader, "bench ceiling", exe["exit_storm"], seconds, done)
         lost = sum(_drops(s) for s in socks)
     finally:
         _close_registered(socks)
