@@ -169,12 +169,17 @@ crash: install
 # 6.12 kernel) onto an ext4 disk image, the power cut POWERCUT_CUTS times at random moments; after
 # each cut the image must fsck clean, every final file read whole (with our readers, as the cut
 # left it), and every exit the producer logged older than the last flush be there exactly once,
-# after the next boot's record start recovered it. One line of figures (with the crash window:
-# how far back each cut's lost exits reach); exit 1 on any failure. Without KVM each boot takes
-# about 35 s (Python's start-up under software emulation, most of it): 20 cuts over the four
-# formats took 12.5 minutes on a 2-core host shared with other work (figures in the README).
+# after the next boot's record start recovered it. The cuts are spread over five configurations:
+# the exit stream in Parquet, npy, Arrow and CSV, and record --interval (interval rows, and their
+# PSI under DIR/_psi: each exit older than the window plus the interval in its interval's rows
+# once, that interval's system PSI row once). One line of figures (with the crash window: how far
+# back each cut's lost exits reach); exit 1 on any failure. Without KVM each boot takes 35-50 s
+# (Python's start-up under software emulation, most of it): 20 cuts took 12.5 minutes over the
+# four exit-stream configurations on a quiet 2-core host, and 17 over the five on a loaded one,
+# whose interval boots took as long as the others; a loaded host stretches the crash window too
+# (figures in the README).
 POWERCUT_CUTS ?= 20
-POWERCUT_FORMATS ?= parquet,npy,arrow,csv
+POWERCUT_FORMATS ?= parquet,npy,arrow,csv,interval
 powercut-deps: matrix-deps
 	@command -v mkfs.ext4 >/dev/null && command -v debugfs >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs)
