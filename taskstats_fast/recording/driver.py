@@ -13,10 +13,11 @@ and the sink's construction; the loop closes the sink.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Protocol, Union
 
 import numpy as np
 
@@ -268,22 +269,24 @@ class _ExitSource:
     def __init__(self, listener: Any, ahead: Optional[ReadAhead] = None):
         self.listener = listener
         self._ahead = ahead
-        self._held: List[np.ndarray] = []
+        self._held: Deque[np.ndarray] = collections.deque()
 
-    def read(self, timeout: float) -> Optional[np.ndarray]:
+    def _take_ahead(self) -> None:
+        """What the read-ahead read, held to come first (once: on the first read or finish)."""
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
-            self._held = ahead.take()[::-1]
+            self._held.extend(ahead.take())
+
+    def read(self, timeout: float) -> Optional[np.ndarray]:
+        self._take_ahead()
         if self._held:   # one batch a read, as they came: the writer joins them
-            return self._held.pop()
+            return self._held.popleft()
         return self.listener.read(timeout=timeout)   # a fresh array, empty when none arrived
 
     def finish(self, stopped_by: str) -> Optional[np.ndarray]:
-        if self._ahead is not None:   # stopped before the first read
-            self._held = self._ahead.take()[::-1]
-            self._ahead = None
+        self._take_ahead()   # stopped before the first read
         rest = self.listener.stop()
-        return _joined(self._held[::-1] + ([rest] if rest is not None and len(rest) else []))
+        return _joined(list(self._held) + ([rest] if rest is not None and len(rest) else []))
 
     def counters(self) -> Mapping[str, int]:
         return _loss_counters(self.listener.stats)
