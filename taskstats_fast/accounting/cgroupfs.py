@@ -168,6 +168,11 @@ def _totals(text: bytes) -> Tuple[int, int]:
     return some, full
 
 
+def _read_one_piece(path: str, files: Optional[OpenFiles]) -> bytes:
+    """A file the kernel makes in one piece (``OpenFiles.read``), through ``files`` if given."""
+    return _read(path) if files is None else files.read(path, one_piece=True)
+
+
 def read_pressure_totals(directory: str, out: np.void, resources: Optional[List[str]] = None,
                          suffix: str = ".pressure", files: Optional[OpenFiles] = None) -> None:
     """Fill ``out`` (a PSI_DTYPE row) with the ``total=`` counters of ``directory``'s pressure
@@ -190,7 +195,7 @@ def _pressure_words(directory: str, resources: Tuple[str, ...], words: List[int]
     for resource in resources:
         try:
             path = f"{directory}/{resource}{suffix}"
-            some, full = _totals(_read(path) if files is None else files.read(path, one_piece=True))
+            some, full = _totals(_read_one_piece(path, files))
         except OSError:   # absent (no irq time accounting), PSI off, or the cgroup went away
             words += (0, 0)
             continue
@@ -226,7 +231,7 @@ class CgroupLook:
         for ino, rel in self.paths.items():
             path = f"{base}{'' if rel == '/' else rel}/cpu.stat"
             try:
-                text = _read(path) if files is None else files.read(path, one_piece=True)
+                text = _read_one_piece(path, files)
             except OSError:         # removed since the walk
                 continue
             if text.startswith(b"usage_usec "):
