@@ -69,8 +69,6 @@ def test_conservation_against_cgroup_cpu_stat(cgroup, tmp_path):
 def test_multithreaded_process_per_process(cgroup, tmp_path):
     """Threads that come and go inside one process: every thread appears, and the process's
     summed CPU matches its cgroup's usage."""
-    group = cgroup()
-    log = tmp_path / "tids"
     code = r"""
 import sys, threading, time
 log = open(sys.argv[1], "w")
@@ -86,22 +84,44 @@ for _ in range(20):                          # short-lived threads between the l
     t = threading.Thread(target=burn, args=(0.01,)); t.start(); t.join()
 for t in long: t.join()
 """
-    with tsf.Accounting(interval=0.5) as acct:
-        proc = group.popen([sys.executable, "-c", code, str(log)])
-        ivs = run_until_empty(acct, group, [acct.next()])
-        proc.wait()
+    for attempt in range(3):
+        # as in the conservation test: an interval that lost exit messages says so, and then a
+        # missing thread is the machine's other load, not ours: run it again
+        group = cgroup()
+        log = tmp_path / f"tids{attempt}"
+        with tsf.Accounting(interval=0.5) as acct:
+            proc = group.popen([sys.executable, "-c", code, str(log)])
+            ivs = run_until_empty(acct, group, [acct.next()])
+            proc.wait()
+        if sum(iv.lost for iv in ivs) == 0:
+            break
+    assert sum(iv.lost for iv in ivs) == 0, "exit messages lost in three runs"
     usage = group.usage_usec()
     rows = np.concatenate([_ours(iv, group) for iv in ivs])
     tids = {int(x) for x in log.read_text().split()}
     assert len(tids) == 23
     mine = rows[rows["ac_tgid"] == proc.pid]
-    assert tids <= set(mine["ac_pid"].tolist())
+    missing = tids - set(mine["ac_pid"].tolist())
+    assert not missing, _where_they_went(missing, ivs, group)
     per_process = [iv.by("process", frame=False) for iv in ivs]
     cpu = sum(int(g["cpu_ns"][g["ac_tgid"] == proc.pid].sum()) for g in per_process) // 1000
     ratio = cpu / usage
     print(f"multi-threaded: {cpu} us of {usage} us = {ratio:.2%}")
     assert 0.90 <= ratio <= 1.10, ratio    # as above; few exits here, so closer
     assert sum(int(g["tasks"][g["ac_tgid"] == proc.pid].sum()) for g in per_process) >= 23
+
+
+def _where_they_went(missing, ivs, group) -> str:
+    """Every row of the missing tids in any cgroup, interval by interval: what a failure needs
+    to say which rule dropped or misattributed them."""
+    out = [f"threads {sorted(missing)} are in no row of group {group.id}:"]
+    for iv in ivs:
+        hit = iv.tasks[np.isin(iv.tasks["ac_pid"], list(missing))]
+        out.append(f"  {iv!r}: " + ", ".join(
+            f"pid {r['ac_pid']} tgid {r['ac_tgid']} cgroup {r['cgroup_id']} state {r['state']} "
+            f"attribution {r['attribution']} flags {r['flags']} cpu_ns {r['cpu_ns']}"
+            for r in hit))
+    return "\n".join(out)
 
 
 def _spawn_with_pid(group, pid, argv, attempts=50):
