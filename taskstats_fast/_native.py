@@ -46,7 +46,8 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings", "PLAN", "ffi", "lib"]
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings", "CgroupFiles", "PLAN", "ffi",
+           "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -729,6 +730,95 @@ class Join:
         n = a.n_rows
         return JoinResult(rows[:n], ledger, keep[:n].view(bool) if a.n_dropped else None,
                           a.n_unresolved)
+
+
+# ---- one look's cgroup files -------------------------------------------------------------------------
+_CGROUP_BUF = 1 << 16
+CGROUP_NO_USAGE = lib.TSF_CGROUP_NO_USAGE
+
+
+class CgroupFiles:
+    """The kept files of one walk of the cgroup hierarchy, read in one C call per look
+    (``tsf_cgroup_read``; accounting/cgroupfs.py owns which files and what they mean).  Row i
+    has ``threads_fd[i]``, ``dir_fd[i]`` (-1: none), cgroup id ``ids[i]`` and ``psi_fds[i]``
+    (one per pressure file, -1: absent); ``psi_words`` is the word of each file's ``some``
+    counter in a psi row of ``psi_width`` words; ``listing`` every row's child directories as
+    the walk saw them (tsf_cgroup.h); ``usage_fds`` the rows' cpu.stat files.  The C call
+    runs without the GIL, so its arguments are this object's: one look at a time."""
+
+    def __init__(self, threads_fd: Sequence[int], dir_fd: Sequence[int], ids: Sequence[int],
+                 psi_fds: np.ndarray, psi_words: Sequence[int], psi_width: int, listing: bytes,
+                 usage_fds: Sequence[int], tids_hint: int):
+        n = len(ids)
+        self._threads = np.array(threads_fd, np.int32)
+        self._dirs = np.array(dir_fd, np.int32)
+        self.ids = np.array(ids, np.uint64)
+        self._psi = np.ascontiguousarray(psi_fds, np.int32).reshape(n, -1)
+        self._usage_fds = np.array(usage_fds, np.int32)
+        if not (len(self._threads) == len(self._dirs) == len(self._usage_fds) == n):
+            raise ValueError("every row needs a threads, a directory and a cpu.stat descriptor")
+        n_psi = self._psi.shape[1]
+        if n_psi != len(psi_words) or n_psi > lib.TSF_CGROUP_MAX_PSI or \
+                any(not 0 < w < psi_width - 1 for w in psi_words):
+            raise ValueError("a pressure file's counters must lie inside a psi row")
+        self.psi_width = int(psi_width)
+        self._listing = bytes(listing)
+        self._buf = np.empty(_CGROUP_BUF, np.uint8)
+        self._usage = np.empty(n, np.uint64)
+        a = self._a = ffi.new("struct tsf_cgroup_read *")
+        self._held = [ffi.from_buffer("int32_t[]", self._threads), ffi.from_buffer("int32_t[]", self._dirs),
+                      ffi.from_buffer("uint64_t[]", self.ids), ffi.from_buffer("int32_t[]", self._psi),
+                      ffi.from_buffer("uint8_t[]", self._listing),
+                      ffi.from_buffer("uint8_t[]", self._buf, require_writable=True)]
+        a.threads_fd, a.dir_fd, a.id, a.psi_fd, a.listing, a.buf = self._held
+        a.n, a.n_psi, a.psi_width = n, n_psi, self.psi_width
+        for j, w in enumerate(psi_words):
+            a.psi_word[j] = w
+        a.listing_len, a.buf_len = len(self._listing), len(self._buf)
+        self._grow(tids_hint)
+
+    def _grow(self, listed: int) -> None:
+        cap = max(64, listed + listed // 4 + 64)
+        self._keys = np.empty(cap, np.uint64)
+        self._a.keys = ffi.cast("uint64_t *", ffi.from_buffer(self._keys, require_writable=True))
+        self._a.tids_cap = cap
+
+    def read(self, psi: Optional[np.ndarray]) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """Every row's files: (sorted unique thread ids, the cgroup id of each), the pressure
+        counters written into ``psi`` (a C-contiguous uint64 array of rows x psi_width, or
+        None without pressure files); None when the hierarchy is not what the walk saw (a
+        listing differs or a file failed: walk again)."""
+        a = self._a
+        a.psi = ffi.NULL
+        if psi is not None or a.n_psi:
+            if psi is None or psi.dtype != np.uint64 or not psi.flags.c_contiguous or \
+                    psi.size != a.n * self.psi_width or not psi.flags.writeable:
+                raise ValueError("psi must be a writeable C-contiguous uint64 array of rows x psi_width")
+            a.psi = ffi.cast("uint64_t *", ffi.from_buffer(psi, require_writable=True))
+        for _ in range(2):
+            cap = int(a.tids_cap)
+            tids, cgroups = np.empty(cap, np.uint32), np.empty(cap, np.uint64)
+            a.tids = ffi.cast("uint32_t *", ffi.from_buffer(tids, require_writable=True))
+            a.tid_cgroup = ffi.cast("uint64_t *", ffi.from_buffer(cgroups, require_writable=True))
+            n = lib.tsf_cgroup_read(a)
+            if n != lib.TSF_E_NOSPACE:
+                break
+            self._grow(int(a.listed))
+        if n < 0:
+            raise RuntimeError(f"tsf_cgroup_read: {strerror(n)}")
+        if a.changed:
+            return None
+        return tids[:n], cgroups[:n]
+
+    def usage(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(cgroup ids, cpu.stat usage_usec) of the rows whose cpu.stat read."""
+        rc = lib.tsf_cgroup_usage(ffi.from_buffer("int32_t[]", self._usage_fds), len(self._usage_fds),
+                                  ffi.from_buffer("uint64_t[]", self._usage, require_writable=True),
+                                  self._a.buf, self._a.buf_len)
+        if rc < 0:
+            raise RuntimeError(f"tsf_cgroup_usage: {strerror(rc)}")
+        ok = self._usage != CGROUP_NO_USAGE
+        return self.ids[ok], self._usage[ok]
 
 
 def build_info() -> str:

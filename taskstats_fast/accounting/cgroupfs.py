@@ -18,15 +18,17 @@ not opens and closes.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .. import _native
 from .interval import PSI_DTYPE, PSI_RESOURCES
 
-__all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "look", "read_pressure_totals",
+__all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "KeptWalk", "look", "read_pressure_totals",
            "SYSTEM_PRESSURE_DIR"]
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -91,6 +93,12 @@ class OpenFiles:
         self.limit = int(limit)
         self._fds: Dict[str, int] = {}
         self._used: set = set()
+        self._pinned: frozenset = frozenset()
+        #: counts the closes of pinned files: descriptors handed out (``fd``) are valid while
+        #: it stays the same
+        self.generation = 0
+        #: the last walk, kept to be read again in one C call (``look``; None: walk)
+        self.walk: Optional["KeptWalk"] = None
 
     def read(self, path: str, *, one_piece: bool = False) -> bytes:
         """The whole file.  ``one_piece``: the kernel makes it in one piece (a pressure file,
@@ -115,9 +123,26 @@ class OpenFiles:
         self._fds[path] = fd
         return data
 
+    def fd(self, path: str, *, directory: bool = False) -> Optional[int]:
+        """The kept descriptor of ``path`` (opened now if need be), None when no more may be
+        kept open; an open that fails raises.  Pin it (``pin``) while something reads it."""
+        fd = self._fds.get(path)
+        if fd is not None:
+            return fd
+        if len(self._fds) >= self.limit:
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0))
+        self._fds[path] = fd
+        return fd
+
+    def pin(self, paths: frozenset) -> None:
+        """Keep ``paths`` open through sweeps (read by descriptor, not through ``read``)."""
+        self._pinned = paths
+
     def sweep(self) -> None:
         """Close the files not read since the last sweep (their cgroups are gone)."""
-        for path in [p for p in self._fds if p not in self._used]:
+        pinned = self._pinned
+        for path in [p for p in self._fds if p not in self._used and p not in pinned]:
             self._forget(path)
         self._used = set()
 
@@ -129,11 +154,14 @@ class OpenFiles:
     def _forget(self, path: str) -> None:
         fd = self._fds.pop(path, None)
         if fd is not None:
+            if path in self._pinned:
+                self.generation += 1
             os.close(fd)
 
     def close(self) -> None:
         for path in list(self._fds):
             self._forget(path)
+        self.walk = None
 
 
 def _pread_all(fd: int, one_piece: bool = False) -> bytes:
@@ -224,9 +252,15 @@ class CgroupLook:
     parent_of: Dict[int, int] = field(default_factory=dict)
     #: cpu.stat usage_usec of each cgroup, read by ``read_usage`` (absent: not read, or gone)
     usage_us: Dict[int, int] = field(default_factory=dict)
+    #: the walk whose kept files this look read (its cpu.stat too), if any
+    kept: Optional["KeptWalk"] = field(default=None, repr=False, compare=False)
 
     def read_usage(self, files: Optional[OpenFiles] = None) -> None:
         """Read every cgroup's cpu.stat ``usage_usec`` (its tasks' and its descendants')."""
+        got = self.kept.usage() if self.kept is not None and files is not None else None
+        if got is not None:
+            self.usage_us.update(zip(got[0].tolist(), got[1].tolist()))
+            return
         base = self.root.rstrip("/")
         for ino, rel in self.paths.items():
             path = f"{base}{'' if rel == '/' else rel}/cpu.stat"
@@ -257,8 +291,26 @@ def lookup(keys: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarr
 def look(root: Optional[str], *, pressure: bool = True,
          files: Optional[OpenFiles] = None) -> CgroupLook:
     """Walk the hierarchy at ``root`` (None: no cgroup v2, only system pressure is read);
-    ``files`` keeps what it reads open for the next look."""
+    ``files`` keeps what it reads open for the next look, and the walk itself (``KeptWalk``):
+    while no cgroup directory lists other child directories than the walk saw, a look reads the
+    same files again in one C call instead of walking."""
     now = time.time_ns()
+    kept = files.walk if files is not None else None
+    if root and kept is not None and kept.fits(root, pressure, files):
+        again = kept.read(now)
+        if again is not None:
+            return again
+    listings: Dict[int, bytes] = {}
+    result = _walk(root, pressure, files, now, listings)
+    if files is not None and root:
+        files.walk = result.kept = KeptWalk.of(result, listings, pressure, files)
+    return result
+
+
+def _walk(root: Optional[str], pressure: bool, files: Optional[OpenFiles], now: int,
+          listings: Dict[int, bytes]) -> CgroupLook:
+    """``look`` by walking: each cgroup's child directories go to ``listings`` (KeptWalk's
+    packing), by cgroup id."""
     result = CgroupLook(now, root or "")
     system_resources: List[str] = []
     read = _read if files is None else files.read
@@ -285,6 +337,8 @@ def look(root: Optional[str], *, pressure: bool = True,
         ids.append(ino)
         blobs.append(blob)
         result.paths[ino] = rel
+        listings[ino] = b"".join(e.inode().to_bytes(8, sys.byteorder) + os.fsencode(e.name) + b"\0"
+                                 for e in children)
         if parent:
             result.parent_of[ino] = parent
         if pressure:
@@ -318,3 +372,91 @@ def look(root: Optional[str], *, pressure: bool = True,
             words[:, at:at + 2] = got[:, 1 + 2 * i:3 + 2 * i]
         result.psi = rows[np.argsort(got[:, 0])]
     return result
+
+
+class KeptWalk:
+    """The cgroups one walk found, with every file a look reads held open in ``OpenFiles``, read
+    again per look in one C call (``_native.CgroupFiles``): each cgroup's ``cgroup.threads`` and
+    pressure files, /proc/pressure's, and after the queries each ``cpu.stat``.
+
+    Why a look need not walk: the walk's result (which cgroups there are, their paths and
+    parents) follows from each directory's child directories, by inode and name, and nothing
+    else.  The C call lists every kept directory again and compares its child directories with
+    what the walk saw: while all are the same (a new cgroup changes its parent's listing; a
+    removed or renamed one too, and fails its own reads), the walk would find the same tree.
+    When one differs or a file fails, ``look`` walks again and keeps the new walk.  The rows are
+    in cgroup id order, so the pressure rows come out sorted; a thread listed twice keeps the
+    cgroup read last, as in the walk."""
+
+    def __init__(self, result: CgroupLook, pressure: bool, files: OpenFiles, native,
+                 paths: frozenset):
+        self.root, self.pressure, self._files = result.root, pressure, files
+        self.paths, self.parent_of, self.resources = result.paths, result.parent_of, result.resources
+        self._native = native
+        self._generation = files.generation
+        files.pin(paths)
+
+    @classmethod
+    def of(cls, result: CgroupLook, listings: Dict[int, bytes], pressure: bool,
+           files: OpenFiles) -> Optional["KeptWalk"]:
+        """The walk ``result`` kept, or None when its files cannot all be kept open."""
+        base = result.root.rstrip("/")
+        cgroups = sorted(result.paths)
+        resources = result.resources if pressure else ()
+        words = [1 + 2 * PSI_RESOURCES.index(r) for r in resources]
+        threads, dirs, psi, usage, used = [-1], [-1], [], [-1], set()
+
+        def fd(path: str, *, directory: bool = False, optional: bool = False) -> int:
+            try:
+                got = files.fd(path, directory=directory)
+            except OSError:
+                if not optional:
+                    raise
+                return -1
+            if got is None:
+                raise OSError(f"{path}: no more files may be kept open")
+            used.add(path)
+            return got
+        try:
+            psi.append([fd(f"{SYSTEM_PRESSURE_DIR}/{r}", optional=True) for r in resources])
+            for ino in cgroups:
+                rel = result.paths[ino]
+                directory = f"{base}{'' if rel == '/' else rel}"
+                threads.append(fd(directory + "/cgroup.threads"))
+                dirs.append(fd(directory, directory=True))
+                psi.append([fd(f"{directory}/{r}.pressure", optional=True) for r in resources])
+                usage.append(fd(directory + "/cpu.stat", optional=True))
+        except OSError:             # over the limit, or the hierarchy moved since the walk
+            return None
+        native = _native.CgroupFiles(
+            threads, dirs, [0] + cgroups, np.array(psi, np.int32).reshape(len(cgroups) + 1, -1),
+            words, len(PSI_DTYPE.names or ()), b"".join(listings[c] for c in cgroups), usage,
+            len(result.tids))
+        return cls(result, pressure, files, native, frozenset(used))
+
+    def fits(self, root: str, pressure: bool, files: OpenFiles) -> bool:
+        """Whether a look of ``root`` can read this walk's files again now."""
+        return (root == self.root and pressure == self.pressure and files is self._files and
+                files.generation == self._generation)
+
+    def read(self, now: int) -> Optional[CgroupLook]:
+        """The look, or None when the hierarchy is not what the walk saw (walk again)."""
+        psi = np.zeros(len(self._native.ids), PSI_DTYPE) if self.pressure else None
+        got = self._native.read(None if psi is None else psi.view(np.uint64))
+        if got is None:
+            return None
+        result = CgroupLook(now, self.root, self.paths, got[0], got[1],
+                            resources=self.resources, parent_of=self.parent_of)
+        if psi is not None:
+            result.system_psi, result.psi = psi[0], psi[1:]
+        result.kept = self
+        return result
+
+    def usage(self) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """(cgroup ids, cpu.stat usage_usec) of the cgroups whose cpu.stat read, or None when
+        the files are no longer the walk's."""
+        if self._files.generation != self._generation:
+            return None
+        ids, usage = self._native.usage()
+        keep = ids != 0                    # the system row has no cpu.stat
+        return ids[keep], usage[keep]
