@@ -46,8 +46,8 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings", "CgroupFiles", "PLAN", "ffi",
-           "lib"]
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings",
+           "CgroupFiles", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])

@@ -91,3 +91,82 @@ def test_a_file_made_in_one_piece_is_read_whole_with_one_call_or_more(tmp_path, 
         assert len(files.read(str(large), one_piece=True)) == 3 * 65536 + 5
     finally:
         files.close()
+
+
+def _fake_tree(root):
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "c").mkdir()
+    for rel, text in (("", "1\n2\n"), ("a", "30\n10\n"), ("a/b", ""), ("c", "5")):
+        _write(root / rel / "cgroup.threads", text)
+    _write(root / "a" / "cpu.pressure", "some avg10=0 avg60=0 avg300=0 total=99\n"
+                                         "full avg10=0 avg60=0 avg300=0 total=9\n")
+    _write(root / "a" / "cpu.stat", "usage_usec 77\nuser_usec 70\n")
+
+
+def _same(kept, walked):
+    assert kept.paths == walked.paths and kept.parent_of == walked.parent_of
+    assert kept.tids.tolist() == walked.tids.tolist()
+    assert kept.tid_cgroup.tolist() == walked.tid_cgroup.tolist()
+    assert kept.psi.tolist() == walked.psi.tolist() and kept.resources == walked.resources
+    assert kept.system_psi["cpu_some_us"] >= walked.system_psi["cpu_some_us"]
+
+
+def test_a_kept_walk_reads_what_a_walk_reads_and_walks_again_when_the_tree_changes(tmp_path):
+    """The second look reads the first walk's files in one C call: the same threads, cgroups,
+    pressure and cpu.stat as a fresh walk, including a thread that moved and a file without a
+    final newline; a new, removed or renamed child directory makes the look walk again."""
+    root = tmp_path / "cg"
+    _fake_tree(root)
+    files = cgroupfs.OpenFiles()
+    try:
+        first = cgroupfs.look(str(root), files=files)
+        kept = files.walk
+        assert kept is not None and first.kept is kept
+        _write(root / "c" / "cgroup.threads", "5\n30\n")      # 30 listed twice: read last wins
+        again, walked = cgroupfs.look(str(root), files=files), cgroupfs.look(str(root))
+        assert files.walk is kept and again.kept is kept       # no walk: the kept files were read
+        _same(again, walked)
+        again.read_usage(files)
+        walked.read_usage()
+        assert again.usage_us == walked.usage_us and 77 in again.usage_us.values()
+        for change in (lambda: (root / "a" / "new").mkdir(),
+                       lambda: (root / "a" / "new").rename(root / "a" / "renamed"),
+                       lambda: ((root / "a" / "renamed" / "cgroup.threads").unlink(),
+                                (root / "a" / "renamed").rmdir())):
+            change()
+            if (root / "a" / "renamed").exists():
+                _write(root / "a" / "renamed" / "cgroup.threads", "44\n")
+            looked = cgroupfs.look(str(root), files=files)
+            assert files.walk is not kept, "the tree changed: the look walked again"
+            kept = files.walk
+            _same(looked, cgroupfs.look(str(root)))
+            _same(cgroupfs.look(str(root), files=files), cgroupfs.look(str(root)))
+            assert files.walk is kept
+    finally:
+        files.close()
+
+
+def test_a_kept_walk_grows_for_more_threads_than_it_saw(tmp_path):
+    root = tmp_path / "cg"
+    _fake_tree(root)
+    files = cgroupfs.OpenFiles()
+    try:
+        cgroupfs.look(str(root), files=files)
+        _write(root / "c" / "cgroup.threads", "".join(f"{t}\n" for t in range(100, 5100)))
+        got = cgroupfs.look(str(root), files=files)
+        assert len(got.tids) == 5000 + 4 and got.kept is files.walk
+        _same(got, cgroupfs.look(str(root)))
+    finally:
+        files.close()
+
+
+def test_no_walk_is_kept_past_the_open_files_limit(tmp_path):
+    root = tmp_path / "cg"
+    _fake_tree(root)
+    files = cgroupfs.OpenFiles(limit=3)
+    try:
+        first = cgroupfs.look(str(root), files=files)
+        assert files.walk is None and first.kept is None
+        _same(cgroupfs.look(str(root), files=files), cgroupfs.look(str(root)))
+    finally:
+        files.close()

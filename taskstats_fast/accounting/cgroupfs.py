@@ -296,7 +296,7 @@ def look(root: Optional[str], *, pressure: bool = True,
     same files again in one C call instead of walking."""
     now = time.time_ns()
     kept = files.walk if files is not None else None
-    if root and kept is not None and kept.fits(root, pressure, files):
+    if root and files is not None and kept is not None and kept.fits(root, pressure, files):
         again = kept.read(now)
         if again is not None:
             return again
