@@ -14,14 +14,29 @@ then on 2 threads (two sockets, each a half of the lookups) at that round size.
 
 Run: ``python3 -m pytest bench/bench_queries.py --benchmark-enable`` (needs root).  Figures are
 ns per lookup and ratios in the same run: the machine is a noisy 2-vCPU VM, compare ratios.
+
+The 2-worker goal has a direct entry that interleaves its four contenders round by round (the
+floor on 1 and 2 threads at each round size, ``workers=1``, ``workers=2``; the order rotates each
+round), times each as the median of ``--repeats`` calls, wall and CPU (the floor by getrusage
+over its threads, ours by ``time.process_time``), and prints medians over rounds with each
+round's ratio to that round's floor (the fastest of its round sizes, so noise favours the floor)
+and the load average before and after:
+
+    python3 bench/bench_queries.py [--rounds 15] [--repeats 15]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import statistics
 import subprocess
+import sys
+import tempfile
+import time
 import warnings
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -59,15 +74,19 @@ def ids():
     return _ids()
 
 
-@pytest.fixture(scope="module")
-def floor_binary(tmp_path_factory):
+def _compile_floor(directory: str) -> str:
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         pytest.skip("no C compiler for the floor")
-    exe = str(tmp_path_factory.mktemp("floor") / "query_floor")
+    exe = os.path.join(directory, "query_floor")
     subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", exe,
                     os.path.join(HERE, "query_floor.c")], check=True)
     return exe
+
+
+@pytest.fixture(scope="module")
+def floor_binary(tmp_path_factory):
+    return _compile_floor(str(tmp_path_factory.mktemp("floor")))
 
 
 def test_connection_pids(per_item, conn, ids, benchmark):
@@ -173,3 +192,92 @@ def test_ratios(capsys):
         if two and floor2:
             print(f"  C floor, 2 threads   {floor2:10.1f} ns/lookup   "
                   f"workers=2 throughput / floor's = {floor2 / two:.2f}x (target >= 0.95x)")
+
+
+# ---- direct entry: the 2-worker goal, interleaved ---------------------------------------------
+FLOOR_ROUND_SIZES = (64, 256)
+
+
+def _time_ours(conn, ids: np.ndarray, workers: int, repeats: int) -> Tuple[float, float]:
+    """Median wall and CPU ns per lookup of ``repeats`` calls of ``conn.pids(ids, workers=)``."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        got = conn.pids(ids, workers=workers)
+        walls.append((time.perf_counter() - t0) * 1e9 / len(ids))
+        cpus.append((time.process_time() - c0) * 1e9 / len(ids))
+        assert len(got.records) + len(got.missing) == len(ids)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _contenders(conn, ids: np.ndarray, exe: str, path: str, repeats: int
+                ) -> Dict[str, Callable[[], Tuple[float, float]]]:
+    def floor(chunk: int, threads: int) -> Callable[[], Tuple[float, float]]:
+        def run():
+            res = _run_floor(exe, conn.family.id, chunk, path, repeats, threads=threads)
+            assert int(res["records"]) + int(res["errors"]) == len(ids)
+            return float(res["median_ns_per_lookup"]), float(res["median_cpu_ns_per_lookup"])
+        return run
+
+    out: Dict[str, Callable[[], Tuple[float, float]]] = {}
+    for chunk in sorted({*FLOOR_ROUND_SIZES, conn.in_flight}):
+        out[f"floor 1 thread, round {chunk}"] = floor(chunk, 1)
+        out[f"floor 2 threads, round {chunk}"] = floor(chunk, 2)
+    out["workers=1"] = lambda: _time_ours(conn, ids, 1, repeats)
+    out["workers=2"] = lambda: _time_ours(conn, ids, 2, repeats)
+    return out
+
+
+def main(argv=None) -> Dict[str, List[Tuple[float, float]]]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    ap.add_argument("--repeats", type=int, default=15, help="calls timed per contender and round")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("bench_queries: TASKSTATS queries need root (CAP_NET_ADMIN)")
+    ids = _ids()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", tsf.DelayAccountingOffWarning)
+        exe = _compile_floor(tmp)
+        path = os.path.join(tmp, "pids.bin")
+        ids.tofile(path)
+        with tsf.Connection() as conn:
+            conn.pids(ids, workers=2)   # calibrate, open the second socket: outside the timings
+            cases = _contenders(conn, ids, exe, path, args.repeats)
+            names = list(cases)
+            load_before = os.getloadavg()
+            got: Dict[str, List[Tuple[float, float]]] = {name: [] for name in names}
+            for r in range(args.rounds):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    got[name].append(cases[name]())
+            load_after = os.getloadavg()
+    _report(got, args.rounds, len(ids), load_before, load_after)
+    return got
+
+
+def _report(got, rounds: int, lookups: int, load_before, load_after) -> None:
+    print(f"{lookups} lookups per call, {rounds} rounds; load average "
+          f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+    print(f"  {'':30s} {'wall ns/lookup':>15s} {'CPU ns/lookup':>14s}")
+    for name, runs in got.items():
+        print(f"  {name:30s} {statistics.median(w for w, _ in runs):15.0f} "
+              f"{statistics.median(c for _, c in runs):14.0f}")
+
+    def best(threads: str, r: int) -> float:
+        return min(runs[r][0] for name, runs in got.items() if name.startswith(f"floor {threads}"))
+
+    def ratios(fn) -> str:
+        values = sorted(fn(r) for r in range(rounds))
+        return f"{statistics.median(values):.2f} (rounds {values[0]:.2f}-{values[-1]:.2f})"
+
+    print("  throughput ratios, each round against that round's floor (its fastest round size):")
+    print("    floor 2 threads / 1 thread:        " + ratios(lambda r: best("1", r) / best("2", r)))
+    print("    workers=1 / floor 1 thread:        " + ratios(lambda r: best("1", r) / got["workers=1"][r][0]))
+    print("    workers=2 / floor 2 threads:       " + ratios(lambda r: best("2", r) / got["workers=2"][r][0])
+          + "   (goal >= 0.95)")
+    print("    workers=2 / workers=1:             "
+          + ratios(lambda r: got["workers=1"][r][0] / got["workers=2"][r][0]))
+
+
+if __name__ == "__main__":
+    main()
