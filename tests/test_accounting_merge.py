@@ -165,6 +165,17 @@ def test_thread_inherits_its_group_before_its_parent():
     assert row(rows, 81)["cgroup_id"] == 7
 
 
+
+def test_thread_that_died_with_its_process_inherits_the_group_the_opening_look_saw():
+    # the process (80) and its last short thread (81) exit in the interval: only the opening
+    # look listed 80, while its parent (1) is in both looks, in another cgroup
+    start = look(T0, cat(rec(80, T0, 9), rec(1, T0, 99)), {80: 7, 1: 1})
+    end = look(T1, rec(1, T1, 100), {1: 1})
+    exits = cat(rec(81, T0 + 10, 0.1, tgid=80, ppid=1), rec(80, T0 + 20, 9, ppid=1))
+    rows, _ = merge(start, end, exits)
+    assert (row(rows, 81)["cgroup_id"], row(rows, 81)["attribution"]) == (7, INHERITED)
+    assert (row(rows, 80)["cgroup_id"], row(rows, 80)["attribution"]) == (7, EXACT)
+
 def test_moved_task_counts_in_its_cgroup_at_the_closing_look():
     start = look(T0, rec(90, T0, 9, utime=10), {90: 7})
     end = look(T1, rec(90, T1, 10, utime=20), {90: 8})

@@ -449,8 +449,12 @@ def _inherit(rows: np.ndarray, cg: np.ndarray, start: Look, end: Look) -> None:
         rows["cgroup_id"] = cg
         return
     tgid, ppid = rows["ac_tgid"], rows["ac_ppid"]
-    for look in (end.cgroups, start.cgroups):
-        for parent in (np.where(tgid != pids, tgid, 0), ppid):
+    # the thread group in either look before the parent in any: a thread's ppid is its
+    # process's parent, which sits elsewhere (a thread that died with its process, whose
+    # leader only the opening look listed, went to the parent's cgroup when the closing
+    # look was asked for the parent first)
+    for parent in (np.where(tgid != pids, tgid, 0), ppid):
+        for look in (end.cgroups, start.cgroups):
             pick = todo & (parent != 0)
             found = look.cgroup_of(parent[pick])
             idx = np.flatnonzero(pick)[found != 0]
