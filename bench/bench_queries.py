@@ -195,7 +195,7 @@ def test_ratios(capsys):
 
 
 # ---- direct entry: the 2-worker goal, interleaved ---------------------------------------------
-FLOOR_ROUND_SIZES = (64, 256)
+FLOOR_ROUND_SIZES = (64, 256, 1024)
 
 
 def _time_ours(conn, ids: np.ndarray, workers: int, repeats: int) -> Tuple[float, float]:

@@ -264,7 +264,7 @@ def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
 def test_a_round_of_thousands_of_esrch_replies_loses_none():
     with open("/proc/sys/kernel/pid_max") as f:
         pid_max = int(f.read())
-    n = queries.MAX_IN_FLIGHT * 3
+    n = max(queries.MAX_IN_FLIGHT * 3, 3000)
     ids = np.arange(pid_max + 1, pid_max + 1 + n, dtype=np.uint32)  # no such pids
     with tsf.Connection(rcvbuf=16 << 20, warn_delayacct=False) as big:
         big.max_in_flight = n

@@ -52,9 +52,10 @@ REQUEST_SIZE = _native.GET_REQUEST_SIZE
 
 #: Fewest ids a parallel worker gets: below this, a thread hand-off costs more than it saves.
 _MIN_IDS_PER_WORKER = 256
-#: Most requests one round sends.  Larger rounds gain nothing (the kernel's per-request work
-#: dominates) and keep megabytes of reply skbs cold in memory before we read them.
-MAX_IN_FLIGHT = 1024
+#: Most requests one round sends.  Larger rounds are slower, not faster: the kernel's
+#: per-request work dominates either way, and a round of a thousand leaves a megabyte of reply
+#: skbs to go cold before we read them (bench_queries' floor runs 64, 256 and 1024 side by side).
+MAX_IN_FLIGHT = 256
 #: Buffer cost of one reply (skb truesize) before it is measured: a v16 reply is 1280 bytes.
 DEFAULT_REPLY_TRUESIZE = 1280
 #: Receive buffer asked for by default: a full round at twice the default truesize.  The kernel
