@@ -21,6 +21,16 @@ static void fail(struct tsf_cgroup_read *a, int err)
         a->error = err ? err : EIO;
 }
 
+/* pread, again when a signal interrupts it before it read anything. */
+static ssize_t pread_retrying(int fd, void *buf, size_t len, off_t off)
+{
+    ssize_t got;
+    do
+        got = pread(fd, buf, len, off);
+    while (got < 0 && errno == EINTR);
+    return got;
+}
+
 /* Every thread id of one cgroup.threads into keys as (tid << 32 | row): sorting the keys sorts
  * by tid, and among one tid's keys the last is the row read last. */
 static int read_threads(struct tsf_cgroup_read *a, int fd, uint32_t row, uint64_t *k)
@@ -29,10 +39,8 @@ static int read_threads(struct tsf_cgroup_read *a, int fd, uint32_t row, uint64_
     int digits = 0;
     off_t off = 0;
     for (;;) {
-        ssize_t got = pread(fd, a->buf, a->buf_len, off);
+        ssize_t got = pread_retrying(fd, a->buf, a->buf_len, off);
         if (got < 0) {
-            if (errno == EINTR)
-                continue;
             fail(a, errno);
             return -1;
         }
@@ -141,10 +149,7 @@ static void parse_totals(const uint8_t *p, size_t n, uint64_t *some, uint64_t *f
  * counters 0, as an absent one does; a removed cgroup fails its cgroup.threads read too. */
 static void read_pressure(struct tsf_cgroup_read *a, int fd, uint64_t *some, uint64_t *full)
 {
-    ssize_t got;
-    do
-        got = pread(fd, a->buf, a->buf_len, 0);
-    while (got < 0 && errno == EINTR);
+    ssize_t got = pread_retrying(fd, a->buf, a->buf_len, 0);
     if (got > 0)
         parse_totals(a->buf, (size_t)got, some, full);
 }
@@ -239,10 +244,7 @@ int64_t tsf_cgroup_usage(const int32_t *fds, uint32_t n, uint64_t *usage, uint8_
         usage[i] = TSF_CGROUP_NO_USAGE;
         if (fds[i] < 0)
             continue;
-        ssize_t got;
-        do
-            got = pread(fds[i], buf, buf_len, 0);
-        while (got < 0 && errno == EINTR);
+        ssize_t got = pread_retrying(fds[i], buf, buf_len, 0);
         if (got < 12 || memcmp(buf, "usage_usec ", 11) != 0)
             continue;
         uint64_t v = 0;
