@@ -66,8 +66,9 @@ BURN_MS = 20
 
 
 def _run(group):
-    """One campaign: (pids, wait4 CPU per pid, the rows of the farm's children, kill offsets in
-    ms from the looks, messages lost meanwhile)."""
+    """One campaign: (pids, wait4 CPU per pid, the rows of the farm's children, the interval of
+    each row, kill offsets in ms from the looks, what each interval's cgroup said, messages lost
+    meanwhile)."""
     offsets_ms = np.linspace(-5.0, 5.0, PER_LOOK)
     with tsf.Accounting(interval=INTERVAL) as acct:
         # started after the first look, so every child's CPU falls inside the intervals
@@ -105,26 +106,53 @@ def _run(group):
         farm.stdin.close()
         farm.wait()
     rows = np.concatenate([iv.tasks for iv in ivs])
-    rows = rows[np.isin(rows["ac_pid"], pids) & (rows["ac_ppid"] == farm.pid)]
+    where = np.repeat(np.arange(len(ivs)), [len(iv.tasks) for iv in ivs])
+    ours = np.isin(rows["ac_pid"], pids) & (rows["ac_ppid"] == farm.pid)
+    rows, where = rows[ours], where[ours]
+    context = [_interval_context(iv, rows[where == i]) for i, iv in enumerate(ivs)]
     # from the nearest look's start (on a loaded machine the looks and the kills run late)
     began = np.array(sorted(iv.end_ns for iv in ivs), np.int64)
     kills = np.array([killed_at[p] for _, p, _ in plan], np.int64)
     at = np.clip(np.searchsorted(began, kills), 1, len(began) - 1)
     nearest = np.where(kills - began[at - 1] < began[at] - kills, began[at - 1], began[at])
     offsets = (kills - nearest) / 1e6
-    return pids, truth, rows, offsets, sum(iv.lost for iv in ivs)
+    offset_of = {p: float(o) for (_, p, _), o in zip(plan, offsets)}
+    return pids, truth, rows, where, offset_of, context, sum(iv.lost for iv in ivs)
+
+
+def _interval_context(iv, rows) -> str:
+    """What reconciliation had to go on in one interval: the farm's cgroup's cpu.stat usage,
+    its exits and what their rows carry raw and reconciled."""
+    exited = rows[(rows["state"] & EXITED) != 0]
+    cgroup = int(rows["cgroup_id"][0]) if len(rows) else None
+    usage = iv.cpu_stat_us.get(cgroup) if cgroup is not None else None
+    return (f"cgroup {cgroup} cpu.stat {usage} us, {len(exited)} exits charged "
+            f"{int(exited['cpu_ns'].sum()) // 1000} us (scheduler clock "
+            f"{int(exited['cpu_run_real_total'].sum()) // 1000} us), lost {iv.lost}")
+
+
+def _explain(pid, mine, where, offset_ms, context) -> str:
+    """A process's rows interval by interval, raw beside reconciled: what a failure needs to
+    say whether the look's cut or the exit's share of its cgroup went wrong."""
+    out = [f"pid {pid}, killed {offset_ms:+.2f} ms from the nearest look:"]
+    for row, i in zip(mine, where):
+        out.append(f"  interval {i}: state {row['state']} flags {row['flags']:#x} cpu_ns "
+                   f"{row['cpu_ns']} scheduler clock {row['cpu_run_real_total']} ticks "
+                   f"{(int(row['ac_utime']) + int(row['ac_stime'])) * 1000} ns; {context[i]}")
+    return "\n".join(out)
 
 
 def _campaign(make_cgroup):
-    charged, truth, offsets, runs, lost = {}, {}, [], 0, 0
+    charged, truth, offsets, runs, lost, explained = {}, {}, [], 0, 0, {}
     while len(charged) < 200 and runs < 4:
         # a fork storm elsewhere on the machine can overflow the sockets (lost > 0): a process
         # whose exit row is missing then may be among the lost and is not judged; the others are
-        pids, wait4_us, rows, run_offsets, run_lost = _run(make_cgroup())
+        pids, wait4_us, rows, where, offset_of, context, run_lost = _run(make_cgroup())
         runs, lost = runs + 1, lost + run_lost
-        offsets.extend(run_offsets)
+        offsets.extend(offset_of.values())
         for pid in pids:
-            mine = rows[rows["ac_pid"] == pid]
+            hit = rows["ac_pid"] == pid
+            mine = rows[hit]
             n_exits = int(np.count_nonzero(mine["state"] & EXITED))
             assert n_exits <= 1, f"pid {pid} has {n_exits} exit rows"
             assert n_exits == 1 or run_lost, f"pid {pid} has no exit row and nothing was lost"
@@ -132,6 +160,7 @@ def _campaign(make_cgroup):
                 key = (runs, pid)
                 charged[key] = int(mine["cpu_ns"].sum()) // 1000
                 truth[key] = wait4_us[pid]
+                explained[key] = _explain(pid, mine, where[hit], offset_of[pid], context)
     ratios = np.array([charged[k] / truth[k] for k in charged])
     offsets = np.array(offsets)
     near = np.count_nonzero(np.abs(offsets) <= 5)
@@ -140,7 +169,7 @@ def _campaign(make_cgroup):
           f"from the nearest look's start, {near} within 5 ms; charged/wait4 median {np.median(ratios):.3f}, range "
           f"{ratios.min():.3f}-{ratios.max():.3f}; never two exit rows")
     assert len(ratios) >= 200, "too few processes with their exit row in four runs"
-    return {k: (charged[k], truth[k]) for k in charged}
+    return {k: (charged[k], truth[k]) for k in charged}, explained
 
 
 def test_kills_around_looks_are_charged_once(cgroup):
@@ -148,8 +177,10 @@ def test_kills_around_looks_are_charged_once(cgroup):
     # included, to the microsecond: the exact figure for each process, compared as it is.  Each
     # one burnt 20 ms and then spent a few hundred us dying, so a process charged twice shows at
     # ~2x; that is checked first, on its own, and fails at once.
-    pairs = _campaign(cgroup)
+    pairs, explained = _campaign(cgroup)
     twice = {k: v for k, v in pairs.items() if v[0] >= 1.5 * v[1]}
-    assert not twice, f"charged twice (us against wait4 us): {twice}"
+    assert not twice, f"charged twice (us against wait4 us): {twice}\n" + "\n".join(
+        explained[k] for k in twice)
     bad = {k: v for k, v in pairs.items() if not 0.9 <= v[0] / v[1] <= 1.1}
-    assert not bad, f"charged (us) against wait4 (us), outside 0.9-1.1: {bad}"
+    assert not bad, f"charged (us) against wait4 (us), outside 0.9-1.1: {bad}\n" + "\n".join(
+        explained[k] for k in bad)
