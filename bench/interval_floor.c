@@ -7,10 +7,10 @@
  * its directory listing (a kept directory fd, lseek + getdents64: how a new child cgroup is
  * found), its cgroup.threads (pread until it returns nothing), its pressure files and, after
  * the GETs, its cpu.stat, each parsed to numbers; then one TASKSTATS GET per listed thread,
- * as query_floor does them (requests built in one buffer, sent CHUNK at a time, replies drained
- * with recvmmsg and each payload memcpy'd into a record array).  Every file stays open between
- * repeats, as cgroupfs.OpenFiles keeps them.  The hierarchy is walked once at the start: the
- * floor assumes no cgroup comes or goes while it runs.
+ * floor_common.h's round, as query_floor does them (requests built in one buffer, sent CHUNK
+ * at a time, replies drained with recvmmsg and each payload memcpy'd into a record array).
+ * Every file stays open between repeats, as cgroupfs.OpenFiles keeps them.  The hierarchy is
+ * walked once at the start: the floor assumes no cgroup comes or goes while it runs.
  *
  *   interval_floor FAMILY_ID CGROUP_ROOT REPEATS SLEEP_MS RESOURCES
  *
@@ -20,10 +20,8 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/netlink.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,11 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REQ_SIZE 28
-#define BATCH 64
-#define SLOT 8192
-#define RECORD 712
-#define STATS_OFFSET 36
+#include "floor_common.h"
+
 #define CHUNK 1024
 #define MAX_CG 4096
 #define MAX_RES 4
@@ -57,12 +52,6 @@ static uint64_t cpu_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 static int open_at(int dir, const char *name, int flags)
@@ -160,75 +149,6 @@ static int list_dir(int fd)
     }
 }
 
-static void build(uint8_t *p, uint16_t family, uint32_t seq, uint32_t pid)
-{
-    uint32_t len = REQ_SIZE;
-    uint16_t type = family, flags = NLM_F_REQUEST, alen = 8, atype = 1;
-    uint32_t port = 0;
-    memcpy(p, &len, 4); memcpy(p + 4, &type, 2); memcpy(p + 6, &flags, 2);
-    memcpy(p + 8, &seq, 4); memcpy(p + 12, &port, 4);
-    p[16] = 1; p[17] = 1; p[18] = 0; p[19] = 0;
-    memcpy(p + 20, &alen, 2); memcpy(p + 22, &atype, 2); memcpy(p + 24, &pid, 4);
-}
-
-static int lookups(int fd, uint16_t family, uint32_t first, uint8_t *req, uint8_t *out,
-                   uint8_t *arena, size_t *records, size_t *errors)
-{
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
-    size_t n = ntids;
-    *records = *errors = 0;
-    for (size_t i = 0; i < n; i++)
-        build(req + i * REQ_SIZE, family, first + (uint32_t)i, tids[i]);
-    for (size_t lo = 0; lo < n; lo += CHUNK) {
-        size_t k = n - lo < CHUNK ? n - lo : CHUNK;
-        if (send(fd, req + lo * REQ_SIZE, k * REQ_SIZE, 0) < 0) {
-            perror("send");
-            return -1;
-        }
-        size_t answered = 0;
-        while (answered < k) {
-            for (int i = 0; i < BATCH; i++) {
-                iov[i].iov_base = arena + (size_t)i * SLOT;
-                iov[i].iov_len = SLOT;
-                memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-                msgs[i].msg_hdr.msg_iov = &iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-            }
-            int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
-            if (got < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    struct pollfd p = {.fd = fd, .events = POLLIN};
-                    if (poll(&p, 1, 5000) == 0) {
-                        fprintf(stderr, "timeout: %zu of %zu answered\n", answered, k);
-                        return -1;
-                    }
-                    continue;
-                }
-                perror("recvmmsg");
-                return -1;
-            }
-            for (int i = 0; i < got; i++) {
-                const uint8_t *m = iov[i].iov_base;
-                uint16_t type;
-                uint32_t seq;
-                memcpy(&type, m + 4, 2);
-                memcpy(&seq, m + 8, 4);
-                size_t idx = seq - first;
-                if (type == family && msgs[i].msg_len > STATS_OFFSET && idx < n) {
-                    size_t len = msgs[i].msg_len - STATS_OFFSET;
-                    memcpy(out + idx * RECORD, m + STATS_OFFSET, len < RECORD ? len : RECORD);
-                    (*records)++;
-                } else {
-                    (*errors)++;
-                }
-            }
-            answered += (size_t)got;
-        }
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 6) {
@@ -289,7 +209,7 @@ int main(int argc, char **argv)
             for (int i = 0; i < nres; i++)
                 read_psi(cgs[c].psi[i]);
         }
-        if (lookups(fd, family, seq, req, out, arena, &records, &errors) != 0)
+        if (get_round(fd, family, seq, tids, ntids, CHUNK, req, out, arena, &records, &errors) != 0)
             return 1;
         seq += (uint32_t)ntids;
         for (int c = 0; c < ncg; c++) {

@@ -1,11 +1,9 @@
 /* query_floor: the C floor for bulk TASKSTATS pid lookups (bench/bench_queries.py builds and
  * runs it; not part of the library).
  *
- * Does the least work a bulk lookup can do: all GET requests pre-built in one buffer with
- * consecutive seqs, sent CHUNK at a time with one sendmsg each (the kernel answers inside the
- * call), replies drained with recvmmsg (64 per call, 8 KiB slots) and each STATS payload
- * memcpy'd into a record array at index seq - first_seq.  No validation beyond what it needs to
- * find the payload; ESRCH replies are counted.
+ * Does the least work a bulk lookup can do: floor_common.h's GET round (requests pre-built in
+ * one buffer, sent CHUNK at a time, replies drained with recvmmsg and each STATS payload
+ * memcpy'd into a record array at index seq - first_seq; ESRCH replies are counted).
  *
  *   query_floor FAMILY_ID CHUNK REPEATS PIDFILE [THREADS]
  *
@@ -17,9 +15,7 @@
  * median CPU (user + sys, getrusage, every thread) per lookup of a repeat.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <linux/netlink.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,28 +26,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define REQ_SIZE 28
-#define BATCH 64
-#define SLOT 8192
-#define RECORD 712          /* taskstats_fast.DTYPE.itemsize: same bytes copied per record */
-#define STATS_OFFSET 36     /* nlmsghdr 16 + genlmsghdr 4 + AGGR_PID 4 + PID attr 8 + STATS hdr 4 */
+#include "floor_common.h"
 
 static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void build(uint8_t *p, uint16_t family, uint32_t seq, uint32_t pid)
-{
-    uint32_t len = REQ_SIZE;
-    uint16_t type = family, flags = NLM_F_REQUEST, alen = 8, atype = 1;
-    uint32_t port = 0;
-    memcpy(p, &len, 4); memcpy(p + 4, &type, 2); memcpy(p + 6, &flags, 2);
-    memcpy(p + 8, &seq, 4); memcpy(p + 12, &port, 4);
-    p[16] = 1; p[17] = 1; p[18] = 0; p[19] = 0;             /* CMD_GET, version 1 */
-    memcpy(p + 20, &alen, 2); memcpy(p + 22, &atype, 2); memcpy(p + 24, &pid, 4);
 }
 
 /* CPU (user + sys) of the whole process so far, every thread included. */
@@ -61,12 +42,6 @@ static uint64_t cpu_ns(void)
     getrusage(RUSAGE_SELF, &ru);
     return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000u +
            ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000u;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 struct worker {
@@ -97,68 +72,11 @@ static int open_socket(size_t chunk)
     return fd;
 }
 
-/* One repeat of this worker's lookups: 0, or -1 after printing why. */
-static int run_lookups(struct worker *w)
-{
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
-    size_t n = w->n, chunk = w->chunk;
-    w->records = w->errors = 0;
-    for (size_t i = 0; i < n; i++)  /* building is part of a lookup's cost */
-        build(w->req + i * REQ_SIZE, w->family, w->first + (uint32_t)i, w->pids[i]);
-    for (size_t lo = 0; lo < n; lo += chunk) {
-        size_t k = n - lo < chunk ? n - lo : chunk;
-        if (send(w->fd, w->req + lo * REQ_SIZE, k * REQ_SIZE, 0) < 0) {
-            perror("send");
-            return -1;
-        }
-        size_t answered = 0;
-        while (answered < k) {
-            for (int i = 0; i < BATCH; i++) {
-                iov[i].iov_base = w->arena + (size_t)i * SLOT;
-                iov[i].iov_len = SLOT;
-                memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-                msgs[i].msg_hdr.msg_iov = &iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-            }
-            int got = recvmmsg(w->fd, msgs, BATCH, MSG_DONTWAIT, NULL);
-            if (got < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    struct pollfd p = {.fd = w->fd, .events = POLLIN};
-                    if (poll(&p, 1, 5000) == 0) {
-                        fprintf(stderr, "timeout: %zu of %zu answered\n", answered, k);
-                        return -1;
-                    }
-                    continue;
-                }
-                perror("recvmmsg");  /* ENOBUFS would mean the chunk overflowed the buffer */
-                return -1;
-            }
-            for (int i = 0; i < got; i++) {
-                const uint8_t *m = iov[i].iov_base;
-                uint16_t type;
-                uint32_t seq;
-                memcpy(&type, m + 4, 2);
-                memcpy(&seq, m + 8, 4);
-                size_t idx = seq - w->first;
-                if (type == w->family && msgs[i].msg_len > STATS_OFFSET && idx < n) {
-                    size_t len = msgs[i].msg_len - STATS_OFFSET;
-                    memcpy(w->out + idx * RECORD, m + STATS_OFFSET, len < RECORD ? len : RECORD);
-                    w->records++;
-                } else {
-                    w->errors++;
-                }
-            }
-            answered += (size_t)got;
-        }
-    }
-    return 0;
-}
-
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    w->failed = run_lookups(w) != 0;
+    w->failed = get_round(w->fd, w->family, w->first, w->pids, w->n, w->chunk, w->req, w->out,
+                          w->arena, &w->records, &w->errors) != 0;
     return NULL;
 }
 
