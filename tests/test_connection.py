@@ -422,6 +422,15 @@ def test_an_id_no_task_can_have_is_a_value_error_like_the_cli_says(fake, call, b
         conn.pids([1, bad]) if call == "pid" else conn.tgids([bad])
 
 
+def test_a_zero_among_uint32_ids_is_refused_as_any_other_bad_id(fake):
+    # uint32 arrays (what the C core lists) take the short check: only a zero can be wrong
+    conn = fake(live={1, 2}).connection()
+    with pytest.raises(InvalidTaskIdError, match="positive"):
+        conn.pids(np.array([1, 0, 2], np.uint32))
+    strided = np.array([1, 9, 2, 9], np.uint32)[::2]
+    assert conn.pids(strided).records["ac_pid"].tolist() == [1, 2]
+
+
 # ---- process rows: what snapshot() makes of threads and thread groups ---------------------------
 def test_process_rows_carry_the_process_not_the_leader_thread(fake):
     tasks = {
