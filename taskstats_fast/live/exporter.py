@@ -154,6 +154,11 @@ class _Grouped:
         self.names = names
         self.total = total              # a pinned series that every row is also added to
         self.folded_tasks = 0
+        at = {c: i for i, c in enumerate(self.counters.columns)}
+        summed = [c for c in self.counters.columns if c != _EXITS]
+        self._shown = np.array([at[c] for c in summed], dtype=np.intp)        # where each goes
+        self._wanted = np.array([_SUMMED_INDEX[c] for c in summed], dtype=np.intp)
+        self._exits_at = at[_EXITS]
 
     def _rows(self, names: List[Any], now_ns: int) -> np.ndarray:
         """Each name's series row; -1 for a row counted in no series of its own (no group, or
@@ -169,9 +174,11 @@ class _Grouped:
         return np.argsort(tasks[self.key_field], kind="stable")
 
     def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int) -> None:
-        """Add one interval's rows: one sort by the key and one ``np.add.reduceat`` over every
-        column at once (counters, then the gauges: threads alive, live processes, their peak
-        RSS, then the row count), gathering only the summed columns it shows."""
+        """Add one interval's rows: one sort by the key, every summed field taken in that order
+        in one row gather and summed per group with one ``np.add.reduceat``, the columns it
+        shows picked from the group sums (a 2-D gather over every row was the dearest step of a
+        write); the per-row counts (exits, then the gauges: threads alive, live processes,
+        their peak RSS, then the row count) are one small block summed the same way."""
         self.gauges.clear()
         if not len(tasks):
             return
@@ -180,26 +187,23 @@ class _Grouped:
         change = np.ones(len(keys), dtype=bool)
         np.not_equal(keys[1:], keys[:-1], out=change[1:])
         starts = np.flatnonzero(change)
-        summed = [c for c in self.counters.columns if c != _EXITS]
-        columns = np.empty((len(order), len(self.counters.columns) + len(_GAUGE_COLUMNS) + 1), dtype=np.uint64)
-        at = {c: i for i, c in enumerate(self.counters.columns)}
-        shown = np.array([at[c] for c in summed], dtype=np.intp)
-        wanted = np.array([_SUMMED_INDEX[c] for c in summed], dtype=np.intp)
-        columns[:, shown] = _interval.summed_block(tasks)[np.ix_(order, wanted)]
-        state = tasks["state"][order]
-        alive = (state & _interval.EXITED) == 0
+        summed = np.add.reduceat(np.take(_interval.summed_block(tasks), order, axis=0), starts, axis=0)
+        alive = (tasks["state"][order] & _interval.EXITED) == 0
         leader = alive & (tasks["ac_pid"][order] == tasks["ac_tgid"][order])
-        g = len(self.counters.columns)
-        columns[:, at[_EXITS]] = ~alive
-        columns[:, g] = alive
-        columns[:, g + 1] = leader
-        columns[:, g + 2] = np.where(leader, tasks["hiwater_rss"][order], 0) * np.uint64(1024)
-        columns[:, g + 3] = 1
-        sums = np.add.reduceat(columns, starts, axis=0)
+        counts = np.empty((len(order), 5), dtype=np.uint64)
+        counts[:, 0] = ~alive
+        counts[:, 1] = alive
+        counts[:, 2] = leader
+        counts[:, 3] = np.where(leader, tasks["hiwater_rss"][order], 0) * np.uint64(1024)
+        counts[:, 4] = 1
+        counted = np.add.reduceat(counts, starts, axis=0)
+        sums = np.empty((len(starts), len(self.counters.columns)), dtype=np.uint64)
+        sums[:, self._shown] = summed[:, self._wanted]
+        sums[:, self._exits_at] = counted[:, 0]
         rows = self._rows(self.names(tasks[order[starts]], paths), now_ns)
-        self._add(self.counters, rows, sums[:, :g])
-        self._add(self.gauges, rows, sums[:, g:g + 3])
-        self.folded_tasks += int(sums[rows == 0, g + 3].sum())
+        self._add(self.counters, rows, sums)
+        self._add(self.gauges, rows, counted[:, 1:4])
+        self.folded_tasks += int(counted[rows == 0, 4].sum())
 
     def _add(self, store: Store, rows: np.ndarray, values: np.ndarray) -> None:
         own = rows >= 0
