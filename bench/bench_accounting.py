@@ -23,7 +23,10 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
              psutil is a bench-only dependency (the ``test`` extra).
 
 5. per exit  CPU a 1 s interval adds per exit at 400 exits/s and at full rate (paced exit_storm
-             producers) against intervals without them, interleaved.  Goal: <= 5 us, 0 lost.
+             producers) against intervals without them, paired: each round measures an idle
+             and each loaded window back to back and gives the median slope (CPU over exits)
+             of its pairs of intervals; the figure is the median of the rounds', and their
+             range is printed.  Goal: <= 5 us, 0 lost.
 6. peers     top -b -d 1, atop -P, pidstat and process-exporter against Accounting, CPU per
              interval (each agent's own cgroup) at the machine as it is, +1,000 processes and
              +5,000 threads; the table prints CPU per interval per process (bench/peers.py).
@@ -154,39 +157,66 @@ def _producers(exe: str, seconds: float, rate: float) -> List[subprocess.Popen]:
                              text=True) for cpu in cpus]
 
 
-def bench_per_exit(rounds: int, intervals: int = 3, rates=(400, 0)) -> Dict:
+#: Fewer exits between a loaded and an idle interval (the machine's own churn in the idle one)
+#: divide the intervals' CPU noise by too few exits to say anything per exit.
+PER_EXIT_MIN_GAP = 200
+
+
+def bench_per_exit(rounds: int, intervals: int = 5, rates=(400, 0)) -> Dict:
     """CPU one 1 s interval adds per exit: whole intervals (the exit reader thread included)
     with paced producers at each rate in ``rates`` (0: full rate) against intervals without
-    them, interleaved round by round; medians per load."""
+    them.  Paired: each round measures an idle window and each loaded window of ``intervals``
+    back to back (the order reversed every other round, so the idle window stays beside the
+    first rate's and a drift of the machine's load cancels over two rounds).  A round's figure
+    for a rate is the median, over every (loaded, idle) pair of its intervals, of the pair's
+    CPU difference over its exits' difference: CPU and exits of the same intervals, so the
+    machine's own churn in an idle interval counts as the exits it is.  Pairs closer than
+    PER_EXIT_MIN_GAP exits are left out, and a round without a pair left gives no figure.  The
+    result is the median of the rounds' figures (each in ``added_us_per_exit_rounds``), never
+    a difference of medians taken separately, which the idle interval's noise swings."""
     loads = ("idle",) + tuple(rates)
     cpu: Dict = {k: [] for k in loads}
     exits: Dict = {k: [] for k in loads}
     lost = {k: 0 for k in loads}
     caused = {k: 0 for k in loads}
+    added: Dict = {k: [] for k in rates}
     with tempfile.TemporaryDirectory() as tmp:
         exe = build(tmp)["exit_storm"]
         with tsf.Accounting(interval=1.0) as acct:
-            for _ in range(rounds):
-                for load in loads:
+            for r in range(rounds):
+                window: Dict = {}
+                for load in (loads if r % 2 == 0 else loads[::-1]):
                     procs = [] if load == "idle" else _producers(exe, intervals + 1.5, load)
                     acct.next()                  # the producers are up: whole intervals from here
+                    spent, seen = [], []
                     for _ in range(intervals):
                         before = process_cpu()
                         iv = acct.next()
-                        cpu[load].append(process_cpu() - before)
-                        exits[load].append(iv.exits)
+                        spent.append(process_cpu() - before)
+                        seen.append(iv.exits)
                         lost[load] += iv.lost
                     for p in procs:
                         caused[load] += int(p.communicate()[0])
                     acct.next()                  # the producers' tail: not measured
-    med = {k: (statistics.median(cpu[k]), statistics.median(exits[k])) for k in loads}
+                    cpu[load] += spent
+                    exits[load] += seen
+                    window[load] = list(zip(spent, seen))
+                for load in rates:
+                    slopes = [(c - c0) / (n - n0) for c, n in window[load] for c0, n0 in window["idle"]
+                              if n - n0 >= PER_EXIT_MIN_GAP]
+                    if slopes:
+                        added[load].append(statistics.median(slopes))
     out: Dict = dict(rounds=rounds, intervals_per_round=intervals,
-                     idle_cpu_ms=med["idle"][0] * 1e3, idle_exits=med["idle"][1])
+                     idle_cpu_ms=statistics.median(cpu["idle"]) * 1e3,
+                     idle_exits=statistics.median(exits["idle"]))
     for load in rates:
         name = "full" if load == 0 else f"{load}/s"
-        added = (med[load][0] - med["idle"][0]) / max(med[load][1] - med["idle"][1], 1)
-        out[name] = dict(exits_per_interval=med[load][1], cpu_ms=med[load][0] * 1e3,
-                         added_us_per_exit=added * 1e6, lost=lost[load], caused=caused[load])
+        out[name] = dict(exits_per_interval=statistics.median(exits[load]),
+                         cpu_ms=statistics.median(cpu[load]) * 1e3,
+                         added_us_per_exit=statistics.median(added[load]) * 1e6
+                         if added[load] else float("nan"),
+                         added_us_per_exit_rounds=[a * 1e6 for a in added[load]],
+                         lost=lost[load], caused=caused[load])
     return out
 
 
@@ -407,8 +437,10 @@ def goal_lines(out: Dict) -> List[str]:
                          f"{r['floor_ratio'] or float('nan'):.1f}x")
     for name, r in out.get("per_exit", {}).items():
         if isinstance(r, dict):
+            spread = r.get("added_us_per_exit_rounds") or [float("nan")]
             lines.append(f"per exit at {name} ({r['exits_per_interval']:.0f} exits/interval): "
-                         f"{r['added_us_per_exit']:.2f} us added, {r['lost']} lost (goal <= 5 us, 0 lost)")
+                         f"{r['added_us_per_exit']:.2f} us added (rounds {min(spread):.2f}-"
+                         f"{max(spread):.2f}), {r['lost']} lost (goal <= 5 us, 0 lost)")
     for label, v in out.get("peers", {}).get("loads", {}).items():
         ms = v["ms_per_interval"]
         top, ours, floor = ms.get("top -b -d 1"), ms.get("taskstats_fast"), ms.get(FLOOR_AGENT)
