@@ -31,9 +31,11 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
              interval (each agent's own cgroup) at the machine as it is, +1,000 processes and
              +5,000 threads; the table prints CPU per interval per process (bench/peers.py).
              Goal: <= 1.0x top.  The peers are Debian packages installed here when missing.
-             Beside them, the ceiling: "kernel floor (C)" is bench/query_floor.c's CPU for one
-             look's TASKSTATS GETs (every thread the cgroup walk lists, nothing else), so the
-             table shows where the kernel's per-GET cost alone exceeds top's /proc reading.
+             Beside them, two floors: "interval floor (C, 1 s gap)" is bench/interval_floor.c,
+             all one interval reads, each repeat after the agents' own 1 s sleep (caches as
+             cold as theirs): the most any 1 s agent that reads all of it can reach.  "kernel
+             floor (C)" is bench/query_floor.c's CPU for one look's TASKSTATS GETs alone (every
+             thread the cgroup walk lists), back to back with hot caches: the GETs' share.
 
 Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat 7]
                                         [--rounds 3] [--only per_exit --only peers ...]
@@ -41,7 +43,9 @@ Run:  python3 bench/bench_accounting.py [--threads 10000] [--soak 120] [--repeat
       --goals runs psutil, psutil_more, per_exit and peers and prints one line per cost goal of
       issue 18 with its figure from this run (psutil's lines also give psutil over the cold C
       floor of an interval, the ceiling, saying so where the goal is beyond it, and over the
-      GETs alone with hot caches).
+      GETs alone with hot caches; top's give that floor over top, ours over that floor, and
+      the GETs alone over top; per exit's the rounds' range).  --goals adds its parts to
+      --only's: for the peers' lines alone run --only peers (goal lines print for what ran).
       python3 -m pytest bench/bench_accounting.py --benchmark-enable -s   (same, via pytest)
 Needs root.
 """
@@ -249,6 +253,10 @@ PEER_LOADS = {"as is": ("none", 0), "+1,000 processes": ("processes", 1000),
 
 
 FLOOR_AGENT = "kernel floor (C)"
+#: The peers' row of bench/interval_floor.c: all one interval reads, after the peers' own 1 s.
+INTERVAL_FLOOR_AGENT = "interval floor (C, 1 s gap)"
+#: interval_floor's repeats per load: each sleeps the 1 s gap, so this is its seconds too.
+PEERS_FLOOR_REPEATS = 5
 
 
 def build_floor(tmp: str, name: str = "query_floor") -> str:
@@ -275,21 +283,26 @@ def floor_ms_per_look(exe: str, root: str, repeats: int = 7) -> float:
 
 def bench_peers(rounds: int, compare_tree: Optional[str] = None) -> Dict:
     """Each agent's CPU per 1 s interval (its own cgroup's cpu.stat) at each load, agents
-    interleaved, medians of ``rounds``; see bench/peers.py.  The kernel floor is measured at
-    each load too, ``rounds`` times after the agents (median)."""
+    interleaved, medians of ``rounds``; see bench/peers.py.  After the agents, at each load, two
+    floors: the GETs of one look back to back with hot caches (query_floor.c, median of
+    ``rounds``), and all one interval reads after the agents' own 1 s sleep, so with the caches
+    as cold as theirs (interval_floor.c, median of PEERS_FLOOR_REPEATS; the pressure files our
+    looks read)."""
     root = cgroupfs.find_cgroup2()
     if not root:
         return dict(skipped="no cgroup v2 mounted: the agents' CPU comes from their cgroups")
     missing = peers.ensure_packages()
     out: Dict = dict(missing=missing, loads={})
     with tempfile.TemporaryDirectory() as tmp:
-        floor = build_floor(tmp)
+        floor, interval_floor = build_floor(tmp), build_floor(tmp, "interval_floor")
         for label, kind in PEER_LOADS.items():
             stop = _load(kind)
             try:
                 tasks = peers.count_tasks()
                 ms = peers.measure(root, rounds, compare_tree=compare_tree)
                 ms[FLOOR_AGENT] = statistics.median(floor_ms_per_look(floor, root) for _ in range(rounds))
+                ms[INTERVAL_FLOOR_AGENT] = interval_floor_ms(
+                    interval_floor, root, PEERS_FLOOR_REPEATS, 1000, cgroupfs.look(root).resources)
                 tasks_after = peers.count_tasks()
             finally:
                 stop()
@@ -305,10 +318,10 @@ def peer_table(result: Dict) -> str:
     if not loads:
         return result.get("skipped", "no peer figures")
     names = list(next(iter(loads.values()))["ms_per_interval"])
-    head = f"{'agent':<18}" + "".join(
+    head = f"{'agent':<28}" + "".join(
         f"{label + ' (' + str(v['processes']) + ' pr, ' + str(v['threads']) + ' thr)':>44}"
         for label, v in loads.items())
-    lines = [head, f"{'':<18}" + f"{'ms/interval  us/process  vs top':>44}" * len(loads)]
+    lines = [head, f"{'':<28}" + f"{'ms/interval  us/process  vs top':>44}" * len(loads)]
     for name in names:
         cells = []
         for v in loads.values():
@@ -316,7 +329,7 @@ def peer_table(result: Dict) -> str:
             top = v["ms_per_interval"].get("top -b -d 1")
             cells.append(f"{ms:>19.2f}{ms * 1e3 / v['processes']:>12.1f}"
                          f"{ms / top if top else float('nan'):>12.2f}x")
-        lines.append(f"{name:<18}" + "".join(cells))
+        lines.append(f"{name:<28}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -443,11 +456,17 @@ def goal_lines(out: Dict) -> List[str]:
                          f"{max(spread):.2f}), {r['lost']} lost (goal <= 5 us, 0 lost)")
     for label, v in out.get("peers", {}).get("loads", {}).items():
         ms = v["ms_per_interval"]
-        top, ours, floor = ms.get("top -b -d 1"), ms.get("taskstats_fast"), ms.get(FLOOR_AGENT)
-        if top and ours:
-            lines.append(f"vs top {label} ({v['processes']} processes): {ours / top:.2f}x top "
-                         f"(goal <= 1.0x); kernel floor {floor / top:.2f}x top, ours "
-                         f"{ours / floor:.2f}x the floor" if floor else f"vs top {label}: {ours / top:.2f}x")
+        top, ours = ms.get("top -b -d 1"), ms.get("taskstats_fast")
+        if not (top and ours):
+            continue
+        line = f"vs top {label} ({v['processes']} processes): {ours / top:.2f}x top (goal <= 1.0x)"
+        cold = ms.get(INTERVAL_FLOOR_AGENT)
+        if cold:
+            line += (f"; the cold C floor of an interval: {cold / top:.2f}x top, ours "
+                     f"{ours / cold:.1f}x that floor")
+        if ms.get(FLOOR_AGENT):
+            line += f"; GETs alone, hot: {ms[FLOOR_AGENT] / top:.2f}x top"
+        lines.append(line)
     return lines
 
 
