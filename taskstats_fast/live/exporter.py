@@ -132,6 +132,26 @@ def command_label(comm: bytes) -> str:
     return comm.rstrip(b"\0").decode("utf-8", "backslashreplace")
 
 
+#: Where ``row_block``'s counts begin: after the SUMMED_FIELDS.
+_COUNTS_AT = len(_interval.SUMMED_FIELDS)
+
+
+def row_block(tasks: np.ndarray) -> np.ndarray:
+    """Each row's SUMMED_FIELDS and then its counts (exited, alive, a live leader, that leader's
+    peak RSS in bytes, 1 for the row itself) as one (rows, fields + 5) uint64 block: every
+    grouping of a write sums the same block in its own order."""
+    block = np.empty((len(tasks), _COUNTS_AT + 5), dtype=np.uint64)
+    block[:, :_COUNTS_AT] = _interval.summed_block(tasks)
+    alive = (tasks["state"] & _interval.EXITED) == 0
+    leader = alive & (tasks["ac_pid"] == tasks["ac_tgid"])
+    block[:, _COUNTS_AT] = ~alive
+    block[:, _COUNTS_AT + 1] = alive
+    block[:, _COUNTS_AT + 2] = leader
+    block[:, _COUNTS_AT + 3] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
+    block[:, _COUNTS_AT + 4] = 1
+    return block
+
+
 class Grouping(NamedTuple):
     """A grouping of processes by a rule set (``grouping.GroupConfig`` makes one):
     ``names(rows, cgroup_paths)`` gives each process row's group name (rows carry ``ac_tgid``,
@@ -173,12 +193,12 @@ class _Grouped:
             return np.lexsort(((tasks["ac_pid"] != tasks["ac_tgid"]), tasks["ac_tgid"]))
         return np.argsort(tasks[self.key_field], kind="stable")
 
-    def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int) -> None:
-        """Add one interval's rows: one sort by the key, every summed field taken in that order
-        in one row gather and summed per group with one ``np.add.reduceat``, the columns it
-        shows picked from the group sums (a 2-D gather over every row was the dearest step of a
-        write); the per-row counts (exits, then the gauges: threads alive, live processes,
-        their peak RSS, then the row count) are one small block summed the same way."""
+    def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int,
+            per_row: Optional[np.ndarray] = None) -> None:
+        """Add one interval's rows: one sort by the key, then ``per_row`` (``row_block(tasks)``,
+        made once for every grouping of a write) taken in that order with one row gather and
+        summed per group with one ``np.add.reduceat``; the columns it shows are picked from the
+        group sums (a 2-D gather over every row was the dearest step of a write)."""
         self.gauges.clear()
         if not len(tasks):
             return
@@ -187,16 +207,10 @@ class _Grouped:
         change = np.ones(len(keys), dtype=bool)
         np.not_equal(keys[1:], keys[:-1], out=change[1:])
         starts = np.flatnonzero(change)
-        summed = np.add.reduceat(np.take(_interval.summed_block(tasks), order, axis=0), starts, axis=0)
-        alive = (tasks["state"][order] & _interval.EXITED) == 0
-        leader = alive & (tasks["ac_pid"][order] == tasks["ac_tgid"][order])
-        counts = np.empty((len(order), 5), dtype=np.uint64)
-        counts[:, 0] = ~alive
-        counts[:, 1] = alive
-        counts[:, 2] = leader
-        counts[:, 3] = np.where(leader, tasks["hiwater_rss"][order], 0) * np.uint64(1024)
-        counts[:, 4] = 1
-        counted = np.add.reduceat(counts, starts, axis=0)
+        if per_row is None:
+            per_row = row_block(tasks)
+        summed = np.add.reduceat(np.take(per_row, order, axis=0), starts, axis=0)
+        counted = summed[:, _COUNTS_AT:]
         sums = np.empty((len(starts), len(self.counters.columns)), dtype=np.uint64)
         sums[:, self._shown] = summed[:, self._wanted]
         sums[:, self._exits_at] = counted[:, 0]
@@ -294,8 +308,9 @@ class PrometheusExporter:
         psi = interval.psi
         with self._lock:
             self._forget(interval, now)      # first, so the slots it frees serve this interval's new groups
+            per_row = row_block(interval.tasks) if len(interval.tasks) else None
             for grouped in self._groupings:
-                grouped.add(interval.tasks, interval.cgroups, now)
+                grouped.add(interval.tasks, interval.cgroups, now, per_row)
             cgroups = self._groupings[0].series
             pressure = np.empty((len(psi.cgroups) + 1, len(self._pressure.members)), dtype=np.uint64)
             for i, m in enumerate(self._pressure.members):
