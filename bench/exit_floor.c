@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "recvmmsg_slots.h"
+
 #define MAX_SOCKS 256
 #define BATCH 64
 #define SLOT 8192
@@ -96,13 +98,7 @@ static uint64_t drain(int fd, uint64_t *overruns)
     struct iovec iov[BATCH];
     uint64_t got = 0;
     for (;;) {
-        for (int i = 0; i < BATCH; i++) {
-            iov[i].iov_base = arena[i];
-            iov[i].iov_len = SLOT;
-            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-        }
+        point_slots(msgs, iov, BATCH, arena[0], SLOT);
         int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
         if (n < 0) {
             if (errno == ENOBUFS) {

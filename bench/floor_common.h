@@ -26,6 +26,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "recvmmsg_slots.h"
+
 #define REQ_SIZE 28
 #define BATCH 64
 #define SLOT 8192
@@ -68,13 +70,7 @@ static int get_round(int fd, uint16_t family, uint32_t first, const uint32_t *pi
         }
         size_t answered = 0;
         while (answered < k) {
-            for (int i = 0; i < BATCH; i++) {
-                iov[i].iov_base = arena + (size_t)i * SLOT;
-                iov[i].iov_len = SLOT;
-                memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-                msgs[i].msg_hdr.msg_iov = &iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-            }
+            point_slots(msgs, iov, BATCH, arena, SLOT);
             int got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
             if (got < 0) {
                 if (errno == EAGAIN || errno == EINTR) {
