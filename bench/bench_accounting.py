@@ -270,14 +270,22 @@ def build_floor(tmp: str, name: str = "query_floor") -> str:
     return exe
 
 
+def run_floor(exe: str, *args: object) -> Dict[str, str]:
+    """Run a C floor (its first argument the TASKSTATS family id, then ``args``) and return
+    the key=value pairs of the one line it prints."""
+    with tsf.Connection(warn_delayacct=False) as conn:
+        family = conn.family.id
+    line = subprocess.run([exe, str(family), *map(str, args)], capture_output=True, text=True,
+                          check=True).stdout
+    return dict(kv.split("=", 1) for kv in line.split())
+
+
 def floor_ms_per_look(exe: str, root: str, repeats: int = 7) -> float:
     """CPU (ms) bench/query_floor.c spends on one look's GETs: every thread the walk lists."""
     tids = cgroupfs.look(root, pressure=False).tids
-    with tempfile.NamedTemporaryFile(suffix=".pids") as f, tsf.Connection(warn_delayacct=False) as conn:
+    with tempfile.NamedTemporaryFile(suffix=".pids") as f:
         tids.astype("uint32").tofile(f.name)
-        line = subprocess.run([exe, str(conn.family.id), "1024", str(repeats), f.name],
-                              capture_output=True, text=True, check=True).stdout
-    fields = dict(kv.split("=", 1) for kv in line.split())
+        fields = run_floor(exe, 1024, repeats, f.name)
     return float(fields["median_cpu_ns_per_lookup"]) * len(tids) / 1e6
 
 
@@ -407,12 +415,7 @@ def interval_floor_ms(exe: str, root: str, repeats: int, sleep_ms: int, resource
     ``resources``' pressure files, every cgroup's listing, cgroup.threads and cpu.stat, every
     listed thread's GET), each repeat after ``sleep_ms`` of sleep: the caches as cold as an
     interval finds them.  Median of ``repeats``."""
-    with tsf.Connection(warn_delayacct=False) as conn:
-        family = conn.family.id
-    line = subprocess.run([exe, str(family), root, str(repeats), str(sleep_ms),
-                           ",".join(resources) or "-"],
-                          capture_output=True, text=True, check=True).stdout
-    fields = dict(kv.split("=", 1) for kv in line.split())
+    fields = run_floor(exe, root, repeats, sleep_ms, ",".join(resources) or "-")
     return float(fields["median_cpu_ns"]) / 1e6
 
 
