@@ -132,23 +132,26 @@ def command_label(comm: bytes) -> str:
     return comm.rstrip(b"\0").decode("utf-8", "backslashreplace")
 
 
-#: Where ``row_block``'s counts begin: after the SUMMED_FIELDS.
+#: Where ``row_block``'s counts begin: after the SUMMED_FIELDS.  The counts are the row's
+#: exit, then one per _GAUGE_COLUMNS (a live thread, a live leader, that leader's peak RSS in
+#: bytes), then 1 for the row itself.
 _COUNTS_AT = len(_interval.SUMMED_FIELDS)
+_GAUGES_AT = _COUNTS_AT + 1
+_ROW_AT = _GAUGES_AT + len(_GAUGE_COLUMNS)
 
 
 def row_block(tasks: np.ndarray) -> np.ndarray:
-    """Each row's SUMMED_FIELDS and then its counts (exited, alive, a live leader, that leader's
-    peak RSS in bytes, 1 for the row itself) as one (rows, fields + 5) uint64 block: every
-    grouping of a write sums the same block in its own order."""
-    block = np.empty((len(tasks), _COUNTS_AT + 5), dtype=np.uint64)
+    """Each row's SUMMED_FIELDS and then its counts (see _COUNTS_AT) as one uint64 block:
+    every grouping of a write sums the same block in its own order."""
+    block = np.empty((len(tasks), _ROW_AT + 1), dtype=np.uint64)
     block[:, :_COUNTS_AT] = _interval.summed_block(tasks)
     alive = (tasks["state"] & _interval.EXITED) == 0
     leader = alive & (tasks["ac_pid"] == tasks["ac_tgid"])
     block[:, _COUNTS_AT] = ~alive
-    block[:, _COUNTS_AT + 1] = alive
-    block[:, _COUNTS_AT + 2] = leader
-    block[:, _COUNTS_AT + 3] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
-    block[:, _COUNTS_AT + 4] = 1
+    block[:, _GAUGES_AT] = alive
+    block[:, _GAUGES_AT + 1] = leader
+    block[:, _GAUGES_AT + 2] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
+    block[:, _ROW_AT] = 1
     return block
 
 
@@ -194,7 +197,7 @@ class _Grouped:
         return np.argsort(tasks[self.key_field], kind="stable")
 
     def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int,
-            per_row: Optional[np.ndarray] = None) -> None:
+            per_row: np.ndarray) -> None:
         """Add one interval's rows: one sort by the key, then ``per_row`` (``row_block(tasks)``,
         made once for every grouping of a write) taken in that order with one row gather and
         summed per group with one ``np.add.reduceat``; the columns it shows are picked from the
@@ -207,17 +210,14 @@ class _Grouped:
         change = np.ones(len(keys), dtype=bool)
         np.not_equal(keys[1:], keys[:-1], out=change[1:])
         starts = np.flatnonzero(change)
-        if per_row is None:
-            per_row = row_block(tasks)
         summed = np.add.reduceat(np.take(per_row, order, axis=0), starts, axis=0)
-        counted = summed[:, _COUNTS_AT:]
         sums = np.empty((len(starts), len(self.counters.columns)), dtype=np.uint64)
         sums[:, self._shown] = summed[:, self._wanted]
-        sums[:, self._exits_at] = counted[:, 0]
+        sums[:, self._exits_at] = summed[:, _COUNTS_AT]
         rows = self._rows(self.names(tasks[order[starts]], paths), now_ns)
         self._add(self.counters, rows, sums)
-        self._add(self.gauges, rows, counted[:, 1:4])
-        self.folded_tasks += int(counted[rows == 0, 4].sum())
+        self._add(self.gauges, rows, summed[:, _GAUGES_AT:_ROW_AT])
+        self.folded_tasks += int(summed[rows == 0, _ROW_AT].sum())
 
     def _add(self, store: Store, rows: np.ndarray, values: np.ndarray) -> None:
         own = rows >= 0
@@ -308,7 +308,7 @@ class PrometheusExporter:
         psi = interval.psi
         with self._lock:
             self._forget(interval, now)      # first, so the slots it frees serve this interval's new groups
-            per_row = row_block(interval.tasks) if len(interval.tasks) else None
+            per_row = row_block(interval.tasks)
             for grouped in self._groupings:
                 grouped.add(interval.tasks, interval.cgroups, now, per_row)
             cgroups = self._groupings[0].series
