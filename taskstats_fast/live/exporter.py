@@ -132,27 +132,53 @@ def command_label(comm: bytes) -> str:
     return comm.rstrip(b"\0").decode("utf-8", "backslashreplace")
 
 
-#: Where ``row_block``'s counts begin: after the SUMMED_FIELDS.  The counts are the row's
-#: exit, then one per _GAUGE_COLUMNS (a live thread, a live leader, that leader's peak RSS in
-#: bytes), then 1 for the row itself.
-_COUNTS_AT = len(_interval.SUMMED_FIELDS)
-_GAUGES_AT = _COUNTS_AT + 1
-_ROW_AT = _GAUGES_AT + len(_GAUGE_COLUMNS)
+def _strided_runs(indices: Sequence[int]) -> List[Tuple[slice, slice]]:
+    """``indices`` as (into, taken) slice pairs, each a run of equal steps: copying a handful of
+    strided slices beats one fancy gather of the columns (which buffers its way through)."""
+    runs: List[Tuple[slice, slice]] = []
+    i = 0
+    while i < len(indices):
+        j = i + 1
+        step = indices[j] - indices[i] if j < len(indices) else 1
+        while j < len(indices) and indices[j] - indices[j - 1] == step and step > 0:
+            j += 1
+        runs.append((slice(i, j), slice(indices[i], indices[j - 1] + 1, step)))
+        i = j
+    return runs
 
 
-def row_block(tasks: np.ndarray) -> np.ndarray:
-    """Each row's SUMMED_FIELDS and then its counts (see _COUNTS_AT) as one uint64 block:
-    every grouping of a write sums the same block in its own order."""
-    block = np.empty((len(tasks), _ROW_AT + 1), dtype=np.uint64)
-    block[:, :_COUNTS_AT] = _interval.summed_block(tasks)
-    alive = (tasks["state"] & _interval.EXITED) == 0
-    leader = alive & (tasks["ac_pid"] == tasks["ac_tgid"])
-    block[:, _COUNTS_AT] = ~alive
-    block[:, _GAUGES_AT] = alive
-    block[:, _GAUGES_AT + 1] = leader
-    block[:, _GAUGES_AT + 2] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
-    block[:, _ROW_AT] = 1
-    return block
+class RowBlock:
+    """How a write lays out each row once for every grouping to sum in its own order: the
+    counter columns first, in the counters' order (the SUMMED_FIELDS they show, then ``exited``,
+    which is last), then one count per _GAUGE_COLUMNS (a live thread, a live leader, that leader's
+    peak RSS in bytes), then 1 for the row itself.  Only the shown fields are taken: every
+    grouping gathers and sums the block row by row, so a column nobody shows costs each of them."""
+
+    def __init__(self, counter_columns: Sequence[str]):
+        if counter_columns[-1] != _EXITS:
+            raise ValueError(f"the exporter's counter columns end with {_EXITS!r}")
+        self.columns = tuple(counter_columns)
+        self._runs = _strided_runs([_SUMMED_INDEX[c] for c in counter_columns[:-1]])
+        width = len(counter_columns)
+        self.counters = slice(0, width)
+        self.gauges = slice(width, width + len(_GAUGE_COLUMNS))
+        self.row = width + len(_GAUGE_COLUMNS)
+
+    def of(self, tasks: np.ndarray) -> np.ndarray:
+        """``tasks`` (TASK_DTYPE rows) as one uint64 block in this layout."""
+        exits = self.counters.stop - 1
+        block = np.empty((len(tasks), self.row + 1), dtype=np.uint64)
+        summed = _interval.summed_block(tasks)
+        for into, taken in self._runs:
+            block[:, into] = summed[:, taken]
+        alive = (tasks["state"] & _interval.EXITED) == 0
+        leader = alive & (tasks["ac_pid"] == tasks["ac_tgid"])
+        block[:, exits] = ~alive
+        block[:, self.gauges.start] = alive
+        block[:, self.gauges.start + 1] = leader
+        block[:, self.gauges.start + 2] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
+        block[:, self.row] = 1
+        return block
 
 
 class Grouping(NamedTuple):
@@ -167,21 +193,17 @@ class Grouping(NamedTuple):
 class _Grouped:
     """One grouping's series with its counters and gauges, and how rows are named."""
 
-    def __init__(self, series: SeriesTable, key: str, key_field: str, columns: Sequence[str],
+    def __init__(self, series: SeriesTable, key: str, key_field: str, layout: RowBlock,
                  names: Callable[[np.ndarray, Mapping[int, str]], List[Any]], total: Optional[str] = None):
         self.series = series
         self.key = key                  # "process": its leader names the group
         self.key_field = key_field      # the row field that key groups by
-        self.counters = series.store(columns)
+        self.counters = series.store(layout.columns)
         self.gauges = series.store(_GAUGE_COLUMNS)
         self.names = names
         self.total = total              # a pinned series that every row is also added to
         self.folded_tasks = 0
-        at = {c: i for i, c in enumerate(self.counters.columns)}
-        summed = [c for c in self.counters.columns if c != _EXITS]
-        self._shown = np.array([at[c] for c in summed], dtype=np.intp)        # where each goes
-        self._wanted = np.array([_SUMMED_INDEX[c] for c in summed], dtype=np.intp)
-        self._exits_at = at[_EXITS]
+        self._layout = layout
 
     def _rows(self, names: List[Any], now_ns: int) -> np.ndarray:
         """Each name's series row; -1 for a row counted in no series of its own (no group, or
@@ -198,10 +220,9 @@ class _Grouped:
 
     def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int,
             per_row: np.ndarray) -> None:
-        """Add one interval's rows: one sort by the key, then ``per_row`` (``row_block(tasks)``,
-        made once for every grouping of a write) taken in that order with one row gather and
-        summed per group with one ``np.add.reduceat``; the columns it shows are picked from the
-        group sums (a 2-D gather over every row was the dearest step of a write)."""
+        """Add one interval's rows: one sort by the key, then ``per_row`` (the write's
+        ``RowBlock``, made once for every grouping) taken in that order with one row gather and
+        summed per group with one ``np.add.reduceat``."""
         self.gauges.clear()
         if not len(tasks):
             return
@@ -211,13 +232,10 @@ class _Grouped:
         np.not_equal(keys[1:], keys[:-1], out=change[1:])
         starts = np.flatnonzero(change)
         summed = np.add.reduceat(np.take(per_row, order, axis=0), starts, axis=0)
-        sums = np.empty((len(starts), len(self.counters.columns)), dtype=np.uint64)
-        sums[:, self._shown] = summed[:, self._wanted]
-        sums[:, self._exits_at] = summed[:, _COUNTS_AT]
         rows = self._rows(self.names(tasks[order[starts]], paths), now_ns)
-        self._add(self.counters, rows, sums)
-        self._add(self.gauges, rows, summed[:, _GAUGES_AT:_ROW_AT])
-        self.folded_tasks += int(summed[rows == 0, _ROW_AT].sum())
+        self._add(self.counters, rows, summed[:, self._layout.counters])
+        self._add(self.gauges, rows, summed[:, self._layout.gauges])
+        self.folded_tasks += int(summed[rows == 0, self._layout.row].sum())
 
     def _add(self, store: Store, rows: np.ndarray, values: np.ndarray) -> None:
         own = rows >= 0
@@ -274,15 +292,15 @@ class PrometheusExporter:
         self._counter_families = _counter_families()
         self._gauge_families = _gauge_families()
         self._pressure = _pressure_family()
-        columns = tuple(dict.fromkeys(m.column for f in self._counter_families for m in f.members))
+        self._row_block = RowBlock(tuple(dict.fromkeys(m.column for f in self._counter_families for m in f.members)))
         cgroups = SeriesTable("cgroup", max_cgroups, pinned=(ROOT_CGROUP,), labeller=cgroup_labels)
         self._groupings = [
-            _Grouped(cgroups, "cgroup", "cgroup_id", columns, _cgroup_names, total=ROOT_CGROUP),
-            _Grouped(SeriesTable("command", max_commands), "command", "ac_comm", columns, _command_names),
+            _Grouped(cgroups, "cgroup", "cgroup_id", self._row_block, _cgroup_names, total=ROOT_CGROUP),
+            _Grouped(SeriesTable("command", max_commands), "command", "ac_comm", self._row_block, _command_names),
         ]
         if grouping is not None:
             self._groupings.append(_Grouped(SeriesTable(grouping.label, max_groups, family=grouping.family),
-                                            "process", "ac_tgid", columns, grouping.names))
+                                            "process", "ac_tgid", self._row_block, grouping.names))
         self._cgroup_pressure = cgroups.store([m.column for m in self._pressure.members])
         self._resources: set = set()     # PSI resources the kernel reported (irq may be missing)
         self._listener_counters = listener_counters
@@ -308,7 +326,7 @@ class PrometheusExporter:
         psi = interval.psi
         with self._lock:
             self._forget(interval, now)      # first, so the slots it frees serve this interval's new groups
-            per_row = row_block(interval.tasks)
+            per_row = self._row_block.of(interval.tasks)
             for grouped in self._groupings:
                 grouped.add(interval.tasks, interval.cgroups, now, per_row)
             cgroups = self._groupings[0].series
