@@ -3,8 +3,10 @@ fake listener whose fd is a pipe, fed by the test.
 
 What must hold: an idle interval wakes the reader at most 5 times (counted by the reader and by
 the kernel's voluntary context switches of its thread); a steady trickle wakes it a bounded
-number of times however many exits come; the sleep follows the rate seen; a cut returns
-everything the sockets held at the call, once.
+number of times however many exits come, and is left in the sockets for the cut; the sleep
+follows the rate seen; sockets an eighth full are emptied by the thread, and every wake-up
+empties a listener that cannot say how full it is; a cut returns everything the sockets held
+at the call, once.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from taskstats_fast.accounting.exit_reader import ExitReader
 
 
 class FakeListener:
-    """``fileno`` readable while records wait; ``read(timeout=0)`` returns them all."""
+    """``fileno`` readable while records wait; ``read(timeout=0)`` returns them all;
+    ``fullest()`` is the share of ``room`` records waiting (None: ``room`` None, it cannot tell)."""
 
     batch_size = 4096
 
-    def __init__(self):
+    def __init__(self, room=65536):
+        self.room = room
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()
         self._pending = []
@@ -43,6 +47,12 @@ class FakeListener:
         with self._lock:
             self._pending.append(rows)
             os.write(self._w, b"x")
+
+    def fullest(self):
+        if self.room is None:
+            return None
+        with self._lock:
+            return sum(len(p) for p in self._pending) / self.room
 
     def read(self, timeout=None):
         assert timeout == 0, "the reader never waits inside read"
@@ -95,14 +105,16 @@ def test_a_trickle_wakes_the_reader_a_bounded_number_of_times_and_loses_nothing(
     reader = ExitReader(fake, room=65536)
     try:
         reader.cut()
-        woken = reader.wakeups
+        woken, reads = reader.wakeups, fake.reads
         for _ in range(100):                    # 400 exits/s for 1 s, in 100 arrivals
             fake.add(4)
             time.sleep(0.01)
+        assert reader.records == 0               # far below DRAIN_AT: left for the cut
         got = np.concatenate(reader.cut())
         assert sorted(got["ac_pid"].tolist()) == list(range(1, 401))
         # readiness after the quiet start, the first gather, then at most one per MAX_SLEEP
         assert reader.wakeups - woken <= 2 + 1 / exit_reader.MAX_SLEEP + 3
+        assert fake.reads - reads == 1           # the cut's, in this thread
         assert reader.cut() == []
     finally:
         reader.stop()
@@ -111,21 +123,55 @@ def test_a_trickle_wakes_the_reader_a_bounded_number_of_times_and_loses_nothing(
 def test_the_sleep_is_the_time_to_a_quarter_full_at_the_rate_seen(fake):
     reader = ExitReader(fake, room=40_000)
     try:
-        quarter = exit_reader.FILL_TARGET * 40_000
-        assert reader._next_sleep(quarter / 0.1) == pytest.approx(0.1)
-        assert reader._next_sleep(quarter / 10) == exit_reader.MAX_SLEEP     # slow: capped
-        assert reader._next_sleep(0) == exit_reader.MAX_SLEEP
-        assert reader._next_sleep(1e12) > 0
+        quarter = exit_reader.FILL_TARGET
+        assert reader._next_sleep(0.0, quarter / 0.1) == pytest.approx(0.1)
+        assert reader._next_sleep(0.1, quarter / 0.1) == pytest.approx(0.1 * 0.15 / 0.25)
+        assert reader._next_sleep(0.0, quarter / 10) == exit_reader.MAX_SLEEP     # slow: capped
+        assert reader._next_sleep(0.0, 0) == exit_reader.MAX_SLEEP
+        assert reader._next_sleep(0.0, -1.0) == exit_reader.MAX_SLEEP        # a cut emptied them
+        assert reader._next_sleep(0.0, 1e12) > 0
+        assert reader._next_sleep(0.3, 1.0) > 0                              # past the target
     finally:
         reader.stop()
 
 
+def test_a_socket_an_eighth_full_is_emptied_by_the_reader_thread(fake):
+    reader = ExitReader(fake, room=65536)
+    try:
+        reader.cut()
+        fake.add(int(exit_reader.DRAIN_AT * fake.room) + 1)
+        deadline = time.monotonic() + 5
+        while reader.records == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.records == int(exit_reader.DRAIN_AT * fake.room) + 1
+        assert fake.fullest() == 0
+        assert sum(len(b) for b in reader.cut()) == reader.records
+    finally:
+        reader.stop()
+
+
+def test_a_listener_that_cannot_tell_its_fill_is_emptied_at_every_wake_up():
+    listener = FakeListener(room=None)
+    reader = ExitReader(listener, room=65536)
+    try:
+        reader.cut()
+        listener.add(3)
+        deadline = time.monotonic() + 5
+        while reader.records == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reader.records == 3
+        assert sum(len(b) for b in reader.cut()) == 3
+    finally:
+        reader.stop()
+        listener.close()
+
+
 def test_a_storm_is_read_before_the_sockets_are_a_quarter_full():
     """With a fake clock and wait: at a steady rate the reader reads every quarter room."""
-    listener = FakeListener()
     now = [0.0]
     rate = 10_000.0                  # exits/s
     room = 4_000
+    listener = FakeListener(room=room)
     sleeps = []
     gate = threading.Semaphore(0)
 

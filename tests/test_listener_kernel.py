@@ -480,6 +480,34 @@ def test_receive_buffer_is_sized_for_the_default_burst():
             assert granted >= listener_mod.DEFAULT_EVENTS_PER_CPU * listener_mod.EVENT_TRUESIZE
 
 
+def test_fullest_is_the_share_of_the_fullest_buffer_the_waiting_exits_take():
+    """``fullest()`` (what the accounting reader wakes to check) against the kernel's own
+    figure, /proc/net/netlink's Rmem of the same sockets, and against what a read then finds."""
+    cpu = CPUS[0]
+    with tsf.ExitListener(cpus=[cpu], rcvbuf=1 << 20) as listener:
+        listener.read(timeout=0)
+        before = listener.fullest()
+        with pinned(cpu):
+            pids = {spawn(0, "tsffull") for _ in range(20)}
+        reap(pids)
+        time.sleep(0.05)
+        fullest = listener.fullest()
+        inode = os.fstat(listener._shards[0].sock.fileno()).st_ino
+        with open("/proc/net/netlink") as f:
+            rows = [line.split() for line in f][1:]
+        rmem = [int(r[4]) for r in rows if int(r[-1]) == inode]
+        granted = listener._shards[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert rmem and fullest == pytest.approx(rmem[0] / granted, rel=0.2)
+        # nothing was read meanwhile: at least our 20 messages of at least 600 bytes each more
+        # (strangers' exits on this CPU only add), and never past the drop point
+        assert before + 20 * 600 / granted <= fullest < 1
+        records = collect(listener, has_pids(pids))
+        assert set(records["ac_pid"].tolist()) >= pids
+        listener.read(timeout=0)
+        assert listener.fullest() == 0 or listener.fullest() < fullest
+    assert listener.fullest() is None           # closed: nothing to ask
+
+
 def test_capped_receive_buffer_warns_with_its_capacity(monkeypatch):
     monkeypatch.setattr(listener_mod.netlink, "set_rcvbuf", lambda sock, n, warn=True: 1_300_000)
     with pytest.warns(RuntimeWarning, match="room for about 1000 exit messages"):

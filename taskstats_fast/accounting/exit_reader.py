@@ -1,21 +1,27 @@
-"""The accounting exit reader: a thread that empties the exit listener's sockets when work is
-due, and hands everything received up to a cut to the interval being closed.
+"""The accounting exit reader: a thread that keeps the exit listener's sockets from filling, and
+hands everything received up to a cut to the interval being closed.
 
 Owns the wake-up schedule.  The reader does not wait inside ``read`` on a timer: it sleeps on a
 pipe of its own (``stop`` writes to it) and wakes for one of two reasons:
 
 * exits arrive after a quiet spell: the listener's fd turns readable with the first one; the
-  reader then lets the burst gather for ``FIRST_GATHER`` seconds and empties the sockets;
-* while exits keep coming: when the fullest socket may be a quarter full at the rate seen in the
-  last stretch (``FILL_TARGET`` of the smallest socket's room), never later than ``MAX_SLEEP``.
+  reader lets the burst gather for ``FIRST_GATHER`` seconds to see its rate;
+* while exits keep coming: when the fullest socket may be a quarter full (``FILL_TARGET`` of its
+  receive buffer) at the rate it filled in the last stretch, never later than ``MAX_SLEEP``.
 
-An interval's end (``cut``) wakes nobody: the caller's thread empties the sockets itself, after
-any read the reader thread has begun (one lock covers a read and the hand-over of its batch), so
-everything received before the call is in the cut, once.  A stretch that brought nothing sends
-the reader back to waiting on readiness, so an idle interval costs no wake-up at all, and a
-steady trickle a handful per interval, however many exits it brings.  ``MAX_SLEEP`` bounds how
+A wake-up reads nothing unless there is work: it asks the kernel how full each socket is (one
+getsockopt each, ``ExitListener.fullest``) and empties them only when one holds ``DRAIN_AT`` of
+its room.  Below that the exits wait in the sockets for the interval's end (``cut``), which the
+caller's thread empties itself, after any read the reader thread has begun (one lock covers a
+read and the hand-over of its batch), so everything received before the call is in the cut,
+once.  A steady trickle so costs a handful of getsockopt wake-ups per interval and one drain at
+its end, and a storm a drain per quarter of the room.  Sockets found empty send the reader back
+to waiting on readiness, so an idle interval costs no wake-up at all.  ``MAX_SLEEP`` bounds how
 far a storm that starts during a long sleep can fill a socket: Accounting's sockets hold
 ``4 * DEFAULT_EVENTS_PER_CPU`` messages, and one CPU cannot produce them that fast.
+
+A listener that cannot tell how full its sockets are (``fullest()`` None) is emptied at every
+wake-up instead, and its rate is taken from the records read against ``room``.
 
 ``clock`` and ``wait`` are seams for tests: ``wait(fds, timeout)`` returns whether any of ``fds``
 became readable (``timeout`` None: no limit); a wait that returns False drains nothing from the
@@ -32,10 +38,14 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["ExitReader", "FILL_TARGET", "MAX_SLEEP", "FIRST_GATHER"]
+__all__ = ["ExitReader", "FILL_TARGET", "DRAIN_AT", "MAX_SLEEP", "FIRST_GATHER"]
 
-#: Read when the fullest socket may hold this fraction of its room, at the rate seen.
+#: Wake when the fullest socket may hold this share of its receive buffer, at the rate seen.
 FILL_TARGET = 0.25
+#: Empty the sockets at a wake-up when the fullest holds this share: half the target, so a
+#: storm that starts right after a wake-up that left the sockets unread still finds them mostly
+#: free.
+DRAIN_AT = FILL_TARGET / 2
 #: Longest sleep while exits keep coming (s): a storm starting meanwhile fills at most this much.
 MAX_SLEEP = 0.25
 #: How long the first exits after a quiet spell gather before they are read (s).
@@ -71,7 +81,8 @@ class ExitReader:
     unread: at full fork rate their buffers fill within a look).  ``cut()`` returns everything
     received up to the call, leaving nothing behind that was in the sockets then.
 
-    ``room``: exit messages the smallest socket's receive buffer holds."""
+    ``room``: exit messages the smallest socket's receive buffer holds (the rate's measure for a
+    listener whose ``fullest()`` is None)."""
 
     def __init__(self, listener, room: int, *, clock: Callable[[], float] = time.monotonic,
                  wait: Optional[Callable[[Sequence[int], Optional[float]], bool]] = None):
@@ -90,6 +101,8 @@ class ExitReader:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._listener_fd = listener.fileno()
         self._dry_below = max(1, listener.batch_size // 2)
+        self._mark_at = (clock(), 0.0)      # (when, the fullest's share then): the rate's origin
+        self._growth = (0.0, 0.0)           # (the fullest's share, its growth a second)
         self._thread = threading.Thread(target=self._run, name="taskstats_fast accounting reader",
                                         daemon=True)
         self._thread.start()
@@ -103,34 +116,48 @@ class ExitReader:
     def _run(self) -> None:
         clock = self._clock
         quiet = True
-        since = clock()
-        rate = 0.0
         try:
             while not self._stopping:
                 if quiet:
                     self._sleep([self._wake_r, self._listener_fd], None)
-                    since = clock()
+                    self._mark(0.0)          # the sockets were empty until now
                     if not self._stopping:
                         self._sleep([self._wake_r], FIRST_GATHER)
                 else:
-                    self._sleep([self._wake_r], self._next_sleep(rate))
+                    self._sleep([self._wake_r], self._next_sleep(*self._growth))
                 if self._stopping:
                     break
-                with self._lock:
-                    got = self._read_all()
-                now = clock()
-                rate = got / max(now - since, _MIN_SLEEP)
-                since = now
-                quiet = got == 0
+                quiet = self._check(clock())
         except BaseException as e:   # surfaces in cut(); a closed listener ends the thread
             if not self._stopping:
                 self._error = e
 
-    def _next_sleep(self, rate: float) -> float:
-        """Until the fullest socket may be FILL_TARGET full, if all ``rate`` went to it."""
-        if rate <= 0:
+    def _check(self, now: float) -> bool:
+        """One wake-up's work: read the sockets if one holds DRAIN_AT of its room (or the
+        listener cannot tell), and update the rate.  True when they were found empty."""
+        since, filled = self._mark_at
+        fill = self._listener.fullest()
+        if fill is not None and fill < DRAIN_AT:
+            self._growth = (fill, (fill - filled) / max(now - since, _MIN_SLEEP))
+            self._mark_at = (now, fill)
+            return fill == 0
+        with self._lock:
+            got = self._read_all()
+        seen = got / self._room if fill is None else fill - filled
+        self._growth = (0.0, seen / max(now - since, _MIN_SLEEP))
+        self._mark(0.0)
+        return got == 0
+
+    def _mark(self, fill: float) -> None:
+        """The sockets held ``fill`` (the fullest's share) now: the rate is measured from here."""
+        self._mark_at = (self._clock(), fill)
+
+    def _next_sleep(self, fill: float, growth: float) -> float:
+        """Until the fullest socket, ``fill`` full now and filling by ``growth`` of its room a
+        second, may be FILL_TARGET full."""
+        if growth <= 0:
             return MAX_SLEEP
-        return min(MAX_SLEEP, max(_MIN_SLEEP, FILL_TARGET * self._room / rate))
+        return min(MAX_SLEEP, max(_MIN_SLEEP, (FILL_TARGET - fill) / growth))
 
     def _sleep(self, fds: Sequence[int], timeout: Optional[float]) -> None:
         if self._stopping:
@@ -175,6 +202,7 @@ class ExitReader:
         with self._lock:
             self._read_all()
             out, self._batches = self._batches, []
+            self._mark(0.0)
         return out
 
     def stop(self) -> None:

@@ -177,6 +177,21 @@ class ExitListener:
         granted = self._buffer.granted if self._buffer is not None else []
         return min((messages_held(g) for g in granted), default=0)
 
+    def fullest(self) -> Optional[float]:
+        """The largest share of its granted receive buffer that any socket holds now (the kernel's
+        SK_MEMINFO rmem_alloc over SO_RCVBUF; a socket drops exits past 1.0), without reading
+        anything: one getsockopt per socket.  None when the kernel does not say."""
+        granted = self._buffer.granted if self._buffer is not None else []
+        if not granted or len(granted) != len(self._shards):
+            return None
+        fullest = 0.0
+        for shard, size in zip(self._shards, granted):
+            queued = _native.rmem_alloc(shard.sock.fileno())
+            if queued < 0:
+                return None
+            fullest = max(fullest, queued / size)
+        return fullest
+
     def fileno(self) -> int:
         """An epoll fd that is readable whenever any listener socket is (or close() was called):
         for selectors and event loops.  Read with ``read(timeout=0)`` when it fires."""
