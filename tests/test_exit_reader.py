@@ -80,6 +80,13 @@ def voluntary_switches(tid: int) -> int:
     raise AssertionError("no voluntary_ctxt_switches line")
 
 
+def read_by_the_thread(reader: ExitReader, within: float = 5.0) -> None:
+    """Wait until the reader thread has read something (or ``within`` seconds passed)."""
+    deadline = time.monotonic() + within
+    while reader.records == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def fake():
     listener = FakeListener()
@@ -87,37 +94,36 @@ def fake():
     listener.close()
 
 
-def test_an_idle_interval_wakes_the_reader_at_most_five_times(fake):
+@pytest.fixture
+def reader(fake):
     reader = ExitReader(fake, room=65536)
-    try:
-        reader.cut()
-        for _ in range(2):
-            woken, switched = reader.wakeups, voluntary_switches(reader.native_id)
-            time.sleep(1.0)
-            assert reader.cut() == []
-            assert reader.wakeups - woken <= 5
-            assert voluntary_switches(reader.native_id) - switched <= 5
-    finally:
-        reader.stop()
+    yield reader
+    reader.stop()
 
 
-def test_a_trickle_wakes_the_reader_a_bounded_number_of_times_and_loses_nothing(fake):
-    reader = ExitReader(fake, room=65536)
-    try:
-        reader.cut()
-        woken, reads = reader.wakeups, fake.reads
-        for _ in range(100):                    # 400 exits/s for 1 s, in 100 arrivals
-            fake.add(4)
-            time.sleep(0.01)
-        assert reader.records == 0               # far below DRAIN_AT: left for the cut
-        got = np.concatenate(reader.cut())
-        assert sorted(got["ac_pid"].tolist()) == list(range(1, 401))
-        # readiness after the quiet start, the first gather, then at most one per MAX_SLEEP
-        assert reader.wakeups - woken <= 2 + 1 / exit_reader.MAX_SLEEP + 3
-        assert fake.reads - reads == 1           # the cut's, in this thread
+def test_an_idle_interval_wakes_the_reader_at_most_five_times(reader):
+    reader.cut()
+    for _ in range(2):
+        woken, switched = reader.wakeups, voluntary_switches(reader.native_id)
+        time.sleep(1.0)
         assert reader.cut() == []
-    finally:
-        reader.stop()
+        assert reader.wakeups - woken <= 5
+        assert voluntary_switches(reader.native_id) - switched <= 5
+
+
+def test_a_trickle_wakes_the_reader_a_bounded_number_of_times_and_loses_nothing(reader, fake):
+    reader.cut()
+    woken, reads = reader.wakeups, fake.reads
+    for _ in range(100):                    # 400 exits/s for 1 s, in 100 arrivals
+        fake.add(4)
+        time.sleep(0.01)
+    assert reader.records == 0               # far below DRAIN_AT: left for the cut
+    got = np.concatenate(reader.cut())
+    assert sorted(got["ac_pid"].tolist()) == list(range(1, 401))
+    # readiness after the quiet start, the first gather, then at most one per MAX_SLEEP
+    assert reader.wakeups - woken <= 2 + 1 / exit_reader.MAX_SLEEP + 3
+    assert fake.reads - reads == 1           # the cut's, in this thread
+    assert reader.cut() == []
 
 
 def test_the_sleep_is_the_time_to_a_quarter_full_at_the_rate_seen(fake):
@@ -135,19 +141,13 @@ def test_the_sleep_is_the_time_to_a_quarter_full_at_the_rate_seen(fake):
         reader.stop()
 
 
-def test_a_socket_an_eighth_full_is_emptied_by_the_reader_thread(fake):
-    reader = ExitReader(fake, room=65536)
-    try:
-        reader.cut()
-        fake.add(int(exit_reader.DRAIN_AT * fake.room) + 1)
-        deadline = time.monotonic() + 5
-        while reader.records == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert reader.records == int(exit_reader.DRAIN_AT * fake.room) + 1
-        assert fake.fullest() == 0
-        assert sum(len(b) for b in reader.cut()) == reader.records
-    finally:
-        reader.stop()
+def test_a_socket_an_eighth_full_is_emptied_by_the_reader_thread(reader, fake):
+    reader.cut()
+    fake.add(int(exit_reader.DRAIN_AT * fake.room) + 1)
+    read_by_the_thread(reader)
+    assert reader.records == int(exit_reader.DRAIN_AT * fake.room) + 1
+    assert fake.fullest() == 0
+    assert sum(len(b) for b in reader.cut()) == reader.records
 
 
 def test_a_listener_that_cannot_tell_its_fill_is_emptied_at_every_wake_up():
@@ -156,9 +156,7 @@ def test_a_listener_that_cannot_tell_its_fill_is_emptied_at_every_wake_up():
     try:
         reader.cut()
         listener.add(3)
-        deadline = time.monotonic() + 5
-        while reader.records == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        read_by_the_thread(reader)
         assert reader.records == 3
         assert sum(len(b) for b in reader.cut()) == 3
     finally:
@@ -197,30 +195,22 @@ def test_a_storm_is_read_before_the_sockets_are_a_quarter_full():
         listener.close()
 
 
-def test_a_cut_returns_what_the_sockets_held_at_the_call(fake):
-    reader = ExitReader(fake, room=65536)
-    try:
-        for n in (1, 7, 300):
-            fake.add(n)
-            got = reader.cut()
-            assert sum(len(b) for b in got) == n
-        assert reader.records == 308
-    finally:
-        reader.stop()
+def test_a_cut_returns_what_the_sockets_held_at_the_call(reader, fake):
+    for n in (1, 7, 300):
+        fake.add(n)
+        got = reader.cut()
+        assert sum(len(b) for b in got) == n
+    assert reader.records == 308
 
 
-def test_a_cut_wakes_nobody(fake):
+def test_a_cut_wakes_nobody(reader, fake):
     """The caller's thread empties the sockets at a cut: an idle interval wakes the reader
     thread not once."""
-    reader = ExitReader(fake, room=65536)
-    try:
-        reader.cut()
-        time.sleep(0.1)
-        woken = reader.wakeups
-        for _ in range(3):
-            assert reader.cut() == []
-        fake.add(5)
-        assert sum(len(b) for b in reader.cut()) == 5      # read here, not by the thread
-        assert reader.wakeups - woken <= 1                  # the thread may see readiness once
-    finally:
-        reader.stop()
+    reader.cut()
+    time.sleep(0.1)
+    woken = reader.wakeups
+    for _ in range(3):
+        assert reader.cut() == []
+    fake.add(5)
+    assert sum(len(b) for b in reader.cut()) == 5      # read here, not by the thread
+    assert reader.wakeups - woken <= 1                  # the thread may see readiness once
