@@ -132,3 +132,20 @@ def test_group_rows_fields_sums_only_those_and_the_same_way(key):
     assert np.array_equal(some["hiwater_rss"], full["hiwater_rss"])
     assert np.array_equal(some["tasks"], full["tasks"]) and np.array_equal(some["exited"], full["exited"])
     assert not some["ac_stime"].any() and full["ac_stime"].any()
+
+
+def test_the_blocks_are_the_named_fields_column_by_column():
+    tasks = np.zeros(3, TASK_DTYPE)
+    psi = np.zeros(3, iv_mod.PSI_DTYPE)
+    for i, name in enumerate(iv_mod.SUMMED_FIELDS):
+        tasks[name] = np.arange(3) * 100 + i
+    for i, name in enumerate(iv_mod.PSI_FIELDS):
+        psi[name] = np.arange(3) * 100 + i
+    psi["cgroup_id"] = 7
+    summed, stalls = iv_mod.summed_block(tasks), iv_mod.stall_block(psi)
+    assert [summed[:, i].tolist() for i in range(summed.shape[1])] == \
+        [tasks[name].tolist() for name in iv_mod.SUMMED_FIELDS]
+    assert [stalls[:, i].tolist() for i in range(stalls.shape[1])] == \
+        [psi[name].tolist() for name in iv_mod.PSI_FIELDS]
+    assert iv_mod.stall_block(psi[1]).tolist() == [list(psi[1].tolist()[1:])]     # one row
+    assert iv_mod.stall_block(psi[:0]).shape == (0, len(iv_mod.PSI_FIELDS))

@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
 
 __all__ = [
-    "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
-    "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block",
+    "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "PSI_FIELDS", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
+    "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block", "stall_block",
     "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
     "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "FLAG_RECONCILED", "GROUP_KEYS",
     "process_starts",
@@ -150,10 +150,17 @@ def cgroup_paths(ids: np.ndarray, cgroups: Mapping[int, str]) -> np.ndarray:
 TASK_FIELDS: Tuple[str, ...] = tuple(TASK_DTYPE.names or ())
 
 PSI_RESOURCES: Tuple[str, ...] = ("cpu", "io", "memory", "irq")
+#: The stall-time fields of a PSI_DTYPE row, in its order: each resource's some, then full.
+PSI_FIELDS: Tuple[str, ...] = tuple(f"{r}_{kind}_us" for r in PSI_RESOURCES for kind in ("some", "full"))
 #: One row of pressure-stall time deltas (µs): cgroup_id 0 is the system (/proc/pressure).
-PSI_DTYPE: np.dtype = np.dtype(
-    [("cgroup_id", "u8")]
-    + [(f"{r}_{kind}_us", "u8") for r in PSI_RESOURCES for kind in ("some", "full")])
+PSI_DTYPE: np.dtype = np.dtype([("cgroup_id", "u8")] + [(name, "u8") for name in PSI_FIELDS])
+
+
+def stall_block(rows: np.ndarray) -> np.ndarray:
+    """The PSI_FIELDS of ``rows`` (contiguous PSI_DTYPE rows, or one row) as one (n, fields)
+    uint64 view."""
+    rows = np.ascontiguousarray(rows).reshape(-1)
+    return rows.view(np.uint64).reshape(len(rows), 1 + len(PSI_FIELDS))[:, 1:]
 
 GROUP_KEYS: Dict[str, Tuple[str, ...]] = {
     "process": ("ac_tgid", "ac_btime64"),   # a process is (tgid, start): see _processes

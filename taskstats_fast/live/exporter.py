@@ -121,10 +121,13 @@ def _gauge_families() -> Tuple[_Family, ...]:
 
 
 def _pressure_family() -> _Family:
-    return _Family("pressure_stall_seconds", "counter",
-                   "pressure-stall time (PSI) per resource, some and full (cgroup=\"/\": /proc/pressure)",
-                   tuple(_Member((("resource", r), ("kind", k)), f"{r}_{k}_us", _US)
-                         for r in _interval.PSI_RESOURCES for k in _PSI_KINDS))
+    """Its members are in PSI_FIELDS' order: a write adds ``stall_block``'s columns as they are."""
+    family = _Family("pressure_stall_seconds", "counter",
+                     "pressure-stall time (PSI) per resource, some and full (cgroup=\"/\": /proc/pressure)",
+                     tuple(_Member((("resource", r), ("kind", k)), f"{r}_{k}_us", _US)
+                           for r in _interval.PSI_RESOURCES for k in _PSI_KINDS))
+    assert tuple(m.column for m in family.members) == _interval.PSI_FIELDS
+    return family
 
 
 def command_label(comm: bytes) -> str:
@@ -266,8 +269,27 @@ def _cgroup_names(rows: np.ndarray, paths: Mapping[int, str]) -> List[str]:
     return [paths.get(i, UNKNOWN_CGROUP) for i in rows["cgroup_id"].tolist()]
 
 
-def _command_names(rows: np.ndarray, paths: Mapping[int, str]) -> List[str]:
-    return [command_label(c) for c in rows["ac_comm"].tolist()]
+class _CommandNames:
+    """Each row's command label, remembered by its raw ``ac_comm`` (a host runs the same few
+    hundred commands interval after interval); forgets them all past ``remembered`` names, so
+    a stream of made-up names cannot grow it."""
+
+    def __init__(self, remembered: int = 4096):
+        self._labels: dict = {}
+        self._remembered = remembered
+
+    def __call__(self, rows: np.ndarray, paths: Mapping[int, str]) -> List[str]:
+        labels = self._labels
+        comms = rows["ac_comm"].tolist()
+        if len(labels) + len(comms) > self._remembered:
+            labels.clear()
+        out = []
+        for comm in comms:
+            label = labels.get(comm)
+            if label is None:
+                label = labels[comm] = command_label(comm)
+            out.append(label)
+        return out
 
 
 class PrometheusExporter:
@@ -296,7 +318,7 @@ class PrometheusExporter:
         cgroups = SeriesTable("cgroup", max_cgroups, pinned=(ROOT_CGROUP,), labeller=cgroup_labels)
         self._groupings = [
             _Grouped(cgroups, "cgroup", "cgroup_id", self._row_block, _cgroup_names, total=ROOT_CGROUP),
-            _Grouped(SeriesTable("command", max_commands), "command", "ac_comm", self._row_block, _command_names),
+            _Grouped(SeriesTable("command", max_commands), "command", "ac_comm", self._row_block, _CommandNames()),
         ]
         if grouping is not None:
             self._groupings.append(_Grouped(SeriesTable(grouping.label, max_groups, family=grouping.family),
@@ -330,10 +352,7 @@ class PrometheusExporter:
             for grouped in self._groupings:
                 grouped.add(interval.tasks, interval.cgroups, now, per_row)
             cgroups = self._groupings[0].series
-            pressure = np.empty((len(psi.cgroups) + 1, len(self._pressure.members)), dtype=np.uint64)
-            for i, m in enumerate(self._pressure.members):
-                pressure[:-1, i] = psi.cgroups[m.column]
-                pressure[-1, i] = psi.system[m.column]
+            pressure = np.concatenate([_interval.stall_block(psi.cgroups), _interval.stall_block(psi.system)])
             names = _cgroup_names(psi.cgroups, interval.cgroups) + [ROOT_CGROUP]
             rows = cgroups.rows_of(names, now)
             rows[[i for i, n in enumerate(names[:-1]) if n == ROOT_CGROUP]] = -1   # the root's is the system's

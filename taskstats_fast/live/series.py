@@ -156,6 +156,10 @@ class SeriesTable:
     def forget(self, seen_before_ns: int, gone: Iterable[str] = ()) -> int:
         """Forget the series last seen before ``seen_before_ns`` and those named in ``gone``;
         returns how many left."""
+        gone = tuple(gone)
+        seen = self.last_seen[self._kept:len(self.names)]
+        if not gone and (not len(seen) or seen.min() >= seen_before_ns):
+            return 0                     # the common case: every series was seen lately
         stale = set(np.flatnonzero(self.last_seen[:len(self.names)] < seen_before_ns).tolist())
         stale.update(self._row[name] for name in gone if name in self._row)
         victims = sorted((r for r in stale if r >= self._kept), reverse=True)
