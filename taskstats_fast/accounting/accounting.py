@@ -27,7 +27,7 @@ from ..kernel.delayacct import delayacct_enabled
 from ..kernel import receive_buffer
 from . import cgroupfs
 from .exit_reader import ExitReader
-from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES
+from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES, psi_words
 from .merge import Look, merge
 from .reconcile import reconcile
 
@@ -181,32 +181,21 @@ class Accounting:
         return Look.of(began, records, cgroups, delayacct)
 
 
-#: PSI_DTYPE is one u8 word per field (cgroup_id first): rows are viewed as an (n, words) block,
-#: so a delta is one subtraction over all counters, not one per field.
-_PSI_WORDS = len(PSI_DTYPE.names or ())
-assert PSI_DTYPE.itemsize == 8 * _PSI_WORDS and all(
-    PSI_DTYPE[name] == np.uint64 for name in PSI_DTYPE.names or ())
-
-
-def _psi_words(rows: np.ndarray) -> np.ndarray:
-    return rows.view(np.uint64).reshape(len(rows), _PSI_WORDS)
-
-
 def _pressure_delta(start: Look, end: Look) -> Pressure:
     """Stall-time deltas: the system's, and each cgroup's seen at both looks."""
     a, b = start.cgroups, end.cgroups
     system = np.zeros(1, PSI_DTYPE)
     before = np.frombuffer(a.system_psi, np.uint64)[1:]
     after = np.frombuffer(b.system_psi, np.uint64)[1:]
-    _psi_words(system)[0, 1:] = after - np.minimum(before, after)
+    psi_words(system)[0, 1:] = after - np.minimum(before, after)
     ids_a, ids_b = a.psi["cgroup_id"], b.psi["cgroup_id"]
     if np.array_equal(ids_a, ids_b):      # the same cgroups at both looks: no intersection
-        common, before, after = ids_a, _psi_words(a.psi)[:, 1:], _psi_words(b.psi)[:, 1:]
+        common, before, after = ids_a, psi_words(a.psi)[:, 1:], psi_words(b.psi)[:, 1:]
     else:
         common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
-        before, after = _psi_words(a.psi)[ia, 1:], _psi_words(b.psi)[ib, 1:]
+        before, after = psi_words(a.psi)[ia, 1:], psi_words(b.psi)[ib, 1:]
     rows = np.empty(len(common), PSI_DTYPE)
-    words = _psi_words(rows)
+    words = psi_words(rows)
     words[:, 0] = common
     np.subtract(after, np.minimum(before, after), out=words[:, 1:])
     resources = tuple(r for r in PSI_RESOURCES if r in a.resources and r in b.resources)

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "PSI_FIELDS", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
-    "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block", "stall_block",
+    "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block", "psi_words", "stall_block",
     "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
     "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "FLAG_RECONCILED", "GROUP_KEYS",
     "process_starts",
@@ -156,11 +156,22 @@ PSI_FIELDS: Tuple[str, ...] = tuple(f"{r}_{kind}_us" for r in PSI_RESOURCES for 
 PSI_DTYPE: np.dtype = np.dtype([("cgroup_id", "u8")] + [(name, "u8") for name in PSI_FIELDS])
 
 
-def stall_block(rows: np.ndarray) -> np.ndarray:
-    """The PSI_FIELDS of ``rows`` (contiguous PSI_DTYPE rows, or one row) as one (n, fields)
-    uint64 view."""
+# PSI_DTYPE is one u8 word per field: rows are viewed as an (n, words) block, so a delta is one
+# subtraction over all counters, not one per field.
+assert PSI_DTYPE.itemsize == 8 * (1 + len(PSI_FIELDS)) and all(
+    PSI_DTYPE[name] == np.uint64 for name in PSI_DTYPE.names or ())
+
+
+def psi_words(rows: np.ndarray) -> np.ndarray:
+    """``rows`` (contiguous PSI_DTYPE rows, or one row) as one writable (n, 1 + fields) uint64
+    view: ``cgroup_id``, then the PSI_FIELDS."""
     rows = np.ascontiguousarray(rows).reshape(-1)
-    return rows.view(np.uint64).reshape(len(rows), 1 + len(PSI_FIELDS))[:, 1:]
+    return rows.view(np.uint64).reshape(len(rows), 1 + len(PSI_FIELDS))
+
+
+def stall_block(rows: np.ndarray) -> np.ndarray:
+    """The PSI_FIELDS of ``rows`` (as for ``psi_words``) as one (n, fields) uint64 view."""
+    return psi_words(rows)[:, 1:]
 
 GROUP_KEYS: Dict[str, Tuple[str, ...]] = {
     "process": ("ac_tgid", "ac_btime64"),   # a process is (tgid, start): see _processes
