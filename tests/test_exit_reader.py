@@ -4,9 +4,9 @@ fake listener whose fd is a pipe, fed by the test.
 What must hold: an idle interval wakes the reader at most 5 times (counted by the reader and by
 the kernel's voluntary context switches of its thread); a steady trickle wakes it a bounded
 number of times however many exits come, and is left in the sockets for the cut; the sleep
-follows the rate seen; sockets an eighth full are emptied by the thread, and every wake-up
-empties a listener that cannot say how full it is; a cut returns everything the sockets held
-at the call, once.
+follows the rate seen; sockets an eighth full, or unemptied for MAX_HOLD, are emptied by the
+thread, and every wake-up empties a listener that cannot say how full it is; a cut returns
+everything the sockets held at the call, once.
 """
 
 from __future__ import annotations
@@ -190,6 +190,42 @@ def test_a_storm_is_read_before_the_sockets_are_a_quarter_full():
         steady = [s for s in sleeps[3:15] if s is not None]
         quarter_time = exit_reader.FILL_TARGET * room / rate
         assert steady and all(s == pytest.approx(quarter_time, rel=0.05) for s in steady)
+    finally:
+        reader.stop()
+        listener.close()
+
+
+def test_a_trickle_left_unread_is_emptied_every_max_hold_without_a_cut():
+    """With a fake clock: exits far below DRAIN_AT and no cut (a long interval) are read by the
+    thread once per MAX_HOLD, so the kernel never holds more than that much of them."""
+    now = [0.0]
+    listener = FakeListener()
+    reads_at = []
+    read = listener.read
+
+    def timed_read(timeout=None):
+        got = read(timeout)
+        if len(got):
+            reads_at.append(now[0])
+        return got
+    listener.read = timed_read
+    done = threading.Event()
+
+    def wait(fds, timeout):
+        now[0] += 0.01 if timeout is None else timeout
+        listener.add(4)                 # 4 exits per wake-up: a trickle
+        if now[0] > 5 * exit_reader.MAX_HOLD:
+            done.set()
+            time.sleep(0.05)
+        return True
+
+    reader = ExitReader(listener, room=65536, clock=lambda: now[0], wait=wait)
+    try:
+        assert done.wait(10)
+        gaps = [b - a for a, b in zip(reads_at, reads_at[1:])]
+        assert len(reads_at) >= 4
+        assert all(exit_reader.MAX_HOLD <= g <= exit_reader.MAX_HOLD + exit_reader.MAX_SLEEP + 1e-9
+                   for g in gaps)
     finally:
         reader.stop()
         listener.close()

@@ -11,7 +11,9 @@ pipe of its own (``stop`` writes to it) and wakes for one of two reasons:
 
 A wake-up reads nothing unless there is work: it asks the kernel how full each socket is (one
 getsockopt each, ``ExitListener.fullest``) and empties them only when one holds ``DRAIN_AT`` of
-its room.  Below that the exits wait in the sockets for the interval's end (``cut``), which the
+its room, or when they were last emptied ``MAX_HOLD`` ago (so the kernel holds no more than that
+much of a trickle, whatever the interval).  Otherwise the exits wait in the sockets for the
+interval's end (``cut``), which the
 caller's thread empties itself, after any read the reader thread has begun (one lock covers a
 read and the hand-over of its batch), so everything received before the call is in the cut,
 once.  A steady trickle so costs a handful of getsockopt wake-ups per interval and one drain at
@@ -38,7 +40,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["ExitReader", "FILL_TARGET", "DRAIN_AT", "MAX_SLEEP", "FIRST_GATHER"]
+__all__ = ["ExitReader", "FILL_TARGET", "DRAIN_AT", "MAX_HOLD", "MAX_SLEEP", "FIRST_GATHER"]
 
 #: Wake when the fullest socket may hold this share of its receive buffer, at the rate seen.
 FILL_TARGET = 0.25
@@ -46,6 +48,9 @@ FILL_TARGET = 0.25
 #: storm that starts right after a wake-up that left the sockets unread still finds them mostly
 #: free.
 DRAIN_AT = FILL_TARGET / 2
+#: Longest the sockets go unemptied while exits keep coming (s): twice the default interval,
+#: so at that interval the cut always comes first.
+MAX_HOLD = 2.0
 #: Longest sleep while exits keep coming (s): a storm starting meanwhile fills at most this much.
 MAX_SLEEP = 0.25
 #: How long the first exits after a quiet spell gather before they are read (s).
@@ -102,6 +107,7 @@ class ExitReader:
         self._listener_fd = listener.fileno()
         self._dry_below = max(1, listener.batch_size // 2)
         self._mark_at = (clock(), 0.0)      # (when, the fullest's share then): the rate's origin
+        self._emptied_at = self._mark_at[0]  # when a read last left the sockets empty
         self._growth = (0.0, 0.0)           # (the fullest's share, its growth a second)
         self._thread = threading.Thread(target=self._run, name="taskstats_fast accounting reader",
                                         daemon=True)
@@ -133,11 +139,12 @@ class ExitReader:
                 self._error = e
 
     def _check(self, now: float) -> bool:
-        """One wake-up's work: read the sockets if one holds DRAIN_AT of its room (or the
-        listener cannot tell), and update the rate.  True when they were found empty."""
+        """One wake-up's work: read the sockets if one holds DRAIN_AT of its room, they were
+        emptied MAX_HOLD ago, or the listener cannot tell; and update the rate.  True when they
+        were found empty."""
         since, filled = self._mark_at
         fill = self._listener.fullest()
-        if fill is not None and fill < DRAIN_AT:
+        if fill is not None and fill < DRAIN_AT and now - self._emptied_at < MAX_HOLD:
             self._growth = (fill, (fill - filled) / max(now - since, _MIN_SLEEP))
             self._mark_at = (now, fill)
             return fill == 0
@@ -149,8 +156,12 @@ class ExitReader:
         return got == 0
 
     def _mark(self, fill: float) -> None:
-        """The sockets held ``fill`` (the fullest's share) now: the rate is measured from here."""
-        self._mark_at = (self._clock(), fill)
+        """The sockets held ``fill`` (the fullest's share) now: the rate is measured from here
+        (0.0: they were just emptied)."""
+        now = self._clock()
+        self._mark_at = (now, fill)
+        if fill == 0.0:
+            self._emptied_at = now
 
     def _next_sleep(self, fill: float, growth: float) -> float:
         """Until the fullest socket, ``fill`` full now and filling by ``growth`` of its room a
