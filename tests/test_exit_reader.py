@@ -54,6 +54,10 @@ class FakeListener:
         with self._lock:
             return sum(len(p) for p in self._pending) / self.room
 
+    def waiting(self):
+        fill = self.fullest()
+        return None if fill is None else fill > 0
+
     def read(self, timeout=None):
         assert timeout == 0, "the reader never waits inside read"
         self.reads += 1
@@ -244,9 +248,10 @@ def test_a_cut_wakes_nobody(reader, fake):
     thread not once."""
     reader.cut()
     time.sleep(0.1)
-    woken = reader.wakeups
+    woken, reads = reader.wakeups, fake.reads
     for _ in range(3):
         assert reader.cut() == []
+    assert fake.reads == reads                          # nothing waited: nothing was read
     fake.add(5)
     assert sum(len(b) for b in reader.cut()) == 5      # read here, not by the thread
     assert reader.wakeups - woken <= 1                  # the thread may see readiness once

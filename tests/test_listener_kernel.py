@@ -482,7 +482,8 @@ def test_receive_buffer_is_sized_for_the_default_burst():
 
 def test_fullest_is_the_share_of_the_fullest_buffer_the_waiting_exits_take():
     """``fullest()`` (what the accounting reader wakes to check) against the kernel's own
-    figure, /proc/net/netlink's Rmem of the same sockets, and against what a read then finds."""
+    figure, /proc/net/netlink's Rmem of the same sockets, and against what a read then finds;
+    ``waiting()`` (whether a cut must read) counts records a read left in the listener too."""
     cpu = CPUS[0]
     with tsf.ExitListener(cpus=[cpu], rcvbuf=1 << 20) as listener:
         listener.read(timeout=0)
@@ -501,11 +502,14 @@ def test_fullest_is_the_share_of_the_fullest_buffer_the_waiting_exits_take():
         # nothing was read meanwhile: at least our 20 messages of at least 600 bytes each more
         # (strangers' exits on this CPU only add), and never past the drop point
         assert before + 20 * 600 / granted <= fullest < 1
-        records = collect(listener, has_pids(pids))
+        assert listener.waiting() is True
+        first = listener.read(timeout=0, max_records=1, copy=False)
+        assert len(first) == 1 and listener.waiting() is True       # the rest, held or queued
+        records = np.concatenate([first.copy(), collect(listener, has_pids(pids))])
         assert set(records["ac_pid"].tolist()) >= pids
         listener.read(timeout=0)
         assert listener.fullest() == 0 or listener.fullest() < fullest
-    assert listener.fullest() is None           # closed: nothing to ask
+    assert listener.fullest() is None and listener.waiting() is None    # closed: nothing to ask
 
 
 def test_capped_receive_buffer_warns_with_its_capacity(monkeypatch):

@@ -207,11 +207,13 @@ class ExitReader:
     # -- the caller's side -------------------------------------------------------------------
     def cut(self) -> List[np.ndarray]:
         """The batches received so far, including all the sockets hold at this call (read here,
-        in the caller's thread, once a read the reader thread began has handed its batch over)."""
+        in the caller's thread, once a read the reader thread began has handed its batch over;
+        not read at all when the listener says nothing waits)."""
         if self._error is not None:
             raise self._error
         with self._lock:
-            self._read_all()
+            if self._listener.waiting() is not False:   # an idle interval's cut reads nothing
+                self._read_all()
             out, self._batches = self._batches, []
             self._mark(0.0)
         return out

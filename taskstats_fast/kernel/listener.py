@@ -192,6 +192,18 @@ class ExitListener:
             fullest = max(fullest, queued / size)
         return fullest
 
+    def waiting(self) -> Optional[bool]:
+        """Whether a read now would find records: received ones not yet handed out, or bytes
+        queued in any socket (``fullest``).  None when the kernel does not say how full the
+        sockets are."""
+        reader = self._reader
+        if reader is None:
+            return None
+        if reader.holds_records():
+            return True
+        fill = self.fullest()
+        return None if fill is None else fill > 0
+
     def fileno(self) -> int:
         """An epoll fd that is readable whenever any listener socket is (or close() was called):
         for selectors and event loops.  Read with ``read(timeout=0)`` when it fires."""

@@ -109,6 +109,10 @@ class RecordReader:
         self._in_flight = False
 
     # -- reading -----------------------------------------------------------------------------
+    def holds_records(self) -> bool:
+        """Whether records were received into the record array and not yet handed out."""
+        return self._in_flight or self._head < self._filled
+
     def fileno(self) -> int:
         if self._epoll is None:
             raise ValueError("the listener is closed")
