@@ -486,22 +486,44 @@ QUERY_DONE, QUERY_KERNEL, QUERY_MALFORMED, QUERY_SOCKET, QUERY_INTERRUPTED, QUER
 QUERY_SLICE_MS = 200
 
 
+def _check_query_out(out: np.ndarray, n: int) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype != layout.DTYPE or out.ndim != 1:
+        raise ValueError("out must be a one-dimensional numpy array of taskstats_fast.DTYPE, not "
+                         + (f"{out.ndim}-d {out.dtype}" if isinstance(out, np.ndarray)
+                            else type(out).__name__))
+    if len(out) < n + ROWS_PER_DATAGRAM:
+        raise ValueError(f"out has {len(out)} rows: a lookup of {n} ids needs at least "
+                         f"{n + ROWS_PER_DATAGRAM} (ROWS_PER_DATAGRAM spare rows for the last reply)")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable, C-contiguous array")
+
+
 class Query:
     """One bulk lookup (``tsf_query``) on the first socket of ``drain``, sharing its arena, notes
     and counters: ``ids`` by ``attr`` with seqs from ``first_seq``, at most ``in_flight``
     requests per send, giving up after ``timeout_ms`` without progress.  ``run()`` runs (or
     resumes) it with the GIL released and returns a QUERY_* reason; then ``records()``,
-    ``state`` (QUERY_* per id), ``unordered`` and ``row_index`` say what came back."""
+    ``state`` (QUERY_* per id), ``unordered`` and ``row_index`` say what came back.
+
+    ``out`` (a writeable C-contiguous DTYPE array of at least ``len(ids) + ROWS_PER_DATAGRAM``
+    rows) receives the records instead of a fresh array.  The C core is still given only
+    ``len(ids) + ROWS_PER_DATAGRAM`` rows of it, so the rows past those stay untouched: a
+    parallel lookup lets its first part write into the front of the array every part's records
+    end up in, and writes nothing there while the other parts run."""
 
     def __init__(self, drain: "Drain", attr: int, ids: np.ndarray, first_seq: int,
-                 in_flight: int, timeout_ms: int):
+                 in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None):
         n = len(ids)
+        if out is None:
+            out = np.empty(n + ROWS_PER_DATAGRAM, layout.DTYPE)
+        else:
+            _check_query_out(out, n)
         drain.ensure_notes(in_flight + drain.nslots)
         self._drain = drain
         self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round
         self.ids = np.ascontiguousarray(ids, np.uint32)
         self.state = np.zeros(n, np.uint8)
-        self.out = np.empty(n + ROWS_PER_DATAGRAM, layout.DTYPE)
+        self.out = out
         self.row_index = np.zeros(n + ROWS_PER_DATAGRAM, np.uint32)
         q = self._q = ffi.new("struct tsf_query *")
         q.fd = drain._src[0].fd
@@ -518,7 +540,7 @@ class Query:
         q.reqbuf = ffi.cast("uint8_t *", ffi.from_buffer(self._reqbuf))
         q.records = ffi.cast("uint8_t *", ffi.from_buffer(self.out))
         q.row_index = ffi.cast("uint32_t *", ffi.from_buffer(self.row_index))
-        q.capacity = len(self.out)
+        q.capacity = n + ROWS_PER_DATAGRAM
         q.notes_cap = drain.notes_cap
         q.notes = drain._args.notes
         q.timeout_ms = timeout_ms

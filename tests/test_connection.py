@@ -493,6 +493,70 @@ def test_workers_split_a_lookup_over_sockets_and_keep_its_order(fake):
     assert all(h.closed for h in conn._parallel.helpers) or conn._parallel.helpers == []
 
 
+def _differing_fields(a: np.ndarray, b: np.ndarray) -> list:
+    """The fields in which two record arrays differ, but for their datagrams' receive time and
+    seq (alignment holes are not compared: nothing writes them)."""
+    return [name for name in layout.RECORD_FIELDS
+            if name not in ("time_ns", "seq") and not (a[name] == b[name]).all()]
+
+
+@pytest.mark.parametrize("live", [
+    set(range(1, 1001)) - {1, 3, 250, 499, 500},          # missing ids in the first part only
+    set(range(1, 1001)) - {501, 502, 777, 999, 1000},     # ... in the second part only
+    set(range(1, 1001)) - {2, 400, 600, 1000},            # ... in both
+    set(range(501, 1001)),                                # the first part finds nothing
+    set(range(1, 501)),                                   # the second part finds nothing
+    set(range(1, 1001, 7)),                               # mostly missing: the result is a copy
+    set(),
+])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_workers_give_the_records_one_worker_gives(fake, live, shuffle):
+    # ids 1..1000 split 1..500 | 501..1000: the first part writes into the joined array itself
+    conn = fake(live=live, shuffle=shuffle).connection()
+    ids = np.arange(1, 1001, dtype=np.uint32)
+    one = conn.pids(ids)
+    two = conn.pids(ids, workers=2)
+    assert len(conn._parallel.helpers) == 1
+    assert two.records["ac_pid"].tolist() == one.records["ac_pid"].tolist() == sorted(live)
+    assert two.records["id"].tolist() == sorted(live)
+    assert _differing_fields(two.records, one.records) == []
+    assert (two.records["kind"] == layout.KIND_PID).all()
+    assert two.found.tolist() == one.found.tolist() == [int(i) in live for i in ids]
+    assert two.missing.tolist() == sorted(set(range(1, 1001)) - live)
+    assert two.resent == one.resent == 0
+    base = two.records.base
+    # a mostly empty array is not kept alive by a few records
+    assert base is None or len(base) - len(two.records) <= max(len(two.records), queries._SPARE_ROWS)
+
+
+def test_a_lookup_into_a_given_array_writes_only_its_own_rows(fake):
+    conn = fake(live={2, 3, 5}, shuffle=True).connection()
+    main = conn._parallel.main
+    ids = queries.as_ids([5, 4, 3, 2, 1], "pids")
+    out = np.zeros(len(ids) + _native.ROWS_PER_DATAGRAM + 4, layout.DTYPE)
+    out["ac_pid"] = 999
+    got = main.lookup(ids, _native.ATTR_PID, out=out)
+    assert np.shares_memory(got.records, out) and got.records.base is out   # a view, not a copy
+    assert got.records["ac_pid"].tolist() == out["ac_pid"][:3].tolist() == [5, 3, 2]
+    assert out["ac_pid"][len(ids) + _native.ROWS_PER_DATAGRAM:].tolist() == [999] * 4
+
+
+@pytest.mark.parametrize("out, words", [
+    (np.empty(5 + _native.ROWS_PER_DATAGRAM - 1, layout.DTYPE), "needs at least 7"),
+    (np.empty(0, layout.DTYPE), "needs at least 7"),
+    (np.empty(64, np.uint8), "DTYPE"),
+    (np.empty((2, 8), layout.DTYPE), "one-dimensional"),
+    (np.empty(16, layout.DTYPE)[::2], "C-contiguous"),
+    ([None] * 16, "list"),
+])
+def test_a_given_array_too_short_or_of_another_dtype_is_refused(fake, out, words):
+    conn = fake(live={1, 2}).connection()
+    ids = queries.as_ids([1, 2, 3, 4, 5], "pids")
+    with pytest.raises(ValueError, match=words):
+        conn._parallel.main.lookup(ids, _native.ATTR_PID, out=out)
+    assert conn.pids(ids).records["id"].tolist() == [1, 2]     # nothing was sent: still usable
+
+
 def test_workers_must_be_positive(fake):
     conn = fake(live={1}).connection()
     with pytest.raises(ValueError):

@@ -289,22 +289,32 @@ class QueryChannel:
                                         f"{what} (Connection(timeout=...) sets the limit)")
 
     # -- bulk lookups ------------------------------------------------------------------------
-    def lookup(self, ids: np.ndarray, attr: int) -> Lookup:
-        """The records of every task of ``ids`` (validated uint32) that exists, in order."""
+    def lookup(self, ids: np.ndarray, attr: int, out: Optional[np.ndarray] = None) -> Lookup:
+        """The records of every task of ``ids`` (validated uint32) that exists, in order.
+
+        With ``out`` (a DTYPE array of at least ``len(ids) + ROWS_PER_DATAGRAM`` rows, see
+        ``_native.Query``) the records are a view of its first rows, never a copy: the caller
+        owns the array and decides whether it is worth keeping."""
         with self.lock:
             sock = self.live_socket()
             self._flush_if_dirty()
             if len(ids) and self.reply_truesize is None:
                 self._calibrate(sock)
             query = Query(self._drain, attr, ids, netlink.next_seq(max(len(ids), 1)), self.in_flight,
-                          max(1, int(self.timeout * 1000)))
+                          max(1, int(self.timeout * 1000)), out=out)
             self._dirty = True
             self._run(query, f"TASKSTATS query for {'pid' if attr == ATTR_PID else 'tgid'}")
             self._dirty = False
             records = query.records()
             if query.unordered:
-                records = records[np.argsort(query.row_index[:query.rows], kind="stable")]
-            elif len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
+                order = np.argsort(query.row_index[:query.rows], kind="stable")
+                if out is None:
+                    records = records[order]
+                else:
+                    # sorted in place, so the records stay the caller's view (as bytes: a
+                    # structured assignment goes field by field)
+                    records.view(np.uint8)[:] = records[order].view(np.uint8)
+            elif out is None and len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
                 records = records.copy()  # do not pin a mostly empty array
             return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
 
@@ -393,9 +403,22 @@ class ParallelLookups:
         chunks = [ids[bounds[i]:bounds[i + 1]] for i in range(workers)]
         futures = [self._pool.submit(helper.lookup, chunk, attr)
                    for helper, chunk in zip(helpers, chunks[1:])]
-        parts = [self.main.lookup(chunks[0], attr)] + [f.result() for f in futures]
-        return Lookup(layout.join_records([p.records for p in parts]), ids,
-                      np.concatenate([p.found for p in parts]), sum(p.resent for p in parts))
+        # The first part writes straight into the array every part's records end up in (its
+        # query may use only its own chunk's rows of it), so only the helpers' records are copied.
+        out = np.empty(len(ids) + _native.ROWS_PER_DATAGRAM, layout.DTYPE)
+        parts = [self.main.lookup(chunks[0], attr, out=out)] + [f.result() for f in futures]
+        rows = len(parts[0].records)
+        as_bytes = out.view(np.uint8)   # a copy of identical records is a copy of their bytes
+        size = layout.DTYPE.itemsize
+        for part in parts[1:]:
+            n = len(part.records)
+            as_bytes[rows * size:(rows + n) * size] = part.records.view(np.uint8)
+            rows += n
+        records = out[:rows]
+        if len(out) - rows > max(rows, _SPARE_ROWS):
+            records = records.copy()  # do not pin a mostly empty array
+        return Lookup(records, ids, np.concatenate([p.found for p in parts]),
+                      sum(p.resent for p in parts))
 
     def _workers(self, n: int) -> List[QueryChannel]:
         """``n`` helper channels over sockets of their own (kept for the next call)."""
