@@ -242,6 +242,29 @@ def test_bulk_lookup_returns_the_live_in_order_and_reports_the_dead(conn):
     assert isinstance(e.value, ProcessLookupError) and str(dead[0]) in str(e.value)
 
 
+@pytest.mark.parametrize("dead_in", ["first", "second", "both"])
+def test_two_workers_give_the_records_one_worker_gives(conn, sleeper, dead_in):
+    p = sleeper(threads=3)
+    tids = [int(t) for t in os.listdir(f"/proc/{p.pid}/task")]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = np.resize(np.array(tids + [1], np.uint32), 600)      # 600 ids: two parts of 300
+    with_dead = live.copy()
+    with_dead[::7] = dead.pid
+    first, second = {"first": (with_dead, live), "second": (live, with_dead),
+                     "both": (with_dead, with_dead)}[dead_in]
+    ids = np.concatenate([first, second])
+    one = conn.pids(ids)
+    two = conn.pids(ids, workers=2)
+    assert len(conn._parallel.helpers) >= 1
+    assert two.found.tolist() == one.found.tolist() == (ids != dead.pid).tolist()
+    assert two.missing.tolist() == one.missing.tolist() == [dead.pid] * int((ids == dead.pid).sum())
+    assert two.records["ac_pid"].tolist() == one.records["ac_pid"].tolist() == ids[ids != dead.pid].tolist()
+    assert two.records["id"].tolist() == ids[ids != dead.pid].tolist()
+    for k in STATIC_FIELDS:
+        assert (two.records[k] == one.records[k]).all(), k
+
+
 def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
     pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
     dead = subprocess.Popen(["true"])
