@@ -143,8 +143,11 @@ def _strided_runs(indices: Sequence[int]) -> List[Tuple[slice, slice]]:
     while i < len(indices):
         j = i + 1
         step = indices[j] - indices[i] if j < len(indices) else 1
-        while j < len(indices) and indices[j] - indices[j - 1] == step and step > 0:
-            j += 1
+        if step <= 0:           # a column again or an earlier one: a run of its own
+            step = 1
+        else:
+            while j < len(indices) and indices[j] - indices[j - 1] == step:
+                j += 1
         runs.append((slice(i, j), slice(indices[i], indices[j - 1] + 1, step)))
         i = j
     return runs
