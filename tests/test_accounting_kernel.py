@@ -254,6 +254,37 @@ def test_lost_is_exact_under_forced_overflow(cgroup, tmp_path):
     assert not ivs[0].complete
 
 
+THREAD_STORM = """
+import sys, threading
+for _ in range(int(sys.argv[1]) // 100):
+    threads = [threading.Thread(target=int) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+"""
+
+
+def test_a_thread_storm_inside_one_long_interval_is_read_by_the_reader_and_loses_nothing():
+    """No cut for the storm's length, and sockets of 16 MB (granted), which the storm's ~90 MB
+    of thread exit messages fill many times over: only the reader thread's wake-ups at an
+    eighth full keep them from overflowing (MAX_HOLD alone would let one fill).  Every thread's
+    exit is there; the thread read most of them, not the cut."""
+    threads = 40_000
+    with tsf.Accounting(interval=30.0, rcvbuf=8 << 20) as acct:
+        reader = acct._reader
+        child = subprocess.Popen([sys.executable, "-c", THREAD_STORM, str(threads)])
+        child.wait()
+        read_by_thread = reader.records
+        iv = acct.next(deadline=0)
+    assert child.returncode == 0
+    assert iv.lost == 0
+    mine = iv.tasks[(iv.tasks["ac_tgid"] == child.pid) & (iv.tasks["ac_pid"] != child.pid)]
+    assert len(mine) == threads
+    assert np.all(mine["state"] & EXITED)
+    assert read_by_thread >= threads // 2
+
+
 def test_pressure_rises_under_cpu_load(cgroup):
     group = cgroup()
     with tsf.Accounting(interval=0.5) as acct:
