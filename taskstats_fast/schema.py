@@ -51,7 +51,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = ["Column", "ColumnKind", "Clock", "Schema", "TableSchema", "RowSchema", "COLUMNS",
            "COLUMN_BY_NAME", "COLUMN_FOR_FIELD", "columns", "to_pandas", "to_arrow", "arrow_schema",
            "file_schema", "file_table", "records_from_table", "require", "DELAY_CLASSES", "KIND_CATEGORIES",
-           "ROW_COLUMNS", "column_name", "row_columns", "schema_of", "wait_status_columns"]
+           "ROW_COLUMNS", "PSI_RESOURCES", "PSI_KINDS", "column_name", "row_columns", "schema_of",
+           "wait_status_columns"]
 
 #: The delay classes in kernel order: ``<class>_count``, ``<class>_delay_total_ns``, ...
 DELAY_CLASSES: Tuple[str, ...] = tuple(c.name for c in layout.DELAY_CLASSES)
@@ -602,6 +603,11 @@ class Schema(TableSchema):
 #: A field not listed here takes the column of the ``DTYPE`` field of the same name
 #: (``ac_utime`` -> ``ac_utime_us``, ``hiwater_rss`` -> ``hiwater_rss_kb``), so that one
 #: quantity has one name and one unit in every table.  A unit of "UTC" makes a timestamp.
+#: The pressure-stall (PSI) resources and kinds, in the order every PSI table keeps them: each
+#: resource's ``some``, then ``full`` (``<resource>_<kind>_us``).
+PSI_RESOURCES: Tuple[str, ...] = ("cpu", "io", "memory", "irq")
+PSI_KINDS: Tuple[str, ...] = ("some", "full")
+
 ROW_COLUMNS: Dict[str, Tuple[str, str, str]] = {
     "ac_btime64": ("ac_btime", "UTC", "when the task began (whole seconds, as the kernel keeps it)"),
     "interval_start": ("interval_start", "UTC", "when the interval began (the opening look)"),
@@ -620,7 +626,7 @@ ROW_COLUMNS: Dict[str, Tuple[str, str, str]] = {
     "born": ("born", "", "of those, born inside the interval"),
     "exited": ("exited", "", "of those, exited inside the interval"),
     **{f"{r}_{k}_us": (f"{r}_{k}_us", "us", f"{r} pressure stall time, {k} tasks stalled")
-       for r in ("cpu", "io", "memory", "irq") for k in ("some", "full")},
+       for r in PSI_RESOURCES for k in PSI_KINDS},
     # the figures of a ``top`` row that no row layout holds (``top -b --format json|csv``)
     "grouping": ("grouping", "", "what one row sums: process, thread, cgroup, user or command"),
     "lost": ("lost", "", "exit messages the kernel dropped during the interval (0: complete)"),

@@ -38,7 +38,7 @@ from typing import (TYPE_CHECKING, Dict, List, Literal, Mapping, NamedTuple, Opt
 import numpy as np
 
 from .. import layout
-from ..schema import require, to_pandas
+from ..schema import PSI_KINDS, PSI_RESOURCES, require, to_pandas
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = [
     "TASK_DTYPE", "TASK_FIELDS", "PSI_DTYPE", "PSI_FIELDS", "DELTA_FIELDS", "DERIVED_FIELDS", "SUMMED_FIELDS",
     "LEVEL_FIELDS", "IDENTITY_FIELDS", "DELAY_FIELDS", "summed_block", "psi_words", "stall_block",
-    "PSI_RESOURCES", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
+    "PSI_RESOURCES", "PSI_KINDS", "ALIVE", "BORN", "EXITED", "EXACT", "INHERITED", "UNKNOWN",
     "FLAG_DELAYACCT_OFF", "FLAG_PID_REUSED", "FLAG_NO_START", "FLAG_RECONCILED", "GROUP_KEYS",
     "process_starts",
     "Pressure", "Interval",
@@ -149,9 +149,8 @@ def cgroup_paths(ids: np.ndarray, cgroups: Mapping[int, str]) -> np.ndarray:
 #: TASK_DTYPE's field names.
 TASK_FIELDS: Tuple[str, ...] = tuple(TASK_DTYPE.names or ())
 
-PSI_RESOURCES: Tuple[str, ...] = ("cpu", "io", "memory", "irq")
 #: The stall-time fields of a PSI_DTYPE row, in its order: each resource's some, then full.
-PSI_FIELDS: Tuple[str, ...] = tuple(f"{r}_{kind}_us" for r in PSI_RESOURCES for kind in ("some", "full"))
+PSI_FIELDS: Tuple[str, ...] = tuple(f"{r}_{kind}_us" for r in PSI_RESOURCES for kind in PSI_KINDS)
 #: One row of pressure-stall time deltas (µs): cgroup_id 0 is the system (/proc/pressure).
 PSI_DTYPE: np.dtype = np.dtype([("cgroup_id", "u8")] + [(name, "u8") for name in PSI_FIELDS])
 

@@ -56,7 +56,6 @@ UNKNOWN_CGROUP = "unknown"
 #: The root cgroup's series: every task of the host (pinned: never capped or forgotten).
 ROOT_CGROUP = "/"
 
-_PSI_KINDS = ("some", "full")
 # divisors to seconds; a division (not a product with 1e-6) keeps 1821653 µs printing as 1.821653
 _NS = 1e9
 _US = 1e6
@@ -125,7 +124,7 @@ def _pressure_family() -> _Family:
     family = _Family("pressure_stall_seconds", "counter",
                      "pressure-stall time (PSI) per resource, some and full (cgroup=\"/\": /proc/pressure)",
                      tuple(_Member((("resource", r), ("kind", k)), f"{r}_{k}_us", _US)
-                           for r in _interval.PSI_RESOURCES for k in _PSI_KINDS))
+                           for r in _interval.PSI_RESOURCES for k in _interval.PSI_KINDS))
     assert tuple(m.column for m in family.members) == _interval.PSI_FIELDS
     return family
 
