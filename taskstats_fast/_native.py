@@ -47,7 +47,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
            "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings",
-           "CgroupFiles", "PLAN", "ffi", "lib"]
+           "CgroupFiles", "GroupSums", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -752,6 +752,62 @@ class Join:
         n = a.n_rows
         return JoinResult(rows[:n], ledger, keep[:n].view(bool) if a.n_dropped else None,
                           a.n_unresolved)
+
+
+class GroupSums:
+    """Per-group sums in the C core (``tsf_group_sums``) over rows of one dtype: ``key`` is the
+    field whose bytes tell one group from the next, ``words`` the uint64 fields summed, and
+    ``n_side`` the uint64 columns of a side block the caller derives per row.  The sums of a
+    group are its words' then its side columns'."""
+
+    def __init__(self, dtype: np.dtype, key: str, words: Sequence[str], n_side: int = 0):
+        self.dtype = np.dtype(dtype)
+        fields: Any = self.dtype.fields or {}
+        p = self._plan = ffi.new("struct tsf_group_plan *")
+        p.row_size = self.dtype.itemsize
+        key_dtype, p.key = fields[key][:2]
+        p.key_len = key_dtype.itemsize
+        if len(words) > lib.TSF_GROUP_MAX_WORDS:
+            raise ValueError(f"tsf_group_sums sums at most {lib.TSF_GROUP_MAX_WORDS} words, not {len(words)}")
+        for i, name in enumerate(words):
+            word_dtype, p.word[i] = fields[name][:2]
+            if word_dtype != np.dtype(np.uint64):
+                raise TypeError(f"tsf_group_sums sums uint64 fields; {name} is {word_dtype}")
+        p.n_words, p.n_side = len(words), n_side
+        rc = lib.tsf_group_plan_check(p)
+        if rc < 0:
+            raise ValueError(f"tsf_group_sums plan: {strerror(rc)}")
+        self.width = len(words) + n_side
+        self._scratch = _Scratch()
+
+    def __call__(self, rows: np.ndarray, order: np.ndarray,
+                 side: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """The (groups, width) uint64 sums of ``rows`` taken in ``order`` (row indices, equal keys
+        adjacent), and each group's first position in ``order``."""
+        if rows.dtype != self.dtype or not rows.flags.c_contiguous:
+            raise ValueError("rows must be C-contiguous rows of the plan's dtype")
+        order = np.ascontiguousarray(order, np.int64)
+        n_side = self._plan.n_side
+        if side is None:
+            side = np.zeros((len(rows), n_side), np.uint64)
+        if side.dtype != np.uint64 or not side.flags.c_contiguous or side.shape != (len(rows), n_side):
+            raise ValueError(f"side must be a C-contiguous ({len(rows)}, {n_side}) uint64 block")
+        sums = np.empty((len(order), self.width), np.uint64)
+        first = np.empty(len(order), np.uint32)
+        a = self._scratch.struct("args", "struct tsf_group_args *")
+        held = [ffi.from_buffer("uint8_t[]", rows), ffi.from_buffer("int64_t[]", order),
+                ffi.from_buffer("uint64_t[]", side),
+                ffi.from_buffer("uint64_t[]", sums, require_writable=True),
+                ffi.from_buffer("uint32_t[]", first, require_writable=True)]
+        a.rows, a.order, a.side, a.sums, a.first = held
+        a.rows_len, a.n = rows.nbytes, len(rows)
+        a.n_order, a.side_len = len(order), side.size
+        a.sums_len, a.cap = sums.size, len(first)
+        groups = lib.tsf_group_sums(self._plan, a)
+        del held           # the buffers lived through the call
+        if groups < 0:
+            raise ValueError(f"tsf_group_sums: {strerror(groups)}")
+        return sums[:groups], first[:groups]
 
 
 # ---- one look's cgroup files -------------------------------------------------------------------------
