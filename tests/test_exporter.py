@@ -25,7 +25,7 @@ from taskstats_fast import __version__  # noqa: E402
 from taskstats_fast.accounting.interval import (BORN, DELAY_CLASSES, EXITED, Interval)
 from taskstats_fast.errors import ListenError  # noqa: E402
 from taskstats_fast.live.exporter import (OPENMETRICS_FORMAT, OTHER, TEXT_FORMAT, Grouping, ListenerCounters,  # noqa: E402
-                                          PrometheusExporter, _strided_runs, negotiate)
+                                          PrometheusExporter, negotiate)
 from taskstats_fast.live.cgroup_labels import LABEL_NAMES  # noqa: E402
 from taskstats_fast.live.server import MetricsServer, parse_listen  # noqa: E402
 from taskstats_fast.layout import DELAY_CLASS_BY_NAME  # noqa: E402
@@ -497,13 +497,3 @@ def test_the_readme_table_lists_every_metric_with_its_type_and_labels():
             assert "cgroup" in shown and shown <= labels, (family, shown, labels)
         else:
             assert shown == labels, (family, shown, labels)
-
-
-@pytest.mark.parametrize("indices", [[0, 1, 2, 6, 8, 10, 5, 7, 9, 21, 22], [3], [], [4, 4, 2, 0, 9, 9],
-                                     [0, 5, 6, 7], [7, 6, 5]])
-def test_strided_runs_copy_exactly_the_columns_asked(indices):
-    source = np.arange(5 * 32).reshape(5, 32)
-    out = np.full((5, len(indices)), -1)
-    for into, taken in _strided_runs(indices):
-        out[:, into] = source[:, taken]
-    assert out.tolist() == source[:, indices].tolist()
