@@ -170,7 +170,7 @@ int main(int argc, char **argv)
     int sys_psi[MAX_RES], delay = open("/proc/sys/kernel/task_delayacct", O_RDONLY | O_CLOEXEC);
     for (int r = 0; r < nres; r++) {
         char path[64];
-        snprintf(path, sizeof path, "/proc/pressure/%s", res[r]);
+        snprintf(path, sizeof path, "/proc/pressure/%.15s", res[r]);
         sys_psi[r] = open(path, O_RDONLY | O_CLOEXEC);
     }
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_GENERIC);
