@@ -26,8 +26,11 @@ pytestmark = pytest.mark.kernel
 da = import_module("taskstats_fast.kernel.delayacct")  # tsf.delay_accounting is the context manager
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-STATIC_FIELDS = ("version", "ac_pid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm", "ac_btime",
-                 "ac_nice", "ac_sched", "ac_flag")
+STATIC_FIELDS = ("version", "ac_pid", "ac_ppid", "ac_uid", "ac_gid", "ac_comm", "ac_nice",
+                 "ac_sched", "ac_flag")
+# the kernel computes ac_btime as "now minus elapsed" in whole seconds: two replies about one task
+# differ by a second whenever a second's boundary falls between them
+BTIME_TOLERANCE_S = 1
 # counters that only grow: a reply taken between two others must lie between them
 MONOTONIC_FIELDS = ("cpu_count", "cpu_delay_total", "cpu_run_real_total", "cpu_run_virtual_total",
                     "ac_etime", "ac_utime", "ac_stime", "ac_minflt", "ac_majflt", "coremem",
@@ -217,6 +220,7 @@ def test_pid_matches_pyroute2(conn, sleeper):
         for k in STATIC_FIELDS:
             want = before[k].rstrip(b"\0") if k == "ac_comm" else before[k]
             assert ours[k] == want == (after[k].rstrip(b"\0") if k == "ac_comm" else after[k]), k
+        assert before["ac_btime"] - BTIME_TOLERANCE_S <= ours["ac_btime"] <= after["ac_btime"] + BTIME_TOLERANCE_S
         for k in MONOTONIC_FIELDS:
             assert before[k] <= ours[k] <= after[k], k
     finally:
@@ -263,6 +267,8 @@ def test_two_workers_give_the_records_one_worker_gives(conn, sleeper, dead_in):
     assert two.records["id"].tolist() == ids[ids != dead.pid].tolist()
     for k in STATIC_FIELDS:
         assert (two.records[k] == one.records[k]).all(), k
+    btime_gap = two.records["ac_btime"].astype(np.int64) - one.records["ac_btime"]
+    assert (abs(btime_gap) <= BTIME_TOLERANCE_S).all()
 
 
 def test_a_batch_far_larger_than_the_socket_buffer_loses_nothing():
