@@ -13,6 +13,7 @@ import errno
 import os
 import signal
 import struct
+import threading
 import time
 import warnings
 
@@ -555,6 +556,59 @@ def test_a_given_array_too_short_or_of_another_dtype_is_refused(fake, out, words
     with pytest.raises(ValueError, match=words):
         conn._parallel.main.lookup(ids, _native.ATTR_PID, out=out)
     assert conn.pids(ids).records["id"].tolist() == [1, 2]     # nothing was sent: still usable
+
+
+def test_span_claims_hand_out_every_id_once_in_shrinking_rounds():
+    claims = queries.SpanClaims(10_000, workers=2, step=256)
+    claimed = []                      # (side, lo, hi) in the order handed out, sides alternating
+    while (span := (claims.front, claims.back)[len(claimed) % 2]()) is not None:
+        claimed.append(("front back".split()[len(claimed) % 2], *span))
+    spans = sorted((lo, hi) for _, lo, hi in claimed)
+    assert spans[0][0] == 0 and spans[-1][1] == 10_000
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))       # disjoint, nothing left out
+    front = [(lo, hi) for side, lo, hi in claimed if side == "front"]
+    assert all(a[1] == b[0] for a, b in zip(front, front[1:]))       # the caller's run on in place
+    sizes = [hi - lo for _, lo, hi in claimed]
+    assert all(size % 256 == 0 for size in sizes[:-1]) and max(sizes) <= 10_000 // 4 + 256
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] <= 256   # shrinking to a round
+    assert claims.front() is None and claims.back() is None
+    claims = queries.SpanClaims(10_000, workers=2, step=256)
+    claims.front()
+    claims.stop()
+    assert claims.front() is None and claims.back() is None
+
+
+def test_span_claims_let_a_slow_worker_take_less_and_all_finish_within_a_round():
+    claims = queries.SpanClaims(8_192, workers=2, step=256)
+    done, taken = {}, {"fast": 0, "slow": 0}
+
+    def work(name, claim, seconds_per_id):
+        while (span := claim()) is not None:
+            time.sleep((span[1] - span[0]) * seconds_per_id)
+            taken[name] += span[1] - span[0]
+        done[name] = time.perf_counter()
+
+    slow = threading.Thread(target=work, args=("slow", claims.back, 6e-6))
+    slow.start()
+    work("fast", claims.front, 2e-6)
+    slow.join()
+    # fixed halves would have the fast one idle for two thirds of the slow one's time
+    assert taken["fast"] + taken["slow"] == 8_192 and taken["fast"] > 1.5 * taken["slow"]
+    assert abs(done["fast"] - done["slow"]) < 256 * 6e-6 + 0.05   # within about one round
+
+
+@pytest.mark.parametrize("refused", [3, 3990])   # in the caller's first span, in a helper's
+def test_a_refusal_in_any_workers_span_raises_and_leaves_the_connection_usable(fake, refused):
+    k = fake(live=range(1, 4001), policy=lambda seq, ident: [wire.error_msg(-errno.EPERM, seq)]
+             if ident == refused and k.refusing else None)
+    k.refusing = True
+    conn = k.connection()
+    ids = np.arange(1, 4001, dtype=np.uint32)
+    with pytest.raises(PermissionDeniedError):
+        conn.pids(ids, workers=2)
+    k.refusing = False
+    assert conn.pids(ids, workers=2).records["id"].tolist() == ids.tolist()
+    assert conn.pids(ids).records["id"].tolist() == ids.tolist()
 
 
 def test_workers_must_be_positive(fake):

@@ -3,8 +3,8 @@
 
 Owns ``QueryChannel`` (one socket: single lookups, bulk lookups in rounds, the receive-buffer
 calibration, and the clean-up after an abandoned request), ``ParallelLookups`` (a bulk lookup
-split over extra sockets and threads), the ``Lookup`` result, id validation, and the hints that
-explain a refusal.
+split over extra sockets and threads) and the ``SpanClaims`` its threads share, the ``Lookup``
+result, id validation, and the hints that explain a refusal.
 
 How a bulk lookup works: one C call (``_native.Query``, csrc/tsf_query.c) with the GIL released,
 no Python object per record:
@@ -21,18 +21,20 @@ no Python object per record:
    a note that did not fit), the requests still unanswered are sent again; a reply that never
    comes raises ``ReplyTimeoutError`` after ``timeout`` seconds without progress.
 5. ``ParallelLookups`` splits the ids over N sockets queried from N threads: the kernel does its
-   per-task work inside each sender's ``send``, so it spreads over the cores.
+   per-task work inside each sender's ``send``, so it spreads over the cores.  The threads
+   claim shrinking spans of the ids as they go (``SpanClaims``), so they finish together.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import operator
 import os
 import socket
 import threading
 import time
-from typing import Any, Callable, List, NamedTuple, Optional
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -377,11 +379,53 @@ class QueryChannel:
 
 
 # ---- a bulk lookup over several sockets ----------------------------------------------------------
+class SpanClaims:
+    """The spans of a bulk lookup's ids that its workers claim, one at a time under a lock: the
+    caller's thread from the front, so its records land in place in the joined array, the
+    helpers from the back.  Each span is a share of what is left (guided scheduling), so spans
+    shrink to one round of ``step`` ids at the end.  The kernel serialises GETs and favours one
+    sender or the other by the millisecond; fixed halves made the first to finish wait for the
+    other, while shrinking spans let every worker finish within about a round of the last.
+    ``stop()`` (a worker failed) hands out nothing more."""
+
+    def __init__(self, n: int, workers: int, step: int):
+        self.lo, self.hi = 0, n
+        self.shares = 2 * workers    # a span is at most this fraction of what is left
+        self.step = max(1, step)
+        self._lock = threading.Lock()
+
+    def _size(self) -> int:
+        left = self.hi - self.lo
+        size = -(-max(self.step, -(-left // self.shares)) // self.step) * self.step
+        return min(size, left)
+
+    def front(self) -> Optional[Tuple[int, int]]:
+        with self._lock:
+            if self.lo >= self.hi:
+                return None
+            lo = self.lo
+            self.lo += self._size()
+            return lo, self.lo
+
+    def back(self) -> Optional[Tuple[int, int]]:
+        with self._lock:
+            if self.lo >= self.hi:
+                return None
+            hi = self.hi
+            self.hi -= self._size()
+            return self.hi, hi
+
+    def stop(self) -> None:
+        with self._lock:
+            self.hi = self.lo
+
+
 class ParallelLookups:
     """Bulk lookups of ``main`` split over extra sockets (``open_socket`` makes them), each
     queried from its own thread.  The kernel answers a GET inside the sender's ``send`` call and
     the receive loop runs in C, both without the GIL, so the kernel's per-task work spreads over
-    the cores.  The extra channels and threads are made on first use and kept until ``close()``."""
+    the cores.  The workers claim spans of the ids as they go (``SpanClaims``).  The extra
+    channels and threads are made on first use and kept until ``close()``."""
 
     def __init__(self, main: QueryChannel, open_socket: Callable[[], socket.socket]):
         self.main = main
@@ -399,26 +443,38 @@ class ParallelLookups:
         if workers == 1:
             return self.main.lookup(ids, attr)
         helpers = self._workers(workers - 1)
-        bounds = np.linspace(0, len(ids), workers + 1).astype(np.intp)
-        chunks = [ids[bounds[i]:bounds[i + 1]] for i in range(workers)]
-        futures = [self._pool.submit(helper.lookup, chunk, attr)
-                   for helper, chunk in zip(helpers, chunks[1:])]
-        # The first part writes straight into the array every part's records end up in (its
-        # query may use only its own chunk's rows of it), so only the helpers' records are copied.
+        claims = SpanClaims(len(ids), workers, self.main.in_flight)
+        futures = [self._pool.submit(_helper_spans, helper, ids, attr, claims) for helper in helpers]
+        # The caller's spans come from the front and go straight into the array every span's
+        # records end up in, each after the last (a query writes only its own span's rows and
+        # two spare ones, which no one has written yet), so only the helpers' records are copied.
         out = np.empty(len(ids) + _native.ROWS_PER_DATAGRAM, layout.DTYPE)
-        parts = [self.main.lookup(chunks[0], attr, out=out)] + [f.result() for f in futures]
-        rows = len(parts[0].records)
+        found = np.empty(len(ids), bool)
+        rows = resent = 0
+        try:
+            while (span := claims.front()) is not None:
+                lo, hi = span
+                part = self.main.lookup(ids[lo:hi], attr, out=out[rows:])
+                found[lo:hi] = part.found
+                rows += len(part.records)
+                resent += part.resent
+        except BaseException:
+            claims.stop()
+            concurrent.futures.wait(futures)   # their sockets stay usable: let them finish
+            raise
+        spans = sorted((span for future in futures for span in future.result()), key=lambda s: s[0])
         as_bytes = out.view(np.uint8)   # a copy of identical records is a copy of their bytes
         size = layout.DTYPE.itemsize
-        for part in parts[1:]:
+        for lo, hi, part in spans:
             n = len(part.records)
             as_bytes[rows * size:(rows + n) * size] = part.records.view(np.uint8)
+            found[lo:hi] = part.found
             rows += n
+            resent += part.resent
         records = out[:rows]
         if len(out) - rows > max(rows, _SPARE_ROWS):
             records = records.copy()  # do not pin a mostly empty array
-        return Lookup(records, ids, np.concatenate([p.found for p in parts]),
-                      sum(p.resent for p in parts))
+        return Lookup(records, ids, found, resent)
 
     def _workers(self, n: int) -> List[QueryChannel]:
         """``n`` helper channels over sockets of their own (kept for the next call)."""
@@ -433,10 +489,9 @@ class ParallelLookups:
                 helper.max_in_flight = main.max_in_flight
                 self.helpers.append(helper)
             if self._pool is None or self._pool_size < n:
-                from concurrent.futures import ThreadPoolExecutor
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(n, thread_name_prefix="taskstats-query")
+                self._pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="taskstats-query")
                 self._pool_size = n
             return self.helpers[:n]
 
@@ -448,3 +503,18 @@ class ParallelLookups:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False)
+
+
+def _helper_spans(helper: QueryChannel, ids: np.ndarray, attr: int, claims: SpanClaims
+                  ) -> List[Tuple[int, int, Lookup]]:
+    """A helper thread's part of a parallel lookup: the spans it claimed from the back, each
+    with its own records.  A failure stops the claims, so the others do not go on for nothing."""
+    spans = []
+    try:
+        while (span := claims.back()) is not None:
+            lo, hi = span
+            spans.append((lo, hi, helper.lookup(ids[lo:hi], attr)))
+    except BaseException:
+        claims.stop()
+        raise
+    return spans
