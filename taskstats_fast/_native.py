@@ -515,7 +515,7 @@ class Query:
                  in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None):
         n = len(ids)
         if out is None:
-            out = np.empty(n + ROWS_PER_DATAGRAM, layout.DTYPE)
+            out = layout.empty_records(n + ROWS_PER_DATAGRAM)
         else:
             _check_query_out(out, n)
         drain.ensure_notes(in_flight + drain.nslots)
@@ -615,7 +615,7 @@ class Sightings:
         if records.dtype != layout.DTYPE:
             raise TypeError("records must be a numpy array of taskstats_fast.DTYPE")
         records = np.ascontiguousarray(records)
-        out = np.empty(len(records), self.dtype)
+        out = layout.empty_records(len(records), self.dtype)
         ordered = self._scratch.struct("sorted", "int *")
         n = lib.tsf_sightings(self._plan, ffi.from_buffer("uint8_t[]", records), len(records),
                               look_ns is not None, look_ns or 0,
@@ -727,8 +727,8 @@ class Join:
         """Join the ledger ``start``, the closing look ``ends`` and ``exits`` (sightings, sorted by
         pid; ``exits`` is folded in place); the cgroups are (sorted tids, cgroup ids) per look."""
         ns, ne, nx = len(start), len(ends), len(exits)
-        rows = np.empty(nx + ne, self.row_dtype)
-        ledger = np.empty(ne, self.sighting_dtype)
+        rows = layout.empty_records(nx + ne, self.row_dtype)
+        ledger = layout.empty_records(ne, self.sighting_dtype)
         keep = np.empty(nx + ne, np.uint8)
         work = self._scratch.get("join", ns + 3 * ne + 2 * nx, np.int64)
         held: list = []

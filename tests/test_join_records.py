@@ -1,5 +1,6 @@
-"""layout.join_records, the one byte join of record arrays: what it returns is what
-np.concatenate returns (values and dtype), for every shape of input the callers hand it."""
+"""layout's byte operations on record arrays (join_records, take_records, copy_records,
+empty_records, zeros_records): what each returns is what numpy's own operation returns (values
+and dtype), for every shape of input the callers hand it."""
 
 from __future__ import annotations
 
@@ -70,3 +71,45 @@ def test_arrays_of_another_dtype_are_cast_as_concatenate_into_it_casts():
     reference = np.empty(5, PADDED)
     np.concatenate(batches, out=reference)
     _same(joined, reference)
+
+
+# ---- take, copy, empty, zeros --------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [DTYPE, PADDED])
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+def test_records_taken_as_bytes_are_the_indexed_records(dtype, n):
+    rng = np.random.default_rng(n + dtype.itemsize)
+    records = _records(rng, n, dtype)
+    for index in (rng.permutation(n), rng.integers(0, max(n, 1), size=2 * n) if n else np.zeros(0, np.intp),
+                  rng.random(n) < 0.5, np.arange(n)[::-1]):
+        taken = layout.take_records(records, index)
+        assert taken.dtype == dtype and taken.shape == (len(records[index]),)
+        _same(taken, records[index])
+        assert taken.flags.writeable and taken.flags.c_contiguous and not np.shares_memory(taken, records)
+
+
+def test_a_strided_view_is_taken_by_its_records():
+    records = _records(np.random.default_rng(5), 40)[1::3]
+    index = np.array([4, 0, 12, 4])
+    _same(layout.take_records(records, index), records[index])
+
+
+@pytest.mark.parametrize("dtype", [DTYPE, PADDED])
+def test_records_copied_as_bytes_are_the_records_with_their_padding(dtype):
+    records = _records(np.random.default_rng(6), 9, dtype)
+    copied = layout.copy_records(records)
+    assert copied.dtype == dtype and copied.tobytes() == records.tobytes()
+    assert copied.flags.writeable and not np.shares_memory(copied, records)
+    _same(layout.copy_records(records[::2]), records[::2].copy())
+
+
+@pytest.mark.parametrize("dtype", [DTYPE, PADDED])
+@pytest.mark.parametrize("n", [0, 1, 33])
+def test_records_made_over_bytes_are_numpys_arrays_of_the_dtype(dtype, n):
+    zeros, empty = layout.zeros_records(n, dtype), layout.empty_records(n, dtype)
+    for made in (zeros, empty):
+        assert made.dtype == dtype and made.shape == (n,) and made.flags.writeable
+        assert made.flags.aligned and made.flags.c_contiguous
+    assert zeros.tobytes() == bytes(n * dtype.itemsize)
+    _same(zeros, np.zeros(n, dtype))
+    empty[:] = zeros            # writable through, like any array
+    _same(empty, zeros)

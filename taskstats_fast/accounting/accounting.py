@@ -23,6 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from .. import layout
 from ..kernel.delayacct import delayacct_enabled
 from ..kernel import receive_buffer
 from . import cgroupfs
@@ -184,7 +185,7 @@ class Accounting:
 def _pressure_delta(start: Look, end: Look) -> Pressure:
     """Stall-time deltas: the system's, and each cgroup's seen at both looks."""
     a, b = start.cgroups, end.cgroups
-    system = np.zeros(1, PSI_DTYPE)
+    system = layout.zeros_records(1, PSI_DTYPE)
     before = np.frombuffer(a.system_psi, np.uint64)[1:]
     after = np.frombuffer(b.system_psi, np.uint64)[1:]
     psi_words(system)[0, 1:] = after - np.minimum(before, after)
@@ -194,7 +195,7 @@ def _pressure_delta(start: Look, end: Look) -> Pressure:
     else:
         common, ia, ib = np.intersect1d(ids_a, ids_b, assume_unique=True, return_indices=True)
         before, after = psi_words(a.psi)[ia, 1:], psi_words(b.psi)[ib, 1:]
-    rows = np.empty(len(common), PSI_DTYPE)
+    rows = layout.empty_records(len(common), PSI_DTYPE)
     words = psi_words(rows)
     words[:, 0] = common
     np.subtract(after, np.minimum(before, after), out=words[:, 1:])

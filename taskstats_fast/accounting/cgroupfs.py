@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .. import _native
+from .. import _native, layout
 from .interval import PSI_DTYPE, PSI_RESOURCES
 
 __all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "KeptWalk", "look", "read_pressure_totals",
@@ -245,8 +245,8 @@ class CgroupLook:
     paths: Dict[int, str] = field(default_factory=dict)
     tids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
     tid_cgroup: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    psi: np.ndarray = field(default_factory=lambda: np.zeros(0, PSI_DTYPE))
-    system_psi: np.void = field(default_factory=lambda: np.zeros(1, PSI_DTYPE)[0])
+    psi: np.ndarray = field(default_factory=lambda: layout.zeros_records(0, PSI_DTYPE))
+    system_psi: np.void = field(default_factory=lambda: layout.zeros_records(1, PSI_DTYPE)[0])
     resources: Tuple[str, ...] = ()
     #: the parent of each cgroup id (the root has none)
     parent_of: Dict[int, int] = field(default_factory=dict)
@@ -441,7 +441,7 @@ class KeptWalk:
 
     def read(self, now: int) -> Optional[CgroupLook]:
         """The look, or None when the hierarchy is not what the walk saw (walk again)."""
-        psi = np.zeros(len(self._native.ids), PSI_DTYPE) if self.pressure else None
+        psi = layout.zeros_records(len(self._native.ids), PSI_DTYPE) if self.pressure else None
         got = self._native.read(None if psi is None else psi.view(np.uint64))
         if got is None:
             return None

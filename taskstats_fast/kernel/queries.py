@@ -311,13 +311,13 @@ class QueryChannel:
             if query.unordered:
                 order = np.argsort(query.row_index[:query.rows], kind="stable")
                 if out is None:
-                    records = records[order]
+                    records = layout.take_records(records, order)
                 else:
                     # sorted in place, so the records stay the caller's view (as bytes: a
                     # structured assignment goes field by field)
-                    records.view(np.uint8)[:] = records[order].view(np.uint8)
+                    records.view(np.uint8)[:] = layout.take_records(records, order).view(np.uint8)
             elif out is None and len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
-                records = records.copy()  # do not pin a mostly empty array
+                records = layout.copy_records(records)  # do not pin a mostly empty array
             return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
 
     def _run(self, query: Query, what: str) -> None:
@@ -448,7 +448,7 @@ class ParallelLookups:
         # The caller's spans come from the front and go straight into the array every span's
         # records end up in, each after the last (a query writes only its own span's rows and
         # two spare ones, which no one has written yet), so only the helpers' records are copied.
-        out = np.empty(len(ids) + _native.ROWS_PER_DATAGRAM, layout.DTYPE)
+        out = layout.empty_records(len(ids) + _native.ROWS_PER_DATAGRAM)
         found = np.empty(len(ids), bool)
         rows = resent = 0
         try:
@@ -473,7 +473,7 @@ class ParallelLookups:
             resent += part.resent
         records = out[:rows]
         if len(out) - rows > max(rows, _SPARE_ROWS):
-            records = records.copy()  # do not pin a mostly empty array
+            records = layout.copy_records(records)  # do not pin a mostly empty array
         return Lookup(records, ids, found, resent)
 
     def _workers(self, n: int) -> List[QueryChannel]:

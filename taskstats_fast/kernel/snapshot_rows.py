@@ -72,12 +72,6 @@ PROCESS_COLUMNS = {
 }
 
 
-def _take_rows(records: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``records[index]`` copied as bytes (numpy copies a structured dtype field by field)."""
-    raw = np.ascontiguousarray(records).view(np.uint8).reshape(len(records), records.dtype.itemsize)
-    return np.ascontiguousarray(raw[index]).view(records.dtype).reshape(-1)
-
-
 def process_rows(pids: np.ndarray, tids: np.ndarray, owners: np.ndarray, per_thread: Lookup,
                  groups: Lookup) -> Lookup:
     """One row per process of ``pids`` from its threads' PID records (``per_thread``, asked for
@@ -100,7 +94,7 @@ def process_rows(pids: np.ndarray, tids: np.ndarray, owners: np.ndarray, per_thr
     found[np.flatnonzero(groups.found)[has_leader]] = True
     proc = pids[found]
     leaders = leader_row[leader_order[np.searchsorted(leader_owner[leader_order], proc)]]
-    out = _take_rows(per_thread.records, leaders)
+    out = layout.take_records(per_thread.records, leaders)
     tgid_records = groups.records[has_leader]
     seg = np.searchsorted(seg_owner, proc)    # every process with a leader has a segment
     for name, rule in PROCESS_COLUMNS.items():
