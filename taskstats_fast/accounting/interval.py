@@ -31,6 +31,7 @@ Contract (other modules and the live surfaces build on it; names marked *fixed* 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, Dict, List, Literal, Mapping, NamedTuple, Optional, Sequence, Tuple, Union,
                     overload)
@@ -327,6 +328,11 @@ def group_dtype(key: str) -> np.dtype:
     """The dtype of ``Interval.by(key, frame=False)``."""
     if key not in GROUP_KEYS:
         raise ValueError(f"by() takes one of {', '.join(GROUP_KEYS)}, not {key!r}")
+    return _group_dtype(key)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_dtype(key: str) -> np.dtype:   # built once per key: np.dtype of 40 fields is not free
     carried = {"process": ("ac_tgid", "ac_comm", "ac_uid", "ac_btime64", "cgroup_id"),
                "cgroup": ("cgroup_id",), "user": ("ac_uid",), "command": ("ac_comm",),
                "thread": IDENTITY_FIELDS + ("ac_btime64", "cgroup_id", "attribution", "state")}[key]
@@ -383,7 +389,7 @@ def _processes(tasks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     begins; the leader heads its process's rows (then the earliest), so its identity is the
     group's."""
     leader = tasks["ac_pid"] == tasks["ac_tgid"]
-    tasks = tasks[np.lexsort((tasks["ac_btime64"], ~leader, tasks["ac_tgid"]))]
+    tasks = layout.take_records(tasks, np.lexsort((tasks["ac_btime64"], ~leader, tasks["ac_tgid"])))
     leader = tasks["ac_pid"] == tasks["ac_tgid"]
     tgid_starts = _run_starts(tasks, ("ac_tgid",))
     if (np.add.reduceat(leader.astype(np.int64), tgid_starts) <= 1).all():
@@ -391,7 +397,7 @@ def _processes(tasks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     start = process_starts(tasks["ac_tgid"], tasks["ac_pid"], tasks["ac_btime64"],
                            alive=(tasks["state"] & EXITED) == 0)
     order = np.lexsort((tasks["ac_btime64"], ~leader, start, tasks["ac_tgid"]))
-    tasks, start = tasks[order], start[order]
+    tasks, start = layout.take_records(tasks, order), start[order]
     change = np.zeros(len(tasks), bool)
     change[0] = True
     change[1:] = (tasks["ac_tgid"][1:] != tasks["ac_tgid"][:-1]) | (start[1:] != start[:-1])
@@ -408,13 +414,13 @@ def group_rows(tasks: np.ndarray, key: str, *, fields: Optional[Sequence[str]] =
     levels = LEVEL_FIELDS if fields is None else tuple(f for f in LEVEL_FIELDS if f in fields)
     keys = GROUP_KEYS[key]
     if len(tasks) == 0:
-        return np.zeros(0, out_dtype)
+        return layout.zeros_records(0, out_dtype)
     if key == "process":
         rows, starts = _processes(tasks)
     else:
-        rows = tasks[np.lexsort(tuple(tasks[k] for k in reversed(keys)))]
+        rows = layout.take_records(tasks, np.lexsort(tuple(tasks[k] for k in reversed(keys))))
         starts = _run_starts(rows, keys)
-    out = np.zeros(len(starts), out_dtype)
+    out = layout.zeros_records(len(starts), out_dtype)
     for name in out_dtype.names or ():
         if name in TASK_FIELDS and name not in SUMMED_FIELDS + LEVEL_FIELDS:
             out[name] = rows[name][starts]

@@ -378,7 +378,7 @@ def _selected(tasks: np.ndarray, cgroups: Mapping[int, str], state: TopState) ->
         keep &= np.isin(tasks["ac_tgid"], np.array(state.pids, np.uint64))
     if state.uid is not None:
         keep &= tasks["ac_uid"] == state.uid
-    return tasks if keep.all() else tasks[keep]
+    return tasks if keep.all() else layout.take_records(tasks, keep)
 
 
 def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> TopTable:
@@ -402,7 +402,7 @@ def build_table(interval, state: TopState, *, limit: Optional[int] = None) -> To
     if tree:
         rank, prefixes = _tree_order(groups, rank, _parents(tasks))
     rank = rank if limit is None else rank[:limit]
-    shown = groups[rank]
+    shown = layout.take_records(groups, rank)
     ids, names = _ids(state.grouping, shown), _names(state.grouping, shown, cgroups)
     for i in np.flatnonzero(processes[rank] > 1).tolist():
         ids[i] = -1
@@ -430,7 +430,7 @@ def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
     several = np.flatnonzero(counts > 1)
     slot = np.full(len(names), -1, np.int64)
     slot[several] = np.arange(len(several))
-    rows = groups[short[first[several]]].copy()
+    rows = layout.take_records(groups, short[first[several]])
     summed = np.zeros((len(several), values.shape[1]), np.float64)
     np.add.at(summed, slot[inverse[folding]], values[short[folding]])
     for field in ("tasks", "born", "exited"):
@@ -438,7 +438,8 @@ def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
                                   minlength=len(several)).astype(np.uint64)
     keep = np.ones(len(groups), bool)
     keep[short[folding]] = False
-    return (np.concatenate([groups[keep], rows]), np.concatenate([values[keep], summed]),
+    return (layout.join_records([layout.take_records(groups, keep), rows]),
+            np.concatenate([values[keep], summed]),
             np.concatenate([np.ones(int(keep.sum()), np.int64), counts[several]]))
 
 
