@@ -1,9 +1,12 @@
 """accounting/cgroupfs.py without a kernel: finding cgroup v2 in mountinfo, pressure files, and a
-walk over a fake hierarchy (a plain directory tree with cgroup.threads files)."""
+walk over a fake hierarchy (a plain directory tree with cgroup.threads files); and, on this host's
+own hierarchy, what its true root's pressure files are."""
 
 import os
 
 import numpy as np
+
+from under_ci import unavailable
 
 from taskstats_fast.accounting import cgroupfs
 from taskstats_fast.accounting.interval import PSI_DTYPE
@@ -169,5 +172,39 @@ def test_no_walk_is_kept_past_the_open_files_limit(tmp_path):
         first = cgroupfs.look(str(root), files=files)
         assert files.walk is None and first.kept is None
         _same(cgroupfs.look(str(root), files=files), cgroupfs.look(str(root)))
+    finally:
+        files.close()
+
+
+def _root_totals(root, resources):
+    return {r: cgroupfs._totals(open(f"{root}/{r}.pressure", "rb").read()) for r in resources}
+
+
+def test_the_true_roots_pressure_is_proc_pressures_read_once():
+    """The kernel shows psi_system in both /proc/pressure and the root cgroup's files: a look
+    reads it once and gives the root row those figures, which lie between the root's own
+    files read before and after the look, by the walk and by the kept walk's C call alike."""
+    root = cgroupfs.find_cgroup2()
+    if root is None or not os.path.exists(f"{cgroupfs.SYSTEM_PRESSURE_DIR}/cpu"):
+        unavailable("needs cgroup v2 and PSI (/proc/pressure)")
+    if os.stat(root).st_ino != cgroupfs.ROOT_CGROUP_INO:
+        unavailable(f"cgroup v2 at {root} is a cgroup namespace's root, not the hierarchy's")
+    files = cgroupfs.OpenFiles()
+    try:
+        for _ in range(3):            # the walk, then looks through the kept walk
+            before = _root_totals(root, ("cpu", "io", "memory"))
+            got = cgroupfs.look(root, files=files)
+            after = _root_totals(root, got.resources)
+            row = got.psi[got.psi["cgroup_id"] == cgroupfs.ROOT_CGROUP_INO]
+            assert len(row) == 1 and set(got.resources) >= {"cpu", "io", "memory"}
+            for resource in got.resources:
+                for i, kind in enumerate(("some", "full")):
+                    name = f"{resource}_{kind}_us"
+                    assert row[0][name] == got.system_psi[name], name
+                    if resource in before:
+                        assert before[resource][i] <= row[0][name] <= after[resource][i], name
+            assert not [p for p in files.kept if p.startswith(f"{root}/") and p.endswith(".pressure")
+                        and os.path.dirname(p) == root.rstrip("/")], "the root's files were read"
+        assert files.walk is not None
     finally:
         files.close()

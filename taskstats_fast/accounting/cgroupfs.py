@@ -29,10 +29,15 @@ from .. import _native, layout
 from .interval import PSI_DTYPE, PSI_RESOURCES
 
 __all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "KeptWalk", "look", "read_pressure_totals",
-           "SYSTEM_PRESSURE_DIR"]
+           "SYSTEM_PRESSURE_DIR", "ROOT_CGROUP_INO"]
 
 MOUNTINFO = "/proc/self/mountinfo"
 SYSTEM_PRESSURE_DIR = "/proc/pressure"
+#: The inode of the hierarchy's true root (``cgroup_ino``).  Its pressure files show the kernel's
+#: ``psi_system``, what /proc/pressure shows (kernel/cgroup/cgroup.c: cgroup_psi), so a look
+#: reads that once and gives the root its figures; a cgroup namespace's root has another inode
+#: and its own files.
+ROOT_CGROUP_INO = 1
 _READ_CHUNK = 1 << 16
 
 
@@ -343,7 +348,12 @@ def _walk(root: Optional[str], pressure: bool, files: Optional[OpenFiles], now: 
             result.parent_of[ino] = parent
         if pressure:
             psi_words.append(ino)
-            _pressure_words(directory, cgroup_resources, psi_words, ".pressure", files)
+            if ino == ROOT_CGROUP_INO:
+                for resource in cgroup_resources:
+                    psi_words += (int(result.system_psi[f"{resource}_some_us"]),
+                                  int(result.system_psi[f"{resource}_full_us"]))
+            else:
+                _pressure_words(directory, cgroup_resources, psi_words, ".pressure", files)
         base = "" if rel == "/" else rel
         stack.extend((e.path, f"{base}/{e.name}", e.inode(), ino) for e in children)
     counts = np.array([b.count(b"\n") for b in blobs], np.int64)
@@ -394,6 +404,9 @@ class KeptWalk:
         self.paths, self.parent_of, self.resources = result.paths, result.parent_of, result.resources
         self._native = native
         self._generation = files.generation
+        # the true root's row, which takes /proc/pressure's figures (row 0) instead of reading
+        ids = native.ids.tolist()
+        self._system_root_row = ids.index(ROOT_CGROUP_INO) if pressure and ROOT_CGROUP_INO in ids else None
         files.pin(paths)
 
     @classmethod
@@ -424,7 +437,8 @@ class KeptWalk:
                 directory = f"{base}{'' if rel == '/' else rel}"
                 threads.append(fd(directory + "/cgroup.threads"))
                 dirs.append(fd(directory, directory=True))
-                psi.append([fd(f"{directory}/{r}.pressure", optional=True) for r in resources])
+                psi.append([-1] * len(resources) if ino == ROOT_CGROUP_INO else   # /proc/pressure's
+                           [fd(f"{directory}/{r}.pressure", optional=True) for r in resources])
                 usage.append(fd(directory + "/cpu.stat", optional=True))
         except OSError:             # over the limit, or the hierarchy moved since the walk
             return None
@@ -448,6 +462,9 @@ class KeptWalk:
         result = CgroupLook(now, self.root, self.paths, got[0], got[1],
                             resources=self.resources, parent_of=self.parent_of)
         if psi is not None:
+            if self._system_root_row is not None:
+                words = psi.view(np.uint64).reshape(len(psi), -1)
+                words[self._system_root_row, 1:] = words[0, 1:]
             result.system_psi, result.psi = psi[0], psi[1:]
         result.kept = self
         return result
