@@ -46,8 +46,8 @@ from .._native import (ATTR_PID, NOTE_BAD, NOTE_ERROR, QUERY_DONE, QUERY_FOUND, 
 from ..errors import (DecodeError, InvalidTaskIdError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                       TaskstatsError, kernel_error)
 
-__all__ = ["QueryChannel", "ParallelLookups", "Lookup", "requests_in_flight", "as_ids", "invalid_id",
-           "permission_hint", "missing_hint", "MAX_IN_FLIGHT", "DEFAULT_REPLY_TRUESIZE", "DEFAULT_RCVBUF",
+__all__ = ["QueryChannel", "ParallelLookups", "SpanClaims", "Lookup", "requests_in_flight", "as_ids",
+           "invalid_id", "permission_hint", "missing_hint", "MAX_IN_FLIGHT", "DEFAULT_REPLY_TRUESIZE", "DEFAULT_RCVBUF",
            "REQUEST_SIZE", "U32"]
 
 REQUEST_SIZE = _native.GET_REQUEST_SIZE
