@@ -27,6 +27,7 @@ from taskstats_fast.errors import ListenError  # noqa: E402
 from taskstats_fast.live.exporter import (OPENMETRICS_FORMAT, OTHER, TEXT_FORMAT, Grouping, ListenerCounters,  # noqa: E402
                                           PrometheusExporter, negotiate)
 from taskstats_fast.live.cgroup_labels import LABEL_NAMES  # noqa: E402
+from taskstats_fast.live.series import SeriesTable, Store  # noqa: E402
 from taskstats_fast.live.server import MetricsServer, parse_listen  # noqa: E402
 from taskstats_fast.layout import DELAY_CLASS_BY_NAME  # noqa: E402
 
@@ -497,3 +498,29 @@ def test_the_readme_table_lists_every_metric_with_its_type_and_labels():
             assert "cgroup" in shown and shown <= labels, (family, shown, labels)
         else:
             assert shown == labels, (family, shown, labels)
+
+
+def test_series_rows_of_names_new_known_repeated_none_and_past_the_cap():
+    table = SeriesTable("command", cap=2, pinned=("total",))
+    first = table.rows_of(["a", None, "b", "a", "c", "c", "total"], now_ns=5)
+    a, b = table.row("a"), table.row("b")
+    assert first.tolist() == [a, -1, b, a, 0, 0, table.row("total")]
+    assert table.names[0] == OTHER and len({a, b, table.row("total"), 0}) == 4
+    assert table.folded_names == 1 and "c" not in table.names      # past the cap: folded into other
+    again = table.rows_of(("b", "a", "c"), now_ns=9)               # any iterable, all known
+    assert again.tolist() == [b, a, 0]
+    assert table.last_seen[a] == table.last_seen[b] == 9
+    fresh = SeriesTable("cgroup", cap=5)
+    assert fresh.rows_of(["x", "x", "y", "x"], now_ns=1).tolist() == [1, 1, 2, 1]   # a new name once
+
+
+@pytest.mark.parametrize("rows", [[3], [0, 2, 5], [4, 1, 4, 0, 4], [7, 7]])
+def test_a_store_adds_each_value_into_its_row_repeats_included(rows):
+    store = Store(("a", "b"))
+    values = np.arange(2 * len(rows), dtype=np.uint64).reshape(len(rows), 2) + 1
+    store.add(np.array(rows, np.intp), values)
+    store.add(np.array(rows, np.intp), values)
+    want = np.zeros((max(rows) + 1, 2), np.uint64)
+    for row, value in zip(rows, values):
+        want[row] += 2 * value
+    assert store.first(max(rows) + 1).tolist() == want.tolist()

@@ -220,7 +220,7 @@ class _Grouped:
         """Each name's series row; -1 for a row counted in no series of its own (no group, or
         the total's own tasks)."""
         rows = self.series.rows_of(names, now_ns)
-        if self.total is not None:      # the total's own tasks are counted in the total alone
+        if self.total is not None and self.total in names:   # its own tasks: in the total alone
             rows[[i for i, n in enumerate(names) if n == self.total]] = -1
         return rows
 
@@ -240,7 +240,7 @@ class _Grouped:
             return
         order = self._order(tasks)
         summed, first = self._sums(tasks, order, side)
-        rows = self._rows(self.names(tasks[order[first]], paths), now_ns)
+        rows = self._rows(self.names(layout.take_records(tasks, order[first]), paths), now_ns)
         self._add(self.counters, rows, summed[:, self._layout.counters])
         self._add(self.gauges, rows, summed[:, self._layout.gauges])
         self.folded_tasks += int(summed[rows == 0, self._layout.row].sum())
@@ -288,12 +288,12 @@ class _CommandNames:
         comms = rows["ac_comm"].tolist()
         if len(labels) + len(comms) > self._remembered:
             labels.clear()
-        out = []
-        for comm in comms:
-            label = labels.get(comm)
-            if label is None:
-                label = labels[comm] = command_label(comm)
-            out.append(label)
+        out = list(map(labels.get, comms))     # the common case: every command seen before
+        if None in out:
+            for i, label in enumerate(out):
+                if label is None:
+                    comm = comms[i]
+                    out[i] = labels[comm] = labels.get(comm) or command_label(comm)
         return out
 
 
