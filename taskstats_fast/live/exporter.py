@@ -30,7 +30,7 @@ import platform
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -288,13 +288,13 @@ class _CommandNames:
         comms = rows["ac_comm"].tolist()
         if len(labels) + len(comms) > self._remembered:
             labels.clear()
-        out = list(map(labels.get, comms))     # the common case: every command seen before
+        out: List[Optional[str]] = list(map(labels.get, comms))   # commonly, every one seen before
         if None in out:
             for i, label in enumerate(out):
                 if label is None:
                     comm = comms[i]
                     out[i] = labels[comm] = labels.get(comm) or command_label(comm)
-        return out
+        return cast(List[str], out)
 
 
 class PrometheusExporter:
