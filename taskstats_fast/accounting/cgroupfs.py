@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .. import _native, layout
-from .interval import PSI_DTYPE, PSI_RESOURCES
+from .interval import PSI_DTYPE, PSI_RESOURCES, psi_words
 
 __all__ = ["find_cgroup2", "CgroupLook", "OpenFiles", "KeptWalk", "look", "read_pressure_totals",
            "SYSTEM_PRESSURE_DIR", "ROOT_CGROUP_INO"]
@@ -327,7 +327,7 @@ def _walk(root: Optional[str], pressure: bool, files: Optional[OpenFiles], now: 
         return result
     ids: List[int] = []
     blobs: List[bytes] = []
-    psi_words: List[int] = []
+    psi_values: List[int] = []   # per cgroup: its id, then (some, full) per resource
     # a cgroup has the pressure files the system has (both need the same kernel options), so
     # a resource /proc/pressure lacks (irq, without irq time accounting) is not tried per cgroup
     cgroup_resources = tuple(r for r in PSI_RESOURCES if r in system_resources)
@@ -347,13 +347,13 @@ def _walk(root: Optional[str], pressure: bool, files: Optional[OpenFiles], now: 
         if parent:
             result.parent_of[ino] = parent
         if pressure:
-            psi_words.append(ino)
+            psi_values.append(ino)
             if ino == ROOT_CGROUP_INO:
                 for resource in cgroup_resources:
-                    psi_words += (int(result.system_psi[f"{resource}_some_us"]),
+                    psi_values += (int(result.system_psi[f"{resource}_some_us"]),
                                   int(result.system_psi[f"{resource}_full_us"]))
             else:
-                _pressure_words(directory, cgroup_resources, psi_words, ".pressure", files)
+                _pressure_words(directory, cgroup_resources, psi_values, ".pressure", files)
         base = "" if rel == "/" else rel
         stack.extend((e.path, f"{base}/{e.name}", e.inode(), ino) for e in children)
     counts = np.array([b.count(b"\n") for b in blobs], np.int64)
@@ -371,16 +371,16 @@ def _walk(root: Optional[str], pressure: bool, files: Optional[OpenFiles], now: 
     keep[1:] = tids_sorted[1:] != tids_sorted[:-1]
     result.tids = tids_sorted[keep].astype(np.uint32)
     result.tid_cgroup = cg_sorted[keep]
-    if psi_words:
+    if psi_values:
         width = 1 + 2 * len(cgroup_resources)
-        got = np.array(psi_words, np.uint64).reshape(len(ids), width)
-        rows = np.zeros(len(ids), PSI_DTYPE)
-        words = rows.view(np.uint64).reshape(len(ids), -1)
+        got = np.array(psi_values, np.uint64).reshape(len(ids), width)
+        rows = layout.zeros_records(len(ids), PSI_DTYPE)
+        words = psi_words(rows)
         words[:, 0] = got[:, 0]
         for i, resource in enumerate(cgroup_resources):      # PSI_DTYPE's columns of each
             at = 1 + 2 * PSI_RESOURCES.index(resource)
             words[:, at:at + 2] = got[:, 1 + 2 * i:3 + 2 * i]
-        result.psi = rows[np.argsort(got[:, 0])]
+        result.psi = layout.take_records(rows, np.argsort(got[:, 0]))
     return result
 
 
@@ -463,7 +463,7 @@ class KeptWalk:
                             resources=self.resources, parent_of=self.parent_of)
         if psi is not None:
             if self._system_root_row is not None:
-                words = psi.view(np.uint64).reshape(len(psi), -1)
+                words = psi_words(psi)
                 words[self._system_root_row, 1:] = words[0, 1:]
             result.system_psi, result.psi = psi[0], psi[1:]
         result.kept = self
