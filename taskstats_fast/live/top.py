@@ -430,17 +430,19 @@ def _fold_short_lived(groups: np.ndarray, values: np.ndarray):
     several = np.flatnonzero(counts > 1)
     slot = np.full(len(names), -1, np.int64)
     slot[several] = np.arange(len(several))
-    rows = layout.take_records(groups, short[first[several]])
     summed = np.zeros((len(several), values.shape[1]), np.float64)
     np.add.at(summed, slot[inverse[folding]], values[short[folding]])
+    keep = np.ones(len(groups), bool)
+    keep[short[folding]] = False
+    kept = np.flatnonzero(keep)
+    # the kept groups, then each folded name's first row, taken in one pass
+    out = layout.take_records(groups, np.concatenate([kept, short[first[several]]]))
+    rows = out[len(kept):]
     for field in ("tasks", "born", "exited"):
         rows[field] = np.bincount(slot[inverse[folding]], weights=groups[field][short[folding]],
                                   minlength=len(several)).astype(np.uint64)
-    keep = np.ones(len(groups), bool)
-    keep[short[folding]] = False
-    return (layout.join_records([layout.take_records(groups, keep), rows]),
-            np.concatenate([values[keep], summed]),
-            np.concatenate([np.ones(int(keep.sum()), np.int64), counts[several]]))
+    return (out, np.concatenate([values[keep], summed]),
+            np.concatenate([np.ones(len(kept), np.int64), counts[several]]))
 
 
 def _parents(tasks: np.ndarray) -> Dict[int, int]:
