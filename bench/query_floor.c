@@ -12,9 +12,10 @@
  * last one finishes (the kernel serialises TASKSTATS GETs under genl_mutex: this measures what
  * a second socket and thread can still gain).  SHARED=1: instead of fixed shares, each thread
  * claims the next CHUNK pids from a shared cursor until none are left, so no thread waits for
- * another that the kernel served less (the best split there is, at no cost per claim).  Prints one line of key=value pairs: lookups per repeat,
- * records and errors of the last repeat, ns/lookup of every repeat (min and median first), and the
- * median CPU (user + sys, getrusage, every thread) per lookup of a repeat.
+ * another that the kernel served less (the best split there is, at no cost per claim).
+ * Prints one line of key=value pairs: lookups per repeat, records and errors of the last
+ * repeat, ns/lookup of every repeat (min and median first), and the median CPU (user + sys,
+ * getrusage, every thread) per lookup of a repeat.
  */
 #define _GNU_SOURCE
 #include <linux/netlink.h>
