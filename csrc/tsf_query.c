@@ -6,6 +6,10 @@
  * its request by seq - first_seq.  Replies the kernel could not queue (a drop counted in
  * SO_MEMINFO, ENOBUFS, an EAGAIN/ENOBUFS/ENOMEM error reply) leave their requests pending, and
  * the round is sent again for those.
+ *
+ * With claims, several calls (threads, each with its own socket) share the requests and their
+ * state bytes: a call sends only the rounds it claimed, and writes only those requests' state,
+ * so no byte is written by two threads.
  */
 #define _GNU_SOURCE
 #include "tsf_query.h"
@@ -162,6 +166,62 @@ static uint32_t pending_in(const struct tsf_query *q, uint32_t lo, uint32_t hi)
     return count;
 }
 
+/* Send the round [lo, hi) until every request of it is answered (again for what the kernel
+ * dropped).  Returns -1 to go on, or a TSF_QUERY_* reason to return. */
+static int run_round(const struct tsf_plan *plan, struct tsf_query *q, uint32_t lo, uint32_t hi)
+{
+    uint32_t fruitless = 0, first = 1;
+    for (;;) {
+        uint32_t before = pending_in(q, lo, hi);
+        if (!before)
+            return -1;
+        if (!first)
+            q->resent += before;
+        first = 0;
+        uint64_t drops = q->src.drops;
+        long sent = send_round(q, lo, hi);
+        if (sent < 0)
+            return q->error ? TSF_QUERY_SOCKET : TSF_E_ARG;
+        /* the kernel answered inside send(): a drop has happened by now or never will */
+        tsf_source_read_drops(&q->src);
+        int lost = q->src.drops != drops;
+        int rc = collect(plan, q, (uint32_t)sent, &lost);
+        if (rc >= 0 || rc < -1)
+            return rc;
+        uint32_t after = pending_in(q, lo, hi);
+        fruitless = after == before ? fruitless + 1 : 0;
+        if (fruitless > TSF_MAX_FRUITLESS_RESENDS)
+            return TSF_QUERY_DROPPING;
+    }
+}
+
+/* The rounds this call claims, one at a time, until none is left (round_lo..round_hi: what is
+ * left of the last one claimed, so a call cut short resumes there). */
+static int run_claimed(const struct tsf_plan *plan, struct tsf_query *q, uint64_t started)
+{
+    for (;;) {
+        if (q->round_lo >= q->round_hi) {
+            uint32_t lo, hi;
+            if (!tsf_claims_take(q->claims, q->from_back != 0, &lo, &hi))
+                return TSF_QUERY_DONE;
+            if (hi > q->n)
+                return TSF_E_ARG;   /* claims over more requests than this call was given */
+            q->round_lo = lo;
+            q->round_hi = hi;
+            q->last_index = lo;     /* a round from the back comes before the rounds it follows */
+        }
+        /* a claimed round may be longer than this socket's own rounds: send it in those */
+        uint32_t hi = q->round_hi - q->round_lo < q->in_flight ? q->round_hi
+                                                              : q->round_lo + q->in_flight;
+        int rc = run_round(plan, q, q->round_lo, hi);
+        if (rc != -1)
+            return rc;
+        q->round_lo = hi;
+        if (q->slice_ms > 0 && mono_ms() - started >= (uint64_t)q->slice_ms)
+            return TSF_QUERY_INTERRUPTED;   /* resumable: every round sent so far is complete */
+    }
+}
+
 int tsf_query(const struct tsf_plan *plan, struct tsf_query *q)
 {
     if (!plan || !q || (!q->ids && q->n) || (!q->state && q->n) || !q->in_flight || !q->reqbuf ||
@@ -171,33 +231,49 @@ int tsf_query(const struct tsf_plan *plan, struct tsf_query *q)
     q->src.fd = q->fd;
     q->error = 0;
     uint64_t started = mono_ms();
+    if (q->claims)
+        return run_claimed(plan, q, started);
     for (uint32_t lo = 0; lo < q->n; lo += q->in_flight) {
         uint32_t hi = q->n - lo < q->in_flight ? q->n : lo + q->in_flight;
-        uint32_t fruitless = 0, first = 1;
-        for (;;) {
-            uint32_t before = pending_in(q, lo, hi);
-            if (!before)
-                break;
-            if (!first)
-                q->resent += before;
-            first = 0;
-            uint64_t drops = q->src.drops;
-            long sent = send_round(q, lo, hi);
-            if (sent < 0)
-                return q->error ? TSF_QUERY_SOCKET : TSF_E_ARG;
-            /* the kernel answered inside send(): a drop has happened by now or never will */
-            tsf_source_read_drops(&q->src);
-            int lost = q->src.drops != drops;
-            int rc = collect(plan, q, (uint32_t)sent, &lost);
-            if (rc >= 0 || rc < -1)
-                return rc;
-            uint32_t after = pending_in(q, lo, hi);
-            fruitless = after == before ? fruitless + 1 : 0;
-            if (fruitless > TSF_MAX_FRUITLESS_RESENDS)
-                return TSF_QUERY_DROPPING;
-        }
+        int rc = run_round(plan, q, lo, hi);
+        if (rc != -1)
+            return rc;
         if (q->slice_ms > 0 && mono_ms() - started >= (uint64_t)q->slice_ms && hi < q->n)
             return TSF_QUERY_INTERRUPTED;   /* resumable: every round so far is complete */
     }
     return TSF_QUERY_DONE;
+}
+
+int tsf_claims_init(struct tsf_claims *c, uint32_t n, uint32_t step)
+{
+    if (!c || !step)
+        return TSF_E_ARG;
+    c->step = step;
+    c->reserved = 0;
+    __atomic_store_n(&c->span, (uint64_t)n << 32, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int tsf_claims_take(struct tsf_claims *c, int from_back, uint32_t *lo, uint32_t *hi)
+{
+    uint64_t span = __atomic_load_n(&c->span, __ATOMIC_ACQUIRE);
+    for (;;) {
+        uint32_t a = (uint32_t)span, b = (uint32_t)(span >> 32);
+        if (a >= b)
+            return 0;
+        uint32_t size = b - a < c->step ? b - a : c->step;
+        uint32_t na = from_back ? a : a + size, nb = from_back ? b - size : b;
+        uint64_t next = (uint64_t)na | (uint64_t)nb << 32;
+        if (__atomic_compare_exchange_n(&c->span, &span, next, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            *lo = from_back ? nb : a;
+            *hi = from_back ? b : na;
+            return 1;
+        }
+    }
+}
+
+void tsf_claims_stop(struct tsf_claims *c)
+{
+    __atomic_store_n(&c->span, 0, __ATOMIC_RELEASE);
 }

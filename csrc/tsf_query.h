@@ -5,6 +5,12 @@
  *
  * No allocation: the caller owns every buffer.  The state lives in struct tsf_query, so a call
  * cut short (a signal, a timeout) can be resumed by calling again.
+ *
+ * One lookup over several sockets: each thread runs tsf_query on its own socket, with the same
+ * ids, state and first_seq, and every call claims its rounds one at a time from one shared
+ * struct tsf_claims, from the front or from the back.  No thread waits for another that the
+ * kernel served less, and the front's rounds run on in request order, so a caller whose thread
+ * claims from the front can let its records land where the joined result wants them.
  */
 #ifndef TSF_QUERY_H
 #define TSF_QUERY_H
@@ -25,6 +31,14 @@
 #define TSF_QUERY_INTERRUPTED 4   /* a signal, or slice_ms passed: call again to resume */
 #define TSF_QUERY_TIMEOUT     5   /* no progress for timeout_ms */
 #define TSF_QUERY_DROPPING    6   /* the kernel dropped every reply of a round, again and again */
+
+/* The requests [lo, hi) of a lookup not yet claimed, packed as lo | hi << 32 so that one
+ * compare-and-swap claims a round from either end; a round is `step` requests, or what is left. */
+struct tsf_claims {
+    uint64_t span;
+    uint32_t step;
+    uint32_t reserved;
+};
 
 struct tsf_query {
     /* set by the caller */
@@ -48,11 +62,17 @@ struct tsf_query {
     int32_t timeout_ms;        /* most time without progress */
     int32_t slice_ms;          /* return (TSF_QUERY_INTERRUPTED) after a round once this much time
                                   has passed, so the caller's signal handlers run; 0: never */
+    struct tsf_claims *claims; /* NULL: every request is this call's; else it sends the rounds it
+                                  claims here (state and ids shared with the other claimants) */
+    uint32_t from_back;        /* claim from the back (the high request indices) */
     /* progress, kept across calls */
     uint32_t rows;             /* records kept */
     uint32_t resent;           /* requests sent again after the kernel dropped their replies */
-    uint32_t unordered;        /* 1 once a record arrived out of request order */
+    uint32_t unordered;        /* 1 once a record arrived out of request order (claiming from the
+                                  back: out of order within a round; the rounds run backwards) */
     uint32_t last_index;       /* request index of the last record kept */
+    uint32_t round_lo;         /* claims: the claimed round [round_lo, round_hi) not yet complete */
+    uint32_t round_hi;
     /* why the last call returned (besides its TSF_QUERY_* result) */
     int32_t error;             /* errno of a failed send/receive */
     int32_t kernel_error;      /* errno of a refusal other than ESRCH and "could not queue" */
@@ -63,6 +83,13 @@ struct tsf_query {
 /* Run (or resume) the lookup: returns a TSF_QUERY_* reason, or a negative TSF_E_* for bad
  * arguments. */
 int tsf_query(const struct tsf_plan *plan, struct tsf_query *q);
+
+/* Claims over requests [0, n) in rounds of step (>= 1). */
+int tsf_claims_init(struct tsf_claims *c, uint32_t n, uint32_t step);
+/* Claim the next round from the front or the back: 1 with [*lo, *hi) set, 0 when none is left. */
+int tsf_claims_take(struct tsf_claims *c, int from_back, uint32_t *lo, uint32_t *hi);
+/* Hand out nothing more (a claimant failed: the others stop after their current round). */
+void tsf_claims_stop(struct tsf_claims *c);
 /* cffi:end */
 
 #endif

@@ -46,7 +46,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "parse", "decode", "strerror", "output_array", "build_get", "build_cpumask",
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
-           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "Join", "JoinResult", "Sightings",
+           "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "QueryClaims", "Join", "JoinResult", "Sightings",
            "CgroupFiles", "GroupSums", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
@@ -498,12 +498,41 @@ def _check_query_out(out: np.ndarray, n: int) -> None:
         raise ValueError("out must be a writeable, C-contiguous array")
 
 
+class QueryClaims:
+    """One bulk lookup shared by several ``Query`` calls, each on its own socket and thread:
+    the ids, one state byte per id, the first seq, and the rounds (``step`` ids) still
+    unclaimed (``struct tsf_claims``).  Each call claims rounds in C as it goes, from the front
+    or from the back (``Query(claims=..., from_back=...)``); ``stop()`` hands out nothing more."""
+
+    def __init__(self, ids: np.ndarray, first_seq: int, step: int):
+        self.ids = np.ascontiguousarray(ids, np.uint32)
+        self.state = np.zeros(len(self.ids), np.uint8)
+        self.first_seq = first_seq & 0xFFFFFFFF
+        self.c = ffi.new("struct tsf_claims *")
+        if step < 1 or lib.tsf_claims_init(self.c, len(self.ids), int(step)) < 0:
+            raise ValueError(f"claims are rounds of 1 or more ids, not {step}")
+
+    def take(self, from_back: bool = False) -> Optional[Tuple[int, int]]:
+        """Claim the next round here: its ids [lo, hi), or None when none is left."""
+        lo, hi = ffi.new("uint32_t *"), ffi.new("uint32_t *")
+        if not lib.tsf_claims_take(self.c, int(from_back), lo, hi):
+            return None
+        return int(lo[0]), int(hi[0])
+
+    def stop(self) -> None:
+        lib.tsf_claims_stop(self.c)
+
+
 class Query:
     """One bulk lookup (``tsf_query``) on the first socket of ``drain``, sharing its arena, notes
     and counters: ``ids`` by ``attr`` with seqs from ``first_seq``, at most ``in_flight``
     requests per send, giving up after ``timeout_ms`` without progress.  ``run()`` runs (or
     resumes) it with the GIL released and returns a QUERY_* reason; then ``records()``,
     ``state`` (QUERY_* per id), ``unordered`` and ``row_index`` say what came back.
+
+    With ``claims``, the ids, state and first seq are the claims' and this call sends only the
+    rounds it claims (from the back with ``from_back``): its records are theirs alone, and
+    ``state`` is every claimant's.
 
     ``out`` (a writeable C-contiguous DTYPE array of at least ``len(ids) + ROWS_PER_DATAGRAM``
     rows) receives the records instead of a fresh array.  The C core is still given only
@@ -512,7 +541,10 @@ class Query:
     end up in, and writes nothing there while the other parts run."""
 
     def __init__(self, drain: "Drain", attr: int, ids: np.ndarray, first_seq: int,
-                 in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None):
+                 in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None, *,
+                 claims: Optional[QueryClaims] = None, from_back: bool = False):
+        if claims is not None:
+            ids, first_seq = claims.ids, claims.first_seq
         n = len(ids)
         if out is None:
             out = layout.empty_records(n + ROWS_PER_DATAGRAM)
@@ -522,7 +554,8 @@ class Query:
         self._drain = drain
         self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round
         self.ids = np.ascontiguousarray(ids, np.uint32)
-        self.state = np.zeros(n, np.uint8)
+        self.state = np.zeros(n, np.uint8) if claims is None else claims.state
+        self._claims = claims
         self.out = out
         self.row_index = np.zeros(n + ROWS_PER_DATAGRAM, np.uint32)
         q = self._q = ffi.new("struct tsf_query *")
@@ -545,6 +578,9 @@ class Query:
         q.notes = drain._args.notes
         q.timeout_ms = timeout_ms
         q.slice_ms = QUERY_SLICE_MS
+        if claims is not None:
+            q.claims = claims.c
+            q.from_back = int(from_back)
 
     def run(self) -> int:
         """Run or resume the lookup (GIL released); a QUERY_* reason."""

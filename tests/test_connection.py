@@ -559,43 +559,79 @@ def test_a_given_array_too_short_or_of_another_dtype_is_refused(fake, out, words
     assert conn.pids(ids).records["id"].tolist() == [1, 2]     # nothing was sent: still usable
 
 
-def test_span_claims_hand_out_every_id_once_in_shrinking_rounds():
-    claims = queries.SpanClaims(10_000, workers=2, step=256)
+def test_claims_hand_out_every_id_once_a_round_at_a_time_from_either_end():
+    claims = _native.QueryClaims(np.arange(1, 10_001, dtype=np.uint32), 7, step=256)
     claimed = []                      # (side, lo, hi) in the order handed out, sides alternating
-    while (span := (claims.front, claims.back)[len(claimed) % 2]()) is not None:
+    while (span := claims.take(from_back=len(claimed) % 2 == 1)) is not None:
         claimed.append(("front back".split()[len(claimed) % 2], *span))
     spans = sorted((lo, hi) for _, lo, hi in claimed)
     assert spans[0][0] == 0 and spans[-1][1] == 10_000
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))       # disjoint, nothing left out
     front = [(lo, hi) for side, lo, hi in claimed if side == "front"]
+    back = [(lo, hi) for side, lo, hi in claimed if side == "back"]
     assert all(a[1] == b[0] for a, b in zip(front, front[1:]))       # the caller's run on in place
+    assert all(a[0] == b[1] for a, b in zip(back, back[1:]))         # the helpers' run backwards
     sizes = [hi - lo for _, lo, hi in claimed]
-    assert all(size % 256 == 0 for size in sizes[:-1]) and max(sizes) <= 10_000 // 4 + 256
-    assert sizes == sorted(sizes, reverse=True) and sizes[-1] <= 256   # shrinking to a round
-    assert claims.front() is None and claims.back() is None
-    claims = queries.SpanClaims(10_000, workers=2, step=256)
-    claims.front()
+    assert sizes[:-1] == [256] * (len(sizes) - 1) and 0 < sizes[-1] <= 256
+    assert claims.take() is None and claims.take(from_back=True) is None
+    claims = _native.QueryClaims(np.arange(1, 10_001, dtype=np.uint32), 7, step=256)
+    assert claims.take() == (0, 256)
     claims.stop()
-    assert claims.front() is None and claims.back() is None
+    assert claims.take() is None and claims.take(from_back=True) is None
+    with pytest.raises(ValueError):
+        _native.QueryClaims(np.arange(1, 3, dtype=np.uint32), 7, step=0)
 
 
-def test_span_claims_let_a_slow_worker_take_less_and_all_finish_within_a_round():
-    claims = queries.SpanClaims(8_192, workers=2, step=256)
+def test_claims_taken_by_racing_threads_hand_out_every_id_exactly_once():
+    # one id a claim, from both ends at once: the compare-and-swap is what keeps them apart
+    n = 60_000
+    claims = _native.QueryClaims(np.ones(n, np.uint32), 1, step=1)
+    taken = {False: [], True: []}
+
+    def claim(from_back):
+        while (span := claims.take(from_back)) is not None:
+            taken[from_back].append(span[0])
+
+    threads = [threading.Thread(target=claim, args=(side,)) for side in (False, True, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = np.sort(np.array(taken[False] + taken[True]))
+    assert (got == np.arange(n)).all()
+    assert taken[False] == sorted(taken[False])
+
+
+def test_claims_let_a_slow_worker_take_less_and_all_finish_within_a_round():
+    claims = _native.QueryClaims(np.ones(8_192, np.uint32), 1, step=256)
     done, taken = {}, {"fast": 0, "slow": 0}
 
-    def work(name, claim, seconds_per_id):
-        while (span := claim()) is not None:
+    def work(name, from_back, seconds_per_id):
+        while (span := claims.take(from_back)) is not None:
             time.sleep((span[1] - span[0]) * seconds_per_id)
             taken[name] += span[1] - span[0]
         done[name] = time.perf_counter()
 
-    slow = threading.Thread(target=work, args=("slow", claims.back, 6e-6))
+    slow = threading.Thread(target=work, args=("slow", True, 6e-6))
     slow.start()
-    work("fast", claims.front, 2e-6)
+    work("fast", False, 2e-6)
     slow.join()
     # fixed halves would have the fast one idle for two thirds of the slow one's time
     assert taken["fast"] + taken["slow"] == 8_192 and taken["fast"] > 1.5 * taken["slow"]
     assert abs(done["fast"] - done["slow"]) < 256 * 6e-6 + 0.05   # within about one round
+
+
+def test_a_claimed_round_longer_than_a_sockets_own_rounds_is_sent_in_those(fake):
+    live = set(range(1, 3000)) - {5, 700, 2999}
+    conn = fake(live=live, shuffle=True).connection()
+    ids = np.arange(1, 3001, dtype=np.uint32)
+    conn.pids(ids, workers=2)                       # makes the helper
+    conn._parallel.main.max_in_flight = 200         # claims of 200 ids ...
+    conn._parallel.helpers[0].max_in_flight = 7     # ... which the helper sends 7 at a time
+    two = conn.pids(ids, workers=2)
+    assert two.records["id"].tolist() == sorted(live)
+    assert two.found.tolist() == [int(i) in live for i in ids]
+    assert two.resent == 0
 
 
 @pytest.mark.parametrize("refused", [3, 3990])   # in the caller's first span, in a helper's

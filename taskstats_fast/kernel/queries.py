@@ -3,8 +3,8 @@
 
 Owns ``QueryChannel`` (one socket: single lookups, bulk lookups in rounds, the receive-buffer
 calibration, and the clean-up after an abandoned request), ``ParallelLookups`` (a bulk lookup
-split over extra sockets and threads) and the ``SpanClaims`` its threads share, the ``Lookup``
-result, id validation, and the hints that explain a refusal.
+split over extra sockets and threads), the ``Lookup`` result, id validation, and the hints that
+explain a refusal.
 
 How a bulk lookup works: one C call (``_native.Query``, csrc/tsf_query.c) with the GIL released,
 no Python object per record:
@@ -21,8 +21,10 @@ no Python object per record:
    a note that did not fit), the requests still unanswered are sent again; a reply that never
    comes raises ``ReplyTimeoutError`` after ``timeout`` seconds without progress.
 5. ``ParallelLookups`` splits the ids over N sockets queried from N threads: the kernel does its
-   per-task work inside each sender's ``send``, so it spreads over the cores.  The threads
-   claim shrinking spans of the ids as they go (``SpanClaims``), so they finish together.
+   per-task work inside each sender's ``send``, so it spreads over the cores.  Each thread's C
+   call claims the ids a round at a time as it goes (``_native.QueryClaims``), so they finish
+   together: the caller's from the front, its records landing in place, the helpers' from the
+   back.
 """
 
 from __future__ import annotations
@@ -34,19 +36,19 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional
 
 import numpy as np
 
 from .. import _native, layout
 from . import namespaces, netlink
 from .._native import (ATTR_PID, NOTE_BAD, NOTE_ERROR, QUERY_DONE, QUERY_FOUND, QUERY_INTERRUPTED,
-                       QUERY_KERNEL, QUERY_MALFORMED, QUERY_PENDING, QUERY_SOCKET, QUERY_TIMEOUT, Drain, Query,
-                       strerror)
+                       QUERY_KERNEL, QUERY_MALFORMED, QUERY_PENDING, QUERY_SOCKET, QUERY_TIMEOUT,
+                       ROWS_PER_DATAGRAM, Drain, Query, QueryClaims, strerror)
 from ..errors import (DecodeError, InvalidTaskIdError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                       TaskstatsError, kernel_error)
 
-__all__ = ["QueryChannel", "ParallelLookups", "SpanClaims", "Lookup", "requests_in_flight", "as_ids",
+__all__ = ["QueryChannel", "ParallelLookups", "Lookup", "requests_in_flight", "as_ids",
            "invalid_id", "permission_hint", "missing_hint", "MAX_IN_FLIGHT", "DEFAULT_REPLY_TRUESIZE", "DEFAULT_RCVBUF",
            "REQUEST_SIZE", "U32"]
 
@@ -305,20 +307,33 @@ class QueryChannel:
             query = Query(self._drain, attr, ids, netlink.next_seq(max(len(ids), 1)), self.in_flight,
                           max(1, int(self.timeout * 1000)), out=out)
             self._dirty = True
-            self._run(query, f"TASKSTATS query for {'pid' if attr == ATTR_PID else 'tgid'}")
+            self._run(query, _what(attr))
             self._dirty = False
             records = query.records()
             if query.unordered:
-                order = np.argsort(query.row_index[:query.rows], kind="stable")
-                if out is None:
-                    records = layout.take_records(records, order)
-                else:
-                    # sorted in place, so the records stay the caller's view (as bytes: a
-                    # structured assignment goes field by field)
-                    records.view(np.uint8)[:] = layout.take_records(records, order).view(np.uint8)
+                records = _in_request_order(query, in_place=out is not None)
             elif out is None and len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
                 records = layout.copy_records(records)  # do not pin a mostly empty array
             return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
+
+    def lookup_claimed(self, claims: QueryClaims, attr: int, *, from_back: bool,
+                       out: Optional[np.ndarray] = None) -> Query:
+        """This channel's share of a bulk lookup that several channels run at once, each from
+        its own thread: the rounds it claims from ``claims`` as it goes, from the back with
+        ``from_back``.  The finished ``Query`` holds its records in arrival order
+        (``records()``, into ``out`` when given) and the id each answers (``row_index``);
+        ``claims.state`` says, once every share is done, which ids were found."""
+        with self.lock:
+            sock = self.live_socket()
+            self._flush_if_dirty()
+            if len(claims.ids) and self.reply_truesize is None:
+                self._calibrate(sock)
+            query = Query(self._drain, attr, claims.ids, claims.first_seq, self.in_flight,
+                          max(1, int(self.timeout * 1000)), out=out, claims=claims, from_back=from_back)
+            self._dirty = True
+            self._run(query, _what(attr))
+            self._dirty = False
+            return query
 
     def _run(self, query: Query, what: str) -> None:
         """Run ``query`` to its end in C, turning each way it can stop into an exception."""
@@ -379,53 +394,14 @@ class QueryChannel:
 
 
 # ---- a bulk lookup over several sockets ----------------------------------------------------------
-class SpanClaims:
-    """The spans of a bulk lookup's ids that its workers claim, one at a time under a lock: the
-    caller's thread from the front, so its records land in place in the joined array, the
-    helpers from the back.  Each span is a share of what is left (guided scheduling), so spans
-    shrink to one round of ``step`` ids at the end.  The kernel serialises GETs and favours one
-    sender or the other by the millisecond; fixed halves made the first to finish wait for the
-    other, while shrinking spans let every worker finish within about a round of the last.
-    ``stop()`` (a worker failed) hands out nothing more."""
-
-    def __init__(self, n: int, workers: int, step: int):
-        self.lo, self.hi = 0, n
-        self.shares = 2 * workers    # a span is at most this fraction of what is left
-        self.step = max(1, step)
-        self._lock = threading.Lock()
-
-    def _size(self) -> int:
-        left = self.hi - self.lo
-        size = -(-max(self.step, -(-left // self.shares)) // self.step) * self.step
-        return min(size, left)
-
-    def front(self) -> Optional[Tuple[int, int]]:
-        with self._lock:
-            if self.lo >= self.hi:
-                return None
-            lo = self.lo
-            self.lo += self._size()
-            return lo, self.lo
-
-    def back(self) -> Optional[Tuple[int, int]]:
-        with self._lock:
-            if self.lo >= self.hi:
-                return None
-            hi = self.hi
-            self.hi -= self._size()
-            return self.hi, hi
-
-    def stop(self) -> None:
-        with self._lock:
-            self.hi = self.lo
-
-
 class ParallelLookups:
     """Bulk lookups of ``main`` split over extra sockets (``open_socket`` makes them), each
     queried from its own thread.  The kernel answers a GET inside the sender's ``send`` call and
     the receive loop runs in C, both without the GIL, so the kernel's per-task work spreads over
-    the cores.  The workers claim spans of the ids as they go (``SpanClaims``).  The extra
-    channels and threads are made on first use and kept until ``close()``."""
+    the cores.  The threads' C calls claim the ids a round at a time (``QueryClaims``): the
+    kernel serialises GETs and favours one sender or the other by the millisecond, so any fixed
+    split leaves the first to finish waiting for the other.  The extra channels and threads are
+    made on first use and kept until ``close()``."""
 
     def __init__(self, main: QueryChannel, open_socket: Callable[[], socket.socket]):
         self.main = main
@@ -443,38 +419,38 @@ class ParallelLookups:
         if workers == 1:
             return self.main.lookup(ids, attr)
         helpers = self._workers(workers - 1)
-        claims = SpanClaims(len(ids), workers, self.main.in_flight)
-        futures = [self._pool.submit(_helper_spans, helper, ids, attr, claims) for helper in helpers]
-        # The caller's spans come from the front and go straight into the array every span's
-        # records end up in, each after the last (a query writes only its own span's rows and
-        # two spare ones, which no one has written yet), so only the helpers' records are copied.
-        out = layout.empty_records(len(ids) + _native.ROWS_PER_DATAGRAM)
-        found = np.empty(len(ids), bool)
-        rows = resent = 0
+        claims = QueryClaims(ids, netlink.next_seq(len(ids)), self.main.in_flight)
+        futures = [self._pool.submit(_helper_share, helper, claims, attr) for helper in helpers]
+        # The caller's rounds come from the front, in request order, so its records go straight
+        # into the array every share's records end up in; only the helpers' are copied, after.
+        out = layout.empty_records(len(ids) + ROWS_PER_DATAGRAM)
         try:
-            while (span := claims.front()) is not None:
-                lo, hi = span
-                part = self.main.lookup(ids[lo:hi], attr, out=out[rows:])
-                found[lo:hi] = part.found
-                rows += len(part.records)
-                resent += part.resent
+            part = self.main.lookup_claimed(claims, attr, from_back=False, out=out)
         except BaseException:
             claims.stop()
             concurrent.futures.wait(futures)   # their sockets stay usable: let them finish
             raise
-        spans = sorted((span for future in futures for span in future.result()), key=lambda s: s[0])
-        as_bytes = out.view(np.uint8)   # a copy of identical records is a copy of their bytes
+        if part.unordered:
+            _in_request_order(part, in_place=True)
+        shares = [future.result() for future in futures]
+        rows, resent = part.rows, part.resent + sum(share.resent for share in shares)
         size = layout.DTYPE.itemsize
-        for lo, hi, part in spans:
-            n = len(part.records)
-            as_bytes[rows * size:(rows + n) * size] = part.records.view(np.uint8)
-            found[lo:hi] = part.found
-            rows += n
-            resent += part.resent
+        # the helpers' rounds ran backwards and, with several helpers, interleave: put their
+        # rows in request order with one take of their bytes, straight into the joined array
+        if len(shares) == 1:
+            index, theirs = shares[0].row_index[:shares[0].rows], shares[0].records()
+        else:
+            index = np.concatenate([share.row_index[:share.rows] for share in shares])
+            theirs = layout.join_records([share.records() for share in shares])
+        order = np.argsort(index, kind="stable")
+        joined = out.view(np.uint8).reshape(len(out), size)
+        np.take(theirs.view(np.uint8).reshape(-1, size), order, axis=0,
+                out=joined[rows:rows + len(order)])
+        rows += len(order)
         records = out[:rows]
         if len(out) - rows > max(rows, _SPARE_ROWS):
             records = layout.copy_records(records)  # do not pin a mostly empty array
-        return Lookup(records, ids, found, resent)
+        return Lookup(records, claims.ids, claims.state == QUERY_FOUND, resent)
 
     def _workers(self, n: int) -> List[QueryChannel]:
         """``n`` helper channels over sockets of their own (kept for the next call)."""
@@ -505,16 +481,27 @@ class ParallelLookups:
             pool.shutdown(wait=False)
 
 
-def _helper_spans(helper: QueryChannel, ids: np.ndarray, attr: int, claims: SpanClaims
-                  ) -> List[Tuple[int, int, Lookup]]:
-    """A helper thread's part of a parallel lookup: the spans it claimed from the back, each
-    with its own records.  A failure stops the claims, so the others do not go on for nothing."""
-    spans = []
+def _helper_share(helper: QueryChannel, claims: QueryClaims, attr: int) -> Query:
+    """A helper thread's share of a parallel lookup: the rounds it claimed from the back.  A
+    failure stops the claims, so the others do not go on for nothing."""
     try:
-        while (span := claims.back()) is not None:
-            lo, hi = span
-            spans.append((lo, hi, helper.lookup(ids[lo:hi], attr)))
+        return helper.lookup_claimed(claims, attr, from_back=True)
     except BaseException:
         claims.stop()
         raise
-    return spans
+
+
+def _what(attr: int) -> str:
+    return f"TASKSTATS query for {'pid' if attr == ATTR_PID else 'tgid'}"
+
+
+def _in_request_order(query: Query, in_place: bool) -> np.ndarray:
+    """The records of a finished ``query`` that arrived out of order, in request order: sorted
+    where they lie with ``in_place`` (so they stay a view of the caller's array), else a copy."""
+    records = query.records()
+    order = np.argsort(query.row_index[:query.rows], kind="stable")
+    if not in_place:
+        return layout.take_records(records, order)
+    # as bytes: a structured assignment goes field by field
+    records.view(np.uint8)[:] = layout.take_records(records, order).view(np.uint8)
+    return records
