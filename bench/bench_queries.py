@@ -22,7 +22,8 @@ on 1 thread, and on 2 with halves and with a shared cursor, at each round size, 
 ``workers=2``; the order rotates each round), times each as the median of ``--repeats`` calls,
 wall and CPU (the floor by getrusage over its threads, ours by ``time.process_time``), and prints
 medians over rounds with each round's ratio to that round's floor (the fastest of its round sizes
-and splits, so noise favours the floor) and the load average before and after:
+and splits, so noise favours the floor), the ratio to the shared floor at our own round size
+alone (the like-for-like), and the load average before and after:
 
     python3 bench/bench_queries.py [--rounds 15] [--repeats 15]
 """
@@ -258,11 +259,12 @@ def main(argv=None) -> Dict[str, List[Tuple[float, float]]]:
                 for name in names[r % len(names):] + names[:r % len(names)]:
                     got[name].append(cases[name]())
             load_after = os.getloadavg()
-    _report(got, args.rounds, len(ids), load_before, load_after)
+            in_flight = conn.in_flight
+    _report(got, args.rounds, len(ids), load_before, load_after, in_flight)
     return got
 
 
-def _report(got, rounds: int, lookups: int, load_before, load_after) -> None:
+def _report(got, rounds: int, lookups: int, load_before, load_after, in_flight: int) -> None:
     print(f"{lookups} lookups per call, {rounds} rounds; load average "
           f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(f"  {'':36s} {'wall ns/lookup':>15s} {'CPU ns/lookup':>14s}")
@@ -284,6 +286,10 @@ def _report(got, rounds: int, lookups: int, load_before, load_after) -> None:
     print("    workers=1 / floor 1 thread:        " + ratios(lambda r: best("1", r) / got["workers=1"][r][0]))
     print("    workers=2 / floor 2 threads:       " + ratios(lambda r: best("2", r) / got["workers=2"][r][0])
           + "   (goal >= 0.95)")
+    like = f"floor 2 threads shared, round {in_flight}"
+    print(f"    workers=2 / shared floor, round {in_flight}: "
+          + ratios(lambda r: got[like][r][0] / got["workers=2"][r][0])
+          + "   (the same split and round size: the best of six is not picked for noise)")
     print("    workers=2 / workers=1:             "
           + ratios(lambda r: got["workers=1"][r][0] / got["workers=2"][r][0]))
 
