@@ -47,7 +47,7 @@ __all__ = ["NOTE_DTYPE", "NOTE_ACK", "NOTE_ERROR", "NOTE_DONE", "NOTE_BAD", "Err
            "build_cgroupstats", "build_getfamily", "parse_family", "parse_cgroupstats", "Drain",
            "read_drops", "rmem_alloc", "GET_REQUEST_SIZE", "ATTR_PID", "ATTR_TGID",
            "NETLINK_GENERIC", "SO_RCVBUFFORCE", "Query", "QueryClaims", "Join", "JoinResult", "Sightings",
-           "CgroupFiles", "GroupSums", "PLAN", "ffi", "lib"]
+           "CgroupFiles", "GroupSums", "GroupCount", "PLAN", "ffi", "lib"]
 
 #: One note from the parser: a kernel ACK/error, NLMSG_DONE, or a malformed part of the input.
 NOTE_DTYPE = np.dtype([("kind", "<i4"), ("code", "<i4"), ("offset", "<u4"), ("seq", "<u4")])
@@ -790,13 +790,34 @@ class Join:
                           a.n_unresolved)
 
 
+class GroupCount(NamedTuple):
+    """A column of per-group sums counted from a test of each row (``struct tsf_group_count``):
+    a row passes when its uint8 field ``flag`` masked with ``mask`` equals ``want`` (no test
+    without ``flag``) and its uint32 fields ``same`` are equal (no test without them), and
+    then adds its uint64 field ``value`` times ``scale`` (1 times ``scale`` without one)."""
+    flag: Optional[str] = None
+    mask: int = 0
+    want: int = 0
+    same: Optional[Tuple[str, str]] = None
+    value: Optional[str] = None
+    scale: int = 1
+
+
+def _field_offset(fields: Any, name: Optional[str], dtype: Any, what: str) -> int:
+    if name is None:
+        return lib.TSF_GROUP_NONE
+    if fields[name][0] != np.dtype(dtype):
+        raise TypeError(f"tsf_group_sums {what} {np.dtype(dtype)} fields; {name} is {fields[name][0]}")
+    return fields[name][1]
+
+
 class GroupSums:
     """Per-group sums in the C core (``tsf_group_sums``) over rows of one dtype: ``key`` is the
     field whose bytes tell one group from the next, ``words`` the uint64 fields summed, and
-    ``n_side`` the uint64 columns of a side block the caller derives per row.  The sums of a
-    group are its words' then its side columns'."""
+    ``counts`` the columns counted from tests of each row (``GroupCount``).  The sums of a
+    group are its words' then its counts'."""
 
-    def __init__(self, dtype: np.dtype, key: str, words: Sequence[str], n_side: int = 0):
+    def __init__(self, dtype: np.dtype, key: str, words: Sequence[str], counts: Sequence[GroupCount] = ()):
         self.dtype = np.dtype(dtype)
         fields: Any = self.dtype.fields or {}
         p = self._plan = ffi.new("struct tsf_group_plan *")
@@ -805,39 +826,41 @@ class GroupSums:
         p.key_len = key_dtype.itemsize
         if len(words) > lib.TSF_GROUP_MAX_WORDS:
             raise ValueError(f"tsf_group_sums sums at most {lib.TSF_GROUP_MAX_WORDS} words, not {len(words)}")
+        if len(counts) > lib.TSF_GROUP_MAX_COUNTS:
+            raise ValueError(f"tsf_group_sums counts at most {lib.TSF_GROUP_MAX_COUNTS} columns, not {len(counts)}")
         for i, name in enumerate(words):
-            word_dtype, p.word[i] = fields[name][:2]
-            if word_dtype != np.dtype(np.uint64):
-                raise TypeError(f"tsf_group_sums sums uint64 fields; {name} is {word_dtype}")
-        p.n_words, p.n_side = len(words), n_side
+            p.word[i] = _field_offset(fields, name, np.uint64, "sums")
+        for i, count in enumerate(counts):
+            c = p.count[i]
+            c.flag = _field_offset(fields, count.flag, np.uint8, "tests a flag of")
+            c.mask, c.want = count.mask, count.want
+            same = count.same or (None, None)
+            c.same = _field_offset(fields, same[0], np.uint32, "compares")
+            c.same_as = _field_offset(fields, same[1], np.uint32, "compares")
+            c.value = _field_offset(fields, count.value, np.uint64, "counts")
+            c.scale = count.scale
+        p.n_words, p.n_counts = len(words), len(counts)
         rc = lib.tsf_group_plan_check(p)
         if rc < 0:
             raise ValueError(f"tsf_group_sums plan: {strerror(rc)}")
-        self.width = len(words) + n_side
+        self.width = len(words) + len(counts)
         self._scratch = _Scratch()
 
-    def __call__(self, rows: np.ndarray, order: np.ndarray,
-                 side: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, rows: np.ndarray, order: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """The (groups, width) uint64 sums of ``rows`` taken in ``order`` (row indices, equal keys
         adjacent), and each group's first position in ``order``."""
         if rows.dtype != self.dtype or not rows.flags.c_contiguous:
             raise ValueError("rows must be C-contiguous rows of the plan's dtype")
         order = np.ascontiguousarray(order, np.int64)
-        n_side = self._plan.n_side
-        if side is None:
-            side = np.zeros((len(rows), n_side), np.uint64)
-        if side.dtype != np.uint64 or not side.flags.c_contiguous or side.shape != (len(rows), n_side):
-            raise ValueError(f"side must be a C-contiguous ({len(rows)}, {n_side}) uint64 block")
         sums = np.empty((len(order), self.width), np.uint64)
         first = np.empty(len(order), np.uint32)
         a = self._scratch.struct("args", "struct tsf_group_args *")
         held = [ffi.from_buffer("uint8_t[]", rows), ffi.from_buffer("int64_t[]", order),
-                ffi.from_buffer("uint64_t[]", side),
                 ffi.from_buffer("uint64_t[]", sums, require_writable=True),
                 ffi.from_buffer("uint32_t[]", first, require_writable=True)]
-        a.rows, a.order, a.side, a.sums, a.first = held
+        a.rows, a.order, a.sums, a.first = held
         a.rows_len, a.n = rows.nbytes, len(rows)
-        a.n_order, a.side_len = len(order), side.size
+        a.n_order = len(order)
         a.sums_len, a.cap = sums.size, len(first)
         groups = lib.tsf_group_sums(self._plan, a)
         del held           # the buffers lived through the call

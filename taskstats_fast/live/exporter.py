@@ -44,7 +44,7 @@ from .cgroup_labels import cgroup_labels
 from .exposition import (OPENMETRICS_FORMAT, TEXT_FORMAT, ExpositionFormat, Samples, negotiate, render,
                          scalar)
 from .process_metrics import process_samples
-from .series import FOLDED_NAMES_REMEMBERED, OTHER, Labels, SeriesTable, Store
+from .series import FOLDED_NAMES_REMEMBERED, OTHER, Labels, SeriesTable
 
 __all__ = ["PrometheusExporter", "ExporterCounts", "ListenerCounters", "ExpositionFormat",
            "TEXT_FORMAT", "OPENMETRICS_FORMAT", "negotiate", "command_label", "Grouping",
@@ -149,7 +149,8 @@ class RowBlock:
     first, in the counters' order (the SUMMED_FIELDS they show, summed by the C core straight
     from the task rows, then ``exited``, which is last), then one count per _GAUGE_COLUMNS (a
     live thread, a live leader, that leader's peak RSS in bytes), then 1 for the row itself.
-    ``exited`` and what follows it are derived per row, once per write, as the side block."""
+    ``exited`` and what follows it are counted by the C core from tests of each row
+    (``counts``)."""
 
     def __init__(self, counter_columns: Sequence[str]):
         if counter_columns[-1] != _EXITS:
@@ -160,20 +161,16 @@ class RowBlock:
         self.counters = slice(0, width)
         self.gauges = slice(width, width + len(_GAUGE_COLUMNS))
         self.row = width + len(_GAUGE_COLUMNS)
-        self.side_columns = self.row + 1 - len(self.words)    # exited, the gauges, the row
-        assert self.side_columns == 2 + len(_GAUGE_COLUMNS)
-
-    def side(self, tasks: np.ndarray) -> np.ndarray:
-        """What each row of ``tasks`` (TASK_DTYPE) adds past its summed words, as one uint64 block."""
-        side = np.empty((len(tasks), self.side_columns), dtype=np.uint64)
-        alive = (tasks["state"] & _interval.EXITED) == 0
-        leader = alive & (tasks["ac_pid"] == tasks["ac_tgid"])
-        side[:, 0] = ~alive
-        side[:, 1] = alive
-        side[:, 2] = leader
-        side[:, 3] = np.where(leader, tasks["hiwater_rss"], 0) * np.uint64(1024)
-        side[:, 4] = 1
-        return side
+        exited = _interval.EXITED
+        leader = _native.GroupCount("state", exited, 0, same=("ac_pid", "ac_tgid"))
+        self.counts = (
+            _native.GroupCount("state", exited, exited),             # exited
+            _native.GroupCount("state", exited, 0),                  # threads: a live task
+            leader,                                                  # processes: a live leader
+            leader._replace(value="hiwater_rss", scale=1024),        # rss_bytes: its peak RSS
+            _native.GroupCount(),                                    # the row itself
+        )
+        assert len(self.words) + len(self.counts) == self.row + 1
 
 
 _COMM_DTYPE: np.dtype = _interval.TASK_DTYPE["ac_comm"]
@@ -208,13 +205,13 @@ class _Grouped:
         self.series = series
         self.key = key                  # "process": its leader names the group
         self.key_field = key_field      # the row field that key groups by
-        self.counters = series.store(layout.columns)
-        self.gauges = series.store(_GAUGE_COLUMNS)
+        # counters and gauges in one store, in the sums' own column order: one add per write
+        self.store = series.store(layout.columns + _GAUGE_COLUMNS)
         self.names = names
         self.total = total              # a pinned series that every row is also added to
         self.folded_tasks = 0
         self._layout = layout
-        self._sums = _native.GroupSums(_interval.TASK_DTYPE, key_field, layout.words, layout.side_columns)
+        self._sums = _native.GroupSums(_interval.TASK_DTYPE, key_field, layout.words, layout.counts)
 
     def _rows(self, names: List[Any], now_ns: int) -> np.ndarray:
         """Each name's series row; -1 for a row counted in no series of its own (no group, or
@@ -231,25 +228,21 @@ class _Grouped:
             return _by_command(tasks)
         return np.argsort(tasks[self.key_field], kind="stable")
 
-    def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int, side: np.ndarray) -> None:
+    def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int) -> None:
         """Add one interval's rows (contiguous TASK_DTYPE): one sort by the key, then one C pass
-        summing each group's words from the rows and its ``side`` columns (``RowBlock.side``,
-        made once per write for every grouping)."""
-        self.gauges.clear()
+        summing each group's words and counts (``RowBlock``) from the rows."""
+        self.store.values[:, self._layout.gauges] = 0     # gauges are this interval's alone
         if not len(tasks):
             return
         order = self._order(tasks)
-        summed, first = self._sums(tasks, order, side)
+        summed, first = self._sums(tasks, order)
         rows = self._rows(self.names(layout.take_records(tasks, order[first]), paths), now_ns)
-        self._add(self.counters, rows, summed[:, self._layout.counters])
-        self._add(self.gauges, rows, summed[:, self._layout.gauges])
-        self.folded_tasks += int(summed[rows == 0, self._layout.row].sum())
-
-    def _add(self, store: Store, rows: np.ndarray, values: np.ndarray) -> None:
+        values = summed[:, :self._layout.row]
         own = rows >= 0
-        store.add(rows[own], values[own])
+        self.store.add(rows[own], values[own])
         if self.total is not None:
-            store.add(np.array([self.series.row(self.total)]), values.sum(axis=0, dtype=np.uint64)[None, :])
+            self.store.add(np.array([self.series.row(self.total)]), values.sum(axis=0, dtype=np.uint64)[None, :])
+        self.folded_tasks += int(summed[rows == 0, self._layout.row].sum())
 
 
 # ---- the sink --------------------------------------------------------------------------------
@@ -354,9 +347,8 @@ class PrometheusExporter:
         with self._lock:
             self._forget(interval, now)      # first, so the slots it frees serve this interval's new groups
             tasks = np.ascontiguousarray(interval.tasks)
-            side = self._row_block.side(tasks)
             for grouped in self._groupings:
-                grouped.add(tasks, interval.cgroups, now, side)
+                grouped.add(tasks, interval.cgroups, now)
             cgroups = self._groupings[0].series
             pressure = np.concatenate([_interval.stall_block(psi.cgroups), _interval.stall_block(psi.system)])
             names = _cgroup_names(psi.cgroups, interval.cgroups) + [ROOT_CGROUP]
@@ -425,11 +417,13 @@ class PrometheusExporter:
             families: List[Samples] = []
             for grouped in self._groupings:
                 series = grouped.series
-                families += [self._grouped(series, grouped.counters, fam, with_labels)
-                             for fam in self._counter_families]
-                families += [self._grouped(series, grouped.gauges, fam, with_labels) for fam in self._gauge_families]
+                store, pressure = grouped.store, self._cgroup_pressure
+                values = store.first(series.n)      # one copy for all of its families
+                families += [self._grouped(series, values, store.index, fam, with_labels)
+                             for fam in self._counter_families + self._gauge_families]
                 if grouped.total is not None:
-                    families.append(self._grouped(series, self._cgroup_pressure, self._pressure, with_labels))
+                    families.append(self._grouped(series, pressure.first(series.n), pressure.index,
+                                                  self._pressure, with_labels))
                 families += self._housekeeping(grouped)
             families += self._process_families()
         families += [scalar(name[:-len("_total")] if typ == "counter" else name, typ, help, [((), value)])
@@ -455,16 +449,17 @@ class PrometheusExporter:
             return tuple(m for m in fam.members if m.extra_labels[0][1] in self._resources)
         return fam.members
 
-    def _grouped(self, series: SeriesTable, store: Store, fam: _Family, with_labels: bool) -> Samples:
+    def _grouped(self, series: SeriesTable, values_by_row: np.ndarray, index: Mapping[str, int], fam: _Family,
+                 with_labels: bool) -> Samples:
+        """One family's samples from ``values_by_row`` (a copy of a Store's first ``series.n``
+        rows, whose column of each name is ``index``)."""
         name = f"taskstats_{series.family}_{fam.suffix}"
         sample_name = name + ("_total" if fam.type == "counter" else "")
-        n = series.n
-        values_by_row = store.first(n)
         labels: List[Labels] = []
         prefixes: List[str] = []
         values: List[Any] = []
         for member in self._shown(fam):
-            column = values_by_row[:, store.index[member.column]]
+            column = values_by_row[:, index[member.column]]
             prefixes += series.prefixes(sample_name, member.extra_labels)
             if with_labels:
                 labels += [own + member.extra_labels for own in series.labels]
