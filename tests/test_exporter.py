@@ -514,6 +514,21 @@ def test_series_rows_of_names_new_known_repeated_none_and_past_the_cap():
     assert fresh.rows_of(["x", "x", "y", "x"], now_ns=1).tolist() == [1, 1, 2, 1]   # a new name once
 
 
+def test_series_are_forgotten_exactly_when_stale_whatever_was_checked_before():
+    # the oldest last-seen is remembered between checks: a check must still find every series
+    # that went stale since, and one named by an interval from the past
+    table = SeriesTable("command", cap=10)
+    table.rows_of(["a"], now_ns=10)
+    table.rows_of(["b"], now_ns=20)
+    assert table.forget(5) == 0 and table.forget(10) == 0     # a was seen at 10: not before
+    table.rows_of(["b"], now_ns=30)
+    assert table.forget(11) == 1 and "a" not in table.names
+    assert table.forget(30) == 0
+    table.rows_of(["c"], now_ns=12)                           # an interval from the past
+    assert table.forget(13) == 1 and table.names[1:] == ["b"]
+    assert table.forget(31) == 1 and table.names == [OTHER] and table.forgotten == 3
+
+
 @pytest.mark.parametrize("rows", [[3], [0, 2, 5], [4, 1, 4, 0, 4], [7, 7]])
 def test_a_store_adds_each_value_into_its_row_repeats_included(rows):
     store = Store(("a", "b"))

@@ -241,7 +241,7 @@ class _Grouped:
         own = rows >= 0
         self.store.add(rows[own], values[own])
         if self.total is not None:
-            self.store.add(np.array([self.series.row(self.total)]), values.sum(axis=0, dtype=np.uint64)[None, :])
+            self.store.add_row(self.series.row(self.total), values.sum(axis=0, dtype=np.uint64))
         self.folded_tasks += int(summed[rows == 0, self._layout.row].sum())
 
 

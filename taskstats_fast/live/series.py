@@ -70,6 +70,10 @@ class Store:
             else:
                 np.add.at(self.values, rows, values)
 
+    def add_row(self, row: int, values: np.ndarray) -> None:
+        """Add ``values`` (one row) into the series' row ``row``, which exists."""
+        self.values[row] += values
+
     def clear(self) -> None:
         self.values[:] = 0
 
@@ -108,6 +112,9 @@ class SeriesTable:
         self._prefixes: Dict[Tuple[str, Labels], List[str]] = {}
         self._folded: set = set()
         self.forgotten = 0
+        # no series was last seen before this: last_seen only grows, so the oldest of them,
+        # once known, rules out stale series until the forget threshold passes it
+        self._seen_since = 0
 
     @property
     def n(self) -> int:
@@ -158,15 +165,20 @@ class SeriesTable:
                         self._folded.add(name)
         rows = np.array(out, dtype=np.intp)
         self.last_seen[rows[rows >= 0]] = now_ns
+        self._seen_since = min(self._seen_since, now_ns)   # an interval from the past stays exact
         return rows
 
     def forget(self, seen_before_ns: int, gone: Iterable[str] = ()) -> int:
         """Forget the series last seen before ``seen_before_ns`` and those named in ``gone``;
         returns how many left."""
         gone = tuple(gone)
-        seen = self.last_seen[self._kept:len(self.names)]
-        if not gone and (not len(seen) or seen.min() >= seen_before_ns):
-            return 0                     # the common case: every series was seen lately
+        if not gone:
+            if self._seen_since >= seen_before_ns:
+                return 0                 # the common case: every series was seen lately
+            seen = self.last_seen[self._kept:len(self.names)]
+            self._seen_since = int(seen.min()) if len(seen) else seen_before_ns
+            if self._seen_since >= seen_before_ns:
+                return 0
         stale = set(np.flatnonzero(self.last_seen[:len(self.names)] < seen_before_ns).tolist())
         stale.update(self._row[name] for name in gone if name in self._row)
         victims = sorted((r for r in stale if r >= self._kept), reverse=True)
