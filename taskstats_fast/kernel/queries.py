@@ -300,15 +300,7 @@ class QueryChannel:
         ``_native.Query``) the records are a view of its first rows, never a copy: the caller
         owns the array and decides whether it is worth keeping."""
         with self.lock:
-            sock = self.live_socket()
-            self._flush_if_dirty()
-            if len(ids) and self.reply_truesize is None:
-                self._calibrate(sock)
-            query = Query(self._drain, attr, ids, netlink.next_seq(max(len(ids), 1)), self.in_flight,
-                          max(1, int(self.timeout * 1000)), out=out)
-            self._dirty = True
-            self._run(query, _what(attr))
-            self._dirty = False
+            query = self._query(ids, attr, out)
             records = query.records()
             if query.unordered:
                 records = _in_request_order(query, in_place=out is not None)
@@ -324,16 +316,23 @@ class QueryChannel:
         (``records()``, into ``out`` when given) and the id each answers (``row_index``);
         ``claims.state`` says, once every share is done, which ids were found."""
         with self.lock:
-            sock = self.live_socket()
-            self._flush_if_dirty()
-            if len(claims.ids) and self.reply_truesize is None:
-                self._calibrate(sock)
-            query = Query(self._drain, attr, claims.ids, claims.first_seq, self.in_flight,
-                          max(1, int(self.timeout * 1000)), out=out, claims=claims, from_back=from_back)
-            self._dirty = True
-            self._run(query, _what(attr))
-            self._dirty = False
-            return query
+            return self._query(claims.ids, attr, out, claims, from_back)
+
+    def _query(self, ids: np.ndarray, attr: int, out: Optional[np.ndarray],
+               claims: Optional[QueryClaims] = None, from_back: bool = False) -> Query:
+        """One bulk query run to its end on this socket (the caller holds the lock), after
+        whatever an abandoned one left is flushed and the reply size is measured."""
+        sock = self.live_socket()
+        self._flush_if_dirty()
+        if len(ids) and self.reply_truesize is None:
+            self._calibrate(sock)
+        first_seq = claims.first_seq if claims is not None else netlink.next_seq(max(len(ids), 1))
+        query = Query(self._drain, attr, ids, first_seq, self.in_flight, max(1, int(self.timeout * 1000)),
+                      out=out, claims=claims, from_back=from_back)
+        self._dirty = True
+        self._run(query, _what(attr))
+        self._dirty = False
+        return query
 
     def _run(self, query: Query, what: str) -> None:
         """Run ``query`` to its end in C, turning each way it can stop into an exception."""
