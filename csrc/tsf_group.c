@@ -29,7 +29,7 @@ int tsf_group_plan_check(const struct tsf_group_plan *p)
         p->row_size < 8)
         return TSF_E_PLAN;
     for (uint32_t i = 0; i < p->n_words; i++)
-        if (p->word[i] > p->row_size - 8)
+        if (!fits(p->word[i], 8, p->row_size, 0))
             return TSF_E_PLAN;
     for (uint32_t i = 0; i < p->n_counts; i++) {
         const struct tsf_group_count *c = &p->count[i];

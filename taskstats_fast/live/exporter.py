@@ -158,7 +158,6 @@ class RowBlock:
         self.columns = tuple(counter_columns)
         self.words = self.columns[:-1]
         width = len(counter_columns)
-        self.counters = slice(0, width)
         self.gauges = slice(width, width + len(_GAUGE_COLUMNS))
         self.row = width + len(_GAUGE_COLUMNS)
         exited = _interval.EXITED
@@ -231,7 +230,7 @@ class _Grouped:
     def add(self, tasks: np.ndarray, paths: Mapping[int, str], now_ns: int) -> None:
         """Add one interval's rows (contiguous TASK_DTYPE): one sort by the key, then one C pass
         summing each group's words and counts (``RowBlock``) from the rows."""
-        self.store.values[:, self._layout.gauges] = 0     # gauges are this interval's alone
+        self.store.clear(self._layout.gauges)     # gauges are this interval's alone
         if not len(tasks):
             return
         order = self._order(tasks)
@@ -415,9 +414,9 @@ class PrometheusExporter:
         """Every family's samples, read under the lock (values are copied; formatting is the caller's)."""
         with self._lock:
             families: List[Samples] = []
+            pressure = self._cgroup_pressure
             for grouped in self._groupings:
-                series = grouped.series
-                store, pressure = grouped.store, self._cgroup_pressure
+                series, store = grouped.series, grouped.store
                 values = store.first(series.n)      # one copy for all of its families
                 families += [self._grouped(series, values, store.index, fam, with_labels)
                              for fam in self._counter_families + self._gauge_families]

@@ -74,8 +74,9 @@ class Store:
         """Add ``values`` (one row) into the series' row ``row``, which exists."""
         self.values[row] += values
 
-    def clear(self) -> None:
-        self.values[:] = 0
+    def clear(self, columns: slice) -> None:
+        """Zero ``columns`` of every series' row (gauges that hold one interval's values)."""
+        self.values[:, columns] = 0
 
     def first(self, n: int) -> np.ndarray:
         """A copy of the values of the first ``n`` series (rows never written are zero)."""
