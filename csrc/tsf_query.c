@@ -8,8 +8,8 @@
  * the round is sent again for those.
  *
  * With claims, several calls (threads, each with its own socket) share the requests and their
- * state bytes: a call sends only the rounds it claimed, and writes only those requests' state,
- * so no byte is written by two threads.
+ * state bytes: a call sends only the rounds it claimed, and writes only those requests' state
+ * and, when its records are placed, their rows, so no byte is written by two threads.
  */
 #define _GNU_SOURCE
 #include "tsf_query.h"
@@ -41,17 +41,30 @@ static uint32_t request_of(const struct tsf_query *q, uint32_t seq)
     return idx < q->n ? idx : q->n;
 }
 
-/* Keep the records [from, from + count) that answer pending requests (compacting them to the
- * front); returns how many it kept. */
+/* The first row of the records array the next receive decodes into: placed records leave it
+ * as soon as they are kept, so their array is a scratch refilled from its start. */
+static uint32_t arrival_row(const struct tsf_query *q)
+{
+    return q->placed ? 0 : q->rows;
+}
+
+/* Keep the records just decoded that answer pending requests: compacted to the front of the
+ * records array in arrival order, or copied to their request's row of placed.  Returns how many
+ * it kept. */
 static uint32_t keep_records(const struct tsf_plan *plan, struct tsf_query *q, uint32_t count)
 {
-    uint32_t kept = 0;
+    uint32_t kept = 0, base = arrival_row(q);
     for (uint32_t r = 0; r < count; r++) {
-        uint8_t *rec = q->records + (size_t)(q->rows + r) * plan->record_size;
+        uint8_t *rec = q->records + (size_t)(base + r) * plan->record_size;
         uint32_t idx = request_of(q, tsf_rd32(rec + plan->off_seq));
         if (idx == q->n || q->state[idx] != TSF_QUERY_PENDING)
             continue;   /* a stale reply (an abandoned lookup) or a duplicate */
         q->state[idx] = TSF_QUERY_FOUND;
+        if (q->placed) {
+            memcpy(q->placed + (size_t)idx * plan->record_size, rec, plan->record_size);
+            kept++;
+            continue;
+        }
         uint32_t row = q->rows + kept;
         if (row != q->rows + r)
             memmove(q->records + (size_t)row * plan->record_size, rec, plan->record_size);
@@ -113,8 +126,8 @@ static int collect(const struct tsf_plan *plan, struct tsf_query *q, uint32_t ex
     a.family = q->family;
     while (answered < expected) {
         uint64_t now = mono_ms();
-        a.records = q->records + (size_t)q->rows * plan->record_size;
-        a.capacity = q->capacity - q->rows;
+        a.records = q->records + (size_t)arrival_row(q) * plan->record_size;
+        a.capacity = q->capacity - arrival_row(q);
         a.min_records = expected - answered;
         a.timeout_ms = *lost ? 0 : (int32_t)(now < deadline ? deadline - now : 0);
         int rc = tsf_drain(plan, &q->src, 1, &a, &res);
@@ -225,8 +238,9 @@ static int run_claimed(const struct tsf_plan *plan, struct tsf_query *q, uint64_
 int tsf_query(const struct tsf_plan *plan, struct tsf_query *q)
 {
     if (!plan || !q || (!q->ids && q->n) || (!q->state && q->n) || !q->in_flight || !q->reqbuf ||
-        !q->arena || !q->records || !q->row_index || !q->notes ||
-        q->capacity < (uint64_t)q->n + 2 || q->notes_cap < q->in_flight + q->nslots)
+        !q->arena || !q->records || (!q->row_index && !q->placed) || !q->notes ||
+        q->capacity < (uint64_t)(q->placed ? q->in_flight : q->n) + 2 ||
+        q->notes_cap < q->in_flight + q->nslots)
         return TSF_E_ARG;
     q->src.fd = q->fd;
     q->error = 0;
@@ -276,4 +290,26 @@ int tsf_claims_take(struct tsf_claims *c, int from_back, uint32_t *lo, uint32_t 
 void tsf_claims_stop(struct tsf_claims *c)
 {
     __atomic_store_n(&c->span, 0, __ATOMIC_RELEASE);
+}
+
+long tsf_query_compact(uint8_t *records, uint32_t record_size, const uint8_t *state, uint32_t n)
+{
+    if ((!records || !state) && n)
+        return TSF_E_ARG;
+    uint32_t rows = 0, i = 0;
+    while (i < n) {
+        if (state[i] != TSF_QUERY_FOUND) {
+            i++;
+            continue;
+        }
+        uint32_t end = i;   /* one move per run of found rows */
+        while (end < n && state[end] == TSF_QUERY_FOUND)
+            end++;
+        if (rows != i)
+            memmove(records + (size_t)rows * record_size, records + (size_t)i * record_size,
+                    (size_t)(end - i) * record_size);
+        rows += end - i;
+        i = end;
+    }
+    return rows;
 }

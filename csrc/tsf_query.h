@@ -8,9 +8,10 @@
  *
  * One lookup over several sockets: each thread runs tsf_query on its own socket, with the same
  * ids, state and first_seq, and every call claims its rounds one at a time from one shared
- * struct tsf_claims, from the front or from the back.  No thread waits for another that the
- * kernel served less, and the front's rounds run on in request order, so a caller whose thread
- * claims from the front can let its records land where the joined result wants them.
+ * struct tsf_claims, from the front or from the back, so no thread waits for another that the
+ * kernel served less.  Each copies its records to their requests' rows of one shared array
+ * (placed), so no row is written by two, and tsf_query_compact closes up the rows of the ids
+ * not found once all are done: the joined result needs no copy after.
  */
 #ifndef TSF_QUERY_H
 #define TSF_QUERY_H
@@ -56,7 +57,7 @@ struct tsf_query {
     uint8_t *reqbuf;           /* in_flight * TSF_GET_REQUEST_SIZE bytes */
     uint8_t *records;          /* capacity records, filled in arrival order */
     uint32_t *row_index;       /* capacity entries: the request each record answers */
-    uint32_t capacity;         /* >= n + 2 */
+    uint32_t capacity;         /* >= n + 2; with placed, >= in_flight + 2 */
     uint32_t notes_cap;        /* >= in_flight + nslots */
     struct tsf_note *notes;
     int32_t timeout_ms;        /* most time without progress */
@@ -65,6 +66,10 @@ struct tsf_query {
     struct tsf_claims *claims; /* NULL: every request is this call's; else it sends the rounds it
                                   claims here (state and ids shared with the other claimants) */
     uint32_t from_back;        /* claim from the back (the high request indices) */
+    uint8_t *placed;           /* NULL, or n records: each kept record is copied to its request's
+                                  row here (records is then a scratch reused per receive, and
+                                  row_index, unordered and last_index are unused), so claimants
+                                  sharing one array write only their own requests' rows */
     /* progress, kept across calls */
     uint32_t rows;             /* records kept */
     uint32_t resent;           /* requests sent again after the kernel dropped their replies */
@@ -90,6 +95,10 @@ int tsf_claims_init(struct tsf_claims *c, uint32_t n, uint32_t step);
 int tsf_claims_take(struct tsf_claims *c, int from_back, uint32_t *lo, uint32_t *hi);
 /* Hand out nothing more (a claimant failed: the others stop after their current round). */
 void tsf_claims_stop(struct tsf_claims *c);
+
+/* Close up n placed records (record_size bytes each) over the rows whose state is not
+ * TSF_QUERY_FOUND, keeping their order; returns how many rows are left, or TSF_E_ARG. */
+long tsf_query_compact(uint8_t *records, uint32_t record_size, const uint8_t *state, uint32_t n);
 /* cffi:end */
 
 #endif

@@ -536,20 +536,28 @@ class Query:
 
     ``out`` (a writeable C-contiguous DTYPE array of at least ``len(ids) + ROWS_PER_DATAGRAM``
     rows) receives the records instead of a fresh array.  The C core is still given only
-    ``len(ids) + ROWS_PER_DATAGRAM`` rows of it, so the rows past those stay untouched: a
-    parallel lookup lets its first part write into the front of the array every part's records
-    end up in, and writes nothing there while the other parts run."""
+    ``len(ids) + ROWS_PER_DATAGRAM`` rows of it, so the rows past those stay untouched.
+
+    ``placed`` (an array like ``out``) instead receives each record in the row of its request,
+    the way several claimants fill one array without a row in common and without a copy after;
+    ``out`` is then only the scratch each receive decodes into (``in_flight +
+    ROWS_PER_DATAGRAM`` rows, made when not given), and ``compact_placed`` closes up the rows of
+    the ids not found once every claimant is done."""
 
     def __init__(self, drain: "Drain", attr: int, ids: np.ndarray, first_seq: int,
                  in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None, *,
-                 claims: Optional[QueryClaims] = None, from_back: bool = False):
+                 claims: Optional[QueryClaims] = None, from_back: bool = False,
+                 placed: Optional[np.ndarray] = None):
         if claims is not None:
             ids, first_seq = claims.ids, claims.first_seq
         n = len(ids)
+        if placed is not None:
+            _check_query_out(placed, n)
+        rows = n if placed is None else in_flight
         if out is None:
-            out = layout.empty_records(n + ROWS_PER_DATAGRAM)
+            out = layout.empty_records(rows + ROWS_PER_DATAGRAM)
         else:
-            _check_query_out(out, n)
+            _check_query_out(out, rows)
         drain.ensure_notes(in_flight + drain.nslots)
         self._drain = drain
         self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round
@@ -557,7 +565,8 @@ class Query:
         self.state = np.zeros(n, np.uint8) if claims is None else claims.state
         self._claims = claims
         self.out = out
-        self.row_index = np.zeros(n + ROWS_PER_DATAGRAM, np.uint32)
+        self.placed = placed
+        self.row_index = np.zeros(0 if placed is not None else n + ROWS_PER_DATAGRAM, np.uint32)
         q = self._q = ffi.new("struct tsf_query *")
         q.fd = drain._src[0].fd
         q.family = drain._args.family
@@ -572,8 +581,11 @@ class Query:
         q.arena = drain._args.arena
         q.reqbuf = ffi.cast("uint8_t *", ffi.from_buffer(self._reqbuf))
         q.records = ffi.cast("uint8_t *", ffi.from_buffer(self.out))
-        q.row_index = ffi.cast("uint32_t *", ffi.from_buffer(self.row_index))
-        q.capacity = n + ROWS_PER_DATAGRAM
+        if placed is None:
+            q.row_index = ffi.cast("uint32_t *", ffi.from_buffer(self.row_index))
+        else:
+            q.placed = ffi.cast("uint8_t *", ffi.from_buffer(placed))
+        q.capacity = rows + ROWS_PER_DATAGRAM
         q.notes_cap = drain.notes_cap
         q.notes = drain._args.notes
         q.timeout_ms = timeout_ms
@@ -601,7 +613,21 @@ class Query:
 
     def records(self) -> np.ndarray:
         """The records kept so far, in arrival order (``row_index`` maps them to requests)."""
+        if self.placed is not None:
+            raise ValueError("a placed query's records are in its placed array, one row per id")
         return self.out[:self.rows]
+
+
+def compact_placed(placed: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """The records of a finished placed lookup (``Query(placed=...)``, every claimant done) in
+    request order: the rows of ids not found closed up in place, a view of ``placed``."""
+    state = np.ascontiguousarray(state, np.uint8)
+    _check_query_out(placed, len(state))
+    rows = lib.tsf_query_compact(ffi.cast("uint8_t *", ffi.from_buffer(placed)), layout.DTYPE.itemsize,
+                                 ffi.cast("const uint8_t *", ffi.from_buffer(state)), len(state))
+    if rows < 0:
+        raise RuntimeError(f"tsf_query_compact: {strerror(rows)}")
+    return placed[:rows]
 
 
 class _Scratch(threading.local):

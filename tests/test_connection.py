@@ -621,6 +621,48 @@ def test_claims_let_a_slow_worker_take_less_and_all_finish_within_a_round():
     assert abs(done["fast"] - done["slow"]) < 256 * 6e-6 + 0.05   # within about one round
 
 
+@pytest.mark.parametrize("found", [
+    "", "1", "0", "1111", "0000", "0110", "1001", "101010", "0001111000111", "1" * 40 + "0" + "1" * 9,
+])
+def test_compacting_placed_records_keeps_the_found_rows_in_order_and_touches_no_other(found):
+    n = len(found)
+    state = np.array([_native.QUERY_FOUND if c == "1" else _native.QUERY_MISSING for c in found],
+                     np.uint8)
+    placed = np.zeros(n + _native.ROWS_PER_DATAGRAM + 3, layout.DTYPE)
+    placed["ac_pid"] = np.arange(len(placed)) + 100
+    got = _native.compact_placed(placed, state)
+    assert got.base is placed and len(got) == found.count("1")
+    assert got["ac_pid"].tolist() == [100 + i for i, c in enumerate(found) if c == "1"]
+    assert placed["ac_pid"][n:].tolist() == list(range(100 + n, 100 + len(placed)))
+    with pytest.raises(ValueError, match="needs at least"):
+        _native.compact_placed(placed[:n + 1], state)
+
+
+def test_claimants_placing_into_one_array_write_only_their_ids_rows(fake):
+    # the rows of ids not found and the rows past the ids stay as they were until compacted
+    live = set(range(1, 2001)) - {1, 700, 1500, 2000}
+    conn = fake(live=live, shuffle=True).connection()
+    conn.pids(np.arange(1, 600, dtype=np.uint32), workers=2)     # makes the helper
+    main, helper = conn._parallel.main, conn._parallel.helpers[0]
+    main.max_in_flight = helper.max_in_flight = 64
+    ids = np.arange(1, 2001, dtype=np.uint32)
+    claims = _native.QueryClaims(ids, netlink.next_seq(len(ids)), 64)
+    placed = np.zeros(len(ids) + _native.ROWS_PER_DATAGRAM + 2, layout.DTYPE)
+    placed["ac_pid"] = 7
+    shares = []
+    worker = threading.Thread(target=lambda: shares.append(
+        helper.lookup_claimed(claims, _native.ATTR_PID, placed, from_back=True)))
+    worker.start()
+    part = main.lookup_claimed(claims, _native.ATTR_PID, placed, from_back=False)
+    worker.join()
+    assert part.rows + shares[0].rows == len(live) and part.rows and shares[0].rows
+    assert placed["ac_pid"][ids - 1].tolist() == [int(i) if i in live else 7 for i in ids]
+    assert placed["ac_pid"][len(ids):].tolist() == [7] * (_native.ROWS_PER_DATAGRAM + 2)
+    with pytest.raises(ValueError, match="placed"):
+        part.records()
+    assert _native.compact_placed(placed, claims.state)["ac_pid"].tolist() == sorted(live)
+
+
 def test_a_claimed_round_longer_than_a_sockets_own_rounds_is_sent_in_those(fake):
     live = set(range(1, 3000)) - {5, 700, 2999}
     conn = fake(live=live, shuffle=True).connection()

@@ -23,8 +23,9 @@ no Python object per record:
 5. ``ParallelLookups`` splits the ids over N sockets queried from N threads: the kernel does its
    per-task work inside each sender's ``send``, so it spreads over the cores.  Each thread's C
    call claims the ids a round at a time as it goes (``_native.QueryClaims``), so they finish
-   together: the caller's from the front, its records landing in place, the helpers' from the
-   back.
+   together (the caller's from the front, the helpers' from the back), and copies each record to
+   its id's row of one shared array (``placed``), so no two write a row in common and nothing is
+   copied once they are done.
 """
 
 from __future__ import annotations
@@ -189,6 +190,7 @@ class QueryChannel:
         self._dirty = False          # replies of an abandoned request may still be queued
         self._drain = Drain(family.id, [sock.fileno()], notes=MAX_IN_FLIGHT + NSLOTS)
         self._src = self._drain.source(0)
+        self._scratch: Optional[np.ndarray] = None   # a claimed share's receives (lookup_claimed)
 
     # -- lifecycle and facts -----------------------------------------------------------------
     def close(self) -> None:
@@ -308,18 +310,22 @@ class QueryChannel:
                 records = layout.copy_records(records)  # do not pin a mostly empty array
             return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
 
-    def lookup_claimed(self, claims: QueryClaims, attr: int, *, from_back: bool,
-                       out: Optional[np.ndarray] = None) -> Query:
+    def lookup_claimed(self, claims: QueryClaims, attr: int, placed: np.ndarray, *,
+                       from_back: bool) -> Query:
         """This channel's share of a bulk lookup that several channels run at once, each from
         its own thread: the rounds it claims from ``claims`` as it goes, from the back with
-        ``from_back``.  The finished ``Query`` holds its records in arrival order
-        (``records()``, into ``out`` when given) and the id each answers (``row_index``);
-        ``claims.state`` says, once every share is done, which ids were found."""
+        ``from_back``, each record copied to its id's row of ``placed`` (so the shares never
+        write a row in common).  Once every share is done, ``claims.state`` says which ids were
+        found and ``_native.compact_placed`` closes up the rest."""
         with self.lock:
-            return self._query(claims.ids, attr, out, claims, from_back)
+            scratch = self._scratch
+            if scratch is None or len(scratch) < self.in_flight + ROWS_PER_DATAGRAM:
+                scratch = self._scratch = layout.empty_records(self.in_flight + ROWS_PER_DATAGRAM)
+            return self._query(claims.ids, attr, scratch, claims, from_back, placed)
 
     def _query(self, ids: np.ndarray, attr: int, out: Optional[np.ndarray],
-               claims: Optional[QueryClaims] = None, from_back: bool = False) -> Query:
+               claims: Optional[QueryClaims] = None, from_back: bool = False,
+               placed: Optional[np.ndarray] = None) -> Query:
         """One bulk query run to its end on this socket (the caller holds the lock), after
         whatever an abandoned one left is flushed and the reply size is measured."""
         sock = self.live_socket()
@@ -328,7 +334,7 @@ class QueryChannel:
             self._calibrate(sock)
         first_seq = claims.first_seq if claims is not None else netlink.next_seq(max(len(ids), 1))
         query = Query(self._drain, attr, ids, first_seq, self.in_flight, max(1, int(self.timeout * 1000)),
-                      out=out, claims=claims, from_back=from_back)
+                      out=out, claims=claims, from_back=from_back, placed=placed)
         self._dirty = True
         self._run(query, _what(attr))
         self._dirty = False
@@ -419,37 +425,22 @@ class ParallelLookups:
             return self.main.lookup(ids, attr)
         helpers = self._workers(workers - 1)
         claims = QueryClaims(ids, netlink.next_seq(len(ids)), self.main.in_flight)
-        futures = [self._pool.submit(_helper_share, helper, claims, attr) for helper in helpers]
-        # The caller's rounds come from the front, in request order, so its records go straight
-        # into the array every share's records end up in; only the helpers' are copied, after.
+        # every share copies its records to their ids' rows of one array as they come, so when
+        # the last is done the result is that array, with the rows of ids not found closed up
         out = layout.empty_records(len(ids) + ROWS_PER_DATAGRAM)
+        futures = [self._pool.submit(_helper_share, helper, claims, attr, out) for helper in helpers]
         try:
-            part = self.main.lookup_claimed(claims, attr, from_back=False, out=out)
+            part = self.main.lookup_claimed(claims, attr, out, from_back=False)
         except BaseException:
             claims.stop()
             concurrent.futures.wait(futures)   # their sockets stay usable: let them finish
             raise
-        if part.unordered:
-            _in_request_order(part, in_place=True)
         shares = [future.result() for future in futures]
-        rows, resent = part.rows, part.resent + sum(share.resent for share in shares)
-        size = layout.DTYPE.itemsize
-        # the helpers' rounds ran backwards and, with several helpers, interleave: put their
-        # rows in request order with one take of their bytes, straight into the joined array
-        if len(shares) == 1:
-            index, theirs = shares[0].row_index[:shares[0].rows], shares[0].records()
-        else:
-            index = np.concatenate([share.row_index[:share.rows] for share in shares])
-            theirs = layout.join_records([share.records() for share in shares])
-        order = np.argsort(index, kind="stable")
-        joined = out.view(np.uint8).reshape(len(out), size)
-        np.take(theirs.view(np.uint8).reshape(-1, size), order, axis=0,
-                out=joined[rows:rows + len(order)])
-        rows += len(order)
-        records = out[:rows]
-        if len(out) - rows > max(rows, _SPARE_ROWS):
+        records = _native.compact_placed(out, claims.state)
+        if len(out) - len(records) > max(len(records), _SPARE_ROWS):
             records = layout.copy_records(records)  # do not pin a mostly empty array
-        return Lookup(records, claims.ids, claims.state == QUERY_FOUND, resent)
+        return Lookup(records, claims.ids, claims.state == QUERY_FOUND,
+                      part.resent + sum(share.resent for share in shares))
 
     def _workers(self, n: int) -> List[QueryChannel]:
         """``n`` helper channels over sockets of their own (kept for the next call)."""
@@ -480,11 +471,11 @@ class ParallelLookups:
             pool.shutdown(wait=False)
 
 
-def _helper_share(helper: QueryChannel, claims: QueryClaims, attr: int) -> Query:
+def _helper_share(helper: QueryChannel, claims: QueryClaims, attr: int, placed: np.ndarray) -> Query:
     """A helper thread's share of a parallel lookup: the rounds it claimed from the back.  A
     failure stops the claims, so the others do not go on for nothing."""
     try:
-        return helper.lookup_claimed(claims, attr, from_back=True)
+        return helper.lookup_claimed(claims, attr, placed, from_back=True)
     except BaseException:
         claims.stop()
         raise
