@@ -21,9 +21,10 @@ The 2-worker goal has a direct entry that interleaves its contenders round by ro
 on 1 thread, and on 2 with halves and with a shared cursor, at each round size, ``workers=1``,
 ``workers=2``; the order rotates each round), times each as the median of ``--repeats`` calls,
 wall and CPU (the floor by getrusage over its threads, ours by ``time.process_time``), and prints
-medians over rounds with each round's ratio to that round's floor (the fastest of its round sizes
-and splits, so noise favours the floor), the ratio to the shared floor at our own round size
-alone (the like-for-like), and the load average before and after:
+medians over rounds and each round's ratios: ``workers=2`` against the floor's fastest 2-thread
+set-up (chosen once, by its median over the rounds: the goal), against each round's fastest of
+the six (noise favours the floor there), and against the shared floor at our own round size
+(the like-for-like); then the load average before and after:
 
     python3 bench/bench_queries.py [--rounds 15] [--repeats 15]
 """
@@ -279,17 +280,27 @@ def _report(got, rounds: int, lookups: int, load_before, load_after, in_flight: 
         values = sorted(fn(r) for r in range(rounds))
         return f"{statistics.median(values):.2f} (rounds {values[0]:.2f}-{values[-1]:.2f})"
 
-    print("  throughput ratios, each round against that round's floor (its fastest round size):")
+    def fastest(threads: str) -> str:
+        return min((name for name in got if name.startswith(f"floor {threads}")),
+                   key=lambda name: statistics.median(w for w, _ in got[name]))
+
+    print("  throughput ratios, each round's (median and range over the rounds):")
     print("    floor 2 threads / 1 thread:        " + ratios(lambda r: best("1", r) / best("2", r)))
     print("    floor 2 threads, shared / halves:  "
           + ratios(lambda r: best("2 threads,", r) / best("2 threads shared", r)))
-    print("    workers=1 / floor 1 thread:        " + ratios(lambda r: best("1", r) / got["workers=1"][r][0]))
-    print("    workers=2 / floor 2 threads:       " + ratios(lambda r: best("2", r) / got["workers=2"][r][0])
-          + "   (goal >= 0.95)")
+    one, two = fastest("1"), fastest("2")
+    print("    workers=1 / floor 1 thread:        " + ratios(lambda r: got[one][r][0] / got["workers=1"][r][0])
+          + f"   (the floor's fastest by median: {one})")
+    # The goal's floor is the floor's fastest 2-thread set-up, chosen once by its median over
+    # the rounds: taking each round's fastest of six instead picks whichever noise favoured
+    print("    workers=2 / floor 2 threads:       " + ratios(lambda r: got[two][r][0] / got["workers=2"][r][0])
+          + f"   (goal >= 0.95; the floor's fastest by median: {two})")
+    print("    workers=2 / each round's fastest floor of six: "
+          + ratios(lambda r: best("2", r) / got["workers=2"][r][0]) + "   (noise favours the floor)")
     like = f"floor 2 threads shared, round {in_flight}"
     print(f"    workers=2 / shared floor, round {in_flight}: "
           + ratios(lambda r: got[like][r][0] / got["workers=2"][r][0])
-          + "   (the same split and round size: the best of six is not picked for noise)")
+          + "   (the same split and round size)")
     print("    workers=2 / workers=1:             "
           + ratios(lambda r: got["workers=1"][r][0] / got["workers=2"][r][0]))
 
