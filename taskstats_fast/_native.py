@@ -540,9 +540,9 @@ class Query:
 
     ``placed`` (an array like ``out``) instead receives each record in the row of its request,
     the way several claimants fill one array without a row in common and without a copy after;
-    ``out`` is then only the scratch each receive decodes into (``in_flight +
-    ROWS_PER_DATAGRAM`` rows, made when not given), and ``compact_placed`` closes up the rows of
-    the ids not found once every claimant is done."""
+    ``out`` is then only the scratch each receive decodes into, all of it (at least
+    ``in_flight + ROWS_PER_DATAGRAM`` rows; made when not given), and ``compact_placed`` closes
+    up the rows of the ids not found once every claimant is done."""
 
     def __init__(self, drain: "Drain", attr: int, ids: np.ndarray, first_seq: int,
                  in_flight: int, timeout_ms: int, out: Optional[np.ndarray] = None, *,
@@ -553,11 +553,16 @@ class Query:
         n = len(ids)
         if placed is not None:
             _check_query_out(placed, n)
+        # placed: the scratch takes a round's replies at the drain's bound of ROWS_PER_DATAGRAM
+        # rows each (any datagram's), so they come in full batches, no receive cut short
         rows = n if placed is None else in_flight
         if out is None:
-            out = layout.empty_records(rows + ROWS_PER_DATAGRAM)
+            out = layout.empty_records(rows + ROWS_PER_DATAGRAM if placed is None
+                                       else ROWS_PER_DATAGRAM * (in_flight + 1))
         else:
             _check_query_out(out, rows)
+        if placed is not None:
+            rows = len(out) - ROWS_PER_DATAGRAM
         drain.ensure_notes(in_flight + drain.nslots)
         self._drain = drain
         self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round

@@ -641,8 +641,13 @@ def test_compacting_placed_records_keeps_the_found_rows_in_order_and_touches_no_
 def test_claimants_placing_into_one_array_write_only_their_ids_rows(fake):
     # the rows of ids not found and the rows past the ids stay as they were until compacted
     live = set(range(1, 2001)) - {1, 700, 1500, 2000}
-    conn = fake(live=live, shuffle=True).connection()
+    # the answer to the caller's first request waits, so the helper surely claims rounds too
+    k = fake(live=live, shuffle=True,
+             policy=lambda seq, ident: time.sleep(0.5) if ident == 1 and k.slow else None)
+    k.slow = False
+    conn = k.connection()
     conn.pids(np.arange(1, 600, dtype=np.uint32), workers=2)     # makes the helper
+    k.slow = True
     main, helper = conn._parallel.main, conn._parallel.helpers[0]
     main.max_in_flight = helper.max_in_flight = 64
     ids = np.arange(1, 2001, dtype=np.uint32)

@@ -318,9 +318,10 @@ class QueryChannel:
         write a row in common).  Once every share is done, ``claims.state`` says which ids were
         found and ``_native.compact_placed`` closes up the rest."""
         with self.lock:
+            rows = ROWS_PER_DATAGRAM * (self.in_flight + 1)   # Query's own choice, kept
             scratch = self._scratch
-            if scratch is None or len(scratch) < self.in_flight + ROWS_PER_DATAGRAM:
-                scratch = self._scratch = layout.empty_records(self.in_flight + ROWS_PER_DATAGRAM)
+            if scratch is None or len(scratch) < rows:
+                scratch = self._scratch = layout.empty_records(rows)
             return self._query(claims.ids, attr, scratch, claims, from_back, placed)
 
     def _query(self, ids: np.ndarray, attr: int, out: Optional[np.ndarray],
