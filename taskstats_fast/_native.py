@@ -553,12 +553,10 @@ class Query:
         n = len(ids)
         if placed is not None:
             _check_query_out(placed, n)
-        # placed: the scratch takes a round's replies at the drain's bound of ROWS_PER_DATAGRAM
-        # rows each (any datagram's), so they come in full batches, no receive cut short
         rows = n if placed is None else in_flight
         if out is None:
             out = layout.empty_records(rows + ROWS_PER_DATAGRAM if placed is None
-                                       else ROWS_PER_DATAGRAM * (in_flight + 1))
+                                       else placed_scratch_rows(in_flight))
         else:
             _check_query_out(out, rows)
         if placed is not None:
@@ -621,6 +619,13 @@ class Query:
         if self.placed is not None:
             raise ValueError("a placed query's records are in its placed array, one row per id")
         return self.out[:self.rows]
+
+
+def placed_scratch_rows(in_flight: int) -> int:
+    """Rows of the scratch a placed query decodes into: a round's replies at the drain's bound
+    of ROWS_PER_DATAGRAM rows each (any datagram's), so they come in full receive batches, none
+    cut short by the room left."""
+    return ROWS_PER_DATAGRAM * (in_flight + 1)
 
 
 def compact_placed(placed: np.ndarray, state: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ from .. import _native, layout
 from . import namespaces, netlink
 from .._native import (ATTR_PID, NOTE_BAD, NOTE_ERROR, QUERY_DONE, QUERY_FOUND, QUERY_INTERRUPTED,
                        QUERY_KERNEL, QUERY_MALFORMED, QUERY_PENDING, QUERY_SOCKET, QUERY_TIMEOUT,
-                       ROWS_PER_DATAGRAM, Drain, Query, QueryClaims, strerror)
+                       ROWS_PER_DATAGRAM, Drain, Query, QueryClaims, placed_scratch_rows, strerror)
 from ..errors import (DecodeError, InvalidTaskIdError, KernelError, NoSuchTaskError, ReplyTimeoutError,
                       TaskstatsError, kernel_error)
 
@@ -318,7 +318,7 @@ class QueryChannel:
         write a row in common).  Once every share is done, ``claims.state`` says which ids were
         found and ``_native.compact_placed`` closes up the rest."""
         with self.lock:
-            rows = ROWS_PER_DATAGRAM * (self.in_flight + 1)   # Query's own choice, kept
+            rows = placed_scratch_rows(self.in_flight)
             scratch = self._scratch
             if scratch is None or len(scratch) < rows:
                 scratch = self._scratch = layout.empty_records(rows)
