@@ -7,9 +7,9 @@
  * SO_MEMINFO, ENOBUFS, an EAGAIN/ENOBUFS/ENOMEM error reply) leave their requests pending, and
  * the round is sent again for those.
  *
- * With claims, several calls (threads, each with its own socket) share the requests and their
- * state bytes: a call sends only the rounds it claimed, and writes only those requests' state
- * and, when its records are placed, their rows, so no byte is written by two threads.
+ * With claims, several calls (threads, each with its own socket) share the requests, their
+ * state bytes and the placed records: a call sends only the rounds it claimed, and writes only
+ * those requests' state and rows, so no byte is written by two threads.
  */
 #define _GNU_SOURCE
 #include "tsf_query.h"
@@ -221,7 +221,6 @@ static int run_claimed(const struct tsf_plan *plan, struct tsf_query *q, uint64_
                 return TSF_E_ARG;   /* claims over more requests than this call was given */
             q->round_lo = lo;
             q->round_hi = hi;
-            q->last_index = lo;     /* a round from the back comes before the rounds it follows */
         }
         /* a claimed round may be longer than this socket's own rounds: send it in those */
         uint32_t hi = q->round_hi - q->round_lo < q->in_flight ? q->round_hi
@@ -240,7 +239,7 @@ int tsf_query(const struct tsf_plan *plan, struct tsf_query *q)
     if (!plan || !q || (!q->ids && q->n) || (!q->state && q->n) || !q->in_flight || !q->reqbuf ||
         !q->arena || !q->records || (!q->row_index && !q->placed) || !q->notes ||
         q->capacity < (uint64_t)(q->placed ? q->in_flight : q->n) + 2 ||
-        q->notes_cap < q->in_flight + q->nslots)
+        q->notes_cap < q->in_flight + q->nslots || (q->claims && !q->placed))
         return TSF_E_ARG;
     q->src.fd = q->fd;
     q->error = 0;

@@ -64,7 +64,8 @@ struct tsf_query {
     int32_t slice_ms;          /* return (TSF_QUERY_INTERRUPTED) after a round once this much time
                                   has passed, so the caller's signal handlers run; 0: never */
     struct tsf_claims *claims; /* NULL: every request is this call's; else it sends the rounds it
-                                  claims here (state and ids shared with the other claimants) */
+                                  claims here (ids, state and placed shared with the other
+                                  claimants; placed is required) */
     uint32_t from_back;        /* claim from the back (the high request indices) */
     uint8_t *placed;           /* NULL, or n records: each kept record is copied to its request's
                                   row here (records is then a scratch reused per receive, and
@@ -73,8 +74,7 @@ struct tsf_query {
     /* progress, kept across calls */
     uint32_t rows;             /* records kept */
     uint32_t resent;           /* requests sent again after the kernel dropped their replies */
-    uint32_t unordered;        /* 1 once a record arrived out of request order (claiming from the
-                                  back: out of order within a round; the rounds run backwards) */
+    uint32_t unordered;        /* 1 once a record arrived out of request order */
     uint32_t last_index;       /* request index of the last record kept */
     uint32_t round_lo;         /* claims: the claimed round [round_lo, round_hi) not yet complete */
     uint32_t round_hi;

@@ -530,9 +530,9 @@ class Query:
     resumes) it with the GIL released and returns a QUERY_* reason; then ``records()``,
     ``state`` (QUERY_* per id), ``unordered`` and ``row_index`` say what came back.
 
-    With ``claims``, the ids, state and first seq are the claims' and this call sends only the
-    rounds it claims (from the back with ``from_back``): its records are theirs alone, and
-    ``state`` is every claimant's.
+    With ``claims`` (and ``placed``, which they require), the ids, state and first seq are the
+    claims' and this call sends only the rounds it claims (from the back with ``from_back``),
+    writing only those ids' state bytes and placed rows; ``state`` is every claimant's.
 
     ``out`` (a writeable C-contiguous DTYPE array of at least ``len(ids) + ROWS_PER_DATAGRAM``
     rows) receives the records instead of a fresh array.  The C core is still given only
@@ -549,6 +549,8 @@ class Query:
                  claims: Optional[QueryClaims] = None, from_back: bool = False,
                  placed: Optional[np.ndarray] = None):
         if claims is not None:
+            if placed is None:
+                raise ValueError("claimants share their records through one placed array")
             ids, first_seq = claims.ids, claims.first_seq
         n = len(ids)
         if placed is not None:

@@ -666,6 +666,8 @@ def test_claimants_placing_into_one_array_write_only_their_ids_rows(fake):
     with pytest.raises(ValueError, match="placed"):
         part.records()
     assert _native.compact_placed(placed, claims.state)["ac_pid"].tolist() == sorted(live)
+    with pytest.raises(ValueError, match="placed"):   # claimants without one array to share
+        _native.Query(main._drain, _native.ATTR_PID, ids, 1, 64, 1000, claims=claims)
 
 
 def test_a_claimed_round_longer_than_a_sockets_own_rounds_is_sent_in_those(fake):
