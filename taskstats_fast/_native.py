@@ -553,16 +553,19 @@ class Query:
                 raise ValueError("claimants share their records through one placed array")
             ids, first_seq = claims.ids, claims.first_seq
         n = len(ids)
-        if placed is not None:
+        if placed is None:       # the records land in out: the C core gets its first n + 2 rows
+            if out is None:
+                out = layout.empty_records(n + ROWS_PER_DATAGRAM)
+            else:
+                _check_query_out(out, n)
+            capacity = n + ROWS_PER_DATAGRAM
+        else:                    # out is only the scratch receives decode into: all of it
             _check_query_out(placed, n)
-        rows = n if placed is None else in_flight
-        if out is None:
-            out = layout.empty_records(rows + ROWS_PER_DATAGRAM if placed is None
-                                       else placed_scratch_rows(in_flight))
-        else:
-            _check_query_out(out, rows)
-        if placed is not None:
-            rows = len(out) - ROWS_PER_DATAGRAM
+            if out is None:
+                out = layout.empty_records(placed_scratch_rows(in_flight))
+            else:
+                _check_query_out(out, in_flight)
+            capacity = len(out)
         drain.ensure_notes(in_flight + drain.nslots)
         self._drain = drain
         self._reqbuf = np.empty(in_flight * GET_REQUEST_SIZE, np.uint8)   # built in full per round
@@ -590,7 +593,7 @@ class Query:
             q.row_index = ffi.cast("uint32_t *", ffi.from_buffer(self.row_index))
         else:
             q.placed = ffi.cast("uint8_t *", ffi.from_buffer(placed))
-        q.capacity = rows + ROWS_PER_DATAGRAM
+        q.capacity = capacity
         q.notes_cap = drain.notes_cap
         q.notes = drain._args.notes
         q.timeout_ms = timeout_ms
