@@ -306,8 +306,8 @@ class QueryChannel:
             records = query.records()
             if query.unordered:
                 records = _in_request_order(query, in_place=out is not None)
-            elif out is None and len(query.out) - query.rows > max(query.rows, _SPARE_ROWS):
-                records = layout.copy_records(records)  # do not pin a mostly empty array
+            elif out is None:
+                records = _unpinned(records, query.out)
             return Lookup(records, ids, query.state == QUERY_FOUND, query.resent)
 
     def lookup_claimed(self, claims: QueryClaims, attr: int, placed: np.ndarray, *,
@@ -437,9 +437,7 @@ class ParallelLookups:
             concurrent.futures.wait(futures)   # their sockets stay usable: let them finish
             raise
         shares = [future.result() for future in futures]
-        records = _native.compact_placed(out, claims.state)
-        if len(out) - len(records) > max(len(records), _SPARE_ROWS):
-            records = layout.copy_records(records)  # do not pin a mostly empty array
+        records = _unpinned(_native.compact_placed(out, claims.state), out)
         return Lookup(records, claims.ids, claims.state == QUERY_FOUND,
                       part.resent + sum(share.resent for share in shares))
 
@@ -480,6 +478,14 @@ def _helper_share(helper: QueryChannel, claims: QueryClaims, attr: int, placed: 
     except BaseException:
         claims.stop()
         raise
+
+
+def _unpinned(records: np.ndarray, array: np.ndarray) -> np.ndarray:
+    """``records`` (the first rows of ``array``), copied when they fill so little of it that a
+    view would keep a mostly empty array alive."""
+    if len(array) - len(records) > max(len(records), _SPARE_ROWS):
+        return layout.copy_records(records)
+    return records
 
 
 def _what(attr: int) -> str:
