@@ -30,6 +30,7 @@ from . import cgroupfs
 from .exit_reader import ExitReader
 from .interval import Interval, Pressure, PSI_DTYPE, PSI_RESOURCES, psi_words
 from .merge import Look, merge
+from .quiet import QuietGroups
 from .reconcile import reconcile
 
 __all__ = ["Accounting", "AUTO"]
@@ -50,14 +51,17 @@ class Accounting:
     threads each look's bulk query runs on (``Connection.pids(workers=)``; default 1: the
     kernel serialises TASKSTATS GETs under ``genl_mutex``, the family having no
     ``parallel_ops``, so a second thread buys little time and costs CPU per look).
+    ``carry_quiet``: a multi-threaded process none of whose threads ran since the previous look
+    is checked with one TGID GET and its threads' records carried forward, not queried one by
+    one (accounting/quiet.py says what that can miss; False: query every listed thread).
     ``connection``/``listener``: use these instead of opening a ``Connection`` and an
     ``ExitListener()`` (they are then not closed here).  ``listener_options`` go to
     ``ExitListener`` when this class opens it.
     """
 
     def __init__(self, interval: float = 1.0, *, cgroup_root: Optional[str] = AUTO,
-                 pressure: bool = True, workers: Optional[int] = None, connection=None,
-                 listener=None, **listener_options):
+                 pressure: bool = True, workers: Optional[int] = None, carry_quiet: bool = True,
+                 connection=None, listener=None, **listener_options):
         if not interval > 0:
             raise ValueError("interval is in seconds and must be positive")
         self.interval = float(interval)
@@ -71,6 +75,8 @@ class Accounting:
         self._listener = listener
         self._listener_options = listener_options
         self._look: Optional[Look] = None
+        #: which listed threads a look queries (None: every one)
+        self.quiet: Optional[QuietGroups] = QuietGroups() if carry_quiet else None
         self._files = cgroupfs.OpenFiles()
         self._reader: Optional[ExitReader] = None
         self._lost_at_look = 0
@@ -172,7 +178,9 @@ class Accounting:
         files = self._files
         delayacct = delayacct_enabled(lambda path: files.read(path, one_piece=True))
         cgroups = cgroupfs.look(self.cgroup_root, pressure=self.pressure, files=files)
-        if self.cgroup_root:
+        if self.cgroup_root and self.quiet is not None:
+            records = self.quiet.records(self._connection, cgroups.tids, began, self.workers)
+        elif self.cgroup_root:
             records = self._connection.pids(cgroups.tids, workers=self.workers).records
         else:
             records = self._connection.snapshot(threads=True, workers=self.workers).records
