@@ -75,11 +75,13 @@ COMPARED = "taskstats_fast-compared"
 def agents(tmp: str, compare_tree: Optional[str] = None) -> List[Agent]:
     """The agents; ``compare_tree``: also run taskstats_fast from that source tree (its
     extension built in place), so two versions are measured in one run."""
-    out = [Agent("taskstats_fast", [sys.executable, "-c", OURS]),
+    # -P: ``python -c`` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # run from a source tree both agents would import that tree's package
+    out = [Agent("taskstats_fast", [sys.executable, "-P", "-c", OURS]),
            Agent("top -b -d 1", ["top", "-b", "-d", "1"])]
     if compare_tree:
         out.insert(1, Agent(COMPARED, ["env", f"PYTHONPATH={os.path.abspath(compare_tree)}",
-                                       sys.executable, "-c", OURS]))
+                                       sys.executable, "-P", "-c", OURS]))
     if shutil.which("atop"):
         out.append(Agent("atop -P", ["atop", "-P", "PRG,PRC,PRM,PRD", "1"]))
     if shutil.which("pidstat"):
