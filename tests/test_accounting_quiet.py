@@ -102,7 +102,7 @@ def _same_as_full(records, machine):
 
 
 def test_a_group_none_of_whose_threads_ran_is_carried_from_its_second_check_on():
-    m, quiet = _a_machine(), QuietGroups()
+    m, quiet = _a_machine(), QuietGroups(min_threads=2, min_checked=1)
     _same_as_full(m.look(quiet), m)                 # first look: nothing known, all asked
     assert m.asked_tgids == [] and len(m.asked_pids[0]) == 10
     _same_as_full(m.look(quiet), m)                 # second: the references are taken
@@ -114,7 +114,7 @@ def test_a_group_none_of_whose_threads_ran_is_carried_from_its_second_check_on()
 
 
 def test_a_group_with_one_thread_that_ran_is_queried_whole():
-    m, quiet = _a_machine(), QuietGroups()
+    m, quiet = _a_machine(), QuietGroups(min_threads=2, min_checked=1)
     m.look(quiet), m.look(quiet)
     m.run(103)
     got = m.look(quiet)
@@ -123,7 +123,7 @@ def test_a_group_with_one_thread_that_ran_is_queried_whole():
 
 
 def test_a_group_whose_parent_died_is_queried_whole_its_parent_changed_without_it_running():
-    m, quiet = _a_machine(), QuietGroups()
+    m, quiet = _a_machine(), QuietGroups(min_threads=2, min_checked=1)
     m.add(50, 50)
     m.threads[300]["ppid"] = m.threads[301]["ppid"] = 50
     m.look(quiet), m.look(quiet)
@@ -135,7 +135,7 @@ def test_a_group_whose_parent_died_is_queried_whole_its_parent_changed_without_i
 
 
 def test_threads_that_left_or_came_and_ids_the_kernel_no_longer_knows():
-    m, quiet = _a_machine(), QuietGroups()
+    m, quiet = _a_machine(), QuietGroups(min_threads=2, min_checked=1)
     m.look(quiet), m.look(quiet)
     listed = np.array(sorted(set(m.threads) | {400}), np.uint32)   # listed, gone by the GET
     m.now_us += 1_000_000
@@ -152,7 +152,7 @@ def test_threads_that_left_or_came_and_ids_the_kernel_no_longer_knows():
 
 
 def test_carried_rows_keep_their_birth_range_and_a_group_checked_once_is_not_carried():
-    m, quiet = _a_machine(), QuietGroups(min_threads=3)
+    m, quiet = _a_machine(), QuietGroups(min_threads=3, min_checked=1)
     m.look(quiet), m.look(quiet)
     assert m.asked_tgids == [[100]]                 # the two-thread group is below min_threads
     before = m.full()
@@ -161,6 +161,23 @@ def test_carried_rows_keep_their_birth_range_and_a_group_checked_once_is_not_car
     assert born.tolist() == (before["time_ns"].astype(np.int64)
                              - before["ac_etime"].astype(np.int64) * 1000).tolist()
     assert set(SIGNATURE_FIELDS) >= {"cpu_count", "cpu_run_virtual_total", "nvcsw", "nivcsw"}
+
+
+def test_a_few_small_groups_are_not_worth_a_check_and_cost_no_tgid_lookup():
+    m, quiet = _a_machine(), QuietGroups()           # 8 threads in groups: below the default
+    for _ in range(4):
+        _same_as_full(m.look(quiet), m)
+        assert m.asked_tgids == [] and quiet.carried == 0
+    m2, quiet = Machine(), QuietGroups(min_threads=4, min_checked=6)
+    m2.add(1, 1, ppid=0)
+    for pid in range(100, 106):
+        m2.add(pid, 100)                             # six threads: checked
+    for pid in (200, 201, 202):
+        m2.add(pid, 200)                             # three: below min_threads
+    for _ in range(3):
+        _same_as_full(m2.look(quiet), m2)
+    assert m2.asked_tgids == [[100]] and quiet.carried == 6
+    assert m2.asked_pids == [[1, 200, 201, 202]]
 
 
 # ---- on the kernel -----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Accounting: a Connection and an ExitListener on every CPU, turned into one Interval at a time.
 
 Owns the schedule and the looks.  A *look* walks the cgroup v2 hierarchy (every thread id with its
-cgroup, and pressure totals) and queries every listed thread in one bulk lookup; the exit stream
+cgroup, and pressure totals) and queries the listed threads in one bulk lookup, except those of
+a multi-threaded process none of whose threads ran since the previous look, which are carried
+from it (``quiet.QuietGroups``, one TGID GET per such process instead); the exit stream
 is read continuously on a thread of its own (during looks and merges too), and after each look
 everything the sockets hold is cut into this interval, so an exit that raced the look is in it.
 ``merge.merge`` turns the two looks and the exits into rows; each closing look is the next

@@ -29,9 +29,11 @@ What can change while no thread of a group runs, and how each is handled:
   (``process_vm_writev``, ptrace) or reclaim can shrink it without a thread of it running; the
   carried ``hiwater_rss``/``hiwater_vm`` are those of the group's last query.
 
-Only groups that had at least ``MIN_THREADS`` threads at the previous look are checked: for a
-single-threaded process the TGID GET would cost what the GET it may save costs.  A group's
-first check after it appears only sets its reference, so it is carried from its second on.
+Only groups that had at least ``MIN_THREADS`` threads at the previous look are checked, and only
+when such groups hold ``MIN_CHECKED_THREADS`` threads together: the check has a fixed cost (one
+more bulk call and a dozen numpy calls, about what a hundred GETs cost with an interval's cold
+caches), which a few small groups do not repay.  A group's first check after it appears only
+sets its reference, so it is carried from its second on.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ import numpy as np
 from .. import layout
 from .interval import DELTA_FIELDS
 
-__all__ = ["QuietGroups", "MIN_THREADS", "SIGNATURE_FIELDS"]
+__all__ = ["QuietGroups", "MIN_THREADS", "MIN_CHECKED_THREADS", "SIGNATURE_FIELDS"]
 
 #: Threads a group needs at the previous look to be checked with one TGID GET.
-MIN_THREADS = 2
+MIN_THREADS = 4
+#: Threads the groups to check must hold together, or none is checked.
+MIN_CHECKED_THREADS = 128
 #: The TGID record's counters compared: any thread of the group scheduled or charged moves one.
 #: (Of DELTA_FIELDS, the TGID record leaves the I/O and fault counters zero: equal at both.)
 SIGNATURE_FIELDS = DELTA_FIELDS
@@ -69,8 +73,8 @@ class QuietGroups:
     the kernel only for the threads of groups that ran.  ``carried`` and ``checked`` count, for the last
     look, the records carried forward and the groups checked."""
 
-    def __init__(self, min_threads: int = MIN_THREADS):
-        self.min_threads = int(min_threads)
+    def __init__(self, min_threads: int = MIN_THREADS, min_checked: int = MIN_CHECKED_THREADS):
+        self.min_threads, self.min_checked = int(min_threads), int(min_checked)
         self._records: Optional[np.ndarray] = None   # the previous look's records, by ac_pid
         self._began_ns = 0
         self._groups = np.zeros(0, np.uint32)         # groups to check at the next look, sorted
@@ -168,12 +172,20 @@ class QuietGroups:
     def _remember(self, records: np.ndarray, began_ns: int) -> None:
         """Keep this look's records and choose the groups the next look checks."""
         self._records, self._began_ns = records, began_ns
+        self._groups = self._groups[:0]
+        pids, tgids = records["ac_pid"], records["ac_tgid"]
+        followers = tgids[pids != tgids]            # each thread but a group's leader
+        if len(followers) < self.min_checked:       # a small host: cheap to know, nothing to do
+            return
+        groups, counts = np.unique(followers, return_counts=True)
+        big = counts + 1 >= self.min_threads
+        if int(counts[big].sum()) + int(big.sum()) < self.min_checked:
+            return
+        self._groups = groups[big].astype(np.uint32)
         # the columns the next look reads, compact: read from 712-byte records, each is a
         # cache line per record, and the records are cold by the next look
-        self._columns = tuple(np.ascontiguousarray(records[name])
-                              for name in ("ac_pid", "ac_tgid", "ac_ppid"))
-        groups, counts = np.unique(self._columns[1], return_counts=True)
-        self._groups = groups[counts >= self.min_threads].astype(np.uint32)
+        self._columns = (np.ascontiguousarray(pids), np.ascontiguousarray(tgids),
+                         np.ascontiguousarray(records["ac_ppid"]))
 
 
 #: Above this many runs, carried rows are copied with one gather instead of run by run.
