@@ -117,9 +117,18 @@ int64_t tsf_sightings(const struct tsf_sighting_plan *p, const uint8_t *records,
     return kept;
 }
 
-/* Index of pid in n sightings sorted by unique pid, or -1. */
-static int64_t find_pid(const struct tsf_join_plan *p, const uint8_t *rows, uint32_t n, uint32_t pid)
+/* Index of pid in n sightings sorted by unique pid, or -1.  *hint: the row to try first, set to
+ * the row after the answer.  Callers ask in pid order for pids mostly present (a look's threads
+ * against the previous look's), so the next row is nearly always the answer, and the binary
+ * search, a cache miss per probe over rows this large, runs only where the two differ. */
+static int64_t find_pid(const struct tsf_join_plan *p, const uint8_t *rows, uint32_t n, uint32_t pid,
+                        uint32_t *hint)
 {
+    uint32_t h = *hint;
+    if (h < n && u32_at(rows + (size_t)h * p->sighting_size + p->s_pid) == pid) {
+        *hint = h + 1;
+        return h;
+    }
     uint32_t lo = 0, hi = n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -129,13 +138,21 @@ static int64_t find_pid(const struct tsf_join_plan *p, const uint8_t *rows, uint
         else
             hi = mid;
     }
-    if (lo < n && u32_at(rows + (size_t)lo * p->sighting_size + p->s_pid) == pid)
+    if (lo < n && u32_at(rows + (size_t)lo * p->sighting_size + p->s_pid) == pid) {
+        *hint = lo + 1;
         return lo;
+    }
     return -1;
 }
 
-static uint64_t cgroup_of(const struct tsf_join_cgroups *cg, uint32_t tid)
+/* The cgroup of tid (0: not listed); *hint as find_pid's. */
+static uint64_t cgroup_of(const struct tsf_join_cgroups *cg, uint32_t tid, uint32_t *hint)
 {
+    uint32_t h = *hint;
+    if (h < cg->n && cg->tids[h] == tid) {
+        *hint = h + 1;
+        return cg->cgroup[h];
+    }
     uint32_t lo = 0, hi = cg->n;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -144,7 +161,11 @@ static uint64_t cgroup_of(const struct tsf_join_cgroups *cg, uint32_t tid)
         else
             hi = mid;
     }
-    return lo < cg->n && cg->tids[lo] == tid ? cg->cgroup[lo] : 0;
+    if (lo < cg->n && cg->tids[lo] == tid) {
+        *hint = lo + 1;
+        return cg->cgroup[lo];
+    }
+    return 0;
 }
 
 /* merge._match's test: overlapping birth ranges, and counters that moved one way (only grew
@@ -211,9 +232,10 @@ static uint32_t fold(const struct tsf_join_plan *p, struct tsf_join_args *a, int
 {
     for (uint32_t j = 0; j < a->n_end; j++)
         end_row[j] = -1;                       /* here: the exit claiming end j */
+    uint32_t hint = 0;
     for (uint32_t i = 0; i < a->n_exit; i++) {
         const uint8_t *x = SIGHT(a->exits, i);
-        int64_t j = find_pid(p, a->ends, a->n_end, u32_at(x + p->s_pid));
+        int64_t j = find_pid(p, a->ends, a->n_end, u32_at(x + p->s_pid), &hint);
         x_to_end[i] = -1;
         if (j < 0 || !same_task(p, x, SIGHT(a->ends, j), 0))
             continue;
@@ -268,9 +290,10 @@ static void match_ledger(const struct tsf_join_plan *p, const struct tsf_join_ar
 {
     for (uint32_t j = 0; j < a->n_start; j++)
         claim[j] = -1;
+    uint32_t hint = 0;
     for (uint32_t k = 0; k < n; k++) {
         const uint8_t *s = row_sighting(p, a, row_end, k);
-        int64_t j = find_pid(p, a->start, a->n_start, u32_at(s + p->s_pid));
+        int64_t j = find_pid(p, a->start, a->n_start, u32_at(s + p->s_pid), &hint);
         s_at[k] = j < 0 ? -1 : -2;
         if (j < 0 || !same_task(p, s, SIGHT(a->start, j), 1))
             continue;
@@ -343,11 +366,11 @@ static void write_row(const struct tsf_join_plan *p, const struct tsf_join_args 
 /* merge._attribute's exact part: the closing look's cgroup for a task it listed (live, or an
  * exit folded with its sighting there), else the opening look's for an exit it had. */
 static int attribute(const struct tsf_join_plan *p, const struct tsf_join_args *a, uint8_t *r,
-                     uint32_t pid, int exited, int folded, int matched)
+                     uint32_t pid, int exited, int folded, int matched, uint32_t hints[2])
 {
-    uint64_t cg = !exited || folded ? cgroup_of(&a->end_cg, pid) : 0;
+    uint64_t cg = !exited || folded ? cgroup_of(&a->end_cg, pid, &hints[0]) : 0;
     if (!cg && exited && matched)
-        cg = cgroup_of(&a->start_cg, pid);
+        cg = cgroup_of(&a->start_cg, pid, &hints[1]);
     put_u64(r + p->r_cgroup, cg);
     if (cg)
         r[p->r_attribution] = p->attribution_exact;
@@ -358,13 +381,14 @@ static int attribute(const struct tsf_join_plan *p, const struct tsf_join_args *
 static void flag_shared_pids(const struct tsf_join_plan *p, struct tsf_join_args *a,
                              const int64_t *end_row)
 {
+    uint32_t hint = 0;
     for (uint32_t i = 0; i < a->n_exit; i++) {
         uint32_t pid = u32_at(SIGHT(a->exits, i) + p->s_pid);
         if (i > 0 && u32_at(SIGHT(a->exits, i - 1) + p->s_pid) == pid) {
             a->rows[(size_t)i * p->row_size + p->r_flags] |= p->flag_pid_reused;
             a->rows[(size_t)(i - 1) * p->row_size + p->r_flags] |= p->flag_pid_reused;
         }
-        int64_t j = find_pid(p, a->ends, a->n_end, pid);
+        int64_t j = find_pid(p, a->ends, a->n_end, pid, &hint);
         if (j >= 0 && end_row[j] >= 0) {
             a->rows[(size_t)i * p->row_size + p->r_flags] |= p->flag_pid_reused;
             a->rows[(size_t)end_row[j] * p->row_size + p->r_flags] |= p->flag_pid_reused;
@@ -388,6 +412,7 @@ int tsf_join(const struct tsf_join_plan *p, struct tsf_join_args *a)
     a->n_rows = n;
     a->n_dropped = 0;
     a->n_unresolved = 0;
+    uint32_t hints[2] = {0, 0};                 /* rows come in pid order: exits, then ends */
     for (uint32_t k = 0; k < n; k++) {
         const uint8_t *s = row_sighting(p, a, inv, k);
         int64_t j = s_at[k] >= 0 ? s_at[k] : -1;
@@ -407,7 +432,7 @@ int tsf_join(const struct tsf_join_plan *p, struct tsf_join_args *a)
                 put_i64(entry + p->s_exited, 1);
         }
         a->n_unresolved += attribute(p, a, r, u32_at(s + p->s_pid), k < a->n_exit,
-                                     k < a->n_exit && x_to_end[k] >= 0, j >= 0);
+                                     k < a->n_exit && x_to_end[k] >= 0, j >= 0, hints);
     }
     flag_shared_pids(p, a, end_row);
     return 0;
