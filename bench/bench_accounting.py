@@ -33,7 +33,9 @@ while it runs, its memory over a run, and psutil.  Every figure is a ratio measu
              Goal: <= 1.0x top.  The peers are Debian packages installed here when missing.
              Beside them, two floors: "interval floor (C, 1 s gap)" is bench/interval_floor.c,
              all one interval reads, each repeat after the agents' own 1 s sleep (caches as
-             cold as theirs): the most any 1 s agent that reads all of it can reach.  "kernel
+             cold as theirs): the most any 1 s agent that reads all of it can reach (Accounting
+             carries the threads of processes that did not run instead of querying them, so
+             where many threads sleep it goes below this floor).  "kernel
              floor (C)" is bench/query_floor.c's CPU for one look's TASKSTATS GETs alone (every
              thread the cgroup walk lists), back to back with hot caches: the GETs' share.
 
