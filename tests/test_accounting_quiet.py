@@ -113,6 +113,13 @@ def test_a_group_none_of_whose_threads_ran_is_carried_from_its_second_check_on()
     got = m.look(quiet)                             # third: both groups quiet
     _same_as_full(got, m)                           # elapsed and receive time moved on too
     assert m.asked_pids == [[1, 200]] and quiet.carried == 8 and quiet.checked == 2
+    for _ in range(3):                              # carried from carried records, and so on
+        m.run(1)
+        _same_as_full(m.look(quiet), m)
+        assert m.asked_pids == [[1, 200]] and quiet.carried == 8
+    m.run(301)
+    _same_as_full(m.look(quiet), m)
+    assert m.asked_pids == [[1, 200, 300, 301]] and quiet.carried == 6
 
 
 def test_a_group_with_one_thread_that_ran_is_queried_whole():
